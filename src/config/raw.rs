@@ -1,0 +1,59 @@
+//! The file as written: serde structs that mirror `gateway.toml` key for key.
+//!
+//! Values that need more than a type check (durations, sizes, addresses,
+//! paths, access words) stay `Spanned<String>` here so that validation can
+//! point at the exact place in the file when they are wrong.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type Text = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+pub struct RawConfig {
+    pub server: Spanned<RawServer>,
+    pub upstream: Spanned<RawUpstream>,
+    #[serde(default)]
+    pub identity: RawIdentity,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawServer {
+    pub listen: Text,
+    pub cert: Text,
+    pub key: Text,
+    pub redirect_http: Option<Text>,
+    pub ops_listen: Option<Text>,
+    pub shutdown_grace: Option<Text>,
+    pub max_header_size: Option<Text>,
+    pub max_body_size: Option<Text>,
+    pub header_timeout: Option<Text>,
+    pub handshake_timeout: Option<Text>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub hsts: Option<bool>,
+    pub log_format: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawUpstream {
+    pub url: Text,
+    pub connect_timeout: Option<Text>,
+    pub timeout: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawIdentity {
+    pub user_header: Option<Text>,
+    pub roles_header: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawRule {
+    pub path: Text,
+    pub methods: Option<Vec<Text>>,
+    pub host: Option<Text>,
+    pub access: Option<Text>,
+    pub roles: Option<Spanned<Vec<Text>>>,
+}

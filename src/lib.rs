@@ -1,0 +1,48 @@
+//! authgate: a TLS-terminating reverse proxy that puts a login, server-side
+//! sessions and role rules in front of web apps that have none of their own.
+//!
+//! # Layout
+//!
+//! - [`config`]: `gateway.toml`, raw serde structs validated into [`Config`],
+//!   every problem reported as `FILE:LINE:COL`.
+//! - [`tls`]: PEM loading and the rustls server config (TLS 1.2/1.3, ALPN).
+//! - [`server`]: the TLS accept loop (connection cap, handshake timeout,
+//!   graceful shutdown), the HTTP/1.1 framing guard, the redirect and ops listeners.
+//! - [`pipeline`]: one request's way: refuse, gateway pages, policy, proxy, log.
+//! - [`policy`]: path normalization, compiled rules, the decision.
+//! - [`proxy`]: the pooled upstream client and the header rules both ways.
+//! - [`response`]: body type, the one error-to-status mapping, the gateway's own pages.
+//! - [`ops`]: metrics, readiness and the `/healthz` `/readyz` `/metrics` answers.
+//! - [`demo`]: the zero-setup demo: an upstream app and a gateway in front of it.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod demo;
+pub mod ops;
+pub mod pipeline;
+pub mod policy;
+pub mod proxy;
+pub mod response;
+pub mod server;
+pub mod tls;
+
+pub use config::Config;
+pub use server::Gateway;
+
+use std::future::Future;
+
+/// Runs the gateway until `shutdown` resolves, then drains and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let gateway = Gateway::start(config).await?;
+    tracing::info!(
+        listen = %gateway.addr(),
+        redirect_http = ?gateway.redirect_addr(),
+        ops_listen = ?gateway.ops_addr(),
+        "authgate is serving"
+    );
+    shutdown.await;
+    gateway.shutdown().await;
+    tracing::info!("authgate stopped");
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The `authgate` command line: parses arguments, sets up logging and
+//! signals, and calls into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use authgate::config::LogFormat;
+use authgate::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "authgate",
+    version,
+    about = "A login, sessions and role rules in front of web apps that have none"
+)]
+struct Cli {
+    /// Config file [env: AUTHGATE_CONFIG; default: ./gateway.toml]
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+
+    /// Log format on stderr; overrides `server.log_format`.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the config and report every problem as FILE:LINE:COL.
+    Check,
+    /// Start a demo app with the gateway in front of it.
+    Demo {
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = cli
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("AUTHGATE_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("gateway.toml"));
+    let flag_format = cli.log_format.map(|f| match f {
+        LogFormatArg::Human => LogFormat::Human,
+        LogFormatArg::Json => LogFormat::Json,
+    });
+    let outcome = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&config_path, flag_format),
+        Command::Check => return check(&config_path),
+        Command::Demo { listen } => demo(listen, flag_format),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} rules, upstream {})",
+                path.display(),
+                config.policy.rules().len(),
+                config.upstream.authority
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for problem in &e.problems {
+                eprintln!("{problem}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_or_report(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| {
+        for problem in &e.problems {
+            eprintln!("{problem}");
+        }
+        anyhow::anyhow!(
+            "{} has {} problem(s); not starting",
+            path.display(),
+            e.problems.len()
+        )
+    })
+}
+
+fn run(path: &std::path::Path, flag_format: Option<LogFormat>) -> anyhow::Result<()> {
+    let config = load_or_report(path)?;
+    init_logging(
+        flag_format
+            .or(config.server.log_format)
+            .unwrap_or(LogFormat::Human),
+    );
+    runtime()?.block_on(async { authgate::run(config, shutdown_signal()).await })?;
+    Ok(())
+}
+
+fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()> {
+    init_logging(flag_format.unwrap_or(LogFormat::Human));
+    runtime()?.block_on(async {
+        let app = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let app_addr = app.local_addr()?;
+        tokio::spawn(authgate::demo::serve_app(app));
+        let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
+        let path = authgate::demo::write_config(&dir, listen, app_addr)
+            .context("cannot write the demo config")?;
+        let config = load_or_report(&path)?;
+        println!();
+        println!("  authgate demo: open https://{listen}/");
+        println!("  (a self-signed certificate: your browser will ask you to accept it)");
+        println!(
+            "  demo app behind it: http://{app_addr}/   config: {}",
+            path.display()
+        );
+        println!("  stop with Ctrl-C");
+        println!();
+        let result = authgate::run(config, shutdown_signal()).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result.map_err(anyhow::Error::from)
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AUTHGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Resolves at SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("signal received: shutting down");
+}

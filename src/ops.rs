@@ -1,0 +1,216 @@
+//! Operations: counters, readiness, and the `/healthz` `/readyz` `/metrics`
+//! answers of the optional ops listener.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::Duration;
+
+use http::{Method, Response, StatusCode};
+
+use crate::policy::DenyReason;
+use crate::response::{own_response, Body};
+
+/// Upper bounds of the request-duration histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamFailure {
+    Unavailable,
+    Timeout,
+}
+
+/// Lock-free counters, updated on every request.
+#[derive(Default)]
+pub struct Metrics {
+    /// Responses by status class, 1xx to 5xx.
+    responses: [AtomicU64; 5],
+    upstream_unavailable: AtomicU64,
+    upstream_timeout: AtomicU64,
+    denied_no_rule: AtomicU64,
+    denied_by_rule: AtomicU64,
+    denied_missing_role: AtomicU64,
+    duration_buckets: [AtomicU64; BUCKETS.len()],
+    duration_sum_micros: AtomicU64,
+    duration_count: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record_response(&self, status: StatusCode, elapsed: Duration) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&bound| seconds <= bound) {
+            self.duration_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.duration_sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_upstream_failure(&self, failure: UpstreamFailure) {
+        match failure {
+            UpstreamFailure::Unavailable => &self.upstream_unavailable,
+            UpstreamFailure::Timeout => &self.upstream_timeout,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_denial(&self, reason: DenyReason) {
+        match reason {
+            DenyReason::NoRule => &self.denied_no_rule,
+            DenyReason::DenyRule => &self.denied_by_rule,
+            DenyReason::MissingRole => &self.denied_missing_role,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(2048);
+        out.push_str("# HELP authgate_requests_total Requests answered, by status class.\n");
+        out.push_str("# TYPE authgate_requests_total counter\n");
+        for (i, counter) in self.responses.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "authgate_requests_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                load(counter)
+            );
+        }
+        out.push_str(
+            "# HELP authgate_upstream_errors_total Requests the upstream failed to answer.\n",
+        );
+        out.push_str("# TYPE authgate_upstream_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "authgate_upstream_errors_total{{kind=\"unavailable\"}} {}",
+            load(&self.upstream_unavailable)
+        );
+        let _ = writeln!(
+            out,
+            "authgate_upstream_errors_total{{kind=\"timeout\"}} {}",
+            load(&self.upstream_timeout)
+        );
+        out.push_str("# HELP authgate_denied_total Requests the policy denied, by reason.\n");
+        out.push_str("# TYPE authgate_denied_total counter\n");
+        for (reason, counter) in [
+            ("no_rule", &self.denied_no_rule),
+            ("deny_rule", &self.denied_by_rule),
+            ("missing_role", &self.denied_missing_role),
+        ] {
+            let _ = writeln!(
+                out,
+                "authgate_denied_total{{reason=\"{reason}\"}} {}",
+                load(counter)
+            );
+        }
+        out.push_str(
+            "# HELP authgate_request_duration_seconds Time from request head to response head.\n",
+        );
+        out.push_str("# TYPE authgate_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (bound, counter) in BUCKETS.iter().zip(&self.duration_buckets) {
+            cumulative += load(counter);
+            let _ = writeln!(
+                out,
+                "authgate_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = load(&self.duration_count);
+        let _ = writeln!(
+            out,
+            "authgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "authgate_request_duration_seconds_sum {}",
+            load(&self.duration_sum_micros) as f64 / 1e6
+        );
+        let _ = writeln!(out, "authgate_request_duration_seconds_count {count}");
+        out
+    }
+}
+
+/// Whether the gateway takes traffic: a one-way latch from starting to
+/// serving to draining.
+#[derive(Default)]
+pub struct Readiness(AtomicU8);
+
+const STARTING: u8 = 0;
+const SERVING: u8 = 1;
+const DRAINING: u8 = 2;
+
+impl Readiness {
+    pub fn serving(&self) {
+        let _ = self
+            .0
+            .compare_exchange(STARTING, SERVING, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub fn draining(&self) {
+        self.0.store(DRAINING, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == SERVING
+    }
+}
+
+/// Answers one request on the ops listener.
+pub fn answer(
+    method: &Method,
+    path: &str,
+    metrics: &Metrics,
+    readiness: &Readiness,
+) -> Response<Body> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if method != Method::GET && method != Method::HEAD {
+        return own_response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
+    }
+    match path {
+        "/healthz" => own_response(StatusCode::OK, TEXT, "ok\n"),
+        "/readyz" if readiness.is_ready() => own_response(StatusCode::OK, TEXT, "ready\n"),
+        "/readyz" => own_response(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
+        "/metrics" => own_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        _ => own_response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_match() {
+        let m = Metrics::default();
+        m.record_response(StatusCode::OK, Duration::from_micros(500));
+        m.record_response(StatusCode::BAD_GATEWAY, Duration::from_millis(30));
+        m.record_response(StatusCode::OK, Duration::from_secs(60));
+        let text = m.render();
+        assert!(text.contains("authgate_requests_total{class=\"2xx\"} 2\n"));
+        assert!(text.contains("authgate_requests_total{class=\"5xx\"} 1\n"));
+        assert!(text.contains("authgate_request_duration_seconds_bucket{le=\"0.001\"} 1\n"));
+        assert!(text.contains("authgate_request_duration_seconds_bucket{le=\"0.05\"} 2\n"));
+        assert!(text.contains("authgate_request_duration_seconds_bucket{le=\"10\"} 2\n"));
+        assert!(text.contains("authgate_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("authgate_request_duration_seconds_count 3\n"));
+    }
+
+    #[test]
+    fn readiness_latch() {
+        let r = Readiness::default();
+        assert!(!r.is_ready());
+        r.serving();
+        assert!(r.is_ready());
+        r.draining();
+        r.serving();
+        assert!(!r.is_ready());
+    }
+}

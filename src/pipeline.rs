@@ -1,0 +1,244 @@
+//! One request's way through the gateway, top to bottom:
+//!
+//! 1. refuse what no rule should ever see (TRACE, ambiguous framing,
+//!    oversized heads and bodies, ambiguous paths);
+//! 2. answer `/.gateway/` itself;
+//! 3. ask the policy;
+//! 4. forward to the upstream, streaming;
+//! 5. finish the response (HSTS), count it and log one line.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use crate::config::Config;
+use crate::ops::{Metrics, Readiness, UpstreamFailure};
+use crate::policy::{path, Decision, Target};
+use crate::proxy::{Forward, Upstream};
+use crate::response::{wants_html, Body, GatewayError};
+use crate::server::framing::FramingVerdict;
+
+/// Everything a request needs, built once at start and shared read-only.
+pub struct State {
+    pub config: Config,
+    pub upstream: Upstream,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+}
+
+impl State {
+    pub fn new(config: Config) -> State {
+        let upstream = Upstream::new(&config.upstream, config.server.max_body_size);
+        State {
+            config,
+            upstream,
+            metrics: Metrics::default(),
+            readiness: Readiness::default(),
+        }
+    }
+}
+
+/// One client connection.
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub framing: Arc<FramingVerdict>,
+    /// Requests seen so far on this connection, to line up with `framing`.
+    requests: AtomicU64,
+}
+
+impl Connection {
+    pub fn new(peer: SocketAddr, framing: Arc<FramingVerdict>) -> Connection {
+        Connection {
+            peer,
+            framing,
+            requests: AtomicU64::new(0),
+        }
+    }
+}
+
+static HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
+
+/// The prefix of every path the gateway answers itself.
+const GATEWAY_PREFIX: &str = "/.gateway";
+
+pub async fn handle(
+    state: &State,
+    conn: &Connection,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let index = conn.requests.fetch_add(1, Ordering::Relaxed);
+    let method = request.method().clone();
+    let html = wants_html(request.headers());
+    let mut logged_path = Cow::Owned(String::new());
+
+    let mut response = match route(state, conn, index, request, &mut logged_path).await {
+        Ok(response) => response,
+        Err(error) => {
+            match &error {
+                GatewayError::UpstreamUnavailable(cause) => {
+                    state
+                        .metrics
+                        .record_upstream_failure(UpstreamFailure::Unavailable);
+                    tracing::warn!(path = %logged_path, error = %cause, "upstream unavailable");
+                }
+                GatewayError::UpstreamTimeout => {
+                    state
+                        .metrics
+                        .record_upstream_failure(UpstreamFailure::Timeout);
+                    tracing::warn!(path = %logged_path, "upstream timed out");
+                }
+                GatewayError::Forbidden(reason) => state.metrics.record_denial(*reason),
+                _ => {}
+            }
+            error.into_response(html)
+        }
+    };
+
+    if state.config.server.hsts {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+    }
+    let elapsed = started.elapsed();
+    let status = response.status();
+    state.metrics.record_response(status, elapsed);
+    tracing::info!(
+        target: "authgate::access",
+        method = %method,
+        path = %logged_path,
+        status = status.as_u16(),
+        user = "-",
+        duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        "request"
+    );
+    response
+}
+
+async fn route(
+    state: &State,
+    conn: &Connection,
+    index: u64,
+    request: Request<Incoming>,
+    logged_path: &mut Cow<'static, str>,
+) -> Result<Response<Body>, GatewayError> {
+    let server = &state.config.server;
+    if request.method() == Method::TRACE {
+        *logged_path = Cow::Owned(request.uri().path().to_owned());
+        return Err(GatewayError::MethodNotAllowed);
+    }
+    if conn.framing.is_ambiguous(index) {
+        *logged_path = Cow::Owned(request.uri().path().to_owned());
+        return Err(GatewayError::AmbiguousFraming);
+    }
+    if head_size(&request) > server.max_header_size {
+        return Err(GatewayError::HeadTooLarge);
+    }
+    if declared_length(&request).is_some_and(|n| n > server.max_body_size) {
+        return Err(GatewayError::BodyTooLarge);
+    }
+    let normalized = match path::normalize(request.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            *logged_path = Cow::Owned(request.uri().path().to_owned());
+            return Err(e.into());
+        }
+    };
+    *logged_path = Cow::Owned(normalized);
+    let normalized: &str = logged_path;
+
+    if normalized == GATEWAY_PREFIX || normalized.starts_with("/.gateway/") {
+        return Err(GatewayError::NotFound);
+    }
+
+    let host = client_host(&request);
+    let target = Target {
+        method: request.method(),
+        host: host.as_ref().and_then(host_name),
+        path: normalized,
+    };
+    match state.config.policy.decide(&target, None).0 {
+        Decision::Allow => {}
+        Decision::Login => {
+            let navigating = matches!(*request.method(), Method::GET | Method::HEAD)
+                && wants_html(request.headers());
+            return Err(GatewayError::Unauthenticated {
+                next: with_query(normalized, request.uri().query()),
+                navigating,
+            });
+        }
+        Decision::Deny(reason) => return Err(GatewayError::Forbidden(reason)),
+    }
+
+    let path_and_query =
+        PathAndQuery::from_maybe_shared(Bytes::from(with_query(normalized, request.uri().query())))
+            .map_err(|_| GatewayError::BadPath(path::PathError::BadPercentEncoding))?;
+    let (parts, body) = request.into_parts();
+    let forward = Forward {
+        path_and_query,
+        client_ip: conn.peer.ip(),
+        host: host.as_ref(),
+    };
+    state
+        .upstream
+        .forward(parts, body, &state.config.identity, forward)
+        .await
+}
+
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
+}
+
+/// Size of the request head as it came: request line and header lines.
+fn head_size(request: &Request<Incoming>) -> usize {
+    let uri = request.uri();
+    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    let line = request.method().as_str().len() + target + 12;
+    request.headers().iter().fold(line, |sum, (name, value)| {
+        sum + name.as_str().len() + value.len() + 4
+    })
+}
+
+fn declared_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The host the client asked for: the URI's authority where there is one
+/// (HTTP/2's `:authority`, or an absolute-form HTTP/1.1 target, which RFC
+/// 9112 §3.2.2 puts before `Host`), else `Host`.
+fn client_host(request: &Request<Incoming>) -> Option<HeaderValue> {
+    match request.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => request.headers().get(header::HOST).cloned(),
+    }
+}
+
+/// `Example.COM:8443` -> `example.com`; `[::1]:8443` -> `[::1]`.
+fn host_name(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let name = if text.starts_with('[') {
+        text.split_inclusive(']').next()?
+    } else {
+        text.split(':').next()?
+    };
+    Some(name)
+}

@@ -1,0 +1,165 @@
+//! Request path normalization (SPEC §4).
+//!
+//! The policy judges the normalized path and the upstream receives that same
+//! path, so there is no second interpretation for an attacker to aim at.
+//! Anything whose meaning differs between servers (`%2F`, `%5C`, `%00`,
+//! backslashes, broken escapes, `..` above the root) is refused instead of
+//! guessed at.
+
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path must start with /")]
+    NotAbsolute,
+    #[error("the path contains an encoded slash (%2F)")]
+    EncodedSlash,
+    #[error("the path contains an encoded backslash (%5C)")]
+    EncodedBackslash,
+    #[error("the path contains an encoded NUL (%00)")]
+    EncodedNul,
+    #[error("the path contains a backslash")]
+    Backslash,
+    #[error("the path contains an invalid percent-encoding")]
+    BadPercentEncoding,
+    #[error("the path climbs above the root with ..")]
+    EscapesRoot,
+}
+
+/// Decodes percent-encoded unreserved characters (RFC 3986 §2.3), upper-cases
+/// the hex of the escapes it keeps, merges empty segments and resolves `.`
+/// and `..`. A trailing slash is kept.
+pub fn normalize(raw: &str) -> Result<String, PathError> {
+    let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    if raw.contains('\\') {
+        return Err(PathError::Backslash);
+    }
+    let mut out = String::with_capacity(raw.len());
+    // Where each kept segment starts in `out`, so `..` can drop the last one.
+    let mut starts: Vec<usize> = Vec::new();
+    let mut segment = String::new();
+    let mut trailing_slash = false;
+    let mut pieces = rest.split('/').peekable();
+    while let Some(piece) = pieces.next() {
+        let last = pieces.peek().is_none();
+        segment.clear();
+        decode_segment(piece, &mut segment)?;
+        match segment.as_str() {
+            "" | "." => trailing_slash = last,
+            ".." => {
+                let start = starts.pop().ok_or(PathError::EscapesRoot)?;
+                out.truncate(start);
+                trailing_slash = last;
+            }
+            _ => {
+                starts.push(out.len());
+                out.push('/');
+                out.push_str(&segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn decode_segment(piece: &str, out: &mut String) -> Result<(), PathError> {
+    let bytes = piece.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != b'%' {
+            out.push(b as char);
+            i += 1;
+            continue;
+        }
+        let hex = |j: usize| bytes.get(j).and_then(|&c| (c as char).to_digit(16));
+        let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
+            return Err(PathError::BadPercentEncoding);
+        };
+        let value = (hi * 16 + lo) as u8;
+        match value {
+            b'/' => return Err(PathError::EncodedSlash),
+            b'\\' => return Err(PathError::EncodedBackslash),
+            0 => return Err(PathError::EncodedNul),
+            c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
+                out.push(c as char)
+            }
+            c => {
+                let _ = write!(out, "%{c:02X}");
+            }
+        }
+        i += 3;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> String {
+        normalize(raw).unwrap_or_else(|e| panic!("{raw:?} refused: {e}"))
+    }
+
+    #[test]
+    fn plain_paths_pass_unchanged() {
+        for p in ["/", "/a", "/a/b", "/a/b/", "/a%20b", "/x;y=1", "/%C3%A9"] {
+            assert_eq!(ok(p), p);
+        }
+    }
+
+    #[test]
+    fn unreserved_escapes_are_decoded_and_others_uppercased() {
+        assert_eq!(ok("/%61dmin"), "/admin");
+        assert_eq!(ok("/%7euser/%2D%5f"), "/~user/-_");
+        assert_eq!(ok("/a%3fb"), "/a%3Fb");
+        assert_eq!(ok("/%c3%a9"), "/%C3%A9");
+        // No double decoding: %25 stays an escaped percent sign.
+        assert_eq!(ok("/%252e%252e/admin"), "/%252e%252e/admin");
+    }
+
+    #[test]
+    fn slashes_merge_and_dots_resolve() {
+        assert_eq!(ok("//admin"), "/admin");
+        assert_eq!(ok("/a//b///c"), "/a/b/c");
+        assert_eq!(ok("/./admin"), "/admin");
+        assert_eq!(ok("/x/../admin"), "/admin");
+        assert_eq!(ok("/api/x/../../admin"), "/admin");
+        assert_eq!(ok("/x/%2e%2e/admin"), "/admin");
+        assert_eq!(ok("/x/%2E/admin"), "/x/admin");
+        assert_eq!(ok("/a/."), "/a/");
+        assert_eq!(ok("/a/.."), "/");
+        assert_eq!(ok("/a/b/.."), "/a/");
+        assert_eq!(ok("/a//"), "/a/");
+        assert_eq!(ok("/."), "/");
+        assert_eq!(ok("/..."), "/...");
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        let cases = [
+            ("/a%2Fb", PathError::EncodedSlash),
+            ("/a%2fb", PathError::EncodedSlash),
+            ("/a%5Cb", PathError::EncodedBackslash),
+            ("/a%5cb", PathError::EncodedBackslash),
+            ("/a%00", PathError::EncodedNul),
+            ("/a\\b", PathError::Backslash),
+            ("/a%", PathError::BadPercentEncoding),
+            ("/a%4", PathError::BadPercentEncoding),
+            ("/a%zz", PathError::BadPercentEncoding),
+            ("/..", PathError::EscapesRoot),
+            ("/../admin", PathError::EscapesRoot),
+            ("/%2e%2e/admin", PathError::EscapesRoot),
+            ("/a/../../b", PathError::EscapesRoot),
+            ("..%2fadmin", PathError::NotAbsolute),
+            ("/..%2fadmin", PathError::EncodedSlash),
+            ("*", PathError::NotAbsolute),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(normalize(raw), Err(expected), "{raw:?}");
+        }
+    }
+}

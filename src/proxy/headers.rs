@@ -1,0 +1,181 @@
+//! Header rules for both directions of the proxy.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::HeaderMap;
+
+use crate::config::Identity;
+
+/// Hop-by-hop headers: RFC 9110 §7.6.1 names Connection, Proxy-Connection,
+/// Keep-Alive, TE, Transfer-Encoding and Upgrade; Trailer and the
+/// Proxy-Authenticate/-Authorization pair are per-hop in RFC 2616 §13.5.1
+/// and still treated so by proxies. Whatever `Connection` lists is per-hop too.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Headers some upstream frameworks read to route or re-interpret a request
+/// (SPEC §6): honouring them would let a client reach a path or method the
+/// policy never judged.
+static ROUTING_OVERRIDES: [HeaderName; 5] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Client-sent claims about the connection; the gateway states its own.
+static FORWARDING_CLAIMS: [HeaderName; 6] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// Removes the hop-by-hop headers, those named in `Connection` first.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// True for `X-Auth-*` in any case and with `_` for `-`, which CGI-style
+/// upstreams read as the same header.
+fn is_identity_like(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 7
+        && b[0].eq_ignore_ascii_case(&b'x')
+        && matches!(b[1], b'-' | b'_')
+        && b[2..6].eq_ignore_ascii_case(b"auth")
+        && matches!(b[6], b'-' | b'_')
+}
+
+/// Readies a client's headers for the upstream: hop-by-hop headers and every
+/// client claim the gateway itself is the authority on are removed, then the
+/// gateway's own statements are set. Removal comes first so that a header
+/// named in `Connection` can never knock out one the gateway sets.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    identity: &Identity,
+    client_ip: IpAddr,
+    host: Option<&HeaderValue>,
+) {
+    remove_hop_by_hop(headers);
+    headers.remove(&identity.user_header);
+    headers.remove(&identity.roles_header);
+    for name in ROUTING_OVERRIDES.iter().chain(&FORWARDING_CLAIMS) {
+        headers.remove(name);
+    }
+    if headers.keys().any(|n| is_identity_like(n.as_str())) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_identity_like(n.as_str()))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
+    }
+
+    let ip = HeaderValue::from_str(&client_ip.to_string())
+        .expect("an IP address is a valid header value");
+    headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("https"),
+    );
+    if let Some(host) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        headers.insert(header::HOST, host.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_like_names() {
+        for name in [
+            "x-auth-user",
+            "x_auth_user",
+            "x-auth_roles",
+            "x_auth-anything",
+            "X-AUTH-USER",
+        ] {
+            assert!(is_identity_like(name), "{name}");
+        }
+        for name in [
+            "x-author",
+            "x-auth",
+            "x-authx-user",
+            "auth-user",
+            "x-forwarded-for",
+        ] {
+            assert!(!is_identity_like(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn connection_named_headers_go_and_gateway_values_stay() {
+        let identity = Identity {
+            user_header: HeaderName::from_static("x-auth-user"),
+            roles_header: HeaderName::from_static("x-auth-roles"),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-forwarded-for, x-custom"),
+        );
+        headers.insert("x-custom", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        headers.insert("x_auth_user", HeaderValue::from_static("root"));
+        headers.insert("x-original-url", HeaderValue::from_static("/admin"));
+        let host = HeaderValue::from_static("app.example");
+        prepare_request(
+            &mut headers,
+            &identity,
+            "10.0.0.7".parse().unwrap(),
+            Some(&host),
+        );
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-host"], "app.example");
+        assert_eq!(headers["x-kept"], "1");
+        for gone in [
+            "connection",
+            "x-custom",
+            "keep-alive",
+            "x_auth_user",
+            "x-original-url",
+        ] {
+            assert!(!headers.contains_key(gone), "{gone} survived");
+        }
+    }
+}

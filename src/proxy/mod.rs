@@ -1,0 +1,104 @@
+//! The upstream side: one pooled keep-alive client, and forwarding a request
+//! with bodies streamed both ways.
+
+pub mod headers;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::HeaderValue;
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{request, Request, Response, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{self, Identity};
+use crate::response::{Body, GatewayError};
+
+/// The protected app, reached through a shared connection pool.
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    authority: Authority,
+    timeout: Duration,
+    max_body_size: usize,
+}
+
+/// What the pipeline knows about a request that the upstream must be told.
+pub struct Forward<'a> {
+    /// The normalized path and the original query.
+    pub path_and_query: PathAndQuery,
+    pub client_ip: IpAddr,
+    /// The `Host` (HTTP/1.1) or `:authority` (HTTP/2) the client sent.
+    pub host: Option<&'a HeaderValue>,
+}
+
+impl Upstream {
+    pub fn new(config: &config::Upstream, max_body_size: u64) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Upstream {
+            client,
+            authority: config.authority.clone(),
+            timeout: config.timeout,
+            max_body_size: usize::try_from(max_body_size).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Sends the request on and returns the upstream's response with its
+    /// body still streaming. `timeout` bounds the wait for the response head.
+    pub async fn forward(
+        &self,
+        mut parts: request::Parts,
+        body: Incoming,
+        identity: &Identity,
+        forward: Forward<'_>,
+    ) -> Result<Response<Body>, GatewayError> {
+        headers::prepare_request(
+            &mut parts.headers,
+            identity,
+            forward.client_ip,
+            forward.host,
+        );
+        parts.uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(forward.path_and_query)
+            .build()
+            .expect("scheme, authority and a normalized path make a valid URI");
+        parts.version = Version::HTTP_11;
+        let body = Limited::new(body, self.max_body_size).boxed();
+        let request = Request::from_parts(parts, body);
+
+        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
+        {
+            Err(_elapsed) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) if caused_by_body_limit(&e) => return Err(GatewayError::BodyTooLarge),
+            Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable(e.into())),
+            Ok(Ok(response)) => response,
+        };
+        let (mut parts, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed(),
+        ))
+    }
+}
+
+fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}

@@ -1,0 +1,261 @@
+//! What the gateway answers itself: the body type, the one mapping from
+//! [`GatewayError`] to a status code, and the small pages it serves.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+
+/// Errors a body can fail with, from either side of the proxy.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every response body: the gateway's own pages and streamed upstream bodies.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// Whose fault a failure was; decides 4xx against 5xx and how it is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+}
+
+/// Every way a request can end without the upstream's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadPath(#[from] crate::policy::path::PathError),
+    #[error("the request carries both Content-Length and Transfer-Encoding")]
+    AmbiguousFraming,
+    #[error("the request head is larger than the configured limit")]
+    HeadTooLarge,
+    #[error("the request body is larger than the configured limit")]
+    BodyTooLarge,
+    #[error("this method is not allowed")]
+    MethodNotAllowed,
+    #[error("no such gateway page")]
+    NotFound,
+    #[error("access denied: {}", .0.as_str())]
+    Forbidden(crate::policy::DenyReason),
+    /// A session is needed; `next` is where to come back after login.
+    #[error("a login is needed")]
+    Unauthenticated { next: String, navigating: bool },
+    #[error("the upstream could not be reached: {0}")]
+    UpstreamUnavailable(BoxError),
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadPath(_) | GatewayError::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::Unauthenticated {
+                navigating: true, ..
+            } => StatusCode::FOUND,
+            GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamTimeout => Fault::Upstream,
+            _ => Fault::Client,
+        }
+    }
+
+    /// The short machine-readable code in JSON error bodies.
+    fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadPath(_) | GatewayError::AmbiguousFraming => "bad_request",
+            GatewayError::HeadTooLarge => "request_header_fields_too_large",
+            GatewayError::BodyTooLarge => "payload_too_large",
+            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::NotFound => "not_found",
+            GatewayError::Forbidden(_) => "forbidden",
+            GatewayError::Unauthenticated { .. } => "unauthenticated",
+            GatewayError::UpstreamUnavailable(_) => "bad_gateway",
+            GatewayError::UpstreamTimeout => "gateway_timeout",
+        }
+    }
+
+    /// The page a person sees; upstream details stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            GatewayError::UpstreamUnavailable(_) => {
+                "The application behind this gateway cannot be reached right now.".into()
+            }
+            GatewayError::UpstreamTimeout => {
+                "The application behind this gateway did not answer in time.".into()
+            }
+            GatewayError::Forbidden(_) => "You do not have access to this page.".into(),
+            GatewayError::Unauthenticated { .. } => "Please sign in to see this page.".into(),
+            other => {
+                let mut text = other.to_string();
+                if let Some(first) = text.get_mut(..1) {
+                    first.make_ascii_uppercase();
+                }
+                text + "."
+            }
+        }
+    }
+
+    /// The response, as HTML for a browser (`html`: its `Accept` names
+    /// `text/html`) or JSON.
+    pub fn into_response(self, html: bool) -> Response<Body> {
+        let status = self.status();
+        if let GatewayError::Unauthenticated {
+            next,
+            navigating: true,
+        } = &self
+        {
+            let location = format!("/.gateway/login?next={}", encode_query_value(next));
+            let mut response = page(status, "Sign in", "Redirecting to the sign-in page.");
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            return response;
+        }
+        let mut response = if html {
+            page(
+                status,
+                status.canonical_reason().unwrap_or("Error"),
+                &self.public_message(),
+            )
+        } else {
+            let body = serde_json::json!({ "error": self.code() }).to_string();
+            own_response(status, "application/json; charset=utf-8", body)
+        };
+        if matches!(self, GatewayError::AmbiguousFraming) {
+            // The rest of this connection's bytes cannot be trusted.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if matches!(self, GatewayError::MethodNotAllowed) {
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        response
+    }
+}
+
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+pub fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Headers every response of the gateway's own carries (SPEC §7).
+pub fn own_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+        ),
+    );
+    response
+}
+
+/// A small self-contained HTML page.
+pub fn page(status: StatusCode, title: &str, message: &str) -> Response<Body> {
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title}</title><style>{STYLE}</style></head>\
+<body><main><h1>{title}</h1><p>{message}</p><p class=\"code\">{code}</p></main></body></html>\n",
+        title = escape_html(title),
+        message = escape_html(message),
+        code = status.as_u16(),
+    );
+    own_response(status, "text/html; charset=utf-8", body)
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;color:#1d2330;margin:0}\
+main{max-width:32rem;margin:10vh auto;padding:2rem;background:#fff;border-radius:8px;box-shadow:0 1px 4px #0002}\
+h1{font-size:1.4rem;margin-top:0}.code{color:#6b7280;font-size:.9rem}";
+
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_html_specials() {
+        assert_eq!(
+            escape_html("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn encodes_next_for_a_query() {
+        assert_eq!(encode_query_value("/a b?c=1&d"), "/a%20b%3Fc%3D1%26d");
+    }
+}

@@ -1,0 +1,359 @@
+//! A watch on HTTP/1.1 request framing.
+//!
+//! hyper copes with a request that carries both `Content-Length` and
+//! `Transfer-Encoding` the way RFC 9112 §6.3 allows: it drops the length,
+//! reads the chunked body and closes the connection afterwards. It hands the
+//! request on without saying so, and that combination is the raw material of
+//! request smuggling, so authgate refuses it outright (400, never proxied).
+//! To see it, [`FramingGuard`] reads along the bytes hyper reads, follows
+//! request heads and body framing, and records the index of the first
+//! request whose head is ambiguous; the pipeline compares each request's
+//! index on the connection against it.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Shared between the guard (which writes it) and the pipeline (which reads it).
+#[derive(Debug)]
+pub struct FramingVerdict {
+    first_ambiguous: AtomicU64,
+}
+
+impl Default for FramingVerdict {
+    fn default() -> Self {
+        FramingVerdict {
+            first_ambiguous: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl FramingVerdict {
+    /// Whether request number `index` (from 0) on this connection, or one
+    /// before it, had an ambiguous head. Everything after such a request is
+    /// suspect too: its bytes may belong to a smuggled body.
+    pub fn is_ambiguous(&self, index: u64) -> bool {
+        index >= self.first_ambiguous.load(Ordering::Acquire)
+    }
+
+    fn flag(&self, index: u64) {
+        self.first_ambiguous.fetch_min(index, Ordering::AcqRel);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Passes bytes through unchanged, scanning what is read.
+    pub struct FramingGuard<IO> {
+        #[pin]
+        inner: IO,
+        scanner: Scanner,
+        verdict: Arc<FramingVerdict>,
+    }
+}
+
+impl<IO> FramingGuard<IO> {
+    pub fn new(inner: IO, verdict: Arc<FramingVerdict>, max_head: usize) -> Self {
+        FramingGuard {
+            inner,
+            scanner: Scanner::new(max_head),
+            verdict,
+        }
+    }
+}
+
+impl<IO: AsyncRead> AsyncRead for FramingGuard<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &result {
+            if let Some(index) = this.scanner.feed(&buf.filled()[before..]) {
+                this.verdict.flag(index);
+            }
+        }
+        result
+    }
+}
+
+impl<IO: AsyncWrite> AsyncWrite for FramingGuard<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailers,
+    /// Framing it does not follow (an upgrade, or something hyper itself
+    /// refuses): stop watching; hyper's own parser still stands.
+    Off,
+}
+
+/// Longest chunk-size or trailer line it keeps; hyper refuses longer ones.
+const MAX_LINE: usize = 8 * 1024;
+
+#[derive(Debug)]
+struct Scanner {
+    state: State,
+    buffer: Vec<u8>,
+    heads_seen: u64,
+    max_head: usize,
+}
+
+impl Scanner {
+    fn new(max_head: usize) -> Self {
+        Scanner {
+            state: State::Head,
+            buffer: Vec::new(),
+            heads_seen: 0,
+            max_head: max_head.max(8192),
+        }
+    }
+
+    /// Follows `data`; returns the index of a request whose head is ambiguous.
+    fn feed(&mut self, mut data: &[u8]) -> Option<u64> {
+        let mut flagged = None;
+        while !data.is_empty() {
+            match self.state {
+                State::Off => return flagged,
+                State::Head => {
+                    let searched = self.buffer.len().saturating_sub(3);
+                    self.buffer.extend_from_slice(data);
+                    let Some(end) = find_head_end(&self.buffer, searched) else {
+                        if self.buffer.len() > self.max_head {
+                            self.state = State::Off;
+                        }
+                        return flagged;
+                    };
+                    let consumed_from_data = end - (self.buffer.len() - data.len());
+                    let head = std::mem::take(&mut self.buffer);
+                    let (next, ambiguous) = framing_of(&head[..end]);
+                    if ambiguous {
+                        flagged.get_or_insert(self.heads_seen);
+                    }
+                    self.heads_seen += 1;
+                    self.state = next;
+                    self.buffer = head;
+                    self.buffer.clear();
+                    data = &data[consumed_from_data..];
+                }
+                State::Body(remaining) | State::ChunkData(remaining) => {
+                    let take = remaining.min(data.len() as u64);
+                    data = &data[take as usize..];
+                    let left = remaining - take;
+                    self.state = match (self.state, left) {
+                        (State::Body(_), 0) => State::Head,
+                        (State::Body(_), n) => State::Body(n),
+                        (_, 0) => State::ChunkDataEnd,
+                        (_, n) => State::ChunkData(n),
+                    };
+                }
+                State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
+                    let Some(newline) = data.iter().position(|&b| b == b'\n') else {
+                        self.buffer.extend_from_slice(data);
+                        if self.buffer.len() > MAX_LINE {
+                            self.state = State::Off;
+                        }
+                        return flagged;
+                    };
+                    self.buffer.extend_from_slice(&data[..newline]);
+                    data = &data[newline + 1..];
+                    let line = trim_cr(&self.buffer);
+                    self.state = match self.state {
+                        State::ChunkDataEnd if line.is_empty() => State::ChunkSize,
+                        State::ChunkSize => match chunk_size(line) {
+                            Some(0) => State::Trailers,
+                            Some(n) => State::ChunkData(n),
+                            None => State::Off,
+                        },
+                        State::Trailers if line.is_empty() => State::Head,
+                        State::Trailers => State::Trailers,
+                        _ => State::Off,
+                    };
+                    self.buffer.clear();
+                }
+            }
+        }
+        flagged
+    }
+}
+
+/// Index just past the blank line that ends a head, searching from `from`.
+/// Blank lines before a request line (RFC 9112 §2.2) are skipped over.
+fn find_head_end(buffer: &[u8], from: usize) -> Option<usize> {
+    let start = buffer.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let from = from.max(start);
+    let window = &buffer[from..];
+    let crlf = window
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    let lf = window.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(from + a.min(b)),
+        (a, b) => a.or(b).map(|i| from + i),
+    }
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.split(|&b| b == b';').next()?;
+    let digits = std::str::from_utf8(digits).ok()?.trim();
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// What follows a head, and whether the head is ambiguous.
+fn framing_of(head: &[u8]) -> (State, bool) {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return (State::Off, false),
+    }
+    let mut lengths = request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .peekable();
+    let has_length = lengths.peek().is_some();
+    let mut length = None;
+    for h in lengths {
+        let parsed = std::str::from_utf8(h.value)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match (parsed, length) {
+            (None, _) => return (State::Off, false),
+            (Some(n), Some(seen)) if n != seen => return (State::Off, false),
+            (Some(n), _) => length = Some(n),
+        }
+    }
+    let encodings: Vec<&[u8]> = request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|h| h.value)
+        .collect();
+    let upgrade = request.method == Some("CONNECT")
+        || request
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+    if !encodings.is_empty() {
+        if has_length {
+            return (State::Off, true);
+        }
+        let last = encodings
+            .last()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        return match last {
+            Some(e) if e.eq_ignore_ascii_case("chunked") && !upgrade => (State::ChunkSize, false),
+            _ => (State::Off, false),
+        };
+    }
+    if upgrade {
+        return (State::Off, false);
+    }
+    match length {
+        Some(0) | None => (State::Head, false),
+        Some(n) => (State::Body(n), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(stream: &[u8], piece: usize) -> (Option<u64>, u64) {
+        let mut s = Scanner::new(8192);
+        let mut flagged = None;
+        for chunk in stream.chunks(piece) {
+            if let Some(i) = s.feed(chunk) {
+                flagged.get_or_insert(i);
+            }
+        }
+        (flagged, s.heads_seen)
+    }
+
+    const CLEAN: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: x\r\n\r\nPOST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    #[test]
+    fn follows_clean_requests_in_any_piece_size() {
+        for piece in [1, 2, 3, 7, 64, CLEAN.len()] {
+            assert_eq!(scan(CLEAN, piece), (None, 4), "piece size {piece}");
+        }
+    }
+
+    #[test]
+    fn flags_length_with_transfer_encoding_in_either_order() {
+        let te_first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n";
+        let cl_first = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for piece in [1, 5, 1000] {
+            assert_eq!(scan(te_first, piece).0, Some(1));
+            assert_eq!(scan(cl_first, piece).0, Some(0));
+        }
+    }
+
+    #[test]
+    fn a_body_that_looks_like_a_request_is_not_a_head() {
+        let body = b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut stream = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        stream.extend_from_slice(body);
+        assert_eq!(scan(&stream, 3), (None, 1));
+    }
+
+    #[test]
+    fn verdict_covers_later_requests() {
+        let v = FramingVerdict::default();
+        assert!(!v.is_ambiguous(0));
+        v.flag(2);
+        assert!(!v.is_ambiguous(1));
+        assert!(v.is_ambiguous(2));
+        assert!(v.is_ambiguous(3));
+    }
+}

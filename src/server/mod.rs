@@ -1,0 +1,350 @@
+//! Listeners: the TLS accept loop with its connection cap, handshake timeout
+//! and graceful shutdown, plus the optional plain-HTTP redirect and ops
+//! listeners.
+
+pub mod framing;
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::ops;
+use crate::pipeline::{self, Connection, State};
+use crate::response::{own_response, Body};
+use framing::{FramingGuard, FramingVerdict};
+
+/// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
+pub struct Gateway {
+    addr: SocketAddr,
+    redirect_addr: Option<SocketAddr>,
+    ops_addr: Option<SocketAddr>,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+    finished: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Binds every configured listener and starts serving.
+    pub async fn start(config: Config) -> io::Result<Gateway> {
+        let tls_listener = bind(config.server.listen, "listen").await?;
+        let redirect_listener = match config.server.redirect_http {
+            Some(addr) => Some(bind(addr, "redirect_http").await?),
+            None => None,
+        };
+        let ops_listener = match config.server.ops_listen {
+            Some(addr) => Some(bind(addr, "ops_listen").await?),
+            None => None,
+        };
+        let addr = tls_listener.local_addr()?;
+        let redirect_addr = redirect_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let ops_addr = ops_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+
+        let state = Arc::new(State::new(config));
+        let (stop, stop_rx) = watch::channel(false);
+        let (ops_stop, ops_stop_rx) = watch::channel(false);
+
+        let redirect = redirect_listener.map(|listener| {
+            let https_port = addr.port();
+            tokio::spawn(serve_plain(
+                listener,
+                stop_rx.clone(),
+                state.config.server.header_timeout,
+                move |req| redirect_to_https(&req, https_port),
+            ))
+        });
+        let ops = ops_listener.map(|listener| {
+            let state = state.clone();
+            tokio::spawn(serve_plain(
+                listener,
+                ops_stop_rx,
+                Duration::from_secs(10),
+                move |req| {
+                    ops::answer(
+                        req.method(),
+                        req.uri().path(),
+                        &state.metrics,
+                        &state.readiness,
+                    )
+                },
+            ))
+        });
+        let main = tokio::spawn(accept_loop(tls_listener, state.clone(), stop_rx));
+        let finished = tokio::spawn(async move {
+            let _ = main.await;
+            // The ops listener outlives the drain so that /readyz can say 503 meanwhile.
+            let _ = ops_stop.send(true);
+            for task in [redirect, ops].into_iter().flatten() {
+                let _ = task.await;
+            }
+        });
+        state.readiness.serving();
+        Ok(Gateway {
+            addr,
+            redirect_addr,
+            ops_addr,
+            state,
+            stop,
+            finished,
+        })
+    }
+
+    /// The TLS listener's address (with the real port when bound to port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
+    }
+
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight requests finish within
+    /// `shutdown_grace`, then closes what is left. Returns when all is done.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.finished.await;
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} (server.{key}): {e}"),
+        )
+    })
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which is a stop too.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+fn http_builder(state: &State) -> auto::Builder<TokioExecutor> {
+    let server = &state.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_timeout)
+        // hyper answers 431 itself past this; it takes no less than 8 KiB,
+        // and the pipeline holds smaller limits to the byte.
+        .max_buf_size(server.max_header_size.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(server.max_header_size).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    builder
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let server = &state.config.server;
+    let builder = Arc::new(http_builder(&state));
+    let acceptor = TlsAcceptor::from(server.tls.clone());
+    let permits = Arc::new(Semaphore::new(server.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut backoff = Duration::from_millis(5);
+
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (tcp, peer) = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(5);
+        while connections.try_join_next().is_some() {}
+        connections.spawn(serve_tls(
+            tcp,
+            peer,
+            acceptor.clone(),
+            builder.clone(),
+            state.clone(),
+            graceful.watcher(),
+            permit,
+        ));
+    }
+
+    drop(listener);
+    state.readiness.draining();
+    let open = graceful.count();
+    tracing::info!(connections = open, "shutting down: draining connections");
+    if tokio::time::timeout(server.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            "shutdown grace period over: closing the connections still open"
+        );
+    }
+    connections.shutdown().await;
+}
+
+async fn serve_tls(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    state: Arc<State>,
+    watcher: Watcher,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = tcp.set_nodelay(true);
+    let timeout = state.config.server.handshake_timeout;
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let max_head = state.config.server.max_header_size;
+    let verdict = Arc::new(FramingVerdict::default());
+    let connection = Arc::new(Connection::new(peer, verdict.clone()));
+    let service = service_fn(move |request: Request<Incoming>| {
+        let state = state.clone();
+        let connection = connection.clone();
+        async move { Ok::<_, Infallible>(pipeline::handle(&state, &connection, request).await) }
+    });
+    let result = if is_h2 {
+        watcher
+            .watch(builder.serve_connection(TokioIo::new(tls), service))
+            .await
+    } else {
+        let guarded = FramingGuard::new(tls, verdict, max_head);
+        watcher
+            .watch(builder.serve_connection(TokioIo::new(guarded), service))
+            .await
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves a plain HTTP/1.1 listener with a synchronous handler until `stop`.
+async fn serve_plain<F>(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    header_timeout: Duration,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Response<Body> + Send + Sync + 'static,
+{
+    let handler = Arc::new(handler);
+    let mut connections = JoinSet::new();
+    loop {
+        let (tcp, _) = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let handler = handler.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let response = handler(request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+    connections.shutdown().await;
+}
+
+/// 308 to the same host and path over HTTPS.
+fn redirect_to_https(request: &Request<Incoming>, https_port: u16) -> Response<Body> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            if h.starts_with('[') {
+                h.split_inclusive(']').next().unwrap_or(h)
+            } else {
+                h.split(':').next().unwrap_or(h)
+            }
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
+        });
+    let Some(host) = host else {
+        return own_response(StatusCode::BAD_REQUEST, TEXT, "a Host header is needed\n");
+    };
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if https_port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{https_port}{path}")
+    };
+    let mut response = own_response(StatusCode::PERMANENT_REDIRECT, TEXT, "use https\n");
+    match HeaderValue::from_str(&location) {
+        Ok(value) => {
+            response.headers_mut().insert(header::LOCATION, value);
+            response
+        }
+        Err(_) => own_response(StatusCode::BAD_REQUEST, TEXT, "bad request target\n"),
+    }
+}
