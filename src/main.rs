@@ -129,8 +129,9 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
         let path = authgate::demo::write_config(&dir, listen, app_addr)
             .context("cannot write the demo config")?;
         let config = load_or_report(&path)?;
+        let gateway = authgate::Gateway::start(config).await?;
         println!();
-        println!("  authgate demo: open https://{listen}/");
+        println!("  authgate demo: open https://{}/", gateway.addr());
         println!("  (a self-signed certificate: your browser will ask you to accept it)");
         println!(
             "  demo app behind it: http://{app_addr}/   config: {}",
@@ -138,9 +139,11 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
         );
         println!("  stop with Ctrl-C");
         println!();
-        let result = authgate::run(config, shutdown_signal()).await;
+        shutdown_signal().await;
+        gateway.shutdown().await;
+        let result: anyhow::Result<()> = Ok(());
         let _ = std::fs::remove_dir_all(&dir);
-        result.map_err(anyhow::Error::from)
+        result
     })
 }
 

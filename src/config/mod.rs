@@ -145,7 +145,10 @@ fn path_segments(path: &serde_ignored::Path) -> Vec<String> {
         }
         P::Map { parent, key } => {
             let mut v = path_segments(parent);
-            v.push(key.clone());
+            // `Spanned<T>` shows up in the path as a private map key.
+            if !key.starts_with("$__serde_spanned") {
+                v.push(key.clone());
+            }
             v
         }
         P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {

@@ -1,0 +1,157 @@
+//! Config validation: every problem, each at FILE:LINE:COL.
+
+use authgate::Config;
+
+fn problems(text: &str, dir: &std::path::Path) -> Vec<String> {
+    match Config::parse(text, &dir.join("gateway.toml")) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+fn dir_with_cert() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = authgate::tls::self_signed();
+    std::fs::write(dir.path().join("gw.crt"), cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("gw.key"), cert.key_pem).unwrap();
+    dir
+}
+
+#[test]
+fn a_valid_config_loads_with_defaults() {
+    let dir = dir_with_cert();
+    let text = "[server]\nlisten = \"127.0.0.1:8443\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"http://127.0.0.1:3000\"\n[[rule]]\npath = \"/**\"\naccess = \"public\"\n";
+    let config = Config::parse(text, &dir.path().join("gateway.toml")).unwrap();
+    assert_eq!(config.server.max_header_size, 64 * 1024);
+    assert_eq!(config.server.max_body_size, 1 << 30);
+    assert_eq!(config.server.shutdown_grace.as_secs(), 30);
+    assert_eq!(config.upstream.timeout.as_secs(), 60);
+    assert_eq!(config.policy.rules().len(), 1);
+    assert_eq!(config.policy.rules()[0].line, 7);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_position() {
+    let dir = dir_with_cert();
+    let text = r#"[server]
+listen = "127.0.0.1:8443"
+cert = "missing.crt"
+key = "gw.key"
+header_timeout = "10 seconds"
+max_body_size = "1GB"
+lisen = "typo"
+
+[upstream]
+url = "http://127.0.0.1:3000"
+timeout = "5x"
+
+[[rule]]
+path = "/admin/**"
+access = "admins-only"
+
+[[rule]]
+path = "/**"
+acess = "public"
+"#;
+    let file = dir.path().join("gateway.toml").display().to_string();
+    let found = problems(text, dir.path());
+    let expect = [
+        (3, 8, "cannot read certificate file"),
+        (5, 18, "invalid duration"),
+        (6, 17, "invalid size"),
+        (7, 1, "unknown key `server.lisen`"),
+        (11, 11, "invalid duration"),
+        (15, 10, "unknown access \"admins-only\""),
+        (19, 1, "unknown key `rule.1.acess`"),
+    ];
+    for (line, col, message) in expect {
+        let prefix = format!("{file}:{line}:{col}: ");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with(&prefix) && p.contains(message)),
+            "no `{prefix}{message}` in:\n{}",
+            found.join("\n")
+        );
+    }
+}
+
+#[test]
+fn wrong_types_and_syntax_errors_name_their_position() {
+    let dir = dir_with_cert();
+    let file = dir.path().join("gateway.toml").display().to_string();
+    let wrong_type = "[server]\nlisten = \"127.0.0.1:8443\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\nmax_connections = \"many\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let found = problems(wrong_type, dir.path());
+    assert!(
+        found.iter().any(|p| p.starts_with(&format!("{file}:5:"))),
+        "{found:?}"
+    );
+    let syntax = "[server\nlisten = 1\n";
+    let found = problems(syntax, dir.path());
+    assert!(
+        found.iter().any(|p| p.starts_with(&format!("{file}:1:"))),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn rules_need_exactly_one_decision_and_valid_parts() {
+    let dir = dir_with_cert();
+    let text = r#"[server]
+listen = "127.0.0.1:8443"
+cert = "gw.crt"
+key = "gw.key"
+[upstream]
+url = "http://127.0.0.1:3000"
+[[rule]]
+path = "/a/**"
+access = "public"
+roles = ["admin"]
+[[rule]]
+path = "/b/**"
+[[rule]]
+path = "no-slash"
+access = "public"
+[[rule]]
+path = "/c**"
+methods = ["GET", "BAD METHOD"]
+access = "deny"
+"#;
+    let found = problems(text, dir.path()).join("\n");
+    for needle in [
+        ":10:9: a rule has either `access` or `roles`",
+        ":12:8: a rule needs",
+        ":14:8: path pattern \"no-slash\" must start with /",
+        ":17:8: path pattern \"/c**\"",
+        ":18:19: invalid HTTP method",
+    ] {
+        assert!(found.contains(needle), "no {needle:?} in:\n{found}");
+    }
+}
+
+#[test]
+fn bad_upstreams_addresses_and_keys_are_refused() {
+    let dir = dir_with_cert();
+    std::fs::write(
+        dir.path().join("other.key"),
+        authgate::tls::self_signed().key_pem,
+    )
+    .unwrap();
+    let text = r#"[server]
+listen = "localhost"
+cert = "gw.crt"
+key = "other.key"
+max_header_size = "100B"
+[upstream]
+url = "https://app.internal/base"
+"#;
+    let found = problems(text, dir.path()).join("\n");
+    for needle in [
+        ":2:10: invalid address",
+        ":4:7: certificate and key do not fit together",
+        ":5:19: max_header_size must be between",
+        ":7:7: upstream url must start with http://",
+    ] {
+        assert!(found.contains(needle), "no {needle:?} in:\n{found}");
+    }
+}

@@ -1,0 +1,370 @@
+//! Test harness: a real upstream HTTP server, a real gateway started
+//! in-process on 127.0.0.1:0 with a certificate made for the test, and real
+//! HTTPS clients (reqwest for HTTP/1.1 and HTTP/2, raw TLS for bytes that no
+//! well-behaved client would send).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authgate::{Config, Gateway};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+}
+
+/// A real HTTP/1.1 app. Paths:
+/// - `/slow?ms=N`: answers after N ms;
+/// - `/download?bytes=N`: streams N zero bytes;
+/// - `/upload`: reads the whole body and answers its length;
+/// - `/hop`: answers with hop-by-hop headers of its own;
+/// - anything else: `hello from upstream`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+type UpBody = BoxBody<Bytes, Infallible>;
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            let connections = connections.clone();
+            async move {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let seen = seen.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| {
+                            let seen = seen.clone();
+                            async move { Ok::<_, Infallible>(answer(req, &seen).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tcp), service)
+                            .await;
+                    });
+                }
+            }
+        });
+        Upstream {
+            addr,
+            seen,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.requests().pop().expect("the upstream saw a request")
+    }
+
+    /// TCP connections the gateway opened to it.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn query_number(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn text(body: impl Into<Bytes>) -> UpBody {
+    Full::new(body.into()).boxed()
+}
+
+async fn answer(req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Response<UpBody> {
+    seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        headers: req.headers().clone(),
+    });
+    match req.uri().path() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(query_number(&req, "ms"))).await;
+            Response::new(text("slow answer"))
+        }
+        "/download" => {
+            static CHUNK: [u8; 64 * 1024] = [0; 64 * 1024];
+            let total = query_number(&req, "bytes");
+            let chunks = total / CHUNK.len() as u64;
+            let stream = futures_util::stream::iter(
+                (0..chunks).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(&CHUNK)))),
+            );
+            Response::new(StreamBody::new(stream).boxed())
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut total: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(frame) => total += frame.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => break,
+                }
+            }
+            Response::new(text(total.to_string()))
+        }
+        "/hop" => Response::builder()
+            .header("connection", "x-upstream-secret")
+            .header("x-upstream-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("x-kept", "1")
+            .body(text("hop"))
+            .unwrap(),
+        _ => Response::new(text("hello from upstream")),
+    }
+}
+
+/// Builds a gateway config around a test upstream.
+pub struct Setup {
+    server: Vec<String>,
+    upstream: Vec<String>,
+    upstream_url: Option<String>,
+    rules: String,
+}
+
+pub const DEFAULT_RULES: &str = r#"
+[[rule]]
+path = "/admin/**"
+access = "deny"
+
+[[rule]]
+path = "/private/**"
+access = "authenticated"
+
+[[rule]]
+path = "/**"
+access = "public"
+"#;
+
+impl Setup {
+    pub fn new() -> Setup {
+        Setup {
+            server: Vec::new(),
+            upstream: Vec::new(),
+            upstream_url: None,
+            rules: DEFAULT_RULES.to_owned(),
+        }
+    }
+
+    /// Adds `key = value` to `[server]`.
+    pub fn server(mut self, line: &str) -> Setup {
+        self.server.push(line.to_owned());
+        self
+    }
+
+    /// Adds `key = value` to `[upstream]`.
+    pub fn upstream(mut self, line: &str) -> Setup {
+        self.upstream.push(line.to_owned());
+        self
+    }
+
+    pub fn upstream_url(mut self, url: &str) -> Setup {
+        self.upstream_url = Some(url.to_owned());
+        self
+    }
+
+    pub fn rules(mut self, rules: &str) -> Setup {
+        self.rules = rules.to_owned();
+        self
+    }
+
+    pub async fn start(self) -> TestGateway {
+        let upstream = Upstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cert = authgate::tls::self_signed();
+        std::fs::write(dir.path().join("gw.crt"), &cert.cert_pem).unwrap();
+        std::fs::write(dir.path().join("gw.key"), &cert.key_pem).unwrap();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n[upstream]\nurl = \"{}\"\n{}\n{}",
+            self.server.join("\n"),
+            self.upstream_url.unwrap_or_else(|| upstream.url()),
+            self.upstream.join("\n"),
+            self.rules,
+        );
+        let config = Config::parse(&text, &dir.path().join("gateway.toml"))
+            .unwrap_or_else(|e| panic!("test config refused:\n{e}\n---\n{text}"));
+        let gateway = Gateway::start(config).await.unwrap();
+        TestGateway {
+            gateway: Some(gateway),
+            upstream,
+            cert_pem: cert.cert_pem,
+            _dir: dir,
+        }
+    }
+}
+
+pub struct TestGateway {
+    gateway: Option<Gateway>,
+    pub upstream: Upstream,
+    pub cert_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().expect("not shut down")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.gateway().addr()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr())
+    }
+
+    /// A client that negotiates HTTP/2 or HTTP/1.1 by ALPN.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().unwrap()
+    }
+
+    pub fn h1_client(&self) -> reqwest::Client {
+        self.client_builder().http1_only().build().unwrap()
+    }
+
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        https_client_builder(&self.cert_pem)
+    }
+
+    /// A raw TLS connection offering only `http/1.1`.
+    pub async fn tls(&self) -> TlsStream<TcpStream> {
+        tls_connect(self.addr(), &self.cert_pem, &[b"http/1.1"]).await
+    }
+
+    /// Sends raw bytes over TLS and returns everything the gateway answers
+    /// until it closes the connection (or 5 s pass).
+    pub async fn raw(&self, request: &[u8]) -> String {
+        let mut tls = self.tls().await;
+        tls.write_all(request).await.unwrap();
+        read_until_close(&mut tls, Duration::from_secs(5)).await
+    }
+
+    pub fn take_gateway(&mut self) -> Gateway {
+        self.gateway.take().unwrap()
+    }
+}
+
+pub fn https_client_builder(cert_pem: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+}
+
+pub async fn tls_connect(addr: SocketAddr, cert_pem: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    tls_connect_with(
+        addr,
+        cert_pem,
+        alpn,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+    .await
+    .unwrap()
+}
+
+pub async fn tls_connect_with(
+    addr: SocketAddr,
+    cert_pem: &str,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+}
+
+pub async fn read_until_close<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: Duration,
+) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes a config next to a fresh certificate, for the binary's tests.
+pub fn write_config(dir: &Path, upstream: &str, extra_server: &str) -> std::path::PathBuf {
+    let cert = authgate::tls::self_signed();
+    std::fs::write(dir.join("gw.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.join("gw.key"), &cert.key_pem).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{extra_server}\n\n[upstream]\nurl = \"{upstream}\"\n{DEFAULT_RULES}"
+        ),
+    )
+    .unwrap();
+    path
+}
