@@ -13,12 +13,14 @@
 //! - [`proxy`]: the pooled upstream client and the header rules both ways.
 //! - [`response`]: body type, the one error-to-status mapping, the gateway's own pages.
 //! - [`ops`]: metrics, readiness and the `/healthz` `/readyz` `/metrics` answers.
+//! - [`logging`]: batched log output to stderr.
 //! - [`demo`]: the zero-setup demo: an upstream app and a gateway in front of it.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod demo;
+pub mod logging;
 pub mod ops;
 pub mod pipeline;
 pub mod policy;

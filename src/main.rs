@@ -110,7 +110,7 @@ fn load_or_report(path: &std::path::Path) -> anyhow::Result<Config> {
 
 fn run(path: &std::path::Path, flag_format: Option<LogFormat>) -> anyhow::Result<()> {
     let config = load_or_report(path)?;
-    init_logging(
+    let _log = init_logging(
         flag_format
             .or(config.server.log_format)
             .unwrap_or(LogFormat::Human),
@@ -120,7 +120,7 @@ fn run(path: &std::path::Path, flag_format: Option<LogFormat>) -> anyhow::Result
 }
 
 fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()> {
-    init_logging(flag_format.unwrap_or(LogFormat::Human));
+    let _log = init_logging(flag_format.unwrap_or(LogFormat::Human));
     runtime()?.block_on(async {
         let app = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let app_addr = app.local_addr()?;
@@ -154,16 +154,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr in batches (see `authgate::logging`); the guard
+/// flushes what is left when it is dropped.
+fn init_logging(format: LogFormat) -> authgate::logging::FlushGuard {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    let (writer, guard) = authgate::logging::batched_stderr();
     let filter = EnvFilter::try_from_env("AUTHGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 /// Resolves at SIGTERM or SIGINT.

@@ -155,3 +155,16 @@ url = "https://app.internal/base"
         assert!(found.contains(needle), "no {needle:?} in:\n{found}");
     }
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    let cert = authgate::tls::self_signed();
+    std::fs::write(dir.path().join("certs/gateway.crt"), cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("certs/gateway.key"), cert.key_pem).unwrap();
+    let text = include_str!("../../gateway.toml");
+    let config = Config::parse(text, &dir.path().join("gateway.toml"))
+        .unwrap_or_else(|e| panic!("the shipped gateway.toml is refused:\n{e}"));
+    assert_eq!(config.policy.rules().len(), 4);
+}

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Proxy-hop benchmark: requests/s and p50/p99 latency over HTTPS keep-alive,
+# all in one run on this machine, with one load generator (wrk) and one
+# connection count for every target:
+#   (a) the upstream directly (nginx serving a fixed answer, over HTTPS;
+#       plain HTTP too, for reference)
+#   (b) nginx as a plain TLS reverse proxy to that upstream
+#   (c) authgate on a public route to that upstream
+# and the ratios authgate/nginx and authgate/direct. Loopback only; it stops
+# by itself. Not a test: CI does not run it.
+#
+# Usage: bench/run.sh [SECONDS_PER_TARGET=10] [CONNECTIONS=50]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${1:-10}
+connections=${2:-50}
+
+need() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "installing $2 ..." >&2
+    apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null
+  fi
+}
+need nginx nginx-light
+need wrk wrk
+need openssl openssl
+
+cargo build --release --quiet
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+up_plain=$(free_port); up_tls=$(free_port); nginx_proxy=$(free_port); gateway=$(free_port)
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -keyout "$work/bench.key" -out "$work/bench.crt" -days 2 -subj /CN=localhost \
+  -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+
+nginx_common="pid PIDFILE; error_log $work/ERRLOG warn; daemon off; master_process on;"
+tls_common="ssl_certificate $work/bench.crt; ssl_certificate_key $work/bench.key;
+    ssl_protocols TLSv1.2 TLSv1.3; keepalive_requests 1000000; keepalive_timeout 75s;"
+temp_paths="client_body_temp_path $work/tmp; proxy_temp_path $work/tmp;
+    fastcgi_temp_path $work/tmp; uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;"
+mkdir -p "$work/tmp"
+
+# The upstream: one worker, a fixed answer, plain HTTP and HTTPS.
+cat > "$work/upstream.conf" <<CONF
+${nginx_common//PIDFILE/$work/upstream.pid}
+worker_processes 1;
+events { worker_connections 4096; }
+http {
+  $temp_paths
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$up_plain;
+    listen 127.0.0.1:$up_tls ssl;
+    $tls_common
+    location / { default_type text/plain; return 200 "hello from upstream\n"; }
+  }
+}
+CONF
+sed -i "s#ERRLOG#upstream.err#" "$work/upstream.conf"
+
+# nginx as the reverse proxy: two workers (authgate runs two threads here),
+# a kept-alive upstream pool, an access log like authgate's request log.
+cat > "$work/proxy.conf" <<CONF
+${nginx_common//PIDFILE/$work/proxy.pid}
+worker_processes 2;
+events { worker_connections 4096; }
+http {
+  $temp_paths
+  access_log $work/proxy-access.log;
+  upstream app { server 127.0.0.1:$up_plain; keepalive 128; }
+  server {
+    listen 127.0.0.1:$nginx_proxy ssl http2;
+    $tls_common
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto https;
+    }
+  }
+}
+CONF
+sed -i "s#ERRLOG#proxy.err#" "$work/proxy.conf"
+
+cat > "$work/gateway.toml" <<CONF
+[server]
+listen = "127.0.0.1:$gateway"
+cert = "bench.crt"
+key = "bench.key"
+[upstream]
+url = "http://127.0.0.1:$up_plain"
+[[rule]]
+path = "/admin/**"
+access = "deny"
+[[rule]]
+path = "/**"
+access = "public"
+CONF
+
+nginx -c "$work/upstream.conf" & pids+=($!)
+nginx -c "$work/proxy.conf" & pids+=($!)
+target/release/authgate run -c "$work/gateway.toml" 2> "$work/authgate.log" & pids+=($!)
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2; exit 1
+}
+for port in $up_plain $up_tls $nginx_proxy $gateway; do wait_port "$port"; done
+
+declare -A rps p50 p99
+measure() { # name url
+  wrk -t2 -c"$connections" -d2s "$2" >/dev/null  # warm-up: connections, pools, caches
+  local out
+  out=$(wrk -t2 -c"$connections" -d"${duration}s" --latency "$2")
+  if grep -q "Non-2xx" <<<"$out"; then echo "$1: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
+  rps[$1]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50[$1]=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99[$1]=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  printf '%-28s %12s req/s   p50 %9s   p99 %9s\n' "$1" "${rps[$1]}" "${p50[$1]}" "${p99[$1]}"
+}
+
+echo "wrk: 2 threads, $connections keep-alive connections, ${duration}s per target, HTTP/1.1 over TLS"
+measure "direct (plain HTTP)" "http://127.0.0.1:$up_plain/"
+measure "a: direct (HTTPS)" "https://127.0.0.1:$up_tls/"
+measure "b: nginx proxy" "https://127.0.0.1:$nginx_proxy/"
+measure "c: authgate public" "https://127.0.0.1:$gateway/"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo
+echo "authgate/nginx   requests/s: $(ratio "${rps[c: authgate public]}" "${rps[b: nginx proxy]}")"
+echo "authgate/direct  requests/s: $(ratio "${rps[c: authgate public]}" "${rps[a: direct (HTTPS)]}")"
+lines=$(grep -c '"request"\|authgate::access' "$work/authgate.log" || true)
+echo "(authgate logged $lines request lines, nginx $(wc -l < "$work/proxy-access.log") access lines)"
