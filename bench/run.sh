@@ -116,6 +116,7 @@ CONF
 nginx -c "$work/upstream.conf" & pids+=($!)
 nginx -c "$work/proxy.conf" & pids+=($!)
 target/release/authgate run -c "$work/gateway.toml" 2> "$work/authgate.log" & pids+=($!)
+gateway_pid=$!
 
 wait_port() {
   for _ in $(seq 100); do
@@ -126,27 +127,48 @@ wait_port() {
 }
 for port in $up_plain $up_tls $nginx_proxy $gateway; do wait_port "$port"; done
 
-declare -A rps p50 p99
-measure() { # name url
-  wrk -t2 -c"$connections" -d2s "$2" >/dev/null  # warm-up: connections, pools, caches
-  local out
-  out=$(wrk -t2 -c"$connections" -d"${duration}s" --latency "$2")
-  if grep -q "Non-2xx" <<<"$out"; then echo "$1: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
-  rps[$1]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-  p50[$1]=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99[$1]=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  printf '%-28s %12s req/s   p50 %9s   p99 %9s\n' "$1" "${rps[$1]}" "${p50[$1]}" "${p99[$1]}"
+declare -A rps p50 p99 cpu
+# CPU time (user+system, in clock ticks) of the given processes and their threads.
+ticks() {
+  local total=0 pid fields
+  for pid in "$@"; do
+    read -r -a fields < "/proc/$pid/stat"
+    total=$((total + fields[13] + fields[14]))
+  done
+  echo "$total"
+}
+measure() { # name url [pids whose CPU time per request to report]
+  local name=$1 url=$2; shift 2
+  wrk -t2 -c"$connections" -d2s "$url" >/dev/null  # warm-up: connections, pools, caches
+  local out before after requests
+  before=$(ticks "$@")
+  out=$(wrk -t2 -c"$connections" -d"${duration}s" --latency "$url")
+  after=$(ticks "$@")
+  if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  rps[$name]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50[$name]=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99[$name]=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  cpu[$name]=-
+  if [ $# -gt 0 ]; then
+    cpu[$name]=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+      'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
+  fi
+  printf '%-22s %10s req/s   p50 %9s   p99 %9s   proxy CPU %6s us/req\n' \
+    "$name" "${rps[$name]}" "${p50[$name]}" "${p99[$name]}" "${cpu[$name]}"
 }
 
 echo "wrk: 2 threads, $connections keep-alive connections, ${duration}s per target, HTTP/1.1 over TLS"
 measure "direct (plain HTTP)" "http://127.0.0.1:$up_plain/"
 measure "a: direct (HTTPS)" "https://127.0.0.1:$up_tls/"
-measure "b: nginx proxy" "https://127.0.0.1:$nginx_proxy/"
-measure "c: authgate public" "https://127.0.0.1:$gateway/"
+measure "b: nginx proxy" "https://127.0.0.1:$nginx_proxy/" $(pgrep -P "$(cat "$work/proxy.pid")")
+measure "c: authgate public" "https://127.0.0.1:$gateway/" "$gateway_pid"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo
 echo "authgate/nginx   requests/s: $(ratio "${rps[c: authgate public]}" "${rps[b: nginx proxy]}")"
 echo "authgate/direct  requests/s: $(ratio "${rps[c: authgate public]}" "${rps[a: direct (HTTPS)]}")"
-lines=$(grep -c '"request"\|authgate::access' "$work/authgate.log" || true)
+echo "authgate/nginx   proxy CPU per request: $(ratio "${cpu[c: authgate public]}" "${cpu[b: nginx proxy]}")"
+sleep 0.2  # the log flushes every 50 ms
+lines=$(grep -c 'authgate::access' "$work/authgate.log" || true)
 echo "(authgate logged $lines request lines, nginx $(wc -l < "$work/proxy-access.log") access lines)"

@@ -253,6 +253,11 @@ async fn downloads_stream_without_buffering() {
     }
     assert_eq!(received, size);
     let growth = peak.saturating_sub(before);
+    eprintln!(
+        "download of {} MiB: resident memory grew {:.1} MiB",
+        size >> 20,
+        growth as f64 / 1048576.0
+    );
     assert!(
         growth < STREAM_GROWTH_LIMIT,
         "memory grew by {} MiB for a {} MiB download",
@@ -288,6 +293,11 @@ async fn uploads_stream_without_buffering() {
     let growth = peak
         .load(std::sync::atomic::Ordering::Relaxed)
         .saturating_sub(before);
+    eprintln!(
+        "upload of {} MiB: resident memory grew {:.1} MiB",
+        size >> 20,
+        growth as f64 / 1048576.0
+    );
     assert!(
         growth < STREAM_GROWTH_LIMIT,
         "memory grew by {} MiB for a {} MiB upload",
