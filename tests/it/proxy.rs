@@ -305,3 +305,35 @@ async fn uploads_stream_without_buffering() {
         size >> 20
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_never_accepts_is_502_after_connect_timeout() {
+    // A listener with a full accept queue: the kernel drops further SYNs, so
+    // a connect hangs as it would to an unreachable host.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            fillers.push(stream);
+        }
+    }
+    let gw = Setup::new()
+        .upstream_url(&format!("http://{addr}"))
+        .upstream("connect_timeout = \"300ms\"")
+        .upstream("timeout = \"30s\"")
+        .start()
+        .await;
+    let started = Instant::now();
+    let response = gw.client().get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    drop(listener);
+}
