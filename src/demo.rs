@@ -38,6 +38,11 @@ fn app_page(request: &Request<Incoming>) -> Response<Body> {
         .get("x-auth-user")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("nobody (public page)");
+    let roles = request
+        .headers()
+        .get("x-auth-roles")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
     let mut rows = String::new();
     for (name, value) in request.headers() {
         let _ = write!(
@@ -52,12 +57,15 @@ fn app_page(request: &Request<Incoming>) -> Response<Body> {
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Demo app</title>\
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#1d2330}}table{{border-collapse:collapse}}\
 th,td{{text-align:left;padding:.3rem .8rem;border-bottom:1px solid #ddd;font-family:monospace}}</style></head>\
-<body><h1>Demo app behind authgate</h1><p>Signed-in user: <strong>{user}</strong></p>\
+<body><h1>Demo app behind authgate</h1><p>Signed-in user: <strong>{user}</strong> \
+(roles: {roles})</p>\
 <p><code>{method} {uri}</code></p>\
-<p>Try <a href=\"/\">/</a>, <a href=\"/public/\">/public/</a>, <a href=\"/admin/\">/admin/</a> (denied), \
-<a href=\"/a/../public/x\">/a/../public/x</a>.</p>\
+<p><a href=\"/public/\">/public/</a> (anyone) &middot; <a href=\"/\">/</a> (signed-in users) &middot; \
+<a href=\"/admin/\">/admin/</a> (role admin) &middot; <a href=\"/.gateway/whoami\">whoami</a> &middot; \
+<a href=\"/.gateway/logout\">sign out</a></p>\
 <h2>Headers the app received</h2><table>{rows}</table></body></html>",
         user = escape_html(user),
+        roles = escape_html(roles),
         method = escape_html(request.method().as_str()),
         uri = escape_html(&request.uri().to_string()),
     );
@@ -69,13 +77,39 @@ th,td{{text-align:left;padding:.3rem .8rem;border-bottom:1px solid #ddd;font-fam
     response
 }
 
-/// Writes a fresh certificate and key into `dir` and returns the config text
-/// of a gateway on `listen` in front of the app at `app`.
-pub fn write_config(dir: &Path, listen: SocketAddr, app: SocketAddr) -> std::io::Result<PathBuf> {
+/// What `write_config` made.
+pub struct Demo {
+    pub config: PathBuf,
+    pub alice_password: String,
+    pub bob_password: String,
+}
+
+fn random_password() -> String {
+    // 96 random bits, easy to type: base64url without padding.
+    use base64::Engine;
+    let id = crate::session::new_id();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&id)
+        .expect("an ID is base64url");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..12])
+}
+
+/// Writes a fresh certificate and key, a users file with alice and bob
+/// (random passwords) and a gateway config into `dir`: a gateway on
+/// `listen` in front of the app at `app`.
+pub fn write_config(dir: &Path, listen: SocketAddr, app: SocketAddr) -> std::io::Result<Demo> {
     std::fs::create_dir_all(dir)?;
     let cert = crate::tls::self_signed();
     std::fs::write(dir.join("demo.crt"), cert.cert_pem)?;
     std::fs::write(dir.join("demo.key"), cert.key_pem)?;
+    let alice_password = random_password();
+    let bob_password = random_password();
+    let users = format!(
+        "# Written by `authgate demo`.\n[users.alice]\npassword = \"{}\"\nroles = [\"admin\", \"user\"]\n\n[users.bob]\npassword = \"{}\"\nroles = [\"user\"]\n",
+        crate::auth::password::hash_password(&alice_password),
+        crate::auth::password::hash_password(&bob_password),
+    );
+    std::fs::write(dir.join("users.toml"), users)?;
     let text = format!(
         r#"# Written by `authgate demo`.
 [server]
@@ -87,16 +121,31 @@ shutdown_grace = "2s"
 [upstream]
 url = "http://{app}"
 
+[session]
+idle_timeout = "30m"
+absolute_timeout = "8h"
+
+[users]
+file = "users.toml"
+
+[[rule]]
+path = "/public/**"
+access = "public"
+
 [[rule]]
 path = "/admin/**"
-access = "deny"
+roles = ["admin"]
 
 [[rule]]
 path = "/**"
-access = "public"
+access = "authenticated"
 "#
     );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text)?;
-    Ok(path)
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, text)?;
+    Ok(Demo {
+        config,
+        alice_password,
+        bob_password,
+    })
 }

@@ -8,7 +8,11 @@
 //! - [`tls`]: PEM loading and the rustls server config (TLS 1.2/1.3, ALPN).
 //! - [`server`]: the TLS accept loop (connection cap, handshake timeout,
 //!   graceful shutdown), the HTTP/1.1 framing guard, the redirect and ops listeners.
-//! - [`pipeline`]: one request's way: refuse, gateway pages, policy, proxy, log.
+//! - [`pipeline`]: one request's way: refuse, gateway pages, session, policy, proxy, log.
+//! - [`auth`]: sessions from cookies, sign-in and sign-out endpoints, CSRF,
+//!   throttling, argon2 verification off the async threads.
+//! - [`session`]: the session store (DashMap keyed by SHA-256 of the ID) and its sweeper.
+//! - [`users`]: the users file, canonical usernames.
 //! - [`policy`]: path normalization, compiled rules, the decision.
 //! - [`proxy`]: the pooled upstream client and the header rules both ways.
 //! - [`response`]: body type, the one error-to-status mapping, the gateway's own pages.
@@ -18,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod logging;
@@ -27,7 +32,9 @@ pub mod policy;
 pub mod proxy;
 pub mod response;
 pub mod server;
+pub mod session;
 pub mod tls;
+pub mod users;
 
 pub use config::Config;
 pub use server::Gateway;

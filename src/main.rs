@@ -36,6 +36,8 @@ enum Command {
     Run,
     /// Validate the config and report every problem as FILE:LINE:COL.
     Check,
+    /// Read a password from stdin (no echo on a terminal) and print its argon2id hash.
+    HashPassword,
     /// Start a demo app with the gateway in front of it.
     Demo {
         /// Where the gateway listens.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Run => run(&config_path, flag_format),
         Command::Check => return check(&config_path),
         Command::Demo { listen } => demo(listen, flag_format),
+        Command::HashPassword => hash_password(),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,16 +129,26 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
         let app_addr = app.local_addr()?;
         tokio::spawn(authgate::demo::serve_app(app));
         let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
-        let path = authgate::demo::write_config(&dir, listen, app_addr)
+        let demo = authgate::demo::write_config(&dir, listen, app_addr)
             .context("cannot write the demo config")?;
-        let config = load_or_report(&path)?;
+        let config = load_or_report(&demo.config)?;
         let gateway = authgate::Gateway::start(config).await?;
         println!();
         println!("  authgate demo: open https://{}/", gateway.addr());
         println!("  (a self-signed certificate: your browser will ask you to accept it)");
+        println!();
+        println!(
+            "  sign in as   alice / {}   (roles admin, user: sees everything)",
+            demo.alice_password
+        );
+        println!(
+            "          or   bob   / {}   (role user: no /admin/)",
+            demo.bob_password
+        );
+        println!();
         println!(
             "  demo app behind it: http://{app_addr}/   config: {}",
-            path.display()
+            demo.config.display()
         );
         println!("  stop with Ctrl-C");
         println!();
@@ -145,6 +158,33 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
         let _ = std::fs::remove_dir_all(&dir);
         result
     })
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let password = read_password("Password: ")?;
+    println!("{}", authgate::auth::password::hash_password(&password));
+    Ok(())
+}
+
+/// One password from stdin: without echo when stdin is a terminal, else
+/// the first line as it is (only the line ending is removed).
+fn read_password(prompt: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt).context("cannot read the password")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+        trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned()
+    };
+    if password.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    Ok(password)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

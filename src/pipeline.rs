@@ -19,31 +19,45 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::ops::{Metrics, Readiness, UpstreamFailure};
-use crate::policy::{path, Decision, Target};
+use crate::policy::{path, Decision, Principal, Target};
 use crate::proxy::{Forward, Upstream};
 use crate::response::{wants_html, Body, GatewayError};
 use crate::server::framing::FramingVerdict;
+use crate::session;
 
 /// Everything a request needs, built once at start and shared read-only.
 pub struct State {
     pub config: Config,
+    pub auth: Arc<Auth>,
     pub upstream: Upstream,
     pub metrics: Metrics,
     pub readiness: Readiness,
 }
 
 impl State {
-    pub fn new(config: Config) -> State {
+    pub fn new(mut config: Config) -> State {
         let upstream = Upstream::new(&config.upstream, config.server.max_body_size);
+        let auth = Arc::new(Auth::new(&mut config));
         State {
             config,
+            auth,
             upstream,
             metrics: Metrics::default(),
             readiness: Readiness::default(),
         }
     }
+}
+
+/// What the request's log line says, filled in along the way.
+#[derive(Default)]
+struct RequestLog {
+    path: Cow<'static, str>,
+    user: Option<Arc<str>>,
+    /// The request brought a session cookie that leads nowhere: clear it.
+    clear_cookie: bool,
 }
 
 /// One client connection.
@@ -78,9 +92,9 @@ pub async fn handle(
     let index = conn.requests.fetch_add(1, Ordering::Relaxed);
     let method = request.method().clone();
     let html = wants_html(request.headers());
-    let mut logged_path = Cow::Owned(String::new());
+    let mut log = RequestLog::default();
 
-    let mut response = match route(state, conn, index, request, &mut logged_path).await {
+    let mut response = match route(state, conn, index, request, &mut log).await {
         Ok(response) => response,
         Err(error) => {
             match &error {
@@ -88,13 +102,13 @@ pub async fn handle(
                     state
                         .metrics
                         .record_upstream_failure(UpstreamFailure::Unavailable);
-                    tracing::warn!(path = %logged_path, error = %cause, "upstream unavailable");
+                    tracing::warn!(path = %log.path, error = %cause, "upstream unavailable");
                 }
                 GatewayError::UpstreamTimeout => {
                     state
                         .metrics
                         .record_upstream_failure(UpstreamFailure::Timeout);
-                    tracing::warn!(path = %logged_path, "upstream timed out");
+                    tracing::warn!(path = %log.path, "upstream timed out");
                 }
                 GatewayError::Forbidden(reason) => state.metrics.record_denial(*reason),
                 _ => {}
@@ -103,6 +117,11 @@ pub async fn handle(
         }
     };
 
+    if log.clear_cookie {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, state.auth.clear_cookie());
+    }
     if state.config.server.hsts {
         response
             .headers_mut()
@@ -114,9 +133,9 @@ pub async fn handle(
     tracing::info!(
         target: "authgate::access",
         method = %method,
-        path = %logged_path,
+        path = %log.path,
         status = status.as_u16(),
-        user = "-",
+        user = log.user.as_deref().unwrap_or("-"),
         duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         "request"
     );
@@ -128,15 +147,15 @@ async fn route(
     conn: &Connection,
     index: u64,
     request: Request<Incoming>,
-    logged_path: &mut Cow<'static, str>,
+    log: &mut RequestLog,
 ) -> Result<Response<Body>, GatewayError> {
     let server = &state.config.server;
     if request.method() == Method::TRACE {
-        *logged_path = Cow::Owned(request.uri().path().to_owned());
+        log.path = Cow::Owned(request.uri().path().to_owned());
         return Err(GatewayError::MethodNotAllowed);
     }
     if conn.framing.is_ambiguous(index) {
-        *logged_path = Cow::Owned(request.uri().path().to_owned());
+        log.path = Cow::Owned(request.uri().path().to_owned());
         return Err(GatewayError::AmbiguousFraming);
     }
     if head_size(&request) > server.max_header_size {
@@ -148,24 +167,46 @@ async fn route(
     let normalized = match path::normalize(request.uri().path()) {
         Ok(p) => p,
         Err(e) => {
-            *logged_path = Cow::Owned(request.uri().path().to_owned());
+            log.path = Cow::Owned(request.uri().path().to_owned());
             return Err(e.into());
         }
     };
-    *logged_path = Cow::Owned(normalized);
-    let normalized: &str = logged_path;
+    log.path = Cow::Owned(normalized);
+    let normalized: &str = &log.path;
+    let host = client_host(&request);
 
     if normalized == GATEWAY_PREFIX || normalized.starts_with("/.gateway/") {
-        return Err(GatewayError::NotFound);
+        let mut user = None;
+        let result = state
+            .auth
+            .endpoint(
+                normalized,
+                request,
+                conn.peer.ip(),
+                host.as_ref(),
+                &mut user,
+            )
+            .await;
+        log.user = user;
+        return result;
     }
 
-    let host = client_host(&request);
+    let presented = state
+        .auth
+        .authenticate(request.headers(), session::now_ms(), true);
+    let user = presented.signed_in.as_ref().map(|s| &s.user);
+    log.clear_cookie = presented.stale_cookie;
+    log.user = user.map(|u| u.name.clone());
     let target = Target {
         method: request.method(),
         host: host.as_ref().and_then(host_name),
         path: normalized,
     };
-    match state.config.policy.decide(&target, None).0 {
+    let principal = user.map(|u| Principal {
+        user: &u.key,
+        roles: &u.roles,
+    });
+    match state.config.policy.decide(&target, principal).0 {
         Decision::Allow => {}
         Decision::Login => {
             let navigating = matches!(*request.method(), Method::GET | Method::HEAD)
@@ -186,6 +227,8 @@ async fn route(
         path_and_query,
         client_ip: conn.peer.ip(),
         host: host.as_ref(),
+        user: user.map(|u| &**u),
+        own_cookies: state.auth.own_cookies(),
     };
     state
         .upstream

@@ -51,6 +51,14 @@ pub enum GatewayError {
     /// A session is needed; `next` is where to come back after login.
     #[error("a login is needed")]
     Unauthenticated { next: String, navigating: bool },
+    #[error("the form's CSRF token is missing or wrong, or it came from another site")]
+    CsrfRejected,
+    #[error("the form is malformed")]
+    BadForm,
+    #[error("too many failed sign-ins")]
+    Throttled { retry_after_secs: u64 },
+    #[error("too many sign-ins are being checked right now")]
+    LoginBusy,
     #[error("the upstream could not be reached: {0}")]
     UpstreamUnavailable(BoxError),
     #[error("the upstream did not answer in time")]
@@ -60,7 +68,12 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadPath(_) | GatewayError::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            GatewayError::BadPath(_) | GatewayError::AmbiguousFraming | GatewayError::BadForm => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::CsrfRejected => StatusCode::FORBIDDEN,
+            GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::LoginBusy => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -85,7 +98,12 @@ impl GatewayError {
     /// The short machine-readable code in JSON error bodies.
     fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadPath(_) | GatewayError::AmbiguousFraming => "bad_request",
+            GatewayError::BadPath(_) | GatewayError::AmbiguousFraming | GatewayError::BadForm => {
+                "bad_request"
+            }
+            GatewayError::CsrfRejected => "csrf",
+            GatewayError::Throttled { .. } => "too_many_requests",
+            GatewayError::LoginBusy => "busy",
             GatewayError::HeadTooLarge => "request_header_fields_too_large",
             GatewayError::BodyTooLarge => "payload_too_large",
             GatewayError::MethodNotAllowed => "method_not_allowed",
@@ -108,6 +126,12 @@ impl GatewayError {
             }
             GatewayError::Forbidden(_) => "You do not have access to this page.".into(),
             GatewayError::Unauthenticated { .. } => "Please sign in to see this page.".into(),
+            GatewayError::Throttled { retry_after_secs } => format!(
+                "Too many failed sign-ins. Try again in {retry_after_secs} seconds."
+            ),
+            GatewayError::CsrfRejected => {
+                "This form has expired or did not come from this site. Go back, reload the page and try again.".into()
+            }
             other => {
                 let mut text = other.to_string();
                 if let Some(first) = text.get_mut(..1) {
@@ -149,6 +173,16 @@ impl GatewayError {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let retry_after = match self {
+            GatewayError::Throttled { retry_after_secs } => Some(retry_after_secs),
+            GatewayError::LoginBusy => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if matches!(self, GatewayError::MethodNotAllowed) {
             response.headers_mut().insert(

@@ -95,6 +95,69 @@ impl<'a> Diagnostics<'a> {
     }
 }
 
+/// Deserializes `text`, recording every unknown key (at its position) and
+/// the first syntax or type error. `None` when the structure could not be read.
+pub fn deserialize<T: serde::de::DeserializeOwned>(
+    text: &str,
+    diag: &mut Diagnostics,
+) -> Option<T> {
+    let deserializer = match toml::Deserializer::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            report_toml_error(diag, &e);
+            return None;
+        }
+    };
+    let mut unknown = Vec::new();
+    let value: Result<T, _> =
+        serde_ignored::deserialize(deserializer, |p| unknown.push(path_segments(&p)));
+    for key in &unknown {
+        let message = format!("unknown key `{}`", key.join("."));
+        match key_span(text, key) {
+            Some(span) => diag.at(span, message),
+            None => diag.file(message),
+        }
+    }
+    match value {
+        Ok(value) => Some(value),
+        Err(e) => {
+            report_toml_error(diag, &e);
+            None
+        }
+    }
+}
+
+fn report_toml_error(diag: &mut Diagnostics, e: &toml::de::Error) {
+    let message = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => diag.at(span, message),
+        None => diag.file(message),
+    }
+}
+
+fn path_segments(path: &serde_ignored::Path) -> Vec<String> {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => Vec::new(),
+        P::Seq { parent, index } => {
+            let mut v = path_segments(parent);
+            v.push(index.to_string());
+            v
+        }
+        P::Map { parent, key } => {
+            let mut v = path_segments(parent);
+            // `Spanned<T>` shows up in the path as a private map key.
+            if !key.starts_with("$__serde_spanned") {
+                v.push(key.clone());
+            }
+            v
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            path_segments(parent)
+        }
+    }
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());

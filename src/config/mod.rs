@@ -2,7 +2,7 @@
 //! rest of the gateway uses. Every problem names `FILE:LINE:COL`, and one load
 //! reports all the problems it can find rather than the first.
 
-mod diag;
+pub(crate) mod diag;
 mod raw;
 pub mod units;
 
@@ -27,9 +27,38 @@ pub struct Config {
     pub source: PathBuf,
     pub server: Server,
     pub upstream: Upstream,
+    pub session: Session,
+    /// The users file as loaded at start.
+    pub users: crate::users::Users,
+    /// Where the users file is, for reloads and rewrites (none configured: no users).
+    pub users_file: Option<PathBuf>,
+    pub login: Login,
     pub identity: Identity,
+    pub admin: Admin,
     pub policy: Policy,
 }
+
+#[derive(Debug)]
+pub struct Session {
+    pub cookie_name: String,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Login {
+    /// Failures allowed per account within `failure_window` (per client IP: 4x).
+    pub max_failures: u32,
+    pub failure_window: Duration,
+}
+
+#[derive(Debug)]
+pub struct Admin {
+    pub role: String,
+}
+
+/// SPEC §2: a session never lives longer than this, whatever the config says.
+pub const MAX_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Debug)]
 pub struct Server {
@@ -94,65 +123,24 @@ impl Config {
         let mut diag = Diagnostics::new(path.display().to_string(), text);
         let base = path.parent().unwrap_or(Path::new("."));
 
-        let deserializer = match toml::Deserializer::parse(text) {
-            Ok(d) => d,
-            Err(e) => {
-                report_toml_error(&mut diag, &e);
-                return Err(diag.finish().unwrap_err());
-            }
-        };
-        let mut unknown = Vec::new();
-        let raw: Result<RawConfig, _> =
-            serde_ignored::deserialize(deserializer, |p| unknown.push(path_segments(&p)));
-        for key in &unknown {
-            let message = format!("unknown key `{}`", key.join("."));
-            match diag::key_span(text, key) {
-                Some(span) => diag.at(span, message),
-                None => diag.file(message),
-            }
-        }
-        let raw = match raw {
-            Ok(raw) => raw,
-            Err(e) => {
-                report_toml_error(&mut diag, &e);
-                return Err(diag.finish().unwrap_err());
-            }
+        let Some(raw) = diag::deserialize::<RawConfig>(text, &mut diag) else {
+            return Err(diag.finish().unwrap_err());
         };
 
-        let mut v = Validator { diag, base };
+        let mut v = Validator {
+            diag,
+            base,
+            nested: Vec::new(),
+        };
         let config = v.config(raw, path);
-        v.diag.finish()?;
-        Ok(config.expect("a config with no problems is complete"))
-    }
-}
-
-fn report_toml_error(diag: &mut Diagnostics, e: &toml::de::Error) {
-    let message = e.message().trim().to_owned();
-    match e.span() {
-        Some(span) => diag.at(span, message),
-        None => diag.file(message),
-    }
-}
-
-fn path_segments(path: &serde_ignored::Path) -> Vec<String> {
-    use serde_ignored::Path as P;
-    match path {
-        P::Root => Vec::new(),
-        P::Seq { parent, index } => {
-            let mut v = path_segments(parent);
-            v.push(index.to_string());
-            v
-        }
-        P::Map { parent, key } => {
-            let mut v = path_segments(parent);
-            // `Spanned<T>` shows up in the path as a private map key.
-            if !key.starts_with("$__serde_spanned") {
-                v.push(key.clone());
+        let nested = std::mem::take(&mut v.nested);
+        match v.diag.finish() {
+            Err(mut e) => {
+                e.problems.extend(nested);
+                Err(e)
             }
-            v
-        }
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
-            path_segments(parent)
+            Ok(()) if !nested.is_empty() => Err(ConfigError { problems: nested }),
+            Ok(()) => Ok(config.expect("a config with no problems is complete")),
         }
     }
 }
@@ -162,19 +150,51 @@ fn path_segments(path: &serde_ignored::Path) -> Vec<String> {
 struct Validator<'a> {
     diag: Diagnostics<'a>,
     base: &'a Path,
+    /// Problems found in other files (the users file) while validating this one.
+    nested: Vec<Problem>,
+}
+
+/// RFC 6265 §4.1.1: a cookie name is an HTTP token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl Validator<'_> {
     fn config(&mut self, raw: RawConfig, path: &Path) -> Option<Config> {
         let server = self.server(raw.server.into_inner());
         let upstream = self.upstream(raw.upstream.into_inner());
+        let session = self.session(raw.session);
+        // Without a users file nobody can sign in: only public rules let anyone through.
+        let (users_file, users) = match &raw.users {
+            Some(section) => {
+                let file = self.base.join(section.get_ref().file.get_ref());
+                let users = self.users(&section.get_ref().file, &file);
+                (Some(file), users)
+            }
+            None => (None, Some(crate::users::Users::default())),
+        };
+        let login = self.login(raw.login);
         let identity = self.identity(raw.identity);
+        let admin = Some(Admin {
+            role: raw
+                .admin
+                .role
+                .map_or_else(|| "admin".to_owned(), |r| r.into_inner()),
+        });
         let policy = self.policy(raw.rules);
         Some(Config {
             source: path.to_owned(),
             server: server?,
             upstream: upstream?,
+            session: session?,
+            users: users?,
+            users_file,
+            login: login?,
             identity: identity?,
+            admin: admin?,
             policy: policy?,
         })
     }
@@ -275,6 +295,88 @@ impl Validator<'_> {
             authority: authority?,
             connect_timeout: connect_timeout?,
             timeout: timeout?,
+        })
+    }
+
+    fn session(&mut self, raw: raw::RawSession) -> Option<Session> {
+        let idle = self.duration(&raw.idle_timeout, Duration::from_secs(30 * 60));
+        let absolute = self.duration(&raw.absolute_timeout, Duration::from_secs(8 * 3600));
+        if let (Some(a), Some(text)) = (absolute, &raw.absolute_timeout) {
+            if a > MAX_ABSOLUTE_TIMEOUT {
+                self.diag
+                    .at(text.span(), "absolute_timeout must not be over 12h");
+            }
+        }
+        if let (Some(i), Some(a), Some(text)) = (idle, absolute, &raw.idle_timeout) {
+            if i > a {
+                self.diag.at(
+                    text.span(),
+                    "idle_timeout must not be longer than absolute_timeout",
+                );
+            }
+        }
+        let cookie_name = match &raw.cookie_name {
+            None => Some("__Host-authgate".to_owned()),
+            Some(name) if is_cookie_name(name.get_ref()) => Some(name.get_ref().clone()),
+            Some(name) => {
+                self.diag.at(
+                    name.span(),
+                    format!("invalid cookie name {:?}", name.get_ref()),
+                );
+                None
+            }
+        };
+        if let Some(store) = &raw.store {
+            if store.get_ref() != "memory" {
+                self.diag.at(
+                    store.span(),
+                    format!(
+                        "unknown session store {:?}: only \"memory\" is available",
+                        store.get_ref()
+                    ),
+                );
+            }
+        }
+        Some(Session {
+            cookie_name: cookie_name?,
+            idle_timeout: idle?,
+            absolute_timeout: absolute.filter(|a| *a <= MAX_ABSOLUTE_TIMEOUT)?,
+        })
+    }
+
+    fn users(&mut self, key: &Text, file: &Path) -> Option<crate::users::Users> {
+        match std::fs::read_to_string(file) {
+            Err(e) => {
+                self.diag.at(
+                    key.span(),
+                    format!("cannot read users file {}: {e}", file.display()),
+                );
+                None
+            }
+            Ok(text) => match crate::users::Users::parse(&text, file) {
+                Ok(users) => Some(users),
+                Err(e) => {
+                    self.nested.extend(e.problems);
+                    None
+                }
+            },
+        }
+    }
+
+    fn login(&mut self, raw: raw::RawLogin) -> Option<Login> {
+        let window = self.duration(&raw.failure_window, Duration::from_secs(15 * 60));
+        let max_failures = match &raw.max_failures {
+            None => Some(5),
+            Some(n) if (1..=1000).contains(n.get_ref()) => Some(*n.get_ref() as u32),
+            Some(n) => {
+                self.diag
+                    .at(n.span(), "max_failures must be between 1 and 1000");
+                None
+            }
+        };
+        Some(Login {
+            max_failures: max_failures?,
+            failure_window: window?,
         })
     }
 

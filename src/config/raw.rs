@@ -14,7 +14,14 @@ pub struct RawConfig {
     pub server: Spanned<RawServer>,
     pub upstream: Spanned<RawUpstream>,
     #[serde(default)]
+    pub session: RawSession,
+    pub users: Option<Spanned<RawUsers>>,
+    #[serde(default)]
+    pub login: RawLogin,
+    #[serde(default)]
     pub identity: RawIdentity,
+    #[serde(default)]
+    pub admin: RawAdmin,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
 }
@@ -56,4 +63,28 @@ pub struct RawRule {
     pub host: Option<Text>,
     pub access: Option<Text>,
     pub roles: Option<Spanned<Vec<Text>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSession {
+    pub cookie_name: Option<Text>,
+    pub idle_timeout: Option<Text>,
+    pub absolute_timeout: Option<Text>,
+    pub store: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawUsers {
+    pub file: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLogin {
+    pub max_failures: Option<Spanned<i64>>,
+    pub failure_window: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub role: Option<Text>,
 }

@@ -6,6 +6,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 
 use crate::config::Identity;
+use crate::users::User;
 
 /// Hop-by-hop headers: RFC 9110 §7.6.1 names Connection, Proxy-Connection,
 /// Keep-Alive, TE, Transfer-Encoding and Upgrade; Trailer and the
@@ -83,8 +84,11 @@ pub fn prepare_request(
     identity: &Identity,
     client_ip: IpAddr,
     host: Option<&HeaderValue>,
+    user: Option<&User>,
+    own_cookies: &[&str],
 ) {
     remove_hop_by_hop(headers);
+    strip_cookies(headers, own_cookies);
     headers.remove(&identity.user_header);
     headers.remove(&identity.roles_header);
     for name in ROUTING_OVERRIDES.iter().chain(&FORWARDING_CLAIMS) {
@@ -112,11 +116,95 @@ pub fn prepare_request(
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
         headers.insert(header::HOST, host.clone());
     }
+    if let Some(user) = user {
+        if let Ok(name) = HeaderValue::from_str(&user.name) {
+            headers.insert(identity.user_header.clone(), name);
+        }
+        headers.insert(identity.roles_header.clone(), user.roles_header.clone());
+    }
+}
+
+/// Removes the named cookies and joins what is left into one `Cookie`
+/// header (HTTP/2 clients may split cookies over several; an HTTP/1.1
+/// upstream expects one, RFC 6265 §5.4).
+fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), None) = (values.next(), values.next()) else {
+        if headers.contains_key(header::COOKIE) {
+            rebuild_cookies(headers, names);
+        }
+        return;
+    };
+    let text = first.as_bytes();
+    let mentions_ours = names
+        .iter()
+        .any(|n| text.windows(n.len()).any(|w| w == n.as_bytes()));
+    if mentions_ours {
+        rebuild_cookies(headers, names);
+    }
+}
+
+fn rebuild_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let mut kept = String::new();
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let name = pair.split('=').next().unwrap_or("").trim();
+            if names.contains(&name) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(pair);
+        }
+    }
+    headers.remove(header::COOKIE);
+    if let Ok(value) = HeaderValue::from_str(&kept) {
+        if !kept.is_empty() {
+            headers.insert(header::COOKIE, value);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_cookies_are_removed_and_the_rest_joined() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("theme=dark; __Host-authgate=SECRET"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-authgate-login=T; lang=en"),
+        );
+        strip_cookies(&mut headers, &["__Host-authgate", "__Host-authgate-login"]);
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(headers[header::COOKIE], "theme=dark; lang=en");
+
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-authgate=SECRET"),
+        );
+        strip_cookies(&mut only_ours, &["__Host-authgate"]);
+        assert!(!only_ours.contains_key(header::COOKIE));
+
+        let mut similar = HeaderMap::new();
+        similar.insert(
+            header::COOKIE,
+            HeaderValue::from_static("x__Host-authgate=1; __Host-authgate2=2"),
+        );
+        strip_cookies(&mut similar, &["__Host-authgate"]);
+        assert_eq!(
+            similar[header::COOKIE],
+            "x__Host-authgate=1; __Host-authgate2=2"
+        );
+    }
 
     #[test]
     fn identity_like_names() {
@@ -163,6 +251,8 @@ mod tests {
             &identity,
             "10.0.0.7".parse().unwrap(),
             Some(&host),
+            None,
+            &[],
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.7");
         assert_eq!(headers["x-forwarded-proto"], "https");

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::{self, Identity};
 use crate::response::{Body, GatewayError};
+use crate::users::User;
 
 /// The protected app, reached through a shared connection pool.
 pub struct Upstream {
@@ -33,6 +34,10 @@ pub struct Forward<'a> {
     pub client_ip: IpAddr,
     /// The `Host` (HTTP/1.1) or `:authority` (HTTP/2) the client sent.
     pub host: Option<&'a HeaderValue>,
+    /// The signed-in user, whose identity the upstream is told.
+    pub user: Option<&'a User>,
+    /// The gateway's cookies, removed from what the upstream sees.
+    pub own_cookies: [&'a str; 2],
 }
 
 impl Upstream {
@@ -65,6 +70,8 @@ impl Upstream {
             identity,
             forward.client_ip,
             forward.host,
+            forward.user,
+            &forward.own_cookies,
         );
         parts.uri = Uri::builder()
             .scheme(Scheme::HTTP)

@@ -61,6 +61,7 @@ impl Gateway {
             .transpose()?;
 
         let state = Arc::new(State::new(config));
+        state.auth.start_background();
         let (stop, stop_rx) = watch::channel(false);
         let (ops_stop, ops_stop_rx) = watch::channel(false);
 

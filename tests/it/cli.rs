@@ -150,7 +150,7 @@ async fn run_logs_one_json_line_per_request_and_exits_0_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_serves_its_app_behind_the_gateway() {
+async fn demo_serves_its_app_behind_the_gateway_with_alice_and_bob() {
     let mut child = Running(
         authgate()
             .args(["demo", "--listen", "127.0.0.1:0"])
@@ -162,19 +162,127 @@ async fn demo_serves_its_app_behind_the_gateway() {
     let stdout = child.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
     let line = wait_for_line(&mut lines, "open https://");
-    let url = line.split("open ").nth(1).unwrap().trim().to_owned();
+    let url = line
+        .split("open ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches('/')
+        .to_owned();
+    let password_of = |line: String| {
+        line.split(" / ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let alice = password_of(wait_for_line(&mut lines, "alice / "));
+    let bob = password_of(wait_for_line(&mut lines, "bob   / "));
+
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let page = client.get(&url).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    assert!(page
+    let public = client.get(format!("{url}/public/")).send().await.unwrap();
+    assert_eq!(public.status(), 200);
+    assert!(public
         .text()
         .await
         .unwrap()
         .contains("Demo app behind authgate"));
-    let denied = client.get(format!("{url}admin/")).send().await.unwrap();
-    assert_eq!(denied.status(), 403);
+    let anonymous = client
+        .get(format!("{url}/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 302);
+
+    let sign_in = |name: &'static str, password: String| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let form = client
+                .get(format!("{url}/.gateway/login"))
+                .send()
+                .await
+                .unwrap();
+            let token = crate::support::set_cookie(&form, "__Host-authgate-login").unwrap();
+            let response = client
+                .post(format!("{url}/.gateway/login"))
+                .header("cookie", format!("__Host-authgate-login={token}"))
+                .form(&[
+                    ("csrf", token.as_str()),
+                    ("username", name),
+                    ("password", password.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 303, "{name} signs in");
+            crate::support::set_cookie(&response, "__Host-authgate").unwrap()
+        }
+    };
+    let alice = sign_in("alice", alice).await;
+    let bob = sign_in("bob", bob).await;
+    let get = |session: &str, path: &str| {
+        client
+            .get(format!("{url}{path}"))
+            .header("cookie", format!("__Host-authgate={session}"))
+            .send()
+    };
+    let admin = get(&alice, "/admin/").await.unwrap();
+    assert_eq!(admin.status(), 200);
+    assert!(admin
+        .text()
+        .await
+        .unwrap()
+        .contains("<strong>alice</strong>"));
+    assert_eq!(get(&bob, "/").await.unwrap().status(), 200);
+    assert_eq!(get(&bob, "/admin/").await.unwrap().status(), 403);
     sigterm(&child.0);
+}
+
+#[test]
+fn hash_password_reads_stdin_and_prints_an_argon2id_hash() {
+    use std::io::Write;
+    let mut child = authgate()
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let password = "  spaces kept, ünïcödé too  ";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap();
+    let hash = hash.trim();
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    let users = format!("[users.x]\npassword = \"{hash}\"\n");
+    authgate::users::Users::parse(&users, std::path::Path::new("users.toml")).unwrap();
+    use argon2::PasswordVerifier;
+    let parsed = argon2::PasswordHash::new(hash).unwrap();
+    assert!(argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok());
+
+    let empty = authgate()
+        .arg("hash-password")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("empty"));
 }

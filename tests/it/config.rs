@@ -163,8 +163,60 @@ fn the_shipped_example_config_is_valid() {
     let cert = authgate::tls::self_signed();
     std::fs::write(dir.path().join("certs/gateway.crt"), cert.cert_pem).unwrap();
     std::fs::write(dir.path().join("certs/gateway.key"), cert.key_pem).unwrap();
+    std::fs::write(
+        dir.path().join("users.toml"),
+        crate::support::default_users(),
+    )
+    .unwrap();
     let text = include_str!("../../gateway.toml");
     let config = Config::parse(text, &dir.path().join("gateway.toml"))
         .unwrap_or_else(|e| panic!("the shipped gateway.toml is refused:\n{e}"));
     assert_eq!(config.policy.rules().len(), 4);
+    assert_eq!(config.session.cookie_name, "__Host-authgate");
+    assert_eq!(config.session.idle_timeout.as_secs(), 30 * 60);
+    assert_eq!(config.login.max_failures, 5);
+}
+
+#[test]
+fn session_login_and_users_sections_are_validated() {
+    let dir = dir_with_cert();
+    std::fs::write(
+        dir.path().join("users.toml"),
+        "[users.bob]\npassword = \"plaintext-oops\"\nroles = [\"user\"]\n",
+    )
+    .unwrap();
+    let text = r#"[server]
+listen = "127.0.0.1:8443"
+cert = "gw.crt"
+key = "gw.key"
+[upstream]
+url = "http://127.0.0.1:3000"
+[session]
+idle_timeout = "9h"
+absolute_timeout = "13h"
+store = "postgres"
+[users]
+file = "users.toml"
+[login]
+max_failures = 0
+failure_window = "soon"
+"#;
+    let found = problems(text, dir.path()).join("\n");
+    for needle in [
+        "gateway.toml:9:20: absolute_timeout must not be over 12h",
+        "gateway.toml:10:9: unknown session store",
+        "gateway.toml:14:16: max_failures must be between",
+        "gateway.toml:15:18: invalid duration",
+        "users.toml:2:12: user \"bob\": the password must be an argon2id hash",
+    ] {
+        assert!(found.contains(needle), "no {needle:?} in:\n{found}");
+    }
+    assert!(!found.contains("plaintext-oops"));
+
+    std::fs::remove_file(dir.path().join("users.toml")).unwrap();
+    let found = problems(text, dir.path()).join("\n");
+    assert!(
+        found.contains("gateway.toml:12:8: cannot read users file"),
+        "{found}"
+    );
 }

@@ -5,6 +5,8 @@ mod cli;
 mod config;
 mod lifecycle;
 mod limits;
+mod login;
+mod logs;
 mod paths;
 mod proxy;
 mod support;

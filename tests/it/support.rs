@@ -164,14 +164,45 @@ async fn answer(req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Response<UpB
 pub struct Setup {
     server: Vec<String>,
     upstream: Vec<String>,
+    session: Vec<String>,
+    login: Vec<String>,
     upstream_url: Option<String>,
     rules: String,
+    users: Option<String>,
+}
+
+pub const ALICE_PASSWORD: &str = "alice-password-123";
+pub const BOB_PASSWORD: &str = "bob password with spaces";
+
+/// argon2 hashes are slow to make: once per test process.
+fn hashes() -> &'static (String, String) {
+    static HASHES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    HASHES.get_or_init(|| {
+        (
+            authgate::auth::password::hash_password(ALICE_PASSWORD),
+            authgate::auth::password::hash_password(BOB_PASSWORD),
+        )
+    })
+}
+
+/// alice (admin, user), bob (user) and a locked carol (admin) with alice's password.
+pub fn default_users() -> String {
+    let (alice, bob) = hashes();
+    format!(
+        "[users.alice]\npassword = \"{alice}\"\nroles = [\"admin\", \"user\"]\n\n\
+[users.bob]\npassword = \"{bob}\"\nroles = [\"user\"]\n\n\
+[users.carol]\npassword = \"{alice}\"\nroles = [\"admin\"]\nlocked = true\n"
+    )
 }
 
 pub const DEFAULT_RULES: &str = r#"
 [[rule]]
 path = "/admin/**"
 access = "deny"
+
+[[rule]]
+path = "/staff/**"
+roles = ["admin"]
 
 [[rule]]
 path = "/private/**"
@@ -187,8 +218,11 @@ impl Setup {
         Setup {
             server: Vec::new(),
             upstream: Vec::new(),
+            session: Vec::new(),
+            login: Vec::new(),
             upstream_url: None,
             rules: DEFAULT_RULES.to_owned(),
+            users: None,
         }
     }
 
@@ -201,6 +235,23 @@ impl Setup {
     /// Adds `key = value` to `[upstream]`.
     pub fn upstream(mut self, line: &str) -> Setup {
         self.upstream.push(line.to_owned());
+        self
+    }
+
+    /// Adds `key = value` to `[session]`.
+    pub fn session(mut self, line: &str) -> Setup {
+        self.session.push(line.to_owned());
+        self
+    }
+
+    /// Adds `key = value` to `[login]`.
+    pub fn login(mut self, line: &str) -> Setup {
+        self.login.push(line.to_owned());
+        self
+    }
+
+    pub fn users(mut self, text: &str) -> Setup {
+        self.users = Some(text.to_owned());
         self
     }
 
@@ -220,11 +271,18 @@ impl Setup {
         let cert = authgate::tls::self_signed();
         std::fs::write(dir.path().join("gw.crt"), &cert.cert_pem).unwrap();
         std::fs::write(dir.path().join("gw.key"), &cert.key_pem).unwrap();
+        std::fs::write(
+            dir.path().join("users.toml"),
+            self.users.unwrap_or_else(default_users),
+        )
+        .unwrap();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n[upstream]\nurl = \"{}\"\n{}\n{}",
+            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n[upstream]\nurl = \"{}\"\n{}\n\n[session]\n{}\n\n[users]\nfile = \"users.toml\"\n\n[login]\n{}\n{}",
             self.server.join("\n"),
             self.upstream_url.unwrap_or_else(|| upstream.url()),
             self.upstream.join("\n"),
+            self.session.join("\n"),
+            self.login.join("\n"),
             self.rules,
         );
         let config = Config::parse(&text, &dir.path().join("gateway.toml"))
@@ -288,6 +346,85 @@ impl TestGateway {
     pub fn take_gateway(&mut self) -> Gateway {
         self.gateway.take().unwrap()
     }
+
+    /// Opens the sign-in form; returns its CSRF token (also the value of
+    /// the login cookie the form set).
+    pub async fn login_form(&self, client: &reqwest::Client) -> String {
+        let response = client
+            .get(self.url("/.gateway/login"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        set_cookie(&response, "__Host-authgate-login").expect("the form sets its CSRF cookie")
+    }
+
+    /// Posts the sign-in form with the given token (as cookie and field).
+    pub async fn post_login(
+        &self,
+        client: &reqwest::Client,
+        token: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut form: Vec<(&str, &str)> = vec![("csrf", token)];
+        form.extend_from_slice(fields);
+        client
+            .post(self.url("/.gateway/login"))
+            .header("cookie", format!("__Host-authgate-login={token}"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Signs in and returns the session cookie's value.
+    pub async fn sign_in(&self, user: &str, password: &str) -> String {
+        let client = self.client();
+        let token = self.login_form(&client).await;
+        let response = self
+            .post_login(
+                &client,
+                &token,
+                &[("username", user), ("password", password)],
+            )
+            .await;
+        assert_eq!(response.status(), 303, "sign-in as {user} failed");
+        set_cookie(&response, "__Host-authgate").expect("a session cookie")
+    }
+
+    /// A GET with the session cookie.
+    pub async fn get_as(&self, session: &str, path: &str) -> reqwest::Response {
+        self.client()
+            .get(self.url(path))
+            .header("cookie", format!("__Host-authgate={session}"))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The value a response's `Set-Cookie` gives the cookie `name`.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (k, rest) = v.split_once('=')?;
+            (k == name).then(|| rest.split(';').next().unwrap_or("").to_owned())
+        })
+}
+
+/// The whole `Set-Cookie` line for `name`.
+pub fn set_cookie_line(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.split('=').next() == Some(name))
+        .map(str::to_owned)
 }
 
 pub fn https_client_builder(cert_pem: &str) -> reqwest::ClientBuilder {
@@ -358,11 +495,12 @@ pub fn write_config(dir: &Path, upstream: &str, extra_server: &str) -> std::path
     let cert = authgate::tls::self_signed();
     std::fs::write(dir.join("gw.crt"), &cert.cert_pem).unwrap();
     std::fs::write(dir.join("gw.key"), &cert.key_pem).unwrap();
+    std::fs::write(dir.join("users.toml"), default_users()).unwrap();
     let path = dir.join("gateway.toml");
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{extra_server}\n\n[upstream]\nurl = \"{upstream}\"\n{DEFAULT_RULES}"
+            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{extra_server}\n\n[upstream]\nurl = \"{upstream}\"\n\n[users]\nfile = \"users.toml\"\n{DEFAULT_RULES}"
         ),
     )
     .unwrap();

@@ -1,0 +1,83 @@
+//! CSRF tokens for the gateway's forms.
+//!
+//! - Signed-in forms (logout, password) carry a token derived from the
+//!   session ID: SHA-256 over a fixed label and the ID. Only the browser that
+//!   holds the (HttpOnly) cookie can know it, and it reveals nothing about
+//!   the ID.
+//! - The login form has no session yet (login CSRF would sign a victim into
+//!   the attacker's account), so it uses a double-submit token: a random
+//!   value in a `__Host-` cookie that must come back in the form. Another
+//!   site can neither read that cookie nor set it (the `__Host-` prefix
+//!   forbids a `Domain`, so no sibling subdomain can plant one).
+//! - A POST whose `Origin` names another site is refused outright.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::header::{self, HeaderValue};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The token for forms of the session whose cookie value is `session_id`.
+pub fn session_token(session_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"authgate csrf v1\0");
+    hasher.update(session_id.as_bytes());
+    URL_SAFE_NO_PAD.encode(hasher.finalize())
+}
+
+/// A fresh random value for the login form's cookie and field.
+pub fn new_login_token() -> String {
+    crate::session::new_id()
+}
+
+/// Compares in constant time; an empty token never matches.
+pub fn matches(expected: &str, given: &str) -> bool {
+    !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+}
+
+/// False when the request says it comes from another origin. Browsers send
+/// `Origin` on every POST; its absence (an old client, curl) is left to the
+/// token check.
+pub fn same_origin(headers: &HeaderMap, host: Option<&HeaderValue>) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), host.map(|h| h.to_str())) else {
+        return false;
+    };
+    origin
+        .strip_prefix("https://")
+        .is_some_and(|o| o.eq_ignore_ascii_case(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_tokens_are_stable_per_session_and_differ_between_sessions() {
+        let a = session_token("a".repeat(43).as_str());
+        assert_eq!(a, session_token("a".repeat(43).as_str()));
+        assert_ne!(a, session_token("b".repeat(43).as_str()));
+        assert!(matches(&a, &a));
+        assert!(!matches(&a, ""));
+        assert!(!matches("", ""));
+        assert!(!matches(&a, &a[1..]));
+    }
+
+    #[test]
+    fn origin_must_be_this_site_over_https() {
+        let host = HeaderValue::from_static("gw.example:8443");
+        let with = |origin: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ORIGIN, HeaderValue::from_static(origin));
+            h
+        };
+        assert!(same_origin(&HeaderMap::new(), Some(&host)));
+        assert!(same_origin(&with("https://gw.example:8443"), Some(&host)));
+        assert!(!same_origin(&with("https://evil.example"), Some(&host)));
+        assert!(!same_origin(&with("http://gw.example:8443"), Some(&host)));
+        assert!(!same_origin(&with("null"), Some(&host)));
+    }
+}

@@ -1,0 +1,217 @@
+//! The users file (`users.toml`): who may sign in, with which password hash
+//! and roles. Usernames are compared canonically (SPEC §5): trimmed and
+//! lower-cased, so `Alice`, `alice` and ` alice ` are one account.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use crate::auth::password;
+use crate::config::diag::{self, Diagnostics};
+use crate::config::ConfigError;
+
+#[derive(Debug, Deserialize)]
+struct RawUsersFile {
+    #[serde(default)]
+    users: BTreeMap<String, Spanned<RawUser>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawUser {
+    password: Spanned<String>,
+    #[serde(default)]
+    roles: Vec<Spanned<String>>,
+    #[serde(default)]
+    locked: bool,
+}
+
+/// One account as the gateway uses it.
+#[derive(Debug)]
+pub struct User {
+    /// The name as written in the file; sent upstream in the user header.
+    pub name: Arc<str>,
+    /// The canonical name, the key of every lookup and counter.
+    pub key: Arc<str>,
+    /// An argon2id PHC string.
+    pub password_hash: Box<str>,
+    /// Sorted, without duplicates.
+    pub roles: Vec<String>,
+    /// `roles` joined with commas, ready for the roles header.
+    pub roles_header: HeaderValue,
+    pub locked: bool,
+    /// Changes whenever the password hash does: a session remembers the
+    /// value it began with and ends when the two differ.
+    pub password_fingerprint: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Users {
+    by_key: HashMap<Arc<str>, Arc<User>>,
+}
+
+/// The canonical form of a username (SPEC §5).
+pub fn canonical(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+pub fn password_fingerprint(hash: &str) -> u32 {
+    let digest = Sha256::digest(hash.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+impl Users {
+    /// Validates the text of a users file; `path` names it in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Users, ConfigError> {
+        let mut diag = Diagnostics::new(path.display().to_string(), text);
+        let Some(raw) = diag::deserialize::<RawUsersFile>(text, &mut diag) else {
+            return Err(diag.finish().unwrap_err());
+        };
+        let mut by_key: HashMap<Arc<str>, Arc<User>> = HashMap::new();
+        for (name, raw_user) in raw.users {
+            let span = raw_user.span();
+            let raw_user = raw_user.into_inner();
+            let key = canonical(&name);
+            if key.is_empty() || key.chars().any(char::is_control) {
+                diag.at(span.clone(), format!("invalid username {name:?}"));
+                continue;
+            }
+            if by_key.contains_key(key.as_str()) {
+                diag.at(
+                    span.clone(),
+                    format!("user {name:?} is listed twice (names are compared ignoring case and surrounding spaces)"),
+                );
+                continue;
+            }
+            if let Err(reason) = password::check_phc(raw_user.password.get_ref()) {
+                // Never echo the value: it may be a plaintext password.
+                diag.at(
+                    raw_user.password.span(),
+                    format!("user {name:?}: {reason}; make one with `authgate hash-password`"),
+                );
+                continue;
+            }
+            let mut roles: Vec<String> = Vec::new();
+            let mut roles_ok = true;
+            for role in &raw_user.roles {
+                let r = role.get_ref().trim();
+                if r.is_empty() || r.contains(',') || !r.bytes().all(|b| b.is_ascii_graphic()) {
+                    diag.at(
+                        role.span(),
+                        format!("user {name:?}: invalid role {:?}", role.get_ref()),
+                    );
+                    roles_ok = false;
+                } else {
+                    roles.push(r.to_owned());
+                }
+            }
+            if !roles_ok {
+                continue;
+            }
+            roles.sort();
+            roles.dedup();
+            let roles_header = HeaderValue::from_str(&roles.join(","))
+                .expect("roles are checked to be visible ASCII");
+            let hash = raw_user.password.into_inner();
+            let key: Arc<str> = key.into();
+            by_key.insert(
+                key.clone(),
+                Arc::new(User {
+                    name: name.trim().into(),
+                    key,
+                    password_fingerprint: password_fingerprint(&hash),
+                    password_hash: hash.into(),
+                    roles,
+                    roles_header,
+                    locked: raw_user.locked,
+                }),
+            );
+        }
+        diag.finish()?;
+        Ok(Users { by_key })
+    }
+
+    /// Looks a user up by any spelling of the name.
+    pub fn get(&self, name: &str) -> Option<&Arc<User>> {
+        self.by_key.get(canonical(name).as_str())
+    }
+
+    /// Looks a user up by canonical name.
+    pub fn get_by_key(&self, key: &str) -> Option<&Arc<User>> {
+        self.by_key.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<User>> {
+        self.by_key.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0Wd3o6T3ooE7kQ2oxLMhxfC8EBDqBb7DTKcWrMCsHrg";
+
+    fn parse(text: &str) -> Result<Users, Vec<String>> {
+        Users::parse(text, Path::new("users.toml"))
+            .map_err(|e| e.problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn names_are_canonical_and_roles_sorted() {
+        let users = parse(&format!(
+            "[users.\" Alice \"]\npassword = \"{HASH}\"\nroles = [\"user\", \"admin\", \"user\"]\n"
+        ))
+        .unwrap();
+        let alice = users.get("ALICE").unwrap();
+        assert_eq!(&*alice.name, "Alice");
+        assert_eq!(&*alice.key, "alice");
+        assert_eq!(alice.roles, ["admin", "user"]);
+        assert_eq!(alice.roles_header, "admin,user");
+        assert!(!alice.locked);
+        assert!(users.get(" alice").is_some());
+    }
+
+    #[test]
+    fn plaintext_and_weak_hashes_are_refused_without_echoing_them() {
+        let weak = "$argon2id$v=19$m=4096,t=1,p=1$c2FsdHNhbHRzYWx0$0Wd3o6T3ooE7kQ2oxLMhxfC8EBDqBb7DTKcWrMCsHrg";
+        let bcrypt = "$2b$12$abcdefghijklmnopqrstuuTMXh0AVmNmjMKfmNy7eH5gJ0/yJHd4G";
+        let text = format!(
+            "[users.bob]\npassword = \"hunter2secret\"\n[users.carol]\npassword = \"{weak}\"\n[users.dave]\npassword = \"{bcrypt}\"\n"
+        );
+        let problems = parse(&text).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with("users.toml:2:12: user \"bob\""),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains("user \"carol\""));
+        assert!(problems[2].contains("user \"dave\""));
+        assert!(!problems.join("\n").contains("hunter2secret"));
+    }
+
+    #[test]
+    fn duplicates_after_canonicalization_and_unknown_keys_are_errors() {
+        let text = format!(
+            "[users.alice]\npassword = \"{HASH}\"\n[users.ALICE]\npassword = \"{HASH}\"\nrole = [\"x\"]\n"
+        );
+        let problems = parse(&text).unwrap_err().join("\n");
+        assert!(problems.contains("listed twice"), "{problems}");
+        assert!(
+            problems.contains("unknown key `users.ALICE.role`"),
+            "{problems}"
+        );
+    }
+}
