@@ -6,8 +6,12 @@
 #       plain HTTP too, for reference)
 #   (b) nginx as a plain TLS reverse proxy to that upstream
 #   (c) authgate on a public route to that upstream
-# and the ratios authgate/nginx and authgate/direct. Loopback only; it stops
-# by itself. Not a test: CI does not run it.
+#   (d) authgate on an authenticated route, with a valid session cookie
+#   (e) nginx with auth_request to a session check on the upstream (the
+#       forward-auth pattern of Authelia and oauth2-proxy deployments)
+# and the ratios between them. Loopback only; it stops by itself. Not a
+# test: CI does not run it. The session store has its own benchmark:
+# `cargo bench --bench session_store`.
 #
 # Usage: bench/run.sh [SECONDS_PER_TARGET=10] [CONNECTIONS=50]
 set -euo pipefail
@@ -40,7 +44,8 @@ trap cleanup EXIT
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-up_plain=$(free_port); up_tls=$(free_port); nginx_proxy=$(free_port); gateway=$(free_port)
+up_plain=$(free_port); up_tls=$(free_port); nginx_proxy=$(free_port); nginx_auth=$(free_port)
+gateway=$(free_port)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
   -keyout "$work/bench.key" -out "$work/bench.crt" -days 2 -subj /CN=localhost \
@@ -67,6 +72,12 @@ http {
     listen 127.0.0.1:$up_tls ssl;
     $tls_common
     location / { default_type text/plain; return 200 "hello from upstream\n"; }
+    # The session check a forward-auth setup asks on every request: as cheap
+    # as a check can be (a fixed cookie value), so nginx's figure is its best.
+    location = /_session_check {
+      if (\$cookie_session = "valid-bench-session") { return 204; }
+      return 401;
+    }
   }
 }
 CONF
@@ -94,10 +105,34 @@ http {
       proxy_set_header X-Forwarded-Proto https;
     }
   }
+  server {
+    listen 127.0.0.1:$nginx_auth ssl http2;
+    $tls_common
+    location / {
+      auth_request /_auth;
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto https;
+    }
+    location = /_auth {
+      internal;
+      proxy_pass http://app/_session_check;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
 }
 CONF
 sed -i "s#ERRLOG#proxy.err#" "$work/proxy.conf"
 
+bench_password="bench-password-$RANDOM$RANDOM"
+printf '[users.bench]\npassword = "%s"\nroles = ["user"]\n' \
+  "$(printf '%s\n' "$bench_password" | target/release/authgate hash-password)" > "$work/users.toml"
 cat > "$work/gateway.toml" <<CONF
 [server]
 listen = "127.0.0.1:$gateway"
@@ -105,12 +140,17 @@ cert = "bench.crt"
 key = "bench.key"
 [upstream]
 url = "http://127.0.0.1:$up_plain"
+[users]
+file = "users.toml"
+[[rule]]
+path = "/public/**"
+access = "public"
 [[rule]]
 path = "/admin/**"
-access = "deny"
+roles = ["admin"]
 [[rule]]
 path = "/**"
-access = "public"
+access = "authenticated"
 CONF
 
 nginx -c "$work/upstream.conf" & pids+=($!)
@@ -125,9 +165,20 @@ wait_port() {
   done
   echo "nothing listens on port $1" >&2; exit 1
 }
-for port in $up_plain $up_tls $nginx_proxy $gateway; do wait_port "$port"; done
+for port in $up_plain $up_tls $nginx_proxy $nginx_auth $gateway; do wait_port "$port"; done
+
+# A real session: the login form's CSRF cookie and field, then the password.
+jar="$work/cookies"
+curl -sk -c "$jar" -o /dev/null "https://127.0.0.1:$gateway/.gateway/login"
+csrf=$(awk '$6 == "__Host-authgate-login" {print $7}' "$jar")
+session=$(curl -sk -b "$jar" -D - -o /dev/null \
+  --data-urlencode "csrf=$csrf" --data-urlencode "username=bench" \
+  --data-urlencode "password=$bench_password" "https://127.0.0.1:$gateway/.gateway/login" |
+  tr -d '\r' | sed -n 's/^set-cookie: __Host-authgate=\([^;]*\).*/\1/ip')
+[ -n "$session" ] || { echo "could not sign in to the gateway" >&2; exit 1; }
 
 declare -A rps p50 p99 cpu
+wrk_headers=()
 # CPU time (user+system, in clock ticks) of the given processes and their threads.
 ticks() {
   local total=0 pid fields
@@ -139,10 +190,10 @@ ticks() {
 }
 measure() { # name url [pids whose CPU time per request to report]
   local name=$1 url=$2; shift 2
-  wrk -t2 -c"$connections" -d2s "$url" >/dev/null  # warm-up: connections, pools, caches
+  wrk -t2 -c"$connections" -d2s "${wrk_headers[@]}" "$url" >/dev/null  # warm-up
   local out before after requests
   before=$(ticks "$@")
-  out=$(wrk -t2 -c"$connections" -d"${duration}s" --latency "$url")
+  out=$(wrk -t2 -c"$connections" -d"${duration}s" --latency "${wrk_headers[@]}" "$url")
   after=$(ticks "$@")
   if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -162,13 +213,21 @@ echo "wrk: 2 threads, $connections keep-alive connections, ${duration}s per targ
 measure "direct (plain HTTP)" "http://127.0.0.1:$up_plain/"
 measure "a: direct (HTTPS)" "https://127.0.0.1:$up_tls/"
 measure "b: nginx proxy" "https://127.0.0.1:$nginx_proxy/" $(pgrep -P "$(cat "$work/proxy.pid")")
-measure "c: authgate public" "https://127.0.0.1:$gateway/" "$gateway_pid"
+measure "c: authgate public" "https://127.0.0.1:$gateway/public/" "$gateway_pid"
+wrk_headers=(-H "Cookie: __Host-authgate=$session")
+measure "d: authgate session" "https://127.0.0.1:$gateway/app/" "$gateway_pid"
+wrk_headers=(-H "Cookie: session=valid-bench-session")
+measure "e: nginx auth_request" "https://127.0.0.1:$nginx_auth/app/" $(pgrep -P "$(cat "$work/proxy.pid")")
+wrk_headers=()
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo
 echo "authgate/nginx   requests/s: $(ratio "${rps[c: authgate public]}" "${rps[b: nginx proxy]}")"
 echo "authgate/direct  requests/s: $(ratio "${rps[c: authgate public]}" "${rps[a: direct (HTTPS)]}")"
 echo "authgate/nginx   proxy CPU per request: $(ratio "${cpu[c: authgate public]}" "${cpu[b: nginx proxy]}")"
+echo "d/b  authgate session / nginx plain proxy, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[b: nginx proxy]}")"
+echo "d/e  authgate session / nginx auth_request, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[e: nginx auth_request]}")"
+echo "d/c  authenticated / public route on authgate, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[c: authgate public]}")"
 sleep 0.2  # the log flushes every 50 ms
 lines=$(grep -c 'authgate::access' "$work/authgate.log" || true)
 echo "(authgate logged $lines request lines, nginx $(wc -l < "$work/proxy-access.log") access lines)"
