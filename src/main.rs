@@ -34,8 +34,25 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default).
     Run,
-    /// Validate the config and report every problem as FILE:LINE:COL.
+    /// Validate the config, the users file and the policy, and run every [[test]].
     Check,
+    /// Show how the policy decides one request.
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["user", "anonymous"])))]
+    Explain {
+        /// Decide for a session of this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Decide for a request without a session.
+        #[arg(long)]
+        anonymous: bool,
+        /// The host the request names.
+        #[arg(long)]
+        host: Option<String>,
+        /// GET, POST, ...
+        method: String,
+        /// The path as a client would send it, e.g. /x/../admin
+        path: String,
+    },
     /// Read a password from stdin (no echo on a terminal) and print its argon2id hash.
     HashPassword,
     /// Start a demo app with the gateway in front of it.
@@ -66,6 +83,13 @@ fn main() -> ExitCode {
     let outcome = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&config_path, flag_format),
         Command::Check => return check(&config_path),
+        Command::Explain {
+            user,
+            anonymous: _,
+            host,
+            method,
+            path,
+        } => explain(&config_path, user.as_deref(), host.as_deref(), &method, &path),
         Command::Demo { listen } => demo(listen, flag_format),
         Command::HashPassword => hash_password(),
     };
@@ -79,23 +103,66 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
-            println!(
-                "{}: ok ({} rules, upstream {})",
-                path.display(),
-                config.policy.rules().len(),
-                config.upstream.authority
-            );
-            ExitCode::SUCCESS
-        }
+    let config = match Config::load(path) {
+        Ok(config) => config,
         Err(e) => {
             for problem in &e.problems {
                 eprintln!("{problem}");
             }
-            ExitCode::FAILURE
+            eprintln!("{}: {} problem(s)", path.display(), e.problems.len());
+            return ExitCode::FAILURE;
         }
+    };
+    let file = path.display();
+    let warnings = authgate::policy::check::lint(&config, &config.users);
+    for w in &warnings {
+        eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
     }
+    let failures = authgate::policy::check::run_tests(&config, &config.users);
+    for f in &failures {
+        eprintln!("{file}:{}:{}: {}", f.line, f.col, f.message);
+    }
+    let summary = format!(
+        "{} rules, {} users, {} of {} tests passed, {} warning(s)",
+        config.policy.rules().len(),
+        config.users.len(),
+        config.tests.len() - failures.len(),
+        config.tests.len(),
+        warnings.len()
+    );
+    if failures.is_empty() {
+        println!("{file}: ok ({summary})");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{file}: {} test(s) failed ({summary})", failures.len());
+        ExitCode::FAILURE
+    }
+}
+
+fn explain(
+    path: &std::path::Path,
+    user: Option<&str>,
+    host: Option<&str>,
+    method: &str,
+    request_path: &str,
+) -> anyhow::Result<()> {
+    let config = load_or_report(path)?;
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| anyhow::anyhow!("{method:?} is not an HTTP method"))?;
+    let outcome = authgate::policy::check::evaluate(
+        &config,
+        &config.users,
+        user,
+        &method,
+        request_path,
+        host,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    print!(
+        "{}",
+        authgate::policy::check::explanation(&outcome, &method, request_path, user, host)
+    );
+    Ok(())
 }
 
 fn load_or_report(path: &std::path::Path) -> anyhow::Result<Config> {

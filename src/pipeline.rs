@@ -206,7 +206,7 @@ async fn route(
         user: &u.key,
         roles: &u.roles,
     });
-    match state.config.policy.decide(&target, principal).0 {
+    match state.config.policy.decide(&target, principal).decision {
         Decision::Allow => {}
         Decision::Login => {
             let navigating = matches!(*request.method(), Method::GET | Method::HEAD)

@@ -80,8 +80,8 @@ impl<'a> Diagnostics<'a> {
         ));
     }
 
-    pub fn line_of(&self, offset: usize) -> usize {
-        line_col(self.text, offset).0
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        line_col(self.text, offset)
     }
 
     pub fn finish(mut self) -> Result<(), ConfigError> {

@@ -36,6 +36,22 @@ pub struct Config {
     pub identity: Identity,
     pub admin: Admin,
     pub policy: Policy,
+    /// The `[[test]]` cases `authgate check` runs.
+    pub tests: Vec<PolicyTest>,
+}
+
+/// One `[[test]]`: a request and the decision the policy must reach.
+#[derive(Debug, Clone)]
+pub struct PolicyTest {
+    pub line: usize,
+    pub col: usize,
+    /// `None`: anonymous.
+    pub user: Option<String>,
+    pub method: http::Method,
+    pub path: String,
+    pub host: Option<String>,
+    /// `allow`, `deny` or `login`.
+    pub expect: &'static str,
 }
 
 #[derive(Debug)]
@@ -185,6 +201,7 @@ impl Validator<'_> {
                 .map_or_else(|| "admin".to_owned(), |r| r.into_inner()),
         });
         let policy = self.policy(raw.rules);
+        let tests = self.tests(raw.tests);
         Some(Config {
             source: path.to_owned(),
             server: server?,
@@ -196,6 +213,7 @@ impl Validator<'_> {
             identity: identity?,
             admin: admin?,
             policy: policy?,
+            tests: tests?,
         })
     }
 
@@ -393,13 +411,89 @@ impl Validator<'_> {
         let mut rules = Vec::with_capacity(raw.len());
         let mut complete = true;
         for (index, spanned) in raw.into_iter().enumerate() {
-            let line = self.diag.line_of(spanned.span().start);
-            match self.rule(index, line, spanned.into_inner()) {
+            let (line, col) = self.diag.line_col(spanned.span().start);
+            let roles_position = spanned
+                .get_ref()
+                .roles
+                .as_ref()
+                .map(|r| self.diag.line_col(r.span().start));
+            match self.rule(index, line, spanned.into_inner()).map(|mut rule| {
+                rule.col = col;
+                rule.roles_position = roles_position;
+                rule
+            }) {
                 Some(rule) => rules.push(rule),
                 None => complete = false,
             }
         }
         complete.then(|| Policy::new(rules))
+    }
+
+    fn tests(&mut self, raw: Vec<toml::Spanned<raw::RawTest>>) -> Option<Vec<PolicyTest>> {
+        let mut tests = Vec::with_capacity(raw.len());
+        let mut complete = true;
+        for spanned in raw {
+            let (line, col) = self.diag.line_col(spanned.span().start);
+            let raw = spanned.into_inner();
+            let user = match (&raw.user, &raw.anonymous) {
+                (Some(user), None) => Some(Some(user.get_ref().clone())),
+                (None, Some(anonymous)) if *anonymous.get_ref() => Some(None),
+                (None, Some(anonymous)) => {
+                    self.diag.at(
+                        anonymous.span(),
+                        "`anonymous = false` says nothing: name a `user` instead",
+                    );
+                    None
+                }
+                (Some(user), Some(_)) => {
+                    self.diag
+                        .at(user.span(), "a test has either `user` or `anonymous = true`, not both");
+                    None
+                }
+                (None, None) => {
+                    self.diag.at(
+                        raw.method.span(),
+                        "a test needs `user = \"NAME\"` or `anonymous = true`",
+                    );
+                    None
+                }
+            };
+            let method = match http::Method::from_bytes(raw.method.get_ref().to_ascii_uppercase().as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    self.diag.at(
+                        raw.method.span(),
+                        format!("invalid HTTP method {:?}", raw.method.get_ref()),
+                    );
+                    None
+                }
+            };
+            let expect = match raw.expect.get_ref().as_str() {
+                "allow" => Some("allow"),
+                "deny" => Some("deny"),
+                "login" => Some("login"),
+                other => {
+                    self.diag.at(
+                        raw.expect.span(),
+                        format!("unknown expect {other:?}: use \"allow\", \"deny\" or \"login\""),
+                    );
+                    None
+                }
+            };
+            match (user, method, expect) {
+                (Some(user), Some(method), Some(expect)) => tests.push(PolicyTest {
+                    line,
+                    col,
+                    user,
+                    method,
+                    path: raw.path.into_inner(),
+                    host: raw.host.map(|h| h.into_inner()),
+                    expect,
+                }),
+                _ => complete = false,
+            }
+        }
+        complete.then_some(tests)
     }
 
     fn rule(&mut self, index: usize, line: usize, raw: raw::RawRule) -> Option<Rule> {
@@ -469,6 +563,8 @@ impl Validator<'_> {
         Some(Rule {
             index,
             line,
+            col: 1,
+            roles_position: None,
             pattern: pattern?,
             methods,
             host,

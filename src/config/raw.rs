@@ -24,6 +24,18 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
+    #[serde(default, rename = "test")]
+    pub tests: Vec<Spanned<RawTest>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawTest {
+    pub user: Option<Text>,
+    pub anonymous: Option<Spanned<bool>>,
+    pub method: Text,
+    pub path: Text,
+    pub host: Option<Text>,
+    pub expect: Text,
 }
 
 #[derive(Debug, Deserialize)]

@@ -90,6 +90,40 @@ impl Glob {
     }
 }
 
+impl Glob {
+    /// True when every path `other` matches, `self` matches too: `other`
+    /// can never be reached past `self`. Conservative: a `*` inside a
+    /// segment covers another wild segment only when it is a bare `*` or
+    /// the same pattern, so an answer of `false` may hide a subtle cover,
+    /// never the other way round.
+    pub fn covers(&self, other: &Glob) -> bool {
+        covers(&self.segments, &other.segments)
+    }
+}
+
+fn covers(a: &[Segment], b: &[Segment]) -> bool {
+    match (a.first(), b.first()) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some(Segment::Any), _) => {
+            covers(&a[1..], b) || (!b.is_empty() && covers(a, &b[1..]))
+        }
+        (Some(_), None) | (Some(_), Some(Segment::Any)) => false,
+        (Some(x), Some(y)) => segment_covers(x, y) && covers(&a[1..], &b[1..]),
+    }
+}
+
+fn segment_covers(a: &Segment, b: &Segment) -> bool {
+    match (a, b) {
+        (Segment::Literal(x), Segment::Literal(y)) => x == y,
+        (Segment::Wild(_), Segment::Literal(y)) => a.matches(y),
+        (Segment::Wild(x), Segment::Wild(y)) => {
+            x == y || (x.len() == 2 && x.iter().all(|p| p.is_empty()))
+        }
+        _ => false,
+    }
+}
+
 /// Splits a normalized path into the segments [`Glob::matches`] takes;
 /// `/` is one empty segment, and a trailing slash adds an empty one.
 pub fn split_path(path: &str) -> impl Iterator<Item = &str> {
@@ -190,5 +224,25 @@ mod tests {
         let path = "/a".repeat(20_000) + "/b";
         assert!(m("/**/a/**/a/**/b", &path));
         assert!(!m("/**/a/**/a/**/c", &path));
+    }
+
+    #[test]
+    fn covering_patterns() {
+        let covers = |a: &str, b: &str| Glob::parse(a).unwrap().covers(&Glob::parse(b).unwrap());
+        assert!(covers("/**", "/admin/**"));
+        assert!(covers("/**", "/"));
+        assert!(covers("/admin/**", "/admin/users"));
+        assert!(covers("/admin/**", "/admin/**"));
+        assert!(covers("/admin/**", "/admin"));
+        assert!(covers("/admin/*", "/admin/users"));
+        assert!(covers("/admin/*", "/admin/*.pdf"));
+        assert!(covers("/*/x", "/a/x"));
+        assert!(covers("/a/**/z", "/a/b/**/z"));
+        assert!(!covers("/admin/*", "/admin/**"));
+        assert!(!covers("/admin/**", "/"));
+        assert!(!covers("/admin", "/admin/**"));
+        assert!(!covers("/a/*.pdf", "/a/*"));
+        assert!(!covers("/api/**", "/apis"));
+        assert!(!covers("/a/**/z", "/a/**"));
     }
 }

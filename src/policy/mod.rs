@@ -1,6 +1,7 @@
 //! The access policy: path normalization, compiled `[[rule]]`s, and the
 //! decision for one request.
 
+pub mod check;
 mod glob;
 pub mod path;
 
@@ -23,8 +24,11 @@ pub enum Access {
 pub struct Rule {
     /// Position among the rules, from 0, as `explain` and `check` report it.
     pub index: usize,
-    /// Line of the rule in the config file.
+    /// Line and column of the rule in the config file.
     pub line: usize,
+    pub col: usize,
+    /// Where its `roles = [..]` stands, for warnings about the roles.
+    pub roles_position: Option<(usize, usize)>,
     pub pattern: Glob,
     /// Upper-case methods; `None` matches every method.
     pub methods: Option<Vec<Method>>,
@@ -58,6 +62,36 @@ impl DenyReason {
             DenyReason::NoRule => "no rule matches",
             DenyReason::DenyRule => "a deny rule matches",
             DenyReason::MissingRole => "the user has none of the rule's roles",
+        }
+    }
+}
+
+/// A decision and how it was reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Judgement<'a> {
+    pub decision: Decision,
+    /// The rule that decided; `None` when no rule matched.
+    pub rule: Option<&'a Rule>,
+    /// Set when the stricter decision came from the path's lenient alias
+    /// (see [`path::lenient_alias`]) rather than the path itself.
+    pub via_alias: bool,
+}
+
+impl Decision {
+    /// Allow < Login < Deny.
+    fn strictness(self) -> u8 {
+        match self {
+            Decision::Allow => 0,
+            Decision::Login => 1,
+            Decision::Deny(_) => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Login => "login",
+            Decision::Deny(_) => "deny",
         }
     }
 }
@@ -97,12 +131,30 @@ impl Policy {
         &self.rules
     }
 
-    /// The first rule that matches decides; no match is deny.
-    pub fn decide(&self, target: &Target, who: Option<Principal>) -> (Decision, Option<&Rule>) {
+    /// The first rule that matches decides; no match is deny. The path's
+    /// lenient alias, if it has one, is judged too and the stricter
+    /// decision wins.
+    pub fn decide(&self, target: &Target, who: Option<Principal>) -> Judgement<'_> {
+        let strict = self.decide_path(target, target.path, who);
+        let Some(alias) = path::lenient_alias(target.path) else {
+            return strict;
+        };
+        let lenient = self.decide_path(target, &alias, who);
+        if lenient.decision.strictness() > strict.decision.strictness() {
+            Judgement {
+                via_alias: true,
+                ..lenient
+            }
+        } else {
+            strict
+        }
+    }
+
+    fn decide_path(&self, target: &Target, path: &str, who: Option<Principal>) -> Judgement<'_> {
         let mut inline = [""; INLINE_SEGMENTS];
         let mut count = 0;
         let mut spilled: Vec<&str> = Vec::new();
-        for segment in split_path(target.path) {
+        for segment in split_path(path) {
             if count < INLINE_SEGMENTS {
                 inline[count] = segment;
             } else {
@@ -120,7 +172,11 @@ impl Policy {
         };
 
         let Some(rule) = self.rules.iter().find(|r| r.matches(target, segments)) else {
-            return (Decision::Deny(DenyReason::NoRule), None);
+            return Judgement {
+                decision: Decision::Deny(DenyReason::NoRule),
+                rule: None,
+                via_alias: false,
+            };
         };
         let decision = match (&rule.access, who) {
             (Access::Public, _) => Decision::Allow,
@@ -135,11 +191,37 @@ impl Policy {
                 }
             }
         };
-        (decision, Some(rule))
+        Judgement {
+            decision,
+            rule: Some(rule),
+            via_alias: false,
+        }
     }
 }
 
 impl Rule {
+    /// The rule as one line of TOML, for `explain` and `check`.
+    pub fn describe(&self) -> String {
+        let mut text = format!("path = {:?}", self.pattern.as_str());
+        if let Some(methods) = &self.methods {
+            let list: Vec<String> = methods.iter().map(|m| format!("{:?}", m.as_str())).collect();
+            text += &format!(", methods = [{}]", list.join(", "));
+        }
+        if let Some(host) = &self.host {
+            text += &format!(", host = {host:?}");
+        }
+        match &self.access {
+            Access::Public => text += ", access = \"public\"",
+            Access::Authenticated => text += ", access = \"authenticated\"",
+            Access::Deny => text += ", access = \"deny\"",
+            Access::Roles(roles) => {
+                let list: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+                text += &format!(", roles = [{}]", list.join(", "));
+            }
+        }
+        text
+    }
+
     fn matches(&self, target: &Target, segments: &[&str]) -> bool {
         if let Some(methods) = &self.methods {
             if !methods.contains(target.method) {
@@ -163,6 +245,8 @@ mod tests {
         Rule {
             index,
             line: index + 1,
+            col: 1,
+            roles_position: None,
             pattern: Glob::parse(path).unwrap(),
             methods: None,
             host: None,
@@ -186,14 +270,14 @@ mod tests {
             rule(2, "/admin/open", Access::Public),
         ]);
         let get = Method::GET;
-        let (d, r) = policy.decide(&target(&get, "/admin/open"), None);
-        assert_eq!(d, Decision::Deny(DenyReason::DenyRule));
-        assert_eq!(r.unwrap().index, 0);
-        let (d, _) = policy.decide(&target(&get, "/public/a"), None);
-        assert_eq!(d, Decision::Allow);
-        let (d, r) = policy.decide(&target(&get, "/elsewhere"), None);
-        assert_eq!(d, Decision::Deny(DenyReason::NoRule));
-        assert!(r.is_none());
+        let j = policy.decide(&target(&get, "/admin/open"), None);
+        assert_eq!(j.decision, Decision::Deny(DenyReason::DenyRule));
+        assert_eq!(j.rule.unwrap().index, 0);
+        let j = policy.decide(&target(&get, "/public/a"), None);
+        assert_eq!(j.decision, Decision::Allow);
+        let j = policy.decide(&target(&get, "/elsewhere"), None);
+        assert_eq!(j.decision, Decision::Deny(DenyReason::NoRule));
+        assert!(j.rule.is_none());
     }
 
     #[test]
@@ -210,23 +294,23 @@ mod tests {
         assert_eq!(
             policy
                 .decide(&on_host(&Method::GET, Some("docs.example")), None)
-                .0,
+                .decision,
             Decision::Allow
         );
         assert_eq!(
             policy
                 .decide(&on_host(&Method::POST, Some("docs.example")), None)
-                .0,
+                .decision,
             Decision::Deny(DenyReason::NoRule)
         );
         assert_eq!(
             policy
                 .decide(&on_host(&Method::GET, Some("other.example")), None)
-                .0,
+                .decision,
             Decision::Deny(DenyReason::NoRule)
         );
         assert_eq!(
-            policy.decide(&on_host(&Method::GET, None), None).0,
+            policy.decide(&on_host(&Method::GET, None), None).decision,
             Decision::Deny(DenyReason::NoRule)
         );
     }
@@ -243,17 +327,17 @@ mod tests {
             user: "bob",
             roles: &roles,
         };
-        assert_eq!(policy.decide(&target(&get, "/x"), None).0, Decision::Login);
+        assert_eq!(policy.decide(&target(&get, "/x"), None).decision, Decision::Login);
         assert_eq!(
-            policy.decide(&target(&get, "/admin"), None).0,
+            policy.decide(&target(&get, "/admin"), None).decision,
             Decision::Login
         );
         assert_eq!(
-            policy.decide(&target(&get, "/x"), Some(bob)).0,
+            policy.decide(&target(&get, "/x"), Some(bob)).decision,
             Decision::Allow
         );
         assert_eq!(
-            policy.decide(&target(&get, "/admin/x"), Some(bob)).0,
+            policy.decide(&target(&get, "/admin/x"), Some(bob)).decision,
             Decision::Deny(DenyReason::MissingRole)
         );
     }
@@ -263,11 +347,43 @@ mod tests {
         let policy = Policy::new(vec![rule(0, "/a/**/end", Access::Public)]);
         let deep = "/a".to_owned() + &"/x".repeat(100) + "/end";
         let get = Method::GET;
-        assert_eq!(policy.decide(&target(&get, &deep), None).0, Decision::Allow);
+        assert_eq!(policy.decide(&target(&get, &deep), None).decision, Decision::Allow);
         let deeper = deep.clone() + "/more";
         assert_eq!(
-            policy.decide(&target(&get, &deeper), None).0,
+            policy.decide(&target(&get, &deeper), None).decision,
             Decision::Deny(DenyReason::NoRule)
         );
+    }
+
+    #[test]
+    fn lenient_spellings_of_a_protected_path_get_the_stricter_decision() {
+        let policy = Policy::new(vec![
+            rule(0, "/admin/**", Access::Roles(vec!["admin".into()])),
+            rule(1, "/public/**", Access::Public),
+            rule(2, "/**", Access::Authenticated),
+        ]);
+        let get = Method::GET;
+        let roles = vec!["user".to_owned()];
+        let bob = Principal {
+            user: "bob",
+            roles: &roles,
+        };
+        for path in ["/ADMIN", "/Admin/x", "/admin;jsessionid=1", "/admin.", "/admin%20/x", "/admin../"] {
+            let j = policy.decide(&target(&get, path), Some(bob));
+            assert_eq!(j.decision, Decision::Deny(DenyReason::MissingRole), "{path}");
+            assert!(j.via_alias, "{path}");
+            assert_eq!(j.rule.unwrap().index, 0);
+        }
+        // Anonymous: the alias asks for a login where the path was public.
+        let open = Policy::new(vec![
+            rule(0, "/admin/**", Access::Roles(vec!["admin".into()])),
+            rule(1, "/**", Access::Public),
+        ]);
+        let j = open.decide(&target(&get, "/ADMIN"), None);
+        assert_eq!(j.decision, Decision::Login);
+        // A lenient spelling never loosens: /PUBLIC is not public.
+        let j = policy.decide(&target(&get, "/PUBLIC/x"), None);
+        assert_eq!(j.decision, Decision::Login);
+        assert!(!j.via_alias);
     }
 }

@@ -24,6 +24,10 @@ pub enum PathError {
     BadPercentEncoding,
     #[error("the path climbs above the root with ..")]
     EscapesRoot,
+    /// `..;x` or `.;x`: servers that cut path parameters first (Tomcat,
+    /// Jetty) read these as dot segments; others as names.
+    #[error("the path has a dot segment with parameters (like ..;x)")]
+    DotSegmentWithParameters,
 }
 
 /// Decodes percent-encoded unreserved characters (RFC 3986 §2.3), upper-cases
@@ -44,6 +48,9 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         let last = pieces.peek().is_none();
         segment.clear();
         decode_segment(piece, &mut segment)?;
+        if matches!(segment.split(';').next(), Some("." | "..")) && segment.contains(';') {
+            return Err(PathError::DotSegmentWithParameters);
+        }
         match segment.as_str() {
             "" | "." => trailing_slash = last,
             ".." => {
@@ -63,6 +70,59 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// The form of a normalized path that some servers treat as the same
+/// resource: in each segment, path parameters (`;...`) cut off (Java
+/// servlet containers), trailing dots and spaces removed (Windows and IIS),
+/// ASCII letters lower-cased (case-insensitive servers). `None` when that
+/// form is the path itself, which is the common case and costs one scan.
+///
+/// The policy judges both forms and the stricter decision wins, so none of
+/// these spellings reaches a protected path through a rule meant for
+/// something else; the upstream still receives the normalized path.
+pub fn lenient_alias(path: &str) -> Option<String> {
+    if !needs_alias(path) {
+        return None;
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut pieces = path.strip_prefix('/').unwrap_or(path).split('/').peekable();
+    let mut trailing_slash = false;
+    while let Some(piece) = pieces.next() {
+        let last = pieces.peek().is_none();
+        let mut segment = piece.split(';').next().unwrap_or("");
+        loop {
+            let cut = segment
+                .strip_suffix('.')
+                .or_else(|| segment.strip_suffix(' '))
+                .or_else(|| segment.strip_suffix("%20"));
+            match cut {
+                Some(shorter) => segment = shorter,
+                None => break,
+            }
+        }
+        if segment.is_empty() {
+            trailing_slash = last;
+            continue;
+        }
+        out.push('/');
+        out.extend(segment.chars().map(|c| c.to_ascii_lowercase()));
+        trailing_slash = false;
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    (out != path).then_some(out)
+}
+
+fn needs_alias(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        let ends_segment = bytes.get(i + 1).is_none_or(|&next| next == b'/');
+        b.is_ascii_uppercase()
+            || b == b';'
+            || ends_segment && (b == b'.' || b == b' ' || b == b'0' && path[..=i].ends_with("%20"))
+    })
 }
 
 fn decode_segment(piece: &str, out: &mut String) -> Result<(), PathError> {
@@ -156,10 +216,28 @@ mod tests {
             ("/a/../../b", PathError::EscapesRoot),
             ("..%2fadmin", PathError::NotAbsolute),
             ("/..%2fadmin", PathError::EncodedSlash),
+            ("/public/..;/admin", PathError::DotSegmentWithParameters),
+            ("/public/.;x/admin", PathError::DotSegmentWithParameters),
             ("*", PathError::NotAbsolute),
         ];
         for (raw, expected) in cases {
             assert_eq!(normalize(raw), Err(expected), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn lenient_aliases() {
+        assert_eq!(lenient_alias("/admin/users"), None);
+        assert_eq!(lenient_alias("/static/app.js"), None);
+        assert_eq!(lenient_alias("/ADMIN"), Some("/admin".into()));
+        assert_eq!(lenient_alias("/admin;jsessionid=1/x"), Some("/admin/x".into()));
+        assert_eq!(lenient_alias("/admin."), Some("/admin".into()));
+        assert_eq!(lenient_alias("/admin.. /x"), Some("/admin/x".into()));
+        assert_eq!(lenient_alias("/admin%20"), Some("/admin".into()));
+        assert_eq!(lenient_alias("/admin%20%20/"), Some("/admin/".into()));
+        assert_eq!(lenient_alias("/Admin;x./"), Some("/admin/".into()));
+        assert_eq!(lenient_alias("/a/.../b"), Some("/a/b".into()));
+        assert_eq!(lenient_alias("/;x"), Some("/".into()));
+        assert_eq!(lenient_alias("/file%200"), None);
     }
 }

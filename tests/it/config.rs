@@ -175,6 +175,11 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(config.session.cookie_name, "__Host-authgate");
     assert_eq!(config.session.idle_timeout.as_secs(), 30 * 60);
     assert_eq!(config.login.max_failures, 5);
+    assert_eq!(config.tests.len(), 7);
+    let failures = authgate::policy::check::run_tests(&config, &config.users);
+    assert!(failures.is_empty(), "the shipped tests fail: {failures:?}");
+    let warnings = authgate::policy::check::lint(&config, &config.users);
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
 
 #[test]

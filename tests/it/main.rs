@@ -8,6 +8,7 @@ mod limits;
 mod login;
 mod logs;
 mod paths;
+mod policy;
 mod proxy;
 mod support;
 mod tls;
