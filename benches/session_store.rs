@@ -46,7 +46,9 @@ fn measure(size: usize) {
     let started = Instant::now();
     let mut live = 0usize;
     for i in 0..LOOKUPS {
-        if let Lookup::Live(_) = store.lookup(&sample[i % sample.len()], now + i as u64 / 1000, true) {
+        if let Lookup::Live(_) =
+            store.lookup(&sample[i % sample.len()], now + i as u64 / 1000, true)
+        {
             live += 1;
         }
     }

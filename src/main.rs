@@ -89,7 +89,13 @@ fn main() -> ExitCode {
             host,
             method,
             path,
-        } => explain(&config_path, user.as_deref(), host.as_deref(), &method, &path),
+        } => explain(
+            &config_path,
+            user.as_deref(),
+            host.as_deref(),
+            &method,
+            &path,
+        ),
         Command::Demo { listen } => demo(listen, flag_format),
         Command::HashPassword => hash_password(),
     };

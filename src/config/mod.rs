@@ -417,11 +417,13 @@ impl Validator<'_> {
                 .roles
                 .as_ref()
                 .map(|r| self.diag.line_col(r.span().start));
-            match self.rule(index, line, spanned.into_inner()).map(|mut rule| {
-                rule.col = col;
-                rule.roles_position = roles_position;
-                rule
-            }) {
+            match self
+                .rule(index, line, spanned.into_inner())
+                .map(|mut rule| {
+                    rule.col = col;
+                    rule.roles_position = roles_position;
+                    rule
+                }) {
                 Some(rule) => rules.push(rule),
                 None => complete = false,
             }
@@ -446,8 +448,10 @@ impl Validator<'_> {
                     None
                 }
                 (Some(user), Some(_)) => {
-                    self.diag
-                        .at(user.span(), "a test has either `user` or `anonymous = true`, not both");
+                    self.diag.at(
+                        user.span(),
+                        "a test has either `user` or `anonymous = true`, not both",
+                    );
                     None
                 }
                 (None, None) => {
@@ -458,7 +462,9 @@ impl Validator<'_> {
                     None
                 }
             };
-            let method = match http::Method::from_bytes(raw.method.get_ref().to_ascii_uppercase().as_bytes()) {
+            let method = match http::Method::from_bytes(
+                raw.method.get_ref().to_ascii_uppercase().as_bytes(),
+            ) {
                 Ok(m) => Some(m),
                 Err(_) => {
                     self.diag.at(

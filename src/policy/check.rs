@@ -82,7 +82,14 @@ pub fn run_tests(config: &Config, users: &Users) -> Vec<Finding> {
         .tests
         .iter()
         .filter_map(|test| {
-            let outcome = evaluate(config, users, test.user.as_deref(), &test.method, &test.path, test.host.as_deref());
+            let outcome = evaluate(
+                config,
+                users,
+                test.user.as_deref(),
+                &test.method,
+                &test.path,
+                test.host.as_deref(),
+            );
             let message = match outcome {
                 Err(problem) => format!("test {}: {problem}", case(test)),
                 Ok(outcome) if outcome.decision.as_str() == test.expect => return None,
@@ -108,7 +115,10 @@ fn case(test: &PolicyTest) -> String {
         .user
         .as_deref()
         .map_or("anonymous".to_owned(), |u| format!("as {u}"));
-    let host = test.host.as_deref().map_or(String::new(), |h| format!(" on host {h}"));
+    let host = test
+        .host
+        .as_deref()
+        .map_or(String::new(), |h| format!(" on host {h}"));
     format!("{} {}{host} {who}", test.method, test.path)
 }
 
@@ -186,9 +196,7 @@ pub fn evaluate(
         .then(|| path::lenient_alias(&normalized))
         .flatten();
     Ok(Outcome {
-        rule: judgement
-            .rule
-            .map(|r| (r.index + 1, r.line, r.describe())),
+        rule: judgement.rule.map(|r| (r.index + 1, r.line, r.describe())),
         normalized,
         decision: judgement.decision,
         via_alias,
@@ -202,11 +210,13 @@ fn explain_why(judgement: &Judgement, user: Option<(&str, &[String])>) -> String
     };
     match (judgement.decision, &rule.access, user) {
         (Decision::Deny(DenyReason::DenyRule), _, _) => "the rule says access = \"deny\"".into(),
-        (Decision::Deny(DenyReason::MissingRole), Access::Roles(wanted), Some((name, roles))) => format!(
-            "{name} has the roles [{}], none of the rule's [{}]",
-            roles.join(", "),
-            wanted.join(", ")
-        ),
+        (Decision::Deny(DenyReason::MissingRole), Access::Roles(wanted), Some((name, roles))) => {
+            format!(
+                "{name} has the roles [{}], none of the rule's [{}]",
+                roles.join(", "),
+                wanted.join(", ")
+            )
+        }
         (Decision::Login, _, _) => "the rule needs a session and the request has none".into(),
         (Decision::Allow, Access::Public, _) => "the rule is public".into(),
         (Decision::Allow, Access::Authenticated, Some((name, _))) => {

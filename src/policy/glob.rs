@@ -53,6 +53,15 @@ impl Glob {
         &self.source
     }
 
+    /// The first segment when it is plain text: only paths whose first
+    /// segment is exactly this can match.
+    pub fn first_literal(&self) -> Option<&str> {
+        match self.segments.first() {
+            Some(Segment::Literal(text)) => Some(text),
+            _ => None,
+        }
+    }
+
     /// `path` is the normalized path split at `/` after the leading one
     /// (see [`split_path`]).
     pub fn matches(&self, path: &[&str]) -> bool {
@@ -105,9 +114,7 @@ fn covers(a: &[Segment], b: &[Segment]) -> bool {
     match (a.first(), b.first()) {
         (None, None) => true,
         (None, Some(_)) => false,
-        (Some(Segment::Any), _) => {
-            covers(&a[1..], b) || (!b.is_empty() && covers(a, &b[1..]))
-        }
+        (Some(Segment::Any), _) => covers(&a[1..], b) || (!b.is_empty() && covers(a, &b[1..])),
         (Some(_), None) | (Some(_), Some(Segment::Any)) => false,
         (Some(x), Some(y)) => segment_covers(x, y) && covers(&a[1..], &b[1..]),
     }

@@ -7,6 +7,8 @@ pub mod path;
 
 pub use glob::{split_path, Glob};
 
+use std::collections::HashMap;
+
 use http::Method;
 
 /// What a rule grants.
@@ -113,9 +115,19 @@ pub struct Target<'a> {
     pub path: &'a str,
 }
 
+/// The rules, plus an index by first path segment: most rules start with a
+/// literal (`/admin/**`, `/api/...`), and only those whose first segment
+/// equals the request's can match it. A request therefore tries the rules
+/// of its own first segment plus the few that start with a wildcard, in
+/// their original order, instead of every rule.
 #[derive(Debug)]
 pub struct Policy {
     rules: Vec<Rule>,
+    /// First literal segment -> indexes (ascending) of the rules that could
+    /// match a path starting with it: its own and the wildcard-led ones.
+    by_first_segment: HashMap<Box<str>, Vec<u32>>,
+    /// Indexes of the rules whose pattern starts with a wildcard.
+    wildcard_led: Vec<u32>,
 }
 
 /// Paths deeper than this are not split on the stack; they are rare enough
@@ -124,7 +136,30 @@ const INLINE_SEGMENTS: usize = 32;
 
 impl Policy {
     pub fn new(rules: Vec<Rule>) -> Policy {
-        Policy { rules }
+        let wildcard_led: Vec<u32> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.pattern.first_literal().is_none())
+            .map(|(i, _)| i as u32)
+            .collect();
+        let mut by_first_segment: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            if let Some(first) = rule.pattern.first_literal() {
+                by_first_segment
+                    .entry(first.into())
+                    .or_default()
+                    .push(i as u32);
+            }
+        }
+        for list in by_first_segment.values_mut() {
+            list.extend_from_slice(&wildcard_led);
+            list.sort_unstable();
+        }
+        Policy {
+            rules,
+            by_first_segment,
+            wildcard_led,
+        }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -171,7 +206,15 @@ impl Policy {
             &spilled
         };
 
-        let Some(rule) = self.rules.iter().find(|r| r.matches(target, segments)) else {
+        let candidates = segments
+            .first()
+            .and_then(|first| self.by_first_segment.get(*first))
+            .unwrap_or(&self.wildcard_led);
+        let rule = candidates
+            .iter()
+            .map(|&i| &self.rules[i as usize])
+            .find(|r| r.matches(target, segments));
+        let Some(rule) = rule else {
             return Judgement {
                 decision: Decision::Deny(DenyReason::NoRule),
                 rule: None,
@@ -204,7 +247,10 @@ impl Rule {
     pub fn describe(&self) -> String {
         let mut text = format!("path = {:?}", self.pattern.as_str());
         if let Some(methods) = &self.methods {
-            let list: Vec<String> = methods.iter().map(|m| format!("{:?}", m.as_str())).collect();
+            let list: Vec<String> = methods
+                .iter()
+                .map(|m| format!("{:?}", m.as_str()))
+                .collect();
             text += &format!(", methods = [{}]", list.join(", "));
         }
         if let Some(host) = &self.host {
@@ -327,7 +373,10 @@ mod tests {
             user: "bob",
             roles: &roles,
         };
-        assert_eq!(policy.decide(&target(&get, "/x"), None).decision, Decision::Login);
+        assert_eq!(
+            policy.decide(&target(&get, "/x"), None).decision,
+            Decision::Login
+        );
         assert_eq!(
             policy.decide(&target(&get, "/admin"), None).decision,
             Decision::Login
@@ -347,7 +396,10 @@ mod tests {
         let policy = Policy::new(vec![rule(0, "/a/**/end", Access::Public)]);
         let deep = "/a".to_owned() + &"/x".repeat(100) + "/end";
         let get = Method::GET;
-        assert_eq!(policy.decide(&target(&get, &deep), None).decision, Decision::Allow);
+        assert_eq!(
+            policy.decide(&target(&get, &deep), None).decision,
+            Decision::Allow
+        );
         let deeper = deep.clone() + "/more";
         assert_eq!(
             policy.decide(&target(&get, &deeper), None).decision,
@@ -368,9 +420,20 @@ mod tests {
             user: "bob",
             roles: &roles,
         };
-        for path in ["/ADMIN", "/Admin/x", "/admin;jsessionid=1", "/admin.", "/admin%20/x", "/admin../"] {
+        for path in [
+            "/ADMIN",
+            "/Admin/x",
+            "/admin;jsessionid=1",
+            "/admin.",
+            "/admin%20/x",
+            "/admin../",
+        ] {
             let j = policy.decide(&target(&get, path), Some(bob));
-            assert_eq!(j.decision, Decision::Deny(DenyReason::MissingRole), "{path}");
+            assert_eq!(
+                j.decision,
+                Decision::Deny(DenyReason::MissingRole),
+                "{path}"
+            );
             assert!(j.via_alias, "{path}");
             assert_eq!(j.rule.unwrap().index, 0);
         }
@@ -385,5 +448,39 @@ mod tests {
         let j = policy.decide(&target(&get, "/PUBLIC/x"), None);
         assert_eq!(j.decision, Decision::Login);
         assert!(!j.via_alias);
+    }
+
+    #[test]
+    fn the_first_segment_index_keeps_first_match_order() {
+        let get = Method::GET;
+        let policy = Policy::new(vec![
+            rule(0, "/*/secret", Access::Deny),
+            rule(1, "/a/**", Access::Public),
+            rule(2, "/**", Access::Deny),
+        ]);
+        assert_eq!(
+            policy.decide(&target(&get, "/a/secret"), None).decision,
+            Decision::Deny(DenyReason::DenyRule)
+        );
+        assert_eq!(
+            policy.decide(&target(&get, "/a/open"), None).decision,
+            Decision::Allow
+        );
+        let j = policy.decide(&target(&get, "/b/open"), None);
+        assert_eq!(
+            (j.decision, j.rule.unwrap().index),
+            (Decision::Deny(DenyReason::DenyRule), 2)
+        );
+        let j = policy.decide(&target(&get, "/"), None);
+        assert_eq!(j.rule.unwrap().index, 2);
+        let literal_root = Policy::new(vec![rule(0, "/", Access::Public)]);
+        assert_eq!(
+            literal_root.decide(&target(&get, "/"), None).decision,
+            Decision::Allow
+        );
+        assert_eq!(
+            literal_root.decide(&target(&get, "/x"), None).decision,
+            Decision::Deny(DenyReason::NoRule)
+        );
     }
 }

@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(lenient_alias("/admin/users"), None);
         assert_eq!(lenient_alias("/static/app.js"), None);
         assert_eq!(lenient_alias("/ADMIN"), Some("/admin".into()));
-        assert_eq!(lenient_alias("/admin;jsessionid=1/x"), Some("/admin/x".into()));
+        assert_eq!(
+            lenient_alias("/admin;jsessionid=1/x"),
+            Some("/admin/x".into())
+        );
         assert_eq!(lenient_alias("/admin."), Some("/admin".into()));
         assert_eq!(lenient_alias("/admin.. /x"), Some("/admin/x".into()));
         assert_eq!(lenient_alias("/admin%20"), Some("/admin".into()));

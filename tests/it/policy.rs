@@ -7,7 +7,9 @@ use crate::support::{default_users, Setup, ALICE_PASSWORD, BOB_PASSWORD};
 
 fn authgate() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_authgate"));
-    command.env_remove("AUTHGATE_CONFIG").env_remove("AUTHGATE_LOG");
+    command
+        .env_remove("AUTHGATE_CONFIG")
+        .env_remove("AUTHGATE_LOG");
     command
 }
 
@@ -67,7 +69,9 @@ access = "public"
     let file = path.display().to_string();
     for needle in [
         format!("{file}:14:1: warning: rule #2 can never match: rule #1 (line 10)"),
-        format!("{file}:21:9: warning: rule #3: no user in the users file has the role \"operator\""),
+        format!(
+            "{file}:21:9: warning: rule #3: no user in the users file has the role \"operator\""
+        ),
         format!("{file}:25:9: warning: rule #4 has `roles = []`"),
     ] {
         assert!(stderr.contains(&needle), "no {needle:?} in:\n{stderr}");
@@ -106,7 +110,12 @@ access = "authenticated"
         "{file}:18:1: test failed: GET /reports as bob: expected deny, got allow (rule #2 at line 14: path = \"/**\", access = \"authenticated\")"
     );
     assert!(stderr.contains(&expected), "no {expected:?} in:\n{stderr}");
-    assert!(stderr.contains(&format!("{file}:24:1: test GET / as mallory: there is no user \"mallory\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:24:1: test GET / as mallory: there is no user \"mallory\""
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -117,7 +126,10 @@ fn bad_test_cases_are_config_errors() {
     let (code, _, stderr) = run(authgate().arg("check").arg("-c").arg(&path));
     assert_eq!(code, 1);
     assert!(stderr.contains(":15:10: a test needs `user"), "{stderr}");
-    assert!(stderr.contains(":17:10: unknown expect \"maybe\""), "{stderr}");
+    assert!(
+        stderr.contains(":17:10: unknown expect \"maybe\""),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -139,14 +151,33 @@ fn explain_shows_path_decision_rule_and_why() {
     }
 
     let (_, out, _) = explain(&["--user", "bob", "GET", "/ADMIN;x/users"]);
-    assert!(out.contains("decision:  deny") && out.contains("alias:     judged as /admin/users"), "{out}");
+    assert!(
+        out.contains("decision:  deny") && out.contains("alias:     judged as /admin/users"),
+        "{out}"
+    );
 
     let (_, out, _) = explain(&["--anonymous", "GET", "/reports"]);
-    assert!(out.contains("decision:  login") && out.contains("line 18"), "{out}");
-    let (_, out, _) = explain(&["--user", "alice", "--host", "gw.example", "DELETE", "/admin/x"]);
-    assert!(out.contains("decision:  allow") && out.contains("why:       alice has the role admin"), "{out}");
+    assert!(
+        out.contains("decision:  login") && out.contains("line 18"),
+        "{out}"
+    );
+    let (_, out, _) = explain(&[
+        "--user",
+        "alice",
+        "--host",
+        "gw.example",
+        "DELETE",
+        "/admin/x",
+    ]);
+    assert!(
+        out.contains("decision:  allow") && out.contains("why:       alice has the role admin"),
+        "{out}"
+    );
     let (_, out, _) = explain(&["--anonymous", "GET", "/a%2Fb"]);
-    assert!(out.contains("decision:  deny") && out.contains("400"), "{out}");
+    assert!(
+        out.contains("decision:  deny") && out.contains("400"),
+        "{out}"
+    );
 
     let (code, _, err) = explain(&["--user", "mallory", "GET", "/"]);
     assert_eq!(code, 1);
@@ -203,9 +234,17 @@ async fn no_spelling_of_a_protected_path_reaches_it_as_a_lower_privileged_user()
         let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nCookie: __Host-authgate={bob}\r\nConnection: close\r\n\r\n");
         let answer = gw.raw(request.as_bytes()).await;
         let status = &answer[9..12];
-        assert!(status == "400" || status == "403", "{path}: {}", answer.lines().next().unwrap_or(""));
+        assert!(
+            status == "400" || status == "403",
+            "{path}: {}",
+            answer.lines().next().unwrap_or("")
+        );
     }
-    assert!(gw.upstream.requests().is_empty(), "{:?}", gw.upstream.requests());
+    assert!(
+        gw.upstream.requests().is_empty(),
+        "{:?}",
+        gw.upstream.requests()
+    );
     // alice may: the normalized path is what the upstream gets.
     let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
     assert_eq!(gw.get_as(&alice, "/x/../admin/users").await.status(), 200);
@@ -217,12 +256,21 @@ async fn no_spelling_of_a_session_path_reaches_it_anonymously() {
     let rules = "[[rule]]\npath = \"/admin/**\"\naccess = \"authenticated\"\n\n[[rule]]\npath = \"/**\"\naccess = \"public\"\n";
     let gw = Setup::new().rules(rules).start().await;
     for path in ADMIN_SPELLINGS {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let answer = gw.raw(request.as_bytes()).await;
         let status = &answer[9..12];
-        assert!(status == "400" || status == "401", "{path}: {}", answer.lines().next().unwrap_or(""));
+        assert!(
+            status == "400" || status == "401",
+            "{path}: {}",
+            answer.lines().next().unwrap_or("")
+        );
     }
-    assert!(gw.upstream.requests().is_empty(), "{:?}", gw.upstream.requests());
+    assert!(
+        gw.upstream.requests().is_empty(),
+        "{:?}",
+        gw.upstream.requests()
+    );
 }
 
 #[tokio::test]
@@ -232,10 +280,26 @@ async fn spoofed_identity_never_survives_any_decision_on_either_protocol() {
     let bob = gw.sign_in("bob", BOB_PASSWORD).await;
     let cases: [(Option<(&str, &str)>, &str, Option<(&str, &str)>); 5] = [
         (None, "/public/page", None),
-        (Some(("bob", bob.as_str())), "/public/page", Some(("bob", "user"))),
-        (Some(("bob", bob.as_str())), "/api/things", Some(("bob", "user"))),
-        (Some(("alice", alice.as_str())), "/admin/users", Some(("alice", "admin,user"))),
-        (Some(("alice", alice.as_str())), "/api/things", Some(("alice", "admin,user"))),
+        (
+            Some(("bob", bob.as_str())),
+            "/public/page",
+            Some(("bob", "user")),
+        ),
+        (
+            Some(("bob", bob.as_str())),
+            "/api/things",
+            Some(("bob", "user")),
+        ),
+        (
+            Some(("alice", alice.as_str())),
+            "/admin/users",
+            Some(("alice", "admin,user")),
+        ),
+        (
+            Some(("alice", alice.as_str())),
+            "/api/things",
+            Some(("alice", "admin,user")),
+        ),
     ];
     for client in [gw.h1_client(), gw.client()] {
         for (who, path, expected) in &cases {
@@ -262,7 +326,11 @@ async fn spoofed_identity_never_survives_any_decision_on_either_protocol() {
             assert_eq!(seen.method, "GET");
             assert_eq!(seen.uri, *path);
             let values = |name: &str| -> Vec<String> {
-                seen.headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+                seen.headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .collect()
             };
             match expected {
                 Some((user, roles)) => {
@@ -270,13 +338,20 @@ async fn spoofed_identity_never_survives_any_decision_on_either_protocol() {
                     assert_eq!(values("x-auth-roles"), [*roles], "{path}");
                 }
                 None => {
-                    assert!(values("x-auth-user").is_empty() && values("x-auth-roles").is_empty(), "{path}");
+                    assert!(
+                        values("x-auth-user").is_empty() && values("x-auth-roles").is_empty(),
+                        "{path}"
+                    );
                 }
             }
             for (name, _) in seen.headers.iter() {
                 let n = name.as_str();
                 assert!(
-                    !(n.starts_with("x_auth") || n == "x-auth-email" || n.contains("original-url") || n.contains("rewrite-url") || n.contains("method")),
+                    !(n.starts_with("x_auth")
+                        || n == "x-auth-email"
+                        || n.contains("original-url")
+                        || n.contains("rewrite-url")
+                        || n.contains("method")),
                     "{n} reached the upstream on {path}"
                 );
             }
@@ -300,14 +375,55 @@ async fn gateway_routes_are_answered_by_the_gateway_whatever_the_rules_say() {
     let rules = "[[rule]]\npath = \"/.gateway/**\"\naccess = \"deny\"\n\n[[rule]]\npath = \"/**\"\naccess = \"public\"\n";
     let gw = Setup::new().rules(rules).start().await;
     let client = gw.client();
-    assert_eq!(client.get(gw.url("/.gateway/login")).send().await.unwrap().status(), 200);
-    assert_eq!(client.get(gw.url("/.gateway/whoami")).send().await.unwrap().status(), 401);
-    assert_eq!(client.get(gw.url("/.gateway/nothing-here")).send().await.unwrap().status(), 404);
-    assert_eq!(client.get(gw.url("/public/../.gateway/x")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client
+            .get(gw.url("/.gateway/login"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(gw.url("/.gateway/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(gw.url("/.gateway/nothing-here"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client
+            .get(gw.url("/public/../.gateway/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     let public = Setup::new()
         .rules("[[rule]]\npath = \"/.gateway/**\"\naccess = \"public\"\n")
         .start()
         .await;
-    assert_eq!(public.client().get(public.url("/.gateway/anything")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        public
+            .client()
+            .get(public.url("/.gateway/anything"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     assert!(gw.upstream.requests().is_empty() && public.upstream.requests().is_empty());
 }
