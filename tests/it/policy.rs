@@ -278,7 +278,13 @@ async fn spoofed_identity_never_survives_any_decision_on_either_protocol() {
     let gw = Setup::new().rules(ROLE_RULES).start().await;
     let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
     let bob = gw.sign_in("bob", BOB_PASSWORD).await;
-    let cases: [(Option<(&str, &str)>, &str, Option<(&str, &str)>); 5] = [
+    /// (who, with which session) -> path -> the identity the upstream must see
+    type Case<'a> = (
+        Option<(&'a str, &'a str)>,
+        &'a str,
+        Option<(&'a str, &'a str)>,
+    );
+    let cases: [Case; 5] = [
         (None, "/public/page", None),
         (
             Some(("bob", bob.as_str())),
