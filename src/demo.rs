@@ -62,10 +62,15 @@ th,td{{text-align:left;padding:.3rem .8rem;border-bottom:1px solid #ddd;font-fam
 <p><code>{method} {uri}</code></p>\
 <p><a href=\"/public/\">/public/</a> (anyone) &middot; <a href=\"/\">/</a> (signed-in users) &middot; \
 <a href=\"/admin/\">/admin/</a> (role admin) &middot; <a href=\"/.gateway/whoami\">whoami</a> &middot; \
-<a href=\"/.gateway/logout\">sign out</a></p>\
+<a href=\"/.gateway/password\">change password</a> &middot; <a href=\"/.gateway/logout\">sign out</a>{admin}</p>\
 <h2>Headers the app received</h2><table>{rows}</table></body></html>",
         user = escape_html(user),
         roles = escape_html(roles),
+        admin = if roles.split(',').any(|r| r == "admin") {
+            " &middot; <a href=\"/.gateway/admin/\"><strong>admin page</strong></a> (users and sessions)"
+        } else {
+            ""
+        },
         method = escape_html(request.method().as_str()),
         uri = escape_html(&request.uri().to_string()),
     );

@@ -55,12 +55,43 @@ enum Command {
     },
     /// Read a password from stdin (no echo on a terminal) and print its argon2id hash.
     HashPassword,
+    /// Change the users file (atomically, keeping its comments); a running
+    /// gateway applies the change within 2 seconds.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Start a demo app with the gateway in front of it.
     Demo {
         /// Where the gateway listens.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from stdin.
+    Add {
+        name: String,
+        /// A role (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+    },
+    /// Set a user's password, read from stdin.
+    Passwd { name: String },
+    /// Replace a user's roles.
+    Roles {
+        name: String,
+        #[arg(required = true)]
+        roles: Vec<String>,
+    },
+    /// Lock a user out: sign-in refused, every session ended.
+    Lock { name: String },
+    /// Let a locked user sign in again.
+    Unlock { name: String },
+    /// Remove a user; their sessions end.
+    Del { name: String },
+    /// List the users.
+    List,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,6 +129,7 @@ fn main() -> ExitCode {
         ),
         Command::Demo { listen } => demo(listen, flag_format),
         Command::HashPassword => hash_password(),
+        Command::User(command) => user(&config_path, command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -231,6 +263,66 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
         let _ = std::fs::remove_dir_all(&dir);
         result
     })
+}
+
+fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Result<()> {
+    use authgate::users::file::{check_new_password, check_role, Change, UsersFile};
+    let file = UsersFile::new(
+        authgate::config::users_file_of(config_path).map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let new_hash = || -> anyhow::Result<String> {
+        let password = read_password("New password: ")?;
+        check_new_password(&password)?;
+        Ok(authgate::auth::password::hash_password(&password))
+    };
+    let (change, done) = match command {
+        UserCommand::List => {
+            let (_, users) = file.load()?;
+            let mut list: Vec<_> = users.iter().collect();
+            list.sort_by(|a, b| a.key.cmp(&b.key));
+            for u in list {
+                let state = if u.locked { "  (locked)" } else { "" };
+                println!("{}\t{}{state}", u.name, u.roles.join(","));
+            }
+            return Ok(());
+        }
+        UserCommand::Add { name, roles } => {
+            for role in &roles {
+                check_role(role)?;
+            }
+            let password_hash = new_hash()?;
+            let done = format!("added {name}");
+            (
+                Change::Add {
+                    name,
+                    password_hash,
+                    roles,
+                },
+                done,
+            )
+        }
+        UserCommand::Passwd { name } => {
+            let password_hash = new_hash()?;
+            let done = format!("changed the password of {name}");
+            (
+                Change::SetPassword {
+                    name,
+                    password_hash,
+                },
+                done,
+            )
+        }
+        UserCommand::Roles { name, roles } => {
+            let done = format!("set the roles of {name} to {}", roles.join(","));
+            (Change::SetRoles { name, roles }, done)
+        }
+        UserCommand::Lock { name } => (Change::Lock(name.clone()), format!("locked {name}")),
+        UserCommand::Unlock { name } => (Change::Unlock(name.clone()), format!("unlocked {name}")),
+        UserCommand::Del { name } => (Change::Delete(name.clone()), format!("removed {name}")),
+    };
+    file.apply(&change, "cli")?;
+    println!("{done} ({})", file.path().display());
+    Ok(())
 }
 
 fn hash_password() -> anyhow::Result<()> {

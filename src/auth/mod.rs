@@ -1,6 +1,7 @@
 //! Who is asking: the session cookie on every request, and the gateway's
 //! own sign-in endpoints under `/.gateway/` (SPEC §3).
 
+mod admin;
 pub mod csrf;
 mod next;
 mod pages;
@@ -20,6 +21,7 @@ use hyper::body::Incoming;
 use crate::config::Config;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session::{self, LiveSession, Lookup, SessionStore};
+use crate::users::file::{check_new_password, Change, UserFileError, UsersFile};
 use crate::users::{canonical, User, Users};
 pub use next::safe_next;
 use password::{Busy, Verifier};
@@ -62,6 +64,10 @@ pub struct Auth {
     cookie_name: String,
     login_cookie_name: String,
     clear_cookie: HeaderValue,
+    /// Where changes to users are written; `None` when no file is configured.
+    users_file: Option<UsersFile>,
+    /// The role that may use `/.gateway/admin`.
+    admin_role: String,
 }
 
 impl Auth {
@@ -88,12 +94,18 @@ impl Auth {
             login_cookie_name: format!("{cookie_name}-login"),
             cookie_name,
             clear_cookie,
+            users_file: config.users_file.clone().map(UsersFile::new),
+            admin_role: config.admin.role.clone(),
         }
     }
 
-    /// Background work: the session sweeper (and throttle windows with it).
+    /// Background work: the session sweeper, the throttle windows' sweep and
+    /// the users-file watcher. Each ends when the `Auth` is dropped.
     pub fn start_background(self: &Arc<Self>) {
         self.sessions.start_sweeper();
+        if let Some(file) = &self.users_file {
+            crate::users::watch::spawn(Arc::downgrade(self), file.clone());
+        }
         let auth = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -107,6 +119,78 @@ impl Auth {
 
     pub fn users(&self) -> arc_swap::Guard<Arc<Users>> {
         self.users.load()
+    }
+
+    /// Puts `new` in force: logs every difference as a security event by
+    /// `actor` (an admin, the user, the CLI, a file edit) and ends the
+    /// sessions of users who were removed, locked, or whose password changed.
+    pub fn replace_users(&self, new: Users, actor: &str) {
+        let old = self.users.load_full();
+        let end = |user: &str| self.sessions.end_all_for_user(user);
+        for before in old.iter() {
+            let key = &*before.key;
+            match new.get_by_key(key) {
+                None => {
+                    let ended = end(key);
+                    tracing::warn!(target: "authgate::security", event = "user_removed", actor, user = %before.name, sessions_ended = ended, "user removed");
+                }
+                Some(after) => {
+                    if after.locked && !before.locked {
+                        let ended = end(key);
+                        tracing::warn!(target: "authgate::security", event = "user_locked", actor, user = %after.name, sessions_ended = ended, "user locked");
+                    }
+                    if !after.locked && before.locked {
+                        tracing::warn!(target: "authgate::security", event = "user_unlocked", actor, user = %after.name, "user unlocked");
+                    }
+                    if after.password_fingerprint != before.password_fingerprint {
+                        let ended = end(key);
+                        tracing::warn!(target: "authgate::security", event = "password_changed", actor, user = %after.name, sessions_ended = ended, "password changed");
+                    }
+                    if after.roles != before.roles {
+                        tracing::warn!(target: "authgate::security", event = "roles_changed", actor, user = %after.name, from = %before.roles.join(","), to = %after.roles.join(","), "roles changed");
+                    }
+                }
+            }
+        }
+        for after in new.iter() {
+            if old.get_by_key(&after.key).is_none() {
+                tracing::warn!(target: "authgate::security", event = "user_added", actor, user = %after.name, roles = %after.roles.join(","), "user added");
+            }
+        }
+        self.users.store(Arc::new(new));
+    }
+
+    /// Writes `change` to the users file (off the async threads) and puts
+    /// the result in force at once.
+    pub async fn change_users(&self, change: Change, actor: &str) -> Result<(), UserFileError> {
+        let file = self
+            .users_file
+            .clone()
+            .ok_or(UserFileError::NotConfigured)?;
+        let recorded = actor.to_owned();
+        let users = tokio::task::spawn_blocking(move || file.apply(&change, &recorded))
+            .await
+            .map_err(|e| UserFileError::Invalid(format!("the writer failed: {e}")))??;
+        self.replace_users(users, actor);
+        Ok(())
+    }
+
+    /// Ends every session of a user (canonical name) without locking them.
+    pub fn revoke_sessions(&self, key: &str, actor: &str) -> usize {
+        let ended = self.sessions.end_all_for_user(key);
+        tracing::warn!(target: "authgate::security", event = "sessions_revoked", actor, user = %key, sessions_ended = ended, "sessions revoked");
+        ended
+    }
+
+    fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {
+        response.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&format!(
+                "{}={id}; Path=/; Secure; HttpOnly; SameSite=Lax",
+                self.cookie_name
+            ))
+            .expect("name and ID are cookie-safe"),
+        );
     }
 
     pub fn cookie_name(&self) -> &str {
@@ -200,8 +284,23 @@ impl Auth {
                 self.logout_submit(request, host, logged_user).await
             }
             "/.gateway/whoami" if is_get => Ok(self.whoami(request.headers(), logged_user)),
-            "/.gateway/login" | "/.gateway/logout" | "/.gateway/whoami" => {
+            "/.gateway/password" if is_get || method == Method::POST => {
+                self.password(request, peer, host, logged_user).await
+            }
+            "/.gateway/login" | "/.gateway/logout" | "/.gateway/whoami" | "/.gateway/password" => {
                 Err(GatewayError::MethodNotAllowed)
+            }
+            "/.gateway/admin" | "/.gateway/admin/" => {
+                admin::page(self, request, host, logged_user).await
+            }
+            p if p.starts_with("/.gateway/admin/api/") || p == "/.gateway/admin/api" => {
+                admin::api(
+                    self,
+                    &p["/.gateway/admin/api".len()..],
+                    request,
+                    logged_user,
+                )
+                .await
             }
             _ => Err(GatewayError::NotFound),
         }
@@ -251,12 +350,7 @@ impl Auth {
             return Err(GatewayError::CsrfRejected);
         }
         let token = self.login_token(request.headers()).map(str::to_owned);
-        let user_agent = request
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let user_agent = user_agent_of(request.headers());
         let earlier = self.authenticate(request.headers(), session::now_ms(), false);
         let form = read_form(request).await?;
         let token = match token {
@@ -370,6 +464,117 @@ impl Auth {
         Ok(response)
     }
 
+    /// `GET` shows the form; `POST` (fields `current`, `new`, `csrf`)
+    /// changes the password: the hash in the users file is replaced, every
+    /// session of the user ends, and this one continues under a new ID.
+    async fn password(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        host: Option<&HeaderValue>,
+        logged_user: &mut Option<Arc<str>>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let presented = self.authenticate(request.headers(), session::now_ms(), true);
+        let Some(signed_in) = presented.signed_in else {
+            let navigating =
+                request.method() == Method::GET && crate::response::wants_html(request.headers());
+            return Err(GatewayError::Unauthenticated {
+                next: "/.gateway/password".into(),
+                navigating,
+            });
+        };
+        *logged_user = Some(signed_in.user.name.clone());
+        let csrf = signed_in.csrf_token();
+        let page = |status, message: Option<(bool, &str)>| {
+            pages::password(status, &signed_in.user.name, &csrf, message)
+        };
+        if request.method() != Method::POST {
+            return Ok(page(StatusCode::OK, None));
+        }
+        if !csrf::same_origin(request.headers(), host) {
+            return Err(GatewayError::CsrfRejected);
+        }
+        let user_agent = user_agent_of(request.headers());
+        let form = read_form(request).await?;
+        if !csrf::matches(&csrf, form.get("csrf")) {
+            return Err(GatewayError::CsrfRejected);
+        }
+        let user = &signed_in.user;
+        let now = session::now_ms();
+        if let Verdict::Throttled { retry_after_secs } = self.throttle.check(&user.key, peer, now) {
+            tracing::warn!(target: "authgate::security", event = "password_change_throttled", user = %user.name, ip = %peer, "password change throttled");
+            return Err(GatewayError::Throttled { retry_after_secs });
+        }
+        let matched = self
+            .verifier
+            .verify(Some(&user.password_hash), form.get("current"))
+            .await
+            .map_err(|Busy| GatewayError::LoginBusy)?;
+        if !matched {
+            self.throttle
+                .record_failure(&user.key, peer, session::now_ms());
+            tracing::warn!(target: "authgate::security", event = "password_change_failed", user = %user.name, ip = %peer, "password change failed: wrong current password");
+            return Ok(page(
+                StatusCode::UNAUTHORIZED,
+                Some((false, "The current password is wrong.")),
+            ));
+        }
+        let new = form.get("new");
+        if check_new_password(new).is_err() {
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                Some((
+                    false,
+                    "The new password is too short: it needs at least 12 characters.",
+                )),
+            ));
+        }
+        let hash = self
+            .verifier
+            .hash(new)
+            .await
+            .map_err(|Busy| GatewayError::LoginBusy)?;
+        let change = Change::SetPassword {
+            name: user.key.to_string(),
+            password_hash: hash,
+        };
+        if let Err(e) = self
+            .change_users(change, &format!("user {}", user.name))
+            .await
+        {
+            tracing::error!(user = %user.name, error = %e, "password change could not be saved");
+            return Ok(page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some((
+                    false,
+                    "The password could not be saved. Nothing was changed.",
+                )),
+            ));
+        }
+        // Every session of the user ended with the change; this one goes on under a new ID.
+        let Some(updated) = self.users.load().get_by_key(&user.key).cloned() else {
+            return Err(GatewayError::NotFound);
+        };
+        let id = self.sessions.create(
+            &updated.key,
+            updated.password_fingerprint,
+            peer,
+            &user_agent,
+            session::now_ms(),
+        );
+        let mut response = pages::password(
+            StatusCode::OK,
+            &updated.name,
+            &csrf::session_token(&id),
+            Some((
+                true,
+                "Your password has been changed. Your other sessions have ended.",
+            )),
+        );
+        self.set_session_cookie(&mut response, &id);
+        Ok(response)
+    }
+
     fn whoami(&self, headers: &HeaderMap, logged_user: &mut Option<Arc<str>>) -> Response<Body> {
         let presented = self.authenticate(headers, session::now_ms(), false);
         let Some(signed_in) = presented.signed_in else {
@@ -396,7 +601,15 @@ impl Auth {
     }
 }
 
-fn rfc3339(ms: u64) -> String {
+fn user_agent_of(headers: &HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+pub(crate) fn rfc3339(ms: u64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(time).to_string()
 }

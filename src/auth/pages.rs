@@ -11,9 +11,9 @@ h1{font-size:1.35rem;margin:0 0 1.2rem}label{display:block;font-size:.9rem;margi
 input[type=text],input[type=password]{width:100%;padding:.65rem;font-size:1rem;border:1px solid #c5cad3;border-radius:6px}\
 button{margin-top:1.3rem;width:100%;padding:.7rem;font-size:1rem;border:0;border-radius:6px;background:#2453d4;color:#fff;cursor:pointer}\
 .error{background:#fdecec;color:#8a1c1c;padding:.6rem .8rem;border-radius:6px;font-size:.95rem}\
-.note{color:#5b6472;font-size:.9rem}";
+.note{color:#5b6472;font-size:.9rem}.ok{background:#e8f6ec;color:#1c5e2e;padding:.6rem .8rem;border-radius:6px}";
 
-fn document(title: &str, content: &str) -> String {
+pub(crate) fn document(title: &str, content: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -72,5 +72,37 @@ pub fn logout(user: Option<(&str, &str)>) -> http::Response<Body> {
         StatusCode::OK,
         "text/html; charset=utf-8",
         document("Sign out", &content),
+    )
+}
+
+/// The password-change form. `message` is (success?, text).
+pub fn password(
+    status: StatusCode,
+    user: &str,
+    csrf: &str,
+    message: Option<(bool, &str)>,
+) -> http::Response<Body> {
+    let message = message.map_or(String::new(), |(ok, text)| {
+        let class = if ok { "ok" } else { "error" };
+        format!(
+            "<p class=\"{class}\" role=\"alert\">{}</p>",
+            escape_html(text)
+        )
+    });
+    let content = format!(
+        "<h1>Change password</h1><p class=\"note\">Signed in as <strong>{user}</strong>.</p>{message}\
+<form method=\"post\" action=\"/.gateway/password\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<label for=\"current\">Current password</label>\
+<input type=\"password\" id=\"current\" name=\"current\" autocomplete=\"current-password\" required>\
+<label for=\"new\">New password (at least 12 characters)</label>\
+<input type=\"password\" id=\"new\" name=\"new\" autocomplete=\"new-password\" minlength=\"12\" required>\
+<button type=\"submit\">Change password</button></form>",
+        user = escape_html(user),
+        csrf = escape_html(csrf),
+    );
+    own_response(
+        status,
+        "text/html; charset=utf-8",
+        document("Change password", &content),
     )
 }

@@ -161,6 +161,27 @@ impl Config {
     }
 }
 
+/// Where the config at `path` keeps its users file, read without
+/// validating the rest (the `user` commands need no certificate).
+pub fn users_file_of(path: &Path) -> Result<PathBuf, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+    let file = table
+        .get("users")
+        .and_then(|u| u.get("file"))
+        .and_then(|f| f.as_str())
+        .ok_or_else(|| {
+            format!(
+                "{} names no users file ([users] file = \"...\")",
+                path.display()
+            )
+        })?;
+    Ok(path.parent().unwrap_or(Path::new(".")).join(file))
+}
+
 /// Turns raw values into typed ones, recording a problem for each bad value
 /// and carrying on so that one run reports them all.
 struct Validator<'a> {

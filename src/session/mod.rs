@@ -297,6 +297,24 @@ impl SessionStore {
         self.sessions.is_empty()
     }
 
+    /// The handle the admin API shows for a session: the first 64 bits of
+    /// its key, in hex. It identifies a session without being a cookie.
+    pub fn public_id(key: &Key) -> String {
+        key[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Ends the session with this public handle; returns its user.
+    pub fn end_by_public_id(&self, id: &str) -> Option<Arc<str>> {
+        let key = self
+            .sessions
+            .iter()
+            .find(|e| Self::public_id(e.key()) == id)
+            .map(|e| *e.key())?;
+        self.sessions
+            .remove(&key)
+            .map(|(_, s)| s.profile.user.clone())
+    }
+
     /// Every live session, optionally of one user, for the admin view.
     pub fn list(&self, user: Option<&str>) -> Vec<SessionInfo> {
         self.sessions

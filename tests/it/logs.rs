@@ -6,7 +6,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::support::{set_cookie, Setup, BOB_PASSWORD};
 
 /// Everything any test in this process logs from the moment of the first call.
-fn captured() -> &'static Mutex<Vec<u8>> {
+pub fn captured() -> &'static Mutex<Vec<u8>> {
     static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
     LOG.get_or_init(|| {
         let log: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));

@@ -285,6 +285,7 @@ impl Setup {
             self.login.join("\n"),
             self.rules,
         );
+        std::fs::write(dir.path().join("gateway.toml"), &text).unwrap();
         let config = Config::parse(&text, &dir.path().join("gateway.toml"))
             .unwrap_or_else(|e| panic!("test config refused:\n{e}\n---\n{text}"));
         let gateway = Gateway::start(config).await.unwrap();
@@ -292,7 +293,7 @@ impl Setup {
             gateway: Some(gateway),
             upstream,
             cert_pem: cert.cert_pem,
-            _dir: dir,
+            dir,
         }
     }
 }
@@ -301,7 +302,7 @@ pub struct TestGateway {
     gateway: Option<Gateway>,
     pub upstream: Upstream,
     pub cert_pem: String,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl TestGateway {
@@ -341,6 +342,15 @@ impl TestGateway {
         let mut tls = self.tls().await;
         tls.write_all(request).await.unwrap();
         read_until_close(&mut tls, Duration::from_secs(5)).await
+    }
+
+    pub fn users_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("users.toml")
+    }
+
+    /// The config file the gateway was started from (for the CLI).
+    pub fn config_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("gateway.toml")
     }
 
     pub fn take_gateway(&mut self) -> Gateway {

@@ -2,6 +2,9 @@
 //! and roles. Usernames are compared canonically (SPEC §5): trimmed and
 //! lower-cased, so `Alice`, `alice` and ` alice ` are one account.
 
+pub mod file;
+pub mod watch;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -49,7 +52,7 @@ pub struct User {
     pub password_fingerprint: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Users {
     by_key: HashMap<Arc<str>, Arc<User>>,
 }

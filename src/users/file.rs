@@ -1,0 +1,458 @@
+//! Changing the users file safely.
+//!
+//! Every change is read-modify-write under an exclusive lock (a `.lock`
+//! file beside it, so the lock survives the rename), edited with toml_edit
+//! so comments and layout stay, validated as a whole before anything is
+//! written (a change never leaves a file the gateway would refuse), written
+//! to a temporary file in the same folder, fsynced, and renamed over the
+//! old one, after which the folder is fsynced too. A crash at any moment
+//! leaves the old file or the new one, never a torn one.
+//!
+//! Before the rename the writer notes in the lock file who made the change
+//! and the new content's SHA-256, so that a running gateway that sees the
+//! change can say who made it (the CLI, or else a hand edit).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use toml_edit::{value, Array, DocumentMut, Item, Table};
+
+use super::{canonical, Users};
+
+/// Shortest password the gateway accepts when one is set or changed.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// Set to a number of milliseconds, a writer pauses after its temporary
+/// file is complete and before the rename: the window in which the
+/// crash-safety test kills it.
+pub const PAUSE_BEFORE_RENAME_ENV: &str = "AUTHGATE_TEST_PAUSE_BEFORE_RENAME_MS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserFileError {
+    #[error("there is no user {0:?}")]
+    UnknownUser(String),
+    #[error("a user {0:?} already exists")]
+    Duplicate(String),
+    #[error("the password is too short: it needs at least {MIN_PASSWORD_CHARS} characters")]
+    WeakPassword,
+    #[error("invalid username {0:?}: use letters, digits and . _ @ -")]
+    BadName(String),
+    #[error("invalid role {0:?}: roles are visible ASCII without commas")]
+    BadRole(String),
+    #[error("the users file {path} cannot be {doing}: {error}")]
+    Io {
+        path: PathBuf,
+        doing: &'static str,
+        error: std::io::Error,
+    },
+    #[error("the users file would not be valid after this change: {0}")]
+    Invalid(String),
+    #[error("no users file is configured ([users] file in the config)")]
+    NotConfigured,
+}
+
+/// One change to the users file. Passwords arrive already hashed.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Add {
+        name: String,
+        password_hash: String,
+        roles: Vec<String>,
+    },
+    SetPassword {
+        name: String,
+        password_hash: String,
+    },
+    SetRoles {
+        name: String,
+        roles: Vec<String>,
+    },
+    Lock(String),
+    Unlock(String),
+    Delete(String),
+}
+
+/// Checks a new password against the gateway's rule (before hashing it).
+pub fn check_new_password(password: &str) -> Result<(), UserFileError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(UserFileError::WeakPassword);
+    }
+    Ok(())
+}
+
+pub fn check_role(role: &str) -> Result<(), UserFileError> {
+    if role.is_empty() || role.contains(',') || !role.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(UserFileError::BadRole(role.to_owned()));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct UsersFile {
+    path: PathBuf,
+}
+
+/// The note a writer leaves in the lock file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastChange {
+    pub actor: String,
+    pub sha256: String,
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl UsersFile {
+    pub fn new(path: impl Into<PathBuf>) -> UsersFile {
+        UsersFile { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        self.path.with_file_name(name)
+    }
+
+    fn io(&self, doing: &'static str) -> impl FnOnce(std::io::Error) -> UserFileError + '_ {
+        move |error| UserFileError::Io {
+            path: self.path.clone(),
+            doing,
+            error,
+        }
+    }
+
+    /// Reads and validates the file as it is now.
+    pub fn load(&self) -> Result<(String, Users), UserFileError> {
+        let text = fs::read_to_string(&self.path).map_err(self.io("read"))?;
+        let users =
+            Users::parse(&text, &self.path).map_err(|e| UserFileError::Invalid(e.to_string()))?;
+        Ok((text, users))
+    }
+
+    /// The note of the last change made through [`UsersFile::apply`].
+    pub fn last_change(&self) -> Option<LastChange> {
+        let text = fs::read_to_string(self.lock_path()).ok()?;
+        let mut lines = text.lines();
+        Some(LastChange {
+            actor: lines.next()?.to_owned(),
+            sha256: lines.next()?.to_owned(),
+        })
+    }
+
+    /// Applies `change` (made by `actor`, for the record) and returns the
+    /// users as the file now has them.
+    pub fn apply(&self, change: &Change, actor: &str) -> Result<Users, UserFileError> {
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(self.lock_path())
+            .map_err(self.io("locked"))?;
+        lock.lock().map_err(self.io("locked"))?;
+
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            // Adding the first user creates the file.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && matches!(change, Change::Add { .. }) =>
+            {
+                String::new()
+            }
+            Err(e) => return Err(self.io("read")(e)),
+        };
+        let mut document: DocumentMut = text
+            .parse()
+            .map_err(|e: toml_edit::TomlError| UserFileError::Invalid(e.to_string()))?;
+        edit(&mut document, change)?;
+        let new_text = document.to_string();
+        let users = Users::parse(&new_text, &self.path)
+            .map_err(|e| UserFileError::Invalid(e.to_string()))?;
+
+        // The note goes first: a watcher that sees the new file must find it.
+        // Should the rename then fail, the note names content that never
+        // appears, and is ignored.
+        let mut note = lock;
+        let record = format!("{actor}\n{}\n", sha256_hex(&new_text));
+        let _ = note.set_len(0);
+        let _ = note.rewind();
+        let _ = note.write_all(record.as_bytes());
+        self.write_atomically(&new_text)?;
+        // Unlocked when `note` is dropped.
+        Ok(users)
+    }
+
+    fn write_atomically(&self, text: &str) -> Result<(), UserFileError> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(self.path.file_name().unwrap_or_default());
+        temp_name.push(format!(".tmp-{}", std::process::id()));
+        let temp = dir.join(temp_name);
+        let result = (|| {
+            let mut file = File::create(&temp).map_err(self.io("written"))?;
+            let permissions = match fs::metadata(&self.path) {
+                Ok(meta) => meta.permissions(),
+                Err(_) => restrictive_permissions(),
+            };
+            file.set_permissions(permissions)
+                .map_err(self.io("written"))?;
+            file.write_all(text.as_bytes())
+                .map_err(self.io("written"))?;
+            file.sync_all().map_err(self.io("written"))?;
+            drop(file);
+            if let Some(ms) = std::env::var(PAUSE_BEFORE_RENAME_ENV)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            fs::rename(&temp, &self.path).map_err(self.io("replaced"))?;
+            // Make the rename itself durable.
+            if let Ok(d) = File::open(&dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+}
+
+#[cfg(unix)]
+fn restrictive_permissions() -> fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    fs::Permissions::from_mode(0o600)
+}
+
+#[cfg(not(unix))]
+fn restrictive_permissions() -> fs::Permissions {
+    fs::metadata(".")
+        .map(|m| m.permissions())
+        .expect("the working folder exists")
+}
+
+/// The key under `[users]` that names `name`, in whatever spelling the file uses.
+fn find_key(users: &Table, name: &str) -> Option<String> {
+    let wanted = canonical(name);
+    users
+        .iter()
+        .map(|(k, _)| k)
+        .find(|k| canonical(k) == wanted)
+        .map(str::to_owned)
+}
+
+fn roles_array(roles: &[String]) -> Result<Array, UserFileError> {
+    let mut array = Array::new();
+    for role in roles {
+        check_role(role)?;
+        array.push(role.as_str());
+    }
+    Ok(array)
+}
+
+fn edit(document: &mut DocumentMut, change: &Change) -> Result<(), UserFileError> {
+    if !document.contains_key("users") {
+        let mut table = Table::new();
+        table.set_implicit(true);
+        document.insert("users", Item::Table(table));
+    }
+    let users = document["users"]
+        .as_table_mut()
+        .ok_or_else(|| UserFileError::Invalid("`users` is not a table".into()))?;
+    let existing = |users: &Table, name: &str| {
+        find_key(users, name).ok_or_else(|| UserFileError::UnknownUser(name.to_owned()))
+    };
+    match change {
+        Change::Add {
+            name,
+            password_hash,
+            roles,
+        } => {
+            let trimmed = name.trim();
+            if trimmed.is_empty()
+                || !trimmed
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+            {
+                return Err(UserFileError::BadName(name.clone()));
+            }
+            if find_key(users, trimmed).is_some() {
+                return Err(UserFileError::Duplicate(trimmed.to_owned()));
+            }
+            let mut table = Table::new();
+            table.insert("password", value(password_hash.as_str()));
+            table.insert("roles", value(roles_array(roles)?));
+            users.insert(trimmed, Item::Table(table));
+        }
+        Change::SetPassword {
+            name,
+            password_hash,
+        } => {
+            let key = existing(users, name)?;
+            users[&key]["password"] = value(password_hash.as_str());
+        }
+        Change::SetRoles { name, roles } => {
+            let key = existing(users, name)?;
+            users[&key]["roles"] = value(roles_array(roles)?);
+        }
+        Change::Lock(name) => {
+            let key = existing(users, name)?;
+            users[&key]["locked"] = value(true);
+        }
+        Change::Unlock(name) => {
+            let key = existing(users, name)?;
+            if let Some(table) = users[&key].as_table_like_mut() {
+                table.remove("locked");
+            }
+        }
+        Change::Delete(name) => {
+            let key = existing(users, name)?;
+            users.remove(&key);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0Wd3o6T3ooE7kQ2oxLMhxfC8EBDqBb7DTKcWrMCsHrg";
+    const OTHER: &str = "$argon2id$v=19$m=19456,t=2,p=1$b3RoZXJzYWx0c2FsdA$0Wd3o6T3ooE7kQ2oxLMhxfC8EBDqBb7DTKcWrMCsHrg";
+
+    fn file_with(text: &str) -> (tempfile::TempDir, UsersFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        fs::write(&path, text).unwrap();
+        (dir, UsersFile::new(path))
+    }
+
+    #[test]
+    fn changes_keep_comments_and_layout() {
+        let original = format!(
+            "# Our accounts. Ask Dana before adding one.\n\n[users.Alice]   # the boss\npassword = \"{HASH}\"\nroles = [\"admin\"]\n"
+        );
+        let (_dir, file) = file_with(&original);
+        let users = file
+            .apply(
+                &Change::SetRoles {
+                    name: "alice".into(),
+                    roles: vec!["admin".into(), "ops".into()],
+                },
+                "test",
+            )
+            .unwrap();
+        assert_eq!(users.get("alice").unwrap().roles, ["admin", "ops"]);
+        file.apply(&Change::Lock("ALICE".into()), "test").unwrap();
+        file.apply(
+            &Change::Add {
+                name: "bob".into(),
+                password_hash: OTHER.into(),
+                roles: vec!["user".into()],
+            },
+            "test",
+        )
+        .unwrap();
+        let text = fs::read_to_string(file.path()).unwrap();
+        assert!(
+            text.starts_with(
+                "# Our accounts. Ask Dana before adding one.\n\n[users.Alice]   # the boss\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("roles = [\"admin\", \"ops\"]"));
+        assert!(text.contains("locked = true"));
+        assert!(text.contains("[users.bob]"));
+        let users = file.apply(&Change::Unlock("alice".into()), "test").unwrap();
+        assert!(!users.get("alice").unwrap().locked);
+        let users = file.apply(&Change::Delete("Bob".into()), "test").unwrap();
+        assert!(users.get("bob").is_none());
+        assert_eq!(file.last_change().unwrap().actor, "test");
+        assert_eq!(
+            file.last_change().unwrap().sha256,
+            sha256_hex(&fs::read_to_string(file.path()).unwrap())
+        );
+    }
+
+    #[test]
+    fn bad_changes_are_refused_and_change_nothing() {
+        let original = format!("[users.alice]\npassword = \"{HASH}\"\nroles = [\"admin\"]\n");
+        let (_dir, file) = file_with(&original);
+        let add_alice = Change::Add {
+            name: " Alice".into(),
+            password_hash: OTHER.into(),
+            roles: vec![],
+        };
+        assert!(matches!(
+            file.apply(&add_alice, "t"),
+            Err(UserFileError::Duplicate(_))
+        ));
+        assert!(matches!(
+            file.apply(&Change::Lock("zed".into()), "t"),
+            Err(UserFileError::UnknownUser(_))
+        ));
+        let bad_role = Change::SetRoles {
+            name: "alice".into(),
+            roles: vec!["a,b".into()],
+        };
+        assert!(matches!(
+            file.apply(&bad_role, "t"),
+            Err(UserFileError::BadRole(_))
+        ));
+        let plaintext = Change::SetPassword {
+            name: "alice".into(),
+            password_hash: "hunter2".into(),
+        };
+        assert!(matches!(
+            file.apply(&plaintext, "t"),
+            Err(UserFileError::Invalid(_))
+        ));
+        assert_eq!(fs::read_to_string(file.path()).unwrap(), original);
+        assert!(check_new_password("short pass!").is_err());
+        assert!(check_new_password("twelve chars").is_ok());
+        assert!(
+            check_new_password("ünïcödé-ünï").is_err(),
+            "11 characters, more bytes"
+        );
+    }
+
+    #[test]
+    fn the_first_user_creates_the_file_with_private_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = UsersFile::new(dir.path().join("users.toml"));
+        let add = Change::Add {
+            name: "root".into(),
+            password_hash: HASH.into(),
+            roles: vec!["admin".into()],
+        };
+        assert_eq!(file.apply(&add, "t").unwrap().len(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(file.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
