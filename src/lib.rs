@@ -9,11 +9,14 @@
 //! - [`server`]: the TLS accept loop (connection cap, handshake timeout,
 //!   graceful shutdown), the HTTP/1.1 framing guard, the redirect and ops listeners.
 //! - [`pipeline`]: one request's way: refuse, gateway pages, session, policy, proxy, log.
-//! - [`auth`]: sessions from cookies, sign-in and sign-out endpoints, CSRF,
-//!   throttling, argon2 verification off the async threads.
+//! - [`auth`]: sessions from cookies; the `/.gateway/` endpoints (sign-in,
+//!   sign-out, whoami, password change, admin API and page); CSRF,
+//!   throttling, argon2 off the async threads; applying user changes live.
 //! - [`session`]: the session store (DashMap keyed by SHA-256 of the ID) and its sweeper.
-//! - [`users`]: the users file, canonical usernames.
-//! - [`policy`]: path normalization, compiled rules, the decision.
+//! - [`users`]: the users file: parsing, canonical usernames, safe
+//!   rewrites (lock, temp file, fsync, rename) and the change watcher.
+//! - [`policy`]: path normalization and lenient aliases, compiled and
+//!   indexed rules, the decision; `check` warnings, `[[test]]`s, `explain`.
 //! - [`proxy`]: the pooled upstream client and the header rules both ways.
 //! - [`response`]: body type, the one error-to-status mapping, the gateway's own pages.
 //! - [`ops`]: metrics, readiness and the `/healthz` `/readyz` `/metrics` answers.

@@ -16,7 +16,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{csrf, pages, read_form, rfc3339, Auth, SignedIn};
+use super::endpoints::read_form;
+use super::next::percent_decode;
+use super::{csrf, pages, rfc3339, Auth, SignedIn};
 use crate::policy::DenyReason;
 use crate::response::{escape_html, own_response, Body, GatewayError};
 use crate::session::{self, SessionStore};
@@ -43,28 +45,6 @@ impl Auth {
     fn is_admin(&self, signed_in: &SignedIn) -> bool {
         signed_in.user.roles.contains(&self.admin_role)
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let Some(v) = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn user_error(e: UserFileError) -> Response<Body> {

@@ -32,7 +32,8 @@ fn is_local(path: &str) -> bool {
             .any(|c| c.is_control() || c.is_whitespace() && c != ' ')
 }
 
-fn percent_decode(raw: &str) -> String {
+/// Decodes every `%XX` once; a `%` without two hex digits stays as it is.
+pub(super) fn percent_decode(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -100,15 +100,20 @@ impl Verifier {
         Verifier::new((cores / 2).max(1), 64)
     }
 
-    /// Hashes a new password on the same bounded pool as verifications.
-    pub async fn hash(&self, password: &str) -> Result<String, Busy> {
+    /// A place on the pool: waits for a permit unless too many already wait.
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Busy> {
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Busy);
         }
         let permit = self.permits.clone().acquire_owned().await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let permit = permit.expect("the semaphore is never closed");
+        Ok(permit.expect("the semaphore is never closed"))
+    }
+
+    /// Hashes a new password on the same bounded pool as verifications.
+    pub async fn hash(&self, password: &str) -> Result<String, Busy> {
+        let permit = self.permit().await?;
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -121,13 +126,7 @@ impl Verifier {
     /// True when `password` matches `phc`. With `phc` absent (no such user)
     /// the dummy hash is verified and the answer is false, in the same time.
     pub async fn verify(&self, phc: Option<&str>, password: &str) -> Result<bool, Busy> {
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(Busy);
-        }
-        let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let permit = permit.expect("the semaphore is never closed");
+        let permit = self.permit().await?;
         let real = phc.is_some();
         let phc = phc.unwrap_or(&self.dummy_hash).to_owned();
         let password = password.to_owned();

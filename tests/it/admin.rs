@@ -2,20 +2,12 @@
 //! record (written safely, watched live), the `user` CLI, the admin API and
 //! page, and the audit trail.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{set_cookie, Setup, TestGateway, ALICE_PASSWORD, BOB_PASSWORD};
-
-fn authgate() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_authgate"));
-    command
-        .env_remove("AUTHGATE_CONFIG")
-        .env_remove("AUTHGATE_LOG");
-    command
-}
+use crate::support::{authgate, set_cookie, Setup, TestGateway, ALICE_PASSWORD, BOB_PASSWORD};
 
 /// Runs `authgate user ARGS -c CONFIG` with `stdin` as input.
 fn user_cli(gw: &TestGateway, args: &[&str], stdin: &str) -> (bool, String, String) {

@@ -4,15 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{write_config, Upstream};
-
-fn authgate() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_authgate"));
-    command
-        .env_remove("AUTHGATE_CONFIG")
-        .env_remove("AUTHGATE_LOG");
-    command
-}
+use crate::support::{authgate, write_config, Upstream};
 
 #[test]
 fn check_passes_a_good_config_and_reports_every_problem_of_a_bad_one() {

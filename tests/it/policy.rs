@@ -3,15 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{default_users, Setup, ALICE_PASSWORD, BOB_PASSWORD};
-
-fn authgate() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_authgate"));
-    command
-        .env_remove("AUTHGATE_CONFIG")
-        .env_remove("AUTHGATE_LOG");
-    command
-}
+use crate::support::{authgate, default_users, Setup, ALICE_PASSWORD, BOB_PASSWORD};
 
 /// A config directory with a certificate, the default users and `body`
 /// after the `[server]`/`[upstream]`/`[users]` head (which is 9 lines).

@@ -500,6 +500,15 @@ pub async fn read_until_close<R: tokio::io::AsyncRead + Unpin>(
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The built `authgate` binary, with no config or log filter from the environment.
+pub fn authgate() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"));
+    command
+        .env_remove("AUTHGATE_CONFIG")
+        .env_remove("AUTHGATE_LOG");
+    command
+}
+
 /// Writes a config next to a fresh certificate, for the binary's tests.
 pub fn write_config(dir: &Path, upstream: &str, extra_server: &str) -> std::path::PathBuf {
     let cert = authgate::tls::self_signed();

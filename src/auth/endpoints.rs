@@ -1,0 +1,441 @@
+//! The gateway's own sign-in endpoints under `/.gateway/` (SPEC §3):
+//! login, logout, whoami, password change; admin requests go on to
+//! [`super::admin`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use super::password::Busy;
+use super::throttle::Verdict;
+use super::{
+    admin, cookie_values, csrf, pages, rfc3339, safe_next, Auth, GENERIC_FAILURE, MAX_FORM_BYTES,
+};
+use crate::response::{own_response, Body, GatewayError};
+use crate::session;
+use crate::users::canonical;
+use crate::users::file::{check_new_password, Change};
+
+impl Auth {
+    fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {
+        response.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&format!(
+                "{}={id}; Path=/; Secure; HttpOnly; SameSite=Lax",
+                self.cookie_name
+            ))
+            .expect("name and ID are cookie-safe"),
+        );
+    }
+
+    /// Answers a request under `/.gateway/`.
+    pub async fn endpoint(
+        &self,
+        path: &str,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        host: Option<&HeaderValue>,
+        logged_user: &mut Option<Arc<str>>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let method = request.method().clone();
+        let is_get = method == Method::GET || method == Method::HEAD;
+        match path {
+            "/.gateway/login" if is_get => {
+                Ok(self.login_page(request.headers(), request.uri().query()))
+            }
+            "/.gateway/login" if method == Method::POST => {
+                self.login_submit(request, peer, host, logged_user).await
+            }
+            "/.gateway/logout" if is_get => {
+                let presented = self.authenticate(request.headers(), session::now_ms(), false);
+                Ok(match &presented.signed_in {
+                    Some(s) => {
+                        *logged_user = Some(s.user.name.clone());
+                        pages::logout(Some((&s.user.name, &s.csrf_token())))
+                    }
+                    None => pages::logout(None),
+                })
+            }
+            "/.gateway/logout" if method == Method::POST => {
+                self.logout_submit(request, host, logged_user).await
+            }
+            "/.gateway/whoami" if is_get => Ok(self.whoami(request.headers(), logged_user)),
+            "/.gateway/password" if is_get || method == Method::POST => {
+                self.password(request, peer, host, logged_user).await
+            }
+            "/.gateway/login" | "/.gateway/logout" | "/.gateway/whoami" | "/.gateway/password" => {
+                Err(GatewayError::MethodNotAllowed)
+            }
+            "/.gateway/admin" | "/.gateway/admin/" => {
+                admin::page(self, request, host, logged_user).await
+            }
+            p if p.starts_with("/.gateway/admin/api/") || p == "/.gateway/admin/api" => {
+                admin::api(
+                    self,
+                    &p["/.gateway/admin/api".len()..],
+                    request,
+                    logged_user,
+                )
+                .await
+            }
+            _ => Err(GatewayError::NotFound),
+        }
+    }
+
+    fn login_page(&self, headers: &HeaderMap, query: Option<&str>) -> Response<Body> {
+        let next = query
+            .into_iter()
+            .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+            .find(|(k, _)| k == "next")
+            .map(|(_, v)| v.into_owned());
+        let next = safe_next(next.as_deref());
+        let (token, fresh) = match self.login_token(headers) {
+            Some(token) => (token.to_owned(), false),
+            None => (csrf::new_login_token(), true),
+        };
+        let mut response = pages::login(StatusCode::OK, &token, &next, None);
+        if fresh {
+            self.set_login_cookie(&mut response, &token);
+        }
+        response
+    }
+
+    fn login_token<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        cookie_values(headers, &self.login_cookie_name).find(|v| session::key_of(v).is_some())
+    }
+
+    fn set_login_cookie(&self, response: &mut Response<Body>, token: &str) {
+        let cookie = format!(
+            "{}={token}; Path=/; Secure; HttpOnly; SameSite=Strict",
+            self.login_cookie_name
+        );
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&cookie).expect("token and name are cookie-safe"),
+        );
+    }
+
+    async fn login_submit(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        host: Option<&HeaderValue>,
+        logged_user: &mut Option<Arc<str>>,
+    ) -> Result<Response<Body>, GatewayError> {
+        if !csrf::same_origin(request.headers(), host) {
+            return Err(GatewayError::CsrfRejected);
+        }
+        let token = self.login_token(request.headers()).map(str::to_owned);
+        let user_agent = user_agent_of(request.headers());
+        let earlier = self.authenticate(request.headers(), session::now_ms(), false);
+        let form = read_form(request).await?;
+        let token = match token {
+            Some(t) if csrf::matches(&t, form.get("csrf")) => t,
+            _ => return Err(GatewayError::CsrfRejected),
+        };
+        let name = form.get("username");
+        let next = safe_next(
+            form.fields
+                .iter()
+                .find(|(k, _)| k == "next")
+                .map(|(_, v)| v.as_str()),
+        );
+        let key = canonical(name);
+
+        let now = session::now_ms();
+        if let Verdict::Throttled { retry_after_secs } = self.throttle.check(&key, peer, now) {
+            tracing::warn!(target: "authgate::security", event = "login_throttled", user = %truncate(&key), ip = %peer, "login throttled");
+            return Err(GatewayError::Throttled { retry_after_secs });
+        }
+        let user = self.users.load().get_by_key(&key).cloned();
+        let matched = self
+            .verifier
+            .verify(
+                user.as_ref().map(|u| &*u.password_hash),
+                form.get("password"),
+            )
+            .await
+            .map_err(|Busy| GatewayError::LoginBusy)?;
+        let user = match user {
+            Some(user) if matched && !user.locked => user,
+            _ => {
+                self.throttle.record_failure(&key, peer, session::now_ms());
+                tracing::warn!(target: "authgate::security", event = "login_failed", user = %truncate(&key), ip = %peer, "login failed");
+                return Ok(pages::login(
+                    StatusCode::UNAUTHORIZED,
+                    &token,
+                    &next,
+                    Some(GENERIC_FAILURE),
+                ));
+            }
+        };
+        self.throttle.record_success(&key);
+        if let Some(old) = earlier.signed_in {
+            self.sessions.end(&old.session.key);
+        }
+        let id = self.sessions.create(
+            &user.key,
+            user.password_fingerprint,
+            peer,
+            &user_agent,
+            session::now_ms(),
+        );
+        *logged_user = Some(user.name.clone());
+        tracing::info!(target: "authgate::security", event = "login_ok", user = %user.name, ip = %peer, "login ok");
+        let mut response = own_response(
+            StatusCode::SEE_OTHER,
+            "text/plain; charset=utf-8",
+            "signed in\n",
+        );
+        let headers = response.headers_mut();
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_str(&next).expect("safe_next is ASCII"),
+        );
+        headers.insert(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&format!(
+                "{}={id}; Path=/; Secure; HttpOnly; SameSite=Lax",
+                self.cookie_name
+            ))
+            .expect("name and ID are cookie-safe"),
+        );
+        Ok(response)
+    }
+
+    async fn logout_submit(
+        &self,
+        request: Request<Incoming>,
+        host: Option<&HeaderValue>,
+        logged_user: &mut Option<Arc<str>>,
+    ) -> Result<Response<Body>, GatewayError> {
+        if !csrf::same_origin(request.headers(), host) {
+            return Err(GatewayError::CsrfRejected);
+        }
+        let presented = self.authenticate(request.headers(), session::now_ms(), false);
+        let form = read_form(request).await?;
+        if let Some(signed_in) = &presented.signed_in {
+            if !csrf::matches(&signed_in.csrf_token(), form.get("csrf")) {
+                return Err(GatewayError::CsrfRejected);
+            }
+            self.sessions.end(&signed_in.session.key);
+            *logged_user = Some(signed_in.user.name.clone());
+            tracing::info!(target: "authgate::security", event = "logout", user = %signed_in.user.name, "logout");
+        }
+        let mut response = own_response(
+            StatusCode::SEE_OTHER,
+            "text/plain; charset=utf-8",
+            "signed out\n",
+        );
+        let headers = response.headers_mut();
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_static("/.gateway/login"),
+        );
+        headers.insert(header::SET_COOKIE, self.clear_cookie());
+        headers.insert(
+            header::HeaderName::from_static("clear-site-data"),
+            HeaderValue::from_static("\"cookies\""),
+        );
+        Ok(response)
+    }
+
+    /// `GET` shows the form; `POST` (fields `current`, `new`, `csrf`)
+    /// changes the password: the hash in the users file is replaced, every
+    /// session of the user ends, and this one continues under a new ID.
+    async fn password(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        host: Option<&HeaderValue>,
+        logged_user: &mut Option<Arc<str>>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let presented = self.authenticate(request.headers(), session::now_ms(), true);
+        let Some(signed_in) = presented.signed_in else {
+            let navigating =
+                request.method() == Method::GET && crate::response::wants_html(request.headers());
+            return Err(GatewayError::Unauthenticated {
+                next: "/.gateway/password".into(),
+                navigating,
+            });
+        };
+        *logged_user = Some(signed_in.user.name.clone());
+        let csrf = signed_in.csrf_token();
+        let page = |status, message: Option<(bool, &str)>| {
+            pages::password(status, &signed_in.user.name, &csrf, message)
+        };
+        if request.method() != Method::POST {
+            return Ok(page(StatusCode::OK, None));
+        }
+        if !csrf::same_origin(request.headers(), host) {
+            return Err(GatewayError::CsrfRejected);
+        }
+        let user_agent = user_agent_of(request.headers());
+        let form = read_form(request).await?;
+        if !csrf::matches(&csrf, form.get("csrf")) {
+            return Err(GatewayError::CsrfRejected);
+        }
+        let user = &signed_in.user;
+        let now = session::now_ms();
+        if let Verdict::Throttled { retry_after_secs } = self.throttle.check(&user.key, peer, now) {
+            tracing::warn!(target: "authgate::security", event = "password_change_throttled", user = %user.name, ip = %peer, "password change throttled");
+            return Err(GatewayError::Throttled { retry_after_secs });
+        }
+        let matched = self
+            .verifier
+            .verify(Some(&user.password_hash), form.get("current"))
+            .await
+            .map_err(|Busy| GatewayError::LoginBusy)?;
+        if !matched {
+            self.throttle
+                .record_failure(&user.key, peer, session::now_ms());
+            tracing::warn!(target: "authgate::security", event = "password_change_failed", user = %user.name, ip = %peer, "password change failed: wrong current password");
+            return Ok(page(
+                StatusCode::UNAUTHORIZED,
+                Some((false, "The current password is wrong.")),
+            ));
+        }
+        let new = form.get("new");
+        if check_new_password(new).is_err() {
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                Some((
+                    false,
+                    "The new password is too short: it needs at least 12 characters.",
+                )),
+            ));
+        }
+        let hash = self
+            .verifier
+            .hash(new)
+            .await
+            .map_err(|Busy| GatewayError::LoginBusy)?;
+        let change = Change::SetPassword {
+            name: user.key.to_string(),
+            password_hash: hash,
+        };
+        if let Err(e) = self
+            .change_users(change, &format!("user {}", user.name))
+            .await
+        {
+            tracing::error!(user = %user.name, error = %e, "password change could not be saved");
+            return Ok(page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some((
+                    false,
+                    "The password could not be saved. Nothing was changed.",
+                )),
+            ));
+        }
+        // Every session of the user ended with the change; this one goes on under a new ID.
+        let Some(updated) = self.users.load().get_by_key(&user.key).cloned() else {
+            return Err(GatewayError::NotFound);
+        };
+        let id = self.sessions.create(
+            &updated.key,
+            updated.password_fingerprint,
+            peer,
+            &user_agent,
+            session::now_ms(),
+        );
+        let mut response = pages::password(
+            StatusCode::OK,
+            &updated.name,
+            &csrf::session_token(&id),
+            Some((
+                true,
+                "Your password has been changed. Your other sessions have ended.",
+            )),
+        );
+        self.set_session_cookie(&mut response, &id);
+        Ok(response)
+    }
+
+    fn whoami(&self, headers: &HeaderMap, logged_user: &mut Option<Arc<str>>) -> Response<Body> {
+        let presented = self.authenticate(headers, session::now_ms(), false);
+        let Some(signed_in) = presented.signed_in else {
+            return own_response(
+                StatusCode::UNAUTHORIZED,
+                "application/json; charset=utf-8",
+                r#"{"error":"unauthenticated"}"#,
+            );
+        };
+        *logged_user = Some(signed_in.user.name.clone());
+        let (absolute, idle) = self.sessions.deadlines(&signed_in.session);
+        let body = serde_json::json!({
+            "user": &*signed_in.user.name,
+            "roles": signed_in.user.roles,
+            "expires_at": rfc3339(absolute),
+            "idle_expires_at": rfc3339(idle),
+            "csrf": signed_in.csrf_token(),
+        });
+        own_response(
+            StatusCode::OK,
+            "application/json; charset=utf-8",
+            body.to_string(),
+        )
+    }
+}
+
+fn user_agent_of(headers: &HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Usernames in logs are cut short: a flood of huge names must not flood the log.
+fn truncate(name: &str) -> &str {
+    let mut end = name.len().min(64);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// The first value of each field of a small urlencoded form.
+pub(super) struct Form {
+    fields: Vec<(String, String)>,
+}
+
+impl Form {
+    pub(super) fn get(&self, name: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+pub(super) async fn read_form(request: Request<Incoming>) -> Result<Form, GatewayError> {
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(GatewayError::BadForm);
+    }
+    let body: Bytes = match Limited::new(request.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
+        Err(_) => return Err(GatewayError::BadForm),
+    };
+    Ok(Form {
+        fields: form_urlencoded::parse(&body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    })
+}

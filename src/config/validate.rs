@@ -1,0 +1,500 @@
+//! From raw values to the typed [`Config`]: one method per section, each
+//! recording a problem for every bad value and carrying on, so that one
+//! load reports them all.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::uri::Uri;
+
+use super::diag::Diagnostics;
+use super::raw::{self, RawConfig, Text};
+use super::{
+    units, Admin, Config, Identity, LogFormat, Login, PolicyTest, Problem, Server, Session,
+    Upstream, MAX_ABSOLUTE_TIMEOUT, MIN_HEADER_SIZE,
+};
+use crate::policy::{Access, Glob, Policy, Rule};
+
+/// Turns raw values into typed ones, recording a problem for each bad value
+/// and carrying on so that one run reports them all.
+pub(super) struct Validator<'a> {
+    pub(super) diag: Diagnostics<'a>,
+    pub(super) base: &'a Path,
+    /// Problems found in other files (the users file) while validating this one.
+    pub(super) nested: Vec<Problem>,
+}
+
+/// RFC 6265 §4.1.1: a cookie name is an HTTP token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl Validator<'_> {
+    pub(super) fn config(&mut self, raw: RawConfig, path: &Path) -> Option<Config> {
+        let server = self.server(raw.server.into_inner());
+        let upstream = self.upstream(raw.upstream.into_inner());
+        let session = self.session(raw.session);
+        // Without a users file nobody can sign in: only public rules let anyone through.
+        let (users_file, users) = match &raw.users {
+            Some(section) => {
+                let file = self.base.join(section.get_ref().file.get_ref());
+                let users = self.users(&section.get_ref().file, &file);
+                (Some(file), users)
+            }
+            None => (None, Some(crate::users::Users::default())),
+        };
+        let login = self.login(raw.login);
+        let identity = self.identity(raw.identity);
+        let admin = Some(Admin {
+            role: raw
+                .admin
+                .role
+                .map_or_else(|| "admin".to_owned(), |r| r.into_inner()),
+        });
+        let policy = self.policy(raw.rules);
+        let tests = self.tests(raw.tests);
+        Some(Config {
+            source: path.to_owned(),
+            server: server?,
+            upstream: upstream?,
+            session: session?,
+            users: users?,
+            users_file,
+            login: login?,
+            identity: identity?,
+            admin: admin?,
+            policy: policy?,
+            tests: tests?,
+        })
+    }
+
+    fn server(&mut self, raw: raw::RawServer) -> Option<Server> {
+        let listen = self.socket_addr(&raw.listen);
+        let redirect_http = raw.redirect_http.as_ref().map(|t| self.socket_addr(t));
+        let ops_listen = raw.ops_listen.as_ref().map(|t| self.socket_addr(t));
+        let tls = self.tls(&raw.cert, &raw.key);
+        let shutdown_grace = self.duration(&raw.shutdown_grace, Duration::from_secs(30));
+        let header_timeout = self.duration(&raw.header_timeout, Duration::from_secs(10));
+        let handshake_timeout = self.duration(&raw.handshake_timeout, Duration::from_secs(10));
+        let max_header_size = self.size(&raw.max_header_size, 64 << 10).and_then(|n| {
+            if n < MIN_HEADER_SIZE || n > u64::from(u32::MAX) {
+                let span = raw
+                    .max_header_size
+                    .as_ref()
+                    .map(|t| t.span())
+                    .unwrap_or(0..0);
+                self.diag
+                    .at(span, "max_header_size must be between 1KiB and 4GiB");
+                return None;
+            }
+            Some(n as usize)
+        });
+        let max_body_size = self.size(&raw.max_body_size, 1 << 30);
+        let max_connections = match &raw.max_connections {
+            None => Some(10_000),
+            Some(n) if (1..=1_000_000).contains(n.get_ref()) => Some(*n.get_ref() as usize),
+            Some(n) => {
+                self.diag
+                    .at(n.span(), "max_connections must be between 1 and 1000000");
+                None
+            }
+        };
+        let log_format = match &raw.log_format {
+            None => Some(None),
+            Some(t) => match t.get_ref().as_str() {
+                "human" => Some(Some(LogFormat::Human)),
+                "json" => Some(Some(LogFormat::Json)),
+                other => {
+                    self.diag.at(
+                        t.span(),
+                        format!("unknown log_format {other:?}: use \"human\" or \"json\""),
+                    );
+                    None
+                }
+            },
+        };
+        Some(Server {
+            listen: listen?,
+            tls: tls?,
+            redirect_http: redirect_http.map(|a| a.ok_or(())).transpose().ok()?,
+            ops_listen: ops_listen.map(|a| a.ok_or(())).transpose().ok()?,
+            shutdown_grace: shutdown_grace?,
+            max_header_size: max_header_size?,
+            max_body_size: max_body_size?,
+            header_timeout: header_timeout?,
+            handshake_timeout: handshake_timeout?,
+            max_connections: max_connections?,
+            hsts: raw.hsts.unwrap_or(true),
+            log_format: log_format?,
+        })
+    }
+
+    fn upstream(&mut self, raw: raw::RawUpstream) -> Option<Upstream> {
+        let connect_timeout = self.duration(&raw.connect_timeout, Duration::from_secs(5));
+        let timeout = self.duration(&raw.timeout, Duration::from_secs(60));
+        let authority = match raw.url.get_ref().parse::<Uri>() {
+            Err(e) => {
+                self.diag
+                    .at(raw.url.span(), format!("invalid upstream url: {e}"));
+                None
+            }
+            Ok(uri) if uri.scheme_str() != Some("http") => {
+                self.diag.at(
+                    raw.url.span(),
+                    "upstream url must start with http:// (the gateway talks plain HTTP to an app beside it)",
+                );
+                None
+            }
+            Ok(uri) if !matches!(uri.path(), "" | "/") || uri.query().is_some() => {
+                self.diag.at(
+                    raw.url.span(),
+                    "upstream url must not have a path or query: the request path is passed on as it is",
+                );
+                None
+            }
+            Ok(uri) => match uri.authority() {
+                Some(a) if !a.host().is_empty() => Some(a.clone()),
+                _ => {
+                    self.diag.at(raw.url.span(), "upstream url has no host");
+                    None
+                }
+            },
+        };
+        Some(Upstream {
+            authority: authority?,
+            connect_timeout: connect_timeout?,
+            timeout: timeout?,
+        })
+    }
+
+    fn session(&mut self, raw: raw::RawSession) -> Option<Session> {
+        let idle = self.duration(&raw.idle_timeout, Duration::from_secs(30 * 60));
+        let absolute = self.duration(&raw.absolute_timeout, Duration::from_secs(8 * 3600));
+        if let (Some(a), Some(text)) = (absolute, &raw.absolute_timeout) {
+            if a > MAX_ABSOLUTE_TIMEOUT {
+                self.diag
+                    .at(text.span(), "absolute_timeout must not be over 12h");
+            }
+        }
+        if let (Some(i), Some(a), Some(text)) = (idle, absolute, &raw.idle_timeout) {
+            if i > a {
+                self.diag.at(
+                    text.span(),
+                    "idle_timeout must not be longer than absolute_timeout",
+                );
+            }
+        }
+        let cookie_name = match &raw.cookie_name {
+            None => Some("__Host-authgate".to_owned()),
+            Some(name) if is_cookie_name(name.get_ref()) => Some(name.get_ref().clone()),
+            Some(name) => {
+                self.diag.at(
+                    name.span(),
+                    format!("invalid cookie name {:?}", name.get_ref()),
+                );
+                None
+            }
+        };
+        if let Some(store) = &raw.store {
+            if store.get_ref() != "memory" {
+                self.diag.at(
+                    store.span(),
+                    format!(
+                        "unknown session store {:?}: only \"memory\" is available",
+                        store.get_ref()
+                    ),
+                );
+            }
+        }
+        Some(Session {
+            cookie_name: cookie_name?,
+            idle_timeout: idle?,
+            absolute_timeout: absolute.filter(|a| *a <= MAX_ABSOLUTE_TIMEOUT)?,
+        })
+    }
+
+    fn users(&mut self, key: &Text, file: &Path) -> Option<crate::users::Users> {
+        match std::fs::read_to_string(file) {
+            Err(e) => {
+                self.diag.at(
+                    key.span(),
+                    format!("cannot read users file {}: {e}", file.display()),
+                );
+                None
+            }
+            Ok(text) => match crate::users::Users::parse(&text, file) {
+                Ok(users) => Some(users),
+                Err(e) => {
+                    self.nested.extend(e.problems);
+                    None
+                }
+            },
+        }
+    }
+
+    fn login(&mut self, raw: raw::RawLogin) -> Option<Login> {
+        let window = self.duration(&raw.failure_window, Duration::from_secs(15 * 60));
+        let max_failures = match &raw.max_failures {
+            None => Some(5),
+            Some(n) if (1..=1000).contains(n.get_ref()) => Some(*n.get_ref() as u32),
+            Some(n) => {
+                self.diag
+                    .at(n.span(), "max_failures must be between 1 and 1000");
+                None
+            }
+        };
+        Some(Login {
+            max_failures: max_failures?,
+            failure_window: window?,
+        })
+    }
+
+    fn identity(&mut self, raw: raw::RawIdentity) -> Option<Identity> {
+        let user_header = self.header_name(&raw.user_header, "x-auth-user");
+        let roles_header = self.header_name(&raw.roles_header, "x-auth-roles");
+        Some(Identity {
+            user_header: user_header?,
+            roles_header: roles_header?,
+        })
+    }
+
+    fn policy(&mut self, raw: Vec<toml::Spanned<raw::RawRule>>) -> Option<Policy> {
+        let mut rules = Vec::with_capacity(raw.len());
+        let mut complete = true;
+        for (index, spanned) in raw.into_iter().enumerate() {
+            let (line, col) = self.diag.line_col(spanned.span().start);
+            let roles_position = spanned
+                .get_ref()
+                .roles
+                .as_ref()
+                .map(|r| self.diag.line_col(r.span().start));
+            match self
+                .rule(index, line, spanned.into_inner())
+                .map(|mut rule| {
+                    rule.col = col;
+                    rule.roles_position = roles_position;
+                    rule
+                }) {
+                Some(rule) => rules.push(rule),
+                None => complete = false,
+            }
+        }
+        complete.then(|| Policy::new(rules))
+    }
+
+    fn tests(&mut self, raw: Vec<toml::Spanned<raw::RawTest>>) -> Option<Vec<PolicyTest>> {
+        let mut tests = Vec::with_capacity(raw.len());
+        let mut complete = true;
+        for spanned in raw {
+            let (line, col) = self.diag.line_col(spanned.span().start);
+            let raw = spanned.into_inner();
+            let user = match (&raw.user, &raw.anonymous) {
+                (Some(user), None) => Some(Some(user.get_ref().clone())),
+                (None, Some(anonymous)) if *anonymous.get_ref() => Some(None),
+                (None, Some(anonymous)) => {
+                    self.diag.at(
+                        anonymous.span(),
+                        "`anonymous = false` says nothing: name a `user` instead",
+                    );
+                    None
+                }
+                (Some(user), Some(_)) => {
+                    self.diag.at(
+                        user.span(),
+                        "a test has either `user` or `anonymous = true`, not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.diag.at(
+                        raw.method.span(),
+                        "a test needs `user = \"NAME\"` or `anonymous = true`",
+                    );
+                    None
+                }
+            };
+            let method = match http::Method::from_bytes(
+                raw.method.get_ref().to_ascii_uppercase().as_bytes(),
+            ) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    self.diag.at(
+                        raw.method.span(),
+                        format!("invalid HTTP method {:?}", raw.method.get_ref()),
+                    );
+                    None
+                }
+            };
+            let expect = match raw.expect.get_ref().as_str() {
+                "allow" => Some("allow"),
+                "deny" => Some("deny"),
+                "login" => Some("login"),
+                other => {
+                    self.diag.at(
+                        raw.expect.span(),
+                        format!("unknown expect {other:?}: use \"allow\", \"deny\" or \"login\""),
+                    );
+                    None
+                }
+            };
+            match (user, method, expect) {
+                (Some(user), Some(method), Some(expect)) => tests.push(PolicyTest {
+                    line,
+                    col,
+                    user,
+                    method,
+                    path: raw.path.into_inner(),
+                    host: raw.host.map(|h| h.into_inner()),
+                    expect,
+                }),
+                _ => complete = false,
+            }
+        }
+        complete.then_some(tests)
+    }
+
+    fn rule(&mut self, index: usize, line: usize, raw: raw::RawRule) -> Option<Rule> {
+        let pattern = match Glob::parse(raw.path.get_ref()) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                self.diag.at(raw.path.span(), e);
+                None
+            }
+        };
+        let mut methods_ok = true;
+        let methods = raw.methods.map(|list| {
+            list.iter()
+                .filter_map(|m| {
+                    let upper = m.get_ref().to_ascii_uppercase();
+                    match http::Method::from_bytes(upper.as_bytes()) {
+                        Ok(method) if !upper.is_empty() => Some(method),
+                        _ => {
+                            self.diag
+                                .at(m.span(), format!("invalid HTTP method {:?}", m.get_ref()));
+                            methods_ok = false;
+                            None
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        let host = raw.host.map(|h| h.get_ref().trim().to_ascii_lowercase());
+        let access = match (&raw.access, &raw.roles) {
+            (Some(_), Some(roles)) => {
+                self.diag.at(
+                    roles.span(),
+                    "a rule has either `access` or `roles`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.diag.at(
+                    raw.path.span(),
+                    "a rule needs `access = \"public\" | \"authenticated\" | \"deny\"` or `roles = [..]`",
+                );
+                None
+            }
+            (Some(access), None) => match access.get_ref().as_str() {
+                "public" => Some(Access::Public),
+                "authenticated" => Some(Access::Authenticated),
+                "deny" => Some(Access::Deny),
+                other => {
+                    self.diag.at(
+                        access.span(),
+                        format!("unknown access {other:?}: use \"public\", \"authenticated\" or \"deny\""),
+                    );
+                    None
+                }
+            },
+            (None, Some(roles)) => Some(Access::Roles(
+                roles
+                    .get_ref()
+                    .iter()
+                    .map(|r| r.get_ref().clone())
+                    .collect(),
+            )),
+        };
+        if !methods_ok {
+            return None;
+        }
+        Some(Rule {
+            index,
+            line,
+            col: 1,
+            roles_position: None,
+            pattern: pattern?,
+            methods,
+            host,
+            access: access?,
+        })
+    }
+
+    fn socket_addr(&mut self, text: &Text) -> Option<SocketAddr> {
+        match text.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.diag.at(
+                    text.span(),
+                    format!(
+                        "invalid address {:?}: expected IP:PORT, e.g. \"0.0.0.0:8443\"",
+                        text.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, text: &Option<Text>, default: Duration) -> Option<Duration> {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        units::parse_duration(text.get_ref())
+            .map_err(|e| self.diag.at(text.span(), e))
+            .ok()
+    }
+
+    fn size(&mut self, text: &Option<Text>, default: u64) -> Option<u64> {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        units::parse_size(text.get_ref())
+            .map_err(|e| self.diag.at(text.span(), e))
+            .ok()
+    }
+
+    fn header_name(&mut self, text: &Option<Text>, default: &'static str) -> Option<HeaderName> {
+        let Some(text) = text else {
+            return Some(HeaderName::from_static(default));
+        };
+        HeaderName::from_bytes(text.get_ref().as_bytes())
+            .map_err(|_| {
+                self.diag.at(
+                    text.span(),
+                    format!("invalid header name {:?}", text.get_ref()),
+                )
+            })
+            .ok()
+    }
+
+    fn tls(&mut self, cert: &Text, key: &Text) -> Option<Arc<rustls::ServerConfig>> {
+        let cert_path = self.base.join(cert.get_ref());
+        let key_path = self.base.join(key.get_ref());
+        let chain = crate::tls::load_certs(&cert_path)
+            .map_err(|e| self.diag.at(cert.span(), e.to_string()))
+            .ok();
+        let private_key = crate::tls::load_key(&key_path)
+            .map_err(|e| self.diag.at(key.span(), e.to_string()))
+            .ok();
+        let (chain, private_key) = (chain?, private_key?);
+        crate::tls::server_config(chain, private_key)
+            .map_err(|e| self.diag.at(key.span(), e.to_string()))
+            .ok()
+    }
+}
