@@ -250,6 +250,9 @@ async fn serve_tls(
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let max_head = state.config.server.max_header_size;
     let verdict = Arc::new(FramingVerdict::default());
+    // A v4 client on a dual-stack listener shows up as ::ffff:a.b.c.d;
+    // logs, sessions, throttling and X-Forwarded-For want a.b.c.d.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let connection = Arc::new(Connection::new(peer, verdict.clone()));
     let service = service_fn(move |request: Request<Incoming>| {
         let state = state.clone();

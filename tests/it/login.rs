@@ -107,18 +107,24 @@ async fn failures_look_the_same_whether_the_user_exists_or_not() {
         ("nobody-here", "wrong password"),
         ("carol", ALICE_PASSWORD),
     ] {
-        let started = Instant::now();
-        let response = gw
-            .post_login(
-                &client,
-                &token,
-                &[("username", user), ("password", password)],
-            )
-            .await;
-        let took = started.elapsed();
-        let status = response.status();
-        assert!(set_cookie(&response, "__Host-authgate").is_none());
-        answers.push((status, response.text().await.unwrap(), took));
+        // The quickest of three: other tests share the cores.
+        let mut quickest = Duration::MAX;
+        let mut last = None;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let response = gw
+                .post_login(
+                    &client,
+                    &token,
+                    &[("username", user), ("password", password)],
+                )
+                .await;
+            quickest = quickest.min(started.elapsed());
+            assert!(set_cookie(&response, "__Host-authgate").is_none());
+            last = Some((response.status(), response.text().await.unwrap()));
+        }
+        let (status, body) = last.unwrap();
+        answers.push((status, body, quickest));
     }
     // carol is locked: her right password gets the same answer.
     for (status, body, _) in &answers {
@@ -247,7 +253,7 @@ async fn repeated_failures_are_throttled_until_the_window_passes() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert!((1..=3).contains(&retry), "Retry-After {retry}");
     // Another account is not held up by bob's failures.
     let r = gw
         .post_login(
@@ -401,14 +407,15 @@ async fn logout_ends_the_session_on_the_server() {
 #[tokio::test]
 async fn an_idle_session_ends_and_an_active_one_lives() {
     let gw = Setup::new()
-        .session("idle_timeout = \"700ms\"")
+        .session("idle_timeout = \"1s\"")
         .session("absolute_timeout = \"10s\"")
         .start()
         .await;
     let active = gw.sign_in("bob", BOB_PASSWORD).await;
     let idle = gw.sign_in("bob", BOB_PASSWORD).await;
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(gw.get_as(&active, "/private/x").await.status(), 200);
     }
     assert_eq!(gw.get_as(&idle, "/private/x").await.status(), 401);
@@ -418,25 +425,30 @@ async fn an_idle_session_ends_and_an_active_one_lives() {
 #[tokio::test]
 async fn a_session_ends_at_its_absolute_deadline_however_active() {
     let gw = Setup::new()
-        .session("idle_timeout = \"600ms\"")
-        .session("absolute_timeout = \"1200ms\"")
+        .session("idle_timeout = \"1s\"")
+        .session("absolute_timeout = \"2s\"")
         .start()
         .await;
     let session = gw.sign_in("bob", BOB_PASSWORD).await;
     let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(1000) {
+    while started.elapsed() < Duration::from_millis(1200) {
         assert_eq!(gw.get_as(&session, "/private/x").await.status(), 200);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Still used every 200 ms, far inside the idle timeout: only the
+    // absolute deadline can end it.
+    while started.elapsed() < Duration::from_millis(2200) {
+        gw.get_as(&session, "/private/x").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(gw.get_as(&session, "/private/x").await.status(), 401);
 }
 
 #[tokio::test]
 async fn expired_sessions_are_swept_from_memory() {
     let gw = Setup::new()
-        .session("idle_timeout = \"200ms\"")
-        .session("absolute_timeout = \"1s\"")
+        .session("idle_timeout = \"1s\"")
+        .session("absolute_timeout = \"5s\"")
         .start()
         .await;
     for _ in 0..5 {
@@ -444,7 +456,8 @@ async fn expired_sessions_are_swept_from_memory() {
     }
     let sessions = &gw.gateway().state().auth.sessions;
     assert_eq!(sessions.len(), 5);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Idle for 1 s, then the sweeper (every 500 ms) removes them unasked.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     assert_eq!(
         sessions.len(),
         0,
@@ -599,7 +612,7 @@ async fn whoami_reports_the_session_without_extending_it() {
         let text = first[key].as_str().unwrap();
         assert!(humantime::parse_rfc3339(text).is_ok(), "{key}: {text}");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let second: serde_json::Value = gw
         .get_as(&alice, "/.gateway/whoami")
         .await
@@ -610,8 +623,8 @@ async fn whoami_reports_the_session_without_extending_it() {
         second["idle_expires_at"], first["idle_expires_at"],
         "whoami did not move the idle deadline"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // A second of nothing but whoami: the session went idle.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // 1.3 s of nothing but whoami: the session went idle.
     let gone = gw.get_as(&alice, "/.gateway/whoami").await;
     assert_eq!(gone.status(), 401);
     assert_eq!(gone.text().await.unwrap(), r#"{"error":"unauthenticated"}"#);
