@@ -7,7 +7,6 @@
 //! 4. forward to the upstream, streaming;
 //! 5. finish the response (HSTS), count it and log one line.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,7 +53,7 @@ impl State {
 /// What the request's log line says, filled in along the way.
 #[derive(Default)]
 struct RequestLog {
-    path: Cow<'static, str>,
+    path: String,
     user: Option<Arc<str>>,
     /// The request brought a session cookie that leads nowhere: clear it.
     clear_cookie: bool,
@@ -151,27 +150,29 @@ async fn route(
 ) -> Result<Response<Body>, GatewayError> {
     let server = &state.config.server;
     if request.method() == Method::TRACE {
-        log.path = Cow::Owned(request.uri().path().to_owned());
+        log.path = request.uri().path().to_owned();
         return Err(GatewayError::MethodNotAllowed);
     }
     if conn.framing.is_ambiguous(index) {
-        log.path = Cow::Owned(request.uri().path().to_owned());
+        log.path = request.uri().path().to_owned();
         return Err(GatewayError::AmbiguousFraming);
     }
     if head_size(&request) > server.max_header_size {
+        log.path = request.uri().path().to_owned();
         return Err(GatewayError::HeadTooLarge);
     }
     if declared_length(&request).is_some_and(|n| n > server.max_body_size) {
+        log.path = request.uri().path().to_owned();
         return Err(GatewayError::BodyTooLarge);
     }
     let normalized = match path::normalize(request.uri().path()) {
         Ok(p) => p,
         Err(e) => {
-            log.path = Cow::Owned(request.uri().path().to_owned());
+            log.path = request.uri().path().to_owned();
             return Err(e.into());
         }
     };
-    log.path = Cow::Owned(normalized);
+    log.path = normalized;
     let normalized: &str = &log.path;
     let host = client_host(&request);
 
