@@ -247,15 +247,7 @@ pub(super) async fn page(
     host: Option<&HeaderValue>,
     logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {
-    let presented = auth.authenticate(request.headers(), session::now_ms(), true);
-    let Some(admin) = presented.signed_in else {
-        let navigating =
-            request.method() == Method::GET && crate::response::wants_html(request.headers());
-        return Err(GatewayError::Unauthenticated {
-            next: "/.gateway/admin/".into(),
-            navigating,
-        });
-    };
+    let admin = auth.require_session(request.headers(), request.method(), "/.gateway/admin/")?;
     *logged_user = Some(admin.user.name.clone());
     if !auth.is_admin(&admin) {
         return Err(GatewayError::Forbidden(DenyReason::MissingRole));

@@ -255,15 +255,8 @@ impl Auth {
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
-        let presented = self.authenticate(request.headers(), session::now_ms(), true);
-        let Some(signed_in) = presented.signed_in else {
-            let navigating =
-                request.method() == Method::GET && crate::response::wants_html(request.headers());
-            return Err(GatewayError::Unauthenticated {
-                next: "/.gateway/password".into(),
-                navigating,
-            });
-        };
+        let signed_in =
+            self.require_session(request.headers(), request.method(), "/.gateway/password")?;
         *logged_user = Some(signed_in.user.name.clone());
         let csrf = signed_in.csrf_token();
         let page = |status, message: Option<(bool, &str)>| {

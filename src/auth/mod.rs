@@ -232,6 +232,26 @@ impl Auth {
         presented
     }
 
+    /// The request's signed-in user, or the login answer (a redirect back
+    /// to `next` for a browser) for one of the gateway's own pages.
+    pub(crate) fn require_session(
+        &self,
+        headers: &HeaderMap,
+        method: &http::Method,
+        next: &str,
+    ) -> Result<SignedIn, crate::response::GatewayError> {
+        match self
+            .authenticate(headers, session::now_ms(), true)
+            .signed_in
+        {
+            Some(signed_in) => Ok(signed_in),
+            None => Err(crate::response::GatewayError::Unauthenticated {
+                next: next.to_owned(),
+                navigating: method == http::Method::GET && crate::response::wants_html(headers),
+            }),
+        }
+    }
+
     /// `Set-Cookie` that removes the session cookie from the browser.
     pub fn clear_cookie(&self) -> HeaderValue {
         self.clear_cookie.clone()
