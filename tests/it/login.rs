@@ -198,7 +198,22 @@ async fn login_csrf_needs_the_cookie_and_the_field_to_match() {
             "attempt {i} signed in"
         );
     }
-    // The same origin is fine.
+    // A browser posting from the gateway's own no-referrer page sends
+    // `Origin: null`: with the right token, that is fine.
+    let response = client
+        .post(gw.url("/.gateway/login"))
+        .header("cookie", format!("__Host-authgate-login={token}"))
+        .header("origin", "null")
+        .form(&[
+            ("csrf", token.as_str()),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    // So is the same origin.
     let response = client
         .post(gw.url("/.gateway/login"))
         .header("cookie", format!("__Host-authgate-login={token}"))
