@@ -4,6 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY tests ./tests
+COPY benches ./benches
 RUN cargo build --release --locked
 
 # Run: a small image, a non-root user, config at /etc/authgate/gateway.toml.
