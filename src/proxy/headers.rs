@@ -117,9 +117,7 @@ pub fn prepare_request(
         headers.insert(header::HOST, host.clone());
     }
     if let Some(user) = user {
-        if let Ok(name) = HeaderValue::from_str(&user.name) {
-            headers.insert(identity.user_header.clone(), name);
-        }
+        headers.insert(identity.user_header.clone(), user.name_header.clone());
         headers.insert(identity.roles_header.clone(), user.roles_header.clone());
     }
 }

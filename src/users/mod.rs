@@ -46,6 +46,8 @@ pub struct User {
     pub roles: Vec<String>,
     /// `roles` joined with commas, ready for the roles header.
     pub roles_header: HeaderValue,
+    /// `name`, ready for the user header.
+    pub name_header: HeaderValue,
     pub locked: bool,
     /// Changes whenever the password hash does: a session remembers the
     /// value it began with and ends when the two differ.
@@ -120,6 +122,10 @@ impl Users {
             let roles_header = HeaderValue::from_str(&roles.join(","))
                 .expect("roles are checked to be visible ASCII");
             let hash = raw_user.password.into_inner();
+            let Ok(name_header) = HeaderValue::from_str(name.trim()) else {
+                diag.at(span.clone(), format!("invalid username {name:?}"));
+                continue;
+            };
             let key: Arc<str> = key.into();
             by_key.insert(
                 key.clone(),
@@ -130,6 +136,7 @@ impl Users {
                     password_hash: hash.into(),
                     roles,
                     roles_header,
+                    name_header,
                     locked: raw_user.locked,
                 }),
             );
