@@ -9,7 +9,7 @@ use crate::support::{authgate, write_config, Upstream};
 #[test]
 fn check_passes_a_good_config_and_reports_every_problem_of_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
-    let good = write_config(dir.path(), "http://127.0.0.1:3000", "");
+    let good = write_config(dir.path(), "http://127.0.0.1:1", "");
     let output = authgate()
         .args(["check", "-c"])
         .arg(&good)
@@ -21,7 +21,7 @@ fn check_passes_a_good_config_and_reports_every_problem_of_a_bad_one() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\nshutdown_grace = \"soon\"\n[upstream]\nurl = \"http://127.0.0.1:3000\"\nconnect_timeout = \"1y\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\nshutdown_grace = \"soon\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\nconnect_timeout = \"1y\"\n",
     )
     .unwrap();
     let output = authgate().args(["check", "-c"]).arg(&bad).output().unwrap();

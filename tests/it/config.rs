@@ -20,7 +20,7 @@ fn dir_with_cert() -> tempfile::TempDir {
 #[test]
 fn a_valid_config_loads_with_defaults() {
     let dir = dir_with_cert();
-    let text = "[server]\nlisten = \"127.0.0.1:8443\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"http://127.0.0.1:3000\"\n[[rule]]\npath = \"/**\"\naccess = \"public\"\n";
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[[rule]]\npath = \"/**\"\naccess = \"public\"\n";
     let config = Config::parse(text, &dir.path().join("gateway.toml")).unwrap();
     assert_eq!(config.server.max_header_size, 64 * 1024);
     assert_eq!(config.server.max_body_size, 1 << 30);
@@ -34,7 +34,7 @@ fn a_valid_config_loads_with_defaults() {
 fn every_problem_is_reported_with_its_position() {
     let dir = dir_with_cert();
     let text = r#"[server]
-listen = "127.0.0.1:8443"
+listen = "127.0.0.1:0"
 cert = "missing.crt"
 key = "gw.key"
 header_timeout = "10 seconds"
@@ -42,7 +42,7 @@ max_body_size = "1GB"
 lisen = "typo"
 
 [upstream]
-url = "http://127.0.0.1:3000"
+url = "http://127.0.0.1:1"
 timeout = "5x"
 
 [[rule]]
@@ -80,7 +80,7 @@ acess = "public"
 fn wrong_types_and_syntax_errors_name_their_position() {
     let dir = dir_with_cert();
     let file = dir.path().join("gateway.toml").display().to_string();
-    let wrong_type = "[server]\nlisten = \"127.0.0.1:8443\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\nmax_connections = \"many\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let wrong_type = "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\nmax_connections = \"many\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
     let found = problems(wrong_type, dir.path());
     assert!(
         found.iter().any(|p| p.starts_with(&format!("{file}:5:"))),
@@ -98,11 +98,11 @@ fn wrong_types_and_syntax_errors_name_their_position() {
 fn rules_need_exactly_one_decision_and_valid_parts() {
     let dir = dir_with_cert();
     let text = r#"[server]
-listen = "127.0.0.1:8443"
+listen = "127.0.0.1:0"
 cert = "gw.crt"
 key = "gw.key"
 [upstream]
-url = "http://127.0.0.1:3000"
+url = "http://127.0.0.1:1"
 [[rule]]
 path = "/a/**"
 access = "public"
@@ -191,11 +191,11 @@ fn session_login_and_users_sections_are_validated() {
     )
     .unwrap();
     let text = r#"[server]
-listen = "127.0.0.1:8443"
+listen = "127.0.0.1:0"
 cert = "gw.crt"
 key = "gw.key"
 [upstream]
-url = "http://127.0.0.1:3000"
+url = "http://127.0.0.1:1"
 [session]
 idle_timeout = "9h"
 absolute_timeout = "13h"
