@@ -20,17 +20,6 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-pub fn empty() -> Body {
-    full(Bytes::new())
-}
-
-/// Whose fault a failure was; decides 4xx against 5xx and how it is logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    Client,
-    Upstream,
-}
-
 /// Every way a request can end without the upstream's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -85,13 +74,6 @@ impl GatewayError {
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    pub fn fault(&self) -> Fault {
-        match self {
-            GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamTimeout => Fault::Upstream,
-            _ => Fault::Client,
         }
     }
 

@@ -1,9 +1,9 @@
 //! CSRF tokens for the gateway's forms.
 //!
-//! - Signed-in forms (logout, password) carry a token derived from the
-//!   session ID: SHA-256 over a fixed label and the ID. Only the browser that
-//!   holds the (HttpOnly) cookie can know it, and it reveals nothing about
-//!   the ID.
+//! - Signed-in forms (logout, password, admin) carry a token derived from
+//!   the session: SHA-256 over a fixed label and the session's key (itself
+//!   the SHA-256 of the ID). Only the gateway and the page it serves to the
+//!   session's own browser know it; it reveals nothing about the ID.
 //! - The login form has no session yet (login CSRF would sign a victim into
 //!   the attacker's account), so it uses a double-submit token: a random
 //!   value in a `__Host-` cookie that must come back in the form. Another
@@ -18,11 +18,11 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// The token for forms of the session whose cookie value is `session_id`.
-pub fn session_token(session_id: &str) -> String {
+/// The token for forms of the session stored under `key`.
+pub fn session_token(key: &crate::session::Key) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"authgate csrf v1\0");
-    hasher.update(session_id.as_bytes());
+    hasher.update(key);
     URL_SAFE_NO_PAD.encode(hasher.finalize())
 }
 
@@ -62,9 +62,9 @@ mod tests {
 
     #[test]
     fn session_tokens_are_stable_per_session_and_differ_between_sessions() {
-        let a = session_token("a".repeat(43).as_str());
-        assert_eq!(a, session_token("a".repeat(43).as_str()));
-        assert_ne!(a, session_token("b".repeat(43).as_str()));
+        let a = session_token(&[1; 32]);
+        assert_eq!(a, session_token(&[1; 32]));
+        assert_ne!(a, session_token(&[2; 32]));
         assert!(matches(&a, &a));
         assert!(!matches(&a, ""));
         assert!(!matches("", ""));

@@ -339,7 +339,7 @@ impl Auth {
         let mut response = pages::password(
             StatusCode::OK,
             &updated.name,
-            &csrf::session_token(&id),
+            &csrf::session_token(&session::key_of(&id).expect("a new ID has the right form")),
             Some((
                 true,
                 "Your password has been changed. Your other sessions have ended.",

@@ -34,13 +34,11 @@ const GENERIC_FAILURE: &str = "Invalid username or password.";
 pub struct SignedIn {
     pub user: Arc<User>,
     pub session: LiveSession,
-    /// The cookie value, kept only to derive the CSRF token. Never logged.
-    id: String,
 }
 
 impl SignedIn {
     pub fn csrf_token(&self) -> String {
-        csrf::session_token(&self.id)
+        csrf::session_token(&self.session.key)
     }
 }
 
@@ -178,10 +176,6 @@ impl Auth {
         ended
     }
 
-    pub fn cookie_name(&self) -> &str {
-        &self.cookie_name
-    }
-
     /// Names of the gateway's own cookies, which the upstream never sees.
     pub fn own_cookies(&self) -> [&str; 2] {
         [&self.cookie_name, &self.login_cookie_name]
@@ -217,7 +211,6 @@ impl Auth {
                     presented.signed_in = Some(SignedIn {
                         user: user.clone(),
                         session,
-                        id: id.to_owned(),
                     });
                     presented.stale_cookie = false;
                     return presented;
