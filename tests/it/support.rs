@@ -378,13 +378,25 @@ impl TestGateway {
     ) -> reqwest::Response {
         let mut form: Vec<(&str, &str)> = vec![("csrf", token)];
         form.extend_from_slice(fields);
-        client
-            .post(self.url("/.gateway/login"))
-            .header("cookie", format!("__Host-authgate-login={token}"))
-            .form(&form)
+        self.login_request(client, Some(token), &form)
             .send()
             .await
             .unwrap()
+    }
+
+    /// A sign-in POST with exactly these form fields and, if given, the
+    /// login cookie; callers add headers (another cookie, `Origin`, ...).
+    pub fn login_request(
+        &self,
+        client: &reqwest::Client,
+        cookie_token: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        let request = client.post(self.url("/.gateway/login")).form(form);
+        match cookie_token {
+            Some(token) => request.header("cookie", format!("__Host-authgate-login={token}")),
+            None => request,
+        }
     }
 
     /// Signs in and returns the session cookie's value.
