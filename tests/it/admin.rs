@@ -713,36 +713,17 @@ async fn every_change_is_audited_with_who_did_it() {
             .status(),
         200
     );
-    api(
-        &gw,
-        reqwest::Method::POST,
+    for path in [
         "/users/bob/lock",
-        Some(&alice),
-        Some(&csrf),
-    )
-    .send()
-    .await
-    .unwrap();
-    api(
-        &gw,
-        reqwest::Method::POST,
         "/users/bob/unlock",
-        Some(&alice),
-        Some(&csrf),
-    )
-    .send()
-    .await
-    .unwrap();
-    api(
-        &gw,
-        reqwest::Method::POST,
         "/users/alice/revoke",
-        Some(&alice),
-        Some(&csrf),
-    )
-    .send()
-    .await
-    .unwrap();
+    ] {
+        let response = api(&gw, reqwest::Method::POST, path, Some(&alice), Some(&csrf))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204, "{path}");
+    }
     let (ok, _, _) = user_cli(&gw, &["roles", "bob", "user", "ops"], "");
     assert!(ok);
     let auth = gw.gateway().state().auth.clone();

@@ -83,16 +83,12 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_logs_one_json_line_per_request_and_exits_0_on_sigterm() {
-    let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &upstream.url(), "");
-    let cert = std::fs::read_to_string(dir.path().join("gw.crt")).unwrap();
+/// Starts the binary with `args` then `config`, its stderr as lines.
+fn spawn_run(args: &[&str], config: &std::path::Path) -> (Running, impl Iterator<Item = String>) {
     let mut child = Running(
         authgate()
-            .args(["run", "--log-format", "json", "-c"])
-            .arg(&config)
+            .args(args)
+            .arg(config)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -106,7 +102,68 @@ async fn run_logs_one_json_line_per_request_and_exits_0_on_sigterm() {
             }
         }
     });
-    let mut lines = rx.into_iter();
+    (child, rx.into_iter())
+}
+
+async fn wait_for_exit(child: &mut Running) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_human_lines_by_default() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url(), "");
+    let cert = std::fs::read_to_string(dir.path().join("gw.crt")).unwrap();
+    let (mut child, mut lines) = spawn_run(&["-c"], &config);
+    let serving = wait_for_line(&mut lines, "authgate is serving");
+    let listen = serving
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .expect("the listen address in the line")
+        .to_owned();
+    let client = crate::support::https_client_builder(&cert).build().unwrap();
+    let response = client
+        .get(format!("https://{listen}/a/../hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let line = wait_for_line(&mut lines, "authgate::access");
+    assert!(
+        !line.starts_with('{') && !line.contains('\u{1b}'),
+        "plain text when not on a terminal: {line}"
+    );
+    for field in [
+        "method=GET",
+        "path=/hello",
+        "status=200",
+        "user=\"-\"",
+        "duration_ms=",
+    ] {
+        assert!(line.contains(field), "no {field} in {line}");
+    }
+    sigterm(&child.0);
+    assert!(wait_for_exit(&mut child).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_one_json_line_per_request_and_exits_0_on_sigterm() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url(), "");
+    let cert = std::fs::read_to_string(dir.path().join("gw.crt")).unwrap();
+    let (mut child, mut lines) = spawn_run(&["run", "--log-format", "json", "-c"], &config);
     let serving = wait_for_line(&mut lines, "authgate is serving");
     let serving: serde_json::Value = serde_json::from_str(&serving).unwrap();
     let listen = serving["listen"].as_str().unwrap().to_owned();
@@ -127,18 +184,8 @@ async fn run_logs_one_json_line_per_request_and_exits_0_on_sigterm() {
     assert!(entry["duration_ms"].as_f64().is_some(), "{line}");
 
     sigterm(&child.0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running 10 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = wait_for_exit(&mut child).await;
+    assert!(status.success(), "exit status {status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

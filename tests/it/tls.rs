@@ -99,3 +99,63 @@ async fn plain_http_listener_redirects_to_https_with_308() {
     assert_eq!(bad.status(), 400);
     assert!(gw.upstream.requests().is_empty());
 }
+
+/// A ClientHello offering at most `version` (0x0302 = TLS 1.1, 0x0303 =
+/// TLS 1.2), built by hand: no TLS library here will send an old one. It
+/// offers suites and groups the gateway supports, so that the version is the
+/// only thing that can make it fail.
+fn client_hello(version: u16) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0x42; 32]); // random
+    body.push(0); // no session id
+    let suites: [u16; 4] = [0xc02f, 0xc02b, 0xc030, 0xcca8]; // ECDHE AES-GCM, ChaCha20
+    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for suite in suites {
+        body.extend_from_slice(&suite.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]); // compression: null
+    let extensions: [&[u8]; 3] = [
+        &[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17], // groups: x25519, P-256
+        &[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00],                         // point formats
+        &[
+            0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01,
+        ], // signature algorithms
+    ];
+    let length: usize = extensions.iter().map(|e| e.len()).sum();
+    body.extend_from_slice(&(length as u16).to_be_bytes());
+    for extension in extensions {
+        body.extend_from_slice(extension);
+    }
+    let mut handshake = vec![0x01];
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+async fn first_record(addr: std::net::SocketAddr, hello: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(hello).await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    answer.truncate(n);
+    answer
+}
+
+#[tokio::test]
+async fn tls_1_1_and_older_are_refused() {
+    let gw = Setup::new().start().await;
+    // The same hello offering TLS 1.2 is answered with a ServerHello ...
+    let modern = first_record(gw.addr(), &client_hello(0x0303)).await;
+    assert_eq!(modern.first(), Some(&0x16), "answer: {modern:?}");
+    // ... offering at most TLS 1.1, with a fatal protocol_version alert.
+    let old = first_record(gw.addr(), &client_hello(0x0302)).await;
+    assert!(old.len() >= 7, "answer: {old:?}");
+    assert_eq!((old[0], old[5], old[6]), (0x15, 2, 70), "answer: {old:?}");
+}
