@@ -7,7 +7,7 @@
 //! 4. forward to the upstream, streaming;
 //! 5. finish the response (HSTS), count it and log one line.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,6 +55,8 @@ impl State {
 struct RequestLog {
     path: String,
     user: Option<Arc<str>>,
+    /// The client's address (behind a trusted proxy, the one it names).
+    client_ip: Option<IpAddr>,
     /// The request brought a session cookie that leads nowhere: clear it.
     clear_cookie: bool,
 }
@@ -135,6 +137,7 @@ pub async fn handle(
         path = %log.path,
         status = status.as_u16(),
         user = log.user.as_deref().unwrap_or("-"),
+        client = %log.client_ip.unwrap_or(conn.peer.ip()),
         duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         "request"
     );
@@ -175,18 +178,16 @@ async fn route(
     log.path = normalized;
     let normalized: &str = &log.path;
     let host = client_host(&request);
+    let client = server
+        .trusted_proxies
+        .client(conn.peer.ip(), request.headers());
+    log.client_ip = Some(client.ip);
 
     if normalized == GATEWAY_PREFIX || normalized.starts_with("/.gateway/") {
         let mut user = None;
         let result = state
             .auth
-            .endpoint(
-                normalized,
-                request,
-                conn.peer.ip(),
-                host.as_ref(),
-                &mut user,
-            )
+            .endpoint(normalized, request, client.ip, host.as_ref(), &mut user)
             .await;
         log.user = user;
         return result;
@@ -226,7 +227,7 @@ async fn route(
     let (parts, body) = request.into_parts();
     let forward = Forward {
         path_and_query,
-        client_ip: conn.peer.ip(),
+        client,
         host: host.as_ref(),
         user: user.map(|u| &**u),
         own_cookies: state.auth.own_cookies(),

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
 use super::password::Busy;
-use super::throttle::Verdict;
+use super::throttle::Throttled;
 use super::{
     admin, cookie_values, csrf, pages, rfc3339, safe_next, Auth, GENERIC_FAILURE, MAX_FORM_BYTES,
 };
@@ -147,11 +147,15 @@ impl Auth {
         );
         let key = canonical(name);
 
-        let now = session::now_ms();
-        if let Verdict::Throttled { retry_after_secs } = self.throttle.check(&key, peer, now) {
-            tracing::warn!(target: "authgate::security", event = "login_throttled", user = %truncate(&key), ip = %peer, "login throttled");
-            return Err(GatewayError::Throttled { retry_after_secs });
-        }
+        // The attempt is held against the allowances before any hashing, so
+        // that guesses sent at once get no more verifications than in turn.
+        let attempt = match self.throttle.reserve(&key, peer, session::now_ms()) {
+            Ok(attempt) => attempt,
+            Err(Throttled { retry_after_secs }) => {
+                tracing::warn!(target: "authgate::security", event = "login_throttled", user = %truncate(&key), ip = %peer, "login throttled");
+                return Err(GatewayError::Throttled { retry_after_secs });
+            }
+        };
         let user = self.users.load().get_by_key(&key).cloned();
         let matched = self
             .verifier
@@ -164,7 +168,7 @@ impl Auth {
         let user = match user {
             Some(user) if matched && !user.locked => user,
             _ => {
-                self.throttle.record_failure(&key, peer, session::now_ms());
+                attempt.failed();
                 tracing::warn!(target: "authgate::security", event = "login_failed", user = %truncate(&key), ip = %peer, "login failed");
                 return Ok(pages::login(
                     StatusCode::UNAUTHORIZED,
@@ -174,7 +178,7 @@ impl Auth {
                 ));
             }
         };
-        self.throttle.record_success(&key);
+        attempt.succeeded();
         if let Some(old) = earlier.signed_in {
             self.sessions.end(&old.session.key);
         }
@@ -274,25 +278,27 @@ impl Auth {
             return Err(GatewayError::CsrfRejected);
         }
         let user = &signed_in.user;
-        let now = session::now_ms();
-        if let Verdict::Throttled { retry_after_secs } = self.throttle.check(&user.key, peer, now) {
-            tracing::warn!(target: "authgate::security", event = "password_change_throttled", user = %user.name, ip = %peer, "password change throttled");
-            return Err(GatewayError::Throttled { retry_after_secs });
-        }
+        let attempt = match self.throttle.reserve(&user.key, peer, session::now_ms()) {
+            Ok(attempt) => attempt,
+            Err(Throttled { retry_after_secs }) => {
+                tracing::warn!(target: "authgate::security", event = "password_change_throttled", user = %user.name, ip = %peer, "password change throttled");
+                return Err(GatewayError::Throttled { retry_after_secs });
+            }
+        };
         let matched = self
             .verifier
             .verify(Some(&user.password_hash), form.get("current"))
             .await
             .map_err(|Busy| GatewayError::LoginBusy)?;
         if !matched {
-            self.throttle
-                .record_failure(&user.key, peer, session::now_ms());
+            attempt.failed();
             tracing::warn!(target: "authgate::security", event = "password_change_failed", user = %user.name, ip = %peer, "password change failed: wrong current password");
             return Ok(page(
                 StatusCode::UNAUTHORIZED,
                 Some((false, "The current password is wrong.")),
             ));
         }
+        attempt.succeeded();
         let new = form.get("new");
         if check_new_password(new).is_err() {
             return Ok(page(

@@ -68,6 +68,8 @@ impl Auth {
     /// Takes the users out of `config` (they are swapped in place on reload).
     pub fn new(config: &mut Config) -> Auth {
         let users = std::mem::take(&mut config.users);
+        let verifier = Verifier::for_this_machine();
+        verifier.match_strongest(users.iter().map(|u| &*u.password_hash));
         let cookie_name = config.session.cookie_name.clone();
         let clear_cookie = HeaderValue::from_str(&format!(
             "{cookie_name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
@@ -84,7 +86,7 @@ impl Auth {
                 config.login.failure_window,
                 THROTTLE_CAPACITY,
             ),
-            verifier: Verifier::for_this_machine(),
+            verifier,
             login_cookie_name: format!("{cookie_name}-login"),
             cookie_name,
             clear_cookie,
@@ -151,6 +153,8 @@ impl Auth {
                 tracing::warn!(target: "authgate::security", event = "user_added", actor, user = %after.name, roles = %after.roles.join(","), "user added");
             }
         }
+        self.verifier
+            .match_strongest(new.iter().map(|u| &*u.password_hash));
         self.users.store(Arc::new(new));
     }
 

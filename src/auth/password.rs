@@ -1,36 +1,147 @@
 //! argon2id password hashes: making them, checking their parameters, and
-//! verifying a password off the async threads with bounded concurrency.
+//! verifying a password on a small fixed pool of hashing threads.
+//!
+//! Why a pool of its own rather than tokio's blocking pool: argon2 needs
+//! 19 MiB of working memory per hash. Spread over the blocking pool's many
+//! threads, a burst of sign-ins leaves that much in the allocator arena of
+//! each thread it touched (60 sign-ins took the gateway from 27 MiB to over
+//! 200 MiB, for good). Here as many threads as may hash at once each keep
+//! one working area while there is work and give it back to the system when
+//! the queue has been quiet for [`RELEASE_MEMORY_AFTER`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use arc_swap::ArcSwap;
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rand::TryRngCore;
-use tokio::sync::Semaphore;
+use subtle::ConstantTimeEq;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// The floor SPEC §2 sets: m=19456 KiB, t=2, p=1 (OWASP's argon2id minimum).
 pub const MIN_MEMORY_KIB: u32 = 19_456;
 pub const MIN_ITERATIONS: u32 = 2;
 pub const MIN_PARALLELISM: u32 = 1;
 
-fn hasher() -> Argon2<'static> {
-    let params = Params::new(MIN_MEMORY_KIB, MIN_ITERATIONS, MIN_PARALLELISM, None)
-        .expect("the floor parameters are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+/// A hashing thread that has had nothing to do for this long frees its
+/// working memory.
+pub const RELEASE_MEMORY_AFTER: Duration = Duration::from_secs(1);
+
+/// Working areas are reserved at least this large (in 1 KiB blocks; only
+/// the part a hash uses is ever touched). glibc's malloc serves any request
+/// of 32 MiB or more (its largest dynamic mmap threshold) with a mapping of
+/// its own and unmaps it on free, so a freed area really goes back to the
+/// system instead of staying in a thread's arena.
+const RESERVE_BLOCKS: usize = 33 * 1024;
+
+fn floor_params() -> Params {
+    Params::new(MIN_MEMORY_KIB, MIN_ITERATIONS, MIN_PARALLELISM, None)
+        .expect("the floor parameters are valid")
 }
 
-/// A fresh argon2id PHC string for `password`, with a random salt.
-pub fn hash_password(password: &str) -> String {
-    let mut salt = [0u8; 16];
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     rand::rngs::OsRng
-        .try_fill_bytes(&mut salt)
+        .try_fill_bytes(&mut bytes)
         .expect("the OS random source works");
-    let salt = SaltString::encode_b64(&salt).expect("16 bytes make a valid salt");
-    hasher()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("hashing with valid parameters succeeds")
-        .to_string()
+    bytes
+}
+
+/// argon2id of `password` and `salt` into `out`, in `memory` (grown to fit,
+/// and kept for the next call).
+fn argon2id_into(
+    params: Params,
+    version: Version,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    memory: &mut Vec<Block>,
+) -> Result<(), argon2::Error> {
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        // Free the old area before taking a bigger one.
+        *memory = Vec::new();
+        let mut area = Vec::with_capacity(blocks.max(RESERVE_BLOCKS));
+        area.resize(blocks, Block::default());
+        *memory = area;
+    }
+    Argon2::new(Algorithm::Argon2id, version, params).hash_password_into_with_memory(
+        password,
+        salt,
+        out,
+        &mut memory[..],
+    )
+}
+
+fn hash_with(password: &str, memory: &mut Vec<Block>) -> String {
+    let params = floor_params();
+    let salt = SaltString::encode_b64(&random_bytes::<16>()).expect("16 bytes make a valid salt");
+    let mut raw_salt = [0u8; 16];
+    let raw_salt = salt
+        .decode_b64(&mut raw_salt)
+        .expect("a salt we encoded decodes");
+    let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+        argon2id_into(
+            params.clone(),
+            Version::V0x13,
+            password.as_bytes(),
+            raw_salt,
+            out,
+            memory,
+        )
+        .map_err(|_| argon2::password_hash::Error::Crypto)
+    })
+    .expect("hashing with valid parameters succeeds");
+    phc_string(&params, &salt, output)
+}
+
+fn phc_string(params: &Params, salt: &SaltString, output: Output) -> String {
+    PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).expect("valid parameters print"),
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    }
+    .to_string()
+}
+
+/// True when `password` matches the PHC string `phc` (argon2id only).
+fn verify_with(phc: &str, password: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    if hash.algorithm != argon2::ARGON2ID_IDENT {
+        return false;
+    }
+    let Ok(params) = Params::try_from(&hash) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::V0x13,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    if argon2id_into(params, version, password.as_bytes(), salt, &mut out, memory).is_err() {
+        return false;
+    }
+    out.ct_eq(expected.as_bytes()).into()
+}
+
+/// A fresh argon2id PHC string for `password`, with a random salt (for the
+/// CLI; the gateway hashes on its pool with [`Verifier::hash`]).
+pub fn hash_password(password: &str) -> String {
+    hash_with(password, &mut Vec::new())
 }
 
 /// Accepts only argon2id PHC strings at or above the floor parameters.
@@ -56,87 +167,178 @@ pub fn check_phc(phc: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn verify_blocking(phc: &str, password: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
-    }
+/// The cost of a hash's parameters, for picking the strongest: time grows
+/// with memory times passes; lanes break ties.
+fn cost(params: &Params) -> (u64, u32) {
+    (
+        u64::from(params.m_cost()) * u64::from(params.t_cost()),
+        params.p_cost(),
+    )
 }
 
-/// Why a verification did not happen.
+/// A PHC string that costs what a hash with `params` costs to verify and
+/// matches no password: random salt, random output.
+fn dummy_hash(params: &Params) -> String {
+    let salt = SaltString::encode_b64(&random_bytes::<16>()).expect("16 bytes make a valid salt");
+    let output = Output::new(&random_bytes::<32>()).expect("32 bytes are a valid output");
+    phc_string(params, &salt, output)
+}
+
+/// Why a verification did not happen: the hashing queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Busy;
 
-/// Runs argon2 on the blocking pool, a few at a time, so that a flood of
-/// logins queues up instead of taking every core from proxied traffic.
+enum Work {
+    Verify { phc: String, password: String },
+    Hash { password: String },
+}
+
+enum Done {
+    Verified(bool),
+    Hashed(String),
+}
+
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<Done>,
+    /// The job's place in the queue, given back when the job is done or
+    /// dropped, whichever way: a cancelled sign-in cannot keep it.
+    _place: OwnedSemaphorePermit,
+}
+
+/// Runs argon2 on a few threads of its own, so that a flood of sign-ins
+/// queues up (a bounded queue: past it, [`Busy`]) instead of taking every
+/// core from proxied traffic.
 pub struct Verifier {
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    max_waiting: usize,
+    jobs: Sender<Job>,
+    /// Places for jobs running or waiting; a job holds one until it ends.
+    places: Arc<Semaphore>,
     /// Verified against when the user does not exist, so that the answer
-    /// takes as long as for a real user.
-    dummy_hash: String,
+    /// takes as long as for a real user: it has the strongest parameters
+    /// found in the users file.
+    dummy_hash: ArcSwap<String>,
 }
 
 impl Verifier {
-    pub fn new(concurrent: usize, max_waiting: usize) -> Verifier {
-        let mut throwaway = [0u8; 24];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut throwaway)
-            .expect("the OS random source works");
+    /// `threads` hashes at once, and at most `max_waiting` more queued.
+    pub fn new(threads: usize, max_waiting: usize) -> Verifier {
+        let threads = threads.max(1);
+        let (jobs, queue) = crossbeam_channel::unbounded();
+        for i in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("authgate-argon2-{i}"))
+                .spawn(move || hashing_thread(queue))
+                .expect("a thread can be started");
+        }
         Verifier {
-            permits: Arc::new(Semaphore::new(concurrent.max(1))),
-            waiting: AtomicUsize::new(0),
-            max_waiting,
-            dummy_hash: hash_password(&String::from_utf8_lossy(&throwaway)),
+            jobs,
+            places: Arc::new(Semaphore::new(threads + max_waiting)),
+            dummy_hash: ArcSwap::from_pointee(dummy_hash(&floor_params())),
         }
     }
 
-    /// One verification per core, at most half the cores.
+    /// One hashing thread per two cores, at least one; 64 may wait.
     pub fn for_this_machine() -> Verifier {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Verifier::new((cores / 2).max(1), 64)
     }
 
-    /// A place on the pool: waits for a permit unless too many already wait.
-    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Busy> {
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(Busy);
+    /// Makes unknown users cost what the most expensive known one does
+    /// (called at start and whenever the users change).
+    pub fn match_strongest<'a>(&self, hashes: impl IntoIterator<Item = &'a str>) {
+        let strongest = hashes
+            .into_iter()
+            .filter_map(|phc| Params::try_from(&PasswordHash::new(phc).ok()?).ok())
+            .max_by_key(cost)
+            .unwrap_or_else(floor_params);
+        let current = self.dummy_params();
+        if current.m_cost() != strongest.m_cost()
+            || current.t_cost() != strongest.t_cost()
+            || current.p_cost() != strongest.p_cost()
+        {
+            self.dummy_hash.store(Arc::new(dummy_hash(&strongest)));
         }
-        let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        Ok(permit.expect("the semaphore is never closed"))
+    }
+
+    /// The parameters an unknown user's attempt is verified with.
+    pub fn dummy_params(&self) -> Params {
+        let dummy = self.dummy_hash.load();
+        let hash = PasswordHash::new(&dummy).expect("the dummy hash parses");
+        Params::try_from(&hash).expect("the dummy hash has valid parameters")
+    }
+
+    async fn run(&self, work: Work) -> Result<Done, Busy> {
+        let place = self.places.clone().try_acquire_owned().map_err(|_| Busy)?;
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                work,
+                reply,
+                _place: place,
+            })
+            .map_err(|_| Busy)?;
+        answer.await.map_err(|_| Busy)
     }
 
     /// Hashes a new password on the same bounded pool as verifications.
     pub async fn hash(&self, password: &str) -> Result<String, Busy> {
-        let permit = self.permit().await?;
-        let password = password.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            hash_password(&password)
-        })
-        .await
-        .map_err(|_| Busy)
+        match self
+            .run(Work::Hash {
+                password: password.to_owned(),
+            })
+            .await?
+        {
+            Done::Hashed(phc) => Ok(phc),
+            Done::Verified(_) => unreachable!("a hash job answers with a hash"),
+        }
     }
 
     /// True when `password` matches `phc`. With `phc` absent (no such user)
     /// the dummy hash is verified and the answer is false, in the same time.
     pub async fn verify(&self, phc: Option<&str>, password: &str) -> Result<bool, Busy> {
-        let permit = self.permit().await?;
         let real = phc.is_some();
-        let phc = phc.unwrap_or(&self.dummy_hash).to_owned();
-        let password = password.to_owned();
-        let matched = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            verify_blocking(&phc, &password)
-        })
-        .await
-        .unwrap_or(false);
-        Ok(real && matched)
+        let phc = match phc {
+            Some(phc) => phc.to_owned(),
+            None => String::clone(&self.dummy_hash.load()),
+        };
+        let work = Work::Verify {
+            phc,
+            password: password.to_owned(),
+        };
+        match self.run(work).await? {
+            Done::Verified(matched) => Ok(real && matched),
+            Done::Hashed(_) => unreachable!("a verify job answers with a verdict"),
+        }
+    }
+}
+
+/// One hashing thread: takes jobs until the [`Verifier`] is dropped.
+fn hashing_thread(queue: Receiver<Job>) {
+    let mut memory: Vec<Block> = Vec::new();
+    loop {
+        let job = match queue.recv_timeout(RELEASE_MEMORY_AFTER) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                memory = Vec::new();
+                match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if job.reply.is_closed() {
+            // Whoever asked is gone (the client hung up): skip the work.
+            continue;
+        }
+        let done = match &job.work {
+            Work::Verify { phc, password } => {
+                Done::Verified(verify_with(phc, password, &mut memory))
+            }
+            Work::Hash { password } => Done::Hashed(hash_with(password, &mut memory)),
+        };
+        let _ = job.reply.send(done);
     }
 }
 
@@ -150,11 +352,40 @@ mod tests {
         let hash = hash_password(&long_unicode);
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert_eq!(check_phc(&hash), Ok(()));
-        assert!(verify_blocking(&hash, &long_unicode));
+        assert!(verify_with(&hash, &long_unicode, &mut Vec::new()));
         // Not truncated: the last character counts.
         let mut almost = long_unicode.clone();
         almost.pop();
-        assert!(!verify_blocking(&hash, &almost));
+        assert!(!verify_with(&hash, &almost, &mut Vec::new()));
+    }
+
+    #[test]
+    fn hashes_agree_with_the_argon2_crates_own_hasher_and_verifier() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let ours = hash_password("correct horse");
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"correct horsE", &parsed)
+            .is_err());
+        // A stronger hash made elsewhere verifies here, in a reused area.
+        let params = Params::new(32 * 1024, 3, 2, None).unwrap();
+        let salt = SaltString::encode_b64(b"sixteen byte slt").unwrap();
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"battery staple", &salt)
+            .unwrap()
+            .to_string();
+        let mut memory = Vec::new();
+        assert!(verify_with(&ours, "correct horse", &mut memory));
+        assert!(verify_with(&theirs, "battery staple", &mut memory));
+        assert!(!verify_with(&theirs, "battery stapler", &mut memory));
+        assert!(!verify_with(
+            "$argon2i$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "x",
+            &mut memory
+        ));
     }
 
     #[test]
@@ -194,6 +425,51 @@ mod tests {
             verifier.verify(None, "right").await,
             Ok(false),
             "no user: never a match"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelled_verifications_give_their_places_back() {
+        let verifier = Arc::new(Verifier::new(1, 4));
+        let hash = hash_password("right");
+        for _ in 0..200 {
+            let verifier = verifier.clone();
+            let hash = hash.clone();
+            let waiting = tokio::spawn(async move { verifier.verify(Some(&hash), "wrong").await });
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            waiting.abort();
+        }
+        // Within a few hashes' time the queue has drained what was cancelled.
+        let mut answer = Err(Busy);
+        for _ in 0..50 {
+            answer = verifier.verify(Some(&hash), "right").await;
+            if answer.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(answer, Ok(true), "the queue stayed wedged");
+    }
+
+    #[test]
+    fn unknown_users_cost_what_the_strongest_known_user_costs() {
+        let verifier = Verifier::new(1, 1);
+        assert_eq!(verifier.dummy_params().m_cost(), MIN_MEMORY_KIB);
+        let strong =
+            "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        let floor = hash_password("x");
+        verifier.match_strongest([floor.as_str(), strong, "not a hash"]);
+        let params = verifier.dummy_params();
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (65536, 3, 4)
+        );
+        // The strong user is gone again: back to the floor.
+        verifier.match_strongest([floor.as_str()]);
+        assert_eq!(verifier.dummy_params().m_cost(), MIN_MEMORY_KIB);
+        assert!(
+            !verify_with(&verifier.dummy_hash.load(), "", &mut Vec::new()),
+            "the dummy hash matches nothing"
         );
     }
 }

@@ -1,54 +1,139 @@
-//! Brute-force throttling (SPEC §3, issue: login).
+//! Brute-force throttling (SPEC §3).
 //!
-//! Failures are counted per account (canonical username, existing or not, so
-//! that a throttled answer says nothing about existence) and per client
-//! address (the real peer, never a header; IPv6 by /64, since one host has
-//! a whole /64 to cycle through). A fixed window starts at the first
-//! failure; once a key has its allowance of failures in the window, every
-//! attempt is refused until the window ends, the right password included.
-//! Both maps are bounded: expired windows are dropped first, then arbitrary
-//! ones, so cycling names or addresses cannot grow memory without limit.
+//! Attempts are counted per account (canonical username, existing or not,
+//! so that a throttled answer says nothing about existence) and per client
+//! address (the client as [`crate::proxy::forwarded`] finds it): an IPv4
+//! address; an IPv6 client by its /64 (one host has a whole /64 to cycle
+//! through) and also by its /48 with 16x that allowance (one site's
+//! allocation). A fixed window starts at the first attempt; once a key has
+//! its allowance in the window, every attempt is refused until the window
+//! ends, the right password included.
+//!
+//! An attempt is *reserved* before the password is hashed, atomically
+//! against the allowance, and given back if the password was right or the
+//! attempt never got verified. So however many guesses arrive at once, at
+//! most the allowance of them is ever verified per window.
+//!
+//! The maps are bounded: keys have a fixed size (usernames are hashed), and
+//! a full map drops ended windows first, then windows that are not blocking
+//! anyone; a window that is blocking is never dropped to make room, so
+//! flooding the map with fresh keys cannot unblock an account under attack.
 
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use dashmap::DashMap;
+use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start_ms: u64,
-    failures: u32,
+    /// Failures plus attempts being verified right now.
+    attempts: u32,
 }
 
+/// An account as the throttle keys it: 128 bits of the SHA-256 of the
+/// canonical name, so a megabyte of username costs 16 bytes here.
+type AccountKey = [u8; 16];
+
+/// A client as the throttle keys it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ClientKey {
+    V4([u8; 4]),
+    V6Net64([u8; 8]),
+    V6Net48([u8; 6]),
+}
+
+/// Per-client allowance, as a multiple of the per-account one.
+pub const CLIENT_FACTOR: u32 = 4;
+/// Per-/48 allowance, as a multiple of the per-client one.
+pub const NET48_FACTOR: u32 = 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Allowed,
-    Throttled { retry_after_secs: u64 },
+pub struct Throttled {
+    pub retry_after_secs: u64,
 }
 
 pub struct Throttle {
-    accounts: DashMap<Arc<str>, Window>,
-    clients: DashMap<IpAddr, Window>,
+    accounts: DashMap<AccountKey, Window>,
+    clients: DashMap<ClientKey, Window>,
     max_failures: u32,
     window_ms: u64,
     capacity: usize,
 }
 
-/// Per-client allowance, as a multiple of the per-account one.
-const CLIENT_FACTOR: u32 = 4;
+fn account_key(account: &str) -> AccountKey {
+    let digest = Sha256::digest(account.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
 
-/// The address a client is counted under.
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                IpAddr::V6(octets.into())
-            }
-        },
-        v4 => v4,
+/// The keys a client is counted under: one for IPv4, two for IPv6.
+fn client_keys(ip: IpAddr) -> [Option<ClientKey>; 2] {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => [Some(ClientKey::V4(v4.octets())), None],
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let mut net64 = [0u8; 8];
+            net64.copy_from_slice(&o[..8]);
+            let mut net48 = [0u8; 6];
+            net48.copy_from_slice(&o[..6]);
+            [
+                Some(ClientKey::V6Net64(net64)),
+                Some(ClientKey::V6Net48(net48)),
+            ]
+        }
+    }
+}
+
+/// One attempt held against the allowances until it is settled. Dropped
+/// unsettled (the request was cancelled, the hashing queue was full), it
+/// is given back: nothing was learnt from it.
+#[must_use = "settle the attempt with failed() or succeeded()"]
+pub struct Reservation<'a> {
+    throttle: &'a Throttle,
+    account: (AccountKey, u64),
+    clients: [Option<(ClientKey, u64)>; 2],
+    settled: bool,
+}
+
+impl Reservation<'_> {
+    /// The password was wrong: the attempt stays counted.
+    pub fn failed(mut self) {
+        self.settled = true;
+    }
+
+    /// The password was right: the account's count starts again (not the
+    /// client's: one good password must not reset a spray across other
+    /// accounts), and this attempt is not held against the client.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.throttle.accounts.remove(&self.account.0);
+        for (key, start) in self.clients.into_iter().flatten() {
+            refund(&self.throttle.clients, &key, start);
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        refund(&self.throttle.accounts, &self.account.0, self.account.1);
+        for (key, start) in self.clients.into_iter().flatten() {
+            refund(&self.throttle.clients, &key, start);
+        }
+    }
+}
+
+/// Gives one attempt back to the window that took it (not to a later one).
+fn refund<K: Hash + Eq>(map: &DashMap<K, Window>, key: &K, start_ms: u64) {
+    if let Some(mut window) = map.get_mut(key) {
+        if window.start_ms == start_ms {
+            window.attempts = window.attempts.saturating_sub(1);
+        }
     }
 }
 
@@ -59,88 +144,122 @@ impl Throttle {
             clients: DashMap::new(),
             max_failures,
             window_ms: window.as_millis() as u64,
-            capacity,
+            capacity: capacity.max(8),
         }
     }
 
-    /// Whether an attempt for `account` from `ip` may be verified at all.
-    pub fn check(&self, account: &str, ip: IpAddr, now: u64) -> Verdict {
-        let account_until = self
-            .accounts
-            .get(account)
-            .and_then(|w| self.blocked_until(&w, self.max_failures, now));
-        let client_until = self
-            .clients
-            .get(&client_key(ip))
-            .and_then(|w| self.blocked_until(&w, self.max_failures * CLIENT_FACTOR, now));
-        match account_until.max(client_until) {
-            None => Verdict::Allowed,
-            Some(until) => Verdict::Throttled {
-                retry_after_secs: (until - now).div_ceil(1000).max(1),
-            },
+    fn client_allowance(&self, key: &ClientKey) -> u32 {
+        let client = self.max_failures.saturating_mul(CLIENT_FACTOR);
+        match key {
+            ClientKey::V6Net48(_) => client.saturating_mul(NET48_FACTOR),
+            _ => client,
         }
     }
 
-    fn blocked_until(&self, window: &Window, allowance: u32, now: u64) -> Option<u64> {
-        let end = window.start_ms + self.window_ms;
-        (now < end && window.failures >= allowance).then_some(end)
-    }
-
-    pub fn record_failure(&self, account: &str, ip: IpAddr, now: u64) {
-        if !self.accounts.contains_key(account) {
-            self.make_room(&self.accounts, now);
-        }
-        self.bump(
-            self.accounts.entry(account.into()).or_insert(Window {
-                start_ms: now,
-                failures: 0,
-            }),
-            now,
-        );
-        let client = client_key(ip);
-        if !self.clients.contains_key(&client) {
-            self.make_room(&self.clients, now);
-        }
-        self.bump(
-            self.clients.entry(client).or_insert(Window {
-                start_ms: now,
-                failures: 0,
-            }),
-            now,
-        );
-    }
-
-    fn bump(
+    /// Takes one attempt for `account` from `ip` out of every allowance it
+    /// counts against, or none at all when any of them is used up.
+    pub fn reserve(
         &self,
-        mut window: dashmap::mapref::one::RefMut<'_, impl std::hash::Hash + Eq, Window>,
+        account: &str,
+        ip: IpAddr,
         now: u64,
-    ) {
+    ) -> Result<Reservation<'_>, Throttled> {
+        let account = account_key(account);
+        let mut blocked_until = None;
+        let account_start = self.take(&self.accounts, account, |_| self.max_failures, now);
+        let mut clients = [None, None];
+        let mut account_start = match account_start {
+            Ok(start) => Some(start),
+            Err(until) => {
+                blocked_until = Some(until);
+                None
+            }
+        };
+        for (slot, key) in clients.iter_mut().zip(client_keys(ip)) {
+            let Some(key) = key else { continue };
+            match self.take(&self.clients, key, |k| self.client_allowance(k), now) {
+                Ok(start) => *slot = Some((key, start)),
+                Err(until) => blocked_until = blocked_until.max(Some(until)),
+            }
+        }
+        if let Some(until) = blocked_until {
+            // Give back what was taken before the refusal.
+            if let Some(start) = account_start.take() {
+                refund(&self.accounts, &account, start);
+            }
+            for (key, start) in clients.into_iter().flatten() {
+                refund(&self.clients, &key, start);
+            }
+            return Err(Throttled {
+                retry_after_secs: until.saturating_sub(now).div_ceil(1000).max(1),
+            });
+        }
+        Ok(Reservation {
+            throttle: self,
+            account: (account, account_start.expect("not blocked, so taken")),
+            clients,
+            settled: false,
+        })
+    }
+
+    /// One attempt from `key`'s window: `Ok(window start)` or `Err(the
+    /// time the window ends)` when its allowance is used up.
+    fn take<K: Hash + Eq + Copy>(
+        &self,
+        map: &DashMap<K, Window>,
+        key: K,
+        allowance_of: impl Fn(&K) -> u32,
+        now: u64,
+    ) -> Result<u64, u64> {
+        let allowance = allowance_of(&key);
+        if !map.contains_key(&key) && map.len() >= self.capacity {
+            self.make_room(map, now, &allowance_of);
+            if map.len() >= self.capacity {
+                // Every window left is blocking someone: refuse rather than
+                // forget one. Filling the map so takes `capacity` times the
+                // allowance of verified guesses within one window.
+                return Err(now + self.window_ms);
+            }
+        }
+        let mut window = map.entry(key).or_insert(Window {
+            start_ms: now,
+            attempts: 0,
+        });
         if now >= window.start_ms + self.window_ms {
             *window = Window {
                 start_ms: now,
-                failures: 0,
+                attempts: 0,
             };
         }
-        window.failures = window.failures.saturating_add(1);
+        if window.attempts >= allowance {
+            return Err(window.start_ms + self.window_ms);
+        }
+        window.attempts += 1;
+        Ok(window.start_ms)
     }
 
-    /// A successful sign-in clears the account's count (not the client's:
-    /// one good password must not reset a spray across other accounts).
-    pub fn record_success(&self, account: &str) {
-        self.accounts.remove(account);
-    }
-
-    fn make_room<K: std::hash::Hash + Eq + Clone>(&self, map: &DashMap<K, Window>, now: u64) {
-        if map.len() < self.capacity {
+    /// Drops ended windows, then windows that block nobody, down to 7/8 of
+    /// the capacity (so a full map is not scanned for every new key).
+    fn make_room<K: Hash + Eq + Clone>(
+        &self,
+        map: &DashMap<K, Window>,
+        now: u64,
+        allowance: impl Fn(&K) -> u32,
+    ) {
+        map.retain(|_, w| now < w.start_ms + self.window_ms);
+        let target = self.capacity - self.capacity / 8;
+        let excess = map.len().saturating_sub(target);
+        if excess == 0 {
             return;
         }
-        map.retain(|_, w| now < w.start_ms + self.window_ms);
-        let excess = (map.len() + 1).saturating_sub(self.capacity);
-        if excess > 0 {
-            let victims: Vec<K> = map.iter().take(excess).map(|e| e.key().clone()).collect();
-            for key in victims {
-                map.remove(&key);
-            }
+        let victims: Vec<K> = map
+            .iter()
+            .filter(|e| e.value().attempts < allowance(e.key()))
+            .take(excess)
+            .map(|e| e.key().clone())
+            .collect();
+        for key in victims {
+            map.remove_if(&key, |k, w| w.attempts < allowance(k));
         }
     }
 
@@ -152,8 +271,17 @@ impl Throttle {
             .retain(|_, w| now < w.start_ms + self.window_ms);
     }
 
+    /// Windows kept: (accounts, client keys).
     pub fn tracked(&self) -> (usize, usize) {
         (self.accounts.len(), self.clients.len())
+    }
+
+    /// The most memory the entries of both maps can take, in bytes (the
+    /// maps' own overhead comes on top, in proportion).
+    pub fn entry_bytes_bound(&self) -> usize {
+        self.capacity
+            * (std::mem::size_of::<(AccountKey, Window)>()
+                + std::mem::size_of::<(ClientKey, Window)>())
     }
 }
 
@@ -164,75 +292,131 @@ mod tests {
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
 
+    fn fail(t: &Throttle, account: &str, ip: IpAddr, now: u64) -> Result<(), Throttled> {
+        t.reserve(account, ip, now).map(Reservation::failed)
+    }
+
     #[test]
     fn an_account_is_refused_after_its_allowance_until_the_window_ends() {
         let t = Throttle::new(3, Duration::from_secs(60), 100);
         for i in 0..3 {
-            assert_eq!(t.check("bob", A, i), Verdict::Allowed);
-            t.record_failure("bob", A, i);
+            assert_eq!(fail(&t, "bob", A, i), Ok(()));
         }
         assert_eq!(
-            t.check("bob", A, 10_000),
-            Verdict::Throttled {
+            fail(&t, "bob", A, 10_000),
+            Err(Throttled {
                 retry_after_secs: 50
-            }
+            })
         );
         assert_eq!(
-            t.check("alice", A, 10_000),
-            Verdict::Allowed,
+            fail(&t, "alice", A, 10_000),
+            Ok(()),
             "other accounts are not held"
         );
-        assert_eq!(t.check("bob", A, 60_000), Verdict::Allowed);
-        t.record_failure("bob", A, 60_000);
-        assert_eq!(
-            t.check("bob", A, 60_001),
-            Verdict::Allowed,
-            "a new window starts from zero"
+        assert_eq!(fail(&t, "bob", A, 60_000), Ok(()), "a new window");
+        assert!(t.reserve("bob", A, 60_001).is_ok());
+    }
+
+    #[test]
+    fn attempts_in_flight_count_and_unsettled_ones_are_given_back() {
+        let t = Throttle::new(3, Duration::from_secs(60), 100);
+        let held: Vec<_> = (0..3).map(|_| t.reserve("bob", A, 0).unwrap()).collect();
+        assert!(
+            t.reserve("bob", A, 0).is_err(),
+            "three guesses in flight use the allowance"
         );
+        drop(held);
+        let right = t.reserve("bob", A, 0).unwrap();
+        let wrong = t.reserve("bob", A, 0).unwrap();
+        right.succeeded();
+        wrong.failed();
+        // Success cleared the account's window; the failure after it is gone with it.
+        for _ in 0..3 {
+            fail(&t, "bob", A, 1).unwrap();
+        }
+        assert!(t.reserve("bob", A, 1).is_err());
     }
 
     #[test]
     fn a_client_gets_four_times_the_allowance_across_accounts() {
         let t = Throttle::new(2, Duration::from_secs(60), 100);
         for i in 0..8 {
-            assert_eq!(t.check(&format!("user{i}"), A, 0), Verdict::Allowed);
-            t.record_failure(&format!("user{i}"), A, 0);
+            assert_eq!(fail(&t, &format!("user{i}"), A, 0), Ok(()));
         }
-        assert!(matches!(t.check("fresh", A, 0), Verdict::Throttled { .. }));
+        assert!(fail(&t, "fresh", A, 0).is_err());
         let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
-        assert_eq!(t.check("fresh", other, 0), Verdict::Allowed);
+        assert_eq!(fail(&t, "fresh", other, 0), Ok(()));
         // IPv6 addresses of one /64 count as one client.
         let v6a: IpAddr = "2001:db8::1".parse().unwrap();
         let v6b: IpAddr = "2001:db8::ffff:1".parse().unwrap();
         for i in 0..8 {
-            t.record_failure(&format!("v6user{i}"), if i % 2 == 0 { v6a } else { v6b }, 0);
+            fail(
+                &t,
+                &format!("v6user{i}"),
+                if i % 2 == 0 { v6a } else { v6b },
+                0,
+            )
+            .unwrap();
         }
-        assert!(matches!(
-            t.check("fresh", v6b, 0),
-            Verdict::Throttled { .. }
-        ));
+        assert!(fail(&t, "fresh2", v6b, 0).is_err());
+        // A v4-mapped address is the v4 client.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(fail(&t, "fresh3", mapped, 0).is_err());
     }
 
     #[test]
-    fn success_clears_the_account_but_not_the_client() {
-        let t = Throttle::new(2, Duration::from_secs(60), 100);
-        t.record_failure("bob", A, 0);
-        t.record_failure("bob", A, 0);
-        t.record_success("bob");
-        assert_eq!(t.check("bob", A, 1), Verdict::Allowed);
-        assert_eq!(t.tracked().1, 1);
+    fn rotating_through_a_slash_48_buys_sixteen_clients_worth() {
+        let t = Throttle::new(1, Duration::from_secs(60), 10_000);
+        let mut verified = 0;
+        // A fresh /64 for every guess, all inside 2001:db8:1::/48.
+        for subnet in 0..1000u16 {
+            let ip: IpAddr = format!("2001:db8:1:{subnet:x}::1").parse().unwrap();
+            if fail(&t, &format!("user{subnet}"), ip, 0).is_ok() {
+                verified += 1;
+            }
+        }
+        assert_eq!(verified, CLIENT_FACTOR * NET48_FACTOR);
+        let elsewhere: IpAddr = "2001:db8:2::1".parse().unwrap();
+        assert!(fail(&t, "someone", elsewhere, 0).is_ok());
     }
 
     #[test]
     fn memory_stays_bounded_when_names_and_addresses_cycle() {
         let t = Throttle::new(5, Duration::from_secs(60), 1000);
+        let long = "x".repeat(1 << 10);
         for i in 0..20_000u32 {
             let ip = IpAddr::V4(i.to_be_bytes().into());
-            t.record_failure(&format!("name{i}"), ip, 0);
+            let _ = fail(&t, &format!("{long}{i}"), ip, 0);
         }
         let (accounts, clients) = t.tracked();
         assert!(accounts <= 1000 && clients <= 1000, "{accounts} {clients}");
+        assert!(
+            t.entry_bytes_bound() <= 1000 * 80,
+            "entries have a fixed size whatever the name: {}",
+            t.entry_bytes_bound()
+        );
         t.sweep(60_000);
         assert_eq!(t.tracked(), (0, 0));
+    }
+
+    #[test]
+    fn flooding_the_map_never_unblocks_an_account_under_attack() {
+        let t = Throttle::new(3, Duration::from_secs(60), 100);
+        let attacker = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+        for _ in 0..3 {
+            fail(&t, "victim", attacker, 0).unwrap();
+        }
+        assert!(t.reserve("victim", attacker, 0).is_err());
+        // Fresh names from fresh addresses, far more than the map holds.
+        for i in 0..5_000u32 {
+            let ip = IpAddr::V4((i + 1).to_be_bytes().into());
+            let _ = fail(&t, &format!("filler{i}"), ip, 1);
+        }
+        let from_elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+        assert!(
+            t.reserve("victim", from_elsewhere, 2).is_err(),
+            "the victim's window survived the flood"
+        );
+        assert!(t.tracked().0 <= 100);
     }
 }

@@ -94,6 +94,8 @@ pub struct Server {
     pub max_connections: usize,
     pub hsts: bool,
     pub log_format: Option<LogFormat>,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` is believed.
+    pub trusted_proxies: crate::proxy::forwarded::TrustedProxies,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,6 +53,7 @@ pub struct RawServer {
     pub max_connections: Option<Spanned<i64>>,
     pub hsts: Option<bool>,
     pub log_format: Option<Text>,
+    pub trusted_proxies: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -119,7 +119,19 @@ impl Validator<'_> {
                 }
             },
         };
+        let mut nets = Vec::new();
+        let mut nets_ok = true;
+        for text in raw.trusted_proxies.iter().flatten() {
+            match crate::proxy::forwarded::parse_net(text.get_ref()) {
+                Ok(net) => nets.push(net),
+                Err(e) => {
+                    self.diag.at(text.span(), format!("trusted_proxies: {e}"));
+                    nets_ok = false;
+                }
+            }
+        }
         Some(Server {
+            trusted_proxies: nets_ok.then(|| crate::proxy::forwarded::TrustedProxies::new(nets))?,
             listen: listen?,
             tls: tls?,
             redirect_http: redirect_http.map(|a| a.ok_or(())).transpose().ok()?,

@@ -1,7 +1,5 @@
 //! Header rules for both directions of the proxy.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 
@@ -82,7 +80,7 @@ fn is_identity_like(name: &str) -> bool {
 pub fn prepare_request(
     headers: &mut HeaderMap,
     identity: &Identity,
-    client_ip: IpAddr,
+    forwarded_for: HeaderValue,
     host: Option<&HeaderValue>,
     user: Option<&User>,
     own_cookies: &[&str],
@@ -105,9 +103,7 @@ pub fn prepare_request(
         }
     }
 
-    let ip = HeaderValue::from_str(&client_ip.to_string())
-        .expect("an IP address is a valid header value");
-    headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
+    headers.insert(HeaderName::from_static("x-forwarded-for"), forwarded_for);
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("https"),
@@ -120,6 +116,43 @@ pub fn prepare_request(
         headers.insert(identity.user_header.clone(), user.name_header.clone());
         headers.insert(identity.roles_header.clone(), user.roles_header.clone());
     }
+}
+
+/// Every cookie under this prefix is the gateway's, whatever the configured name.
+const OWN_COOKIE_PREFIX: &str = "__Host-authgate";
+
+/// Removes the upstream's `Set-Cookie`s that name one of the gateway's own
+/// cookies (SPEC §6): an app must not be able to plant a session or a login
+/// token in the browser. Names compare without case, as browsers treat the
+/// `__Host-` prefix. Returns how many went.
+pub fn drop_own_set_cookies(headers: &mut HeaderMap, own: &[&str]) -> usize {
+    let is_own = |value: &HeaderValue| {
+        let name = value
+            .as_bytes()
+            .split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        name.get(..OWN_COOKIE_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(OWN_COOKIE_PREFIX.as_bytes()))
+            || own.iter().any(|o| name.eq_ignore_ascii_case(o.as_bytes()))
+    };
+    if !headers.get_all(header::SET_COOKIE).iter().any(is_own) {
+        return 0;
+    }
+    let all: Vec<HeaderValue> = match headers.entry(header::SET_COOKIE) {
+        header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+        header::Entry::Vacant(_) => return 0,
+    };
+    let mut dropped = 0;
+    for value in all {
+        if is_own(&value) {
+            dropped += 1;
+        } else {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+    dropped
 }
 
 /// Removes the named cookies and joins what is left into one `Cookie`
@@ -247,7 +280,7 @@ mod tests {
         prepare_request(
             &mut headers,
             &identity,
-            "10.0.0.7".parse().unwrap(),
+            HeaderValue::from_static("10.0.0.7"),
             Some(&host),
             None,
             &[],

@@ -1,9 +1,9 @@
 //! The upstream side: one pooled keep-alive client, and forwarding a request
 //! with bodies streamed both ways.
 
+pub mod forwarded;
 pub mod headers;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::HeaderValue;
@@ -31,7 +31,8 @@ pub struct Upstream {
 pub struct Forward<'a> {
     /// The normalized path and the original query.
     pub path_and_query: PathAndQuery,
-    pub client_ip: IpAddr,
+    /// Who the client is, and the `X-Forwarded-For` that says so.
+    pub client: forwarded::Client,
     /// The `Host` (HTTP/1.1) or `:authority` (HTTP/2) the client sent.
     pub host: Option<&'a HeaderValue>,
     /// The signed-in user, whose identity the upstream is told.
@@ -65,10 +66,11 @@ impl Upstream {
         identity: &Identity,
         forward: Forward<'_>,
     ) -> Result<Response<Body>, GatewayError> {
+        let own_cookies = forward.own_cookies;
         headers::prepare_request(
             &mut parts.headers,
             identity,
-            forward.client_ip,
+            forward.client.forwarded_for,
             forward.host,
             forward.user,
             &forward.own_cookies,
@@ -92,6 +94,12 @@ impl Upstream {
         };
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
+        if parts.headers.contains_key(http::header::SET_COOKIE) {
+            let dropped = headers::drop_own_set_cookies(&mut parts.headers, &own_cookies);
+            if dropped > 0 {
+                tracing::warn!(target: "authgate::security", event = "upstream_cookie_dropped", cookies = dropped, "the upstream tried to set the gateway's own cookie; dropped");
+            }
+        }
         Ok(Response::from_parts(
             parts,
             body.map_err(Into::into).boxed(),

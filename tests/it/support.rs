@@ -35,6 +35,7 @@ pub struct Seen {
 /// - `/download?bytes=N`: streams N zero bytes;
 /// - `/upload`: reads the whole body and answers its length;
 /// - `/hop`: answers with hop-by-hop headers of its own;
+/// - `/plant-cookies`: tries to set the gateway's own cookies, and one of its own;
 /// - anything else: `hello from upstream`.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -155,6 +156,20 @@ async fn answer(req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Response<UpB
             .header("keep-alive", "timeout=5")
             .header("x-kept", "1")
             .body(text("hop"))
+            .unwrap(),
+        "/plant-cookies" => Response::builder()
+            .header("set-cookie", "__Host-authgate=planted; Path=/; Secure")
+            .header("set-cookie", "theme=dark; Path=/")
+            .header(
+                "set-cookie",
+                "__HOST-AUTHGATE-login=planted; Path=/; Secure",
+            )
+            .header(
+                "set-cookie",
+                "__Host-authgate-anything=planted; Path=/; Secure",
+            )
+            .header("set-cookie", "lang=en; Path=/")
+            .body(text("cookies"))
             .unwrap(),
         _ => Response::new(text("hello from upstream")),
     }
