@@ -134,3 +134,130 @@ impl<'a> MakeWriter<'a> for BatchedStderr {
         }
     }
 }
+
+/// Field formatting for the human log format that no client-controlled
+/// value can break out of. tracing's default writes `%`-formatted values
+/// as they are, so a username with a newline in it could start a line of
+/// its own, and one with a space and `=` could fake a field. Here a value
+/// is written bare only when it is one plain word; anything else (and
+/// every string value) is quoted with control characters escaped (`\n`,
+/// `\u{1b}`), as Rust's `{:?}` does.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HumanFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for HumanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = HumanVisitor {
+            writer,
+            result: Ok(()),
+            first: true,
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct HumanVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    result: std::fmt::Result,
+    first: bool,
+}
+
+/// One plain word: nothing that could end a line, separate fields or
+/// look like another field.
+fn is_bare_word(text: &str) -> bool {
+    !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '"' | '=' | '\\'))
+}
+
+impl HumanVisitor<'_> {
+    fn write(&mut self, field: &tracing::field::Field, text: &str, quote_always: bool) {
+        use std::fmt::Write as _;
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        let name = field.name();
+        self.result = if name == "message" {
+            // The gateway's own words; escaped all the same.
+            write!(self.writer, "{separator}{}", text.escape_debug())
+        } else if !quote_always && is_bare_word(text) {
+            write!(self.writer, "{separator}{name}={text}")
+        } else {
+            write!(self.writer, "{separator}{name}={text:?}")
+        };
+    }
+}
+
+impl tracing::field::Visit for HumanVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.write(field, value, true);
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        self.write(field, &text, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything one event writes in the human format.
+    fn human_line(event: impl FnOnce()) -> String {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let out = out.clone();
+            move || Capture(out.clone())
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(HumanFields)
+            .with_ansi(false)
+            .with_writer(writer)
+            .finish();
+        tracing::subscriber::with_default(subscriber, event);
+        let bytes = out.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn client_values_cannot_start_a_line_or_fake_a_field() {
+        let forged = "a\nINFO authgate::security: event=login_ok user=alice\r\u{1b}[2K";
+        let line = human_line(|| {
+            tracing::warn!(user = %forged, path = %"/a b=c", status = 401, event = "login_failed", "login failed");
+        });
+        assert_eq!(line.matches('\n').count(), 1, "one line: {line:?}");
+        assert!(!line.contains('\r') && !line.contains('\u{1b}'), "{line:?}");
+        assert!(
+            line.contains(
+                r#"user="a\nINFO authgate::security: event=login_ok user=alice\r\u{1b}[2K""#
+            ),
+            "{line}"
+        );
+        assert!(line.contains(r#"path="/a b=c""#), "{line}");
+        assert!(line.contains("status=401 "), "{line}");
+        assert!(line.contains(r#"event="login_failed""#), "{line}");
+        let plain = human_line(|| tracing::info!(method = %"GET", path = %"/hello", "request"));
+        assert!(plain.contains("request method=GET path=/hello"), "{plain}");
+    }
+}

@@ -371,7 +371,7 @@ fn init_logging(format: LogFormat) -> authgate::logging::FlushGuard {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     match format {
-        LogFormat::Human => builder.init(),
+        LogFormat::Human => builder.fmt_fields(authgate::logging::HumanFields).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     guard

@@ -144,6 +144,34 @@ async fn run_logs_human_lines_by_default() {
         !line.starts_with('{') && !line.contains('\u{1b}'),
         "plain text when not on a terminal: {line}"
     );
+
+    // A username made to look like a log line of its own stays in its field.
+    let form_page = client
+        .get(format!("https://{listen}/.gateway/login"))
+        .send()
+        .await
+        .unwrap();
+    let token = crate::support::set_cookie(&form_page, "__Host-authgate-login").unwrap();
+    let forged = "a\nINFO authgate::security: event=login_ok user=alice ip=1.2.3.4";
+    let failed = client
+        .post(format!("https://{listen}/.gateway/login"))
+        .header("cookie", format!("__Host-authgate-login={token}"))
+        .form(&[
+            ("csrf", token.as_str()),
+            ("username", forged),
+            ("password", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 401);
+    let failure = wait_for_line(&mut lines, "login_failed");
+    assert!(
+        // (Usernames are logged canonical: lower case.)
+        failure
+            .contains(r#"user="a\ninfo authgate::security: event=login_ok user=alice ip=1.2.3.4""#),
+        "the forged text stays quoted on the failure's own line: {failure}"
+    );
     for field in [
         "method=GET",
         "path=/hello",

@@ -153,3 +153,108 @@ async fn the_upstream_cannot_plant_the_gateways_cookies() {
     assert_eq!(set_cookie(&response, "lang").as_deref(), Some("en"));
     assert_eq!(response.headers().get_all("set-cookie").iter().count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_the_client() {
+    let log = crate::logs::captured();
+    let gw = Setup::new()
+        .server(r#"trusted_proxies = ["127.0.0.0/8", "10.0.0.0/8"]"#)
+        .login("max_failures = 2")
+        .start()
+        .await;
+    // The balancer's chain goes on with the peer appended; the client
+    // wrote "6.6.6.6" itself, which changes nothing.
+    let response = gw
+        .client()
+        .get(gw.url("/page"))
+        .header("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.1.2.3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        gw.upstream.last().headers["x-forwarded-for"],
+        "6.6.6.6, 203.0.113.9, 10.1.2.3, 127.0.0.1"
+    );
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("\"client\":\"203.0.113.9\""),
+        "the access log names the forwarded client"
+    );
+
+    // Each forwarded client has its own allowance (4 x 2 across accounts).
+    let one = guesses_at_once(&gw, |i| format!("user{i}"), 12, Some("203.0.113.1")).await;
+    assert_eq!((count(&one, 401), count(&one, 429)), (8, 4), "{one:?}");
+    let other = guesses_at_once(&gw, |i| format!("other{i}"), 1, Some("198.51.100.2")).await;
+    assert_eq!(
+        other,
+        [401],
+        "another user behind the same balancer is not held"
+    );
+
+    // IPv6 clients are counted by their /64.
+    let v6 = guesses_at_once(&gw, |i| format!("v6user{i}"), 8, Some("2001:db8::1")).await;
+    assert_eq!(count(&v6, 401), 8, "{v6:?}");
+    let same_64 = guesses_at_once(&gw, |_| "v6next".into(), 1, Some("2001:db8::ffff:2")).await;
+    assert_eq!(same_64, [429]);
+    let forwarded = Setup::new()
+        .server(r#"trusted_proxies = ["127.0.0.1"]"#)
+        .start()
+        .await;
+    forwarded
+        .client()
+        .get(forwarded.url("/page"))
+        .header("forwarded", "for=\"[2001:db8:cafe::17]:4711\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forwarded.upstream.last().headers["x-forwarded-for"],
+        "2001:db8:cafe::17, 127.0.0.1"
+    );
+
+    // The session records the forwarded address.
+    let client = gw.client();
+    let token = gw.login_form(&client).await;
+    let form = [
+        ("csrf", token.as_str()),
+        ("username", "alice"),
+        ("password", ALICE_PASSWORD),
+    ];
+    let signed_in = gw
+        .login_request(&client, Some(&token), &form)
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = set_cookie(&signed_in, "__Host-authgate").unwrap();
+    let sessions: serde_json::Value = gw
+        .get_as(&session, "/.gateway/admin/api/sessions?user=alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions["sessions"][0]["ip"], "198.51.100.7", "{sessions}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_peer_cannot_claim_another_address() {
+    let gw = Setup::new().login("max_failures = 2").start().await;
+    gw.client()
+        .get(gw.url("/page"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("forwarded", "for=203.0.113.9")
+        .header("x-real-ip", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    let seen = gw.upstream.last().headers;
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert!(!seen.contains_key("forwarded") && !seen.contains_key("x-real-ip"));
+    // A new claimed address per guess buys nothing: all are 127.0.0.1.
+    let one = guesses_at_once(&gw, |i| format!("user{i}"), 8, Some("203.0.113.1")).await;
+    assert_eq!(count(&one, 401), 8);
+    let other = guesses_at_once(&gw, |_| "fresh".into(), 1, Some("198.51.100.2")).await;
+    assert_eq!(other, [429]);
+}

@@ -92,3 +92,28 @@ async fn security_events_are_logged_without_passwords_session_ids_or_cookies() {
         assert!(!text.contains(secret), "a secret reached the log: {secret}");
     }
 }
+
+#[tokio::test]
+async fn json_lines_keep_client_values_inside_their_fields() {
+    let log = captured();
+    let gw = Setup::new().start().await;
+    let client = gw.client();
+    let token = gw.login_form(&client).await;
+    let forged = "mallory\n{\"level\":\"INFO\",\"event\":\"login_ok\"}\r\u{1b}[2K";
+    let failed = gw
+        .post_login(&client, &token, &[("username", forged), ("password", "x")])
+        .await;
+    assert_eq!(failed.status(), 401);
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let mut found = false;
+    for line in text.lines() {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line that is not one JSON object ({e}): {line}"));
+        let user = &event["fields"]["user"];
+        if user.as_str().is_some_and(|u| u.starts_with("mallory")) {
+            assert_eq!(user.as_str().unwrap(), forged.to_lowercase());
+            found = true;
+        }
+    }
+    assert!(found, "the failed sign-in was logged");
+}

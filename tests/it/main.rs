@@ -8,7 +8,7 @@ mod front_door;
 mod lifecycle;
 mod limits;
 mod login;
-mod logs;
+pub mod logs;
 mod paths;
 mod policy;
 mod proxy;
