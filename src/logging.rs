@@ -178,7 +178,6 @@ fn is_bare_word(text: &str) -> bool {
 
 impl HumanVisitor<'_> {
     fn write(&mut self, field: &tracing::field::Field, text: &str, quote_always: bool) {
-        use std::fmt::Write as _;
         if self.result.is_err() {
             return;
         }
