@@ -99,6 +99,43 @@ fn random_password() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..12])
 }
 
+/// A new folder for the demo's files, under the system's temporary folder,
+/// with a random name and only this user allowed in (0700); removed when
+/// the returned value is dropped.
+pub fn private_dir() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("authgate-demo-")
+        .permissions(private_mode(0o700))
+        .tempdir()
+}
+
+#[cfg(unix)]
+fn private_mode(mode: u32) -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(mode)
+}
+
+#[cfg(not(unix))]
+fn private_mode(_mode: u32) -> std::fs::Permissions {
+    std::fs::metadata(std::env::temp_dir())
+        .expect("the temporary folder exists")
+        .permissions()
+}
+
+/// Writes a file only this user can read (0600), replacing any old one.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
 /// Writes a fresh certificate and key, a users file with alice and bob
 /// (random passwords) and a gateway config into `dir`: a gateway on
 /// `listen` in front of the app at `app`.
@@ -106,7 +143,7 @@ pub fn write_config(dir: &Path, listen: SocketAddr, app: SocketAddr) -> std::io:
     std::fs::create_dir_all(dir)?;
     let cert = crate::tls::self_signed();
     std::fs::write(dir.join("demo.crt"), cert.cert_pem)?;
-    std::fs::write(dir.join("demo.key"), cert.key_pem)?;
+    write_private(&dir.join("demo.key"), &cert.key_pem)?;
     let alice_password = random_password();
     let bob_password = random_password();
     let users = format!(
@@ -114,7 +151,7 @@ pub fn write_config(dir: &Path, listen: SocketAddr, app: SocketAddr) -> std::io:
         crate::auth::password::hash_password(&alice_password),
         crate::auth::password::hash_password(&bob_password),
     );
-    std::fs::write(dir.join("users.toml"), users)?;
+    write_private(&dir.join("users.toml"), &users)?;
     let text = format!(
         r#"# Written by `authgate demo`.
 [server]

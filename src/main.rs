@@ -233,8 +233,8 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
         let app = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let app_addr = app.local_addr()?;
         tokio::spawn(authgate::demo::serve_app(app));
-        let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
-        let demo = authgate::demo::write_config(&dir, listen, app_addr)
+        let dir = authgate::demo::private_dir().context("cannot make the demo's folder")?;
+        let demo = authgate::demo::write_config(dir.path(), listen, app_addr)
             .context("cannot write the demo config")?;
         let config = load_or_report(&demo.config)?;
         let gateway = authgate::Gateway::start(config).await?;
@@ -259,9 +259,9 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
         println!();
         shutdown_signal().await;
         gateway.shutdown().await;
-        let result: anyhow::Result<()> = Ok(());
-        let _ = std::fs::remove_dir_all(&dir);
-        result
+        // The folder and its secrets go with `dir`.
+        drop(dir);
+        Ok(())
     })
 }
 

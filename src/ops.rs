@@ -34,6 +34,9 @@ pub struct Metrics {
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_sum_micros: AtomicU64,
     duration_count: AtomicU64,
+    /// Times the users file could not be read or did not validate; the
+    /// last good users stayed in force each time.
+    users_file_problems: AtomicU64,
 }
 
 impl Metrics {
@@ -64,6 +67,10 @@ impl Metrics {
             DenyReason::MissingRole => &self.denied_missing_role,
         }
         .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_users_file_problem(&self) {
+        self.users_file_problems.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition format, version 0.0.4.
@@ -130,6 +137,13 @@ impl Metrics {
             load(&self.duration_sum_micros) as f64 / 1e6
         );
         let _ = writeln!(out, "authgate_request_duration_seconds_count {count}");
+        out.push_str("# HELP authgate_users_file_problems_total Reads of a changed users file that failed or did not validate (the last good users stayed in force).\n");
+        out.push_str("# TYPE authgate_users_file_problems_total counter\n");
+        let _ = writeln!(
+            out,
+            "authgate_users_file_problems_total {}",
+            load(&self.users_file_problems)
+        );
         out
     }
 }

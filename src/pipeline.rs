@@ -32,19 +32,20 @@ pub struct State {
     pub config: Config,
     pub auth: Arc<Auth>,
     pub upstream: Upstream,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
 }
 
 impl State {
     pub fn new(mut config: Config) -> State {
         let upstream = Upstream::new(&config.upstream, config.server.max_body_size);
-        let auth = Arc::new(Auth::new(&mut config));
+        let metrics = Arc::new(Metrics::default());
+        let auth = Arc::new(Auth::new(&mut config, metrics.clone()));
         State {
             config,
             auth,
             upstream,
-            metrics: Metrics::default(),
+            metrics,
             readiness: Readiness::default(),
         }
     }

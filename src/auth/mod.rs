@@ -62,11 +62,12 @@ pub struct Auth {
     users_file: Option<UsersFile>,
     /// The role that may use `/.gateway/admin`.
     admin_role: String,
+    metrics: Arc<crate::ops::Metrics>,
 }
 
 impl Auth {
     /// Takes the users out of `config` (they are swapped in place on reload).
-    pub fn new(config: &mut Config) -> Auth {
+    pub fn new(config: &mut Config, metrics: Arc<crate::ops::Metrics>) -> Auth {
         let users = std::mem::take(&mut config.users);
         let verifier = Verifier::for_this_machine();
         verifier.match_strongest(users.iter().map(|u| &*u.password_hash));
@@ -92,6 +93,7 @@ impl Auth {
             clear_cookie,
             users_file: config.users_file.clone().map(UsersFile::new),
             admin_role: config.admin.role.clone(),
+            metrics,
         }
     }
 
@@ -100,7 +102,14 @@ impl Auth {
     pub fn start_background(self: &Arc<Self>) {
         self.sessions.start_sweeper();
         if let Some(file) = &self.users_file {
-            crate::users::watch::spawn(Arc::downgrade(self), file.clone());
+            let auth = Arc::downgrade(self);
+            crate::users::watch::spawn(file.clone(), move |path, seen| {
+                let Some(auth) = auth.upgrade() else {
+                    return false;
+                };
+                auth.users_file_seen(path, seen);
+                true
+            });
         }
         let auth = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -111,6 +120,21 @@ impl Auth {
                 auth.throttle.sweep(session::now_ms());
             }
         });
+    }
+
+    fn users_file_seen(&self, path: &std::path::Path, seen: crate::users::watch::Seen) {
+        use crate::users::watch::Seen;
+        match seen {
+            Seen::Changed { users, actor } => self.replace_users(users, &actor),
+            Seen::Unreadable(e) => {
+                self.metrics.record_users_file_problem();
+                tracing::error!(file = %path.display(), error = %e, "CANNOT READ THE USERS FILE: changes to it (locks, password changes, removals) do not apply until it can be read; the last good users stay in force. Check its owner and mode");
+            }
+            Seen::Invalid(problems) => {
+                self.metrics.record_users_file_problem();
+                tracing::error!(file = %path.display(), problems = %problems, "the users file has problems; the last good one stays in force");
+            }
+        }
     }
 
     pub fn users(&self) -> arc_swap::Guard<Arc<Users>> {

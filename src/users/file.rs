@@ -152,13 +152,7 @@ impl UsersFile {
     /// Applies `change` (made by `actor`, for the record) and returns the
     /// users as the file now has them.
     pub fn apply(&self, change: &Change, actor: &str) -> Result<Users, UserFileError> {
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(self.lock_path())
-            .map_err(self.io("locked"))?;
+        let lock = open_lock(&self.lock_path()).map_err(self.io("locked"))?;
         lock.lock().map_err(self.io("locked"))?;
 
         let text = match fs::read_to_string(&self.path) {
@@ -193,23 +187,27 @@ impl UsersFile {
         Ok(users)
     }
 
+    /// Writes `text` to a new file beside the old one and renames it over.
+    /// The new file has an unpredictable name, is created exclusively and
+    /// never through a symlink (another local user cannot make the gateway
+    /// write elsewhere), and gets the old file's owner and mode, so that a
+    /// change made as root (`sudo authgate user lock bob`) leaves a file
+    /// the gateway can still read.
     fn write_atomically(&self, text: &str) -> Result<(), UserFileError> {
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let previous = fs::metadata(&self.path).ok();
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(self.path.file_name().unwrap_or_default());
-        temp_name.push(format!(".tmp-{}", std::process::id()));
+        temp_name.push(format!(".tmp-{}", random_suffix()));
         let temp = dir.join(temp_name);
         let result = (|| {
-            let mut file = File::create(&temp).map_err(self.io("written"))?;
-            let permissions = match fs::metadata(&self.path) {
-                Ok(meta) => meta.permissions(),
-                Err(_) => restrictive_permissions(),
-            };
-            file.set_permissions(permissions)
-                .map_err(self.io("written"))?;
+            let mut file = create_private(&temp).map_err(self.io("written"))?;
+            if let Some(previous) = &previous {
+                keep_owner_and_mode(&file, previous).map_err(self.io("written"))?;
+            }
             file.write_all(text.as_bytes())
                 .map_err(self.io("written"))?;
             file.sync_all().map_err(self.io("written"))?;
@@ -234,17 +232,64 @@ impl UsersFile {
     }
 }
 
+/// The lock file: private to the user (it records who changed what).
+fn open_lock(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(false).read(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    }
+    options.open(path)
+}
+
+/// 64 random bits, hex: a temporary name no one can guess ahead.
+fn random_suffix() -> String {
+    use rand::TryRngCore;
+    let mut bytes = [0u8; 8];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the OS random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new file only this user can read, created exclusively: it fails if
+/// anything (a symlink included) already has the name.
 #[cfg(unix)]
-fn restrictive_permissions() -> fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    fs::Permissions::from_mode(0o600)
+fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }
 
 #[cfg(not(unix))]
-fn restrictive_permissions() -> fs::Permissions {
-    fs::metadata(".")
-        .map(|m| m.permissions())
-        .expect("the working folder exists")
+fn create_private(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// Gives `file` the owner, group and mode of `previous`. Only root may
+/// give a file away; anyone else keeps what they can (the group and mode,
+/// when they own the old file too).
+#[cfg(unix)]
+fn keep_owner_and_mode(file: &File, previous: &fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (uid, gid) = (previous.uid(), previous.gid());
+    if std::os::unix::fs::fchown(file, Some(uid), Some(gid)).is_err() {
+        let _ = std::os::unix::fs::fchown(file, None, Some(gid));
+    }
+    file.set_permissions(fs::Permissions::from_mode(previous.mode() & 0o7777))
+}
+
+#[cfg(not(unix))]
+fn keep_owner_and_mode(file: &File, previous: &fs::Metadata) -> std::io::Result<()> {
+    file.set_permissions(previous.permissions())
 }
 
 /// The key under `[users]` that names `name`, in whatever spelling the file uses.
@@ -454,5 +499,51 @@ mod tests {
             .filter(|n| n.contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn rewrites_keep_owner_and_mode_and_never_follow_a_planted_symlink() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let original = format!("[users.alice]\npassword = \"{HASH}\"\nroles = [\"admin\"]\n");
+        let (dir, file) = file_with(&original);
+        fs::set_permissions(file.path(), fs::Permissions::from_mode(0o640)).unwrap();
+        // Owned by another account, as when the gateway runs as its own user
+        // and an admin edits with sudo. Only root can arrange that.
+        let other = 4321;
+        let root = std::os::unix::fs::chown(file.path(), Some(other), Some(other)).is_ok();
+        if !root {
+            eprintln!("not root: checking that the mode is kept, not the owner");
+        }
+        let before = fs::metadata(file.path()).unwrap();
+
+        // Another local user plants symlinks where a predictable temporary
+        // name would be, pointing at a file they want overwritten.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        for name in [
+            format!(".users.toml.tmp-{}", std::process::id()),
+            ".users.toml.tmp".to_owned(),
+        ] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+
+        file.apply(&Change::Lock("alice".into()), "test").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        let after = fs::symlink_metadata(file.path()).unwrap();
+        assert!(
+            after.file_type().is_file(),
+            "the users file is a plain file"
+        );
+        assert!(fs::read_to_string(file.path())
+            .unwrap()
+            .contains("locked = true"));
+        assert_eq!(after.mode() & 0o7777, 0o640);
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        if root {
+            assert_eq!(after.uid(), other);
+        }
+        let lock = fs::metadata(dir.path().join("users.toml.lock")).unwrap();
+        assert_eq!(lock.mode() & 0o777, 0o600, "the lock file is private");
     }
 }

@@ -1,54 +1,64 @@
 //! Noticing changes to the users file: polled every [`POLL_EVERY`], so a
 //! change made by the CLI, by hand or by another replica applies within
 //! about a second, on any file system (bind mounts and config maps
-//! included, where change notification is unreliable). A file that does
-//! not parse is reported and ignored; the last good one stays in force.
+//! included, where change notification is unreliable). What it finds goes
+//! to a callback: new users, or a file that cannot be read or does not
+//! validate (the caller keeps the last good users then).
 
-use std::sync::Weak;
+use std::path::Path;
 use std::time::Duration;
 
 use super::file::{sha256_hex, UsersFile};
 use super::Users;
-use crate::auth::Auth;
 
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 
-/// Watches `file` until `auth` is dropped.
-pub fn spawn(auth: Weak<Auth>, file: UsersFile) {
+/// What the watcher saw.
+pub enum Seen {
+    /// The file changed and validates; `actor` made the change, as far as
+    /// the writer's note tells (else "file edit").
+    Changed { users: Users, actor: String },
+    /// The file cannot be read (reported once until it can be again).
+    Unreadable(std::io::Error),
+    /// The file changed and has problems.
+    Invalid(String),
+}
+
+/// Watches `file`, handing what it sees to `on_seen` until that returns false.
+pub fn spawn(file: UsersFile, mut on_seen: impl FnMut(&Path, Seen) -> bool + Send + 'static) {
     tokio::spawn(async move {
         let mut last_text = tokio::fs::read_to_string(file.path()).await.ok();
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Some(auth) = auth.upgrade() else { break };
-            let text = match tokio::fs::read_to_string(file.path()).await {
-                Ok(text) => text,
+            let seen = match tokio::fs::read_to_string(file.path()).await {
+                // Reported already; say nothing more until it is back.
+                Err(_) if last_text.is_none() => continue,
                 Err(e) => {
-                    if last_text.is_some() {
-                        tracing::error!(file = %file.path().display(), error = %e, "cannot read the users file; the last good one stays in force");
-                        last_text = None;
-                    }
-                    continue;
+                    last_text = None;
+                    Seen::Unreadable(e)
+                }
+                Ok(text) if last_text.as_deref() == Some(text.as_str()) => continue,
+                Ok(text) => {
+                    let seen = match Users::parse(&text, file.path()) {
+                        Ok(users) => {
+                            let hash = sha256_hex(&text);
+                            let actor = match file.last_change() {
+                                Some(change) if change.sha256 == hash => change.actor,
+                                _ => "file edit".to_owned(),
+                            };
+                            Seen::Changed { users, actor }
+                        }
+                        Err(e) => Seen::Invalid(e.to_string()),
+                    };
+                    last_text = Some(text);
+                    seen
                 }
             };
-            if last_text.as_deref() == Some(text.as_str()) {
-                continue;
+            if !on_seen(file.path(), seen) {
+                break;
             }
-            match Users::parse(&text, file.path()) {
-                Ok(users) => {
-                    let hash = sha256_hex(&text);
-                    let actor = match file.last_change() {
-                        Some(change) if change.sha256 == hash => change.actor,
-                        _ => "file edit".to_owned(),
-                    };
-                    auth.replace_users(users, &actor);
-                }
-                Err(e) => {
-                    tracing::error!(file = %file.path().display(), problems = %e, "the users file has problems; the last good one stays in force");
-                }
-            }
-            last_text = Some(text);
         }
     });
 }

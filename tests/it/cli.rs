@@ -247,6 +247,9 @@ async fn demo_serves_its_app_behind_the_gateway_with_alice_and_bob() {
     };
     let alice = password_of(wait_for_line(&mut lines, "alice / "));
     let bob = password_of(wait_for_line(&mut lines, "bob   / "));
+    let config_line = wait_for_line(&mut lines, "config: ");
+    let config = std::path::PathBuf::from(config_line.split("config: ").nth(1).unwrap().trim());
+    demo_secrets_are_private(&config, child.0.id());
 
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -311,6 +314,30 @@ async fn demo_serves_its_app_behind_the_gateway_with_alice_and_bob() {
     assert_eq!(get(&bob, "/").await.unwrap().status(), 200);
     assert_eq!(get(&bob, "/admin/").await.unwrap().status(), 403);
     sigterm(&child.0);
+}
+
+/// The demo's folder has a name no one can guess ahead and is the
+/// user's alone; its key and users file are private too.
+fn demo_secrets_are_private(config: &std::path::Path, pid: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = config.parent().unwrap();
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("authgate-demo-"), "{name}");
+    assert_ne!(name, format!("authgate-demo-{pid}"), "not named by the PID");
+    assert!(
+        name.len() >= "authgate-demo-".len() + 6,
+        "a random part: {name}"
+    );
+    let mode = |path: std::path::PathBuf| {
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(dir.to_owned()), 0o700);
+    assert_eq!(mode(dir.join("demo.key")), 0o600);
+    assert_eq!(mode(dir.join("users.toml")), 0o600);
 }
 
 #[test]

@@ -258,3 +258,59 @@ async fn an_untrusted_peer_cannot_claim_another_address() {
     let other = guesses_at_once(&gw, |_| "fresh".into(), 1, Some("198.51.100.2")).await;
     assert_eq!(other, [429]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_users_file_is_reported_and_the_last_good_users_stay() {
+    let log = crate::logs::captured();
+    let gw = Setup::new()
+        .server("ops_listen = \"127.0.0.1:0\"")
+        .start()
+        .await;
+    let metrics_url = format!("http://{}/metrics", gw.gateway().ops_addr().unwrap());
+    let problems = || async {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("authgate_users_file_problems_total "))
+            .expect("the metric is exported")
+            .to_owned()
+    };
+    assert_eq!(problems().await, "0");
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+
+    // Something replaces the file with what the gateway cannot read.
+    let path = gw.users_file();
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while problems().await == "0" {
+        assert!(Instant::now() < deadline, "the failure was never counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"ERROR\"") && l.contains("CANNOT READ THE USERS FILE")),
+        "an error line says so"
+    );
+    assert_eq!(gw.get_as(&bob, "/private/x").await.status(), 200);
+    gw.sign_in("alice", ALICE_PASSWORD).await;
+
+    // Readable again: its changes apply.
+    std::fs::remove_dir(&path).unwrap();
+    std::fs::write(
+        &path,
+        good.replace("roles = [\"user\"]", "roles = [\"user\"]\nlocked = true"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.get_as(&bob, "/private/x").await.status() == 200 {
+        assert!(Instant::now() < deadline, "bob's lock never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
