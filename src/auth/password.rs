@@ -36,6 +36,16 @@ pub const RELEASE_MEMORY_AFTER: Duration = Duration::from_secs(1);
 /// system instead of staying in a thread's arena.
 const RESERVE_BLOCKS: usize = 33 * 1024;
 
+/// Called on a hashing thread each time it has freed its working area
+/// after a burst (set once, by the binary, to hand the allocator's
+/// leftovers back to the system).
+static AFTER_BURST: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs after a burst of hashing has ended; the first call wins.
+pub fn set_after_burst(hook: fn()) {
+    let _ = AFTER_BURST.set(hook);
+}
+
 fn floor_params() -> Params {
     Params::new(MIN_MEMORY_KIB, MIN_ITERATIONS, MIN_PARALLELISM, None)
         .expect("the floor parameters are valid")
@@ -320,7 +330,12 @@ fn hashing_thread(queue: Receiver<Job>) {
         let job = match queue.recv_timeout(RELEASE_MEMORY_AFTER) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
-                memory = Vec::new();
+                if memory.capacity() > 0 {
+                    memory = Vec::new();
+                    if let Some(hook) = AFTER_BURST.get() {
+                        hook();
+                    }
+                }
                 match queue.recv() {
                     Ok(job) => job,
                     Err(_) => return,
