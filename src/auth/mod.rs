@@ -137,6 +137,13 @@ impl Auth {
         }
     }
 
+    /// argon2 (m KiB, t passes, p lanes) that an unknown user's sign-in
+    /// costs: the strongest in the users file in force.
+    pub fn unknown_user_cost(&self) -> (u32, u32, u32) {
+        let params = self.verifier.dummy_params();
+        (params.m_cost(), params.t_cost(), params.p_cost())
+    }
+
     pub fn users(&self) -> arc_swap::Guard<Arc<Users>> {
         self.users.load()
     }

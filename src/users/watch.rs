@@ -27,19 +27,28 @@ pub enum Seen {
 /// Watches `file`, handing what it sees to `on_seen` until that returns false.
 pub fn spawn(file: UsersFile, mut on_seen: impl FnMut(&Path, Seen) -> bool + Send + 'static) {
     tokio::spawn(async move {
-        let mut last_text = tokio::fs::read_to_string(file.path()).await.ok();
+        // Nothing is taken as known at first: the file may have changed
+        // between the config's load and this task's start, and the first
+        // look hands over what is there (the same users change nothing).
+        let mut last: Option<Option<String>> = None;
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let seen = match tokio::fs::read_to_string(file.path()).await {
                 // Reported already; say nothing more until it is back.
-                Err(_) if last_text.is_none() => continue,
+                Err(_) if last == Some(None) => continue,
                 Err(e) => {
-                    last_text = None;
+                    last = Some(None);
                     Seen::Unreadable(e)
                 }
-                Ok(text) if last_text.as_deref() == Some(text.as_str()) => continue,
+                Ok(text)
+                    if last
+                        .as_ref()
+                        .is_some_and(|l| l.as_deref() == Some(text.as_str())) =>
+                {
+                    continue
+                }
                 Ok(text) => {
                     let seen = match Users::parse(&text, file.path()) {
                         Ok(users) => {
@@ -52,7 +61,7 @@ pub fn spawn(file: UsersFile, mut on_seen: impl FnMut(&Path, Seen) -> bool + Sen
                         }
                         Err(e) => Seen::Invalid(e.to_string()),
                     };
-                    last_text = Some(text);
+                    last = Some(Some(text));
                     seen
                 }
             };

@@ -225,3 +225,20 @@ failure_window = "soon"
         "{found}"
     );
 }
+
+#[test]
+fn trusted_proxies_are_cidrs_or_addresses_and_a_bad_one_is_named() {
+    let dir = dir_with_cert();
+    let good = "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/8\", \"192.0.2.7\"]\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let config = Config::parse(good, &dir.path().join("gateway.toml")).unwrap();
+    let trusted = &config.server.trusted_proxies;
+    for ip in ["10.200.0.1", "fd00::1", "192.0.2.7", "::ffff:10.0.0.1"] {
+        assert!(trusted.trusts(ip.parse().unwrap()), "{ip}");
+    }
+    assert!(!trusted.trusts("192.0.2.8".parse().unwrap()));
+    let bad = "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"lb.internal\"]\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let found = problems(bad, dir.path()).join("\n");
+    for needle in [":5:34: trusted_proxies", ":5:49: trusted_proxies"] {
+        assert!(found.contains(needle), "no {needle:?} in:\n{found}");
+    }
+}

@@ -314,3 +314,27 @@ async fn an_unreadable_users_file_is_reported_and_the_last_good_users_stay() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_user_costs_what_the_strongest_known_user_costs() {
+    let strong = "$argon2id$v=19$m=65536,t=3,p=2$c2FsdHNhbHRzYWx0$0Wd3o6T3ooE7kQ2oxLMhxfC8EBDqBb7DTKcWrMCsHrg";
+    let users = format!(
+        "{}\n[users.dana]\npassword = \"{strong}\"\nroles = [\"user\"]\n",
+        crate::support::default_users()
+    );
+    let gw = Setup::new().users(&users).start().await;
+    let auth = &gw.gateway().state().auth;
+    assert_eq!(auth.unknown_user_cost(), (65536, 3, 2));
+    // dana goes: on reload, back to the floor the others have.
+    std::fs::write(gw.users_file(), crate::support::default_users()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while auth.unknown_user_cost() != (19456, 2, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {}",
+            auth.unknown_user_cost(),
+            auth.users().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
