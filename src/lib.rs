@@ -11,13 +11,16 @@
 //! - [`pipeline`]: one request's way: refuse, gateway pages, session, policy, proxy, log.
 //! - [`auth`]: sessions from cookies; the `/.gateway/` endpoints (sign-in,
 //!   sign-out, whoami, password change, admin API and page); CSRF,
-//!   throttling, argon2 off the async threads; applying user changes live.
+//!   throttling (attempts reserved before hashing), argon2 on a small pool
+//!   of its own threads; applying user changes live.
 //! - [`session`]: the session store (DashMap keyed by SHA-256 of the ID) and its sweeper.
 //! - [`users`]: the users file: parsing, canonical usernames, safe
-//!   rewrites (lock, temp file, fsync, rename) and the change watcher.
+//!   rewrites (lock, temp file, fsync, rename, owner and mode kept) and the
+//!   change watcher, which hands what it sees to a callback.
 //! - [`policy`]: path normalization and lenient aliases, compiled and
 //!   indexed rules, the decision; `check` warnings, `[[test]]`s, `explain`.
-//! - [`proxy`]: the pooled upstream client and the header rules both ways.
+//! - [`proxy`]: the pooled upstream client, the header rules both ways, and
+//!   who the client is behind a trusted load balancer (`trusted_proxies`).
 //! - [`response`]: body type, the one error-to-status mapping, the gateway's own pages.
 //! - [`ops`]: metrics, readiness and the `/healthz` `/readyz` `/metrics` answers.
 //! - [`logging`]: batched log output to stderr.
