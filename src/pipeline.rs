@@ -15,12 +15,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::ops::{Metrics, Readiness, UpstreamFailure};
+use crate::policy::host::Host;
 use crate::policy::{path, Decision, Principal, Target};
 use crate::proxy::{Forward, Upstream};
 use crate::response::{wants_html, Body, GatewayError};
@@ -153,7 +154,8 @@ async fn route(
     log: &mut RequestLog,
 ) -> Result<Response<Body>, GatewayError> {
     let server = &state.config.server;
-    if request.method() == Method::TRACE {
+    // Any spelling: an upstream may act on `trace` as on TRACE.
+    if request.method().as_str().eq_ignore_ascii_case("TRACE") {
         log.path = request.uri().path().to_owned();
         return Err(GatewayError::MethodNotAllowed);
     }
@@ -178,7 +180,8 @@ async fn route(
     };
     log.path = normalized;
     let normalized: &str = &log.path;
-    let host = client_host(&request);
+    let host = Host::of_request(request.version(), request.uri(), request.headers())?;
+    let host_value = host.as_ref().map(Host::value);
     let client = server
         .trusted_proxies
         .client(conn.peer.ip(), request.headers());
@@ -188,7 +191,7 @@ async fn route(
         let mut user = None;
         let result = state
             .auth
-            .endpoint(normalized, request, client.ip, host.as_ref(), &mut user)
+            .endpoint(normalized, request, client.ip, host_value, &mut user)
             .await;
         log.user = user;
         return result;
@@ -202,7 +205,7 @@ async fn route(
     log.user = user.map(|u| u.name.clone());
     let target = Target {
         method: request.method(),
-        host: host.as_ref().and_then(host_name),
+        host: host.as_ref().map(Host::name),
         path: normalized,
     };
     let principal = user.map(|u| Principal {
@@ -212,7 +215,9 @@ async fn route(
     match state.config.policy.decide(&target, principal).decision {
         Decision::Allow => {}
         Decision::Login => {
-            let navigating = matches!(*request.method(), Method::GET | Method::HEAD)
+            let method = request.method().as_str();
+            let navigating = (method.eq_ignore_ascii_case("GET")
+                || method.eq_ignore_ascii_case("HEAD"))
                 && wants_html(request.headers());
             return Err(GatewayError::Unauthenticated {
                 next: with_query(normalized, request.uri().query()),
@@ -229,7 +234,7 @@ async fn route(
     let forward = Forward {
         path_and_query,
         client,
-        host: host.as_ref(),
+        host: host_value,
         user: user.map(|u| &**u),
         own_cookies: state.auth.own_cookies(),
     };
@@ -266,25 +271,4 @@ fn declared_length(request: &Request<Incoming>) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// The host the client asked for: the URI's authority where there is one
-/// (HTTP/2's `:authority`, or an absolute-form HTTP/1.1 target, which RFC
-/// 9112 §3.2.2 puts before `Host`), else `Host`.
-fn client_host(request: &Request<Incoming>) -> Option<HeaderValue> {
-    match request.uri().authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => request.headers().get(header::HOST).cloned(),
-    }
-}
-
-/// `Example.COM:8443` -> `example.com`; `[::1]:8443` -> `[::1]`.
-fn host_name(value: &HeaderValue) -> Option<&str> {
-    let text = value.to_str().ok()?;
-    let name = if text.starts_with('[') {
-        text.split_inclusive(']').next()?
-    } else {
-        text.split(':').next()?
-    };
-    Some(name)
 }

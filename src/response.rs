@@ -27,6 +27,8 @@ pub enum GatewayError {
     BadPath(#[from] crate::policy::path::PathError),
     #[error("the request carries both Content-Length and Transfer-Encoding")]
     AmbiguousFraming,
+    #[error("{0}")]
+    BadHost(#[from] crate::policy::host::HostError),
     #[error("the request head is larger than the configured limit")]
     HeadTooLarge,
     #[error("the request body is larger than the configured limit")]
@@ -57,9 +59,10 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadPath(_) | GatewayError::AmbiguousFraming | GatewayError::BadForm => {
-                StatusCode::BAD_REQUEST
-            }
+            GatewayError::BadPath(_)
+            | GatewayError::AmbiguousFraming
+            | GatewayError::BadHost(_)
+            | GatewayError::BadForm => StatusCode::BAD_REQUEST,
             GatewayError::CsrfRejected => StatusCode::FORBIDDEN,
             GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::LoginBusy => StatusCode::SERVICE_UNAVAILABLE,
@@ -80,9 +83,10 @@ impl GatewayError {
     /// The short machine-readable code in JSON error bodies.
     fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadPath(_) | GatewayError::AmbiguousFraming | GatewayError::BadForm => {
-                "bad_request"
-            }
+            GatewayError::BadPath(_)
+            | GatewayError::AmbiguousFraming
+            | GatewayError::BadHost(_)
+            | GatewayError::BadForm => "bad_request",
             GatewayError::CsrfRejected => "csrf",
             GatewayError::Throttled { .. } => "too_many_requests",
             GatewayError::LoginBusy => "busy",

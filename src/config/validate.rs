@@ -396,7 +396,10 @@ impl Validator<'_> {
                 })
                 .collect::<Vec<_>>()
         });
-        let host = raw.host.map(|h| h.get_ref().trim().to_ascii_lowercase());
+        let host = raw.host.map(|h| {
+            let host = h.get_ref().trim().to_ascii_lowercase();
+            host.strip_suffix('.').map(str::to_owned).unwrap_or(host)
+        });
         let access = match (&raw.access, &raw.roles) {
             (Some(_), Some(roles)) => {
                 self.diag.at(

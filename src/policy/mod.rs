@@ -3,6 +3,7 @@
 
 pub mod check;
 mod glob;
+pub mod host;
 pub mod path;
 
 pub use glob::{split_path, Glob};
@@ -242,6 +243,25 @@ impl Policy {
     }
 }
 
+/// Whether a rule listing `listed` (upper case) covers a request's
+/// `method`: compared without case, since Django, Werkzeug and others act
+/// on `delete` as on `DELETE`; and GET covers HEAD, as nginx's
+/// `limit_except` does (a HEAD is a GET without the body).
+fn method_covers(listed: &Method, method: &Method) -> bool {
+    let wanted = listed.as_str();
+    let asked = method.as_str();
+    wanted.eq_ignore_ascii_case(asked)
+        || (*listed == Method::GET && asked.eq_ignore_ascii_case("HEAD"))
+}
+
+/// Host names compare without case and without one trailing dot
+/// (`Admin.Example.` is `admin.example`).
+pub fn same_host(asked: &str, rule: &str) -> bool {
+    let asked = asked.strip_suffix('.').unwrap_or(asked);
+    let rule = rule.strip_suffix('.').unwrap_or(rule);
+    asked.eq_ignore_ascii_case(rule)
+}
+
 impl Rule {
     /// The rule as one line of TOML, for `explain` and `check`.
     pub fn describe(&self) -> String {
@@ -270,12 +290,12 @@ impl Rule {
 
     fn matches(&self, target: &Target, segments: &[&str]) -> bool {
         if let Some(methods) = &self.methods {
-            if !methods.contains(target.method) {
+            if !methods.iter().any(|m| method_covers(m, target.method)) {
                 return false;
             }
         }
         if let Some(host) = &self.host {
-            if !target.host.is_some_and(|h| h.eq_ignore_ascii_case(host)) {
+            if !target.host.is_some_and(|h| same_host(h, host)) {
                 return false;
             }
         }

@@ -75,8 +75,10 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
 /// The form of a normalized path that some servers treat as the same
 /// resource: in each segment, path parameters (`;...`) cut off (Java
 /// servlet containers), trailing dots and spaces removed (Windows and IIS),
-/// ASCII letters lower-cased (case-insensitive servers). `None` when that
-/// form is the path itself, which is the common case and costs one scan.
+/// ASCII letters lower-cased (case-insensitive servers), and no trailing
+/// slash (Express, Spring up to 5 and many others serve `/a/` as `/a`).
+/// `None` when that form is the path itself, which is the common case and
+/// costs one scan.
 ///
 /// The policy judges both forms and the stricter decision wins, so none of
 /// these spellings reaches a protected path through a rule meant for
@@ -86,10 +88,7 @@ pub fn lenient_alias(path: &str) -> Option<String> {
         return None;
     }
     let mut out = String::with_capacity(path.len());
-    let mut pieces = path.strip_prefix('/').unwrap_or(path).split('/').peekable();
-    let mut trailing_slash = false;
-    while let Some(piece) = pieces.next() {
-        let last = pieces.peek().is_none();
+    for piece in path.strip_prefix('/').unwrap_or(path).split('/') {
         let mut segment = piece.split(';').next().unwrap_or("");
         loop {
             let cut = segment
@@ -102,14 +101,12 @@ pub fn lenient_alias(path: &str) -> Option<String> {
             }
         }
         if segment.is_empty() {
-            trailing_slash = last;
             continue;
         }
         out.push('/');
         out.extend(segment.chars().map(|c| c.to_ascii_lowercase()));
-        trailing_slash = false;
     }
-    if out.is_empty() || trailing_slash {
+    if out.is_empty() {
         out.push('/');
     }
     (out != path).then_some(out)
@@ -117,6 +114,9 @@ pub fn lenient_alias(path: &str) -> Option<String> {
 
 fn needs_alias(path: &str) -> bool {
     let bytes = path.as_bytes();
+    if bytes.len() > 1 && bytes.ends_with(b"/") {
+        return true;
+    }
     bytes.iter().enumerate().any(|(i, &b)| {
         let ends_segment = bytes.get(i + 1).is_none_or(|&next| next == b'/');
         b.is_ascii_uppercase()
@@ -237,8 +237,10 @@ mod tests {
         assert_eq!(lenient_alias("/admin."), Some("/admin".into()));
         assert_eq!(lenient_alias("/admin.. /x"), Some("/admin/x".into()));
         assert_eq!(lenient_alias("/admin%20"), Some("/admin".into()));
-        assert_eq!(lenient_alias("/admin%20%20/"), Some("/admin/".into()));
-        assert_eq!(lenient_alias("/Admin;x./"), Some("/admin/".into()));
+        assert_eq!(lenient_alias("/admin%20%20/"), Some("/admin".into()));
+        assert_eq!(lenient_alias("/Admin;x./"), Some("/admin".into()));
+        assert_eq!(lenient_alias("/actuator/env/"), Some("/actuator/env".into()));
+        assert_eq!(lenient_alias("/"), None);
         assert_eq!(lenient_alias("/a/.../b"), Some("/a/b".into()));
         assert_eq!(lenient_alias("/;x"), Some("/".into()));
         assert_eq!(lenient_alias("/file%200"), None);

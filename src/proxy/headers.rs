@@ -73,6 +73,16 @@ fn is_identity_like(name: &str) -> bool {
         && matches!(b[6], b'-' | b'_')
 }
 
+/// True when `name` is `configured` with any `-` written as `_` (both are
+/// lower case, as header names are kept).
+fn same_but_underscores(name: &str, configured: &str) -> bool {
+    name.len() == configured.len()
+        && name
+            .bytes()
+            .zip(configured.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
 /// Readies a client's headers for the upstream: hop-by-hop headers and every
 /// client claim the gateway itself is the authority on are removed, then the
 /// gateway's own statements are set. Removal comes first so that a header
@@ -87,17 +97,19 @@ pub fn prepare_request(
 ) {
     remove_hop_by_hop(headers);
     strip_cookies(headers, own_cookies);
-    headers.remove(&identity.user_header);
-    headers.remove(&identity.roles_header);
     for name in ROUTING_OVERRIDES.iter().chain(&FORWARDING_CLAIMS) {
         headers.remove(name);
     }
-    if headers.keys().any(|n| is_identity_like(n.as_str())) {
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| is_identity_like(n.as_str()))
-            .cloned()
-            .collect();
+    // Every spelling the upstream may read as an identity header: the
+    // configured names and `X-Auth-*`, each also with `_` for `-`.
+    let spoofed_name = |name: &HeaderName| {
+        let name = name.as_str();
+        is_identity_like(name)
+            || same_but_underscores(name, identity.user_header.as_str())
+            || same_but_underscores(name, identity.roles_header.as_str())
+    };
+    if headers.keys().any(spoofed_name) {
+        let spoofed: Vec<HeaderName> = headers.keys().filter(|n| spoofed_name(n)).cloned().collect();
         for name in spoofed {
             headers.remove(name);
         }

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod config;
+mod edges;
 mod front_door;
 mod lifecycle;
 mod limits;

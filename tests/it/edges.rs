@@ -1,0 +1,202 @@
+//! Issue 9: the request edges. Methods, hosts and paths are judged as the
+//! upstream will read them; framing, idle connections and early answers.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{read_until_close, tls_connect, Setup, TestGateway, BOB_PASSWORD};
+
+/// The status of the last response in a raw HTTP/1.1 exchange.
+fn last_status(answer: &str) -> Option<u16> {
+    let (at, _) = answer.rmatch_indices("HTTP/1.").next()?;
+    answer.get(at + 9..at + 12)?.parse().ok()
+}
+
+const METHOD_RULES: &str = r#"
+[[rule]]
+path = "/api/**"
+methods = ["DELETE"]
+roles = ["admin"]
+
+[[rule]]
+path = "/reports/**"
+methods = ["GET"]
+roles = ["admin"]
+
+[[rule]]
+path = "/actuator/env"
+access = "deny"
+
+[[rule]]
+path = "/**"
+access = "authenticated"
+"#;
+
+#[tokio::test]
+async fn methods_are_judged_as_upstreams_read_them() {
+    let gw = Setup::new().rules(METHOD_RULES).start().await;
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    for client in [gw.h1_client(), gw.client()] {
+        for method in ["delete", "Delete", "DELETE"] {
+            let response = client
+                .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), gw.url("/api/x"))
+                .header("cookie", format!("__Host-authgate={bob}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 403, "{method} is DELETE to the upstream");
+        }
+        // A rule listing GET covers HEAD, in any case.
+        for method in ["HEAD", "head"] {
+            let response = client
+                .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), gw.url("/reports/q3"))
+                .header("cookie", format!("__Host-authgate={bob}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 403, "{method} /reports/q3");
+        }
+        for method in ["trace", "Trace"] {
+            let response = client
+                .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), gw.url("/x"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 405, "{method}");
+        }
+    }
+    assert!(
+        gw.upstream.requests().iter().all(|s| !s.uri.starts_with("/api") && !s.uri.starts_with("/reports")),
+        "nothing reached the protected paths"
+    );
+    // Not a token at all: 400.
+    let answer = gw
+        .raw(b"GE(T / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    assert_eq!(last_status(&answer), Some(400), "{answer}");
+}
+
+#[tokio::test]
+async fn a_trailing_slash_is_no_way_around_a_rule() {
+    let gw = Setup::new().rules(METHOD_RULES).start().await;
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    for path in ["/actuator/env", "/actuator/env/", "/actuator/env//", "/actuator/./env/"] {
+        assert_eq!(gw.get_as(&bob, path).await.status(), 403, "{path}");
+    }
+    assert_eq!(gw.get_as(&bob, "/actuator/health/").await.status(), 200);
+}
+
+/// Sends `head` (a request head without the final blank line's CRLF pair)
+/// over raw TLS and returns the answer.
+async fn raw_head(gw: &TestGateway, head: &str) -> String {
+    gw.raw(format!("{head}\r\n\r\n").as_bytes()).await
+}
+
+#[tokio::test]
+async fn hosts_are_parsed_not_trusted() {
+    let rules = r#"
+[[rule]]
+path = "/**"
+host = "admin.example"
+access = "deny"
+
+[[rule]]
+path = "/**"
+access = "public"
+"#;
+    let gw = Setup::new().rules(rules).start().await;
+    for (head, expected) in [
+        ("GET / HTTP/1.1\r\nHost: user@localhost", 400),
+        ("GET / HTTP/1.1\r\nHost: local host", 400),
+        ("GET / HTTP/1.1\r\nHost: localhost:99999", 400),
+        ("GET / HTTP/1.1\r\nHost: [::1", 400),
+        ("GET / HTTP/1.1\r\nConnection: close", 400),
+        ("GET / HTTP/1.1\r\nHost: localhost\r\nHost: admin.example", 400),
+        ("GET / HTTP/1.0\r\nConnection: close", 200),
+        ("GET / HTTP/1.1\r\nHost: ADMIN.Example", 403),
+        ("GET / HTTP/1.1\r\nHost: admin.example.", 403),
+        ("GET / HTTP/1.1\r\nHost: admin.example.:8443", 403),
+        ("GET http://admin.example./ HTTP/1.1\r\nHost: localhost", 403),
+        ("GET / HTTP/1.1\r\nHost: app.example..", 400),
+    ] {
+        let answer = raw_head(&gw, &format!("{head}\r\nConnection: close")).await;
+        assert_eq!(last_status(&answer), Some(expected), "{head:?}: {answer}");
+    }
+    // The upstream gets the host that was judged.
+    let answer = raw_head(&gw, "GET /seen HTTP/1.1\r\nHost: App.Example.:8443\r\nConnection: close").await;
+    assert_eq!(last_status(&answer), Some(200), "{answer}");
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["host"], "app.example:8443");
+    assert_eq!(seen.headers["x-forwarded-host"], "app.example:8443");
+
+    // HTTP/2: a Host that disagrees with :authority is refused.
+    let response = gw
+        .client()
+        .get(gw.url("/"))
+        .header("host", "admin.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 400);
+    // The same host in both, spelled differently, is fine.
+    let response = gw
+        .client()
+        .get(gw.url("/"))
+        .header("host", gw.addr().to_string() + "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn non_ascii_paths_survive_and_are_judged() {
+    let rules = r#"
+[[rule]]
+path = "/café/**"
+access = "deny"
+
+[[rule]]
+path = "/**"
+access = "public"
+"#;
+    let gw = Setup::new().rules(rules).start().await;
+    let answer = gw
+        .raw("GET /naïve/ü HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".as_bytes())
+        .await;
+    assert_eq!(last_status(&answer), Some(200), "{answer}");
+    assert_eq!(gw.upstream.last().uri, "/na%C3%AFve/%C3%BC");
+    for target in ["/café/menu", "/caf%C3%A9/menu", "/caf%c3%a9/menu", "/CAFÉ/menu"] {
+        let answer = gw
+            .raw(format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(last_status(&answer), Some(403), "{target}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn every_spelling_of_a_configured_identity_header_is_stripped() {
+    let rules = format!(
+        "[identity]\nuser_header = \"Remote-User\"\nroles_header = \"Remote-Groups\"\n{}",
+        crate::support::DEFAULT_RULES
+    );
+    let gw = Setup::new().rules(&rules).start().await;
+    let response = gw
+        .client()
+        .get(gw.url("/public"))
+        .header("remote_user", "admin")
+        .header("REMOTE_USER", "admin")
+        .header("Remote_Groups", "admin")
+        .header("remote-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = gw.upstream.last().headers;
+    for name in ["remote_user", "remote-user", "remote_groups", "remote-groups"] {
+        assert!(!seen.contains_key(name), "{name} reached the upstream");
+    }
+}
