@@ -36,10 +36,14 @@ impl Glob {
                 return Err(format!(
                     "path pattern {source:?}: `**` must be a whole segment, like /a/**/b"
                 ));
-            } else if piece.contains('*') {
-                Segment::Wild(piece.split('*').map(Box::from).collect())
             } else {
-                Segment::Literal(piece.into())
+                let piece = super::path::normalize_pattern_segment(piece)
+                    .map_err(|e| format!("path pattern {source:?}: {e}"))?;
+                if piece.contains('*') {
+                    Segment::Wild(piece.split('*').map(Box::from).collect())
+                } else {
+                    Segment::Literal(piece.into())
+                }
             };
             segments.push(segment);
         }

@@ -122,7 +122,8 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), HostError> {
         None => Ok((text, None)),
         Some(i) => {
             let digits = &text[i + 1..];
-            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
                 return Err(HostError::Invalid);
             }
             let port = digits.parse::<u16>().map_err(|_| HostError::Invalid)?;
@@ -153,8 +154,21 @@ mod tests {
     #[test]
     fn malformed_hosts_are_refused() {
         for bad in [
-            "", "user@host", "a b", "host:", "host:99999", "host:-1", "[::1", "::1", "a..b",
-            "a.b..", ".", "[::1]x", "host/path", "h\u{e9}te", "[zz::1]",
+            "",
+            "user@host",
+            "a b",
+            "host:",
+            "host:99999",
+            "host:-1",
+            "[::1",
+            "::1",
+            "a..b",
+            "a.b..",
+            ".",
+            "[::1]x",
+            "host/path",
+            "h\u{e9}te",
+            "[zz::1]",
         ] {
             assert_eq!(host(bad), Err(HostError::Invalid), "{bad:?}");
         }
@@ -164,17 +178,26 @@ mod tests {
     fn the_request_names_its_host_once() {
         let uri: Uri = "/".parse().unwrap();
         let mut headers = HeaderMap::new();
-        assert_eq!(Host::of_request(Version::HTTP_11, &uri, &headers), Err(HostError::Missing));
+        assert_eq!(
+            Host::of_request(Version::HTTP_11, &uri, &headers),
+            Err(HostError::Missing)
+        );
         assert_eq!(Host::of_request(Version::HTTP_10, &uri, &headers), Ok(None));
         headers.append(header::HOST, HeaderValue::from_static("a.example"));
         headers.append(header::HOST, HeaderValue::from_static("b.example"));
-        assert_eq!(Host::of_request(Version::HTTP_11, &uri, &headers), Err(HostError::Several));
+        assert_eq!(
+            Host::of_request(Version::HTTP_11, &uri, &headers),
+            Err(HostError::Several)
+        );
         let h2: Uri = "https://a.example:8443/".parse().unwrap();
         let mut one = HeaderMap::new();
         one.insert(header::HOST, HeaderValue::from_static("A.example.:8443"));
         assert!(Host::of_request(Version::HTTP_2, &h2, &one).is_ok());
         one.insert(header::HOST, HeaderValue::from_static("b.example"));
-        assert_eq!(Host::of_request(Version::HTTP_2, &h2, &one), Err(HostError::Disagree));
+        assert_eq!(
+            Host::of_request(Version::HTTP_2, &h2, &one),
+            Err(HostError::Disagree)
+        );
         // HTTP/1.1 absolute form: the target's authority wins over Host.
         let absolute = Host::of_request(Version::HTTP_11, &h2, &HeaderMap::new()).unwrap();
         assert_eq!(absolute.unwrap().name(), "a.example");

@@ -104,7 +104,17 @@ pub fn lenient_alias(path: &str) -> Option<String> {
             continue;
         }
         out.push('/');
-        out.extend(segment.chars().map(|c| c.to_ascii_lowercase()));
+        // ASCII letters lower-cased, but not the hex digits of escapes.
+        let mut escape_digits = 0;
+        for c in segment.chars() {
+            if escape_digits > 0 {
+                escape_digits -= 1;
+                out.push(c);
+            } else {
+                escape_digits = if c == '%' { 2 } else { 0 };
+                out.push(c.to_ascii_lowercase());
+            }
+        }
     }
     if out.is_empty() {
         out.push('/');
@@ -125,11 +135,31 @@ fn needs_alias(path: &str) -> bool {
     })
 }
 
+/// One segment of a rule's path pattern, in the form [`normalize`] gives
+/// request paths: escapes of unreserved characters decoded, other escapes
+/// upper-cased, bytes past ASCII escaped. So `path = "/café/**"` matches
+/// what a request for `/café/x` or `/caf%c3%a9/x` is judged as.
+pub fn normalize_pattern_segment(piece: &str) -> Result<String, PathError> {
+    if piece.contains('\\') {
+        return Err(PathError::Backslash);
+    }
+    let mut out = String::with_capacity(piece.len());
+    decode_segment(piece, &mut out)?;
+    Ok(out)
+}
+
 fn decode_segment(piece: &str, out: &mut String) -> Result<(), PathError> {
     let bytes = piece.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
+        if b >= 0x80 {
+            // Raw UTF-8 (or any byte past ASCII): kept, as its escape, so
+            // that `/café` and `/caf%C3%A9` are one path.
+            let _ = write!(out, "%{b:02X}");
+            i += 1;
+            continue;
+        }
         if b != b'%' {
             out.push(b as char);
             i += 1;
@@ -169,6 +199,17 @@ mod tests {
         for p in ["/", "/a", "/a/b", "/a/b/", "/a%20b", "/x;y=1", "/%C3%A9"] {
             assert_eq!(ok(p), p);
         }
+    }
+
+    #[test]
+    fn bytes_past_ascii_are_escaped_like_their_escapes() {
+        assert_eq!(ok("/café/ü"), "/caf%C3%A9/%C3%BC");
+        assert_eq!(ok("/caf%c3%a9"), "/caf%C3%A9");
+        assert_eq!(normalize_pattern_segment("café").unwrap(), "caf%C3%A9");
+        assert_eq!(normalize_pattern_segment("%7euser*").unwrap(), "~user*");
+        assert!(normalize_pattern_segment("a%2Fb").is_err());
+        assert!(normalize_pattern_segment("a\\b").is_err());
+        assert_eq!(lenient_alias("/CAF%C3%A9"), Some("/caf%C3%A9".into()));
     }
 
     #[test]
@@ -239,7 +280,10 @@ mod tests {
         assert_eq!(lenient_alias("/admin%20"), Some("/admin".into()));
         assert_eq!(lenient_alias("/admin%20%20/"), Some("/admin".into()));
         assert_eq!(lenient_alias("/Admin;x./"), Some("/admin".into()));
-        assert_eq!(lenient_alias("/actuator/env/"), Some("/actuator/env".into()));
+        assert_eq!(
+            lenient_alias("/actuator/env/"),
+            Some("/actuator/env".into())
+        );
         assert_eq!(lenient_alias("/"), None);
         assert_eq!(lenient_alias("/a/.../b"), Some("/a/b".into()));
         assert_eq!(lenient_alias("/;x"), Some("/".into()));

@@ -109,7 +109,11 @@ pub fn prepare_request(
             || same_but_underscores(name, identity.roles_header.as_str())
     };
     if headers.keys().any(spoofed_name) {
-        let spoofed: Vec<HeaderName> = headers.keys().filter(|n| spoofed_name(n)).cloned().collect();
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| spoofed_name(n))
+            .cloned()
+            .collect();
         for name in spoofed {
             headers.remove(name);
         }

@@ -40,7 +40,10 @@ async fn methods_are_judged_as_upstreams_read_them() {
     for client in [gw.h1_client(), gw.client()] {
         for method in ["delete", "Delete", "DELETE"] {
             let response = client
-                .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), gw.url("/api/x"))
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    gw.url("/api/x"),
+                )
                 .header("cookie", format!("__Host-authgate={bob}"))
                 .send()
                 .await
@@ -50,7 +53,10 @@ async fn methods_are_judged_as_upstreams_read_them() {
         // A rule listing GET covers HEAD, in any case.
         for method in ["HEAD", "head"] {
             let response = client
-                .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), gw.url("/reports/q3"))
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    gw.url("/reports/q3"),
+                )
                 .header("cookie", format!("__Host-authgate={bob}"))
                 .send()
                 .await
@@ -59,7 +65,10 @@ async fn methods_are_judged_as_upstreams_read_them() {
         }
         for method in ["trace", "Trace"] {
             let response = client
-                .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), gw.url("/x"))
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    gw.url("/x"),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -67,13 +76,14 @@ async fn methods_are_judged_as_upstreams_read_them() {
         }
     }
     assert!(
-        gw.upstream.requests().iter().all(|s| !s.uri.starts_with("/api") && !s.uri.starts_with("/reports")),
+        gw.upstream
+            .requests()
+            .iter()
+            .all(|s| !s.uri.starts_with("/api") && !s.uri.starts_with("/reports")),
         "nothing reached the protected paths"
     );
     // Not a token at all: 400.
-    let answer = gw
-        .raw(b"GE(T / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await;
+    let answer = gw.raw(b"GE(T / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert_eq!(last_status(&answer), Some(400), "{answer}");
 }
 
@@ -81,7 +91,12 @@ async fn methods_are_judged_as_upstreams_read_them() {
 async fn a_trailing_slash_is_no_way_around_a_rule() {
     let gw = Setup::new().rules(METHOD_RULES).start().await;
     let bob = gw.sign_in("bob", BOB_PASSWORD).await;
-    for path in ["/actuator/env", "/actuator/env/", "/actuator/env//", "/actuator/./env/"] {
+    for path in [
+        "/actuator/env",
+        "/actuator/env/",
+        "/actuator/env//",
+        "/actuator/./env/",
+    ] {
         assert_eq!(gw.get_as(&bob, path).await.status(), 403, "{path}");
     }
     assert_eq!(gw.get_as(&bob, "/actuator/health/").await.status(), 200);
@@ -112,19 +127,29 @@ access = "public"
         ("GET / HTTP/1.1\r\nHost: localhost:99999", 400),
         ("GET / HTTP/1.1\r\nHost: [::1", 400),
         ("GET / HTTP/1.1\r\nConnection: close", 400),
-        ("GET / HTTP/1.1\r\nHost: localhost\r\nHost: admin.example", 400),
+        (
+            "GET / HTTP/1.1\r\nHost: localhost\r\nHost: admin.example",
+            400,
+        ),
         ("GET / HTTP/1.0\r\nConnection: close", 200),
         ("GET / HTTP/1.1\r\nHost: ADMIN.Example", 403),
         ("GET / HTTP/1.1\r\nHost: admin.example.", 403),
         ("GET / HTTP/1.1\r\nHost: admin.example.:8443", 403),
-        ("GET http://admin.example./ HTTP/1.1\r\nHost: localhost", 403),
+        (
+            "GET http://admin.example./ HTTP/1.1\r\nHost: localhost",
+            403,
+        ),
         ("GET / HTTP/1.1\r\nHost: app.example..", 400),
     ] {
         let answer = raw_head(&gw, &format!("{head}\r\nConnection: close")).await;
         assert_eq!(last_status(&answer), Some(expected), "{head:?}: {answer}");
     }
     // The upstream gets the host that was judged.
-    let answer = raw_head(&gw, "GET /seen HTTP/1.1\r\nHost: App.Example.:8443\r\nConnection: close").await;
+    let answer = raw_head(
+        &gw,
+        "GET /seen HTTP/1.1\r\nHost: App.Example.:8443\r\nConnection: close",
+    )
+    .await;
     assert_eq!(last_status(&answer), Some(200), "{answer}");
     let seen = gw.upstream.last();
     assert_eq!(seen.headers["host"], "app.example:8443");
@@ -169,9 +194,17 @@ access = "public"
         .await;
     assert_eq!(last_status(&answer), Some(200), "{answer}");
     assert_eq!(gw.upstream.last().uri, "/na%C3%AFve/%C3%BC");
-    for target in ["/café/menu", "/caf%C3%A9/menu", "/caf%c3%a9/menu", "/CAFÉ/menu"] {
+    for target in [
+        "/café/menu",
+        "/caf%C3%A9/menu",
+        "/caf%c3%a9/menu",
+        "/CAF%C3%A9/menu",
+    ] {
         let answer = gw
-            .raw(format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .raw(
+                format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await;
         assert_eq!(last_status(&answer), Some(403), "{target}: {answer}");
     }
@@ -196,7 +229,12 @@ async fn every_spelling_of_a_configured_identity_header_is_stripped() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let seen = gw.upstream.last().headers;
-    for name in ["remote_user", "remote-user", "remote_groups", "remote-groups"] {
+    for name in [
+        "remote_user",
+        "remote-user",
+        "remote_groups",
+        "remote-groups",
+    ] {
         assert!(!seen.contains_key(name), "{name} reached the upstream");
     }
 }
