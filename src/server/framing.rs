@@ -9,10 +9,17 @@
 //! request heads and body framing, and records the index of the first
 //! request whose head is ambiguous; the pipeline compares each request's
 //! index on the connection against it.
+//!
+//! The watch never goes blind while the connection still speaks HTTP/1.1:
+//! a request that asks for an upgrade is followed like any other (only a
+//! 101 actually sent, see [`FramingVerdict::switched_protocols`], ends the
+//! watch), bare-LF line ends are followed as httparse reads them, and
+//! whatever it cannot follow (a head it cannot parse, a broken chunk line)
+//! marks the rest of the connection as untrusted, which closes it.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -22,12 +29,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug)]
 pub struct FramingVerdict {
     first_ambiguous: AtomicU64,
+    /// A 101 went out: the bytes that follow are another protocol's.
+    switched: AtomicBool,
 }
 
 impl Default for FramingVerdict {
     fn default() -> Self {
         FramingVerdict {
             first_ambiguous: AtomicU64::new(u64::MAX),
+            switched: AtomicBool::new(false),
         }
     }
 }
@@ -42,6 +52,12 @@ impl FramingVerdict {
 
     fn flag(&self, index: u64) {
         self.first_ambiguous.fetch_min(index, Ordering::AcqRel);
+    }
+
+    /// Called when a 101 response has been sent on the connection: from
+    /// here on the bytes are not HTTP/1.1, and the watch ends.
+    pub fn switched_protocols(&self) {
+        self.switched.store(true, Ordering::Release);
     }
 }
 
@@ -75,6 +91,9 @@ impl<IO: AsyncRead> AsyncRead for FramingGuard<IO> {
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &result {
+            if this.verdict.switched.load(Ordering::Acquire) {
+                return result;
+            }
             if let Some(index) = this.scanner.feed(&buf.filled()[before..]) {
                 this.verdict.flag(index);
             }
@@ -121,9 +140,8 @@ enum State {
     ChunkData(u64),
     ChunkDataEnd,
     Trailers,
-    /// Framing it does not follow (an upgrade, or something hyper itself
-    /// refuses): stop watching; hyper's own parser still stands.
-    Off,
+    /// It could not follow the framing: every later request is flagged.
+    Lost,
 }
 
 /// Longest chunk-size or trailer line it keeps; hyper refuses longer ones.
@@ -152,22 +170,28 @@ impl Scanner {
         let mut flagged = None;
         while !data.is_empty() {
             match self.state {
-                State::Off => return flagged,
+                State::Lost => return flagged,
                 State::Head => {
-                    let searched = self.buffer.len().saturating_sub(3);
+                    let searched = self.buffer.len().saturating_sub(2);
                     self.buffer.extend_from_slice(data);
                     let Some(end) = find_head_end(&self.buffer, searched) else {
                         if self.buffer.len() > self.max_head {
-                            self.state = State::Off;
+                            self.state = State::Lost;
+                            flagged.get_or_insert(self.heads_seen);
                         }
                         return flagged;
                     };
                     let consumed_from_data = end - (self.buffer.len() - data.len());
                     let head = std::mem::take(&mut self.buffer);
-                    let (next, ambiguous) = framing_of(&head[..end]);
-                    if ambiguous {
-                        flagged.get_or_insert(self.heads_seen);
-                    }
+                    let next = match framing_of(&head[..end]) {
+                        Some(next) => next,
+                        None => {
+                            // Ambiguous, or nothing it can follow: this
+                            // request and all after it are refused.
+                            flagged.get_or_insert(self.heads_seen);
+                            State::Lost
+                        }
+                    };
                     self.heads_seen += 1;
                     self.state = next;
                     self.buffer = head;
@@ -189,7 +213,8 @@ impl Scanner {
                     let Some(newline) = data.iter().position(|&b| b == b'\n') else {
                         self.buffer.extend_from_slice(data);
                         if self.buffer.len() > MAX_LINE {
-                            self.state = State::Off;
+                            self.state = State::Lost;
+                            flagged.get_or_insert(self.heads_seen);
                         }
                         return flagged;
                     };
@@ -201,12 +226,15 @@ impl Scanner {
                         State::ChunkSize => match chunk_size(line) {
                             Some(0) => State::Trailers,
                             Some(n) => State::ChunkData(n),
-                            None => State::Off,
+                            None => State::Lost,
                         },
                         State::Trailers if line.is_empty() => State::Head,
                         State::Trailers => State::Trailers,
-                        _ => State::Off,
+                        _ => State::Lost,
                     };
+                    if self.state == State::Lost {
+                        flagged.get_or_insert(self.heads_seen);
+                    }
                     self.buffer.clear();
                 }
             }
@@ -217,19 +245,22 @@ impl Scanner {
 
 /// Index just past the blank line that ends a head, searching from `from`.
 /// Blank lines before a request line (RFC 9112 §2.2) are skipped over.
+/// Lines may end in CRLF or a bare LF, as httparse accepts: the head ends
+/// at the first line feed followed by an empty line (`\n\n` or `\n\r\n`).
 fn find_head_end(buffer: &[u8], from: usize) -> Option<usize> {
     let start = buffer.iter().position(|&b| b != b'\r' && b != b'\n')?;
     let from = from.max(start);
     let window = &buffer[from..];
-    let crlf = window
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4);
-    let lf = window.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(from + a.min(b)),
-        (a, b) => a.or(b).map(|i| from + i),
-    }
+    window.iter().enumerate().find_map(|(i, &b)| {
+        if b != b'\n' {
+            return None;
+        }
+        match window.get(i + 1..) {
+            Some([b'\n', ..]) => Some(from + i + 2),
+            Some([b'\r', b'\n', ..]) => Some(from + i + 3),
+            _ => None,
+        }
+    })
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -242,29 +273,27 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(digits, 16).ok()
 }
 
-/// What follows a head, and whether the head is ambiguous.
-fn framing_of(head: &[u8]) -> (State, bool) {
+/// What follows a head; `None` when the head is ambiguous (a length and a
+/// transfer coding, or two lengths) or cannot be followed at all.
+fn framing_of(head: &[u8]) -> Option<State> {
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return (State::Off, false),
+        _ => return None,
     }
-    let mut lengths = request
+    let mut length = None;
+    for h in request
         .headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .peekable();
-    let has_length = lengths.peek().is_some();
-    let mut length = None;
-    for h in lengths {
+    {
         let parsed = std::str::from_utf8(h.value)
             .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        match (parsed, length) {
-            (None, _) => return (State::Off, false),
-            (Some(n), Some(seen)) if n != seen => return (State::Off, false),
-            (Some(n), _) => length = Some(n),
+            .and_then(|v| v.trim().parse::<u64>().ok())?;
+        match length {
+            Some(seen) if seen != parsed => return None,
+            _ => length = Some(parsed),
         }
     }
     let encodings: Vec<&[u8]> = request
@@ -273,31 +302,26 @@ fn framing_of(head: &[u8]) -> (State, bool) {
         .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
         .map(|h| h.value)
         .collect();
-    let upgrade = request.method == Some("CONNECT")
-        || request
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
     if !encodings.is_empty() {
-        if has_length {
-            return (State::Off, true);
+        if length.is_some() {
+            return None;
         }
         let last = encodings
             .last()
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.rsplit(',').next())
             .map(str::trim);
+        // Anything but chunked last is refused by hyper (RFC 9112 §6.3).
         return match last {
-            Some(e) if e.eq_ignore_ascii_case("chunked") && !upgrade => (State::ChunkSize, false),
-            _ => (State::Off, false),
+            Some(e) if e.eq_ignore_ascii_case("chunked") => Some(State::ChunkSize),
+            _ => None,
         };
     }
-    if upgrade {
-        return (State::Off, false);
-    }
+    // An `Upgrade` header changes nothing here: until a 101 is sent the
+    // connection is HTTP/1.1 and the next bytes are the next request.
     match length {
-        Some(0) | None => (State::Head, false),
-        Some(n) => (State::Body(n), false),
+        Some(0) | None => Some(State::Head),
+        Some(n) => Some(State::Body(n)),
     }
 }
 
@@ -355,5 +379,50 @@ mod tests {
         assert!(!v.is_ambiguous(1));
         assert!(v.is_ambiguous(2));
         assert!(v.is_ambiguous(3));
+    }
+
+    #[test]
+    fn an_upgrade_request_does_not_blind_it() {
+        let stream = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for piece in [1, 9, 1000] {
+            assert_eq!(scan(stream, piece).0, Some(1), "piece {piece}");
+        }
+    }
+
+    #[test]
+    fn bare_lf_heads_are_followed() {
+        let mixed = b"GET / HTTP/1.1\nHost: x\n\r\nPOST / HTTP/1.1\nHost: x\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\r\n\r\n";
+        for piece in [1, 2, 5, 1000] {
+            assert_eq!(scan(mixed, piece), (Some(1), 2), "piece {piece}");
+        }
+        let clean = b"POST /a HTTP/1.1\nHost: x\nContent-Length: 2\n\r\nhiGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(scan(clean, 1), (None, 2));
+    }
+
+    #[test]
+    fn what_it_cannot_follow_flags_the_rest() {
+        let bad_chunk = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(scan(bad_chunk, 4).0, Some(1));
+        let garbage = b"\x16\x03\x01 not http at all\r\n\r\n";
+        assert_eq!(scan(garbage, 3).0, Some(0));
+        let huge = [b'a'; 20_000];
+        assert_eq!(scan(&huge, 512).0, Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_switched_connection_is_not_scanned() {
+        use tokio::io::AsyncReadExt;
+        let ambiguous: &[u8] = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for switched in [false, true] {
+            let verdict = Arc::new(FramingVerdict::default());
+            if switched {
+                verdict.switched_protocols();
+            }
+            let mut guard = FramingGuard::new(ambiguous, verdict.clone(), 8192);
+            let mut sink = Vec::new();
+            guard.read_to_end(&mut sink).await.unwrap();
+            assert_eq!(sink, ambiguous, "bytes pass unchanged");
+            assert_eq!(verdict.is_ambiguous(0), !switched);
+        }
     }
 }

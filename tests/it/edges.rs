@@ -238,3 +238,27 @@ async fn every_spelling_of_a_configured_identity_header_is_stripped() {
         assert!(!seen.contains_key(name), "{name} reached the upstream");
     }
 }
+
+#[tokio::test]
+async fn the_framing_guard_never_goes_blind() {
+    let gw = Setup::new().start().await;
+    let cases: [&[u8]; 3] = [
+        // An upgrade request first: the guard must keep following.
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nPOST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        // Bare LF line ends, the head closed by LF CR LF.
+        b"GET / HTTP/1.1\nHost: localhost\n\r\nPOST /upload HTTP/1.1\nHost: localhost\nContent-Length: 4\nTransfer-Encoding: chunked\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /upload HTTP/1.1\nHost: localhost\nContent-Length: 4\nTransfer-Encoding: chunked\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ];
+    for (i, request) in cases.iter().enumerate() {
+        let answer = gw.raw(request).await;
+        assert_eq!(last_status(&answer), Some(400), "case {i}: {answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "case {i}");
+    }
+    let smuggled: Vec<_> = gw
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|s| s.method == "POST")
+        .collect();
+    assert!(smuggled.is_empty(), "{smuggled:?}");
+}
