@@ -26,6 +26,7 @@ use crate::policy::{path, Decision, Principal, Target};
 use crate::proxy::{Forward, Upstream};
 use crate::response::{wants_html, Body, GatewayError};
 use crate::server::framing::FramingVerdict;
+use crate::server::idle::Activity;
 use crate::session;
 
 /// Everything a request needs, built once at start and shared read-only.
@@ -69,14 +70,21 @@ pub struct Connection {
     pub framing: Arc<FramingVerdict>,
     /// Requests seen so far on this connection, to line up with `framing`.
     requests: AtomicU64,
+    /// What the connection's idle watchdog reads.
+    pub activity: Arc<Activity>,
 }
 
 impl Connection {
-    pub fn new(peer: SocketAddr, framing: Arc<FramingVerdict>) -> Connection {
+    pub fn new(
+        peer: SocketAddr,
+        framing: Arc<FramingVerdict>,
+        activity: Arc<Activity>,
+    ) -> Connection {
         Connection {
             peer,
             framing,
             requests: AtomicU64::new(0),
+            activity,
         }
     }
 }
@@ -92,6 +100,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
+    let _busy = conn.activity.begin();
     let index = conn.requests.fetch_add(1, Ordering::Relaxed);
     let method = request.method().clone();
     let html = wants_html(request.headers());

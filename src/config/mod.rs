@@ -90,6 +90,9 @@ pub struct Server {
     pub max_header_size: usize,
     pub max_body_size: u64,
     pub header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/1.1 keep-alive and HTTP/2 alike).
+    pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
     pub max_connections: usize,
     pub hsts: bool,

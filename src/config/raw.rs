@@ -49,6 +49,7 @@ pub struct RawServer {
     pub max_header_size: Option<Text>,
     pub max_body_size: Option<Text>,
     pub header_timeout: Option<Text>,
+    pub idle_timeout: Option<Text>,
     pub handshake_timeout: Option<Text>,
     pub max_connections: Option<Spanned<i64>>,
     pub hsts: Option<bool>,

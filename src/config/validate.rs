@@ -82,6 +82,7 @@ impl Validator<'_> {
         let shutdown_grace = self.duration(&raw.shutdown_grace, Duration::from_secs(30));
         let header_timeout = self.duration(&raw.header_timeout, Duration::from_secs(10));
         let handshake_timeout = self.duration(&raw.handshake_timeout, Duration::from_secs(10));
+        let idle_timeout = self.duration(&raw.idle_timeout, Duration::from_secs(60));
         let max_header_size = self.size(&raw.max_header_size, 64 << 10).and_then(|n| {
             if n < MIN_HEADER_SIZE || n > u64::from(u32::MAX) {
                 let span = raw
@@ -140,6 +141,7 @@ impl Validator<'_> {
             max_header_size: max_header_size?,
             max_body_size: max_body_size?,
             header_timeout: header_timeout?,
+            idle_timeout: idle_timeout?,
             handshake_timeout: handshake_timeout?,
             max_connections: max_connections?,
             hsts: raw.hsts.unwrap_or(true),

@@ -25,6 +25,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::idle::{self, Activity};
+
 /// Shared between the guard (which writes it) and the pipeline (which reads it).
 #[derive(Debug)]
 pub struct FramingVerdict {
@@ -61,62 +63,95 @@ impl FramingVerdict {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// Passes bytes through unchanged, scanning what is read.
-    pub struct FramingGuard<IO> {
-        #[pin]
+/// Passes bytes through unchanged, scanning what is read. It also tells
+/// the connection's [`Activity`] when a request head is arriving, and when
+/// it is dropped in the middle of a request (the gateway answered early,
+/// or refused the head) it hands the connection to [`idle::linger`] so that
+/// the answer reaches the client.
+pub struct FramingGuard<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    /// Always `Some` until dropped.
+    inner: Option<IO>,
+    scanner: Scanner,
+    verdict: Arc<FramingVerdict>,
+    activity: Arc<Activity>,
+    /// The client closed its side: nothing to linger for.
+    read_closed: bool,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> FramingGuard<IO> {
+    pub fn new(
         inner: IO,
-        scanner: Scanner,
         verdict: Arc<FramingVerdict>,
+        max_head: usize,
+        activity: Arc<Activity>,
+    ) -> Self {
+        FramingGuard {
+            inner: Some(inner),
+            scanner: Scanner::new(max_head),
+            verdict,
+            activity,
+            read_closed: false,
+        }
+    }
+
+    fn io(&mut self) -> Pin<&mut IO> {
+        Pin::new(self.inner.as_mut().expect("present until dropped"))
     }
 }
 
-impl<IO> FramingGuard<IO> {
-    pub fn new(inner: IO, verdict: Arc<FramingVerdict>, max_head: usize) -> Self {
-        FramingGuard {
-            inner,
-            scanner: Scanner::new(max_head),
-            verdict,
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for FramingGuard<IO> {
+    fn drop(&mut self) {
+        let Some(io) = self.inner.take() else { return };
+        if self.read_closed || !self.scanner.mid_request() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(idle::linger(io));
         }
     }
 }
 
-impl<IO: AsyncRead> AsyncRead for FramingGuard<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for FramingGuard<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.project();
+        let this = self.get_mut();
         let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
+        let result = this.io().poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &result {
+            let read = &buf.filled()[before..];
+            if read.is_empty() {
+                this.read_closed = true;
+            }
             if this.verdict.switched.load(Ordering::Acquire) {
                 return result;
             }
-            if let Some(index) = this.scanner.feed(&buf.filled()[before..]) {
+            if let Some(index) = this.scanner.feed(read) {
                 this.verdict.flag(index);
             }
+            this.activity.head_arriving(this.scanner.in_head());
         }
         result
     }
 }
 
-impl<IO: AsyncWrite> AsyncWrite for FramingGuard<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for FramingGuard<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        self.get_mut().io().poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        self.get_mut().io().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        self.get_mut().io().poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -124,11 +159,11 @@ impl<IO: AsyncWrite> AsyncWrite for FramingGuard<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        self.get_mut().io().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 }
 
@@ -163,6 +198,17 @@ impl Scanner {
             heads_seen: 0,
             max_head: max_head.max(8192),
         }
+    }
+
+    /// Part of a request head has come, not all of it.
+    fn in_head(&self) -> bool {
+        self.state == State::Head && self.buffer.iter().any(|&b| b != b'\r' && b != b'\n')
+    }
+
+    /// Between requests (or past following): nothing of a request is
+    /// outstanding. Otherwise the client may still be sending.
+    fn mid_request(&self) -> bool {
+        self.state != State::Head || self.in_head()
     }
 
     /// Follows `data`; returns the index of a request whose head is ambiguous.
@@ -412,13 +458,19 @@ mod tests {
     #[tokio::test]
     async fn a_switched_connection_is_not_scanned() {
         use tokio::io::AsyncReadExt;
-        let ambiguous: &[u8] = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let ambiguous: &[u8] =
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         for switched in [false, true] {
             let verdict = Arc::new(FramingVerdict::default());
             if switched {
                 verdict.switched_protocols();
             }
-            let mut guard = FramingGuard::new(ambiguous, verdict.clone(), 8192);
+            let mut guard = FramingGuard::new(
+                std::io::Cursor::new(ambiguous.to_vec()),
+                verdict.clone(),
+                8192,
+                Arc::default(),
+            );
             let mut sink = Vec::new();
             guard.read_to_end(&mut sink).await.unwrap();
             assert_eq!(sink, ambiguous, "bytes pass unchanged");

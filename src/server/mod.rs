@@ -3,10 +3,13 @@
 //! listeners.
 
 pub mod framing;
+pub mod idle;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +18,6 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -27,6 +28,7 @@ use crate::ops;
 use crate::pipeline::{self, Connection, State};
 use crate::response::{own_response, Body};
 use framing::{FramingGuard, FramingVerdict};
+use idle::{Activity, Idle};
 
 /// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
 pub struct Gateway {
@@ -149,30 +151,50 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-fn http_builder(state: &State) -> auto::Builder<TokioExecutor> {
+/// The HTTP servers a TLS connection is handed to, by its ALPN protocol.
+struct Protocols {
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+/// How long a connection told to close gracefully for idleness may take
+/// before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+fn protocols(state: &State) -> Protocols {
     let server = &state.config.server;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_timeout)
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        // hyper runs this timer whenever it waits for a head, idle
+        // keep-alive included; the connection's watchdog enforces
+        // header_timeout and idle_timeout, and this is its backstop.
+        .header_read_timeout(server.header_timeout + server.idle_timeout)
         // hyper answers 431 itself past this; it takes no less than 8 KiB,
         // and the pipeline holds smaller limits to the byte.
         .max_buf_size(server.max_header_size.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(server.max_header_size).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
-    builder
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // h2 takes header blocks up to about 1.25 x this before it gives up on
+    // the connection (GOAWAY), and answers 431 itself past it; below it the
+    // pipeline answers 431 for anything over max_header_size. So heads a
+    // few times the limit still get their 431 rather than a dropped
+    // connection, and what one connection can make the gateway buffer stays
+    // small.
+    let h2_header_list = server.max_header_size.saturating_mul(4).max(256 << 10);
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(h2_header_list).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        // PINGs find peers that vanished without a word, even while a long
+        // response is streaming; idleness itself is the watchdog's.
+        .keep_alive_interval(Some(server.idle_timeout.min(Duration::from_secs(30))))
+        .keep_alive_timeout(Duration::from_secs(20));
+    Protocols { h1, h2 }
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
     let server = &state.config.server;
-    let builder = Arc::new(http_builder(&state));
+    let protocols = Arc::new(protocols(&state));
     let acceptor = TlsAcceptor::from(server.tls.clone());
     let permits = Arc::new(Semaphore::new(server.max_connections));
-    let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
 
@@ -202,21 +224,25 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::
             tcp,
             peer,
             acceptor.clone(),
-            builder.clone(),
+            protocols.clone(),
             state.clone(),
-            graceful.watcher(),
+            stop.clone(),
             permit,
         ));
     }
 
     drop(listener);
     state.readiness.draining();
-    let open = graceful.count();
-    tracing::info!(connections = open, "shutting down: draining connections");
-    if tokio::time::timeout(server.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    tracing::info!(
+        connections = connections.len(),
+        "shutting down: draining connections"
+    );
+    // Every connection saw the stop too and is closing gracefully.
+    let drained = tokio::time::timeout(server.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
             connections = connections.len(),
             "shutdown grace period over: closing the connections still open"
@@ -229,14 +255,14 @@ async fn serve_tls(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    protocols: Arc<Protocols>,
     state: Arc<State>,
-    watcher: Watcher,
+    mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = tcp.set_nodelay(true);
-    let timeout = state.config.server.handshake_timeout;
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    let server = &state.config.server;
+    let tls = match tokio::time::timeout(server.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -248,29 +274,71 @@ async fn serve_tls(
         }
     };
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let max_head = state.config.server.max_header_size;
+    let max_head = server.max_header_size;
+    let (header_timeout, idle_timeout) = (server.header_timeout, server.idle_timeout);
     let verdict = Arc::new(FramingVerdict::default());
+    let activity = Arc::new(Activity::default());
     // A v4 client on a dual-stack listener shows up as ::ffff:a.b.c.d;
     // logs, sessions, throttling and X-Forwarded-For want a.b.c.d.
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    let connection = Arc::new(Connection::new(peer, verdict.clone()));
-    let service = service_fn(move |request: Request<Incoming>| {
+    let connection = Arc::new(Connection::new(peer, verdict.clone(), activity.clone()));
+    let service = {
         let state = state.clone();
-        let connection = connection.clone();
-        async move { Ok::<_, Infallible>(pipeline::handle(&state, &connection, request).await) }
-    });
+        service_fn(move |request: Request<Incoming>| {
+            let state = state.clone();
+            let connection = connection.clone();
+            async move { Ok::<_, Infallible>(pipeline::handle(&state, &connection, request).await) }
+        })
+    };
+    let idle = activity.idle(header_timeout, idle_timeout);
     let result = if is_h2 {
-        watcher
-            .watch(builder.serve_connection(TokioIo::new(tls), service))
-            .await
+        let conn = protocols.h2.serve_connection(TokioIo::new(tls), service);
+        drive(conn, |c| c.graceful_shutdown(), idle, &mut stop, peer).await
     } else {
-        let guarded = FramingGuard::new(tls, verdict, max_head);
-        watcher
-            .watch(builder.serve_connection(TokioIo::new(guarded), service))
-            .await
+        let guarded = FramingGuard::new(tls, verdict, max_head, activity.clone());
+        let conn = protocols
+            .h1
+            .serve_connection(TokioIo::new(guarded), service);
+        drive(conn, |c| c.graceful_shutdown(), idle, &mut stop, peer).await
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Runs one connection to its end. On the gateway's stop, or when the
+/// connection has been idle too long, it is told to close gracefully;
+/// an idle one that does not within [`CLOSE_GRACE`] is dropped.
+async fn drive<C, E>(
+    conn: C,
+    graceful: impl Fn(Pin<&mut C>),
+    idle: impl Future<Output = Idle>,
+    stop: &mut watch::Receiver<bool>,
+    peer: SocketAddr,
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(conn);
+    tokio::pin!(idle);
+    let mut closing = false;
+    let mut drop_at = None;
+    loop {
+        let deadline = drop_at.unwrap_or_else(|| tokio::time::Instant::now() + CLOSE_GRACE);
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            why = &mut idle, if !closing => {
+                tracing::debug!(%peer, reason = ?why, "closing an idle connection");
+                graceful(conn.as_mut());
+                closing = true;
+                drop_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            _ = stopped(stop), if !closing => {
+                graceful(conn.as_mut());
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(deadline), if drop_at.is_some() => return Ok(()),
+        }
     }
 }
 

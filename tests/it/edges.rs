@@ -252,7 +252,10 @@ async fn the_framing_guard_never_goes_blind() {
     for (i, request) in cases.iter().enumerate() {
         let answer = gw.raw(request).await;
         assert_eq!(last_status(&answer), Some(400), "case {i}: {answer}");
-        assert!(answer.to_ascii_lowercase().contains("connection: close"), "case {i}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "case {i}"
+        );
     }
     let smuggled: Vec<_> = gw
         .upstream
@@ -261,4 +264,109 @@ async fn the_framing_guard_never_goes_blind() {
         .filter(|s| s.method == "POST")
         .collect();
     assert!(smuggled.is_empty(), "{smuggled:?}");
+}
+
+/// Opens a TLS connection offering `alpn`, sends nothing more, and returns
+/// how long the gateway kept it open (`None`: still open after `limit`).
+async fn silent_for(gw: &TestGateway, alpn: &'static [u8], limit: Duration) -> Option<Duration> {
+    let mut tls = tls_connect(gw.addr(), &gw.cert_pem, &[alpn]).await;
+    let opened = Instant::now();
+    read_until_close(&mut tls, limit).await;
+    let open = opened.elapsed();
+    (open < limit).then_some(open)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cost_their_owner_not_everyone() {
+    let gw = Setup::new()
+        .server("max_connections = 50")
+        .server("header_timeout = \"500ms\"")
+        .server("idle_timeout = \"1s\"")
+        .start()
+        .await;
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let silent: Vec<_> = (0..60)
+            .map(|_| {
+                let gw = &gw;
+                async move { silent_for(gw, alpn, Duration::from_secs(8)).await }
+            })
+            .collect();
+        let served = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let asked = Instant::now();
+            let response = gw.client().get(gw.url("/x")).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            asked.elapsed()
+        };
+        let (open_for, waited) = tokio::join!(futures_util::future::join_all(silent), served);
+        for open in &open_for {
+            let open = open.expect("a silent connection was never closed");
+            assert!(open < Duration::from_secs(3), "{alpn:?} kept {open:?}");
+        }
+        assert!(
+            waited < Duration::from_secs(3),
+            "a new client waited {waited:?}"
+        );
+    }
+
+    // After a request, an idle HTTP/1.1 keep-alive connection is closed
+    // after idle_timeout, not before header_timeout.
+    let mut tls = gw.tls().await;
+    tls.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let answered = Instant::now();
+    read_until_close(&mut tls, Duration::from_secs(8)).await;
+    let idle = answered.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(3),
+        "keep-alive closed after {idle:?}"
+    );
+
+    // An HTTP/2 connection that has made a request and then goes quiet.
+    let client = gw.client();
+    assert_eq!(client.get(gw.url("/x")).send().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The old connection is gone (GOAWAY); the client reconnects unharmed.
+    assert_eq!(client.get(gw.url("/x")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answers_reach_the_client() {
+    let gw = Setup::new()
+        .server("max_body_size = \"64KiB\"")
+        .server("max_header_size = \"16KiB\"")
+        .start()
+        .await;
+    let big_form = format!("csrf=x&username={}", "a".repeat(1 << 20));
+    let big_body = vec![b'x'; 1 << 20];
+    for client in [gw.h1_client(), gw.client()] {
+        for _ in 0..3 {
+            let response = client
+                .post(gw.url("/.gateway/login"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(big_form.clone())
+                .send()
+                .await
+                .expect("the 413 reaches the client");
+            assert_eq!(response.status(), 413);
+            let response = client
+                .post(gw.url("/upload"))
+                .body(big_body.clone())
+                .send()
+                .await
+                .expect("the 413 reaches the client");
+            assert_eq!(response.status(), 413);
+            let response = client
+                .get(gw.url("/x"))
+                .header("x-big", "v".repeat(200_000))
+                .send()
+                .await
+                .expect("the 431 reaches the client");
+            assert_eq!(response.status(), 431);
+        }
+    }
 }
