@@ -202,4 +202,41 @@ mod tests {
         let absolute = Host::of_request(Version::HTTP_11, &h2, &HeaderMap::new()).unwrap();
         assert_eq!(absolute.unwrap().name(), "a.example");
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parsing_never_panics_and_a_parsed_host_parses_to_itself(text in "[a-zA-Z0-9.:@\\[\\]_ -]{0,40}") {
+                if let Ok(host) = Host::parse(text.as_bytes()) {
+                    let again = Host::parse(host.value().as_bytes()).unwrap();
+                    prop_assert_eq!(&again, &host);
+                    prop_assert!(!host.name().ends_with('.'));
+                    prop_assert!(!host.name().bytes().any(|b| b.is_ascii_uppercase()));
+                }
+            }
+
+            #[test]
+            fn parsers_of_client_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let _ = Host::parse(&bytes);
+                if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(header::COOKIE, value.clone());
+                    headers.insert(header::HOST, value.clone());
+                    headers.insert(http::header::HeaderName::from_static("x-forwarded-for"), value.clone());
+                    headers.insert(http::header::HeaderName::from_static("forwarded"), value);
+                    let _ = crate::auth::cookie_values(&headers, "__Host-authgate").count();
+                    let _ = Host::of_request(Version::HTTP_2, &Uri::from_static("/"), &headers);
+                    let everyone = crate::proxy::forwarded::TrustedProxies::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]);
+                    let _ = everyone.client("10.0.0.1".parse().unwrap(), &headers);
+                }
+                let text = String::from_utf8_lossy(&bytes);
+                let _ = crate::auth::safe_next(Some(&text));
+                let _ = crate::policy::path::normalize(&text);
+                let _: Vec<_> = form_urlencoded::parse(&bytes).collect();
+            }
+        }
+    }
 }

@@ -289,4 +289,57 @@ mod tests {
         assert_eq!(lenient_alias("/;x"), Some("/".into()));
         assert_eq!(lenient_alias("/file%200"), None);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Raw request paths made of the pieces that matter to normalizing:
+        /// slashes, dots, escapes (good, bad, of reserved and unreserved
+        /// bytes), parameters, upper case, UTF-8.
+        pub fn raw_path() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("/".to_owned()),
+                Just(".".to_owned()),
+                Just("..".to_owned()),
+                Just(";".to_owned()),
+                Just(" ".to_owned()),
+                Just("%".to_owned()),
+                "%[0-9a-fA-F]{2}",
+                "[a-zA-Z0-9_~-]{1,4}",
+                Just("é".to_owned()),
+                Just("%2e".to_owned()),
+                Just("%2F".to_owned()),
+            ];
+            proptest::collection::vec(piece, 0..16)
+                .prop_map(|pieces| format!("/{}", pieces.concat()))
+        }
+
+        proptest! {
+            #[test]
+            fn normalizing_is_idempotent_and_leaves_no_dot_or_empty_segments(raw in raw_path()) {
+                if let Ok(normal) = normalize(&raw) {
+                    prop_assert_eq!(normalize(&normal), Ok(normal.clone()));
+                    prop_assert!(normal.starts_with('/'));
+                    prop_assert!(normal.is_ascii(), "{}", normal);
+                    let inner = normal.strip_prefix('/').unwrap();
+                    let inner = inner.strip_suffix('/').unwrap_or(inner);
+                    if !inner.is_empty() {
+                        for segment in inner.split('/') {
+                            prop_assert!(!matches!(segment, "" | "." | ".."), "{:?} in {}", segment, normal);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn the_lenient_alias_is_its_own_alias(raw in raw_path()) {
+                if let Ok(normal) = normalize(&raw) {
+                    if let Some(alias) = lenient_alias(&normal) {
+                        prop_assert_eq!(lenient_alias(&alias), None, "alias of {}", normal);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -477,4 +477,34 @@ mod tests {
             assert_eq!(verdict.is_ambiguous(0), !switched);
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn random_bytes_never_panic_and_piece_size_never_matters(
+                bytes in proptest::collection::vec(prop_oneof![
+                    Just(b'\r'), Just(b'\n'), Just(b':'), Just(b' '), Just(b'0'), Just(b'5'),
+                    any::<u8>(),
+                ], 0..600),
+                templates in proptest::collection::vec(prop_oneof![
+                    Just(&b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n"[..]),
+                    Just(&b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..]),
+                    Just(&b"GET / HTTP/1.1\nUpgrade: x\n\n"[..]),
+                    Just(&b"3\r\nabc\r\n0\r\n\r\n"[..]),
+                ], 0..4),
+                piece in 1usize..64,
+            ) {
+                let mut stream = Vec::new();
+                for t in &templates {
+                    stream.extend_from_slice(t);
+                }
+                stream.extend_from_slice(&bytes);
+                let whole = super::scan(&stream, stream.len().max(1));
+                let pieces = super::scan(&stream, piece);
+                prop_assert_eq!(whole, pieces);
+            }
+        }
+    }
 }

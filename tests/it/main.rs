@@ -12,6 +12,7 @@ mod login;
 pub mod logs;
 mod paths;
 mod policy;
+mod properties;
 mod proxy;
 mod support;
 mod tls;
