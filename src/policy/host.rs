@@ -44,6 +44,20 @@ impl Host {
         &text[..self.name_len]
     }
 
+    /// Parses a header's `name[:port]`; when it is already canonical (the
+    /// common case) the value is shared, not copied.
+    pub fn parse_value(value: &HeaderValue) -> Result<Host, HostError> {
+        let text = value.to_str().map_err(|_| HostError::Invalid)?;
+        let (name, port) = split_port(text)?;
+        if is_canonical_name(name)? && port.is_none_or(|(_, digits)| !digits.starts_with('0')) {
+            return Ok(Host {
+                value: value.clone(),
+                name_len: name.len(),
+            });
+        }
+        Host::parse(value.as_bytes())
+    }
+
     /// Parses `name[:port]` as an authority without userinfo.
     pub fn parse(text: &[u8]) -> Result<Host, HostError> {
         let text = std::str::from_utf8(text).map_err(|_| HostError::Invalid)?;
@@ -53,22 +67,12 @@ impl Host {
             let ip: std::net::Ipv6Addr = inner.parse().map_err(|_| HostError::Invalid)?;
             format!("[{ip}]")
         } else {
+            is_canonical_name(name)?;
             let name = name.strip_suffix('.').unwrap_or(name);
-            let valid = !name.is_empty()
-                && name.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                });
-            if !valid || name.len() > 253 {
-                return Err(HostError::Invalid);
-            }
             name.to_ascii_lowercase()
         };
         let name_len = canonical.len();
-        if let Some(port) = port {
+        if let Some((port, _)) = port {
             canonical.push(':');
             canonical.push_str(&port.to_string());
         }
@@ -102,15 +106,38 @@ impl Host {
             return Ok(Some(host));
         }
         match host_header {
-            Some(value) => Host::parse(value.as_bytes()).map(Some),
+            Some(value) => Host::parse_value(value).map(Some),
             None if version == Version::HTTP_11 => Err(HostError::Missing),
             None => Ok(None),
         }
     }
 }
 
-/// `name:port` -> (`name`, port); IPv6 names are bracketed.
-fn split_port(text: &str) -> Result<(&str, Option<u16>), HostError> {
+/// Whether `name` (a host name or IPv4 address; an IPv6 one is
+/// bracketed) is valid, and if so whether it is already canonical: lower
+/// case, no trailing dot. Bracketed names are never taken as canonical.
+fn is_canonical_name(name: &str) -> Result<bool, HostError> {
+    if name.starts_with('[') {
+        return Ok(false);
+    }
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    let valid = !trimmed.is_empty()
+        && trimmed.len() <= 253
+        && trimmed.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(HostError::Invalid);
+    }
+    Ok(trimmed.len() == name.len() && !name.bytes().any(|b| b.is_ascii_uppercase()))
+}
+
+/// `name:port` -> (`name`, (port, its digits)); IPv6 names are bracketed.
+fn split_port(text: &str) -> Result<(&str, Option<(u16, &str)>), HostError> {
     if text.contains('@') {
         return Err(HostError::Invalid);
     }
@@ -127,7 +154,7 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), HostError> {
                 return Err(HostError::Invalid);
             }
             let port = digits.parse::<u16>().map_err(|_| HostError::Invalid)?;
-            Ok((&text[..i], Some(port)))
+            Ok((&text[..i], Some((port, digits))))
         }
     }
 }
@@ -149,6 +176,19 @@ mod tests {
         assert_eq!(host("[0:0::1]"), Ok("[::1]".into()));
         assert_eq!(Host::parse(b"[::1]:1").unwrap().name(), "[::1]");
         assert_eq!(Host::parse(b"A.b:1").unwrap().name(), "a.b");
+        assert_eq!(host("a:080"), Ok("a:80".into()));
+        for (text, canonical) in [
+            ("a.example:8443", "a.example:8443"),
+            ("A.example.", "a.example"),
+            ("a:080", "a:80"),
+            ("[::1]", "[::1]"),
+        ] {
+            let value = HeaderValue::from_static(text);
+            let parsed = Host::parse_value(&value).unwrap();
+            assert_eq!(parsed.value(), canonical);
+            assert_eq!(parsed, Host::parse(text.as_bytes()).unwrap());
+        }
+        assert!(Host::parse_value(&HeaderValue::from_static("a..b")).is_err());
     }
 
     #[test]
