@@ -136,8 +136,11 @@ fn is_canonical_name(name: &str) -> Result<bool, HostError> {
     Ok(trimmed.len() == name.len() && !name.bytes().any(|b| b.is_ascii_uppercase()))
 }
 
-/// `name:port` -> (`name`, (port, its digits)); IPv6 names are bracketed.
-fn split_port(text: &str) -> Result<(&str, Option<(u16, &str)>), HostError> {
+/// A port and the digits it was written with.
+type Port<'a> = (u16, &'a str);
+
+/// `name:port` -> (`name`, port); IPv6 names are bracketed.
+fn split_port(text: &str) -> Result<(&str, Option<Port<'_>>), HostError> {
     if text.contains('@') {
         return Err(HostError::Invalid);
     }
