@@ -7,7 +7,8 @@
 //!   every problem reported as `FILE:LINE:COL`.
 //! - [`tls`]: PEM loading and the rustls server config (TLS 1.2/1.3, ALPN).
 //! - [`server`]: the TLS accept loop (connection cap, handshake timeout,
-//!   graceful shutdown), the HTTP/1.1 framing guard, the redirect and ops listeners.
+//!   graceful shutdown), each connection's idle watchdog and lingering
+//!   close, the HTTP/1.1 framing guard, the redirect and ops listeners.
 //! - [`pipeline`]: one request's way: refuse, gateway pages, session, policy, proxy, log.
 //! - [`auth`]: sessions from cookies; the `/.gateway/` endpoints (sign-in,
 //!   sign-out, whoami, password change, admin API and page); CSRF,
@@ -17,7 +18,7 @@
 //! - [`users`]: the users file: parsing, canonical usernames, safe
 //!   rewrites (lock, temp file, fsync, rename, owner and mode kept) and the
 //!   change watcher, which hands what it sees to a callback.
-//! - [`policy`]: path normalization and lenient aliases, compiled and
+//! - [`policy`]: path normalization and lenient aliases, host parsing, compiled and
 //!   indexed rules, the decision; `check` warnings, `[[test]]`s, `explain`.
 //! - [`proxy`]: the pooled upstream client, the header rules both ways, and
 //!   who the client is behind a trusted load balancer (`trusted_proxies`).
