@@ -14,6 +14,7 @@
 # `cargo bench --bench session_store`.
 #
 # Usage: bench/run.sh [SECONDS_PER_TARGET=10] [CONNECTIONS=50]
+#        AUTHGATE_BIN=path bench/run.sh ...   (another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +31,11 @@ need nginx nginx-light
 need wrk wrk
 need openssl openssl
 
-cargo build --release --quiet
+# AUTHGATE_BIN=path measures another build (an older commit's, say).
+if [ -z "${AUTHGATE_BIN:-}" ]; then
+  cargo build --release --quiet
+  AUTHGATE_BIN=target/release/authgate
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -132,7 +137,7 @@ sed -i "s#ERRLOG#proxy.err#" "$work/proxy.conf"
 
 bench_password="bench-password-$RANDOM$RANDOM"
 printf '[users.bench]\npassword = "%s"\nroles = ["user"]\n' \
-  "$(printf '%s\n' "$bench_password" | target/release/authgate hash-password)" > "$work/users.toml"
+  "$(printf '%s\n' "$bench_password" | "$AUTHGATE_BIN" hash-password)" > "$work/users.toml"
 cat > "$work/gateway.toml" <<CONF
 [server]
 listen = "127.0.0.1:$gateway"
@@ -155,7 +160,7 @@ CONF
 
 nginx -c "$work/upstream.conf" & pids+=($!)
 nginx -c "$work/proxy.conf" & pids+=($!)
-target/release/authgate run -c "$work/gateway.toml" 2> "$work/authgate.log" & pids+=($!)
+"$AUTHGATE_BIN" run -c "$work/gateway.toml" 2> "$work/authgate.log" & pids+=($!)
 gateway_pid=$!
 
 wait_port() {

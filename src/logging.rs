@@ -201,8 +201,24 @@ impl tracing::field::Visit for HumanVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let text = format!("{value:?}");
-        self.write(field, &text, false);
+        use std::fmt::Write as _;
+        // The value is looked at before it is written; one buffer per
+        // thread, reused, so a log line costs no allocation for it.
+        thread_local! {
+            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        TEXT.with(|text| match text.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                let _ = write!(text, "{value:?}");
+                self.write(field, &text, false);
+                if text.capacity() > 4096 {
+                    *text = String::new();
+                }
+            }
+            // Formatting the value logged something itself.
+            Err(_) => self.write(field, &format!("{value:?}"), false),
+        });
     }
 }
 

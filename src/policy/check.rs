@@ -32,6 +32,18 @@ pub fn lint(config: &Config, users: &Users) -> Vec<Finding> {
                 ),
             });
         }
+        let pattern = later.pattern.as_str();
+        if pattern.len() > 1 && pattern.ends_with('/') && later.access != Access::Deny {
+            findings.push(Finding {
+                line: later.line,
+                col: later.col,
+                message: format!(
+                    "rule #{}: {pattern:?} ends in `/`, and a path is also judged without its trailing slash (many apps serve both alike), the stricter decision winning; so this rule may not be the one that decides `{pattern}`: write {:?}",
+                    later.index + 1,
+                    format!("{pattern}**")
+                ),
+            });
+        }
         if let Access::Roles(roles) = &later.access {
             let (line, col) = later.roles_position.unwrap_or((later.line, later.col));
             if roles.is_empty() {

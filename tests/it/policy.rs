@@ -425,3 +425,31 @@ async fn gateway_routes_are_answered_by_the_gateway_whatever_the_rules_say() {
     );
     assert!(gw.upstream.requests().is_empty() && public.upstream.requests().is_empty());
 }
+
+#[test]
+fn check_warns_about_a_rule_for_a_path_with_a_trailing_slash() {
+    let (_dir, path) = config_dir(
+        r#"[[rule]]
+path = "/docs/"
+access = "public"
+
+[[rule]]
+path = "/**"
+access = "authenticated"
+
+[[test]]
+anonymous = true
+method = "GET"
+path = "/docs/"
+expect = "login"
+"#,
+    );
+    let (code, stdout, stderr) = run(authgate().arg("check").arg("-c").arg(&path));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(":10:1: warning: rule #1: \"/docs/\" ends in `/`")
+            && stderr.contains("\"/docs/**\""),
+        "{stderr}"
+    );
+    assert!(stdout.contains("1 of 1 tests passed"), "{stdout}");
+}
