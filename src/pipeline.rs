@@ -104,6 +104,12 @@ pub async fn handle(
     let index = conn.requests.fetch_add(1, Ordering::Relaxed);
     let method = request.method().clone();
     let html = wants_html(request.headers());
+    // An HTTP/1.1 request whose body the gateway may refuse unread: its
+    // error answer must say the connection closes, or the client would
+    // send its next request on a connection that is going away.
+    let unread_body_closes = request.version() < http::Version::HTTP_2
+        && (declared_length(&request).is_some_and(|n| n > 0)
+            || request.headers().contains_key(header::TRANSFER_ENCODING));
     let mut log = RequestLog::default();
 
     let mut response = match route(state, conn, index, request, &mut log).await {
@@ -125,7 +131,13 @@ pub async fn handle(
                 GatewayError::Forbidden(reason) => state.metrics.record_denial(*reason),
                 _ => {}
             }
-            error.into_response(html)
+            let mut response = error.into_response(html);
+            if unread_body_closes {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
     };
 
