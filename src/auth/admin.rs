@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::endpoints::read_form;
+use super::forms::read_form;
 use super::next::percent_decode;
 use super::{csrf, pages, rfc3339, Auth, SignedIn};
 use crate::policy::DenyReason;

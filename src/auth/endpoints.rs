@@ -5,17 +5,14 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
+use super::forms::read_form;
 use super::password::Busy;
 use super::throttle::Throttled;
-use super::{
-    admin, cookie_values, csrf, pages, rfc3339, safe_next, Auth, GENERIC_FAILURE, MAX_FORM_BYTES,
-};
+use super::{admin, cookie_values, csrf, pages, rfc3339, safe_next, Auth, GENERIC_FAILURE};
 use crate::response::{own_response, Body, GatewayError};
 use crate::session;
 use crate::users::canonical;
@@ -396,45 +393,4 @@ fn truncate(name: &str) -> &str {
         end -= 1;
     }
     &name[..end]
-}
-
-/// The first value of each field of a small urlencoded form.
-pub(super) struct Form {
-    fields: Vec<(String, String)>,
-}
-
-impl Form {
-    pub(super) fn get(&self, name: &str) -> &str {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-}
-
-pub(super) async fn read_form(request: Request<Incoming>) -> Result<Form, GatewayError> {
-    let is_form = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Err(GatewayError::BadForm);
-    }
-    let body: Bytes = match Limited::new(request.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
-        Err(_) => return Err(GatewayError::BadForm),
-    };
-    Ok(Form {
-        fields: form_urlencoded::parse(&body)
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-    })
 }

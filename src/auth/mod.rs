@@ -4,6 +4,7 @@
 mod admin;
 pub mod csrf;
 mod endpoints;
+mod forms;
 mod next;
 mod pages;
 pub mod password;

@@ -1,0 +1,52 @@
+//! The small urlencoded forms the gateway's own pages post (sign-in,
+//! sign-out, password, admin), read with a size limit.
+
+use bytes::Bytes;
+use http::header;
+use http::Request;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use super::MAX_FORM_BYTES;
+use crate::response::GatewayError;
+
+/// The first value of each field of a small urlencoded form.
+pub(super) struct Form {
+    pub(super) fields: Vec<(String, String)>,
+}
+
+impl Form {
+    pub(super) fn get(&self, name: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+pub(super) async fn read_form(request: Request<Incoming>) -> Result<Form, GatewayError> {
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(GatewayError::BadForm);
+    }
+    let body: Bytes = match Limited::new(request.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
+        Err(_) => return Err(GatewayError::BadForm),
+    };
+    Ok(Form {
+        fields: form_urlencoded::parse(&body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    })
+}
