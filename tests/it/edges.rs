@@ -110,7 +110,7 @@ access = "public"
     for (head, expected) in [
         ("GET / HTTP/1.1\r\nHost: user@localhost", 400),
         ("GET / HTTP/1.1\r\nHost: local host", 400),
-        ("GET / HTTP/1.1\r\nHost: localhost:99999", 400),
+        ("GET / HTTP/1.1\r\nHost: app.test:99999", 400),
         ("GET / HTTP/1.1\r\nHost: [::1", 400),
         ("GET / HTTP/1.1\r\nConnection: close", 400),
         (
