@@ -18,7 +18,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rand::TryRngCore;
 use subtle::ConstantTimeEq;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 /// The floor SPEC §2 sets: m=19456 KiB, t=2, p=1 (OWASP's argon2id minimum).
 pub const MIN_MEMORY_KIB: u32 = 19_456;
@@ -198,23 +198,11 @@ fn dummy_hash(params: &Params) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Busy;
 
-enum Work {
-    Verify { phc: String, password: String },
-    Hash { password: String },
-}
-
-enum Done {
-    Verified(bool),
-    Hashed(String),
-}
-
-struct Job {
-    work: Work,
-    reply: oneshot::Sender<Done>,
-    /// The job's place in the queue, given back when the job is done or
-    /// dropped, whichever way: a cancelled sign-in cannot keep it.
-    _place: OwnedSemaphorePermit,
-}
+/// One piece of work for a hashing thread, given the thread's working area.
+/// It owns its place in the queue (given back when the job is done or
+/// dropped, whichever way: a cancelled sign-in cannot keep it) and skips
+/// the hashing when whoever asked has gone.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 /// Runs argon2 on a few threads of its own, so that a flood of sign-ins
 /// queues up (a bounded queue: past it, [`Busy`]) instead of taking every
@@ -278,30 +266,27 @@ impl Verifier {
         Params::try_from(&hash).expect("the dummy hash has valid parameters")
     }
 
-    async fn run(&self, work: Work) -> Result<Done, Busy> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> Result<T, Busy> {
         let place = self.places.clone().try_acquire_owned().map_err(|_| Busy)?;
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job {
-                work,
-                reply,
-                _place: place,
-            })
-            .map_err(|_| Busy)?;
+        let job: Job = Box::new(move |memory| {
+            let _place = place;
+            // Whoever asked is gone (the client hung up): skip the work.
+            if !reply.is_closed() {
+                let _ = reply.send(work(memory));
+            }
+        });
+        self.jobs.send(job).map_err(|_| Busy)?;
         answer.await.map_err(|_| Busy)
     }
 
     /// Hashes a new password on the same bounded pool as verifications.
     pub async fn hash(&self, password: &str) -> Result<String, Busy> {
-        match self
-            .run(Work::Hash {
-                password: password.to_owned(),
-            })
-            .await?
-        {
-            Done::Hashed(phc) => Ok(phc),
-            Done::Verified(_) => unreachable!("a hash job answers with a hash"),
-        }
+        let password = password.to_owned();
+        self.run(move |memory| hash_with(&password, memory)).await
     }
 
     /// True when `password` matches `phc`. With `phc` absent (no such user)
@@ -312,14 +297,11 @@ impl Verifier {
             Some(phc) => phc.to_owned(),
             None => String::clone(&self.dummy_hash.load()),
         };
-        let work = Work::Verify {
-            phc,
-            password: password.to_owned(),
-        };
-        match self.run(work).await? {
-            Done::Verified(matched) => Ok(real && matched),
-            Done::Hashed(_) => unreachable!("a verify job answers with a verdict"),
-        }
+        let password = password.to_owned();
+        let matched = self
+            .run(move |memory| verify_with(&phc, &password, memory))
+            .await?;
+        Ok(real && matched)
     }
 }
 
@@ -343,17 +325,7 @@ fn hashing_thread(queue: Receiver<Job>) {
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        if job.reply.is_closed() {
-            // Whoever asked is gone (the client hung up): skip the work.
-            continue;
-        }
-        let done = match &job.work {
-            Work::Verify { phc, password } => {
-                Done::Verified(verify_with(phc, password, &mut memory))
-            }
-            Work::Hash { password } => Done::Hashed(hash_with(password, &mut memory)),
-        };
-        let _ = job.reply.send(done);
+        job(&mut memory);
     }
 }
 
