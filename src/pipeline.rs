@@ -8,7 +8,6 @@
 //! 5. finish the response (HSTS), count it and log one line.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,10 +66,11 @@ struct RequestLog {
 /// One client connection.
 pub struct Connection {
     pub peer: SocketAddr,
+    /// The peer's address as a header value, made once per connection.
+    peer_value: HeaderValue,
     pub framing: Arc<FramingVerdict>,
-    /// Requests seen so far on this connection, to line up with `framing`.
-    requests: AtomicU64,
-    /// What the connection's idle watchdog reads.
+    /// Requests in flight and seen (their numbers line up with `framing`),
+    /// for the connection's idle watchdog.
     pub activity: Arc<Activity>,
 }
 
@@ -82,8 +82,9 @@ impl Connection {
     ) -> Connection {
         Connection {
             peer,
+            peer_value: HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an IP address is a valid header value"),
             framing,
-            requests: AtomicU64::new(0),
             activity,
         }
     }
@@ -100,19 +101,19 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let _busy = conn.activity.begin();
-    let index = conn.requests.fetch_add(1, Ordering::Relaxed);
+    let busy = conn.activity.begin();
     let method = request.method().clone();
     let html = wants_html(request.headers());
     // An HTTP/1.1 request whose body the gateway may refuse unread: its
     // error answer must say the connection closes, or the client would
     // send its next request on a connection that is going away.
+    let declared = declared_length(&request);
     let unread_body_closes = request.version() < http::Version::HTTP_2
-        && (declared_length(&request).is_some_and(|n| n > 0)
+        && (declared.is_some_and(|n| n > 0)
             || request.headers().contains_key(header::TRANSFER_ENCODING));
     let mut log = RequestLog::default();
 
-    let mut response = match route(state, conn, index, request, &mut log).await {
+    let mut response = match route(state, conn, busy.index, declared, request, &mut log).await {
         Ok(response) => response,
         Err(error) => {
             match &error {
@@ -171,6 +172,7 @@ async fn route(
     state: &State,
     conn: &Connection,
     index: u64,
+    declared_length: Option<u64>,
     request: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Response<Body>, GatewayError> {
@@ -188,7 +190,7 @@ async fn route(
         log.path = request.uri().path().to_owned();
         return Err(GatewayError::HeadTooLarge);
     }
-    if declared_length(&request).is_some_and(|n| n > server.max_body_size) {
+    if declared_length.is_some_and(|n| n > server.max_body_size) {
         log.path = request.uri().path().to_owned();
         return Err(GatewayError::BodyTooLarge);
     }
@@ -205,7 +207,7 @@ async fn route(
     let host_value = host.as_ref().map(Host::value);
     let client = server
         .trusted_proxies
-        .client(conn.peer.ip(), request.headers());
+        .client(conn.peer.ip(), &conn.peer_value, request.headers());
     log.client_ip = Some(client.ip);
 
     if normalized == GATEWAY_PREFIX || normalized.starts_with("/.gateway/") {

@@ -49,22 +49,18 @@ impl TrustedProxies {
         TrustedProxies { nets }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.nets.is_empty()
-    }
-
     pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.nets.iter().any(|net| net.contains(&ip))
     }
 
-    /// The client behind `peer`, judged from the request's headers.
-    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Client {
-        let peer = peer.to_canonical();
-        if self.nets.is_empty() || !self.trusts(peer) {
+    /// The client behind `peer` (canonical, and `peer_value` as a header
+    /// value), judged from the request's headers.
+    pub fn client(&self, peer: IpAddr, peer_value: &HeaderValue, headers: &HeaderMap) -> Client {
+        if !self.trusts(peer) {
             return Client {
                 ip: peer,
-                forwarded_for: ip_value(peer),
+                forwarded_for: peer_value.clone(),
             };
         }
         let chain = chain_of(headers);
@@ -89,17 +85,13 @@ impl TrustedProxies {
             }
             forwarded_for.push_str(", ");
         }
-        forwarded_for.push_str(&peer.to_string());
+        forwarded_for.push_str(peer_value.to_str().expect("an address is ASCII"));
         Client {
             ip: client,
             forwarded_for: HeaderValue::from_str(&forwarded_for)
                 .expect("addresses and commas are a valid header value"),
         }
     }
-}
-
-fn ip_value(ip: IpAddr) -> HeaderValue {
-    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
 }
 
 /// The addresses the earlier hops named, left to right (`None` for an
@@ -169,15 +161,22 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// `client` for a peer given as text, the way the pipeline calls it.
+    fn client_of(proxies: &TrustedProxies, peer: &str, headers: &HeaderMap) -> Client {
+        let peer = ip(peer).to_canonical();
+        let value = HeaderValue::from_str(&peer.to_string()).unwrap();
+        proxies.client(peer, &value, headers)
+    }
+
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_claims() {
         let none = TrustedProxies::default();
         let claims = headers(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=5.6.7.8")]);
-        let client = none.client(ip("10.1.1.1"), &claims);
+        let client = client_of(&none, "10.1.1.1", &claims);
         assert_eq!(client.ip, ip("10.1.1.1"));
         assert_eq!(client.forwarded_for, "10.1.1.1");
         let other = proxies(&["192.168.0.0/16"]);
-        assert_eq!(other.client(ip("10.1.1.1"), &claims).ip, ip("10.1.1.1"));
+        assert_eq!(client_of(&other, "10.1.1.1", &claims).ip, ip("10.1.1.1"));
     }
 
     #[test]
@@ -185,7 +184,7 @@ mod tests {
         let lb = proxies(&["10.0.0.0/8"]);
         // The client wrote "6.6.6.6" itself; the balancer appended the real address.
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9")]);
-        let client = lb.client(ip("10.0.0.2"), &h);
+        let client = client_of(&lb, "10.0.0.2", &h);
         assert_eq!(client.ip, ip("203.0.113.9"));
         assert_eq!(client.forwarded_for, "6.6.6.6, 203.0.113.9, 10.0.0.2");
         // Two trusted hops, and the chain split over two headers.
@@ -193,18 +192,18 @@ mod tests {
             ("x-forwarded-for", "6.6.6.6, 198.51.100.4"),
             ("x-forwarded-for", "10.9.9.9"),
         ]);
-        assert_eq!(lb.client(ip("10.0.0.2"), &h).ip, ip("198.51.100.4"));
+        assert_eq!(client_of(&lb, "10.0.0.2", &h).ip, ip("198.51.100.4"));
         // Garbage right of the client: stop at the hop that passed it on.
         let h = headers(&[("x-forwarded-for", "198.51.100.4, not-an-ip, 10.9.9.9")]);
-        assert_eq!(lb.client(ip("10.0.0.2"), &h).ip, ip("10.9.9.9"));
+        assert_eq!(client_of(&lb, "10.0.0.2", &h).ip, ip("10.9.9.9"));
         // No header at all: the balancer itself.
         assert_eq!(
-            lb.client(ip("10.0.0.2"), &HeaderMap::new()).ip,
+            client_of(&lb, "10.0.0.2", &HeaderMap::new()).ip,
             ip("10.0.0.2")
         );
         // Only trusted hops: the left-most of them.
         let h = headers(&[("x-forwarded-for", "10.3.3.3, 10.4.4.4")]);
-        assert_eq!(lb.client(ip("10.0.0.2"), &h).ip, ip("10.3.3.3"));
+        assert_eq!(client_of(&lb, "10.0.0.2", &h).ip, ip("10.3.3.3"));
     }
 
     #[test]
@@ -214,14 +213,14 @@ mod tests {
             "forwarded",
             "for=192.0.2.60;proto=http, for=\"[2001:db8:cafe::17]:4711\";by=x",
         )]);
-        let client = lb.client(ip("fd00::5"), &h);
+        let client = client_of(&lb, "fd00::5", &h);
         assert_eq!(client.ip, ip("2001:db8:cafe::17"));
         assert_eq!(
             client.forwarded_for,
             "192.0.2.60, 2001:db8:cafe::17, fd00::5"
         );
         let h = headers(&[("x-forwarded-for", "2001:db8::9, [fd00::1]:80")]);
-        assert_eq!(lb.client(ip("::ffff:127.0.0.1"), &h).ip, ip("2001:db8::9"));
+        assert_eq!(client_of(&lb, "::ffff:127.0.0.1", &h).ip, ip("2001:db8::9"));
         assert_eq!(parse_node("192.0.2.1:4711"), Some(ip("192.0.2.1")));
         assert_eq!(parse_node("unknown"), None);
         assert_eq!(parse_node("[::1]x"), None);

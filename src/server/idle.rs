@@ -49,12 +49,16 @@ impl Default for Activity {
 }
 
 /// A request in progress; its end (or cancellation) is noted on drop.
-pub struct Busy<'a>(&'a Activity);
+pub struct Busy<'a> {
+    activity: &'a Activity,
+    /// The request's number on the connection, from 0.
+    pub index: u64,
+}
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.activity.touch();
+        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -78,9 +82,12 @@ impl Activity {
     /// A request begins: the connection is not idle until it ends.
     pub fn begin(&self) -> Busy<'_> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.requests.fetch_add(1, Ordering::AcqRel);
+        let index = self.requests.fetch_add(1, Ordering::AcqRel);
         self.touch();
-        Busy(self)
+        Busy {
+            activity: self,
+            index,
+        }
     }
 
     /// An HTTP/1.1 request head started (`true`) or finished arriving.

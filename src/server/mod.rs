@@ -306,9 +306,10 @@ async fn serve_tls(
     }
 }
 
-/// Runs one connection to its end. On the gateway's stop, or when the
-/// connection has been idle too long, it is told to close gracefully;
-/// an idle one that does not within [`CLOSE_GRACE`] is dropped.
+/// Runs one connection to its end. On the gateway's stop it is told to
+/// close gracefully (the accept loop's grace bounds the rest); when it has
+/// been idle too long, too, and it is dropped if that takes over
+/// [`CLOSE_GRACE`].
 async fn drive<C, E>(
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
@@ -320,24 +321,16 @@ where
     C: Future<Output = Result<(), E>>,
 {
     tokio::pin!(conn);
-    tokio::pin!(idle);
-    let mut closing = false;
-    let mut drop_at = None;
-    loop {
-        let deadline = drop_at.unwrap_or_else(|| tokio::time::Instant::now() + CLOSE_GRACE);
-        tokio::select! {
-            result = conn.as_mut() => return result,
-            why = &mut idle, if !closing => {
-                tracing::debug!(%peer, reason = ?why, "closing an idle connection");
-                graceful(conn.as_mut());
-                closing = true;
-                drop_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
-            }
-            _ = stopped(stop), if !closing => {
-                graceful(conn.as_mut());
-                closing = true;
-            }
-            _ = tokio::time::sleep_until(deadline), if drop_at.is_some() => return Ok(()),
+    tokio::select! {
+        result = conn.as_mut() => result,
+        why = idle => {
+            tracing::debug!(%peer, reason = ?why, "closing an idle connection");
+            graceful(conn.as_mut());
+            tokio::time::timeout(CLOSE_GRACE, conn).await.unwrap_or(Ok(()))
+        }
+        _ = stopped(stop) => {
+            graceful(conn.as_mut());
+            conn.await
         }
     }
 }
