@@ -126,14 +126,7 @@ fn private_mode(_mode: u32) -> std::fs::Permissions {
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let _ = std::fs::remove_file(path);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(contents.as_bytes())
+    crate::users::file::create_private(path)?.write_all(contents.as_bytes())
 }
 
 /// Writes a fresh certificate and key, a users file with alice and bob

@@ -56,6 +56,10 @@ pub struct PolicyTest {
     pub expect: &'static str,
 }
 
+/// The session cookie's name unless configured otherwise. Every cookie
+/// whose name starts with it is the gateway's (the login cookie adds `-login`).
+pub const DEFAULT_COOKIE_NAME: &str = "__Host-authgate";
+
 #[derive(Debug)]
 pub struct Session {
     pub cookie_name: String,

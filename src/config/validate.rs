@@ -205,7 +205,7 @@ impl Validator<'_> {
             }
         }
         let cookie_name = match &raw.cookie_name {
-            None => Some("__Host-authgate".to_owned()),
+            None => Some(super::DEFAULT_COOKIE_NAME.to_owned()),
             Some(name) if is_cookie_name(name.get_ref()) => Some(name.get_ref().clone()),
             Some(name) => {
                 self.diag.at(

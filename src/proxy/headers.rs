@@ -135,7 +135,7 @@ pub fn prepare_request(
 }
 
 /// Every cookie under this prefix is the gateway's, whatever the configured name.
-const OWN_COOKIE_PREFIX: &str = "__Host-authgate";
+const OWN_COOKIE_PREFIX: &str = crate::config::DEFAULT_COOKIE_NAME;
 
 /// Removes the upstream's `Set-Cookie`s that name one of the gateway's own
 /// cookies (SPEC §6): an app must not be able to plant a session or a login

@@ -232,10 +232,10 @@ impl UsersFile {
     }
 }
 
-/// The lock file: private to the user (it records who changed what).
-fn open_lock(path: &Path) -> std::io::Result<File> {
+/// Options for a file only this user may read (0600), opened never
+/// through a symlink and not inherited by child processes.
+fn private_options() -> OpenOptions {
     let mut options = OpenOptions::new();
-    options.create(true).truncate(false).read(true).write(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -243,7 +243,17 @@ fn open_lock(path: &Path) -> std::io::Result<File> {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
     }
-    options.open(path)
+    options
+}
+
+/// The lock file: private to the user (it records who changed what).
+fn open_lock(path: &Path) -> std::io::Result<File> {
+    private_options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
 }
 
 /// 64 random bits, hex: a temporary name no one can guess ahead.
@@ -258,20 +268,8 @@ fn random_suffix() -> String {
 
 /// A new file only this user can read, created exclusively: it fails if
 /// anything (a symlink included) already has the name.
-#[cfg(unix)]
-fn create_private(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn create_private(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().write(true).create_new(true).open(path)
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    private_options().write(true).create_new(true).open(path)
 }
 
 /// Gives `file` the owner, group and mode of `previous`. Only root may
