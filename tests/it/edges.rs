@@ -356,3 +356,51 @@ async fn early_answers_reach_the_client() {
         }
     }
 }
+
+/// One HTTP/2 frame: length, type, flags, stream, payload (RFC 9113 §4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_are_checked_with_pings() {
+    let gw = Setup::new().server("idle_timeout = \"1s\"").start().await;
+    let mut tls = tls_connect(gw.addr(), &gw.cert_pem, &[b"h2"]).await;
+    // GET /slow?ms=4000: a request in flight, so the connection is not idle.
+    let authority = gw.addr().to_string();
+    let path = b"/slow?ms=4000";
+    // HPACK: :method GET, :scheme https (static table), :path and
+    // :authority as literals with indexed names.
+    let mut block = vec![0x82, 0x87, 0x44, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend([0x41, authority.len() as u8]);
+    block.extend_from_slice(authority.as_bytes());
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(0x4, 0, 0, &[]));
+    hello.extend(h2_frame(0x1, 0x5, 1, &block));
+    tls.write_all(&hello).await.unwrap();
+
+    let started = Instant::now();
+    let ping = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let mut head = [0u8; 9];
+            tls.read_exact(&mut head).await.unwrap();
+            let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; length];
+            tls.read_exact(&mut payload).await.unwrap();
+            // A PING (type 6) that is not an ACK.
+            if head[3] == 0x6 && head[4] & 0x1 == 0 {
+                return payload;
+            }
+            assert_ne!(head[3], 0x7, "GOAWAY while a request was in flight");
+        }
+    })
+    .await
+    .expect("the gateway sent a keep-alive PING while the request was in flight");
+    assert_eq!(ping.len(), 8);
+    assert!(started.elapsed() >= Duration::from_millis(500));
+}
