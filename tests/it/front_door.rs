@@ -119,6 +119,7 @@ Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{bo
 
 #[tokio::test]
 async fn the_upstream_cannot_plant_the_gateways_cookies() {
+    let log = crate::logs::captured();
     let gw = Setup::new().start().await;
     let response = gw
         .client()
@@ -138,6 +139,13 @@ async fn the_upstream_cannot_plant_the_gateways_cookies() {
         ["theme=dark; Path=/", "lang=en; Path=/"],
         "only the app's own cookies"
     );
+    // One warning for the response, naming how many went.
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("upstream_cookie_dropped") && l.contains("\"cookies\":3"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     // A configured cookie name is protected the same way.
     let gw = Setup::new()
         .session("cookie_name = \"theme\"")
