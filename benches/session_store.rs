@@ -14,7 +14,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use authgate::session::{Lookup, SessionStore};
+use authgate::session::{key_of, Lookup};
+use authgate::store::memory::SessionMap;
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 const LOOKUPS: usize = 1_000_000;
@@ -28,7 +29,7 @@ fn rss_bytes() -> u64 {
 }
 
 fn measure(size: usize) {
-    let store = SessionStore::new(Duration::from_secs(1800), Duration::from_secs(8 * 3600));
+    let store = SessionMap::new(Duration::from_secs(1800), Duration::from_secs(8 * 3600));
     let users: Vec<Arc<str>> = (0..1000).map(|i| format!("user{i}").into()).collect();
     let sample_every = (size / 10_000).max(1);
     let mut sample = Vec::with_capacity(size / sample_every + 1);
@@ -36,7 +37,7 @@ fn measure(size: usize) {
     let before = rss_bytes();
     for i in 0..size {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32));
-        let id = store.create(&users[i % users.len()], 1, ip, USER_AGENT, now);
+        let (id, _) = store.create(&users[i % users.len()], 1, ip, USER_AGENT, now);
         if i % sample_every == 0 {
             sample.push(id);
         }
@@ -46,9 +47,11 @@ fn measure(size: usize) {
     let started = Instant::now();
     let mut live = 0usize;
     for i in 0..LOOKUPS {
-        if let Lookup::Live(_) =
-            store.lookup(&sample[i % sample.len()], now + i as u64 / 1000, true)
-        {
+        if let Lookup::Live(_) = store.lookup(
+            &key_of(&sample[i % sample.len()]).unwrap(),
+            now + i as u64 / 1000,
+            true,
+        ) {
             live += 1;
         }
     }

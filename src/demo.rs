@@ -160,6 +160,10 @@ url = "http://{app}"
 idle_timeout = "30m"
 absolute_timeout = "8h"
 
+# The demo's folder goes when it stops, so its sessions live in memory.
+[store]
+backend = "memory"
+
 [users]
 file = "users.toml"
 

@@ -14,7 +14,11 @@
 //!   sign-out, whoami, password change, admin API and page); CSRF,
 //!   throttling (attempts reserved before hashing), argon2 on a small pool
 //!   of its own threads; applying user changes live.
-//! - [`session`]: the session store (DashMap keyed by SHA-256 of the ID) and its sweeper.
+//! - [`session`]: what a session is: its ID, the key it is filed under
+//!   (SHA-256 of the ID), what a lookup finds.
+//! - [`store`]: where sessions are kept, behind one seam: the in-memory map
+//!   every request reads, and the durable record behind it (`local`: a
+//!   SQLite file with one group-committing writer); the sweeper.
 //! - [`users`]: the users file: parsing, canonical usernames, safe
 //!   rewrites (lock, temp file, fsync, rename, owner and mode kept) and the
 //!   change watcher, which hands what it sees to a callback.
@@ -40,6 +44,7 @@ pub mod proxy;
 pub mod response;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod tls;
 pub mod users;
 

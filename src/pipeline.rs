@@ -38,17 +38,17 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(mut config: Config) -> State {
+    pub fn new(mut config: Config) -> Result<State, crate::store::StoreError> {
         let upstream = Upstream::new(&config.upstream, config.server.max_body_size);
         let metrics = Arc::new(Metrics::default());
-        let auth = Arc::new(Auth::new(&mut config, metrics.clone()));
-        State {
+        let auth = Arc::new(Auth::new(&mut config, metrics.clone())?);
+        Ok(State {
             config,
             auth,
             upstream,
             metrics,
             readiness: Readiness::default(),
-        }
+        })
     }
 }
 
@@ -222,9 +222,10 @@ async fn route(
 
     let presented = state
         .auth
-        .authenticate(request.headers(), session::now_ms(), true);
+        .authenticate(request.headers(), session::now_ms(), true)
+        .await;
     let user = presented.signed_in.as_ref().map(|s| &s.user);
-    log.clear_cookie = presented.stale_cookie;
+    log.clear_cookie = presented.stale_cookie && !presented.store_unavailable;
     log.user = user.map(|u| u.name.clone());
     let target = Target {
         method: request.method(),
@@ -237,6 +238,9 @@ async fn route(
     });
     match state.config.policy.decide(&target, principal).decision {
         Decision::Allow => {}
+        Decision::Login if presented.store_unavailable => {
+            return Err(GatewayError::StoreUnavailable);
+        }
         Decision::Login => {
             let method = request.method().as_str();
             let navigating = (method.eq_ignore_ascii_case("GET")

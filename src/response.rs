@@ -50,6 +50,9 @@ pub enum GatewayError {
     Throttled { retry_after_secs: u64 },
     #[error("too many sign-ins are being checked right now")]
     LoginBusy,
+    /// The session store cannot answer, or cannot make a change durable.
+    #[error("sessions cannot be checked or saved right now; try again in a moment")]
+    StoreUnavailable,
     #[error("the upstream could not be reached: {0}")]
     UpstreamUnavailable(BoxError),
     #[error("the upstream did not answer in time")]
@@ -65,7 +68,9 @@ impl GatewayError {
             | GatewayError::BadForm => StatusCode::BAD_REQUEST,
             GatewayError::CsrfRejected => StatusCode::FORBIDDEN,
             GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::LoginBusy => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::LoginBusy | GatewayError::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -90,6 +95,7 @@ impl GatewayError {
             GatewayError::CsrfRejected => "csrf",
             GatewayError::Throttled { .. } => "too_many_requests",
             GatewayError::LoginBusy => "busy",
+            GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::HeadTooLarge => "request_header_fields_too_large",
             GatewayError::BodyTooLarge => "payload_too_large",
             GatewayError::MethodNotAllowed => "method_not_allowed",
@@ -163,6 +169,7 @@ impl GatewayError {
         let retry_after = match self {
             GatewayError::Throttled { retry_after_secs } => Some(retry_after_secs),
             GatewayError::LoginBusy => Some(1),
+            GatewayError::StoreUnavailable => Some(5),
             _ => None,
         };
         if let Some(seconds) = retry_after {

@@ -21,7 +21,7 @@ use super::next::percent_decode;
 use super::{csrf, pages, rfc3339, Auth, SignedIn};
 use crate::policy::DenyReason;
 use crate::response::{escape_html, own_response, Body, GatewayError};
-use crate::session::{self, SessionStore};
+use crate::session;
 use crate::users::file::{check_role, Change, UserFileError};
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -71,8 +71,13 @@ pub(super) async fn api(
     request: Request<Incoming>,
     logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {
-    let presented = auth.authenticate(request.headers(), session::now_ms(), true);
+    let presented = auth
+        .authenticate(request.headers(), session::now_ms(), true)
+        .await;
     let Some(admin) = presented.signed_in else {
+        if presented.store_unavailable {
+            return Err(GatewayError::StoreUnavailable);
+        }
         return Ok(error(StatusCode::UNAUTHORIZED, "unauthenticated"));
     };
     *logged_user = Some(admin.user.name.clone());
@@ -117,13 +122,15 @@ pub(super) async fn api(
             let sessions: Vec<serde_json::Value> = auth
                 .sessions
                 .list(filter.as_deref())
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?
                 .into_iter()
                 .map(|s| {
                     let name = users
                         .get_by_key(&s.user)
                         .map_or_else(|| s.user.to_string(), |u| u.name.to_string());
                     json!({
-                        "id": SessionStore::public_id(&s.key),
+                        "id": session::handle(&s.key),
                         "user": name,
                         "created_at": rfc3339(s.created_ms),
                         "last_seen_at": rfc3339(s.last_seen_ms),
@@ -134,7 +141,12 @@ pub(super) async fn api(
                 .collect();
             json_response(StatusCode::OK, json!({ "sessions": sessions }))
         }
-        (&Method::DELETE, ["sessions", id]) => match auth.sessions.end_by_public_id(id) {
+        (&Method::DELETE, ["sessions", id]) => match auth
+            .sessions
+            .end_by_handle(id)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?
+        {
             Some(user) => {
                 tracing::warn!(target: "authgate::security", event = "session_revoked", actor = %actor, user = %user, session = %id, "session ended by an admin");
                 no_content()
@@ -143,7 +155,12 @@ pub(super) async fn api(
         },
         (&Method::GET, ["users"]) => {
             let mut counts: HashMap<Arc<str>, usize> = HashMap::new();
-            for s in auth.sessions.list(None) {
+            let sessions = auth
+                .sessions
+                .list(None)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
+            for s in sessions {
                 *counts.entry(s.user).or_default() += 1;
             }
             let mut list: Vec<_> = users.iter().collect();
@@ -176,7 +193,9 @@ pub(super) async fn api(
                         .await
                 }
                 _ => {
-                    auth.revoke_sessions(&key, &actor);
+                    auth.revoke_sessions(&key, &actor)
+                        .await
+                        .map_err(|_| GatewayError::StoreUnavailable)?;
                     Ok(())
                 }
             };
@@ -247,14 +266,16 @@ pub(super) async fn page(
     host: Option<&HeaderValue>,
     logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {
-    let admin = auth.require_session(request.headers(), request.method(), "/.gateway/admin/")?;
+    let admin = auth
+        .require_session(request.headers(), request.method(), "/.gateway/admin/")
+        .await?;
     *logged_user = Some(admin.user.name.clone());
     if !auth.is_admin(&admin) {
         return Err(GatewayError::Forbidden(DenyReason::MissingRole));
     }
     let token = admin.csrf_token();
     match *request.method() {
-        Method::GET | Method::HEAD => Ok(render(auth, &token)),
+        Method::GET | Method::HEAD => render(auth, &token).await,
         Method::POST => {
             if !csrf::same_origin(request.headers(), host) {
                 return Err(GatewayError::CsrfRejected);
@@ -265,20 +286,33 @@ pub(super) async fn page(
             }
             let actor = format!("admin {}", admin.user.name);
             let target = form.get("target");
-            let key = auth.users().get(target).map(|u| u.key.to_string());
+            let key = auth.users().get(target).map(|u| u.key.clone());
             let outcome = match (form.get("action"), key) {
                 ("end_session", _) => {
-                    if let Some(user) = auth.sessions.end_by_public_id(target) {
+                    let ended = auth
+                        .sessions
+                        .end_by_handle(target)
+                        .await
+                        .map_err(|_| GatewayError::StoreUnavailable)?;
+                    if let Some(user) = ended {
                         tracing::warn!(target: "authgate::security", event = "session_revoked", actor = %actor, user = %user, session = %target, "session ended by an admin");
                     }
                     Ok(())
                 }
                 ("revoke", Some(key)) => {
-                    auth.revoke_sessions(&key, &actor);
+                    auth.revoke_sessions(&key, &actor)
+                        .await
+                        .map_err(|_| GatewayError::StoreUnavailable)?;
                     Ok(())
                 }
-                ("lock", Some(key)) => auth.change_users(Change::Lock(key), &actor).await,
-                ("unlock", Some(key)) => auth.change_users(Change::Unlock(key), &actor).await,
+                ("lock", Some(key)) => {
+                    auth.change_users(Change::Lock(key.to_string()), &actor)
+                        .await
+                }
+                ("unlock", Some(key)) => {
+                    auth.change_users(Change::Unlock(key.to_string()), &actor)
+                        .await
+                }
                 (_, _) => Err(UserFileError::UnknownUser(target.to_owned())),
             };
             if let Err(e) = outcome {
@@ -307,9 +341,13 @@ fn button(token: &str, action: &str, target: &str, label: &str) -> String {
     )
 }
 
-fn render(auth: &Auth, token: &str) -> Response<Body> {
+async fn render(auth: &Auth, token: &str) -> Result<Response<Body>, GatewayError> {
+    let sessions = auth
+        .sessions
+        .list(None)
+        .await
+        .map_err(|_| GatewayError::StoreUnavailable)?;
     let users = auth.users();
-    let sessions = auth.sessions.list(None);
     let mut list: Vec<_> = users.iter().collect();
     list.sort_by(|a, b| a.key.cmp(&b.key));
     let mut html = String::from("<h1>Users and sessions</h1><table><tr><th>User</th><th>Roles</th><th>State</th><th>Sessions</th><th></th></tr>");
@@ -332,7 +370,7 @@ fn render(auth: &Auth, token: &str) -> Response<Body> {
     let mut sessions = sessions;
     sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen_ms));
     for s in &sessions {
-        let id = SessionStore::public_id(&s.key);
+        let id = session::handle(&s.key);
         let name = users
             .get_by_key(&s.user)
             .map_or_else(|| s.user.to_string(), |u| u.name.to_string());
@@ -354,9 +392,9 @@ fn render(auth: &Auth, token: &str) -> Response<Body> {
 th,td{text-align:left;padding:.4rem;border-bottom:1px solid #e2e5ea;vertical-align:top}\
 td.ua{max-width:18rem;overflow-wrap:anywhere}td.actions form{display:inline}\
 button.small{width:auto;margin:0 .3rem 0 0;padding:.3rem .6rem;font-size:.85rem}</style>";
-    own_response(
+    Ok(own_response(
         StatusCode::OK,
         "text/html; charset=utf-8",
         pages::document("Admin", &format!("{style}{html}")),
-    )
+    ))
 }

@@ -49,7 +49,9 @@ impl Auth {
                 self.login_submit(request, peer, host, logged_user).await
             }
             "/.gateway/logout" if is_get => {
-                let presented = self.authenticate(request.headers(), session::now_ms(), false);
+                let presented = self
+                    .authenticate(request.headers(), session::now_ms(), false)
+                    .await;
                 Ok(match &presented.signed_in {
                     Some(s) => {
                         *logged_user = Some(s.user.name.clone());
@@ -61,7 +63,7 @@ impl Auth {
             "/.gateway/logout" if method == Method::POST => {
                 self.logout_submit(request, host, logged_user).await
             }
-            "/.gateway/whoami" if is_get => Ok(self.whoami(request.headers(), logged_user)),
+            "/.gateway/whoami" if is_get => Ok(self.whoami(request.headers(), logged_user).await),
             "/.gateway/password" if is_get || method == Method::POST => {
                 self.password(request, peer, host, logged_user).await
             }
@@ -129,7 +131,9 @@ impl Auth {
         }
         let token = self.login_token(request.headers()).map(str::to_owned);
         let user_agent = user_agent_of(request.headers());
-        let earlier = self.authenticate(request.headers(), session::now_ms(), false);
+        let earlier = self
+            .authenticate(request.headers(), session::now_ms(), false)
+            .await;
         let form = read_form(request).await?;
         let token = match token {
             Some(t) if csrf::matches(&t, form.get("csrf")) => t,
@@ -177,15 +181,21 @@ impl Auth {
         };
         attempt.succeeded();
         if let Some(old) = earlier.signed_in {
-            self.sessions.end(&old.session.key);
+            // The old session ends whatever happens next: the one who signs
+            // in now may not be the one who signed in then.
+            self.sessions.end_now(&old.session.key);
         }
-        let id = self.sessions.create(
-            &user.key,
-            user.password_fingerprint,
-            peer,
-            &user_agent,
-            session::now_ms(),
-        );
+        let id = self
+            .sessions
+            .create(
+                &user.key,
+                user.password_fingerprint,
+                peer,
+                &user_agent,
+                session::now_ms(),
+            )
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
         *logged_user = Some(user.name.clone());
         tracing::info!(target: "authgate::security", event = "login_ok", user = %user.name, ip = %peer, "login ok");
         let mut response = own_response(
@@ -218,14 +228,19 @@ impl Auth {
         if !csrf::same_origin(request.headers(), host) {
             return Err(GatewayError::CsrfRejected);
         }
-        let presented = self.authenticate(request.headers(), session::now_ms(), false);
+        let presented = self
+            .authenticate(request.headers(), session::now_ms(), false)
+            .await;
         let form = read_form(request).await?;
         if let Some(signed_in) = &presented.signed_in {
             if !csrf::matches(&signed_in.csrf_token(), form.get("csrf")) {
                 return Err(GatewayError::CsrfRejected);
             }
-            self.sessions.end(&signed_in.session.key);
             *logged_user = Some(signed_in.user.name.clone());
+            self.sessions
+                .end(&signed_in.session.key)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
             tracing::info!(target: "authgate::security", event = "logout", user = %signed_in.user.name, "logout");
         }
         let mut response = own_response(
@@ -256,8 +271,9 @@ impl Auth {
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
-        let signed_in =
-            self.require_session(request.headers(), request.method(), "/.gateway/password")?;
+        let signed_in = self
+            .require_session(request.headers(), request.method(), "/.gateway/password")
+            .await?;
         *logged_user = Some(signed_in.user.name.clone());
         let csrf = signed_in.csrf_token();
         let page = |status, message: Option<(bool, &str)>| {
@@ -332,13 +348,17 @@ impl Auth {
         let Some(updated) = self.users.load().get_by_key(&user.key).cloned() else {
             return Err(GatewayError::NotFound);
         };
-        let id = self.sessions.create(
-            &updated.key,
-            updated.password_fingerprint,
-            peer,
-            &user_agent,
-            session::now_ms(),
-        );
+        let id = self
+            .sessions
+            .create(
+                &updated.key,
+                updated.password_fingerprint,
+                peer,
+                &user_agent,
+                session::now_ms(),
+            )
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
         let mut response = pages::password(
             StatusCode::OK,
             &updated.name,
@@ -352,8 +372,12 @@ impl Auth {
         Ok(response)
     }
 
-    fn whoami(&self, headers: &HeaderMap, logged_user: &mut Option<Arc<str>>) -> Response<Body> {
-        let presented = self.authenticate(headers, session::now_ms(), false);
+    async fn whoami(
+        &self,
+        headers: &HeaderMap,
+        logged_user: &mut Option<Arc<str>>,
+    ) -> Response<Body> {
+        let presented = self.authenticate(headers, session::now_ms(), false).await;
         let Some(signed_in) = presented.signed_in else {
             return own_response(
                 StatusCode::UNAUTHORIZED,

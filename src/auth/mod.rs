@@ -17,7 +17,8 @@ use http::header::{self, HeaderValue};
 use http::HeaderMap;
 
 use crate::config::Config;
-use crate::session::{self, LiveSession, Lookup, SessionStore};
+use crate::session::{self, LiveSession, Lookup};
+use crate::store::{Sessions, StoreError, Unavailable};
 use crate::users::file::{Change, UserFileError, UsersFile};
 use crate::users::{User, Users};
 pub use next::safe_next;
@@ -49,11 +50,14 @@ pub struct Presented {
     pub signed_in: Option<SignedIn>,
     /// A session cookie came that no longer leads anywhere: clear it.
     pub stale_cookie: bool,
+    /// A cookie could not be checked because the store is unavailable:
+    /// a route that needs a session gets 503, and the cookie stays.
+    pub store_unavailable: bool,
 }
 
 pub struct Auth {
     users: ArcSwap<Users>,
-    pub sessions: Arc<SessionStore>,
+    pub sessions: Arc<Sessions>,
     throttle: Throttle,
     verifier: Verifier,
     cookie_name: String,
@@ -67,9 +71,11 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Takes the users out of `config` (they are swapped in place on reload).
-    pub fn new(config: &mut Config, metrics: Arc<crate::ops::Metrics>) -> Auth {
+    /// Takes the users out of `config` (they are swapped in place on
+    /// reload) and opens the session store.
+    pub fn new(config: &mut Config, metrics: Arc<crate::ops::Metrics>) -> Result<Auth, StoreError> {
         let users = std::mem::take(&mut config.users);
+        let sessions = Sessions::open(&config.store, &config.session, &users)?;
         let verifier = Verifier::for_this_machine();
         verifier.match_strongest(users.iter().map(|u| &*u.password_hash));
         let cookie_name = config.session.cookie_name.clone();
@@ -77,12 +83,9 @@ impl Auth {
             "{cookie_name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
         ))
         .expect("a cookie name is a token");
-        Auth {
+        Ok(Auth {
             users: ArcSwap::from_pointee(users),
-            sessions: SessionStore::new(
-                config.session.idle_timeout,
-                config.session.absolute_timeout,
-            ),
+            sessions,
             throttle: Throttle::new(
                 config.login.max_failures,
                 config.login.failure_window,
@@ -95,7 +98,7 @@ impl Auth {
             users_file: config.users_file.clone().map(UsersFile::new),
             admin_role: config.admin.role.clone(),
             metrics,
-        }
+        })
     }
 
     /// Background work: the session sweeper, the throttle windows' sweep and
@@ -154,9 +157,9 @@ impl Auth {
     /// sessions of users who were removed, locked, or whose password changed.
     pub fn replace_users(&self, new: Users, actor: &str) {
         let old = self.users.load_full();
-        let end = |user: &str| self.sessions.end_all_for_user(user);
+        let end = |user: &Arc<str>| self.sessions.end_all_for_user_now(user);
         for before in old.iter() {
-            let key = &*before.key;
+            let key = &before.key;
             match new.get_by_key(key) {
                 None => {
                     let ended = end(key);
@@ -205,10 +208,11 @@ impl Auth {
         Ok(())
     }
 
-    /// Ends every session of a user (canonical name) without locking them.
-    pub fn revoke_sessions(&self, key: &str, actor: &str) -> usize {
-        let ended = self.sessions.end_all_for_user(key);
-        tracing::warn!(target: "authgate::security", event = "sessions_revoked", actor, user = %key, sessions_ended = ended, "sessions revoked");
+    /// Ends every session of a user (canonical name) without locking
+    /// them; returns how many once that is durable.
+    pub async fn revoke_sessions(&self, key: &Arc<str>, actor: &str) -> Result<usize, Unavailable> {
+        let ended = self.sessions.end_all_for_user(key).await;
+        tracing::warn!(target: "authgate::security", event = "sessions_revoked", actor, user = %key, sessions_ended = ended.unwrap_or(0), durable = ended.is_ok(), "sessions revoked");
         ended
     }
 
@@ -221,16 +225,20 @@ impl Auth {
     /// exists, neither deadline has passed, the user still exists and is
     /// not locked, and the password has not changed since it began. `touch`
     /// moves the idle deadline on.
-    pub fn authenticate(&self, headers: &HeaderMap, now: u64, touch: bool) -> Presented {
+    pub async fn authenticate(&self, headers: &HeaderMap, now: u64, touch: bool) -> Presented {
         let mut presented = Presented::default();
         for id in cookie_values(headers, &self.cookie_name) {
-            let session = match self.sessions.lookup(id, now, touch) {
-                Lookup::Live(session) => session,
-                Lookup::Unknown => {
+            let session = match self.sessions.lookup(id, now, touch).await {
+                Err(Unavailable) => {
+                    presented.store_unavailable = true;
+                    continue;
+                }
+                Ok(Lookup::Live(session)) => session,
+                Ok(Lookup::Unknown) => {
                     presented.stale_cookie = true;
                     continue;
                 }
-                Lookup::Expired(expiry) => {
+                Ok(Lookup::Expired(expiry)) => {
                     tracing::info!(target: "authgate::security", event = "session_ended", reason = expiry.as_str(), "session ended");
                     presented.stale_cookie = true;
                     continue;
@@ -249,11 +257,12 @@ impl Auth {
                         session,
                     });
                     presented.stale_cookie = false;
+                    presented.store_unavailable = false;
                     return presented;
                 }
             };
             if let Some(reason) = reason {
-                self.sessions.end(&session.key);
+                self.sessions.end_now(&session.key);
                 tracing::info!(target: "authgate::security", event = "session_ended", user = %session.user, reason, "session ended by revocation");
                 presented.stale_cookie = true;
             }
@@ -263,17 +272,18 @@ impl Auth {
 
     /// The request's signed-in user, or the login answer (a redirect back
     /// to `next` for a browser) for one of the gateway's own pages.
-    pub(crate) fn require_session(
+    pub(crate) async fn require_session(
         &self,
         headers: &HeaderMap,
         method: &http::Method,
         next: &str,
     ) -> Result<SignedIn, crate::response::GatewayError> {
-        match self
-            .authenticate(headers, session::now_ms(), true)
-            .signed_in
-        {
+        let presented = self.authenticate(headers, session::now_ms(), true).await;
+        match presented.signed_in {
             Some(signed_in) => Ok(signed_in),
+            None if presented.store_unavailable => {
+                Err(crate::response::GatewayError::StoreUnavailable)
+            }
             None => Err(crate::response::GatewayError::Unauthenticated {
                 next: next.to_owned(),
                 navigating: method == http::Method::GET && crate::response::wants_html(headers),

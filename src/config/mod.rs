@@ -30,6 +30,7 @@ pub struct Config {
     pub server: Server,
     pub upstream: Upstream,
     pub session: Session,
+    pub store: Store,
     /// The users file as loaded at start.
     pub users: crate::users::Users,
     /// Where the users file is, for reloads and rewrites (none configured: no users).
@@ -66,6 +67,28 @@ pub struct Session {
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
 }
+
+/// `[store]`: where sessions are kept (see [`crate::store`]).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub backend: StoreBackend,
+    /// How long a write to the state file waits for another process's lock
+    /// (the command line's) before the change is refused. Not a config
+    /// key: a minute-long wait would only hide a stuck process; tests
+    /// shorten it.
+    pub lock_wait: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// Sessions end with the process.
+    Memory,
+    /// A SQLite file, the default.
+    Local { path: PathBuf },
+}
+
+/// The state file's name unless `[store] path` says otherwise.
+pub const DEFAULT_STATE_FILE: &str = "authgate-state.db";
 
 #[derive(Debug)]
 pub struct Login {

@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub upstream: Spanned<RawUpstream>,
     #[serde(default)]
     pub session: RawSession,
+    #[serde(default)]
+    pub store: RawStore,
     pub users: Option<Spanned<RawUsers>>,
     #[serde(default)]
     pub login: RawLogin,
@@ -84,7 +86,12 @@ pub struct RawSession {
     pub cookie_name: Option<Text>,
     pub idle_timeout: Option<Text>,
     pub absolute_timeout: Option<Text>,
-    pub store: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawStore {
+    pub backend: Option<Text>,
+    pub path: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,8 +13,8 @@ use http::uri::Uri;
 use super::diag::Diagnostics;
 use super::raw::{self, RawConfig, Text};
 use super::{
-    units, Admin, Config, Identity, LogFormat, Login, PolicyTest, Problem, Server, Session,
-    Upstream, MAX_ABSOLUTE_TIMEOUT, MIN_HEADER_SIZE,
+    units, Admin, Config, Identity, LogFormat, Login, PolicyTest, Problem, Server, Session, Store,
+    StoreBackend, Upstream, MAX_ABSOLUTE_TIMEOUT, MIN_HEADER_SIZE,
 };
 use crate::policy::{Access, Glob, Policy, Rule};
 
@@ -40,6 +40,7 @@ impl Validator<'_> {
         let server = self.server(raw.server.into_inner());
         let upstream = self.upstream(raw.upstream.into_inner());
         let session = self.session(raw.session);
+        let store = self.store(raw.store);
         // Without a users file nobody can sign in: only public rules let anyone through.
         let (users_file, users) = match &raw.users {
             Some(section) => {
@@ -64,6 +65,7 @@ impl Validator<'_> {
             server: server?,
             upstream: upstream?,
             session: session?,
+            store: store?,
             users: users?,
             users_file,
             login: login?,
@@ -215,22 +217,82 @@ impl Validator<'_> {
                 None
             }
         };
-        if let Some(store) = &raw.store {
-            if store.get_ref() != "memory" {
-                self.diag.at(
-                    store.span(),
-                    format!(
-                        "unknown session store {:?}: only \"memory\" is available",
-                        store.get_ref()
-                    ),
-                );
-            }
-        }
         Some(Session {
             cookie_name: cookie_name?,
             idle_timeout: idle?,
             absolute_timeout: absolute.filter(|a| *a <= MAX_ABSOLUTE_TIMEOUT)?,
         })
+    }
+
+    fn store(&mut self, raw: raw::RawStore) -> Option<Store> {
+        let backend = match raw
+            .backend
+            .as_ref()
+            .map(|b| (b.get_ref().as_str(), b.span()))
+        {
+            None | Some(("local", _)) => {
+                let path = match &raw.path {
+                    Some(p) => self.base.join(p.get_ref()),
+                    None => self.base.join(super::DEFAULT_STATE_FILE),
+                };
+                let span = raw.path.as_ref().or(raw.backend.as_ref()).map(|t| t.span());
+                self.state_folder(&path, span);
+                StoreBackend::Local { path }
+            }
+            Some(("memory", _)) => {
+                if let Some(path) = &raw.path {
+                    self.diag.at(
+                        path.span(),
+                        "path is for backend = \"local\"; the memory store keeps no file",
+                    );
+                    return None;
+                }
+                StoreBackend::Memory
+            }
+            Some((other, span)) => {
+                self.diag.at(
+                    span,
+                    format!("unknown store backend {other:?}: use \"local\" or \"memory\""),
+                );
+                return None;
+            }
+        };
+        Some(Store {
+            backend,
+            lock_wait: Duration::from_secs(5),
+        })
+    }
+
+    /// The state file's folder must exist and take new files (the state
+    /// file and its write-ahead log are made there).
+    fn state_folder(&mut self, file: &Path, span: Option<std::ops::Range<usize>>) {
+        let folder = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let problem = if !folder.is_dir() {
+            Some(format!(
+                "the state file's folder {} does not exist; make it (in a container, mount a volume there)",
+                folder.display()
+            ))
+        } else {
+            tempfile::Builder::new()
+                .prefix(".authgate-check")
+                .tempfile_in(folder)
+                .err()
+                .map(|e| {
+                    format!(
+                        "the state file's folder {} is not writable ({e}); the gateway keeps its sessions there",
+                        folder.display()
+                    )
+                })
+        };
+        if let Some(message) = problem {
+            match span {
+                Some(span) => self.diag.at(span, message),
+                None => self.diag.file(message),
+            }
+        }
     }
 
     fn users(&mut self, key: &Text, file: &Path) -> Option<crate::users::Users> {

@@ -1,5 +1,6 @@
 //! Config validation: every problem, each at FILE:LINE:COL.
 
+use authgate::config::StoreBackend;
 use authgate::Config;
 
 fn problems(text: &str, dir: &std::path::Path) -> Vec<String> {
@@ -199,7 +200,7 @@ url = "http://127.0.0.1:1"
 [session]
 idle_timeout = "9h"
 absolute_timeout = "13h"
-store = "postgres"
+store = "memory"
 [users]
 file = "users.toml"
 [login]
@@ -209,7 +210,8 @@ failure_window = "soon"
     let found = problems(text, dir.path()).join("\n");
     for needle in [
         "gateway.toml:9:20: absolute_timeout must not be over 12h",
-        "gateway.toml:10:9: unknown session store",
+        // `[session] store` became `[store] backend` (issue 10).
+        "gateway.toml:10:1: unknown key `session.store`",
         "gateway.toml:14:16: max_failures must be between",
         "gateway.toml:15:18: invalid duration",
         "users.toml:2:12: user \"bob\": the password must be an argon2id hash",
@@ -224,6 +226,65 @@ failure_window = "soon"
         found.contains("gateway.toml:12:8: cannot read users file"),
         "{found}"
     );
+}
+
+#[test]
+fn the_store_section_names_a_backend_and_a_folder_the_gateway_can_write() {
+    let dir = dir_with_cert();
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let config_file = dir.path().join("gateway.toml");
+
+    // The default: a local file next to the config.
+    let config = Config::parse(head, &config_file).unwrap();
+    assert_eq!(
+        config.store.backend,
+        StoreBackend::Local {
+            path: dir.path().join("authgate-state.db")
+        }
+    );
+    let relative = format!("{head}[store]\npath = \"state/s.db\"\n");
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let config = Config::parse(&relative, &config_file).unwrap();
+    assert_eq!(
+        config.store.backend,
+        StoreBackend::Local {
+            path: dir.path().join("state/s.db")
+        }
+    );
+    let memory = format!("{head}[store]\nbackend = \"memory\"\n");
+    assert_eq!(
+        Config::parse(&memory, &config_file).unwrap().store.backend,
+        StoreBackend::Memory
+    );
+
+    for (store, needle) in [
+        (
+            "backend = \"postgres\"",
+            "gateway.toml:8:11: unknown store backend \"postgres\"",
+        ),
+        (
+            "path = \"missing/state.db\"",
+            "gateway.toml:8:8: the state file's folder",
+        ),
+        // Not even root may make files in /proc.
+        (
+            "path = \"/proc/authgate-state.db\"",
+            "gateway.toml:8:8: the state file's folder /proc is not writable",
+        ),
+        (
+            "backend = \"memory\"\npath = \"x.db\"",
+            "gateway.toml:9:8: path is for backend = \"local\"",
+        ),
+    ] {
+        let found = problems(&format!("{head}[store]\n{store}\n"), dir.path()).join("\n");
+        assert!(found.contains(needle), "no {needle:?} in:\n{found}");
+    }
+    let found = problems(
+        &format!("{head}[store]\npath = \"missing/state.db\"\n"),
+        dir.path(),
+    )
+    .join("\n");
+    assert!(found.contains("does not exist"), "{found}");
 }
 
 #[test]

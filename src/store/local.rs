@@ -1,0 +1,696 @@
+//! The `local` backend's record: one SQLite file (WAL, `synchronous =
+//! FULL`) that sessions are loaded from at start and written to by one
+//! writer thread.
+//!
+//! Requests never wait for it except where an answer promises durability
+//! (a sign-in's 303, a logout, a revocation): those send their change with
+//! an acknowledgement and wait for the commit that carries it. Everything
+//! queued meanwhile shares that commit, so a burst of sign-ins costs one
+//! `fsync`, not one each. `last_seen` moves are written in a batch every
+//! [`TOUCH_EVERY`]; after a crash a session may come back a few seconds
+//! staler than it was, so it ends a little early, never late.
+//!
+//! The command line (`authgate sessions revoke`) writes the same file from
+//! another process. It deletes the rows and appends their keys to the
+//! `revoked` table, which the writer reads every [`POLL_EVERY`] to end those
+//! sessions in memory as well.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::memory::{Row, SessionMap};
+use super::{StoreError, Unavailable};
+use crate::session::{handle, Key, SessionInfo};
+
+/// How often `last_seen` moves are written.
+pub const TOUCH_EVERY: Duration = Duration::from_secs(5);
+/// How often the writer looks for revocations made by the command line.
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
+/// Most changes in one commit.
+const MAX_BATCH: usize = 4096;
+/// How long a revocation stays in the `revoked` table for running
+/// gateways to see.
+const KEEP_REVOCATIONS_MS: u64 = 10 * 60 * 1000;
+/// The file format this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    key BLOB PRIMARY KEY NOT NULL,
+    user TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    ip TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    password_fingerprint INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user);
+CREATE TABLE IF NOT EXISTS revoked (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key BLOB NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+";
+
+type Ack = Option<oneshot::Sender<Result<(), Unavailable>>>;
+
+enum Op {
+    Insert(Row, Ack),
+    /// Removes these sessions, and with `user` every session of that user.
+    Delete {
+        keys: Vec<Key>,
+        user: Option<Arc<str>>,
+        ack: Ack,
+    },
+    /// Writes the pending `last_seen` moves now and answers; the writer
+    /// stops after it.
+    Close(Ack),
+}
+
+/// A deletion that has not reached the file yet; retried until it does,
+/// so that a session ended in memory cannot come back at the next start.
+struct Deletion {
+    keys: Vec<Key>,
+    user: Option<Arc<str>>,
+}
+
+pub struct Local {
+    path: PathBuf,
+    writer: Sender<Op>,
+}
+
+/// What a start found in the file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub live: usize,
+    /// Past their idle or absolute deadline while the gateway was down.
+    pub expired: usize,
+    /// Their user is gone, locked, or has another password now.
+    pub revoked: usize,
+}
+
+fn unusable(path: &Path, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Damaged {
+            path: path.to_owned(),
+            cause: e.to_string(),
+        },
+        _ => StoreError::Unusable {
+            path: path.to_owned(),
+            cause: e.to_string(),
+        },
+    }
+}
+
+/// Opens (or makes, private to its owner) the state file with the pragmas
+/// every user of it needs; `lock_wait` is how long a write waits for
+/// another process's lock.
+fn connect(path: &Path, lock_wait: Duration, create: bool) -> Result<Connection, StoreError> {
+    if create {
+        match crate::users::file::create_private(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError::Unusable {
+                    path: path.to_owned(),
+                    cause: e.to_string(),
+                })
+            }
+        }
+    } else if !path.exists() {
+        return Err(StoreError::Missing(path.to_owned()));
+    }
+    let fail = |e| unusable(path, e);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(fail)?;
+    conn.busy_timeout(lock_wait).map_err(fail)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(fail)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unusable {
+            path: path.to_owned(),
+            cause: format!("SQLite will not keep a write-ahead log there (journal mode {mode})"),
+        });
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(fail)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(fail)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Unusable {
+            path: path.to_owned(),
+            cause: format!("it was written by a newer authgate (format {version}, this one knows {SCHEMA_VERSION})"),
+        });
+    }
+    conn.execute_batch(SCHEMA).map_err(fail)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(fail)?;
+    Ok(conn)
+}
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let key: Vec<u8> = r.get(0)?;
+    let ip: String = r.get(4)?;
+    let bad = |what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            format!("a session row has a bad {what}").into(),
+        )
+    };
+    Ok(Row {
+        key: key.try_into().map_err(|_| bad("key"))?,
+        user: r.get::<_, String>(1)?.into(),
+        created_ms: r.get::<_, i64>(2)? as u64,
+        last_seen_ms: r.get::<_, i64>(3)? as u64,
+        ip: ip.parse::<IpAddr>().map_err(|_| bad("IP address"))?,
+        user_agent: r.get::<_, String>(5)?.into(),
+        password_fingerprint: r.get::<_, i64>(6)? as u32,
+    })
+}
+
+const SELECT_ROWS: &str = "SELECT key, user, created_ms, last_seen_ms, ip, user_agent, password_fingerprint FROM sessions";
+
+impl Local {
+    /// Opens the file at `path` (made if missing), puts every session in
+    /// it that `keep` accepts into `map`, removes the rest from the file,
+    /// and starts the writer.
+    pub fn open(
+        path: &Path,
+        lock_wait: Duration,
+        map: &Arc<SessionMap>,
+        keep: impl Fn(&Row) -> bool,
+        now: u64,
+    ) -> Result<(Local, Loaded), StoreError> {
+        let conn = connect(path, lock_wait, true)?;
+        let fail = |e| unusable(path, e);
+        let mut loaded = Loaded::default();
+        let mut dropped: Vec<Key> = Vec::new();
+        {
+            let mut select = conn.prepare(SELECT_ROWS).map_err(fail)?;
+            let mut rows = select.query([]).map_err(fail)?;
+            let mut profiles = HashMap::new();
+            while let Some(r) = rows.next().map_err(fail)? {
+                let row = read_row(r).map_err(|e| StoreError::Damaged {
+                    path: path.to_owned(),
+                    cause: e.to_string(),
+                })?;
+                let expired = super::memory::expiry(
+                    row.created_ms,
+                    row.last_seen_ms,
+                    now,
+                    map.idle_ms(),
+                    map.absolute_ms(),
+                )
+                .is_some();
+                if expired {
+                    loaded.expired += 1;
+                    dropped.push(row.key);
+                } else if !keep(&row) {
+                    loaded.revoked += 1;
+                    dropped.push(row.key);
+                } else {
+                    loaded.live += 1;
+                    map.restore(row, &mut profiles);
+                }
+            }
+        }
+        let mut conn = conn;
+        if !dropped.is_empty() {
+            commit(
+                &mut conn,
+                &[],
+                &[Deletion {
+                    keys: dropped,
+                    user: None,
+                }],
+                &[],
+            )
+            .map_err(fail)?;
+        }
+        let seen: i64 = conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM revoked", [], |r| {
+                r.get(0)
+            })
+            .map_err(fail)?;
+        let (writer, queue) = crossbeam_channel::unbounded();
+        let map = Arc::downgrade(map);
+        let file = path.to_owned();
+        std::thread::Builder::new()
+            .name("authgate-store".into())
+            .spawn(move || write_loop(conn, &file, queue, map, seen))
+            .map_err(|e| StoreError::Unusable {
+                path: path.to_owned(),
+                cause: format!("cannot start its writer: {e}"),
+            })?;
+        Ok((
+            Local {
+                path: path.to_owned(),
+                writer,
+            },
+            loaded,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn send(&self, op: impl FnOnce(Ack) -> Op) -> Result<(), Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(op(Some(tx))).map_err(|_| Unavailable)?;
+        rx.await.map_err(|_| Unavailable)?
+    }
+
+    /// Records a new session; returns once it is committed.
+    pub async fn insert(&self, row: Row) -> Result<(), Unavailable> {
+        self.send(|ack| Op::Insert(row, ack)).await
+    }
+
+    /// Removes sessions (and all of `user`'s); returns once committed.
+    pub async fn delete(&self, keys: Vec<Key>, user: Option<Arc<str>>) -> Result<(), Unavailable> {
+        self.send(|ack| Op::Delete { keys, user, ack }).await
+    }
+
+    /// Removes sessions without waiting: for expiries, and for revocations
+    /// whose cause is recorded elsewhere (the users file).
+    pub fn delete_later(&self, keys: Vec<Key>, user: Option<Arc<str>>) {
+        let _ = self.writer.send(Op::Delete {
+            keys,
+            user,
+            ack: None,
+        });
+    }
+
+    /// Writes the last `last_seen` moves and stops the writer.
+    pub async fn close(&self) -> Result<(), Unavailable> {
+        self.send(Op::Close).await
+    }
+}
+
+/// One transaction: the retried deletions, then `ops` in order, then the
+/// `last_seen` moves.
+fn commit(
+    conn: &mut Connection,
+    ops: &[Op],
+    retried: &[Deletion],
+    touches: &[(Key, u64)],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut delete = tx.prepare_cached("DELETE FROM sessions WHERE key = ?1")?;
+        let mut delete_user = tx.prepare_cached("DELETE FROM sessions WHERE user = ?1")?;
+        let mut remove = |keys: &[Key], user: &Option<Arc<str>>| -> rusqlite::Result<()> {
+            for key in keys {
+                delete.execute([&key[..]])?;
+            }
+            if let Some(user) = user {
+                delete_user.execute([&**user])?;
+            }
+            Ok(())
+        };
+        for d in retried {
+            remove(&d.keys, &d.user)?;
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO sessions (key, user, created_ms, last_seen_ms, ip, user_agent, password_fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for op in ops {
+            match op {
+                Op::Insert(row, _) => {
+                    insert.execute(params![
+                        &row.key[..],
+                        &*row.user,
+                        row.created_ms as i64,
+                        row.last_seen_ms as i64,
+                        row.ip.to_string(),
+                        &*row.user_agent,
+                        i64::from(row.password_fingerprint),
+                    ])?;
+                }
+                Op::Delete { keys, user, .. } => remove(keys, user)?,
+                Op::Close(_) => {}
+            }
+        }
+        let mut touch = tx.prepare_cached(
+            "UPDATE sessions SET last_seen_ms = max(last_seen_ms, ?2) WHERE key = ?1",
+        )?;
+        for (key, last_seen) in touches {
+            touch.execute(params![&key[..], *last_seen as i64])?;
+        }
+    }
+    tx.commit()
+}
+
+fn write_loop(
+    mut conn: Connection,
+    path: &Path,
+    queue: Receiver<Op>,
+    map: Weak<SessionMap>,
+    mut revoked_seen: i64,
+) {
+    let mut retry: Vec<Deletion> = Vec::new();
+    let mut last_touch = Instant::now();
+    let mut last_poll = Instant::now();
+    let mut last_prune = Instant::now();
+    let mut failing = false;
+    loop {
+        let mut batch = Vec::new();
+        let wait = POLL_EVERY.saturating_sub(last_poll.elapsed());
+        let mut stopping = match queue.recv_timeout(wait) {
+            Ok(op) => {
+                batch.push(op);
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        stopping |= batch.iter().any(|op| matches!(op, Op::Close(_)));
+        let touches = match map.upgrade() {
+            Some(map) if stopping || last_touch.elapsed() >= TOUCH_EVERY => {
+                last_touch = Instant::now();
+                map.unsaved_touches()
+            }
+            _ => Vec::new(),
+        };
+        if !batch.is_empty() || !touches.is_empty() || !retry.is_empty() {
+            let result = commit(&mut conn, &batch, &retry, &touches);
+            match &result {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!(file = %path.display(), "the state file takes writes again");
+                    }
+                    failing = false;
+                    retry.clear();
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(file = %path.display(), error = %e, "CANNOT WRITE THE STATE FILE: sign-ins and sign-outs are refused (503) until it can be written; check the disk and that no other process holds it locked");
+                    }
+                    failing = true;
+                }
+            }
+            for op in batch {
+                match op {
+                    Op::Insert(_, ack) | Op::Close(ack) => answer(ack, &result),
+                    Op::Delete { keys, user, ack } => {
+                        answer(ack, &result);
+                        if result.is_err() {
+                            retry.push(Deletion { keys, user });
+                        }
+                    }
+                }
+            }
+        }
+        if stopping {
+            break;
+        }
+        if last_poll.elapsed() >= POLL_EVERY {
+            last_poll = Instant::now();
+            let Some(map) = map.upgrade() else { break };
+            match revoked_since(&conn, revoked_seen) {
+                Ok(revoked) => {
+                    for (seq, key) in revoked {
+                        revoked_seen = seq;
+                        if map.end(&key) {
+                            tracing::warn!(target: "authgate::security", event = "session_revoked", actor = "cli", session = %handle(&key), "session ended from the command line");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read revocations from the state file");
+                }
+            }
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                last_prune = Instant::now();
+                let before = crate::session::now_ms().saturating_sub(KEEP_REVOCATIONS_MS);
+                let _ = conn.execute("DELETE FROM revoked WHERE at_ms < ?1", [before as i64]);
+            }
+        }
+    }
+}
+
+fn answer(ack: Ack, result: &rusqlite::Result<()>) {
+    if let Some(ack) = ack {
+        let _ = ack.send(result.as_ref().map(|_| ()).map_err(|_| Unavailable));
+    }
+}
+
+fn revoked_since(conn: &Connection, seen: i64) -> rusqlite::Result<Vec<(i64, Key)>> {
+    let mut select =
+        conn.prepare_cached("SELECT seq, key FROM revoked WHERE seq > ?1 ORDER BY seq")?;
+    let rows = select.query_map([seen], |r| {
+        let seq: i64 = r.get(0)?;
+        let key: Vec<u8> = r.get(1)?;
+        Ok((seq, key.try_into().unwrap_or([0; 32])))
+    })?;
+    rows.collect()
+}
+
+/// What `authgate sessions revoke` ends.
+#[derive(Debug, Clone)]
+pub enum Revoke {
+    /// Every session of this user (canonical name).
+    User(String),
+    All,
+    /// The session with this handle.
+    Handle(String),
+}
+
+/// Every session in the file at `path`, optionally of one user, for the
+/// command line (a running gateway may hold newer `last_seen` values).
+pub fn list_file(path: &Path, user: Option<&str>) -> Result<Vec<SessionInfo>, StoreError> {
+    let conn = connect(path, Duration::from_secs(5), false)?;
+    let fail = |e| unusable(path, e);
+    let mut select = conn
+        .prepare(&format!(
+            "{SELECT_ROWS} WHERE ?1 IS NULL OR user = ?1 ORDER BY user, created_ms"
+        ))
+        .map_err(fail)?;
+    let rows = select
+        .query_map([user], read_row)
+        .map_err(fail)?
+        .collect::<rusqlite::Result<Vec<Row>>>()
+        .map_err(fail)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| SessionInfo {
+            key: row.key,
+            user: row.user,
+            created_ms: row.created_ms,
+            last_seen_ms: row.last_seen_ms,
+            ip: row.ip,
+            user_agent: row.user_agent,
+        })
+        .collect())
+}
+
+/// Ends sessions in the file at `path`, and tells running gateways to end
+/// them too (within [`POLL_EVERY`]); returns how many ended.
+pub fn revoke_in_file(path: &Path, what: &Revoke, now: u64) -> Result<usize, StoreError> {
+    let mut conn = connect(path, Duration::from_secs(5), false)?;
+    let fail = |e| unusable(path, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(fail)?;
+    let keys: Vec<Key> = {
+        let mut select = tx
+            .prepare("SELECT key FROM sessions WHERE ?1 = 'all' OR (?1 = 'user' AND user = ?2)")
+            .map_err(fail)?;
+        let (kind, arg) = match what {
+            Revoke::User(user) => ("user", user.as_str()),
+            Revoke::All | Revoke::Handle(_) => ("all", ""),
+        };
+        let all = select
+            .query_map(params![kind, arg], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(fail)?
+            .collect::<rusqlite::Result<Vec<Vec<u8>>>>()
+            .map_err(fail)?;
+        all.into_iter()
+            .filter_map(|k| Key::try_from(k).ok())
+            .filter(|k| match what {
+                Revoke::Handle(h) => handle(k) == h.to_ascii_lowercase(),
+                _ => true,
+            })
+            .collect()
+    };
+    {
+        let mut delete = tx
+            .prepare("DELETE FROM sessions WHERE key = ?1")
+            .map_err(fail)?;
+        let mut note = tx
+            .prepare("INSERT INTO revoked (key, at_ms) VALUES (?1, ?2)")
+            .map_err(fail)?;
+        for key in &keys {
+            delete.execute([&key[..]]).map_err(fail)?;
+            note.execute(params![&key[..], now as i64]).map_err(fail)?;
+        }
+    }
+    tx.commit().map_err(fail)?;
+    Ok(keys.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{key_of, Lookup};
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const MINUTE: u64 = 60_000;
+
+    fn map() -> Arc<SessionMap> {
+        Arc::new(SessionMap::new(
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        ))
+    }
+
+    fn open(path: &Path, map: &Arc<SessionMap>, now: u64) -> (Local, Loaded) {
+        Local::open(
+            path,
+            Duration::from_secs(1),
+            map,
+            |row| &*row.user != "gone",
+            now,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn committed_sessions_come_back_and_expired_or_unwanted_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let ids = {
+            let first = map();
+            let (local, loaded) = open(&path, &first, 0);
+            assert_eq!(loaded, Loaded::default());
+            let mut ids = Vec::new();
+            for (user, at) in [("alice", 0), ("bob", 50_000), ("gone", 50_000)] {
+                let (id, row) = first.create(&user.into(), 1, IP, "ua", at);
+                local.insert(row).await.unwrap();
+                ids.push(id);
+            }
+            local.close().await.unwrap();
+            ids
+        };
+        let second = map();
+        let (_local, loaded) = open(&path, &second, MINUTE + 1);
+        assert_eq!(
+            loaded,
+            Loaded {
+                live: 1,
+                expired: 1,
+                revoked: 1
+            }
+        );
+        assert!(matches!(
+            second.lookup(&key_of(&ids[1]).unwrap(), MINUTE + 1, true),
+            Lookup::Live(_)
+        ));
+        // The dropped ones are gone from the file too.
+        assert_eq!(list_file(&path, None).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_graceful_close_writes_the_last_touches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let first = map();
+        let (local, _) = open(&path, &first, 0);
+        let (id, row) = first.create(&"alice".into(), 1, IP, "ua", 0);
+        local.insert(row).await.unwrap();
+        first.lookup(&key_of(&id).unwrap(), 55_000, true);
+        local.close().await.unwrap();
+        // Without the touch the session would be idle at 70 s.
+        let second = map();
+        let (_local, loaded) = open(&path, &second, 70_000);
+        assert_eq!(loaded.live, 1);
+        assert_eq!(list_file(&path, None).unwrap()[0].last_seen_ms, 55_000);
+    }
+
+    #[tokio::test]
+    async fn revocations_from_another_process_reach_the_running_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let running = map();
+        let (local, _) = open(&path, &running, 0);
+        let mut ids = Vec::new();
+        for user in ["alice", "alice", "bob"] {
+            let (id, row) = running.create(&user.into(), 1, IP, "ua", 0);
+            local.insert(row).await.unwrap();
+            ids.push(key_of(&id).unwrap());
+        }
+        assert_eq!(
+            revoke_in_file(&path, &Revoke::User("alice".into()), 1).unwrap(),
+            2
+        );
+        assert_eq!(
+            revoke_in_file(&path, &Revoke::Handle(handle(&ids[2]).to_uppercase()), 1).unwrap(),
+            1
+        );
+        let deadline = Instant::now() + POLL_EVERY * 4;
+        while !running.is_empty() {
+            assert!(Instant::now() < deadline, "the writer did not apply them");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(list_file(&path, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let error = Local::open(&path, Duration::from_secs(1), &map(), |_| true, 0)
+            .err()
+            .expect("a damaged file is refused");
+        assert!(matches!(error, StoreError::Damaged { .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("Move it aside"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_locked_file_refuses_new_sessions_instead_of_pretending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let running = map();
+        let (local, _) =
+            Local::open(&path, Duration::from_millis(100), &running, |_| true, 0).unwrap();
+        let (_, alice) = running.create(&"alice".into(), 1, IP, "ua", 0);
+        local.insert(alice.clone()).await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (_, bob) = running.create(&"bob".into(), 1, IP, "ua", 0);
+        assert_eq!(local.insert(bob).await, Err(Unavailable));
+        // A revocation that could not be written is retried until it is.
+        assert_eq!(local.delete(vec![alice.key], None).await, Err(Unavailable));
+        other.execute_batch("ROLLBACK").unwrap();
+        let (_, carol) = running.create(&"carol".into(), 1, IP, "ua", 0);
+        local.insert(carol).await.unwrap();
+        let users: Vec<_> = list_file(&path, None)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.user)
+            .collect();
+        assert_eq!(users, [Arc::from("carol")]);
+    }
+}

@@ -1,0 +1,271 @@
+//! Where sessions are kept: the one seam between the gateway and its
+//! session backends (`[store]` in `gateway.toml`). Nothing outside this
+//! folder knows SQLite exists.
+//!
+//! Every backend serves from the in-memory map ([`memory`]); what differs is
+//! the record behind it:
+//! - `memory`: none. Sessions end with the process (tests, `demo`).
+//! - `local` (the default): a SQLite file ([`local`]); sessions survive
+//!   restarts and crashes, and every answer that ends or begins a session
+//!   is sent only once the change is on disk.
+//!
+//! The calls are async and can fail with [`Unavailable`], which is not "no
+//! such session": a network backend may be out of reach, and a file may
+//! refuse writes. Callers answer 503 then and leave the cookie alone.
+
+pub mod local;
+pub mod memory;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::config::{Session as SessionConfig, Store as StoreConfig, StoreBackend};
+use crate::session::{key_of, Key, LiveSession, Lookup, SessionInfo};
+use crate::users::Users;
+use memory::SessionMap;
+
+/// The store cannot answer or cannot make a change durable right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session store is unavailable")]
+pub struct Unavailable;
+
+/// Why a store cannot be opened at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state file {} is damaged ({cause}). Move it aside (with any -wal and -shm file beside it) and start again: the sessions in it are lost and everyone signs in again; users are not lost, they live in the users file", .path.display())]
+    Damaged { path: PathBuf, cause: String },
+    #[error("cannot use the state file {}: {cause}", .path.display())]
+    Unusable { path: PathBuf, cause: String },
+    #[error("there is no state file at {}: no sessions have been kept there (has the gateway run with this config?)", .0.display())]
+    Missing(PathBuf),
+    #[error("the {0} store keeps its sessions inside the running gateway; use the admin API (/.gateway/admin/api/sessions) instead")]
+    NotAFile(&'static str),
+}
+
+enum Backend {
+    Memory,
+    Local(local::Local),
+}
+
+pub struct Sessions {
+    map: Arc<SessionMap>,
+    backend: Backend,
+}
+
+impl Sessions {
+    /// Opens the configured store. The sessions a durable one holds are
+    /// loaded, except those expired meanwhile or whose user `users` no
+    /// longer lets in (removed, locked, another password).
+    pub fn open(
+        store: &StoreConfig,
+        session: &SessionConfig,
+        users: &Users,
+    ) -> Result<Arc<Sessions>, StoreError> {
+        let map = Arc::new(SessionMap::new(
+            session.idle_timeout,
+            session.absolute_timeout,
+        ));
+        let backend = match &store.backend {
+            StoreBackend::Memory => Backend::Memory,
+            StoreBackend::Local { path } => {
+                let started = std::time::Instant::now();
+                let keep = |row: &memory::Row| {
+                    users.get_by_key(&row.user).is_some_and(|u| {
+                        !u.locked && u.password_fingerprint == row.password_fingerprint
+                    })
+                };
+                let (local, loaded) = local::Local::open(
+                    path,
+                    store.lock_wait,
+                    &map,
+                    keep,
+                    crate::session::now_ms(),
+                )?;
+                tracing::info!(
+                    file = %path.display(),
+                    sessions = loaded.live,
+                    expired = loaded.expired,
+                    revoked = loaded.revoked,
+                    ms = started.elapsed().as_millis() as u64,
+                    "sessions loaded from the state file"
+                );
+                Backend::Local(local)
+            }
+        };
+        Ok(Arc::new(Sessions { map, backend }))
+    }
+
+    /// Starts the background sweep of expired sessions (in the current
+    /// tokio runtime). It ends by itself once the store is dropped.
+    pub fn start_sweeper(self: &Arc<Self>) {
+        let every = Duration::from_millis((self.map.idle_ms() / 2).clamp(50, 60_000));
+        let store: Weak<Sessions> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else { break };
+                let swept = store.map.sweep(crate::session::now_ms());
+                if !swept.is_empty() {
+                    tracing::debug!(removed = swept.len(), "expired sessions swept");
+                    store.forget_later(swept, None);
+                }
+            }
+        });
+    }
+
+    fn forget_later(&self, keys: Vec<Key>, user: Option<Arc<str>>) {
+        match &self.backend {
+            Backend::Memory => {}
+            Backend::Local(local) => local.delete_later(keys, user),
+        }
+    }
+
+    /// Begins a session and returns its ID (the cookie value) once the
+    /// store has it for good.
+    pub async fn create(
+        &self,
+        user: &Arc<str>,
+        password_fingerprint: u32,
+        ip: IpAddr,
+        user_agent: &str,
+        now: u64,
+    ) -> Result<String, Unavailable> {
+        let (id, row) = self
+            .map
+            .create(user, password_fingerprint, ip, user_agent, now);
+        match &self.backend {
+            Backend::Memory => Ok(id),
+            Backend::Local(local) => {
+                let key = row.key;
+                match local.insert(row).await {
+                    Ok(()) => Ok(id),
+                    Err(e) => {
+                        self.map.end(&key);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finds the session for a cookie value, checking both deadlines;
+    /// `touch` moves the idle deadline on.
+    pub async fn lookup(&self, id: &str, now: u64, touch: bool) -> Result<Lookup, Unavailable> {
+        let Some(key) = key_of(id) else {
+            return Ok(Lookup::Unknown);
+        };
+        let found = self.map.lookup(&key, now, touch);
+        if let Lookup::Expired(_) = found {
+            self.forget_later(vec![key], None);
+        }
+        Ok(found)
+    }
+
+    /// When a live session will end: (absolute, idle) deadlines in ms.
+    pub fn deadlines(&self, session: &LiveSession) -> (u64, u64) {
+        self.map.deadlines(session)
+    }
+
+    /// Waits until the record no longer holds these sessions.
+    async fn forget(&self, keys: Vec<Key>, user: Option<Arc<str>>) -> Result<(), Unavailable> {
+        match &self.backend {
+            Backend::Memory => Ok(()),
+            Backend::Local(local) => local.delete(keys, user).await,
+        }
+    }
+
+    /// Ends one session (sign-out, an admin's revocation); true if it
+    /// existed. It ends in memory at once; `Ok` means it is gone for good.
+    pub async fn end(&self, key: &Key) -> Result<bool, Unavailable> {
+        if !self.map.end(key) {
+            return Ok(false);
+        }
+        self.forget(vec![*key], None).await?;
+        Ok(true)
+    }
+
+    /// Ends every session of a user (canonical name); returns how many
+    /// ended once that is durable.
+    pub async fn end_all_for_user(&self, user: &Arc<str>) -> Result<usize, Unavailable> {
+        let ended = self.map.end_all_for_user(user);
+        let count = ended.len();
+        self.forget(ended, Some(user.clone())).await?;
+        Ok(count)
+    }
+
+    /// Ends every session of a user whose change is already on record
+    /// elsewhere (the users file says they are locked, removed or have a
+    /// new password, and a restart checks that): no waiting for the store.
+    pub fn end_all_for_user_now(&self, user: &Arc<str>) -> usize {
+        let ended = self.map.end_all_for_user(user);
+        let count = ended.len();
+        self.forget_later(ended, Some(user.clone()));
+        count
+    }
+
+    /// Ends the session with this handle (see [`crate::session::handle`]);
+    /// returns its user.
+    pub async fn end_by_handle(&self, wanted: &str) -> Result<Option<Arc<str>>, Unavailable> {
+        let Some((key, user)) = self.map.find_handle(wanted) else {
+            return Ok(None);
+        };
+        Ok(self.end(&key).await?.then_some(user))
+    }
+
+    /// Ends a session that failed its check against the user record (same
+    /// reasons as [`Self::end_all_for_user_now`]).
+    pub fn end_now(&self, key: &Key) {
+        if self.map.end(key) {
+            self.forget_later(vec![*key], None);
+        }
+    }
+
+    /// Every live session, optionally of one user (canonical name).
+    pub async fn list(&self, user: Option<&str>) -> Result<Vec<SessionInfo>, Unavailable> {
+        Ok(self.map.list(user))
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Writes what is not yet written (the last `last_seen` moves) and
+    /// closes the record; for a graceful stop.
+    pub async fn close(&self) {
+        if let Backend::Local(local) = &self.backend {
+            if local.close().await.is_err() {
+                tracing::error!(file = %local.path().display(), "the last session activity could not be written; sessions may end a little early after the restart");
+            }
+        }
+    }
+}
+
+/// The state file a config's store keeps, for the command line.
+fn state_file(store: &StoreConfig) -> Result<&std::path::Path, StoreError> {
+    match &store.backend {
+        StoreBackend::Local { path } => Ok(path),
+        StoreBackend::Memory => Err(StoreError::NotAFile("memory")),
+    }
+}
+
+/// `authgate sessions list`: the sessions on record.
+pub fn list_on_record(
+    store: &StoreConfig,
+    user: Option<&str>,
+) -> Result<Vec<SessionInfo>, StoreError> {
+    local::list_file(state_file(store)?, user)
+}
+
+/// `authgate sessions revoke`: ends sessions on record; a running gateway
+/// ends them too within a second.
+pub fn revoke_on_record(store: &StoreConfig, what: &local::Revoke) -> Result<usize, StoreError> {
+    local::revoke_in_file(state_file(store)?, what, crate::session::now_ms())
+}
