@@ -62,6 +62,10 @@ enum Command {
     /// gateway applies the change within 2 seconds.
     #[command(subcommand)]
     User(UserCommand),
+    /// List or end sessions in the configured store; a running gateway
+    /// applies a revocation within 2 seconds.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Start a demo app with the gateway in front of it.
     Demo {
         /// Where the gateway listens.
@@ -95,6 +99,28 @@ enum UserCommand {
     Del { name: String },
     /// List the users.
     List,
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// One line per session: handle, user, started, last seen, IP, browser.
+    List {
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// End sessions: one (by the handle `list` shows), a user's, or all.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["user", "all", "handle"])))]
+    Revoke {
+        /// Every session of this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Every session.
+        #[arg(long)]
+        all: bool,
+        /// The session with this handle.
+        handle: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -133,6 +159,7 @@ fn main() -> ExitCode {
         Command::Demo { listen } => demo(listen, flag_format),
         Command::HashPassword => hash_password(),
         Command::User(command) => user(&config_path, command),
+        Command::Sessions(command) => sessions(&config_path, command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -345,6 +372,46 @@ fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Result<(
     };
     file.apply(&change, "cli")?;
     println!("{done} ({})", file.path().display());
+    Ok(())
+}
+
+fn sessions(config_path: &std::path::Path, command: SessionsCommand) -> anyhow::Result<()> {
+    use authgate::store::local::Revoke;
+    let config = load_or_report(config_path)?;
+    let canonical = |name: &str| authgate::users::canonical(name);
+    match command {
+        SessionsCommand::List { user } => {
+            let key = user.as_deref().map(canonical);
+            for s in authgate::store::list_on_record(&config.store, key.as_deref())? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    authgate::session::handle(&s.key),
+                    s.user,
+                    authgate::auth::rfc3339(s.created_ms),
+                    authgate::auth::rfc3339(s.last_seen_ms),
+                    s.ip,
+                    s.user_agent.replace(['\t', '\n', '\r'], " "),
+                );
+            }
+        }
+        SessionsCommand::Revoke { user, all, handle } => {
+            let what = match (user, all, handle) {
+                (Some(user), _, _) => Revoke::User(canonical(&user)),
+                (None, true, _) => Revoke::All,
+                (None, false, Some(handle)) => Revoke::Handle(handle),
+                (None, false, None) => unreachable!("clap requires one of them"),
+            };
+            let ended = authgate::store::revoke_on_record(&config.store, &what)?;
+            if let Revoke::Handle(handle) = &what {
+                if ended == 0 {
+                    anyhow::bail!(
+                        "no session has the handle {handle:?} (see `authgate sessions list`)"
+                    );
+                }
+            }
+            println!("ended {ended} session(s); a running gateway ends them within 2 seconds");
+        }
+    }
     Ok(())
 }
 

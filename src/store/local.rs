@@ -555,6 +555,7 @@ mod tests {
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     const MINUTE: u64 = 60_000;
+    const BASE: u64 = 1_000_000;
 
     fn map() -> Arc<SessionMap> {
         Arc::new(SessionMap::new(
@@ -584,25 +585,30 @@ mod tests {
             assert_eq!(loaded, Loaded::default());
             let mut ids = Vec::new();
             for (user, at) in [("alice", 0), ("bob", 50_000), ("gone", 50_000)] {
-                let (id, row) = first.create(&user.into(), 1, IP, "ua", at);
+                let (id, row) = first.create(&user.into(), 1, IP, "ua", BASE + at);
                 local.insert(row).await.unwrap();
                 ids.push(id);
             }
+            // Used a moment ago, but begun longer ago than the absolute timeout.
+            let (_, mut old) = first.create(&"carol".into(), 1, IP, "ua", 0);
+            old.created_ms = BASE + MINUTE + 1 - 600_000;
+            old.last_seen_ms = BASE + MINUTE;
+            local.insert(old).await.unwrap();
             local.close().await.unwrap();
             ids
         };
         let second = map();
-        let (_local, loaded) = open(&path, &second, MINUTE + 1);
+        let (_local, loaded) = open(&path, &second, BASE + MINUTE + 1);
         assert_eq!(
             loaded,
             Loaded {
                 live: 1,
-                expired: 1,
+                expired: 2,
                 revoked: 1
             }
         );
         assert!(matches!(
-            second.lookup(&key_of(&ids[1]).unwrap(), MINUTE + 1, true),
+            second.lookup(&key_of(&ids[1]).unwrap(), BASE + MINUTE + 1, true),
             Lookup::Live(_)
         ));
         // The dropped ones are gone from the file too.

@@ -1,10 +1,11 @@
 //! The real binary: `check`, `run` (refusal, signals, logs) and `demo`.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
-use crate::support::{authgate, write_config, Upstream};
+use crate::support::{
+    authgate, sigterm, spawn_run, wait_for_exit, wait_for_line, write_config, Running, Upstream,
+};
 
 #[test]
 fn check_passes_a_good_config_and_reports_every_problem_of_a_bad_one() {
@@ -53,70 +54,6 @@ fn check_passes_a_good_config_and_reports_every_problem_of_a_bad_one() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-}
-
-/// Reads stderr lines until one contains `needle`; returns it.
-fn wait_for_line(lines: &mut impl Iterator<Item = String>, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for line in lines.by_ref() {
-        if line.contains(needle) {
-            return line;
-        }
-        assert!(Instant::now() < deadline, "no line with {needle:?}");
-    }
-    panic!("output ended before a line with {needle:?}");
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-    }
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Starts the binary with `args` then `config`, its stderr as lines.
-fn spawn_run(args: &[&str], config: &std::path::Path) -> (Running, impl Iterator<Item = String>) {
-    let mut child = Running(
-        authgate()
-            .args(args)
-            .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx.into_iter())
-}
-
-async fn wait_for_exit(child: &mut Running) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running 10 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

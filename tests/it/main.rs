@@ -14,5 +14,6 @@ mod paths;
 mod policy;
 mod properties;
 mod proxy;
+mod store;
 mod support;
 mod tls;

@@ -4,11 +4,14 @@
 //! well-behaved client would send).
 
 use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use authgate::{Config, Gateway};
 use bytes::Bytes;
@@ -184,6 +187,8 @@ pub struct Setup {
     upstream_url: Option<String>,
     rules: String,
     users: Option<String>,
+    store: Vec<String>,
+    lock_wait: Option<Duration>,
 }
 
 pub const ALICE_PASSWORD: &str = "alice-password-123";
@@ -238,6 +243,8 @@ impl Setup {
             upstream_url: None,
             rules: DEFAULT_RULES.to_owned(),
             users: None,
+            store: Vec::new(),
+            lock_wait: None,
         }
     }
 
@@ -262,6 +269,18 @@ impl Setup {
     /// Adds `key = value` to `[login]`.
     pub fn login(mut self, line: &str) -> Setup {
         self.login.push(line.to_owned());
+        self
+    }
+
+    /// Adds `key = value` to `[store]` (default: the local file in the test's folder).
+    pub fn store(mut self, line: &str) -> Setup {
+        self.store.push(line.to_owned());
+        self
+    }
+
+    /// How long a state-file write waits for another process's lock.
+    pub fn lock_wait(mut self, wait: Duration) -> Setup {
+        self.lock_wait = Some(wait);
         self
     }
 
@@ -292,17 +311,21 @@ impl Setup {
         )
         .unwrap();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n[upstream]\nurl = \"{}\"\n{}\n\n[session]\n{}\n\n[users]\nfile = \"users.toml\"\n\n[login]\n{}\n{}",
+            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n[upstream]\nurl = \"{}\"\n{}\n\n[session]\n{}\n\n[store]\n{}\n\n[users]\nfile = \"users.toml\"\n\n[login]\n{}\n{}",
             self.server.join("\n"),
             self.upstream_url.unwrap_or_else(|| upstream.url()),
             self.upstream.join("\n"),
             self.session.join("\n"),
+            self.store.join("\n"),
             self.login.join("\n"),
             self.rules,
         );
         std::fs::write(dir.path().join("gateway.toml"), &text).unwrap();
-        let config = Config::parse(&text, &dir.path().join("gateway.toml"))
+        let mut config = Config::parse(&text, &dir.path().join("gateway.toml"))
             .unwrap_or_else(|e| panic!("test config refused:\n{e}\n---\n{text}"));
+        if let Some(wait) = self.lock_wait {
+            config.store.lock_wait = wait;
+        }
         let gateway = Gateway::start(config).await.unwrap();
         TestGateway {
             gateway: Some(gateway),
@@ -551,4 +574,71 @@ pub fn write_config(dir: &Path, upstream: &str, extra_server: &str) -> std::path
     )
     .unwrap();
     path
+}
+
+/// Reads stderr lines until one contains `needle`; returns it.
+pub fn wait_for_line(lines: &mut impl Iterator<Item = String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for line in lines.by_ref() {
+        if line.contains(needle) {
+            return line;
+        }
+        assert!(Instant::now() < deadline, "no line with {needle:?}");
+    }
+    panic!("output ended before a line with {needle:?}");
+}
+
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Starts the binary with `args` then `config`, its stderr as lines.
+pub fn spawn_run(
+    args: &[&str],
+    config: &std::path::Path,
+) -> (Running, impl Iterator<Item = String>) {
+    let mut child = Running(
+        authgate()
+            .args(args)
+            .arg(config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx.into_iter())
+}
+
+pub async fn wait_for_exit(child: &mut Running) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
