@@ -10,9 +10,16 @@ RUN cargo build --release --locked
 # Run: a small image, a non-root user, config at /etc/authgate/gateway.toml.
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin authgate \
- && mkdir -p /etc/authgate/certs
+ && mkdir -p /etc/authgate/certs /var/lib/authgate \
+ && chown authgate /var/lib/authgate && chmod 0700 /var/lib/authgate
 COPY --from=build /src/target/release/authgate /usr/local/bin/authgate
 COPY gateway.toml /etc/authgate/gateway.toml
+# Sessions are kept in /var/lib/authgate (the state file and its -wal and
+# -shm files): mount a volume there so that they survive a new container,
+# and the root filesystem can stay read-only.
+RUN sed -i 's|^# path = "authgate-state.db".*|path = "/var/lib/authgate/authgate-state.db"|' /etc/authgate/gateway.toml \
+ && grep -q '^path = "/var/lib/authgate/authgate-state.db"' /etc/authgate/gateway.toml
+VOLUME /var/lib/authgate
 ENV AUTHGATE_CONFIG=/etc/authgate/gateway.toml
 USER authgate
 # 8443: TLS; 8080: optional redirect_http; 9090: optional ops_listen.

@@ -9,7 +9,10 @@
 #   (d) authgate on an authenticated route, with a valid session cookie
 #   (e) nginx with auth_request to a session check on the upstream (the
 #       forward-auth pattern of Authelia and oauth2-proxy deployments)
-# and the ratios between them. Loopback only; it stops by itself. Not a
+#   (f) as (d), on a second gateway whose sessions live in memory only
+#       ([store] backend = "memory"; (d) uses the default local state file)
+# and the ratios between them, then sign-in latency (p50 of sequential
+# sign-ins) with each store. Loopback only; it stops by itself. Not a
 # test: CI does not run it. The session store has its own benchmark:
 # `cargo bench --bench session_store`.
 #
@@ -50,7 +53,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 up_plain=$(free_port); up_tls=$(free_port); nginx_proxy=$(free_port); nginx_auth=$(free_port)
-gateway=$(free_port)
+gateway=$(free_port); gateway_mem=$(free_port)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
   -keyout "$work/bench.key" -out "$work/bench.crt" -days 2 -subj /CN=localhost \
@@ -158,10 +161,15 @@ path = "/**"
 access = "authenticated"
 CONF
 
+sed -e "s/127.0.0.1:$gateway/127.0.0.1:$gateway_mem/" "$work/gateway.toml" > "$work/gateway-memory.toml"
+printf '[store]\nbackend = "memory"\n' >> "$work/gateway-memory.toml"
+
 nginx -c "$work/upstream.conf" & pids+=($!)
 nginx -c "$work/proxy.conf" & pids+=($!)
 "$AUTHGATE_BIN" run -c "$work/gateway.toml" 2> "$work/authgate.log" & pids+=($!)
 gateway_pid=$!
+"$AUTHGATE_BIN" run -c "$work/gateway-memory.toml" 2> "$work/authgate-memory.log" & pids+=($!)
+gateway_mem_pid=$!
 
 wait_port() {
   for _ in $(seq 100); do
@@ -170,17 +178,22 @@ wait_port() {
   done
   echo "nothing listens on port $1" >&2; exit 1
 }
-for port in $up_plain $up_tls $nginx_proxy $nginx_auth $gateway; do wait_port "$port"; done
+for port in $up_plain $up_tls $nginx_proxy $nginx_auth $gateway $gateway_mem; do wait_port "$port"; done
 
 # A real session: the login form's CSRF cookie and field, then the password.
-jar="$work/cookies"
-curl -sk -c "$jar" -o /dev/null "https://127.0.0.1:$gateway/.gateway/login"
-csrf=$(awk '$6 == "__Host-authgate-login" {print $7}' "$jar")
-session=$(curl -sk -b "$jar" -D - -o /dev/null \
-  --data-urlencode "csrf=$csrf" --data-urlencode "username=bench" \
-  --data-urlencode "password=$bench_password" "https://127.0.0.1:$gateway/.gateway/login" |
-  tr -d '\r' | sed -n 's/^set-cookie: __Host-authgate=\([^;]*\).*/\1/ip')
-[ -n "$session" ] || { echo "could not sign in to the gateway" >&2; exit 1; }
+sign_in() { # port -> the session cookie's value
+  local jar="$work/cookies-$1" csrf session
+  curl -sk -c "$jar" -o /dev/null "https://127.0.0.1:$1/.gateway/login"
+  csrf=$(awk '$6 == "__Host-authgate-login" {print $7}' "$jar")
+  session=$(curl -sk -b "$jar" -D - -o /dev/null \
+    --data-urlencode "csrf=$csrf" --data-urlencode "username=bench" \
+    --data-urlencode "password=$bench_password" "https://127.0.0.1:$1/.gateway/login" |
+    tr -d '\r' | sed -n 's/^set-cookie: __Host-authgate=\([^;]*\).*/\1/ip')
+  [ -n "$session" ] || { echo "could not sign in to the gateway on port $1" >&2; exit 1; }
+  echo "$session"
+}
+session=$(sign_in "$gateway")
+session_mem=$(sign_in "$gateway_mem")
 
 declare -A rps p50 p99 cpu
 wrk_headers=()
@@ -221,6 +234,8 @@ measure "b: nginx proxy" "https://127.0.0.1:$nginx_proxy/" $(pgrep -P "$(cat "$w
 measure "c: authgate public" "https://127.0.0.1:$gateway/public/" "$gateway_pid"
 wrk_headers=(-H "Cookie: __Host-authgate=$session")
 measure "d: authgate session" "https://127.0.0.1:$gateway/app/" "$gateway_pid"
+wrk_headers=(-H "Cookie: __Host-authgate=$session_mem")
+measure "f: authgate, memory" "https://127.0.0.1:$gateway_mem/app/" "$gateway_mem_pid"
 wrk_headers=(-H "Cookie: session=valid-bench-session")
 measure "e: nginx auth_request" "https://127.0.0.1:$nginx_auth/app/" $(pgrep -P "$(cat "$work/proxy.pid")")
 wrk_headers=()
@@ -233,6 +248,49 @@ echo "authgate/nginx   proxy CPU per request: $(ratio "${cpu[c: authgate public]
 echo "d/b  authgate session / nginx plain proxy, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[b: nginx proxy]}")"
 echo "d/e  authgate session / nginx auth_request, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[e: nginx auth_request]}")"
 echo "d/c  authenticated / public route on authgate, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[c: authgate public]}")"
+echo "d/f  authenticated, local store / memory store, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[f: authgate, memory]}")"
+
+# d and f once each is at the mercy of whatever else the machine did in
+# those seconds, and the second of two back-to-back runs tends to do better
+# (measured: the same store wins or loses by its place): four rounds, the
+# order flipped every round, and the median of the ratios.
+echo
+echo "local / memory store on the authenticated route, alternating rounds:"
+store_ratios=()
+for round in 1 2 3 4; do
+  order=(d f); [ $((round % 2)) -eq 0 ] && order=(f d)
+  for which in "${order[@]}"; do
+    if [ "$which" = d ]; then
+      wrk_headers=(-H "Cookie: __Host-authgate=$session")
+      measure "d: local, round $round" "https://127.0.0.1:$gateway/app/" "$gateway_pid"
+    else
+      wrk_headers=(-H "Cookie: __Host-authgate=$session_mem")
+      measure "f: memory, round $round" "https://127.0.0.1:$gateway_mem/app/" "$gateway_mem_pid"
+    fi
+  done
+  store_ratios+=("$(ratio "${rps[d: local, round $round]}" "${rps[f: memory, round $round]}")")
+done
+wrk_headers=()
+echo "d/f per round: ${store_ratios[*]}; median $(printf '%s\n' "${store_ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (v[2] + v[3]) / 2 }')"
+
+# Sign-in latency: sequential sign-ins (argon2 included), alternating
+# between the two gateways so that both see the same machine.
+signin_ms() { # port -> milliseconds of one sign-in POST
+  local jar="$work/cookies-$1" csrf
+  csrf=$(awk '$6 == "__Host-authgate-login" {print $7}' "$jar")
+  curl -sk -b "$jar" -o /dev/null -w '%{http_code} %{time_total}\n' \
+    --data-urlencode "csrf=$csrf" --data-urlencode "username=bench" \
+    --data-urlencode "password=$bench_password" "https://127.0.0.1:$1/.gateway/login" |
+    awk '$1 != 303 { print "sign-in answered " $1 > "/dev/stderr"; exit 1 } { printf "%.3f\n", $2 * 1000 }'
+}
+: > "$work/signin-local"; : > "$work/signin-memory"
+for _ in $(seq 40); do
+  signin_ms "$gateway" >> "$work/signin-local"
+  signin_ms "$gateway_mem" >> "$work/signin-memory"
+done
+median() { sort -n "$1" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+local_p50=$(median "$work/signin-local"); memory_p50=$(median "$work/signin-memory")
+echo "sign-in p50: local store ${local_p50} ms, memory store ${memory_p50} ms, difference $(awk -v a="$local_p50" -v b="$memory_p50" 'BEGIN { printf "%.2f", a - b }') ms (40 each)"
 sleep 0.2  # the log flushes every 50 ms
 lines=$(grep -c 'authgate::access' "$work/authgate.log" || true)
 echo "(authgate logged $lines request lines, nginx $(wc -l < "$work/proxy-access.log") access lines)"

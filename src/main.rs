@@ -376,7 +376,7 @@ fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Result<(
 }
 
 fn sessions(config_path: &std::path::Path, command: SessionsCommand) -> anyhow::Result<()> {
-    use authgate::store::local::Revoke;
+    use authgate::store::local::commands::Revoke;
     let config = load_or_report(config_path)?;
     let canonical = |name: &str| authgate::users::canonical(name);
     match command {

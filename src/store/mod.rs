@@ -261,11 +261,14 @@ pub fn list_on_record(
     store: &StoreConfig,
     user: Option<&str>,
 ) -> Result<Vec<SessionInfo>, StoreError> {
-    local::list_file(state_file(store)?, user)
+    local::commands::list_file(state_file(store)?, user)
 }
 
 /// `authgate sessions revoke`: ends sessions on record; a running gateway
 /// ends them too within a second.
-pub fn revoke_on_record(store: &StoreConfig, what: &local::Revoke) -> Result<usize, StoreError> {
-    local::revoke_in_file(state_file(store)?, what, crate::session::now_ms())
+pub fn revoke_on_record(
+    store: &StoreConfig,
+    what: &local::commands::Revoke,
+) -> Result<usize, StoreError> {
+    local::commands::revoke_in_file(state_file(store)?, what, crate::session::now_ms())
 }

@@ -181,6 +181,22 @@ fn the_shipped_example_config_is_valid() {
     assert!(failures.is_empty(), "the shipped tests fail: {failures:?}");
     let warnings = authgate::policy::check::lint(&config, &config.users);
     assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        config.store.backend,
+        StoreBackend::Local {
+            path: dir.path().join("authgate-state.db")
+        }
+    );
+
+    // The image keeps the state in its volume: the Dockerfile rewrites the
+    // shipped `path` line, and refuses to build if the line is not there.
+    let dockerfile = include_str!("../../Dockerfile");
+    assert!(dockerfile.contains("\nVOLUME /var/lib/authgate\n"));
+    let line = "# path = \"authgate-state.db\"";
+    assert!(text.lines().any(|l| l.starts_with(line)), "{line}");
+    assert!(dockerfile.contains(&format!(
+        "s|^{line}.*|path = \"/var/lib/authgate/authgate-state.db\"|"
+    )));
 }
 
 #[test]

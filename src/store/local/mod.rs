@@ -10,10 +10,12 @@
 //! [`TOUCH_EVERY`]; after a crash a session may come back a few seconds
 //! staler than it was, so it ends a little early, never late.
 //!
-//! The command line (`authgate sessions revoke`) writes the same file from
-//! another process. It deletes the rows and appends their keys to the
-//! `revoked` table, which the writer reads every [`POLL_EVERY`] to end those
-//! sessions in memory as well.
+//! The command line ([`commands`]) writes the same file from another
+//! process. It deletes the rows and appends their keys to the `revoked`
+//! table, which the writer reads every [`POLL_EVERY`] to end those sessions
+//! in memory as well.
+
+pub mod commands;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,7 +29,7 @@ use tokio::sync::oneshot;
 
 use super::memory::{Row, SessionMap};
 use super::{StoreError, Unavailable};
-use crate::session::{handle, Key, SessionInfo};
+use crate::session::{handle, Key};
 
 /// How often `last_seen` moves are written.
 pub const TOUCH_EVERY: Duration = Duration::from_secs(5);
@@ -96,7 +98,7 @@ pub struct Loaded {
     pub revoked: usize,
 }
 
-fn unusable(path: &Path, e: rusqlite::Error) -> StoreError {
+pub(super) fn unusable(path: &Path, e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Damaged {
             path: path.to_owned(),
@@ -112,7 +114,11 @@ fn unusable(path: &Path, e: rusqlite::Error) -> StoreError {
 /// Opens (or makes, private to its owner) the state file with the pragmas
 /// every user of it needs; `lock_wait` is how long a write waits for
 /// another process's lock.
-fn connect(path: &Path, lock_wait: Duration, create: bool) -> Result<Connection, StoreError> {
+pub(super) fn connect(
+    path: &Path,
+    lock_wait: Duration,
+    create: bool,
+) -> Result<Connection, StoreError> {
     if create {
         match crate::users::file::create_private(path) {
             Ok(_) => {}
@@ -160,7 +166,7 @@ fn connect(path: &Path, lock_wait: Duration, create: bool) -> Result<Connection,
     Ok(conn)
 }
 
-fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     let key: Vec<u8> = r.get(0)?;
     let ip: String = r.get(4)?;
     let bad = |what: &str| {
@@ -181,7 +187,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     })
 }
 
-const SELECT_ROWS: &str = "SELECT key, user, created_ms, last_seen_ms, ip, user_agent, password_fingerprint FROM sessions";
+pub(super) const SELECT_ROWS: &str = "SELECT key, user, created_ms, last_seen_ms, ip, user_agent, password_fingerprint FROM sessions";
 
 impl Local {
     /// Opens the file at `path` (made if missing), puts every session in
@@ -465,106 +471,24 @@ fn revoked_since(conn: &Connection, seen: i64) -> rusqlite::Result<Vec<(i64, Key
     rows.collect()
 }
 
-/// What `authgate sessions revoke` ends.
-#[derive(Debug, Clone)]
-pub enum Revoke {
-    /// Every session of this user (canonical name).
-    User(String),
-    All,
-    /// The session with this handle.
-    Handle(String),
-}
-
-/// Every session in the file at `path`, optionally of one user, for the
-/// command line (a running gateway may hold newer `last_seen` values).
-pub fn list_file(path: &Path, user: Option<&str>) -> Result<Vec<SessionInfo>, StoreError> {
-    let conn = connect(path, Duration::from_secs(5), false)?;
-    let fail = |e| unusable(path, e);
-    let mut select = conn
-        .prepare(&format!(
-            "{SELECT_ROWS} WHERE ?1 IS NULL OR user = ?1 ORDER BY user, created_ms"
-        ))
-        .map_err(fail)?;
-    let rows = select
-        .query_map([user], read_row)
-        .map_err(fail)?
-        .collect::<rusqlite::Result<Vec<Row>>>()
-        .map_err(fail)?;
-    Ok(rows
-        .into_iter()
-        .map(|row| SessionInfo {
-            key: row.key,
-            user: row.user,
-            created_ms: row.created_ms,
-            last_seen_ms: row.last_seen_ms,
-            ip: row.ip,
-            user_agent: row.user_agent,
-        })
-        .collect())
-}
-
-/// Ends sessions in the file at `path`, and tells running gateways to end
-/// them too (within [`POLL_EVERY`]); returns how many ended.
-pub fn revoke_in_file(path: &Path, what: &Revoke, now: u64) -> Result<usize, StoreError> {
-    let mut conn = connect(path, Duration::from_secs(5), false)?;
-    let fail = |e| unusable(path, e);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(fail)?;
-    let keys: Vec<Key> = {
-        let mut select = tx
-            .prepare("SELECT key FROM sessions WHERE ?1 = 'all' OR (?1 = 'user' AND user = ?2)")
-            .map_err(fail)?;
-        let (kind, arg) = match what {
-            Revoke::User(user) => ("user", user.as_str()),
-            Revoke::All | Revoke::Handle(_) => ("all", ""),
-        };
-        let all = select
-            .query_map(params![kind, arg], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(fail)?
-            .collect::<rusqlite::Result<Vec<Vec<u8>>>>()
-            .map_err(fail)?;
-        all.into_iter()
-            .filter_map(|k| Key::try_from(k).ok())
-            .filter(|k| match what {
-                Revoke::Handle(h) => handle(k) == h.to_ascii_lowercase(),
-                _ => true,
-            })
-            .collect()
-    };
-    {
-        let mut delete = tx
-            .prepare("DELETE FROM sessions WHERE key = ?1")
-            .map_err(fail)?;
-        let mut note = tx
-            .prepare("INSERT INTO revoked (key, at_ms) VALUES (?1, ?2)")
-            .map_err(fail)?;
-        for key in &keys {
-            delete.execute([&key[..]]).map_err(fail)?;
-            note.execute(params![&key[..], now as i64]).map_err(fail)?;
-        }
-    }
-    tx.commit().map_err(fail)?;
-    Ok(keys.len())
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use super::commands::list_file;
     use super::*;
     use crate::session::{key_of, Lookup};
 
-    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    pub(super) const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     const MINUTE: u64 = 60_000;
     const BASE: u64 = 1_000_000;
 
-    fn map() -> Arc<SessionMap> {
+    pub(super) fn map() -> Arc<SessionMap> {
         Arc::new(SessionMap::new(
             Duration::from_secs(60),
             Duration::from_secs(600),
         ))
     }
 
-    fn open(path: &Path, map: &Arc<SessionMap>, now: u64) -> (Local, Loaded) {
+    pub(super) fn open(path: &Path, map: &Arc<SessionMap>, now: u64) -> (Local, Loaded) {
         Local::open(
             path,
             Duration::from_secs(1),
@@ -630,34 +554,6 @@ mod tests {
         let (_local, loaded) = open(&path, &second, 70_000);
         assert_eq!(loaded.live, 1);
         assert_eq!(list_file(&path, None).unwrap()[0].last_seen_ms, 55_000);
-    }
-
-    #[tokio::test]
-    async fn revocations_from_another_process_reach_the_running_map() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let running = map();
-        let (local, _) = open(&path, &running, 0);
-        let mut ids = Vec::new();
-        for user in ["alice", "alice", "bob"] {
-            let (id, row) = running.create(&user.into(), 1, IP, "ua", 0);
-            local.insert(row).await.unwrap();
-            ids.push(key_of(&id).unwrap());
-        }
-        assert_eq!(
-            revoke_in_file(&path, &Revoke::User("alice".into()), 1).unwrap(),
-            2
-        );
-        assert_eq!(
-            revoke_in_file(&path, &Revoke::Handle(handle(&ids[2]).to_uppercase()), 1).unwrap(),
-            1
-        );
-        let deadline = Instant::now() + POLL_EVERY * 4;
-        while !running.is_empty() {
-            assert!(Instant::now() < deadline, "the writer did not apply them");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(list_file(&path, None).unwrap().is_empty());
     }
 
     #[test]
