@@ -114,14 +114,21 @@ async fn durable() {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     // One sign-in at a time: each waits for its own commit (an fsync).
-    let on_disk = Sessions::open(&local, &session, &users).unwrap();
-    let in_memory = Sessions::open(&memory, &session, &users).unwrap();
+    let on_disk = Sessions::open(&local, &session, &users).await.unwrap();
+    let in_memory = Sessions::open(&memory, &session, &users).await.unwrap();
     let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     for i in 0..CREATES {
         for (which, store) in [&on_disk, &in_memory].into_iter().enumerate() {
             let started = Instant::now();
             store
-                .create(&user_keys[i % USERS], fingerprint, ip, USER_AGENT, now_ms())
+                .create(
+                    &user_keys[i % USERS],
+                    fingerprint,
+                    0,
+                    ip,
+                    USER_AGENT,
+                    now_ms(),
+                )
                 .await
                 .unwrap();
             times[which].push(started.elapsed());
@@ -148,7 +155,7 @@ async fn durable() {
         pending.push(async move {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32));
             store
-                .create(&user, fingerprint, ip, USER_AGENT, now_ms())
+                .create(&user, fingerprint, 0, ip, USER_AGENT, now_ms())
                 .await
                 .unwrap();
         });
@@ -165,7 +172,7 @@ async fn durable() {
         .len()
         + std::fs::metadata(dir.path().join("state.db-wal")).map_or(0, |m| m.len());
     let started = Instant::now();
-    let loaded = Sessions::open(&local, &session, &users).unwrap();
+    let loaded = Sessions::open(&local, &session, &users).await.unwrap();
     let load = started.elapsed();
     assert_eq!(loaded.len(), LOADED);
     println!(

@@ -99,6 +99,8 @@ enum UserCommand {
     Del { name: String },
     /// List the users.
     List,
+    /// Print the users as a users.toml (from Redis when the store is Redis).
+    Export,
 }
 
 #[derive(Subcommand)]
@@ -315,8 +317,102 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
     })
 }
 
+/// The shared store a config names, if it names Redis (then the whole
+/// config must be valid); `None` for a users file.
+fn shared_store(config_path: &std::path::Path) -> anyhow::Result<Option<Config>> {
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("cannot read the config file {}", config_path.display()))?;
+    let table: toml::Table = text.parse().unwrap_or_default();
+    let redis = table
+        .get("store")
+        .and_then(|s| s.get("backend"))
+        .and_then(|b| b.as_str())
+        == Some("redis");
+    if !redis {
+        return Ok(None);
+    }
+    load_or_report(config_path).map(Some)
+}
+
+/// `authgate user ...` against Redis, the user store of replicas.
+fn user_in_redis(config: &Config, command: UserCommand) -> anyhow::Result<()> {
+    use authgate::config::StoreBackend;
+    use authgate::users::file::{check_new_password, check_role, Change};
+    let StoreBackend::Redis(settings) = &config.store.backend else {
+        unreachable!("only called for a Redis config")
+    };
+    let new_hash = || -> anyhow::Result<String> {
+        let password = read_password("New password: ")?;
+        check_new_password(&password)?;
+        Ok(authgate::auth::password::hash_password(&password))
+    };
+    let change = match &command {
+        UserCommand::List | UserCommand::Export => None,
+        UserCommand::Add { name, roles } => {
+            for role in roles {
+                check_role(role)?;
+            }
+            Some(Change::Add {
+                name: name.clone(),
+                password_hash: new_hash()?,
+                roles: roles.clone(),
+            })
+        }
+        UserCommand::Passwd { name } => Some(Change::SetPassword {
+            name: name.clone(),
+            password_hash: new_hash()?,
+        }),
+        UserCommand::Roles { name, roles } => Some(Change::SetRoles {
+            name: name.clone(),
+            roles: roles.clone(),
+        }),
+        UserCommand::Lock { name } => Some(Change::Lock(name.clone())),
+        UserCommand::Unlock { name } => Some(Change::Unlock(name.clone())),
+        UserCommand::Del { name } => Some(Change::Delete(name.clone())),
+    };
+    runtime()?.block_on(async {
+        let redis = authgate::store::redis::Redis::connect(
+            settings,
+            config.session.idle_timeout,
+            config.session.absolute_timeout,
+        )
+        .await?;
+        let unavailable = || anyhow::anyhow!("Redis stopped answering");
+        if redis.seed(&config.users).await.map_err(|_| unavailable())? {
+            eprintln!("(Redis was empty: it got the users of the users file first)");
+        }
+        match change {
+            Some(change) => {
+                redis.apply(&change).await?;
+                println!("done in Redis; every gateway applies it within a second");
+            }
+            None => {
+                let users = redis.users().await.map_err(|_| unavailable())?;
+                print_users(&users, matches!(command, UserCommand::Export));
+            }
+        }
+        Ok(())
+    })
+}
+
+fn print_users(users: &authgate::users::Users, as_toml: bool) {
+    if as_toml {
+        print!("{}", users.to_toml());
+        return;
+    }
+    let mut list: Vec<_> = users.iter().collect();
+    list.sort_by(|a, b| a.key.cmp(&b.key));
+    for u in list {
+        let state = if u.locked { "  (locked)" } else { "" };
+        println!("{}\t{}{state}", u.name, u.roles.join(","));
+    }
+}
+
 fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Result<()> {
     use authgate::users::file::{check_new_password, check_role, Change, UsersFile};
+    if let Some(config) = shared_store(config_path)? {
+        return user_in_redis(&config, command);
+    }
     let file = UsersFile::new(
         authgate::config::users_file_of(config_path).map_err(|e| anyhow::anyhow!(e))?,
     );
@@ -326,14 +422,9 @@ fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Result<(
         Ok(authgate::auth::password::hash_password(&password))
     };
     let (change, done) = match command {
-        UserCommand::List => {
+        UserCommand::List | UserCommand::Export => {
             let (_, users) = file.load()?;
-            let mut list: Vec<_> = users.iter().collect();
-            list.sort_by(|a, b| a.key.cmp(&b.key));
-            for u in list {
-                let state = if u.locked { "  (locked)" } else { "" };
-                println!("{}\t{}{state}", u.name, u.roles.join(","));
-            }
+            print_users(&users, matches!(command, UserCommand::Export));
             return Ok(());
         }
         UserCommand::Add { name, roles } => {
@@ -379,20 +470,16 @@ fn sessions(config_path: &std::path::Path, command: SessionsCommand) -> anyhow::
     use authgate::store::local::commands::Revoke;
     let config = load_or_report(config_path)?;
     let canonical = |name: &str| authgate::users::canonical(name);
+    if let authgate::config::StoreBackend::Redis(settings) = &config.store.backend {
+        return sessions_in_redis(&config, settings, command);
+    }
     match command {
         SessionsCommand::List { user } => {
             let key = user.as_deref().map(canonical);
-            for s in authgate::store::list_on_record(&config.store, key.as_deref())? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
-                    authgate::session::handle(&s.key),
-                    s.user,
-                    authgate::auth::rfc3339(s.created_ms),
-                    authgate::auth::rfc3339(s.last_seen_ms),
-                    s.ip,
-                    s.user_agent.replace(['\t', '\n', '\r'], " "),
-                );
-            }
+            print_sessions(&authgate::store::list_on_record(
+                &config.store,
+                key.as_deref(),
+            )?);
         }
         SessionsCommand::Revoke { user, all, handle } => {
             let what = match (user, all, handle) {
@@ -413,6 +500,67 @@ fn sessions(config_path: &std::path::Path, command: SessionsCommand) -> anyhow::
         }
     }
     Ok(())
+}
+
+fn print_sessions(sessions: &[authgate::session::SessionInfo]) {
+    for s in sessions {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            authgate::session::handle(&s.key),
+            s.user,
+            authgate::auth::rfc3339(s.created_ms),
+            authgate::auth::rfc3339(s.last_seen_ms),
+            s.ip,
+            s.user_agent.replace(['\t', '\n', '\r'], " "),
+        );
+    }
+}
+
+/// `authgate sessions ...` against Redis: every replica sees the change at
+/// its next lookup (within a second).
+fn sessions_in_redis(
+    config: &Config,
+    settings: &authgate::store::redis::Settings,
+    command: SessionsCommand,
+) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let redis = authgate::store::redis::Redis::connect(
+            settings,
+            config.session.idle_timeout,
+            config.session.absolute_timeout,
+        )
+        .await?;
+        let unavailable = |_| anyhow::anyhow!("Redis stopped answering");
+        match command {
+            SessionsCommand::List { user } => {
+                let key = user.as_deref().map(authgate::users::canonical);
+                print_sessions(&redis.list(key.as_deref()).await.map_err(unavailable)?);
+            }
+            SessionsCommand::Revoke { user, all, handle } => {
+                let ended = if let Some(user) = user {
+                    let key = authgate::users::canonical(&user);
+                    redis.end_all_for_user(&key).await.map_err(unavailable)?
+                } else if all {
+                    let mut ended = 0;
+                    for s in redis.list(None).await.map_err(unavailable)? {
+                        ended +=
+                            usize::from(redis.end(&s.key).await.map_err(unavailable)?.is_some());
+                    }
+                    ended
+                } else {
+                    let handle = handle.expect("clap requires one of them");
+                    let Some(key) = redis.find_handle(&handle).await.map_err(unavailable)? else {
+                        anyhow::bail!(
+                            "no session has the handle {handle:?} (see `authgate sessions list`)"
+                        );
+                    };
+                    usize::from(redis.end(&key).await.map_err(unavailable)?.is_some())
+                };
+                println!("ended {ended} session(s); every gateway ends them within a second");
+            }
+        }
+        Ok(())
+    })
 }
 
 fn hash_password() -> anyhow::Result<()> {

@@ -37,9 +37,25 @@ pub struct Metrics {
     /// Times the users file could not be read or did not validate; the
     /// last good users stayed in force each time.
     users_file_problems: AtomicU64,
+    /// 1 while the session store answers (always, for a local one).
+    store_down: std::sync::atomic::AtomicBool,
+    /// Calls made to a shared store (Redis).
+    store_round_trips: AtomicU64,
 }
 
 impl Metrics {
+    pub fn set_store_up(&self, up: bool) {
+        self.store_down.store(!up, Ordering::Relaxed);
+    }
+
+    pub fn store_up(&self) -> bool {
+        !self.store_down.load(Ordering::Relaxed)
+    }
+
+    pub fn set_store_round_trips(&self, calls: u64) {
+        self.store_round_trips.store(calls, Ordering::Relaxed);
+    }
+
     pub fn record_response(&self, status: StatusCode, elapsed: Duration) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.responses[class].fetch_add(1, Ordering::Relaxed);
@@ -144,6 +160,16 @@ impl Metrics {
             "authgate_users_file_problems_total {}",
             load(&self.users_file_problems)
         );
+        out.push_str("# HELP authgate_store_up 1 while the session store answers, 0 while it is unavailable.\n");
+        out.push_str("# TYPE authgate_store_up gauge\n");
+        let _ = writeln!(out, "authgate_store_up {}", u8::from(self.store_up()));
+        out.push_str("# HELP authgate_store_round_trips_total Calls made to a shared session store (Redis).\n");
+        out.push_str("# TYPE authgate_store_round_trips_total counter\n");
+        let _ = writeln!(
+            out,
+            "authgate_store_round_trips_total {}",
+            load(&self.store_round_trips)
+        );
         out
     }
 }
@@ -185,7 +211,14 @@ pub fn answer(
         return own_response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
     }
     match path {
-        "/healthz" => own_response(StatusCode::OK, TEXT, "ok\n"),
+        // Alive even while the store is not: a failing liveness probe would
+        // restart every replica, and public routes still work.
+        "/healthz" if metrics.store_up() => own_response(StatusCode::OK, TEXT, "ok\n"),
+        "/healthz" => own_response(
+            StatusCode::OK,
+            TEXT,
+            "ok; the session store is unavailable: sign-ins and routes that need a session answer 503\n",
+        ),
         "/readyz" if readiness.is_ready() => own_response(StatusCode::OK, TEXT, "ready\n"),
         "/readyz" => own_response(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
         "/metrics" => own_response(

@@ -38,10 +38,10 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(mut config: Config) -> Result<State, crate::store::StoreError> {
+    pub async fn new(mut config: Config) -> Result<State, crate::store::StoreError> {
         let upstream = Upstream::new(&config.upstream, config.server.max_body_size);
         let metrics = Arc::new(Metrics::default());
-        let auth = Arc::new(Auth::new(&mut config, metrics.clone())?);
+        let auth = Arc::new(Auth::new(&mut config, metrics.clone()).await?);
         Ok(State {
             config,
             auth,

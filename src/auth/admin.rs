@@ -50,6 +50,9 @@ impl Auth {
 fn user_error(e: UserFileError) -> Response<Body> {
     match e {
         UserFileError::UnknownUser(_) => error(StatusCode::NOT_FOUND, "not_found"),
+        UserFileError::StoreUnavailable => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        }
         UserFileError::BadRole(_) | UserFileError::BadName(_) => json_response(
             StatusCode::BAD_REQUEST,
             json!({ "error": "bad_request", "detail": e.to_string() }),

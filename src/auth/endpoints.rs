@@ -9,6 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::attempt::Refused;
 use super::forms::read_form;
 use super::password::Busy;
 use super::throttle::Throttled;
@@ -150,12 +151,13 @@ impl Auth {
 
         // The attempt is held against the allowances before any hashing, so
         // that guesses sent at once get no more verifications than in turn.
-        let attempt = match self.throttle.reserve(&key, peer, session::now_ms()) {
+        let attempt = match self.reserve(&key, peer).await {
             Ok(attempt) => attempt,
-            Err(Throttled { retry_after_secs }) => {
+            Err(Refused::Throttled(Throttled { retry_after_secs })) => {
                 tracing::warn!(target: "authgate::security", event = "login_throttled", user = %truncate(&key), ip = %peer, "login throttled");
                 return Err(GatewayError::Throttled { retry_after_secs });
             }
+            Err(Refused::Unavailable) => return Err(GatewayError::StoreUnavailable),
         };
         let user = self.users.load().get_by_key(&key).cloned();
         let matched = self
@@ -190,6 +192,7 @@ impl Auth {
             .create(
                 &user.key,
                 user.password_fingerprint,
+                user.generation,
                 peer,
                 &user_agent,
                 session::now_ms(),
@@ -291,9 +294,10 @@ impl Auth {
             return Err(GatewayError::CsrfRejected);
         }
         let user = &signed_in.user;
-        let attempt = match self.throttle.reserve(&user.key, peer, session::now_ms()) {
+        let attempt = match self.reserve(&user.key, peer).await {
             Ok(attempt) => attempt,
-            Err(Throttled { retry_after_secs }) => {
+            Err(Refused::Unavailable) => return Err(GatewayError::StoreUnavailable),
+            Err(Refused::Throttled(Throttled { retry_after_secs })) => {
                 tracing::warn!(target: "authgate::security", event = "password_change_throttled", user = %user.name, ip = %peer, "password change throttled");
                 return Err(GatewayError::Throttled { retry_after_secs });
             }
@@ -353,6 +357,7 @@ impl Auth {
             .create(
                 &updated.key,
                 updated.password_fingerprint,
+                updated.generation,
                 peer,
                 &user_agent,
                 session::now_ms(),

@@ -2,6 +2,7 @@
 //! own sign-in endpoints under `/.gateway/` (SPEC §3).
 
 mod admin;
+mod attempt;
 pub mod csrf;
 mod endpoints;
 mod forms;
@@ -73,9 +74,23 @@ pub struct Auth {
 impl Auth {
     /// Takes the users out of `config` (they are swapped in place on
     /// reload) and opens the session store.
-    pub fn new(config: &mut Config, metrics: Arc<crate::ops::Metrics>) -> Result<Auth, StoreError> {
-        let users = std::mem::take(&mut config.users);
-        let sessions = Sessions::open(&config.store, &config.session, &users)?;
+    pub async fn new(
+        config: &mut Config,
+        metrics: Arc<crate::ops::Metrics>,
+    ) -> Result<Auth, StoreError> {
+        let mut users = std::mem::take(&mut config.users);
+        let sessions = Sessions::open(&config.store, &config.session, &users).await?;
+        if let Some(redis) = sessions.shared() {
+            // Redis is the user store: the users file seeds an empty one.
+            let unavailable = |_| StoreError::Redis("it stopped answering".into());
+            if redis.seed(&users).await.map_err(unavailable)? {
+                tracing::info!(
+                    users = users.len(),
+                    "an empty Redis was given the users of the users file"
+                );
+            }
+            users = redis.users().await.map_err(unavailable)?;
+        }
         let verifier = Verifier::for_this_machine();
         verifier.match_strongest(users.iter().map(|u| &*u.password_hash));
         let cookie_name = config.session.cookie_name.clone();
@@ -105,7 +120,30 @@ impl Auth {
     /// the users-file watcher. Each ends when the `Auth` is dropped.
     pub fn start_background(self: &Arc<Self>) {
         self.sessions.start_sweeper();
-        if let Some(file) = &self.users_file {
+        if let Some(redis) = self.sessions.shared() {
+            let auth = Arc::downgrade(self);
+            let redis = redis.clone();
+            tokio::spawn(async move {
+                let mut seen = redis.changes().await.ok();
+                let mut tick = tokio::time::interval(crate::store::redis::POLL_USERS_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(auth) = auth.upgrade() else { break };
+                    auth.metrics.set_store_up(redis.is_up());
+                    auth.metrics.set_store_round_trips(redis.round_trips());
+                    let Ok(now) = redis.changes().await else {
+                        continue;
+                    };
+                    if seen != Some(now) {
+                        if let Ok(users) = redis.users().await {
+                            auth.replace_users(users, "another replica");
+                            seen = Some(now);
+                        }
+                    }
+                }
+            });
+        } else if let Some(file) = &self.users_file {
             let auth = Arc::downgrade(self);
             crate::users::watch::spawn(file.clone(), move |path, seen| {
                 let Some(auth) = auth.upgrade() else {
@@ -196,6 +234,15 @@ impl Auth {
     /// Writes `change` to the users file (off the async threads) and puts
     /// the result in force at once.
     pub async fn change_users(&self, change: Change, actor: &str) -> Result<(), UserFileError> {
+        if let Some(redis) = self.sessions.shared() {
+            redis.apply(&change).await?;
+            let users = redis
+                .users()
+                .await
+                .map_err(|_| UserFileError::StoreUnavailable)?;
+            self.replace_users(users, actor);
+            return Ok(());
+        }
         let file = self
             .users_file
             .clone()
@@ -214,6 +261,16 @@ impl Auth {
         let ended = self.sessions.end_all_for_user(key).await;
         tracing::warn!(target: "authgate::security", event = "sessions_revoked", actor, user = %key, sessions_ended = ended.unwrap_or(0), durable = ended.is_ok(), "sessions revoked");
         ended
+    }
+
+    /// Takes a sign-in attempt from the throttle's allowances (shared ones
+    /// when replicas share a store).
+    async fn reserve(
+        &self,
+        account: &str,
+        ip: std::net::IpAddr,
+    ) -> Result<attempt::Attempt<'_>, attempt::Refused> {
+        attempt::reserve(&self.throttle, self.sessions.shared(), account, ip).await
     }
 
     /// Names of the gateway's own cookies, which the upstream never sees.
@@ -248,7 +305,15 @@ impl Auth {
             let reason = match users.get_by_key(&session.user) {
                 None => Some("user removed"),
                 Some(user) if user.locked => Some("user locked"),
-                Some(user) if user.password_fingerprint != session.password_fingerprint => {
+                // Older than the user's last revocation in a shared store.
+                Some(user) if session.generation < user.generation => Some("sessions ended"),
+                // A session made after a change (a new password) that this
+                // replica has yet to load, within half a second: its record
+                // of the user is the stale one, not the session.
+                Some(user)
+                    if session.generation == user.generation
+                        && user.password_fingerprint != session.password_fingerprint =>
+                {
                     Some("password changed")
                 }
                 Some(user) => {

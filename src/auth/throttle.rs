@@ -87,6 +87,26 @@ fn client_keys(ip: IpAddr) -> [Option<ClientKey>; 2] {
     }
 }
 
+/// The counters a shared store (Redis) keeps for an attempt: `a:` for the
+/// account, `c:` for each client key, with their allowances; the account's
+/// comes first. Same keys and allowances as the in-memory throttle.
+pub fn shared_counters(account: &str, ip: IpAddr, max_failures: u32) -> Vec<(String, u32)> {
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let client = max_failures.saturating_mul(CLIENT_FACTOR);
+    let mut counters = vec![(format!("a:{}", hex(&account_key(account))), max_failures)];
+    for key in client_keys(ip).into_iter().flatten() {
+        counters.push(match key {
+            ClientKey::V4(o) => (format!("c:4:{}", hex(&o)), client),
+            ClientKey::V6Net64(o) => (format!("c:64:{}", hex(&o)), client),
+            ClientKey::V6Net48(o) => (
+                format!("c:48:{}", hex(&o)),
+                client.saturating_mul(NET48_FACTOR),
+            ),
+        });
+    }
+    counters
+}
+
 /// One attempt held against the allowances until it is settled. Dropped
 /// unsettled (the request was cancelled, the hashing queue was full), it
 /// is given back: nothing was learnt from it.
@@ -138,6 +158,14 @@ fn refund<K: Hash + Eq>(map: &DashMap<K, Window>, key: &K, start_ms: u64) {
 }
 
 impl Throttle {
+    pub fn max_failures(&self) -> u32 {
+        self.max_failures
+    }
+
+    pub fn window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.window_ms)
+    }
+
     pub fn new(max_failures: u32, window: std::time::Duration, capacity: usize) -> Throttle {
         Throttle {
             accounts: DashMap::new(),

@@ -85,6 +85,8 @@ pub enum StoreBackend {
     Memory,
     /// A SQLite file, the default.
     Local { path: PathBuf },
+    /// Redis, shared by replicas: sessions, users and sign-in counters.
+    Redis(crate::store::redis::Settings),
 }
 
 /// The state file's name unless `[store] path` says otherwise.

@@ -92,6 +92,10 @@ pub struct RawSession {
 pub struct RawStore {
     pub backend: Option<Text>,
     pub path: Option<Text>,
+    pub url: Option<Text>,
+    pub password_file: Option<Text>,
+    pub key_prefix: Option<Text>,
+    pub timeout: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -249,14 +249,77 @@ impl Validator<'_> {
                 }
                 StoreBackend::Memory
             }
+            Some(("redis", span)) => {
+                if let Some(path) = &raw.path {
+                    self.diag.at(
+                        path.span(),
+                        "path is for backend = \"local\"; Redis keeps no file here",
+                    );
+                    return None;
+                }
+                let Some(url) = &raw.url else {
+                    self.diag.at(span, "backend = \"redis\" needs url = \"redis://host:6379/0\" (rediss:// for TLS)");
+                    return None;
+                };
+                if let Err(e) =
+                    redis::IntoConnectionInfo::into_connection_info(url.get_ref().as_str())
+                {
+                    self.diag.at(url.span(), format!("invalid Redis url: {e}"));
+                    return None;
+                }
+                let password = match &raw.password_file {
+                    None => None,
+                    Some(file) => {
+                        let path = self.base.join(file.get_ref());
+                        match std::fs::read_to_string(&path) {
+                            Ok(text) => Some(text.trim_end_matches(['\r', '\n']).to_owned()),
+                            Err(e) => {
+                                self.diag.at(
+                                    file.span(),
+                                    format!(
+                                        "cannot read the Redis password file {}: {e}",
+                                        path.display()
+                                    ),
+                                );
+                                return None;
+                            }
+                        }
+                    }
+                };
+                let timeout = self.duration(&raw.timeout, Duration::from_millis(250))?;
+                StoreBackend::Redis(crate::store::redis::Settings {
+                    url: url.get_ref().clone(),
+                    key_prefix: raw
+                        .key_prefix
+                        .as_ref()
+                        .map_or_else(|| "authgate:".to_owned(), |p| p.get_ref().clone()),
+                    password,
+                    timeout,
+                })
+            }
             Some((other, span)) => {
                 self.diag.at(
                     span,
-                    format!("unknown store backend {other:?}: use \"local\" or \"memory\""),
+                    format!(
+                        "unknown store backend {other:?}: use \"local\", \"memory\" or \"redis\""
+                    ),
                 );
                 return None;
             }
         };
+        if !matches!(backend, StoreBackend::Redis(_)) {
+            for (key, value) in [
+                ("url", &raw.url),
+                ("password_file", &raw.password_file),
+                ("key_prefix", &raw.key_prefix),
+                ("timeout", &raw.timeout),
+            ] {
+                if let Some(value) = value {
+                    self.diag
+                        .at(value.span(), format!("{key} is for backend = \"redis\""));
+                }
+            }
+        }
         Some(Store {
             backend,
             lock_wait: Duration::from_secs(5),

@@ -62,7 +62,7 @@ impl Gateway {
             .map(TcpListener::local_addr)
             .transpose()?;
 
-        let state = Arc::new(State::new(config).map_err(io::Error::other)?);
+        let state = Arc::new(State::new(config).await.map_err(io::Error::other)?);
         state.auth.start_background();
         let (stop, stop_rx) = watch::channel(false);
         let (ops_stop, ops_stop_rx) = watch::channel(false);

@@ -80,6 +80,9 @@ pub struct LiveSession {
     pub key: Key,
     pub user: Arc<str>,
     pub password_fingerprint: u32,
+    /// The user's generation when the session began (see
+    /// [`crate::users::User::generation`]).
+    pub generation: u64,
     pub created_ms: u64,
     /// The last request before this one (or this one, if it moved the timer).
     pub last_seen_ms: u64,

@@ -195,6 +195,7 @@ impl SessionMap {
                         key: *key,
                         user: session.profile.user.clone(),
                         password_fingerprint: session.password_fingerprint,
+                        generation: 0,
                         created_ms: session.created_ms,
                         last_seen_ms: last_seen,
                     });

@@ -15,6 +15,7 @@
 
 pub mod local;
 pub mod memory;
+pub mod redis;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -42,11 +43,14 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("the {0} store keeps its sessions inside the running gateway; use the admin API (/.gateway/admin/api/sessions) instead")]
     NotAFile(&'static str),
+    #[error("cannot use Redis as the store: {0}")]
+    Redis(String),
 }
 
 enum Backend {
     Memory,
     Local(local::Local),
+    Redis(Arc<redis::Redis>),
 }
 
 pub struct Sessions {
@@ -58,7 +62,7 @@ impl Sessions {
     /// Opens the configured store. The sessions a durable one holds are
     /// loaded, except those expired meanwhile or whose user `users` no
     /// longer lets in (removed, locked, another password).
-    pub fn open(
+    pub async fn open(
         store: &StoreConfig,
         session: &SessionConfig,
         users: &Users,
@@ -93,8 +97,25 @@ impl Sessions {
                 );
                 Backend::Local(local)
             }
+            StoreBackend::Redis(settings) => Backend::Redis(Arc::new(
+                redis::Redis::connect(settings, session.idle_timeout, session.absolute_timeout)
+                    .await?,
+            )),
         };
         Ok(Arc::new(Sessions { map, backend }))
+    }
+
+    /// The shared store, when sessions (and users) live in Redis.
+    pub fn shared(&self) -> Option<&Arc<redis::Redis>> {
+        match &self.backend {
+            Backend::Redis(redis) => Some(redis),
+            _ => None,
+        }
+    }
+
+    /// False while the store cannot be reached.
+    pub fn is_available(&self) -> bool {
+        self.shared().is_none_or(|r| r.is_up())
     }
 
     /// Starts the background sweep of expired sessions (in the current
@@ -108,6 +129,9 @@ impl Sessions {
             loop {
                 tick.tick().await;
                 let Some(store) = store.upgrade() else { break };
+                if let Some(redis) = store.shared() {
+                    redis.sweep_cache();
+                }
                 let swept = store.map.sweep(crate::session::now_ms());
                 if !swept.is_empty() {
                     tracing::debug!(removed = swept.len(), "expired sessions swept");
@@ -119,26 +143,38 @@ impl Sessions {
 
     fn forget_later(&self, keys: Vec<Key>, user: Option<Arc<str>>) {
         match &self.backend {
-            Backend::Memory => {}
+            Backend::Memory | Backend::Redis(_) => {}
             Backend::Local(local) => local.delete_later(keys, user),
         }
     }
 
     /// Begins a session and returns its ID (the cookie value) once the
     /// store has it for good.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
         user: &Arc<str>,
         password_fingerprint: u32,
+        // Kept by the record from the user's current generation, not this
+        // replica's copy (see `store::redis`).
+        _generation: u64,
         ip: IpAddr,
         user_agent: &str,
         now: u64,
     ) -> Result<String, Unavailable> {
+        if let Backend::Redis(redis) = &self.backend {
+            let id = crate::session::new_id();
+            let key = key_of(&id).expect("a new ID has the right form");
+            redis
+                .create(&key, user, password_fingerprint, ip, user_agent)
+                .await?;
+            return Ok(id);
+        }
         let (id, row) = self
             .map
             .create(user, password_fingerprint, ip, user_agent, now);
         match &self.backend {
-            Backend::Memory => Ok(id),
+            Backend::Memory | Backend::Redis(_) => Ok(id),
             Backend::Local(local) => {
                 let key = row.key;
                 match local.insert(row).await {
@@ -158,6 +194,9 @@ impl Sessions {
         let Some(key) = key_of(id) else {
             return Ok(Lookup::Unknown);
         };
+        if let Backend::Redis(redis) = &self.backend {
+            return redis.lookup(&key, touch).await;
+        }
         let found = self.map.lookup(&key, now, touch);
         if let Lookup::Expired(_) = found {
             self.forget_later(vec![key], None);
@@ -173,7 +212,7 @@ impl Sessions {
     /// Waits until the record no longer holds these sessions.
     async fn forget(&self, keys: Vec<Key>, user: Option<Arc<str>>) -> Result<(), Unavailable> {
         match &self.backend {
-            Backend::Memory => Ok(()),
+            Backend::Memory | Backend::Redis(_) => Ok(()),
             Backend::Local(local) => local.delete(keys, user).await,
         }
     }
@@ -181,6 +220,9 @@ impl Sessions {
     /// Ends one session (sign-out, an admin's revocation); true if it
     /// existed. It ends in memory at once; `Ok` means it is gone for good.
     pub async fn end(&self, key: &Key) -> Result<bool, Unavailable> {
+        if let Backend::Redis(redis) = &self.backend {
+            return Ok(redis.end(key).await?.is_some());
+        }
         if !self.map.end(key) {
             return Ok(false);
         }
@@ -191,6 +233,9 @@ impl Sessions {
     /// Ends every session of a user (canonical name); returns how many
     /// ended once that is durable.
     pub async fn end_all_for_user(&self, user: &Arc<str>) -> Result<usize, Unavailable> {
+        if let Backend::Redis(redis) = &self.backend {
+            return redis.end_all_for_user(user).await;
+        }
         let ended = self.map.end_all_for_user(user);
         let count = ended.len();
         self.forget(ended, Some(user.clone())).await?;
@@ -201,6 +246,11 @@ impl Sessions {
     /// elsewhere (the users file says they are locked, removed or have a
     /// new password, and a restart checks that): no waiting for the store.
     pub fn end_all_for_user_now(&self, user: &Arc<str>) -> usize {
+        if let Backend::Redis(redis) = &self.backend {
+            // The change that brought this on bumped the user's generation
+            // in Redis: what is left is this replica's memory of them.
+            return redis.forget_user(user);
+        }
         let ended = self.map.end_all_for_user(user);
         let count = ended.len();
         self.forget_later(ended, Some(user.clone()));
@@ -210,6 +260,12 @@ impl Sessions {
     /// Ends the session with this handle (see [`crate::session::handle`]);
     /// returns its user.
     pub async fn end_by_handle(&self, wanted: &str) -> Result<Option<Arc<str>>, Unavailable> {
+        if let Backend::Redis(redis) = &self.backend {
+            let Some(key) = redis.find_handle(wanted).await? else {
+                return Ok(None);
+            };
+            return redis.end(&key).await;
+        }
         let Some((key, user)) = self.map.find_handle(wanted) else {
             return Ok(None);
         };
@@ -219,6 +275,12 @@ impl Sessions {
     /// Ends a session that failed its check against the user record (same
     /// reasons as [`Self::end_all_for_user_now`]).
     pub fn end_now(&self, key: &Key) {
+        if let Backend::Redis(redis) = &self.backend {
+            // Its generation or fingerprint no longer matches: every
+            // replica refuses it; Redis lets it expire.
+            redis.forget_key(key);
+            return;
+        }
         if self.map.end(key) {
             self.forget_later(vec![*key], None);
         }
@@ -226,7 +288,10 @@ impl Sessions {
 
     /// Every live session, optionally of one user (canonical name).
     pub async fn list(&self, user: Option<&str>) -> Result<Vec<SessionInfo>, Unavailable> {
-        Ok(self.map.list(user))
+        match &self.backend {
+            Backend::Redis(redis) => redis.list(user).await,
+            _ => Ok(self.map.list(user)),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -253,6 +318,7 @@ fn state_file(store: &StoreConfig) -> Result<&std::path::Path, StoreError> {
     match &store.backend {
         StoreBackend::Local { path } => Ok(path),
         StoreBackend::Memory => Err(StoreError::NotAFile("memory")),
+        StoreBackend::Redis(_) => Err(StoreError::NotAFile("redis")),
     }
 }
 

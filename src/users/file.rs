@@ -51,6 +51,8 @@ pub enum UserFileError {
     Invalid(String),
     #[error("no users file is configured ([users] file in the config)")]
     NotConfigured,
+    #[error("the user store (Redis) is unavailable; nothing was changed")]
+    StoreUnavailable,
 }
 
 /// One change to the users file. Passwords arrive already hashed.

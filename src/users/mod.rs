@@ -52,6 +52,70 @@ pub struct User {
     /// Changes whenever the password hash does: a session remembers the
     /// value it began with and ends when the two differ.
     pub password_fingerprint: u32,
+    /// Bumped by a store shared between replicas (Redis) at every lock,
+    /// password change and "end all sessions": a session remembers the
+    /// value it began with and ends when the two differ. Always 0 with a
+    /// users file, which ends sessions by itself.
+    pub generation: u64,
+}
+
+/// One account as a store other than the users file holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub locked: bool,
+    pub generation: u64,
+}
+
+impl User {
+    /// Checks and builds one account; the error says what is wrong
+    /// (never echoing the password).
+    pub fn new(entry: Entry) -> Result<User, String> {
+        let name = entry.name.trim();
+        let key = canonical(name);
+        if key.is_empty() || key.chars().any(char::is_control) {
+            return Err(format!("invalid username {name:?}"));
+        }
+        password::check_phc(&entry.password_hash)
+            .map_err(|reason| format!("user {name:?}: {reason}"))?;
+        let mut roles = Vec::with_capacity(entry.roles.len());
+        for role in entry.roles {
+            let r = role.trim();
+            if r.is_empty() || r.contains(',') || !r.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!("user {name:?}: invalid role {role:?}"));
+            }
+            roles.push(r.to_owned());
+        }
+        roles.sort();
+        roles.dedup();
+        let roles_header =
+            HeaderValue::from_str(&roles.join(",")).expect("roles are checked to be visible ASCII");
+        let name_header =
+            HeaderValue::from_str(name).map_err(|_| format!("invalid username {name:?}"))?;
+        Ok(User {
+            name: name.into(),
+            key: key.into(),
+            password_fingerprint: password_fingerprint(&entry.password_hash),
+            password_hash: entry.password_hash.into(),
+            roles,
+            roles_header,
+            name_header,
+            locked: entry.locked,
+            generation: entry.generation,
+        })
+    }
+
+    pub fn entry(&self) -> Entry {
+        Entry {
+            name: self.name.to_string(),
+            password_hash: self.password_hash.to_string(),
+            roles: self.roles.clone(),
+            locked: self.locked,
+            generation: self.generation,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -138,11 +202,50 @@ impl Users {
                     roles_header,
                     name_header,
                     locked: raw_user.locked,
+                    generation: 0,
                 }),
             );
         }
         diag.finish()?;
         Ok(Users { by_key })
+    }
+
+    /// Builds the users a shared store holds; the first bad entry is the error.
+    pub fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Result<Users, String> {
+        let mut by_key = HashMap::new();
+        for entry in entries {
+            let user = User::new(entry)?;
+            if by_key.contains_key(&user.key) {
+                return Err(format!("user {:?} is there twice", user.name));
+            }
+            by_key.insert(user.key.clone(), Arc::new(user));
+        }
+        Ok(Users { by_key })
+    }
+
+    /// The users as a users.toml (`authgate user export`), sorted by name.
+    pub fn to_toml(&self) -> String {
+        let mut list: Vec<_> = self.iter().collect();
+        list.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut out = String::new();
+        for u in list {
+            let mut table = toml::Table::new();
+            table.insert("password".into(), u.password_hash.to_string().into());
+            table.insert(
+                "roles".into(),
+                toml::Value::Array(u.roles.iter().map(|r| r.clone().into()).collect()),
+            );
+            if u.locked {
+                table.insert("locked".into(), true.into());
+            }
+            let mut users = toml::Table::new();
+            users.insert(u.name.to_string(), table.into());
+            let mut doc = toml::Table::new();
+            doc.insert("users".into(), users.into());
+            out.push_str(&toml::to_string(&doc).expect("a table serializes"));
+            out.push('\n');
+        }
+        out
     }
 
     /// Looks a user up by any spelling of the name.

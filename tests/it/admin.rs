@@ -37,7 +37,7 @@ fn user_cli(gw: &TestGateway, args: &[&str], stdin: &str) -> (bool, String, Stri
 }
 
 /// Polls `check` every 50 ms for up to `limit`; returns how long it took.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Duration
+pub async fn within<F, Fut>(limit: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -56,7 +56,7 @@ async fn status_of(gw: &TestGateway, session: &str, path: &str) -> u16 {
     gw.get_as(session, path).await.status().as_u16()
 }
 
-async fn csrf_of(gw: &TestGateway, session: &str) -> String {
+pub async fn csrf_of(gw: &TestGateway, session: &str) -> String {
     let whoami: Value = gw
         .get_as(session, "/.gateway/whoami")
         .await
@@ -344,7 +344,7 @@ async fn role_changes_apply_to_live_sessions_and_a_broken_file_is_ignored() {
     );
 }
 
-fn api(
+pub fn api(
     gw: &TestGateway,
     method: reqwest::Method,
     path: &str,

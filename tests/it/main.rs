@@ -14,6 +14,7 @@ mod paths;
 mod policy;
 mod properties;
 mod proxy;
+mod replicas;
 mod store;
 mod support;
 mod tls;

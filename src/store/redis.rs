@@ -1,0 +1,736 @@
+//! The `redis` backend: sessions, users and sign-in counters shared by every
+//! replica through one Redis (6+) or Valkey.
+//!
+//! Layout, all under `key_prefix` (default `authgate:`):
+//! - `session:{hex SHA-256 of the ID}`: a hash (user, fp, gen, ip, ua,
+//!   created, last_seen) that Redis expires at the earlier of its idle and
+//!   absolute deadlines; times come from Redis `TIME`, never from a
+//!   replica's clock;
+//! - `sessions-of:{user}`: the set of a user's session hashes' suffixes;
+//! - `user:{user}`: a hash (name, password, roles, locked, gen), no TTL;
+//!   `users`: the set of names; `changes`: a counter bumped by every user
+//!   change, which replicas poll every [`POLL_USERS_EVERY`];
+//! - `throttle:{a|c}:{hex}`: failed sign-ins per account or client, for
+//!   the sign-in window.
+//!
+//! Ending one session deletes it. A lock, password change or "end all"
+//! bumps the user's `gen`: every session begun before it carries the old
+//! value and dies at its next lookup on any replica.
+//!
+//! A replica keeps what it found for a session for at most [`CACHE_AGE`]
+//! (and never past the session's deadline), so most requests make no round
+//! trip; nothing is ever answered from memory after that, so an outage
+//! fails closed. Every call gives up after the configured timeout.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+use super::{StoreError, Unavailable};
+use crate::session::{handle, Expiry, Key, LiveSession, Lookup, SessionInfo};
+use crate::users::file::{Change, UserFileError};
+use crate::users::{canonical, Entry, Users};
+
+/// Longest a replica answers from what it last found for a session.
+pub const CACHE_AGE: Duration = Duration::from_millis(800);
+/// How often a replica looks for user changes made elsewhere.
+pub const POLL_USERS_EVERY: Duration = Duration::from_millis(500);
+
+/// Milliseconds of Redis `TIME`, inside a script.
+const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
+
+const CREATE: &str = "
+-- KEYS: session, sessions-of, user; ARGV: user, fp, ip, ua, idle, absolute, suffix
+-- The generation is Redis's, not the replica's copy, which may be a
+-- moment old: a session must not be born already revoked.
+NOW
+local gen = redis.call('HGET', KEYS[3], 'gen') or '0'
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'fp', ARGV[2], 'gen', gen, 'ip', ARGV[3], 'ua', ARGV[4], 'created', now, 'last_seen', now)
+redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[5]), tonumber(ARGV[6])))
+redis.call('SADD', KEYS[2], ARGV[7])
+return now
+";
+
+const LOOKUP: &str = "
+-- KEYS: session; ARGV: idle, absolute, touch (0/1), touch_every
+local v = redis.call('HMGET', KEYS[1], 'user', 'fp', 'gen', 'created', 'last_seen')
+if not v[1] then return false end
+NOW
+local idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2])
+local created, last = tonumber(v[4]), tonumber(v[5])
+if now - created >= absolute then redis.call('DEL', KEYS[1]) return {'absolute'} end
+if now - last >= idle then redis.call('DEL', KEYS[1]) return {'idle'} end
+if ARGV[3] == '1' and now - last >= tonumber(ARGV[4]) then
+  last = now
+  redis.call('HSET', KEYS[1], 'last_seen', now)
+  redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
+end
+return {'live', v[1], v[2], v[3], tostring(created), tostring(last), tostring(now)}
+";
+
+const END: &str = "
+-- KEYS: session; ARGV: prefix, suffix
+local user = redis.call('HGET', KEYS[1], 'user')
+if not user then return false end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', ARGV[1] .. 'sessions-of:' .. user, ARGV[2])
+return user
+";
+
+const CHANGE_USER: &str = "
+-- KEYS: user, users, changes, sessions-of; ARGV: op, key, name, password, roles, prefix
+local op = ARGV[1]
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if op == 'add' then
+  if exists then return 'duplicate' end
+  redis.call('HSET', KEYS[1], 'name', ARGV[3], 'password', ARGV[4], 'roles', ARGV[5], 'locked', '0', 'gen', '0')
+  redis.call('SADD', KEYS[2], ARGV[2])
+elseif not exists then
+  return 'unknown'
+elseif op == 'password' then
+  redis.call('HSET', KEYS[1], 'password', ARGV[4])
+elseif op == 'roles' then
+  redis.call('HSET', KEYS[1], 'roles', ARGV[5])
+elseif op == 'lock' then
+  redis.call('HSET', KEYS[1], 'locked', '1')
+elseif op == 'unlock' then
+  redis.call('HSET', KEYS[1], 'locked', '0')
+elseif op == 'delete' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
+local ended = 0
+if op == 'password' or op == 'lock' or op == 'delete' or op == 'end_sessions' then
+  if op ~= 'delete' then redis.call('HINCRBY', KEYS[1], 'gen', 1) end
+  for _, suffix in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    ended = ended + redis.call('DEL', ARGV[6] .. 'session:' .. suffix)
+  end
+  redis.call('DEL', KEYS[4])
+end
+redis.call('INCR', KEYS[3])
+return 'ok ' .. ended
+";
+
+const RESERVE: &str = "
+-- KEYS: counters; ARGV: window, then one allowance per key
+for i, key in ipairs(KEYS) do
+  local n = tonumber(redis.call('GET', key) or '0')
+  if n >= tonumber(ARGV[i + 1]) then
+    local ttl = redis.call('PTTL', key)
+    if ttl < 0 then ttl = tonumber(ARGV[1]) end
+    return ttl
+  end
+end
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return 0
+";
+
+const REFUND: &str = "
+for _, key in ipairs(KEYS) do
+  local n = tonumber(redis.call('GET', key) or '0')
+  if n > 0 then redis.call('DECR', key) end
+end
+return 0
+";
+
+/// What a replica found for a session, and until when it may use it.
+struct Cached {
+    live: LiveSession,
+    until: Instant,
+}
+
+pub struct Redis {
+    con: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    idle_ms: u64,
+    absolute_ms: u64,
+    /// `last_seen` is written at most this often per session.
+    touch_every_ms: u64,
+    cache: DashMap<Key, Cached>,
+    up: AtomicBool,
+    round_trips: AtomicU64,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    create: Script,
+    lookup: Script,
+    end: Script,
+    change_user: Script,
+    reserve: Script,
+    refund: Script,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn key_from_hex(text: &str) -> Option<Key> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// The settings of the `redis` backend.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub url: String,
+    pub key_prefix: String,
+    /// From `password_file`, when the URL carries none.
+    pub password: Option<String>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: only its host part is shown.
+        let host = self.url.rsplit('@').next().unwrap_or("");
+        f.debug_struct("Settings")
+            .field("host", &host)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `maxmemory-policy` values under which Redis never evicts a key.
+const SAFE_POLICIES: [&str; 1] = ["noeviction"];
+
+impl Redis {
+    /// Connects (within the timeout), and refuses a Redis that may evict
+    /// session or user keys.
+    pub async fn connect(
+        settings: &Settings,
+        idle: Duration,
+        absolute: Duration,
+    ) -> Result<Redis, StoreError> {
+        let unusable = |cause: String| StoreError::Redis(cause);
+        let mut info = redis::IntoConnectionInfo::into_connection_info(settings.url.as_str())
+            .map_err(|e| unusable(format!("bad url: {e}")))?;
+        if let Some(password) = &settings.password {
+            let with_password = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(with_password);
+        }
+        let client = redis::Client::open(info).map_err(|e| unusable(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(100))))
+            .set_response_timeout(Some(settings.timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_number_of_retries(2);
+        let con = tokio::time::timeout(
+            settings.timeout * 8,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| unusable("no answer".into()))?
+        .map_err(|e| unusable(e.to_string()))?;
+        let idle_ms = idle.as_millis() as u64;
+        let store = Redis {
+            con,
+            prefix: settings.key_prefix.clone(),
+            timeout: settings.timeout,
+            idle_ms,
+            absolute_ms: absolute.as_millis() as u64,
+            touch_every_ms: (idle_ms / 30).min(60_000),
+            cache: DashMap::new(),
+            up: AtomicBool::new(true),
+            round_trips: AtomicU64::new(0),
+            scripts: Scripts {
+                create: Script::new(&CREATE.replace("NOW", NOW)),
+                lookup: Script::new(&LOOKUP.replace("NOW", NOW)),
+                end: Script::new(END),
+                change_user: Script::new(CHANGE_USER),
+                reserve: Script::new(RESERVE),
+                refund: Script::new(REFUND),
+            },
+        };
+        let policy: Result<Vec<String>, _> = store
+            .call(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
+            .await;
+        match policy {
+            Ok(pair) => {
+                if let Some(policy) = pair.get(1) {
+                    if !SAFE_POLICIES.contains(&policy.as_str()) {
+                        return Err(unusable(format!(
+                            "its maxmemory-policy is {policy}, under which Redis may evict sessions and users when it is full; set `maxmemory-policy noeviction`"
+                        )));
+                    }
+                }
+            }
+            // Managed services often refuse CONFIG: nothing to read, go on.
+            Err(_) => {
+                tracing::warn!("cannot read Redis's maxmemory-policy (CONFIG GET refused); make sure it is noeviction")
+            }
+        }
+        Ok(store)
+    }
+
+    fn key(&self, kind: &str, rest: &str) -> String {
+        format!("{}{kind}:{rest}", self.prefix)
+    }
+
+    /// Whether the last call reached Redis.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Calls made to Redis so far.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
+        let mut con = self.con.clone();
+        self.finish(tokio::time::timeout(self.timeout, cmd.query_async(&mut con)).await)
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, Unavailable> {
+        let mut con = self.con.clone();
+        self.finish(tokio::time::timeout(self.timeout, invocation.invoke_async(&mut con)).await)
+    }
+
+    fn finish<T>(
+        &self,
+        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, Unavailable> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(Ok(value)) => {
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!("the session store (Redis) answers again");
+                }
+                Ok(value)
+            }
+            Ok(Err(e))
+                if !e.is_io_error()
+                    && !e.is_timeout()
+                    && !e.is_connection_dropped()
+                    && !e.is_connection_refusal() =>
+            {
+                tracing::error!(error = %e, "Redis refused a command");
+                Err(Unavailable)
+            }
+            failure => {
+                if self.up.swap(false, Ordering::Relaxed) {
+                    let why = match failure {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {:?}", self.timeout),
+                    };
+                    tracing::error!(error = %why, "THE SESSION STORE (REDIS) IS UNAVAILABLE: sign-ins and routes that need a session answer 503 until it is back");
+                }
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// Records a new session under the user's current generation.
+    pub async fn create(
+        &self,
+        key: &Key,
+        user: &str,
+        fingerprint: u32,
+        ip: std::net::IpAddr,
+        user_agent: &str,
+    ) -> Result<(), Unavailable> {
+        let suffix = hex(key);
+        let mut invocation = self.scripts.create.prepare_invoke();
+        invocation
+            .key(self.key("session", &suffix))
+            .key(self.key("sessions-of", user))
+            .key(self.key("user", user))
+            .arg(user)
+            .arg(fingerprint)
+            .arg(ip.to_string())
+            .arg(user_agent)
+            .arg(self.idle_ms)
+            .arg(self.absolute_ms)
+            .arg(&suffix);
+        let _now: i64 = self.run(&invocation).await?;
+        Ok(())
+    }
+
+    pub async fn lookup(&self, key: &Key, touch: bool) -> Result<Lookup, Unavailable> {
+        if let Some(cached) = self.cache.get(key) {
+            if cached.until > Instant::now() {
+                return Ok(Lookup::Live(cached.live.clone()));
+            }
+        }
+        let mut invocation = self.scripts.lookup.prepare_invoke();
+        invocation
+            .key(self.key("session", &hex(key)))
+            .arg(self.idle_ms)
+            .arg(self.absolute_ms)
+            .arg(if touch { "1" } else { "0" })
+            .arg(self.touch_every_ms);
+        let found: Option<Vec<String>> = self.run(&invocation).await?;
+        let Some(found) = found else {
+            self.cache.remove(key);
+            return Ok(Lookup::Unknown);
+        };
+        match found.first().map(String::as_str) {
+            Some("live") if found.len() == 7 => {
+                let number = |i: usize| found[i].parse::<u64>().unwrap_or(0);
+                let (created, last_seen, now) = (number(4), number(5), number(6));
+                let live = LiveSession {
+                    key: *key,
+                    user: found[1].as_str().into(),
+                    password_fingerprint: number(2) as u32,
+                    generation: number(3),
+                    created_ms: created,
+                    last_seen_ms: last_seen,
+                };
+                let deadline = (last_seen + self.idle_ms).min(created + self.absolute_ms);
+                let left = Duration::from_millis(deadline.saturating_sub(now));
+                self.cache.insert(
+                    *key,
+                    Cached {
+                        live: live.clone(),
+                        until: Instant::now() + left.min(CACHE_AGE),
+                    },
+                );
+                Ok(Lookup::Live(live))
+            }
+            Some("idle") => {
+                self.cache.remove(key);
+                Ok(Lookup::Expired(Expiry::Idle))
+            }
+            Some("absolute") => {
+                self.cache.remove(key);
+                Ok(Lookup::Expired(Expiry::Absolute))
+            }
+            _ => Err(Unavailable),
+        }
+    }
+
+    /// Ends one session; its user if it existed.
+    pub async fn end(&self, key: &Key) -> Result<Option<Arc<str>>, Unavailable> {
+        self.cache.remove(key);
+        let suffix = hex(key);
+        let mut invocation = self.scripts.end.prepare_invoke();
+        invocation
+            .key(self.key("session", &suffix))
+            .arg(&self.prefix)
+            .arg(&suffix);
+        let user: Option<String> = self.run(&invocation).await?;
+        Ok(user.map(Into::into))
+    }
+
+    /// Drops what this replica remembers of one session.
+    pub fn forget_key(&self, key: &Key) {
+        self.cache.remove(key);
+    }
+
+    /// Drops what this replica remembers of a user's sessions.
+    pub fn forget_user(&self, user: &str) -> usize {
+        let before = self.cache.len();
+        self.cache.retain(|_, c| &*c.live.user != user);
+        before - self.cache.len()
+    }
+
+    /// Drops remembered sessions past their age.
+    pub fn sweep_cache(&self) {
+        let now = Instant::now();
+        self.cache.retain(|_, c| c.until > now);
+    }
+
+    /// Every session in Redis, optionally of one user.
+    pub async fn list(&self, user: Option<&str>) -> Result<Vec<SessionInfo>, Unavailable> {
+        let suffixes: Vec<String> = match user {
+            Some(user) => {
+                self.call(redis::cmd("SMEMBERS").arg(self.key("sessions-of", user)))
+                    .await?
+            }
+            None => {
+                let mut all = Vec::new();
+                let mut cursor: u64 = 0;
+                let pattern = self.key("session", "*");
+                loop {
+                    let (next, keys): (u64, Vec<String>) = self
+                        .call(
+                            redis::cmd("SCAN")
+                                .arg(cursor)
+                                .arg("MATCH")
+                                .arg(&pattern)
+                                .arg("COUNT")
+                                .arg(1000),
+                        )
+                        .await?;
+                    all.extend(
+                        keys.into_iter()
+                            .filter_map(|k| k.rsplit(':').next().map(str::to_owned)),
+                    );
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                all
+            }
+        };
+        let mut sessions = Vec::with_capacity(suffixes.len());
+        for chunk in suffixes.chunks(500) {
+            let mut pipe = redis::pipe();
+            for suffix in chunk {
+                pipe.cmd("HMGET").arg(self.key("session", suffix)).arg(&[
+                    "user",
+                    "created",
+                    "last_seen",
+                    "ip",
+                    "ua",
+                ]);
+            }
+            let mut con = self.con.clone();
+            let rows: Vec<Vec<Option<String>>> =
+                self.finish(tokio::time::timeout(self.timeout, pipe.query_async(&mut con)).await)?;
+            for (suffix, row) in chunk.iter().zip(rows) {
+                let (Some(key), [Some(user), Some(created), Some(last_seen), Some(ip), Some(ua)]) =
+                    (key_from_hex(suffix), row.as_slice())
+                else {
+                    continue;
+                };
+                sessions.push(SessionInfo {
+                    key,
+                    user: user.as_str().into(),
+                    created_ms: created.parse().unwrap_or(0),
+                    last_seen_ms: last_seen.parse().unwrap_or(0),
+                    ip: ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+                    user_agent: ua.as_str().into(),
+                });
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// The session with this handle (the first 16 hex digits of its key).
+    pub async fn find_handle(&self, wanted: &str) -> Result<Option<Key>, Unavailable> {
+        if wanted.len() != 16 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let wanted = wanted.to_ascii_lowercase();
+        let sessions = self.list(None).await?;
+        Ok(sessions
+            .into_iter()
+            .map(|s| s.key)
+            .find(|k| handle(k) == wanted))
+    }
+
+    // ---- users ----
+
+    /// Writes `users` into an empty Redis; true if it did. A Redis that has
+    /// users already is never overwritten.
+    pub async fn seed(&self, users: &Users) -> Result<bool, Unavailable> {
+        let first: bool = self
+            .call(
+                redis::cmd("SET")
+                    .arg(self.key("seeded", "users"))
+                    .arg(1)
+                    .arg("NX"),
+            )
+            .await
+            .map(|reply: Option<String>| reply.is_some())?;
+        if !first {
+            return Ok(false);
+        }
+        for user in users.iter() {
+            let entry = user.entry();
+            self.change(&Op::Add(&entry)).await?;
+            if entry.locked {
+                self.change(&Op::Simple("lock", &user.key)).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// The change counter: it moves whenever any user changes.
+    pub async fn changes(&self) -> Result<u64, Unavailable> {
+        let count: Option<u64> = self
+            .call(redis::cmd("GET").arg(self.key("changes", "users")))
+            .await?;
+        Ok(count.unwrap_or(0))
+    }
+
+    /// Every user in Redis.
+    pub async fn users(&self) -> Result<Users, Unavailable> {
+        let names: Vec<String> = self
+            .call(redis::cmd("SMEMBERS").arg(self.key("users", "all")))
+            .await?;
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.cmd("HMGET")
+                .arg(self.key("user", name))
+                .arg(&["name", "password", "roles", "locked", "gen"]);
+        }
+        let mut con = self.con.clone();
+        let rows: Vec<Vec<Option<String>>> =
+            self.finish(tokio::time::timeout(self.timeout, pipe.query_async(&mut con)).await)?;
+        let entries = rows.into_iter().filter_map(|row| match row.as_slice() {
+            [Some(name), Some(password), roles, locked, generation] => Some(Entry {
+                name: name.clone(),
+                password_hash: password.clone(),
+                roles: roles
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                locked: locked.as_deref() == Some("1"),
+                generation: generation
+                    .as_deref()
+                    .and_then(|g| g.parse().ok())
+                    .unwrap_or(0),
+            }),
+            _ => None,
+        });
+        Users::from_entries(entries).map_err(|e| {
+            tracing::error!(error = %e, "the users in Redis are not valid");
+            Unavailable
+        })
+    }
+
+    async fn change(&self, op: &Op<'_>) -> Result<String, Unavailable> {
+        let (name, key, password, roles, kind) = match op {
+            Op::Add(entry) => (
+                entry.name.as_str(),
+                canonical(&entry.name),
+                entry.password_hash.as_str(),
+                entry.roles.join(","),
+                "add",
+            ),
+            Op::Simple(kind, key) => ("", (*key).to_owned(), "", String::new(), *kind),
+            Op::Password(key, hash) => ("", (*key).to_owned(), *hash, String::new(), "password"),
+            Op::Roles(key, roles) => ("", (*key).to_owned(), "", roles.join(","), "roles"),
+        };
+        let mut invocation = self.scripts.change_user.prepare_invoke();
+        invocation
+            .key(self.key("user", &key))
+            .key(self.key("users", "all"))
+            .key(self.key("changes", "users"))
+            .key(self.key("sessions-of", &key))
+            .arg(kind)
+            .arg(&key)
+            .arg(name)
+            .arg(password)
+            .arg(roles)
+            .arg(&self.prefix);
+        self.run(&invocation).await
+    }
+
+    /// Applies a user change for every replica.
+    pub async fn apply(&self, change: &Change) -> Result<(), UserFileError> {
+        let outcome = match change {
+            Change::Add {
+                name,
+                password_hash,
+                roles,
+            } => {
+                let entry = Entry {
+                    name: name.clone(),
+                    password_hash: password_hash.clone(),
+                    roles: roles.clone(),
+                    locked: false,
+                    generation: 0,
+                };
+                crate::users::User::new(entry.clone()).map_err(UserFileError::Invalid)?;
+                self.change(&Op::Add(&entry)).await
+            }
+            Change::SetPassword {
+                name,
+                password_hash,
+            } => {
+                self.change(&Op::Password(&canonical(name), password_hash))
+                    .await
+            }
+            Change::SetRoles { name, roles } => {
+                self.change(&Op::Roles(&canonical(name), roles)).await
+            }
+            Change::Lock(name) => self.change(&Op::Simple("lock", &canonical(name))).await,
+            Change::Unlock(name) => self.change(&Op::Simple("unlock", &canonical(name))).await,
+            Change::Delete(name) => self.change(&Op::Simple("delete", &canonical(name))).await,
+        }
+        .map_err(|Unavailable| UserFileError::StoreUnavailable)?;
+        let name = match change {
+            Change::Add { name, .. }
+            | Change::SetPassword { name, .. }
+            | Change::SetRoles { name, .. }
+            | Change::Lock(name)
+            | Change::Unlock(name)
+            | Change::Delete(name) => name,
+        };
+        match outcome.as_str() {
+            "duplicate" => Err(UserFileError::Duplicate(name.clone())),
+            "unknown" => Err(UserFileError::UnknownUser(name.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends every session of a user on every replica; how many there were.
+    pub async fn end_all_for_user(&self, user: &str) -> Result<usize, Unavailable> {
+        self.forget_user(user);
+        let outcome = self.change(&Op::Simple("end_sessions", user)).await?;
+        Ok(outcome
+            .strip_prefix("ok ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+
+    // ---- sign-in counters ----
+
+    /// Takes one attempt from each counter (`(key, allowance)`), or none:
+    /// `Ok(None)` when taken, `Ok(Some(ms))` when one is used up for that
+    /// much longer.
+    pub async fn reserve(
+        &self,
+        counters: &[(String, u32)],
+        window: Duration,
+    ) -> Result<Option<u64>, Unavailable> {
+        let mut invocation = self.scripts.reserve.prepare_invoke();
+        invocation.arg(window.as_millis() as u64);
+        for (key, allowance) in counters {
+            invocation.key(self.key("throttle", key)).arg(*allowance);
+        }
+        let ttl: i64 = self.run(&invocation).await?;
+        Ok((ttl > 0).then_some(ttl as u64))
+    }
+
+    /// Gives an attempt back to each counter.
+    pub async fn refund(&self, counters: &[String]) -> Result<(), Unavailable> {
+        let mut invocation = self.scripts.refund.prepare_invoke();
+        for key in counters {
+            invocation.key(self.key("throttle", key));
+        }
+        let _: i64 = self.run(&invocation).await?;
+        Ok(())
+    }
+
+    /// Forgets an account's failures (after a right password).
+    pub async fn clear(&self, counter: &str) -> Result<(), Unavailable> {
+        let _: i64 = self
+            .call(redis::cmd("DEL").arg(self.key("throttle", counter)))
+            .await?;
+        Ok(())
+    }
+}
+
+enum Op<'a> {
+    Add(&'a Entry),
+    Simple(&'static str, &'a str),
+    Password(&'a str, &'a str),
+    Roles(&'a str, &'a [String]),
+}

@@ -1,0 +1,460 @@
+//! Several replicas on one Redis (issue 11): sessions, user changes and
+//! sign-in counters shared; a Redis outage that fails closed and heals by
+//! itself. Every test starts a real `redis-server` (Debian's package;
+//! `.ci/run` installs it) on a free port; without it they fail, never skip.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::admin::{api, csrf_of, within};
+use crate::support::{authgate, set_cookie, Setup, TestGateway, ALICE_PASSWORD, BOB_PASSWORD};
+
+/// A real redis-server in a folder of its own, with an append-only file so
+/// that a restart keeps what it had (as a deployment that keeps
+/// revocations must).
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    policy: &'static str,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer::with_policy("noeviction")
+    }
+
+    pub fn with_policy(policy: &'static str) -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            policy,
+        };
+        server.run();
+        server
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--maxmemory-policy", self.policy])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): these tests need a real Redis; install it with `apt-get install redis-server` (.ci/run does)")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.ping() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut answer = [0u8; 64];
+        tcp.write_all(b"PING\r\n").is_ok()
+            && tcp
+                .read(&mut answer)
+                .is_ok_and(|n| answer[..n].starts_with(b"+PONG"))
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn on(redis: &RedisServer) -> Setup {
+    Setup::new()
+        .store("backend = \"redis\"")
+        .store(&format!("url = \"{}\"", redis.url()))
+}
+
+async fn status(gw: &TestGateway, session: &str, path: &str) -> u16 {
+    gw.get_as(session, path).await.status().as_u16()
+}
+
+/// How long until `session` gets `want` on `path` at `gw` (at most 1 s).
+async fn applies_within_a_second(
+    gw: &TestGateway,
+    session: &str,
+    path: &str,
+    want: u16,
+) -> Duration {
+    within(Duration::from_secs(1), || async {
+        status(gw, session, path).await == want
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_on_one_replica_works_on_all_and_a_logout_ends_it_on_all() {
+    let redis = RedisServer::start();
+    let a = on(&redis).start().await;
+    let b = on(&redis).start().await;
+    let c = on(&redis).start().await;
+
+    let alice = a.sign_in("alice", ALICE_PASSWORD).await;
+    for gw in [&a, &b, &c] {
+        assert_eq!(status(gw, &alice, "/private/x").await, 200);
+        assert_eq!(gw.upstream.last().headers["x-auth-user"], "alice");
+    }
+
+    let csrf = csrf_of(&b, &alice).await;
+    let logout = b
+        .client()
+        .post(b.url("/.gateway/logout"))
+        .header("cookie", format!("__Host-authgate={alice}"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 303);
+    assert_eq!(
+        status(&b, &alice, "/private/x").await,
+        401,
+        "at once where it was ended"
+    );
+    for gw in [&a, &c] {
+        let took = applies_within_a_second(gw, &alice, "/private/x", 401).await;
+        println!("logout on B reached another replica in {took:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_changes_on_any_replica_apply_on_every_replica_within_a_second() {
+    let redis = RedisServer::start();
+    let a = on(&redis).start().await;
+    let b = on(&redis).start().await;
+    let c = on(&redis).start().await;
+    let admin = b.sign_in("alice", ALICE_PASSWORD).await;
+
+    // A lock from the command line (a Redis config) ...
+    let bob = a.sign_in("bob", BOB_PASSWORD).await;
+    let output = authgate()
+        .args(["user", "lock", "bob", "-c"])
+        .arg(a.config_file())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    for gw in [&a, &b, &c] {
+        let took = applies_within_a_second(gw, &bob, "/private/x", 401).await;
+        println!("lock from the CLI applied in {took:?}");
+    }
+    let output = authgate()
+        .args(["user", "unlock", "bob", "-c"])
+        .arg(c.config_file())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+
+    // ... an unlock (bob can sign in again) and an admin's "end all sessions" ...
+    within(Duration::from_secs(1), || async {
+        let client = a.client();
+        let token = a.login_form(&client).await;
+        a.post_login(
+            &client,
+            &token,
+            &[("username", "bob"), ("password", BOB_PASSWORD)],
+        )
+        .await
+        .status()
+            == 303
+    })
+    .await;
+    let bob = a.sign_in("bob", BOB_PASSWORD).await;
+    let csrf = csrf_of(&b, &admin).await;
+    let revoked = api(
+        &b,
+        reqwest::Method::POST,
+        "/users/bob/revoke",
+        Some(&admin),
+        Some(&csrf),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), 204);
+    for gw in [&a, &b, &c] {
+        applies_within_a_second(gw, &bob, "/private/x", 401).await;
+    }
+
+    // ... a role change ...
+    let bob = c.sign_in("bob", BOB_PASSWORD).await;
+    assert_eq!(status(&a, &bob, "/staff/x").await, 403);
+    let roles = api(
+        &b,
+        reqwest::Method::PUT,
+        "/users/bob/roles",
+        Some(&admin),
+        Some(&csrf),
+    )
+    .json(&serde_json::json!({ "roles": ["admin", "user"] }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(roles.status(), 204);
+    for gw in [&a, &b, &c] {
+        applies_within_a_second(gw, &bob, "/staff/x", 200).await;
+    }
+
+    // ... and a password change in the browser.
+    let bob_csrf = csrf_of(&c, &bob).await;
+    let changed = c
+        .client()
+        .post(c.url("/.gateway/password"))
+        .header("cookie", format!("__Host-authgate={bob}"))
+        .form(&[
+            ("csrf", bob_csrf.as_str()),
+            ("current", BOB_PASSWORD),
+            ("new", "bob's new shared password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let renewed = set_cookie(&changed, "__Host-authgate").unwrap();
+    for gw in [&a, &b, &c] {
+        applies_within_a_second(gw, &bob, "/private/x", 401).await;
+        assert_eq!(status(gw, &renewed, "/private/x").await, 200);
+    }
+    // The new password works on every replica, the old one on none.
+    a.sign_in("bob", "bob's new shared password").await;
+    let client = b.client();
+    let token = b.login_form(&client).await;
+    let old = b
+        .post_login(
+            &client,
+            &token,
+            &[("username", "bob"), ("password", BOB_PASSWORD)],
+        )
+        .await;
+    assert_eq!(old.status(), 401);
+    assert_eq!(status(&b, &admin, "/staff/x").await, 200, "alice untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_on_any_replica_count_toward_one_throttle_and_any_admin_lists_every_session() {
+    let redis = RedisServer::start();
+    let replicas = [
+        on(&redis).login("max_failures = 3").start().await,
+        on(&redis).login("max_failures = 3").start().await,
+        on(&redis).login("max_failures = 3").start().await,
+    ];
+    for gw in &replicas {
+        let client = gw.client();
+        let token = gw.login_form(&client).await;
+        let failed = gw
+            .post_login(
+                &client,
+                &token,
+                &[("username", "bob"), ("password", "wrong")],
+            )
+            .await;
+        assert_eq!(failed.status(), 401);
+    }
+    for gw in &replicas {
+        let client = gw.client();
+        let token = gw.login_form(&client).await;
+        let refused = gw
+            .post_login(
+                &client,
+                &token,
+                &[("username", "bob"), ("password", BOB_PASSWORD)],
+            )
+            .await;
+        assert_eq!(
+            refused.status(),
+            429,
+            "three failures in all, one on each replica"
+        );
+        assert!(refused.headers().contains_key("retry-after"));
+    }
+
+    let on_a = replicas[0].sign_in("alice", ALICE_PASSWORD).await;
+    let on_b = replicas[1].sign_in("alice", ALICE_PASSWORD).await;
+    let c = &replicas[2];
+    let csrf = csrf_of(c, &on_a).await;
+    let listed: serde_json::Value = api(
+        c,
+        reqwest::Method::GET,
+        "/sessions",
+        Some(&on_a),
+        Some(&csrf),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let handles: Vec<&str> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    for session in [&on_a, &on_b] {
+        let handle = authgate::session::handle(&authgate::session::key_of(session).unwrap());
+        assert!(
+            handles.contains(&handle.as_str()),
+            "{handle} in {handles:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_redis_fails_closed_and_service_resumes_by_itself() {
+    let mut redis = RedisServer::start();
+    let gw = on(&redis)
+        .server("ops_listen = \"127.0.0.1:0\"")
+        .start()
+        .await;
+    let ops = format!("http://{}", gw.gateway().ops_addr().unwrap());
+    let plain = reqwest::Client::new();
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    assert_eq!(status(&gw, &alice, "/private/x").await, 200);
+
+    redis.stop();
+    let stopped = Instant::now();
+    // Nothing remembered is used past its maximum age ...
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let asked = Instant::now();
+    let refused = gw.get_as(&alice, "/private/x").await;
+    let took = asked.elapsed();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(
+        refused.headers().get("set-cookie").is_none(),
+        "the cookie is left alone"
+    );
+    assert!(
+        took < Duration::from_millis(900),
+        "answered in {took:?}, not after a long wait"
+    );
+    println!("503 {:?} after the stop, in {took:?}", stopped.elapsed());
+
+    // ... public routes still work, as anonymous ...
+    let public = gw.get_as(&alice, "/open/x").await;
+    assert_eq!(public.status(), 200);
+    assert!(gw.upstream.last().headers.get("x-auth-user").is_none());
+    // ... sign-in is refused ...
+    let client = gw.client();
+    let token = gw.login_form(&client).await;
+    let sign_in = gw
+        .post_login(
+            &client,
+            &token,
+            &[("username", "bob"), ("password", BOB_PASSWORD)],
+        )
+        .await;
+    assert_eq!(sign_in.status(), 503);
+    assert!(sign_in.headers().contains_key("retry-after"));
+    // ... and the probes keep the replica in service while saying why.
+    within(Duration::from_secs(2), || async {
+        let r = plain.get(format!("{ops}/healthz")).send().await.unwrap();
+        r.status() == 200 && r.text().await.unwrap().contains("unavailable")
+    })
+    .await;
+    assert_eq!(
+        plain
+            .get(format!("{ops}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = plain
+        .get(format!("{ops}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("authgate_store_up 0"), "{metrics}");
+
+    redis.restart();
+    let back = within(Duration::from_secs(2), || async {
+        status(&gw, &alice, "/private/x").await == 200
+    })
+    .await;
+    println!("service resumed {back:?} after Redis came back");
+    within(Duration::from_secs(2), || async {
+        plain
+            .get(format!("{ops}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("authgate_store_up 1")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_redis_that_may_evict_keys_is_refused_at_start() {
+    let redis = RedisServer::with_policy("allkeys-lru");
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::write_config(dir.path(), "http://127.0.0.1:9", "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[store]\nbackend = \"redis\"\nurl = \"{}\"\n",
+        redis.url()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let output = authgate()
+        .args(["run", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("allkeys-lru") && stderr.contains("maxmemory-policy noeviction"),
+        "{stderr}"
+    );
+}
