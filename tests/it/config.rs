@@ -295,6 +295,42 @@ fn the_store_section_names_a_backend_and_a_folder_the_gateway_can_write() {
         let found = problems(&format!("{head}[store]\n{store}\n"), dir.path()).join("\n");
         assert!(found.contains(needle), "no {needle:?} in:\n{found}");
     }
+    // Redis: a URL that parses, a password file that can be read.
+    std::fs::write(dir.path().join("redis.pass"), "s3cret\n").unwrap();
+    let redis = format!("{head}[store]\nbackend = \"redis\"\nurl = \"redis://10.0.0.5:6380/2\"\npassword_file = \"redis.pass\"\nkey_prefix = \"app1:\"\ntimeout = \"100ms\"\n");
+    let StoreBackend::Redis(settings) = Config::parse(&redis, &config_file).unwrap().store.backend
+    else {
+        panic!("a Redis store");
+    };
+    assert_eq!(settings.password.as_deref(), Some("s3cret"));
+    assert_eq!(settings.key_prefix, "app1:");
+    assert_eq!(settings.timeout, std::time::Duration::from_millis(100));
+    assert!(
+        !format!("{settings:?}").contains("s3cret"),
+        "never in a log"
+    );
+    for (store, needle) in [
+        (
+            "backend = \"redis\"",
+            "gateway.toml:8:11: backend = \"redis\" needs url",
+        ),
+        (
+            "backend = \"redis\"\nurl = \"http://x\"",
+            "gateway.toml:9:7: invalid Redis url",
+        ),
+        (
+            "backend = \"redis\"\nurl = \"redis://x\"\npassword_file = \"nope\"",
+            "gateway.toml:10:17: cannot read the Redis password file",
+        ),
+        (
+            "url = \"redis://x\"",
+            "gateway.toml:8:7: url is for backend = \"redis\"",
+        ),
+    ] {
+        let found = problems(&format!("{head}[store]\n{store}\n"), dir.path()).join("\n");
+        assert!(found.contains(needle), "no {needle:?} in:\n{found}");
+    }
+
     let found = problems(
         &format!("{head}[store]\npath = \"missing/state.db\"\n"),
         dir.path(),

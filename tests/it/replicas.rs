@@ -92,6 +92,16 @@ impl RedisServer {
         }
     }
 
+    /// Sends a signal (`-STOP`, `-CONT`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.run();
@@ -271,6 +281,20 @@ async fn user_changes_on_any_replica_apply_on_every_replica_within_a_second() {
         .await;
     assert_eq!(old.status(), 401);
     assert_eq!(status(&b, &admin, "/staff/x").await, 200, "alice untouched");
+
+    // What Redis holds, as a users.toml for backup and review.
+    let export = authgate()
+        .args(["user", "export", "-c"])
+        .arg(a.config_file())
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{export:?}");
+    let text = String::from_utf8(export.stdout).unwrap();
+    let users = authgate::users::Users::parse(&text, std::path::Path::new("export.toml")).unwrap();
+    let exported = users.get("bob").unwrap();
+    assert_eq!(exported.roles, ["admin", "user"]);
+    assert!(users.get("carol").unwrap().locked);
+    assert_eq!(users.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,6 +438,25 @@ async fn a_stopped_redis_fails_closed_and_service_resumes_by_itself() {
         .await
         .unwrap();
     assert!(metrics.contains("authgate_store_up 0"), "{metrics}");
+
+    // A Redis that hangs instead of refusing: the configured timeout.
+    redis.restart();
+    within(Duration::from_secs(2), || async {
+        status(&gw, &alice, "/private/x").await == 200
+    })
+    .await;
+    redis.signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let asked = Instant::now();
+    let hung = gw.get_as(&alice, "/private/x").await;
+    let took = asked.elapsed();
+    assert_eq!(hung.status(), 503);
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(700),
+        "a hung Redis is given up on after the 250 ms timeout, not {took:?}"
+    );
+    println!("503 from a hung Redis in {took:?}");
+    redis.signal("-CONT");
 
     redis.restart();
     let back = within(Duration::from_secs(2), || async {
