@@ -11,6 +11,8 @@
 #       forward-auth pattern of Authelia and oauth2-proxy deployments)
 #   (f) as (d), on a second gateway whose sessions live in memory only
 #       ([store] backend = "memory"; (d) uses the default local state file)
+#   (g) as (d), on a third gateway whose sessions live in Redis (a
+#       redis-server started here), with the Redis calls per request
 # and the ratios between them, then sign-in latency (p50 of sequential
 # sign-ins) with each store. Loopback only; it stops by itself. Not a
 # test: CI does not run it. The session store has its own benchmark:
@@ -33,6 +35,7 @@ need() {
 need nginx nginx-light
 need wrk wrk
 need openssl openssl
+need redis-server redis-server
 
 # AUTHGATE_BIN=path measures another build (an older commit's, say).
 if [ -z "${AUTHGATE_BIN:-}" ]; then
@@ -53,7 +56,8 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 up_plain=$(free_port); up_tls=$(free_port); nginx_proxy=$(free_port); nginx_auth=$(free_port)
-gateway=$(free_port); gateway_mem=$(free_port)
+gateway=$(free_port); gateway_mem=$(free_port); gateway_redis=$(free_port)
+redis_port=$(free_port); redis_ops=$(free_port)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
   -keyout "$work/bench.key" -out "$work/bench.crt" -days 2 -subj /CN=localhost \
@@ -164,12 +168,22 @@ CONF
 sed -e "s/127.0.0.1:$gateway/127.0.0.1:$gateway_mem/" "$work/gateway.toml" > "$work/gateway-memory.toml"
 printf '[store]\nbackend = "memory"\n' >> "$work/gateway-memory.toml"
 
+sed -e "s/127.0.0.1:$gateway/127.0.0.1:$gateway_redis/" \
+  -e "s/^\\[server\\]$/[server]\\nops_listen = \"127.0.0.1:$redis_ops\"/" \
+  "$work/gateway.toml" > "$work/gateway-redis.toml"
+printf '[store]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s/0"\n' "$redis_port" >> "$work/gateway-redis.toml"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+  --maxmemory-policy noeviction --dir "$work" >/dev/null & pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
 nginx -c "$work/upstream.conf" & pids+=($!)
 nginx -c "$work/proxy.conf" & pids+=($!)
 "$AUTHGATE_BIN" run -c "$work/gateway.toml" 2> "$work/authgate.log" & pids+=($!)
 gateway_pid=$!
 "$AUTHGATE_BIN" run -c "$work/gateway-memory.toml" 2> "$work/authgate-memory.log" & pids+=($!)
 gateway_mem_pid=$!
+"$AUTHGATE_BIN" run -c "$work/gateway-redis.toml" 2> "$work/authgate-redis.log" & pids+=($!)
+gateway_redis_pid=$!
 
 wait_port() {
   for _ in $(seq 100); do
@@ -178,7 +192,7 @@ wait_port() {
   done
   echo "nothing listens on port $1" >&2; exit 1
 }
-for port in $up_plain $up_tls $nginx_proxy $nginx_auth $gateway $gateway_mem; do wait_port "$port"; done
+for port in $up_plain $up_tls $nginx_proxy $nginx_auth $gateway $gateway_mem $gateway_redis; do wait_port "$port"; done
 
 # A real session: the login form's CSRF cookie and field, then the password.
 sign_in() { # port -> the session cookie's value
@@ -194,6 +208,8 @@ sign_in() { # port -> the session cookie's value
 }
 session=$(sign_in "$gateway")
 session_mem=$(sign_in "$gateway_mem")
+session_redis=$(sign_in "$gateway_redis")
+round_trips() { curl -s "http://127.0.0.1:$redis_ops/metrics" | awk '$1 == "authgate_store_round_trips_total" {print $2}'; }
 
 declare -A rps p50 p99 cpu
 wrk_headers=()
@@ -215,6 +231,7 @@ measure() { # name url [pids whose CPU time per request to report]
   after=$(ticks "$@")
   if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  last_requests=$requests
   rps[$name]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   p50[$name]=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99[$name]=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -250,28 +267,35 @@ echo "d/e  authgate session / nginx auth_request, requests/s: $(ratio "${rps[d: 
 echo "d/c  authenticated / public route on authgate, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[c: authgate public]}")"
 echo "d/f  authenticated, local store / memory store, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[f: authgate, memory]}")"
 
-# d and f once each is at the mercy of whatever else the machine did in
-# those seconds, and the second of two back-to-back runs tends to do better
-# (measured: the same store wins or loses by its place): four rounds, the
-# order flipped every round, and the median of the ratios.
+# One run each is at the mercy of whatever else the machine did in those
+# seconds, and the later of back-to-back runs tends to do better (measured:
+# the same store wins or loses by its place): four rounds of d, f and g,
+# the order rotated every round, and the median of the ratios.
 echo
-echo "local / memory store on the authenticated route, alternating rounds:"
-store_ratios=()
+echo "local / memory / redis store on the authenticated route, rotating rounds:"
+store_ratios=(); redis_ratios=(); trips_before=$(round_trips); redis_requests=0
 for round in 1 2 3 4; do
-  order=(d f); [ $((round % 2)) -eq 0 ] && order=(f d)
+  case $round in 1) order=(d f g);; 2) order=(g d f);; 3) order=(f g d);; 4) order=(d g f);; esac
   for which in "${order[@]}"; do
-    if [ "$which" = d ]; then
-      wrk_headers=(-H "Cookie: __Host-authgate=$session")
-      measure "d: local, round $round" "https://127.0.0.1:$gateway/app/" "$gateway_pid"
-    else
-      wrk_headers=(-H "Cookie: __Host-authgate=$session_mem")
-      measure "f: memory, round $round" "https://127.0.0.1:$gateway_mem/app/" "$gateway_mem_pid"
-    fi
+    case $which in
+      d) wrk_headers=(-H "Cookie: __Host-authgate=$session")
+         measure "d: local, round $round" "https://127.0.0.1:$gateway/app/" "$gateway_pid" ;;
+      f) wrk_headers=(-H "Cookie: __Host-authgate=$session_mem")
+         measure "f: memory, round $round" "https://127.0.0.1:$gateway_mem/app/" "$gateway_mem_pid" ;;
+      g) wrk_headers=(-H "Cookie: __Host-authgate=$session_redis")
+         measure "g: redis, round $round" "https://127.0.0.1:$gateway_redis/app/" "$gateway_redis_pid"
+         redis_requests=$((redis_requests + last_requests)) ;;
+    esac
   done
   store_ratios+=("$(ratio "${rps[d: local, round $round]}" "${rps[f: memory, round $round]}")")
+  redis_ratios+=("$(ratio "${rps[g: redis, round $round]}" "${rps[d: local, round $round]}")")
 done
 wrk_headers=()
-echo "d/f per round: ${store_ratios[*]}; median $(printf '%s\n' "${store_ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (v[2] + v[3]) / 2 }')"
+median4() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (v[2] + v[3]) / 2 }'; }
+echo "g/d per round: ${redis_ratios[*]}; median $(median4 "${redis_ratios[@]}")"
+trips=$(( $(round_trips) - trips_before ))
+echo "Redis calls per request on (g), warm-up included: $(awk -v t="$trips" -v n="$redis_requests" 'BEGIN { printf "%.5f (%d calls, %d requests measured)", t / n, t, n }')"
+echo "d/f per round: ${store_ratios[*]}; median $(median4 "${store_ratios[@]}")"
 
 # Sign-in latency: sequential sign-ins (argon2 included), alternating
 # between the two gateways so that both see the same machine.

@@ -365,6 +365,26 @@ async fn failures_on_any_replica_count_toward_one_throttle_and_any_admin_lists_e
             "{handle} in {handles:?}"
         );
     }
+
+    // The command line sees and ends them in Redis too.
+    let cli = |args: &[&str]| {
+        let output = authgate()
+            .arg("sessions")
+            .args(args)
+            .arg("-c")
+            .arg(c.config_file())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(cli(&["list", "--user", "Alice"]).lines().count(), 2);
+    let handle_b = authgate::session::handle(&authgate::session::key_of(&on_b).unwrap());
+    assert!(cli(&["revoke", &handle_b]).contains("ended 1 session"));
+    applies_within_a_second(&replicas[1], &on_b, "/private/x", 401).await;
+    assert_eq!(status(&replicas[0], &on_a, "/private/x").await, 200);
+    assert!(cli(&["revoke", "--user", "alice"]).contains("ended 1 session"));
+    applies_within_a_second(&replicas[0], &on_a, "/private/x", 401).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
