@@ -371,12 +371,7 @@ fn user_in_redis(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Del { name } => Some(Change::Delete(name.clone())),
     };
     runtime()?.block_on(async {
-        let redis = authgate::store::redis::Redis::connect(
-            settings,
-            config.session.idle_timeout,
-            config.session.absolute_timeout,
-        )
-        .await?;
+        let redis = connect_redis(config, settings).await?;
         let unavailable = || anyhow::anyhow!("Redis stopped answering");
         if redis.seed(&config.users).await.map_err(|_| unavailable())? {
             eprintln!("(Redis was empty: it got the users of the users file first)");
@@ -393,6 +388,19 @@ fn user_in_redis(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The Redis a config names, for the command line.
+async fn connect_redis(
+    config: &Config,
+    settings: &authgate::store::redis::Settings,
+) -> anyhow::Result<authgate::store::redis::Redis> {
+    Ok(authgate::store::redis::Redis::connect(
+        settings,
+        config.session.idle_timeout,
+        config.session.absolute_timeout,
+    )
+    .await?)
 }
 
 fn print_users(users: &authgate::users::Users, as_toml: bool) {
@@ -524,12 +532,7 @@ fn sessions_in_redis(
     command: SessionsCommand,
 ) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let redis = authgate::store::redis::Redis::connect(
-            settings,
-            config.session.idle_timeout,
-            config.session.absolute_timeout,
-        )
-        .await?;
+        let redis = connect_redis(config, settings).await?;
         let unavailable = |_| anyhow::anyhow!("Redis stopped answering");
         match command {
             SessionsCommand::List { user } => {

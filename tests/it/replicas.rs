@@ -200,16 +200,7 @@ async fn user_changes_on_any_replica_apply_on_every_replica_within_a_second() {
 
     // ... an unlock (bob can sign in again) and an admin's "end all sessions" ...
     within(Duration::from_secs(1), || async {
-        let client = a.client();
-        let token = a.login_form(&client).await;
-        a.post_login(
-            &client,
-            &token,
-            &[("username", "bob"), ("password", BOB_PASSWORD)],
-        )
-        .await
-        .status()
-            == 303
+        a.try_sign_in("bob", BOB_PASSWORD).await.status() == 303
     })
     .await;
     let bob = a.sign_in("bob", BOB_PASSWORD).await;
@@ -270,15 +261,7 @@ async fn user_changes_on_any_replica_apply_on_every_replica_within_a_second() {
     }
     // The new password works on every replica, the old one on none.
     a.sign_in("bob", "bob's new shared password").await;
-    let client = b.client();
-    let token = b.login_form(&client).await;
-    let old = b
-        .post_login(
-            &client,
-            &token,
-            &[("username", "bob"), ("password", BOB_PASSWORD)],
-        )
-        .await;
+    let old = b.try_sign_in("bob", BOB_PASSWORD).await;
     assert_eq!(old.status(), 401);
     assert_eq!(status(&b, &admin, "/staff/x").await, 200, "alice untouched");
 
@@ -306,27 +289,11 @@ async fn failures_on_any_replica_count_toward_one_throttle_and_any_admin_lists_e
         on(&redis).login("max_failures = 3").start().await,
     ];
     for gw in &replicas {
-        let client = gw.client();
-        let token = gw.login_form(&client).await;
-        let failed = gw
-            .post_login(
-                &client,
-                &token,
-                &[("username", "bob"), ("password", "wrong")],
-            )
-            .await;
+        let failed = gw.try_sign_in("bob", "wrong").await;
         assert_eq!(failed.status(), 401);
     }
     for gw in &replicas {
-        let client = gw.client();
-        let token = gw.login_form(&client).await;
-        let refused = gw
-            .post_login(
-                &client,
-                &token,
-                &[("username", "bob"), ("password", BOB_PASSWORD)],
-            )
-            .await;
+        let refused = gw.try_sign_in("bob", BOB_PASSWORD).await;
         assert_eq!(
             refused.status(),
             429,
@@ -368,15 +335,9 @@ async fn failures_on_any_replica_count_toward_one_throttle_and_any_admin_lists_e
 
     // The command line sees and ends them in Redis too.
     let cli = |args: &[&str]| {
-        let output = authgate()
-            .arg("sessions")
-            .args(args)
-            .arg("-c")
-            .arg(c.config_file())
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        String::from_utf8(output.stdout).unwrap()
+        let (ok, out, err) = c.sessions_cli(args);
+        assert!(ok, "{err}");
+        out
     };
     assert_eq!(cli(&["list", "--user", "Alice"]).lines().count(), 2);
     let handle_b = authgate::session::handle(&authgate::session::key_of(&on_b).unwrap());
@@ -423,15 +384,7 @@ async fn a_stopped_redis_fails_closed_and_service_resumes_by_itself() {
     assert_eq!(public.status(), 200);
     assert!(gw.upstream.last().headers.get("x-auth-user").is_none());
     // ... sign-in is refused ...
-    let client = gw.client();
-    let token = gw.login_form(&client).await;
-    let sign_in = gw
-        .post_login(
-            &client,
-            &token,
-            &[("username", "bob"), ("password", BOB_PASSWORD)],
-        )
-        .await;
+    let sign_in = gw.try_sign_in("bob", BOB_PASSWORD).await;
     assert_eq!(sign_in.status(), 503);
     assert!(sign_in.headers().contains_key("retry-after"));
     // ... and the probes keep the replica in service while saying why.

@@ -305,22 +305,6 @@ fn a_damaged_state_file_stops_the_start_with_what_to_do() {
     );
 }
 
-/// Runs `authgate sessions ARGS` against the gateway's config.
-fn sessions_cli(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = authgate()
-        .arg("sessions")
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 async fn ends_within(gw: &crate::support::TestGateway, session: &str, limit: Duration) {
     let started = Instant::now();
     loop {
@@ -340,19 +324,18 @@ async fn ends_within(gw: &crate::support::TestGateway, session: &str, limit: Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sessions_commands_list_and_end_sessions_of_a_running_gateway() {
     let gw = Setup::new().start().await;
-    let config = gw.config_file();
     let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
     let bob1 = gw.sign_in("bob", BOB_PASSWORD).await;
     let bob2 = gw.sign_in("Bob", BOB_PASSWORD).await;
 
-    let (ok, listed, _) = sessions_cli(&config, &["list"]);
+    let (ok, listed, _) = gw.sessions_cli(&["list"]);
     assert!(ok);
     assert_eq!(listed.lines().count(), 3, "{listed}");
     assert!(
         !listed.contains(&alice) && !listed.contains(&bob1),
         "no cookie values"
     );
-    let (ok, bobs, _) = sessions_cli(&config, &["list", "--user", "BOB"]);
+    let (ok, bobs, _) = gw.sessions_cli(&["list", "--user", "BOB"]);
     assert!(ok);
     assert_eq!(bobs.lines().count(), 2, "{bobs}");
     let line = bobs
@@ -364,32 +347,32 @@ async fn the_sessions_commands_list_and_end_sessions_of_a_running_gateway() {
     assert_eq!(fields[4], "127.0.0.1");
 
     // One by its handle ...
-    let (ok, out, err) = sessions_cli(&config, &["revoke", &handle_of(&bob1)]);
+    let (ok, out, err) = gw.sessions_cli(&["revoke", &handle_of(&bob1)]);
     assert!(ok, "{err}");
     assert!(out.contains("ended 1 session"), "{out}");
     ends_within(&gw, &bob1, Duration::from_secs(2)).await;
     assert_eq!(gw.get_as(&bob2, "/private/x").await.status(), 200);
-    let (ok, _, err) = sessions_cli(&config, &["revoke", &handle_of(&bob1)]);
+    let (ok, _, err) = gw.sessions_cli(&["revoke", &handle_of(&bob1)]);
     assert!(!ok && err.contains("no session has the handle"), "{err}");
 
     // ... a user's ...
-    let (ok, out, _) = sessions_cli(&config, &["revoke", "--user", "bob"]);
+    let (ok, out, _) = gw.sessions_cli(&["revoke", "--user", "bob"]);
     assert!(ok && out.contains("ended 1 session"), "{out}");
     ends_within(&gw, &bob2, Duration::from_secs(2)).await;
     assert_eq!(gw.get_as(&alice, "/private/x").await.status(), 200);
 
     // ... or all.
-    let (ok, out, _) = sessions_cli(&config, &["revoke", "--all"]);
+    let (ok, out, _) = gw.sessions_cli(&["revoke", "--all"]);
     assert!(ok && out.contains("ended 1 session"), "{out}");
     ends_within(&gw, &alice, Duration::from_secs(2)).await;
-    let (ok, listed, _) = sessions_cli(&config, &["list"]);
+    let (ok, listed, _) = gw.sessions_cli(&["list"]);
     assert!(ok && listed.is_empty(), "{listed}");
 }
 
 #[tokio::test]
 async fn the_sessions_commands_explain_that_a_memory_store_has_no_file() {
     let gw = Setup::new().store("backend = \"memory\"").start().await;
-    let (ok, _, err) = sessions_cli(&gw.config_file(), &["list"]);
+    let (ok, _, err) = gw.sessions_cli(&["list"]);
     assert!(!ok);
     assert!(
         err.contains("memory store") && err.contains("admin API"),

@@ -437,6 +437,35 @@ impl TestGateway {
         }
     }
 
+    /// One sign-in attempt with a fresh form: the gateway's answer.
+    pub async fn try_sign_in(&self, user: &str, password: &str) -> reqwest::Response {
+        let client = self.client();
+        let token = self.login_form(&client).await;
+        self.post_login(
+            &client,
+            &token,
+            &[("username", user), ("password", password)],
+        )
+        .await
+    }
+
+    /// Runs `authgate sessions ARGS` against this gateway's config:
+    /// (success, stdout, stderr).
+    pub fn sessions_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = authgate()
+            .arg("sessions")
+            .args(args)
+            .arg("-c")
+            .arg(self.config_file())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
     /// Signs in and returns the session cookie's value.
     pub async fn sign_in(&self, user: &str, password: &str) -> String {
         let client = self.client();
