@@ -1,6 +1,7 @@
 //! Header rules for both directions of the proxy.
 
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::HeaderMap;
 
 use crate::config::Identity;
@@ -171,6 +172,73 @@ pub fn drop_own_set_cookies(headers: &mut HeaderMap, own: &[&str]) -> usize {
     dropped
 }
 
+/// Headers that can carry a URL the browser follows or shows.
+const URL_HEADERS: [header::HeaderName; 2] = [header::LOCATION, header::CONTENT_LOCATION];
+
+/// Puts the client-facing origin in place of the upstream's own address in
+/// `Location`, `Content-Location` and `Refresh` (SPEC §6): an app that
+/// redirects to `http://127.0.0.1:3000/x` must neither send the browser
+/// there nor tell it where the app lives. Other absolute URLs are left
+/// alone. Without a client host the URL becomes a path on this origin.
+pub fn rewrite_upstream_urls(
+    headers: &mut HeaderMap,
+    upstream: &Authority,
+    client_host: Option<&HeaderValue>,
+) {
+    let origin = client_host
+        .and_then(|h| h.to_str().ok())
+        .map(|h| format!("https://{h}"))
+        .unwrap_or_default();
+    for name in URL_HEADERS {
+        if let Some(value) = headers.get(&name) {
+            if let Some(rewritten) = rewrite_url(value.as_bytes(), upstream, &origin) {
+                headers.insert(name, rewritten);
+            }
+        }
+    }
+    if let Some(value) = headers.get("refresh") {
+        // `5; url=http://...`: only the URL part, however it is spelt.
+        let text = value.as_bytes();
+        let lower = text.to_ascii_lowercase();
+        if let Some(at) = lower.windows(4).position(|w| w == b"url=") {
+            let (head, url) = text.split_at(at + 4);
+            if let Some(rewritten) = rewrite_url(url, upstream, &origin) {
+                let mut joined = head.to_vec();
+                joined.extend_from_slice(rewritten.as_bytes());
+                if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                    headers.insert("refresh", value);
+                }
+            }
+        }
+    }
+}
+
+/// `url` with the upstream's scheme and authority replaced by `origin`, or
+/// `None` when it does not point at the upstream.
+fn rewrite_url(url: &[u8], upstream: &Authority, origin: &str) -> Option<HeaderValue> {
+    let text = std::str::from_utf8(url).ok()?.trim();
+    let (scheme, rest) = text.split_once("://")?;
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority: Authority = rest[..end].parse().ok()?;
+    let same_host = authority.host().eq_ignore_ascii_case(upstream.host());
+    let same_port =
+        authority.port_u16().unwrap_or(default_port) == upstream.port_u16().unwrap_or(80);
+    if !same_host || !same_port || rest[..end].contains('@') {
+        return None;
+    }
+    let path = match &rest[end..] {
+        "" => "/",
+        p if p.starts_with('/') => p,
+        p => return HeaderValue::from_str(&format!("{origin}/{p}")).ok(),
+    };
+    HeaderValue::from_str(&format!("{origin}{path}")).ok()
+}
+
 /// Removes the named cookies and joins what is left into one `Cookie`
 /// header (HTTP/2 clients may split cookies over several; an HTTP/1.1
 /// upstream expects one, RFC 6265 §5.4).
@@ -216,6 +284,56 @@ fn rebuild_cookies(headers: &mut HeaderMap, names: &[&str]) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn upstream_addresses_in_redirects_become_the_client_facing_origin() {
+        let upstream: Authority = "127.0.0.1:3000".parse().unwrap();
+        let host = HeaderValue::from_static("gw.example:8443");
+        let rewrite = |name: &str, value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+            rewrite_upstream_urls(&mut headers, &upstream, Some(&host));
+            headers.get(name).unwrap().to_str().unwrap().to_owned()
+        };
+        assert_eq!(
+            rewrite("location", "http://127.0.0.1:3000/x?y=1#z"),
+            "https://gw.example:8443/x?y=1#z"
+        );
+        assert_eq!(
+            rewrite("location", "HTTP://127.0.0.1:3000"),
+            "https://gw.example:8443/"
+        );
+        assert_eq!(
+            rewrite("content-location", "http://127.0.0.1:3000/doc"),
+            "https://gw.example:8443/doc"
+        );
+        assert_eq!(
+            rewrite("refresh", "5; URL=http://127.0.0.1:3000/next"),
+            "5; URL=https://gw.example:8443/next"
+        );
+        // Other places stay as they are.
+        for other in [
+            "https://elsewhere.example/x",
+            "http://127.0.0.1:3001/x",
+            "http://127.0.0.1:3000@evil.example/x",
+            "/relative",
+            "ftp://127.0.0.1:3000/x",
+        ] {
+            assert_eq!(rewrite("location", other), other);
+        }
+        // Default ports match the upstream's when it names them.
+        let default: Authority = "app.internal:80".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_static("http://APP.internal/x"),
+        );
+        rewrite_upstream_urls(&mut headers, &default, None);
+        assert_eq!(headers[header::LOCATION], "/x");
+    }
     use super::*;
 
     #[test]

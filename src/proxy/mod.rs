@@ -94,6 +94,7 @@ impl Upstream {
         };
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
+        headers::rewrite_upstream_urls(&mut parts.headers, &self.authority, forward.host);
         if parts.headers.contains_key(http::header::SET_COOKIE) {
             let dropped = headers::drop_own_set_cookies(&mut parts.headers, &own_cookies);
             if dropped > 0 {

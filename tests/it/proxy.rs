@@ -339,3 +339,31 @@ async fn an_upstream_that_never_accepts_is_502_after_connect_timeout() {
     );
     drop(listener);
 }
+
+#[tokio::test]
+async fn an_upstream_redirect_to_its_own_address_points_at_the_gateway_instead() {
+    let gw = Setup::new().start().await;
+    let response = gw.client().get(gw.url("/redirect")).send().await.unwrap();
+    assert_eq!(response.status(), 302);
+    let origin = format!("https://{}", gw.addr());
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("location"), format!("{origin}/landing?from=app"));
+    assert_eq!(header("content-location"), format!("{origin}/doc"));
+    assert_eq!(header("refresh"), format!("3; url={origin}/later"));
+    // Only the headers a browser follows are rewritten.
+    assert_eq!(
+        header("link"),
+        format!("<{}/other>; rel=next", gw.upstream.url())
+    );
+
+    let away = gw
+        .client()
+        .get(gw.url("/redirect-away"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        away.headers()["location"],
+        "https://idp.example/authorize?x=1"
+    );
+}

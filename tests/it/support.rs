@@ -39,6 +39,8 @@ pub struct Seen {
 /// - `/upload`: reads the whole body and answers its length;
 /// - `/hop`: answers with hop-by-hop headers of its own;
 /// - `/plant-cookies`: tries to set the gateway's own cookies, and one of its own;
+/// - `/redirect`: a 302 to its own address (also in `Content-Location`,
+///   `Refresh` and `Link`); `/redirect-away`: a 302 to another site;
 /// - anything else: `hello from upstream`.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -68,7 +70,7 @@ impl Upstream {
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
                             let seen = seen.clone();
-                            async move { Ok::<_, Infallible>(answer(req, &seen).await) }
+                            async move { Ok::<_, Infallible>(answer(req, &seen, addr).await) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(tcp), service)
@@ -122,7 +124,11 @@ fn text(body: impl Into<Bytes>) -> UpBody {
     Full::new(body.into()).boxed()
 }
 
-async fn answer(req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Response<UpBody> {
+async fn answer(
+    req: Request<Incoming>,
+    seen: &Mutex<Vec<Seen>>,
+    own: SocketAddr,
+) -> Response<UpBody> {
     seen.lock().unwrap().push(Seen {
         method: req.method().to_string(),
         uri: req.uri().to_string(),
@@ -173,6 +179,19 @@ async fn answer(req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Response<UpB
             )
             .header("set-cookie", "lang=en; Path=/")
             .body(text("cookies"))
+            .unwrap(),
+        "/redirect" => Response::builder()
+            .status(302)
+            .header("location", format!("http://{own}/landing?from=app"))
+            .header("content-location", format!("http://{own}/doc"))
+            .header("refresh", format!("3; url=http://{own}/later"))
+            .header("link", format!("<http://{own}/other>; rel=next"))
+            .body(text("moved"))
+            .unwrap(),
+        "/redirect-away" => Response::builder()
+            .status(302)
+            .header("location", "https://idp.example/authorize?x=1")
+            .body(text("away"))
             .unwrap(),
         _ => Response::new(text("hello from upstream")),
     }
