@@ -254,6 +254,25 @@ async fn route(
         Decision::Deny(reason) => return Err(GatewayError::Forbidden(reason)),
     }
 
+    let websocket = match upgrade_of(&request) {
+        Upgrade::None => false,
+        Upgrade::Other => return Err(GatewayError::UpgradeRefused),
+        Upgrade::WebSocket => {
+            let origin = request.headers().get(header::ORIGIN);
+            let own = host_value.and_then(|h| h.to_str().ok());
+            let same_site = match (origin.map(|o| o.to_str()), own) {
+                (None, _) => true,
+                (Some(Ok(origin)), Some(own)) => origin
+                    .strip_prefix("https://")
+                    .is_some_and(|o| o.eq_ignore_ascii_case(own)),
+                _ => false,
+            };
+            if !same_site {
+                return Err(GatewayError::CrossSiteWebSocket);
+            }
+            true
+        }
+    };
     let path_and_query =
         PathAndQuery::from_maybe_shared(Bytes::from(with_query(normalized, request.uri().query())))
             .map_err(|_| GatewayError::BadPath(path::PathError::BadPercentEncoding))?;
@@ -264,11 +283,55 @@ async fn route(
         host: host_value,
         user: user.map(|u| &**u),
         own_cookies: state.auth.own_cookies(),
+        websocket,
     };
-    state
+    let response = state
         .upstream
         .forward(parts, body, &state.config.identity, forward)
-        .await
+        .await?;
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // What follows on this connection is the tunnel's, not HTTP/1.1.
+        conn.framing.switched_protocols();
+    }
+    Ok(response)
+}
+
+enum Upgrade {
+    None,
+    WebSocket,
+    Other,
+}
+
+/// What upgrade, if any, an HTTP/1.1 request asks for (RFC 9110 §7.8,
+/// RFC 6455 §4.1: a GET with `Upgrade: websocket` and `Connection: upgrade`).
+fn upgrade_of(request: &Request<Incoming>) -> Upgrade {
+    let headers = request.headers();
+    let Some(upgrade) = headers.get(header::UPGRADE) else {
+        return Upgrade::None;
+    };
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        // Not an upgrade request (RFC 9110 §7.8 asks for both); the stray
+        // header is hop-by-hop and goes like the others.
+        return Upgrade::None;
+    }
+    let websocket = upgrade.to_str().is_ok_and(|u| {
+        u.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+    });
+    if websocket
+        && request.version() == http::Version::HTTP_11
+        && request.method() == http::Method::GET
+    {
+        Upgrade::WebSocket
+    } else {
+        Upgrade::Other
+    }
 }
 
 fn with_query(path: &str, query: Option<&str>) -> String {

@@ -46,6 +46,13 @@ pub enum GatewayError {
     CsrfRejected,
     #[error("the form is malformed")]
     BadForm,
+    /// An `Upgrade` to anything but WebSocket (`h2c` included).
+    #[error("only WebSocket upgrades are forwarded")]
+    UpgradeRefused,
+    /// A WebSocket handshake whose `Origin` is another site: a browser
+    /// sends the session cookie along from any page.
+    #[error("a WebSocket handshake from another site")]
+    CrossSiteWebSocket,
     #[error("too many failed sign-ins")]
     Throttled { retry_after_secs: u64 },
     #[error("too many sign-ins are being checked right now")]
@@ -65,8 +72,9 @@ impl GatewayError {
             GatewayError::BadPath(_)
             | GatewayError::AmbiguousFraming
             | GatewayError::BadHost(_)
-            | GatewayError::BadForm => StatusCode::BAD_REQUEST,
-            GatewayError::CsrfRejected => StatusCode::FORBIDDEN,
+            | GatewayError::BadForm
+            | GatewayError::UpgradeRefused => StatusCode::BAD_REQUEST,
+            GatewayError::CsrfRejected | GatewayError::CrossSiteWebSocket => StatusCode::FORBIDDEN,
             GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::LoginBusy | GatewayError::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -91,7 +99,9 @@ impl GatewayError {
             GatewayError::BadPath(_)
             | GatewayError::AmbiguousFraming
             | GatewayError::BadHost(_)
-            | GatewayError::BadForm => "bad_request",
+            | GatewayError::BadForm
+            | GatewayError::UpgradeRefused => "bad_request",
+            GatewayError::CrossSiteWebSocket => "cross_site_websocket",
             GatewayError::CsrfRejected => "csrf",
             GatewayError::Throttled { .. } => "too_many_requests",
             GatewayError::LoginBusy => "busy",

@@ -39,6 +39,9 @@ pub struct Forward<'a> {
     pub user: Option<&'a User>,
     /// The gateway's cookies, removed from what the upstream sees.
     pub own_cookies: [&'a str; 2],
+    /// An HTTP/1.1 WebSocket handshake: forwarded with its upgrade headers,
+    /// and on the upstream's 101 the two connections are joined.
+    pub websocket: bool,
 }
 
 impl Upstream {
@@ -67,6 +70,11 @@ impl Upstream {
         forward: Forward<'_>,
     ) -> Result<Response<Body>, GatewayError> {
         let own_cookies = forward.own_cookies;
+        let client_upgrade = if forward.websocket {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
         headers::prepare_request(
             &mut parts.headers,
             identity,
@@ -82,6 +90,16 @@ impl Upstream {
             .build()
             .expect("scheme, authority and a normalized path make a valid URI");
         parts.version = Version::HTTP_11;
+        if forward.websocket {
+            // Hop-by-hop, so removed above; this hop wants them too.
+            parts.headers.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+            parts
+                .headers
+                .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
         let body = Limited::new(body, self.max_body_size).boxed();
         let request = Request::from_parts(parts, body);
 
@@ -92,8 +110,30 @@ impl Upstream {
             Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable(e.into())),
             Ok(Ok(response)) => response,
         };
+        let mut response = response;
+        let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        if switched {
+            match client_upgrade {
+                Some(client) => tunnel(client, hyper::upgrade::on(&mut response)),
+                // Nothing asked for it: an upstream's 101 cannot be passed on.
+                None => {
+                    return Err(GatewayError::UpstreamUnavailable(
+                        "the upstream switched protocols unasked".into(),
+                    ))
+                }
+            }
+        }
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
+        if switched {
+            parts.headers.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+            parts
+                .headers
+                .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
         headers::rewrite_upstream_urls(&mut parts.headers, &self.authority, forward.host);
         if parts.headers.contains_key(http::header::SET_COOKIE) {
             let dropped = headers::drop_own_set_cookies(&mut parts.headers, &own_cookies);
@@ -106,6 +146,25 @@ impl Upstream {
             body.map_err(Into::into).boxed(),
         ))
     }
+}
+
+/// Joins the client's and the upstream's upgraded connections and copies
+/// bytes both ways until either side closes.
+fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "a WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "a WebSocket ended with an error");
+        }
+    });
 }
 
 fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {

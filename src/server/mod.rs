@@ -299,7 +299,8 @@ async fn serve_tls(
         let guarded = FramingGuard::new(tls, verdict, max_head, activity.clone());
         let conn = protocols
             .h1
-            .serve_connection(TokioIo::new(guarded), service);
+            .serve_connection(TokioIo::new(guarded), service)
+            .with_upgrades();
         drive(conn, |c| c.graceful_shutdown(), idle, &mut stop, peer).await
     };
     if let Err(e) = result {

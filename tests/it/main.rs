@@ -18,3 +18,4 @@ mod replicas;
 mod store;
 mod support;
 mod tls;
+mod websocket;
