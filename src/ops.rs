@@ -41,6 +41,7 @@ pub struct Metrics {
     store_down: std::sync::atomic::AtomicBool,
     /// Calls made to a shared store (Redis).
     store_round_trips: AtomicU64,
+    websockets_open: AtomicU64,
 }
 
 impl Metrics {
@@ -50,6 +51,10 @@ impl Metrics {
 
     pub fn store_up(&self) -> bool {
         !self.store_down.load(Ordering::Relaxed)
+    }
+
+    pub fn set_websockets_open(&self, open: u64) {
+        self.websockets_open.store(open, Ordering::Relaxed);
     }
 
     pub fn set_store_round_trips(&self, calls: u64) {
@@ -163,6 +168,13 @@ impl Metrics {
         out.push_str("# HELP authgate_store_up 1 while the session store answers, 0 while it is unavailable.\n");
         out.push_str("# TYPE authgate_store_up gauge\n");
         let _ = writeln!(out, "authgate_store_up {}", u8::from(self.store_up()));
+        out.push_str("# HELP authgate_websockets_open WebSockets open through the gateway.\n");
+        out.push_str("# TYPE authgate_websockets_open gauge\n");
+        let _ = writeln!(
+            out,
+            "authgate_websockets_open {}",
+            load(&self.websockets_open)
+        );
         out.push_str("# HELP authgate_store_round_trips_total Calls made to a shared session store (Redis).\n");
         out.push_str("# TYPE authgate_store_round_trips_total counter\n");
         let _ = writeln!(

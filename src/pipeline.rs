@@ -273,6 +273,15 @@ async fn route(
             true
         }
     };
+    let owner = match (&presented.signed_in, websocket) {
+        (Some(signed_in), true) => Some(crate::proxy::tunnels::Owner {
+            session: signed_in.session.key,
+            method: request.method().clone(),
+            host: host.as_ref().map(|h| h.name().to_owned()),
+            path: normalized.to_owned(),
+        }),
+        _ => None,
+    };
     let path_and_query =
         PathAndQuery::from_maybe_shared(Bytes::from(with_query(normalized, request.uri().query())))
             .map_err(|_| GatewayError::BadPath(path::PathError::BadPercentEncoding))?;
@@ -284,6 +293,7 @@ async fn route(
         user: user.map(|u| &**u),
         own_cookies: state.auth.own_cookies(),
         websocket,
+        owner,
     };
     let response = state
         .upstream
@@ -294,6 +304,66 @@ async fn route(
         conn.framing.switched_protocols();
     }
     Ok(response)
+}
+
+/// How often open WebSockets are judged again: a session's end or a lost
+/// role closes them within this (plus a shared store's cache age).
+const TUNNEL_WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// A WebSocket's client activity touches its session at most this often.
+const TUNNEL_TOUCH_EVERY_MS: u64 = 60_000;
+
+/// Judges every open WebSocket again, as often as [`TUNNEL_WATCH_EVERY`]:
+/// its session must still be live and its user still allowed the route.
+/// Ends when the state is dropped.
+pub fn watch_tunnels(state: &Arc<State>) {
+    use crate::proxy::tunnels::Verdict;
+    let state = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TUNNEL_WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(state) = state.upgrade() else { break };
+            let tunnels = &state.upstream.tunnels;
+            state.metrics.set_websockets_open(tunnels.len() as u64);
+            for (id, owner, active_ms, touched_ms) in tunnels.owned() {
+                // At most once a minute, and often enough for a short idle timeout.
+                let every = TUNNEL_TOUCH_EVERY_MS
+                    .min(state.config.session.idle_timeout.as_millis() as u64 / 4);
+                let touch =
+                    active_ms > touched_ms && session::now_ms().saturating_sub(touched_ms) >= every;
+                let verdict = match state.auth.still_signed_in(&owner.session, touch).await {
+                    Ok(Some(signed_in)) => {
+                        let target = Target {
+                            method: &owner.method,
+                            host: owner.host.as_deref(),
+                            path: &owner.path,
+                        };
+                        let principal = Principal {
+                            user: &signed_in.user.key,
+                            roles: &signed_in.user.roles,
+                        };
+                        match state
+                            .config
+                            .policy
+                            .decide(&target, Some(principal))
+                            .decision
+                        {
+                            Decision::Allow if touch => Verdict::Touched,
+                            Decision::Allow => Verdict::Keep,
+                            _ => Verdict::Close,
+                        }
+                    }
+                    // Ended, or the store cannot say: fail closed.
+                    Ok(None) | Err(_) => Verdict::Close,
+                };
+                if matches!(verdict, Verdict::Close) {
+                    tracing::info!(target: "authgate::security", event = "websocket_closed", path = %owner.path, "a WebSocket closed: its session ended or no longer allows the route");
+                }
+                tunnels.settle(id, verdict);
+            }
+        }
+    });
 }
 
 enum Upgrade {

@@ -301,38 +301,67 @@ impl Auth {
                     continue;
                 }
             };
-            let users = self.users.load();
-            let reason = match users.get_by_key(&session.user) {
-                None => Some("user removed"),
-                Some(user) if user.locked => Some("user locked"),
-                // Older than the user's last revocation in a shared store.
-                Some(user) if session.generation < user.generation => Some("sessions ended"),
-                // A session made after a change (a new password) that this
-                // replica has yet to load, within half a second: its record
-                // of the user is the stale one, not the session.
-                Some(user)
-                    if session.generation == user.generation
-                        && user.password_fingerprint != session.password_fingerprint =>
-                {
-                    Some("password changed")
-                }
-                Some(user) => {
-                    presented.signed_in = Some(SignedIn {
-                        user: user.clone(),
-                        session,
-                    });
+            match self.check(session) {
+                Ok(signed_in) => {
+                    presented.signed_in = Some(signed_in);
                     presented.stale_cookie = false;
                     presented.store_unavailable = false;
                     return presented;
                 }
-            };
-            if let Some(reason) = reason {
-                self.sessions.end_now(&session.key);
-                tracing::info!(target: "authgate::security", event = "session_ended", user = %session.user, reason, "session ended by revocation");
-                presented.stale_cookie = true;
+                Err(()) => presented.stale_cookie = true,
             }
         }
         presented
+    }
+
+    /// Checks a live session against the user record in force: the user
+    /// still exists, is not locked, and has not changed password or had
+    /// every session ended since it began. A session that fails is ended.
+    fn check(&self, session: LiveSession) -> Result<SignedIn, ()> {
+        let users = self.users.load();
+        let reason = match users.get_by_key(&session.user) {
+            None => "user removed",
+            Some(user) if user.locked => "user locked",
+            // Older than the user's last revocation in a shared store.
+            Some(user) if session.generation < user.generation => "sessions ended",
+            // A session made after a change (a new password) that this
+            // replica has yet to load, within half a second: its record
+            // of the user is the stale one, not the session.
+            Some(user)
+                if session.generation == user.generation
+                    && user.password_fingerprint != session.password_fingerprint =>
+            {
+                "password changed"
+            }
+            Some(user) => {
+                return Ok(SignedIn {
+                    user: user.clone(),
+                    session,
+                })
+            }
+        };
+        self.sessions.end_now(&session.key);
+        tracing::info!(target: "authgate::security", event = "session_ended", user = %session.user, reason, "session ended by revocation");
+        Err(())
+    }
+
+    /// The session under `key` and its user, if it is still live and
+    /// passes [`Self::check`]; for connections that outlive their request
+    /// (WebSockets). `touch` moves the idle deadline on. `Err` when the
+    /// store cannot say.
+    pub async fn still_signed_in(
+        &self,
+        key: &session::Key,
+        touch: bool,
+    ) -> Result<Option<SignedIn>, Unavailable> {
+        match self
+            .sessions
+            .lookup_key(key, session::now_ms(), touch)
+            .await?
+        {
+            Lookup::Live(session) => Ok(self.check(session).ok()),
+            Lookup::Unknown | Lookup::Expired(_) => Ok(None),
+        }
     }
 
     /// The request's signed-in user, or the login answer (a redirect back

@@ -3,6 +3,7 @@
 
 pub mod forwarded;
 pub mod headers;
+pub mod tunnels;
 
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub struct Upstream {
     authority: Authority,
     timeout: Duration,
     max_body_size: usize,
+    /// Open WebSockets.
+    pub tunnels: std::sync::Arc<tunnels::Tunnels>,
 }
 
 /// What the pipeline knows about a request that the upstream must be told.
@@ -42,6 +45,8 @@ pub struct Forward<'a> {
     /// An HTTP/1.1 WebSocket handshake: forwarded with its upgrade headers,
     /// and on the upstream's 101 the two connections are joined.
     pub websocket: bool,
+    /// Whose session the WebSocket lives by (none on a public route).
+    pub owner: Option<tunnels::Owner>,
 }
 
 impl Upstream {
@@ -57,6 +62,7 @@ impl Upstream {
             authority: config.authority.clone(),
             timeout: config.timeout,
             max_body_size: usize::try_from(max_body_size).unwrap_or(usize::MAX),
+            tunnels: Default::default(),
         }
     }
 
@@ -114,7 +120,10 @@ impl Upstream {
         let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         if switched {
             match client_upgrade {
-                Some(client) => tunnel(client, hyper::upgrade::on(&mut response)),
+                Some(client) => {
+                    self.tunnels
+                        .spawn(forward.owner, client, hyper::upgrade::on(&mut response))
+                }
                 // Nothing asked for it: an upstream's 101 cannot be passed on.
                 None => {
                     return Err(GatewayError::UpstreamUnavailable(
@@ -146,25 +155,6 @@ impl Upstream {
             body.map_err(Into::into).boxed(),
         ))
     }
-}
-
-/// Joins the client's and the upstream's upgraded connections and copies
-/// bytes both ways until either side closes.
-fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(both) => both,
-            Err(e) => {
-                tracing::debug!(error = %e, "a WebSocket upgrade did not complete");
-                return;
-            }
-        };
-        let mut client = hyper_util::rt::TokioIo::new(client);
-        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(error = %e, "a WebSocket ended with an error");
-        }
-    });
 }
 
 fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {

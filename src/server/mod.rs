@@ -64,6 +64,7 @@ impl Gateway {
 
         let state = Arc::new(State::new(config).await.map_err(io::Error::other)?);
         state.auth.start_background();
+        pipeline::watch_tunnels(&state);
         let (stop, stop_rx) = watch::channel(false);
         let (ops_stop, ops_stop_rx) = watch::channel(false);
 
@@ -132,8 +133,13 @@ impl Gateway {
     /// Stops accepting, lets in-flight requests finish within
     /// `shutdown_grace`, then closes what is left. Returns when all is done.
     pub async fn shutdown(self) {
+        let grace_ends = tokio::time::Instant::now() + self.state.config.server.shutdown_grace;
         let _ = self.stop.send(true);
         let _ = self.finished.await;
+        // WebSockets may run to the end of the grace period, then close.
+        let tunnels = &self.state.upstream.tunnels;
+        let _ = tokio::time::timeout_at(grace_ends, tunnels.all_closed()).await;
+        tunnels.close_all();
         self.state.auth.sessions.close().await;
     }
 }

@@ -194,6 +194,17 @@ impl Sessions {
         let Some(key) = key_of(id) else {
             return Ok(Lookup::Unknown);
         };
+        self.lookup_key(&key, now, touch).await
+    }
+
+    /// As [`Self::lookup`], by the store's key.
+    pub async fn lookup_key(
+        &self,
+        key: &Key,
+        now: u64,
+        touch: bool,
+    ) -> Result<Lookup, Unavailable> {
+        let key = *key;
         if let Backend::Redis(redis) = &self.backend {
             return redis.lookup(&key, touch).await;
         }

@@ -134,3 +134,233 @@ async fn cross_site_handshakes_and_other_upgrades_are_refused() {
         .await;
     assert!(h2c.starts_with("HTTP/1.1 400"), "{h2c}");
 }
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+async fn open(gw: &crate::support::TestGateway, session: &str, path: &str) -> Socket {
+    let origin = format!("https://{}", gw.addr());
+    let (mut socket, _) = tokio_tungstenite::client_async(
+        handshake(gw, path, session, Some(&origin)),
+        gw.tls().await,
+    )
+    .await
+    .expect("the handshake goes through");
+    socket.send(Message::text("ping")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("ping"));
+    socket
+}
+
+/// How long until the gateway closes `socket` (panics past `limit`).
+async fn closed_within(socket: &mut Socket, limit: std::time::Duration) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(limit, async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the WebSocket is still open after {limit:?}");
+    started.elapsed()
+}
+
+const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_a_session_ends_closes_its_websockets_within_a_second() {
+    use crate::admin::{api, csrf_of};
+    use crate::support::BOB_PASSWORD;
+    let (url, _) = echo_upstream().await;
+    let gw = Setup::new()
+        .upstream_url(&url)
+        .server("ops_listen = \"127.0.0.1:0\"")
+        .start()
+        .await;
+    let admin = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let csrf = csrf_of(&gw, &admin).await;
+
+    // Logout.
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let mut socket = open(&gw, &bob, "/private/ws").await;
+    let mut other = open(&gw, &admin, "/private/ws").await;
+    let metrics = format!("http://{}/metrics", gw.gateway().ops_addr().unwrap());
+    crate::admin::within(SECOND, || async {
+        reqwest::get(&metrics)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("authgate_websockets_open 2")
+    })
+    .await;
+    let bob_csrf = csrf_of(&gw, &bob).await;
+    gw.client()
+        .post(gw.url("/.gateway/logout"))
+        .header("cookie", format!("__Host-authgate={bob}"))
+        .form(&[("csrf", bob_csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    closed_within(&mut socket, SECOND).await;
+
+    // An admin's revocation.
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let mut socket = open(&gw, &bob, "/private/ws").await;
+    let revoked = api(
+        &gw,
+        reqwest::Method::POST,
+        "/users/bob/revoke",
+        Some(&admin),
+        Some(&csrf),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), 204);
+    closed_within(&mut socket, SECOND).await;
+
+    // A lost role: the rule no longer allows the route.
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let set_roles = |roles: serde_json::Value| {
+        api(
+            &gw,
+            reqwest::Method::PUT,
+            "/users/bob/roles",
+            Some(&admin),
+            Some(&csrf),
+        )
+        .json(&serde_json::json!({ "roles": roles }))
+        .send()
+    };
+    assert_eq!(
+        set_roles(serde_json::json!(["admin"]))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let mut socket = open(&gw, &bob, "/staff/ws").await;
+    assert_eq!(
+        set_roles(serde_json::json!(["user"]))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    closed_within(&mut socket, SECOND).await;
+
+    // A lock.
+    let mut socket = open(&gw, &bob, "/private/ws").await;
+    let locked = api(
+        &gw,
+        reqwest::Method::POST,
+        "/users/bob/lock",
+        Some(&admin),
+        Some(&csrf),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(locked.status(), 204);
+    closed_within(&mut socket, SECOND).await;
+
+    // The admin's own socket never noticed any of it.
+    other.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        other.next().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_and_the_absolute_timeout_close_websockets_too() {
+    use crate::admin::csrf_of;
+    use crate::support::BOB_PASSWORD;
+    let (url, _) = echo_upstream().await;
+    let gw = Setup::new()
+        .upstream_url(&url)
+        .session("idle_timeout = \"2s\"")
+        .session("absolute_timeout = \"2s\"")
+        .start()
+        .await;
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let mut socket = open(&gw, &bob, "/private/ws").await;
+    let csrf = csrf_of(&gw, &bob).await;
+    let changed = gw
+        .client()
+        .post(gw.url("/.gateway/password"))
+        .header("cookie", format!("__Host-authgate={bob}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("current", BOB_PASSWORD),
+            ("new", "a new password for bob"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    closed_within(&mut socket, SECOND).await;
+
+    // Kept busy, it still ends at the absolute deadline.
+    let bob = gw.sign_in("bob", "a new password for bob").await;
+    let signed_in = std::time::Instant::now();
+    let mut socket = open(&gw, &bob, "/private/ws").await;
+    let mut pings = tokio::time::interval(std::time::Duration::from_millis(300));
+    let closed = loop {
+        pings.tick().await;
+        if socket.send(Message::text("busy")).await.is_err() {
+            break signed_in.elapsed();
+        }
+        match tokio::time::timeout(std::time::Duration::from_millis(250), socket.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) | Err(_) => {}
+            _ => break signed_in.elapsed(),
+        }
+        assert!(
+            signed_in.elapsed() < std::time::Duration::from_secs(4),
+            "still open"
+        );
+    };
+    assert!(
+        closed >= std::time::Duration::from_millis(1900),
+        "closed early: {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_data_keeps_the_session_alive_and_a_stop_closes_sockets_after_the_grace() {
+    use crate::support::BOB_PASSWORD;
+    let (url, _) = echo_upstream().await;
+    let mut gw = Setup::new()
+        .upstream_url(&url)
+        .server("shutdown_grace = \"1s\"")
+        .session("idle_timeout = \"1s\"")
+        .start()
+        .await;
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let mut socket = open(&gw, &bob, "/private/ws").await;
+    // 2 s of traffic on the socket alone, no other request: the idle
+    // timeout (1 s) would have ended the session without it.
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        socket.send(Message::text("typing")).await.unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap(),
+            Message::text("typing")
+        );
+    }
+    // (whoami looks without touching: the socket's traffic kept it alive.)
+    assert_eq!(gw.get_as(&bob, "/.gateway/whoami").await.status(), 200);
+
+    let gateway = gw.take_gateway();
+    let stopping = tokio::spawn(gateway.shutdown());
+    let took = closed_within(&mut socket, 3 * SECOND).await;
+    assert!(
+        took >= std::time::Duration::from_millis(800),
+        "closed before the grace ended: {took:?}"
+    );
+    stopping.await.unwrap();
+}
