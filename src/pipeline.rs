@@ -262,9 +262,16 @@ async fn route(
             let own = host_value.and_then(|h| h.to_str().ok());
             let same_site = match (origin.map(|o| o.to_str()), own) {
                 (None, _) => true,
-                (Some(Ok(origin)), Some(own)) => origin
-                    .strip_prefix("https://")
-                    .is_some_and(|o| o.eq_ignore_ascii_case(own)),
+                (Some(Ok(origin)), own) => {
+                    own.is_some_and(|own| {
+                        origin
+                            .strip_prefix("https://")
+                            .is_some_and(|o| o.eq_ignore_ascii_case(own))
+                    }) || server
+                        .websocket_origins
+                        .iter()
+                        .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+                }
                 _ => false,
             };
             if !same_site {

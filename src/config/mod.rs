@@ -128,6 +128,9 @@ pub struct Server {
     pub log_format: Option<LogFormat>,
     /// Peers whose `X-Forwarded-For` / `Forwarded` is believed.
     pub trusted_proxies: crate::proxy::forwarded::TrustedProxies,
+    /// Origins besides the request's own whose pages may open WebSockets
+    /// through the gateway (`https://host[:port]`, lower case).
+    pub websocket_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

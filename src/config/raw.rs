@@ -57,6 +57,7 @@ pub struct RawServer {
     pub hsts: Option<bool>,
     pub log_format: Option<Text>,
     pub trusted_proxies: Option<Vec<Text>>,
+    pub websocket_origins: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Deserialize)]

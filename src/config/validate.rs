@@ -133,7 +133,29 @@ impl Validator<'_> {
                 }
             }
         }
+        let mut websocket_origins = Vec::new();
+        for text in raw.websocket_origins.iter().flatten() {
+            let origin = text.get_ref().trim_end_matches('/').to_ascii_lowercase();
+            let valid = origin.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "https" | "http")
+                    && !rest.is_empty()
+                    && rest.parse::<http::uri::Authority>().is_ok()
+                    && !rest.contains(['/', '@'])
+            });
+            if valid {
+                websocket_origins.push(origin);
+            } else {
+                self.diag.at(
+                    text.span(),
+                    format!(
+                        "websocket_origins: {:?} is not an origin like \"https://app.example\"",
+                        text.get_ref()
+                    ),
+                );
+            }
+        }
         Some(Server {
+            websocket_origins,
             trusted_proxies: nets_ok.then(|| crate::proxy::forwarded::TrustedProxies::new(nets))?,
             listen: listen?,
             tls: tls?,

@@ -117,6 +117,43 @@ async fn cross_site_handshakes_and_other_upgrades_are_refused() {
         }
         other => panic!("a cross-site handshake got through: {other:?}"),
     }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the cross-site one never reached it"
+    );
+    // Extra origins may be allowed.
+    let gw_with = Setup::new()
+        .upstream_url(&url)
+        .server("websocket_origins = [\"https://Tools.Example/\"]")
+        .start()
+        .await;
+    let carol_free = gw_with.sign_in("alice", ALICE_PASSWORD).await;
+    let listed = tokio_tungstenite::client_async(
+        handshake(
+            &gw_with,
+            "/private/ws",
+            &carol_free,
+            Some("https://tools.example"),
+        ),
+        gw_with.tls().await,
+    )
+    .await;
+    assert!(
+        listed.is_ok(),
+        "an origin in websocket_origins may: {listed:?}"
+    );
+    let unlisted = tokio_tungstenite::client_async(
+        handshake(
+            &gw_with,
+            "/private/ws",
+            &carol_free,
+            Some("https://tools.example.evil"),
+        ),
+        gw_with.tls().await,
+    )
+    .await;
+    assert!(unlisted.is_err());
+    seen.lock().unwrap().clear();
     // Without a session the policy answers first, as for any request.
     let anonymous =
         tokio_tungstenite::client_async(handshake(&gw, "/private/ws", "x", None), gw.tls().await)
