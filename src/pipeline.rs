@@ -227,8 +227,17 @@ async fn route(
     let user = presented.signed_in.as_ref().map(|s| &s.user);
     log.clear_cookie = presented.stale_cookie && !presented.store_unavailable;
     log.user = user.map(|u| u.name.clone());
+    // An HTTP/2 WebSocket (extended CONNECT) is judged as the GET it
+    // stands for, like its HTTP/1.1 handshake.
+    let judged_method = if request.method() == http::Method::CONNECT
+        && request.extensions().get::<hyper::ext::Protocol>().is_some()
+    {
+        &http::Method::GET
+    } else {
+        request.method()
+    };
     let target = Target {
-        method: request.method(),
+        method: judged_method,
         host: host.as_ref().map(Host::name),
         path: normalized,
     };
@@ -283,7 +292,7 @@ async fn route(
     let owner = match (&presented.signed_in, websocket) {
         (Some(signed_in), true) => Some(crate::proxy::tunnels::Owner {
             session: signed_in.session.key,
-            method: request.method().clone(),
+            method: judged_method.clone(),
             host: host.as_ref().map(|h| h.name().to_owned()),
             path: normalized.to_owned(),
         }),
@@ -379,9 +388,17 @@ enum Upgrade {
     Other,
 }
 
-/// What upgrade, if any, an HTTP/1.1 request asks for (RFC 9110 §7.8,
-/// RFC 6455 §4.1: a GET with `Upgrade: websocket` and `Connection: upgrade`).
+/// What upgrade, if any, a request asks for: on HTTP/1.1 (RFC 9110 §7.8,
+/// RFC 6455 §4.1) a GET with `Upgrade: websocket` and `Connection:
+/// upgrade`; on HTTP/2 (RFC 8441 §4) a CONNECT with `:protocol` websocket.
 fn upgrade_of(request: &Request<Incoming>) -> Upgrade {
+    if request.method() == http::Method::CONNECT {
+        return match request.extensions().get::<hyper::ext::Protocol>() {
+            Some(p) if p.as_str().eq_ignore_ascii_case("websocket") => Upgrade::WebSocket,
+            Some(_) => Upgrade::Other,
+            None => Upgrade::None,
+        };
+    }
     let headers = request.headers();
     let Some(upgrade) = headers.get(header::UPGRADE) else {
         return Upgrade::None;

@@ -95,6 +95,7 @@ impl Upstream {
             .path_and_query(forward.path_and_query)
             .build()
             .expect("scheme, authority and a normalized path make a valid URI");
+        let from_h2 = parts.version == Version::HTTP_2;
         parts.version = Version::HTTP_11;
         if forward.websocket {
             // Hop-by-hop, so removed above; this hop wants them too.
@@ -105,8 +106,25 @@ impl Upstream {
             parts
                 .headers
                 .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+            if from_h2 {
+                // RFC 8441 §5: an extended CONNECT becomes the HTTP/1.1
+                // handshake it stands for; the key is this hop's own.
+                parts.method = http::Method::GET;
+                parts.extensions.remove::<hyper::ext::Protocol>();
+                parts.headers.insert(
+                    http::header::SEC_WEBSOCKET_KEY,
+                    HeaderValue::from_str(&websocket_key()).expect("base64 is a header value"),
+                );
+            }
         }
-        let body = Limited::new(body, self.max_body_size).boxed();
+        let body = if forward.websocket {
+            // Nothing but the handshake goes before the 101.
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed()
+        } else {
+            Limited::new(body, self.max_body_size).boxed()
+        };
         let request = Request::from_parts(parts, body);
 
         let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
@@ -134,7 +152,11 @@ impl Upstream {
         }
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        if switched {
+        if switched && from_h2 {
+            // On HTTP/2 the stream is open once the answer is 200.
+            parts.status = http::StatusCode::OK;
+            parts.headers.remove(http::header::SEC_WEBSOCKET_ACCEPT);
+        } else if switched {
             parts.headers.insert(
                 http::header::CONNECTION,
                 HeaderValue::from_static("upgrade"),
@@ -155,6 +177,13 @@ impl Upstream {
             body.map_err(Into::into).boxed(),
         ))
     }
+}
+
+/// A fresh `Sec-WebSocket-Key` (RFC 6455 §4.1): 16 random bytes, base64.
+fn websocket_key() -> String {
+    use base64::Engine;
+    let bytes: [u8; 16] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {

@@ -193,7 +193,10 @@ fn protocols(state: &State) -> Protocols {
         // PINGs find peers that vanished without a word, even while a long
         // response is streaming; idleness itself is the watchdog's.
         .keep_alive_interval(Some(server.idle_timeout.min(Duration::from_secs(30))))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_timeout(Duration::from_secs(20))
+        // RFC 8441: WebSockets over HTTP/2 (extended CONNECT), which
+        // browsers use when the server offers it.
+        .enable_connect_protocol();
     Protocols { h1, h2 }
 }
 

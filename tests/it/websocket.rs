@@ -401,3 +401,59 @@ async fn client_data_keeps_the_session_alive_and_a_stop_closes_sockets_after_the
     );
     stopping.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (url, seen) = echo_upstream().await;
+    let gw = Setup::new().upstream_url(&url).start().await;
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+
+    let tls = crate::support::tls_connect(gw.addr(), &gw.cert_pem, &[b"h2"]).await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let connect = |path: &str, origin: &str| {
+        let mut request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("https://{}{path}", gw.addr()))
+            .header("sec-websocket-version", "13")
+            .header("origin", origin)
+            .header("cookie", format!("__Host-authgate={alice}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        request
+    };
+    // The server offers RFC 8441 (the client refuses to send it otherwise).
+    let mut response = sender
+        .send_request(connect("/private/ws", &format!("https://{}", gw.addr())))
+        .await
+        .expect("extended CONNECT is offered and accepted");
+    assert_eq!(response.status(), 200);
+    let headers = seen.lock().unwrap()[0].clone();
+    assert_eq!(headers["x-auth-user"], "alice");
+    let stream = hyper::upgrade::on(&mut response).await.unwrap();
+    let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(stream),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    socket.send(Message::text("over h2")).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("over h2")
+    );
+
+    let refused = sender
+        .send_request(connect("/private/ws", "https://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+}
