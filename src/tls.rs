@@ -63,6 +63,47 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// How the gateway checks an `https://` upstream and, for mutual TLS, who
+/// it says it is. There is no switch that skips verification.
+pub fn client_config(
+    ca: Option<Vec<CertificateDer<'static>>>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(certs) => {
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("a CA certificate is not usable: {e}"))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(
+                    "the system has no root certificates; name the upstream's CA with ca = \"...\""
+                        .into(),
+                );
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("the client certificate and key do not fit together: {e}")),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
 /// A self-signed certificate for `localhost` and 127.0.0.1, for the demo and tests.
 pub struct SelfSigned {
     pub cert_pem: String,

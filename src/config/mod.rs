@@ -141,8 +141,11 @@ pub enum LogFormat {
 
 #[derive(Debug)]
 pub struct Upstream {
-    /// `http://host:port` of the protected app.
+    /// `host:port` of the protected app.
     pub authority: Authority,
+    /// For `https://` upstreams: roots (the system's or `ca`), an optional
+    /// client certificate, ALPN `h2` and `http/1.1`; `None` for `http://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub connect_timeout: Duration,
     /// Time allowed until the upstream's response head arrives.
     pub timeout: Duration,

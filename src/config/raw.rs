@@ -63,6 +63,9 @@ pub struct RawServer {
 #[derive(Debug, Deserialize)]
 pub struct RawUpstream {
     pub url: Text,
+    pub ca: Option<Text>,
+    pub client_cert: Option<Text>,
+    pub client_key: Option<Text>,
     pub connect_timeout: Option<Text>,
     pub timeout: Option<Text>,
 }

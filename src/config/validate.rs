@@ -182,10 +182,10 @@ impl Validator<'_> {
                     .at(raw.url.span(), format!("invalid upstream url: {e}"));
                 None
             }
-            Ok(uri) if uri.scheme_str() != Some("http") => {
+            Ok(uri) if !matches!(uri.scheme_str(), Some("http" | "https")) => {
                 self.diag.at(
                     raw.url.span(),
-                    "upstream url must start with http:// (the gateway talks plain HTTP to an app beside it)",
+                    "upstream url must start with http:// or https://",
                 );
                 None
             }
@@ -204,11 +204,70 @@ impl Validator<'_> {
                 }
             },
         };
+        let https = raw.url.get_ref().starts_with("https://");
+        let tls = self.upstream_tls(&raw, https);
         Some(Upstream {
+            tls: tls?,
             authority: authority?,
             connect_timeout: connect_timeout?,
             timeout: timeout?,
         })
+    }
+
+    /// The client side of TLS to an `https://` upstream: `ca`, and a
+    /// client certificate and key for mutual TLS, only with https.
+    fn upstream_tls(
+        &mut self,
+        raw: &raw::RawUpstream,
+        https: bool,
+    ) -> Option<Option<Arc<rustls::ClientConfig>>> {
+        if !https {
+            for (key, value) in [
+                ("ca", &raw.ca),
+                ("client_cert", &raw.client_cert),
+                ("client_key", &raw.client_key),
+            ] {
+                if let Some(value) = value {
+                    self.diag
+                        .at(value.span(), format!("{key} is for an https:// upstream"));
+                }
+            }
+            return Some(None);
+        }
+        let ca = match &raw.ca {
+            None => None,
+            Some(text) => match crate::tls::load_certs(&self.base.join(text.get_ref())) {
+                Ok(certs) => Some(certs),
+                Err(e) => {
+                    self.diag.at(text.span(), e.to_string());
+                    return None;
+                }
+            },
+        };
+        let identity = match (&raw.client_cert, &raw.client_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let chain = crate::tls::load_certs(&self.base.join(cert.get_ref()))
+                    .map_err(|e| self.diag.at(cert.span(), e.to_string()))
+                    .ok();
+                let private = crate::tls::load_key(&self.base.join(key.get_ref()))
+                    .map_err(|e| self.diag.at(key.span(), e.to_string()))
+                    .ok();
+                Some((chain?, private?))
+            }
+            (Some(one), None) | (None, Some(one)) => {
+                self.diag
+                    .at(one.span(), "client_cert and client_key go together");
+                return None;
+            }
+        };
+        match crate::tls::client_config(ca, identity) {
+            Ok(config) => Some(Some(Arc::new(config))),
+            Err(e) => {
+                self.diag.at(raw.url.span(), e);
+                None
+            }
+        }
     }
 
     fn session(&mut self, raw: raw::RawSession) -> Option<Session> {

@@ -183,6 +183,7 @@ const URL_HEADERS: [header::HeaderName; 2] = [header::LOCATION, header::CONTENT_
 pub fn rewrite_upstream_urls(
     headers: &mut HeaderMap,
     upstream: &Authority,
+    upstream_default_port: u16,
     client_host: Option<&HeaderValue>,
 ) {
     let origin = client_host
@@ -191,7 +192,9 @@ pub fn rewrite_upstream_urls(
         .unwrap_or_default();
     for name in URL_HEADERS {
         if let Some(value) = headers.get(&name) {
-            if let Some(rewritten) = rewrite_url(value.as_bytes(), upstream, &origin) {
+            if let Some(rewritten) =
+                rewrite_url(value.as_bytes(), upstream, upstream_default_port, &origin)
+            {
                 headers.insert(name, rewritten);
             }
         }
@@ -202,7 +205,7 @@ pub fn rewrite_upstream_urls(
         let lower = text.to_ascii_lowercase();
         if let Some(at) = lower.windows(4).position(|w| w == b"url=") {
             let (head, url) = text.split_at(at + 4);
-            if let Some(rewritten) = rewrite_url(url, upstream, &origin) {
+            if let Some(rewritten) = rewrite_url(url, upstream, upstream_default_port, &origin) {
                 let mut joined = head.to_vec();
                 joined.extend_from_slice(rewritten.as_bytes());
                 if let Ok(value) = HeaderValue::from_bytes(&joined) {
@@ -215,7 +218,12 @@ pub fn rewrite_upstream_urls(
 
 /// `url` with the upstream's scheme and authority replaced by `origin`, or
 /// `None` when it does not point at the upstream.
-fn rewrite_url(url: &[u8], upstream: &Authority, origin: &str) -> Option<HeaderValue> {
+fn rewrite_url(
+    url: &[u8],
+    upstream: &Authority,
+    upstream_default_port: u16,
+    origin: &str,
+) -> Option<HeaderValue> {
     let text = std::str::from_utf8(url).ok()?.trim();
     let (scheme, rest) = text.split_once("://")?;
     let default_port = match scheme.to_ascii_lowercase().as_str() {
@@ -226,8 +234,8 @@ fn rewrite_url(url: &[u8], upstream: &Authority, origin: &str) -> Option<HeaderV
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority: Authority = rest[..end].parse().ok()?;
     let same_host = authority.host().eq_ignore_ascii_case(upstream.host());
-    let same_port =
-        authority.port_u16().unwrap_or(default_port) == upstream.port_u16().unwrap_or(80);
+    let same_port = authority.port_u16().unwrap_or(default_port)
+        == upstream.port_u16().unwrap_or(upstream_default_port);
     if !same_host || !same_port || rest[..end].contains('@') {
         return None;
     }
@@ -295,7 +303,7 @@ mod tests {
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),
                 HeaderValue::from_str(value).unwrap(),
             );
-            rewrite_upstream_urls(&mut headers, &upstream, Some(&host));
+            rewrite_upstream_urls(&mut headers, &upstream, 80, Some(&host));
             headers.get(name).unwrap().to_str().unwrap().to_owned()
         };
         assert_eq!(
@@ -331,7 +339,7 @@ mod tests {
             header::LOCATION,
             HeaderValue::from_static("http://APP.internal/x"),
         );
-        rewrite_upstream_urls(&mut headers, &default, None);
+        rewrite_upstream_urls(&mut headers, &default, 80, None);
         assert_eq!(headers[header::LOCATION], "/x");
     }
     use super::*;

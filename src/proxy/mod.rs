@@ -20,9 +20,13 @@ use crate::config::{self, Identity};
 use crate::response::{Body, GatewayError};
 use crate::users::User;
 
+/// Plain HTTP, or TLS with ALPN (`h2`, `http/1.1`) for an `https://` app.
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 /// The protected app, reached through a shared connection pool.
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<Connector, Body>,
+    scheme: Scheme,
     authority: Authority,
     timeout: Duration,
     max_body_size: usize,
@@ -51,14 +55,44 @@ pub struct Forward<'a> {
 
 impl Upstream {
     pub fn new(config: &config::Upstream, max_body_size: u64) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let (connector, scheme) = match &config.tls {
+            // The name checked and sent as SNI is the url's host.
+            Some(tls) => (
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config((**tls).clone())
+                    .https_only()
+                    .enable_http1()
+                    .enable_http2()
+                    .wrap_connector(http),
+                Scheme::HTTPS,
+            ),
+            None => (
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(
+                        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                            rustls::crypto::ring::default_provider(),
+                        ))
+                        .with_safe_default_protocol_versions()
+                        .expect("ring supports the default versions")
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                    )
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http),
+                Scheme::HTTP,
+            ),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         Upstream {
             client,
+            scheme,
             authority: config.authority.clone(),
             timeout: config.timeout,
             max_body_size: usize::try_from(max_body_size).unwrap_or(usize::MAX),
@@ -90,7 +124,7 @@ impl Upstream {
             &forward.own_cookies,
         );
         parts.uri = Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(forward.path_and_query)
             .build()
@@ -165,7 +199,17 @@ impl Upstream {
                 .headers
                 .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
         }
-        headers::rewrite_upstream_urls(&mut parts.headers, &self.authority, forward.host);
+        let default_port = if self.scheme == Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        headers::rewrite_upstream_urls(
+            &mut parts.headers,
+            &self.authority,
+            default_port,
+            forward.host,
+        );
         if parts.headers.contains_key(http::header::SET_COOKIE) {
             let dropped = headers::drop_own_set_cookies(&mut parts.headers, &own_cookies);
             if dropped > 0 {

@@ -151,7 +151,7 @@ url = "https://app.internal/base"
         ":2:10: invalid address",
         ":4:7: certificate and key do not fit together",
         ":5:19: max_header_size must be between",
-        ":7:7: upstream url must start with http://",
+        ":7:7: upstream url must not have a path",
     ] {
         assert!(found.contains(needle), "no {needle:?} in:\n{found}");
     }

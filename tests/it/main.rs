@@ -18,4 +18,5 @@ mod replicas;
 mod store;
 mod support;
 mod tls;
+mod upstream_tls;
 mod websocket;
