@@ -457,3 +457,35 @@ async fn a_websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
         .unwrap();
     assert_eq!(refused.status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_websockets_at_once_each_get_their_own_echo() {
+    let (url, _) = echo_upstream().await;
+    let gw = Arc::new(Setup::new().upstream_url(&url).start().await);
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let mut sockets = Vec::new();
+    for _ in 0..100 {
+        let gw = gw.clone();
+        let alice = alice.clone();
+        sockets.push(tokio::spawn(async move {
+            open(&gw, &alice, "/private/ws").await
+        }));
+    }
+    let mut open_sockets = Vec::new();
+    for socket in sockets {
+        open_sockets.push(socket.await.unwrap());
+    }
+    for (i, socket) in open_sockets.iter_mut().enumerate() {
+        socket
+            .send(Message::text(format!("socket {i}")))
+            .await
+            .unwrap();
+    }
+    for (i, socket) in open_sockets.iter_mut().enumerate() {
+        assert_eq!(
+            socket.next().await.unwrap().unwrap(),
+            Message::text(format!("socket {i}"))
+        );
+    }
+    assert_eq!(gw.gateway().state().upstream.tunnels.len(), 100);
+}
