@@ -172,6 +172,13 @@ pub fn drop_own_set_cookies(headers: &mut HeaderMap, own: &[&str]) -> usize {
     dropped
 }
 
+/// `Connection: upgrade` and `Upgrade: websocket`: hop-by-hop, so removed
+/// with the others, and set again for a hop that upgrades (RFC 6455 §4).
+pub fn ask_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
 /// Headers that can carry a URL the browser follows or shows.
 const URL_HEADERS: [header::HeaderName; 2] = [header::LOCATION, header::CONTENT_LOCATION];
 

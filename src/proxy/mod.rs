@@ -133,13 +133,7 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         if forward.websocket {
             // Hop-by-hop, so removed above; this hop wants them too.
-            parts.headers.insert(
-                http::header::CONNECTION,
-                HeaderValue::from_static("upgrade"),
-            );
-            parts
-                .headers
-                .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers::ask_websocket_upgrade(&mut parts.headers);
             if from_h2 {
                 // RFC 8441 §5: an extended CONNECT becomes the HTTP/1.1
                 // handshake it stands for; the key is this hop's own.
@@ -191,13 +185,7 @@ impl Upstream {
             parts.status = http::StatusCode::OK;
             parts.headers.remove(http::header::SEC_WEBSOCKET_ACCEPT);
         } else if switched {
-            parts.headers.insert(
-                http::header::CONNECTION,
-                HeaderValue::from_static("upgrade"),
-            );
-            parts
-                .headers
-                .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers::ask_websocket_upgrade(&mut parts.headers);
         }
         let default_port = if self.scheme == Scheme::HTTPS {
             443

@@ -66,7 +66,7 @@ pub async fn csrf_of(gw: &TestGateway, session: &str) -> String {
     whoami["csrf"].as_str().unwrap().to_owned()
 }
 
-fn password_form(
+pub fn password_form(
     gw: &TestGateway,
     session: &str,
     csrf: &str,

@@ -241,18 +241,16 @@ async fn user_changes_on_any_replica_apply_on_every_replica_within_a_second() {
 
     // ... and a password change in the browser.
     let bob_csrf = csrf_of(&c, &bob).await;
-    let changed = c
-        .client()
-        .post(c.url("/.gateway/password"))
-        .header("cookie", format!("__Host-authgate={bob}"))
-        .form(&[
-            ("csrf", bob_csrf.as_str()),
-            ("current", BOB_PASSWORD),
-            ("new", "bob's new shared password"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let changed = crate::admin::password_form(
+        &c,
+        &bob,
+        &bob_csrf,
+        BOB_PASSWORD,
+        "bob's new shared password",
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(changed.status(), 200);
     let renewed = set_cookie(&changed, "__Host-authgate").unwrap();
     for gw in [&a, &b, &c] {

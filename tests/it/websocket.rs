@@ -327,18 +327,11 @@ async fn a_password_change_and_the_absolute_timeout_close_websockets_too() {
     let bob = gw.sign_in("bob", BOB_PASSWORD).await;
     let mut socket = open(&gw, &bob, "/private/ws").await;
     let csrf = csrf_of(&gw, &bob).await;
-    let changed = gw
-        .client()
-        .post(gw.url("/.gateway/password"))
-        .header("cookie", format!("__Host-authgate={bob}"))
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("current", BOB_PASSWORD),
-            ("new", "a new password for bob"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let changed =
+        crate::admin::password_form(&gw, &bob, &csrf, BOB_PASSWORD, "a new password for bob")
+            .send()
+            .await
+            .unwrap();
     assert_eq!(changed.status(), 200);
     closed_within(&mut socket, SECOND).await;
 
