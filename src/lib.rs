@@ -12,20 +12,23 @@
 //! - [`pipeline`]: one request's way: refuse, gateway pages, session, policy, proxy, log.
 //! - [`auth`]: sessions from cookies; the `/.gateway/` endpoints (sign-in,
 //!   sign-out, whoami, password change, admin API and page); CSRF,
-//!   throttling (attempts reserved before hashing), argon2 on a small pool
-//!   of its own threads; applying user changes live.
+//!   throttling (attempts reserved before hashing, in Redis when shared),
+//!   argon2 on a small pool of its own threads; applying user changes live.
 //! - [`session`]: what a session is: its ID, the key it is filed under
 //!   (SHA-256 of the ID), what a lookup finds.
 //! - [`store`]: where sessions are kept, behind one seam: the in-memory map
 //!   every request reads, and the durable record behind it (`local`: a
-//!   SQLite file with one group-committing writer); the sweeper.
+//!   SQLite file with one group-committing writer); or `redis`, shared by
+//!   replicas with users and sign-in counters, behind a sub-second cache.
 //! - [`users`]: the users file: parsing, canonical usernames, safe
 //!   rewrites (lock, temp file, fsync, rename, owner and mode kept) and the
 //!   change watcher, which hands what it sees to a callback.
 //! - [`policy`]: path normalization and lenient aliases, host parsing, compiled and
 //!   indexed rules, the decision; `check` warnings, `[[test]]`s, `explain`.
-//! - [`proxy`]: the pooled upstream client, the header rules both ways, and
-//!   who the client is behind a trusted load balancer (`trusted_proxies`).
+//! - [`proxy`]: the pooled upstream client (plain or TLS by ALPN), the
+//!   header rules both ways (upstream redirects rewritten), who the client
+//!   is behind a trusted load balancer (`trusted_proxies`), and open
+//!   WebSockets registered under their session.
 //! - [`response`]: body type, the one error-to-status mapping, the gateway's own pages.
 //! - [`ops`]: metrics, readiness and the `/healthz` `/readyz` `/metrics` answers.
 //! - [`logging`]: batched log output to stderr.
