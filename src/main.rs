@@ -232,6 +232,13 @@ fn explain(
         "{}",
         authgate::policy::check::explanation(&outcome, &method, request_path, user, host)
     );
+    match config.upstream_of_request(host, request_path) {
+        Some(u) if config.upstreams.len() > 1 => {
+            println!("upstream: {} ([[upstream]] on line {})", u.url, u.line)
+        }
+        Some(u) => println!("upstream: {}", u.url),
+        None => println!("upstream: none serves this host and path (404)"),
+    }
     Ok(())
 }
 

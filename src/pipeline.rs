@@ -32,20 +32,29 @@ use crate::session;
 pub struct State {
     pub config: Config,
     pub auth: Arc<Auth>,
-    pub upstream: Upstream,
+    /// One client per `[[upstream]]` entry, in the config's order.
+    pub upstreams: Vec<Upstream>,
+    /// Open WebSockets, whichever upstream they go to.
+    pub tunnels: Arc<crate::proxy::tunnels::Tunnels>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
 }
 
 impl State {
     pub async fn new(mut config: Config) -> Result<State, crate::store::StoreError> {
-        let upstream = Upstream::new(&config.upstream, config.server.max_body_size);
+        let tunnels = Arc::new(crate::proxy::tunnels::Tunnels::default());
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::new(u, config.server.max_body_size, tunnels.clone()))
+            .collect();
         let metrics = Arc::new(Metrics::default());
         let auth = Arc::new(Auth::new(&mut config, metrics.clone()).await?);
         Ok(State {
             config,
             auth,
-            upstream,
+            upstreams,
+            tunnels,
             metrics,
             readiness: Readiness::default(),
         })
@@ -289,6 +298,14 @@ async fn route(
             true
         }
     };
+    // Which app: by host and path prefix (always the one with one [upstream]).
+    let Some(upstream) = state
+        .config
+        .upstream_for(host.as_ref().map(Host::name), normalized)
+        .map(|i| &state.upstreams[i])
+    else {
+        return Err(GatewayError::NoUpstream);
+    };
     let owner = match (&presented.signed_in, websocket) {
         (Some(signed_in), true) => Some(crate::proxy::tunnels::Owner {
             session: signed_in.session.key,
@@ -311,8 +328,7 @@ async fn route(
         websocket,
         owner,
     };
-    let response = state
-        .upstream
+    let response = upstream
         .forward(parts, body, &state.config.identity, forward)
         .await?;
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -340,7 +356,7 @@ pub fn watch_tunnels(state: &Arc<State>) {
         loop {
             tick.tick().await;
             let Some(state) = state.upgrade() else { break };
-            let tunnels = &state.upstream.tunnels;
+            let tunnels = &state.tunnels;
             state.metrics.set_websockets_open(tunnels.len() as u64);
             for (id, owner, active_ms, touched_ms) in tunnels.owned() {
                 // At most once a minute, and often enough for a short idle timeout.

@@ -64,6 +64,9 @@ pub enum GatewayError {
     UpstreamUnavailable(BoxError),
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
+    /// Several apps are configured and none serves this host and path.
+    #[error("no application here")]
+    NoUpstream,
 }
 
 impl GatewayError {
@@ -82,7 +85,7 @@ impl GatewayError {
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::NotFound | GatewayError::NoUpstream => StatusCode::NOT_FOUND,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::Unauthenticated {
                 navigating: true, ..
@@ -109,7 +112,7 @@ impl GatewayError {
             GatewayError::HeadTooLarge => "request_header_fields_too_large",
             GatewayError::BodyTooLarge => "payload_too_large",
             GatewayError::MethodNotAllowed => "method_not_allowed",
-            GatewayError::NotFound => "not_found",
+            GatewayError::NotFound | GatewayError::NoUpstream => "not_found",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::Unauthenticated { .. } => "unauthenticated",
             GatewayError::UpstreamUnavailable(_) => "bad_gateway",

@@ -28,7 +28,9 @@ pub struct Config {
     /// The file it came from; relative paths inside it were resolved against its folder.
     pub source: PathBuf,
     pub server: Server,
-    pub upstream: Upstream,
+    /// One app, or several picked by host and path prefix
+    /// ([`Config::upstream_for`]).
+    pub upstreams: Vec<Upstream>,
     pub session: Session,
     pub store: Store,
     /// The users file as loaded at start.
@@ -55,6 +57,8 @@ pub struct PolicyTest {
     pub host: Option<String>,
     /// `allow`, `deny` or `login`.
     pub expect: &'static str,
+    /// The upstream url it must be sent to, if the test says.
+    pub upstream: Option<String>,
 }
 
 /// The session cookie's name unless configured otherwise. Every cookie
@@ -141,6 +145,19 @@ pub enum LogFormat {
 
 #[derive(Debug)]
 pub struct Upstream {
+    /// The url as written, for `explain` and messages.
+    pub url: String,
+    /// Where the entry is in the file.
+    pub line: usize,
+    /// Several apps: the host this entry serves (lower case, no trailing
+    /// dot); `None` serves any.
+    pub host: Option<String>,
+    /// Several apps: the path prefix this entry serves (`/app`, no
+    /// trailing slash); empty serves every path.
+    pub path_prefix: String,
+    /// Send the path without `path_prefix` (and say it in
+    /// `X-Forwarded-Prefix`).
+    pub strip_prefix: bool,
     /// `host:port` of the protected app.
     pub authority: Authority,
     /// For `https://` upstreams: roots (the system's or `ca`), an optional
@@ -155,6 +172,48 @@ pub struct Upstream {
 pub struct Identity {
     pub user_header: HeaderName,
     pub roles_header: HeaderName,
+}
+
+impl Config {
+    /// The upstream entry a request for `host` (any port) and the raw
+    /// `path` goes to, for `explain` and `[[test]]`.
+    pub fn upstream_of_request(&self, host: Option<&str>, path: &str) -> Option<&Upstream> {
+        let normalized = crate::policy::path::normalize(path).ok()?;
+        let host = host.map(|h| {
+            // The name without a port (`[v6]` kept whole).
+            let name = match h.strip_prefix('[') {
+                Some(rest) => rest.split(']').next().map_or(h, |v6| &h[..v6.len() + 2]),
+                None => h.split(':').next().unwrap_or(h),
+            };
+            name.trim_end_matches('.').to_ascii_lowercase()
+        });
+        self.upstream_for(host.as_deref(), &normalized)
+            .map(|i| &self.upstreams[i])
+    }
+
+    /// The upstream a request goes to: among the entries whose host (if
+    /// any) is the request's and whose prefix covers the path (whole
+    /// segments), the longest prefix, then one naming the host. `None`:
+    /// no entry serves it.
+    pub fn upstream_for(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| {
+                u.host
+                    .as_deref()
+                    .is_none_or(|h| host.is_some_and(|r| r.eq_ignore_ascii_case(h)))
+            })
+            .filter(|(_, u)| {
+                u.path_prefix.is_empty()
+                    || path == u.path_prefix
+                    || path
+                        .strip_prefix(u.path_prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|(i, u)| (u.path_prefix.len(), u.host.is_some(), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
+    }
 }
 
 /// Smallest accepted `max_header_size`: below this no browser request fits.

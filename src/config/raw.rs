@@ -12,7 +12,7 @@ pub type Text = Spanned<String>;
 #[derive(Debug, Deserialize)]
 pub struct RawConfig {
     pub server: Spanned<RawServer>,
-    pub upstream: Spanned<RawUpstream>,
+    pub upstream: Spanned<RawUpstreams>,
     #[serde(default)]
     pub session: RawSession,
     #[serde(default)]
@@ -38,6 +38,8 @@ pub struct RawTest {
     pub path: Text,
     pub host: Option<Text>,
     pub expect: Text,
+    /// The upstream url the request must go to (several apps).
+    pub upstream: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,9 +62,55 @@ pub struct RawServer {
     pub websocket_origins: Option<Vec<Text>>,
 }
 
+/// `[upstream]` (one app) or `[[upstream]]` entries (several apps, picked
+/// by host and path prefix): the same key as a table or an array of tables.
+#[derive(Debug)]
+pub enum RawUpstreams {
+    One(Box<RawUpstream>),
+    Many(Vec<Spanned<RawUpstream>>),
+}
+
+impl<'de> Deserialize<'de> for RawUpstreams {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // By hand, not `#[serde(untagged)]`: that buffers the value and
+        // loses the spans every problem is reported at.
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawUpstreams;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an [upstream] table or [[upstream]] entries")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawUpstreams, A::Error> {
+                RawUpstream::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|one| RawUpstreams::One(Box::new(one)))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<RawUpstreams, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawUpstreams::Many)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct RawUpstream {
     pub url: Text,
+    /// Several apps only: the host this entry serves.
+    pub host: Option<Text>,
+    /// Several apps only: the path prefix this entry serves.
+    pub path_prefix: Option<Text>,
+    /// Several apps only: send the path without the prefix.
+    pub strip_prefix: Option<Spanned<bool>>,
     pub ca: Option<Text>,
     pub client_cert: Option<Text>,
     pub client_key: Option<Text>,

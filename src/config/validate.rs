@@ -38,7 +38,7 @@ fn is_cookie_name(name: &str) -> bool {
 impl Validator<'_> {
     pub(super) fn config(&mut self, raw: RawConfig, path: &Path) -> Option<Config> {
         let server = self.server(raw.server.into_inner());
-        let upstream = self.upstream(raw.upstream.into_inner());
+        let upstreams = self.upstreams(raw.upstream);
         let session = self.session(raw.session);
         let store = self.store(raw.store);
         // Without a users file nobody can sign in: only public rules let anyone through.
@@ -63,7 +63,7 @@ impl Validator<'_> {
         Some(Config {
             source: path.to_owned(),
             server: server?,
-            upstream: upstream?,
+            upstreams: upstreams?,
             session: session?,
             store: store?,
             users: users?,
@@ -173,7 +173,80 @@ impl Validator<'_> {
         })
     }
 
-    fn upstream(&mut self, raw: raw::RawUpstream) -> Option<Upstream> {
+    fn upstreams(&mut self, raw: toml::Spanned<raw::RawUpstreams>) -> Option<Vec<Upstream>> {
+        let span = raw.span();
+        match raw.into_inner() {
+            raw::RawUpstreams::One(one) => {
+                for (key, span) in [
+                    ("host", one.host.as_ref().map(|t| t.span())),
+                    ("path_prefix", one.path_prefix.as_ref().map(|t| t.span())),
+                    ("strip_prefix", one.strip_prefix.as_ref().map(|t| t.span())),
+                ] {
+                    if let Some(span) = span {
+                        self.diag.at(span, format!("{key} is for [[upstream]] entries (several apps); one [upstream] serves every request"));
+                    }
+                }
+                let (line, _) = self.diag.line_col(span.start);
+                self.upstream(*one, line).map(|u| vec![u])
+            }
+            raw::RawUpstreams::Many(list) => {
+                if list.is_empty() {
+                    self.diag
+                        .at(span, "no upstream: give [upstream] or [[upstream]] entries");
+                    return None;
+                }
+                let mut all = Vec::new();
+                let mut complete = true;
+                for entry in list {
+                    let entry_span = entry.span();
+                    let (line, _) = self.diag.line_col(entry_span.start);
+                    match self.upstream(entry.into_inner(), line) {
+                        Some(upstream) => {
+                            if let Some(same) = all.iter().find(|u: &&Upstream| {
+                                u.host == upstream.host && u.path_prefix == upstream.path_prefix
+                            }) {
+                                self.diag.at(
+                                    entry_span,
+                                    format!("this [[upstream]] serves the same host and path_prefix as the one on line {}: it would never be used", same.line),
+                                );
+                                complete = false;
+                            }
+                            all.push(upstream);
+                        }
+                        None => complete = false,
+                    }
+                }
+                complete.then_some(all)
+            }
+        }
+    }
+
+    fn upstream(&mut self, raw: raw::RawUpstream, line: usize) -> Option<Upstream> {
+        let host = raw.host.as_ref().map(|h| {
+            let host = h.get_ref().trim().to_ascii_lowercase();
+            host.strip_suffix('.').map(str::to_owned).unwrap_or(host)
+        });
+        let path_prefix = match &raw.path_prefix {
+            None => Some(String::new()),
+            Some(p) => {
+                let text = p.get_ref().trim_end_matches('/');
+                match crate::policy::path::normalize(if text.is_empty() { "/" } else { text }) {
+                    Ok(normal) if normal == text || text.is_empty() => Some(text.to_owned()),
+                    _ => {
+                        self.diag.at(
+                            p.span(),
+                            "path_prefix must be a normalized path like \"/app\"",
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let strip_prefix = raw.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
+        if strip_prefix && path_prefix.as_deref().is_some_and(str::is_empty) {
+            let span = raw.strip_prefix.as_ref().map(|s| s.span()).unwrap_or(0..0);
+            self.diag.at(span, "strip_prefix needs a path_prefix");
+        }
         let connect_timeout = self.duration(&raw.connect_timeout, Duration::from_secs(5));
         let timeout = self.duration(&raw.timeout, Duration::from_secs(60));
         let authority = match raw.url.get_ref().parse::<Uri>() {
@@ -207,6 +280,11 @@ impl Validator<'_> {
         let https = raw.url.get_ref().starts_with("https://");
         let tls = self.upstream_tls(&raw, https);
         Some(Upstream {
+            url: raw.url.get_ref().clone(),
+            line,
+            host,
+            path_prefix: path_prefix?,
+            strip_prefix,
             tls: tls?,
             authority: authority?,
             connect_timeout: connect_timeout?,
@@ -572,6 +650,7 @@ impl Validator<'_> {
                     path: raw.path.into_inner(),
                     host: raw.host.map(|h| h.into_inner()),
                     expect,
+                    upstream: raw.upstream.map(|u| u.into_inner()),
                 }),
                 _ => complete = false,
             }

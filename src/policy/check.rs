@@ -102,8 +102,24 @@ pub fn run_tests(config: &Config, users: &Users) -> Vec<Finding> {
                 &test.path,
                 test.host.as_deref(),
             );
+            let routed = config
+                .upstream_of_request(test.host.as_deref(), &test.path)
+                .map(|u| u.url.as_str());
             let message = match outcome {
                 Err(problem) => format!("test {}: {problem}", case(test)),
+                Ok(_)
+                    if test
+                        .upstream
+                        .as_deref()
+                        .is_some_and(|want| Some(want) != routed) =>
+                {
+                    format!(
+                        "test failed: {}: expected upstream {}, got {}",
+                        case(test),
+                        test.upstream.as_deref().unwrap_or_default(),
+                        routed.unwrap_or("none (404)")
+                    )
+                }
                 Ok(outcome) if outcome.decision.as_str() == test.expect => return None,
                 Ok(outcome) => format!(
                     "test failed: {}: expected {}, got {} ({})",

@@ -35,8 +35,9 @@ static ROUTING_OVERRIDES: [HeaderName; 5] = [
 ];
 
 /// Client-sent claims about the connection; the gateway states its own.
-static FORWARDING_CLAIMS: [HeaderName; 6] = [
+static FORWARDING_CLAIMS: [HeaderName; 7] = [
     HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-prefix"),
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-proto"),
     HeaderName::from_static("x-forwarded-host"),

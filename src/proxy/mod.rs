@@ -30,8 +30,11 @@ pub struct Upstream {
     authority: Authority,
     timeout: Duration,
     max_body_size: usize,
-    /// Open WebSockets.
-    pub tunnels: std::sync::Arc<tunnels::Tunnels>,
+    /// Open WebSockets (shared by every upstream).
+    tunnels: std::sync::Arc<tunnels::Tunnels>,
+    /// `strip_prefix`: this prefix is taken off the path and sent in
+    /// `X-Forwarded-Prefix`.
+    strip: Option<String>,
 }
 
 /// What the pipeline knows about a request that the upstream must be told.
@@ -54,7 +57,11 @@ pub struct Forward<'a> {
 }
 
 impl Upstream {
-    pub fn new(config: &config::Upstream, max_body_size: u64) -> Upstream {
+    pub fn new(
+        config: &config::Upstream,
+        max_body_size: u64,
+        tunnels: std::sync::Arc<tunnels::Tunnels>,
+    ) -> Upstream {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
@@ -96,7 +103,8 @@ impl Upstream {
             authority: config.authority.clone(),
             timeout: config.timeout,
             max_body_size: usize::try_from(max_body_size).unwrap_or(usize::MAX),
-            tunnels: Default::default(),
+            tunnels,
+            strip: config.strip_prefix.then(|| config.path_prefix.clone()),
         }
     }
 
@@ -123,10 +131,26 @@ impl Upstream {
             forward.user,
             &forward.own_cookies,
         );
+        let mut path_and_query = forward.path_and_query;
+        if let Some(prefix) = &self.strip {
+            // The router only sends paths under the prefix here.
+            let rest = &path_and_query.as_str()[prefix.len().min(path_and_query.as_str().len())..];
+            let stripped = if rest.starts_with('/') {
+                rest.to_owned()
+            } else {
+                format!("/{rest}")
+            };
+            path_and_query = stripped.parse().map_err(|_| {
+                GatewayError::BadPath(crate::policy::path::PathError::BadPercentEncoding)
+            })?;
+            if let Ok(value) = HeaderValue::from_str(prefix) {
+                parts.headers.insert("x-forwarded-prefix", value);
+            }
+        }
         parts.uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(forward.path_and_query)
+            .path_and_query(path_and_query)
             .build()
             .expect("scheme, authority and a normalized path make a valid URI");
         let from_h2 = parts.version == Version::HTTP_2;

@@ -137,7 +137,7 @@ impl Gateway {
         let _ = self.stop.send(true);
         let _ = self.finished.await;
         // WebSockets may run to the end of the grace period, then close.
-        let tunnels = &self.state.upstream.tunnels;
+        let tunnels = &self.state.tunnels;
         let _ = tokio::time::timeout_at(grace_ends, tunnels.all_closed()).await;
         tunnels.close_all();
         self.state.auth.sessions.close().await;

@@ -26,7 +26,7 @@ fn a_valid_config_loads_with_defaults() {
     assert_eq!(config.server.max_header_size, 64 * 1024);
     assert_eq!(config.server.max_body_size, 1 << 30);
     assert_eq!(config.server.shutdown_grace.as_secs(), 30);
-    assert_eq!(config.upstream.timeout.as_secs(), 60);
+    assert_eq!(config.upstreams[0].timeout.as_secs(), 60);
     assert_eq!(config.policy.rules().len(), 1);
     assert_eq!(config.policy.rules()[0].line, 7);
 }

@@ -2,6 +2,7 @@
 //! real HTTPS, in-process on 127.0.0.1:0 (or the real binary, for the CLI).
 
 mod admin;
+mod apps;
 mod cli;
 mod config;
 mod edges;

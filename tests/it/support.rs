@@ -208,6 +208,7 @@ pub struct Setup {
     users: Option<String>,
     store: Vec<String>,
     lock_wait: Option<Duration>,
+    upstream_tables: Option<String>,
 }
 
 pub const ALICE_PASSWORD: &str = "alice-password-123";
@@ -264,6 +265,7 @@ impl Setup {
             users: None,
             store: Vec::new(),
             lock_wait: None,
+            upstream_tables: None,
         }
     }
 
@@ -294,6 +296,13 @@ impl Setup {
     /// Adds `key = value` to `[store]` (default: the local file in the test's folder).
     pub fn store(mut self, line: &str) -> Setup {
         self.store.push(line.to_owned());
+        self
+    }
+
+    /// `[[upstream]]` entries instead of the one `[upstream]` (the test's
+    /// own upstream is still started, for `gw.upstream`).
+    pub fn upstream_tables(mut self, text: &str) -> Setup {
+        self.upstream_tables = Some(text.to_owned());
         self
     }
 
@@ -330,10 +339,13 @@ impl Setup {
         )
         .unwrap();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n[upstream]\nurl = \"{}\"\n{}\n\n[session]\n{}\n\n[store]\n{}\n\n[users]\nfile = \"users.toml\"\n\n[login]\n{}\n{}",
+            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n{}\n\n[session]\n{}\n\n[store]\n{}\n\n[users]\nfile = \"users.toml\"\n\n[login]\n{}\n{}",
             self.server.join("\n"),
-            self.upstream_url.unwrap_or_else(|| upstream.url()),
-            self.upstream.join("\n"),
+            self.upstream_tables.unwrap_or_else(|| format!(
+                "[upstream]\nurl = \"{}\"\n{}",
+                self.upstream_url.unwrap_or_else(|| upstream.url()),
+                self.upstream.join("\n")
+            )),
             self.session.join("\n"),
             self.store.join("\n"),
             self.login.join("\n"),

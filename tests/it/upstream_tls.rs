@@ -180,7 +180,7 @@ fn tls_keys_are_for_https_upstreams_and_come_in_pairs() {
     }
     let good = format!("{head}url = \"https://127.0.0.1:1\"\nca = \"gw.crt\"\nclient_cert = \"gw.crt\"\nclient_key = \"gw.key\"\n");
     let config = authgate::Config::parse(&good, &dir.path().join("gateway.toml")).unwrap();
-    assert!(config.upstream.tls.is_some());
+    assert!(config.upstreams[0].tls.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -480,5 +480,23 @@ async fn many_websockets_at_once_each_get_their_own_echo() {
             Message::text(format!("socket {i}"))
         );
     }
-    assert_eq!(gw.gateway().state().upstream.tunnels.len(), 100);
+    assert_eq!(gw.gateway().state().tunnels.len(), 100);
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_switch_protocols_answers_as_usual() {
+    // The plain test app ignores the upgrade and answers 200.
+    let gw = Setup::new().start().await;
+    let answer = gw
+        .raw(
+            format!(
+                "GET /x HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                gw.addr()
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("hello from upstream"), "{answer}");
+    assert_eq!(gw.upstream.last().headers["upgrade"], "websocket");
 }
