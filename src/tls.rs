@@ -47,20 +47,104 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// TLS 1.2 and 1.3 only, ALPN `h2` then `http/1.1`.
+/// TLS 1.2 and 1.3 only, ALPN `h2` then `http/1.1`; the certificate is
+/// whatever `certificate` holds at each handshake.
 pub fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    certificate: Arc<RotatingCert>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Mismatch)?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(TlsError::Mismatch)?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// How often the certificate and key files are looked at.
+pub const CERT_POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The gateway's certificate and key, read from their files and swapped
+/// whole when the files change (cert-manager renewals, a Kubernetes
+/// Secret's symlink swap): new handshakes get the new pair, established
+/// connections keep theirs, and a pair that does not load or does not fit
+/// together is refused with a log line while the old one keeps serving.
+#[derive(Debug)]
+pub struct RotatingCert {
+    current: arc_swap::ArcSwap<rustls::sign::CertifiedKey>,
+    cert_path: std::path::PathBuf,
+    key_path: std::path::PathBuf,
+}
+
+impl rustls::server::ResolvesServerCert for RotatingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// What identifies a file's content without reading it: device, inode,
+/// size and modification time of what the path leads to (links followed).
+fn fingerprint(path: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino(), meta.len(), meta.modified().ok()?))
+}
+
+impl RotatingCert {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<RotatingCert, TlsError> {
+        Ok(RotatingCert {
+            current: arc_swap::ArcSwap::from_pointee(Self::read(cert_path, key_path)?),
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+        })
+    }
+
+    fn read(cert_path: &Path, key_path: &Path) -> Result<rustls::sign::CertifiedKey, TlsError> {
+        let chain = load_certs(cert_path)?;
+        let key = load_key(key_path)?;
+        let provider = rustls::crypto::ring::default_provider();
+        rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(TlsError::Mismatch)
+    }
+
+    /// The certificate new handshakes get now (its DER).
+    pub fn current_der(&self) -> Vec<u8> {
+        self.current.load().cert[0].to_vec()
+    }
+
+    /// Looks at the files every [`CERT_POLL_EVERY`] and puts a changed,
+    /// valid pair in force. Ends when the certificate is dropped.
+    pub fn watch(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let mut seen = (fingerprint(&self.cert_path), fingerprint(&self.key_path));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CERT_POLL_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { break };
+                let now = (fingerprint(&me.cert_path), fingerprint(&me.key_path));
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match Self::read(&me.cert_path, &me.key_path) {
+                    Ok(pair) => {
+                        me.current.store(Arc::new(pair));
+                        tracing::info!(cert = %me.cert_path.display(), "new certificate in force for new connections");
+                    }
+                    // A half-written pair shows up as a change too: the next
+                    // change (the other file) is looked at again.
+                    Err(e) => {
+                        tracing::error!(cert = %me.cert_path.display(), error = %e, "the changed certificate or key is not usable; the one in force keeps serving")
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// How the gateway checks an `https://` upstream and, for mutual TLS, who

@@ -117,6 +117,8 @@ pub struct Server {
     /// Built once at load, so a certificate that does not match its key is a
     /// config error rather than a failure at the first handshake.
     pub tls: Arc<rustls::ServerConfig>,
+    /// The certificate behind `tls`, swapped when its files change.
+    pub certificate: Arc<crate::tls::RotatingCert>,
     pub redirect_http: Option<SocketAddr>,
     pub ops_listen: Option<SocketAddr>,
     pub shutdown_grace: Duration,

@@ -158,7 +158,8 @@ impl Validator<'_> {
             websocket_origins,
             trusted_proxies: nets_ok.then(|| crate::proxy::forwarded::TrustedProxies::new(nets))?,
             listen: listen?,
-            tls: tls?,
+            tls: tls.as_ref().map(|(config, _)| config.clone())?,
+            certificate: tls.map(|(_, certificate)| certificate)?,
             redirect_http: redirect_http.map(|a| a.ok_or(())).transpose().ok()?,
             ops_listen: ops_listen.map(|a| a.ok_or(())).transpose().ok()?,
             shutdown_grace: shutdown_grace?,
@@ -785,18 +786,33 @@ impl Validator<'_> {
             .ok()
     }
 
-    fn tls(&mut self, cert: &Text, key: &Text) -> Option<Arc<rustls::ServerConfig>> {
+    fn tls(
+        &mut self,
+        cert: &Text,
+        key: &Text,
+    ) -> Option<(Arc<rustls::ServerConfig>, Arc<crate::tls::RotatingCert>)> {
         let cert_path = self.base.join(cert.get_ref());
         let key_path = self.base.join(key.get_ref());
-        let chain = crate::tls::load_certs(&cert_path)
-            .map_err(|e| self.diag.at(cert.span(), e.to_string()))
-            .ok();
-        let private_key = crate::tls::load_key(&key_path)
-            .map_err(|e| self.diag.at(key.span(), e.to_string()))
-            .ok();
-        let (chain, private_key) = (chain?, private_key?);
-        crate::tls::server_config(chain, private_key)
+        let certificate = match crate::tls::RotatingCert::load(&cert_path, &key_path) {
+            Ok(certificate) => Arc::new(certificate),
+            Err(e) => {
+                let span = match e {
+                    crate::tls::TlsError::Certificate { .. } => cert.span(),
+                    _ => key.span(),
+                };
+                self.diag.at(span, e.to_string());
+                // Both files' problems at once, as before.
+                if matches!(e, crate::tls::TlsError::Certificate { .. }) {
+                    if let Err(e) = crate::tls::load_key(&key_path) {
+                        self.diag.at(key.span(), e.to_string());
+                    }
+                }
+                return None;
+            }
+        };
+        crate::tls::server_config(certificate.clone())
             .map_err(|e| self.diag.at(key.span(), e.to_string()))
             .ok()
+            .map(|tls| (tls, certificate))
     }
 }

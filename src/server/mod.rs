@@ -64,6 +64,7 @@ impl Gateway {
 
         let state = Arc::new(State::new(config).await.map_err(io::Error::other)?);
         state.auth.start_background();
+        state.config.server.certificate.watch();
         pipeline::watch_tunnels(&state);
         let (stop, stop_rx) = watch::channel(false);
         let (ops_stop, ops_stop_rx) = watch::channel(false);

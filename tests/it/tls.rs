@@ -159,3 +159,65 @@ async fn tls_1_1_and_older_are_refused() {
     assert!(old.len() >= 7, "answer: {old:?}");
     assert_eq!((old[0], old[5], old[6]), (0x15, 2, 70), "answer: {old:?}");
 }
+
+/// The certificate a new handshake gets, trusting any of `roots` (PEM).
+async fn served_certificate(addr: std::net::SocketAddr, roots: &str) -> Vec<u8> {
+    let tls = tls_connect_with(addr, roots, &[b"http/1.1"], &[&rustls::version::TLS13])
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// Replaces a file the way cert-manager and kubelet do: a new file renamed over.
+fn replace(path: &Path, text: &str) {
+    let temp = path.with_extension("new");
+    std::fs::write(&temp, text).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_serves_new_handshakes_and_a_broken_one_is_refused() {
+    let gw = Setup::new().start().await;
+    let first = gw.cert_pem.clone();
+    let second = authgate::tls::self_signed();
+    let roots = format!("{first}{}", second.cert_pem);
+    assert_eq!(served_certificate(gw.addr(), &roots).await, der_of(&first));
+
+    // A connection made before the renewal goes on with the old pair.
+    let mut old = crate::support::tls_connect(gw.addr(), &first, &[b"http/1.1"]).await;
+
+    let dir = gw.dir.path();
+    replace(&dir.join("gw.key"), &second.key_pem);
+    replace(&dir.join("gw.crt"), &second.cert_pem);
+    crate::admin::within(std::time::Duration::from_secs(3), || async {
+        served_certificate(gw.addr(), &roots).await == der_of(&second.cert_pem)
+    })
+    .await;
+    old.write_all(
+        format!(
+            "GET /x HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            gw.addr()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let answer = read_until_close(&mut old, std::time::Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A key that does not fit the certificate: refused, the second pair stays.
+    let third = authgate::tls::self_signed();
+    replace(&dir.join("gw.crt"), &third.cert_pem);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        served_certificate(gw.addr(), &roots).await,
+        der_of(&second.cert_pem)
+    );
+}
