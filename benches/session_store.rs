@@ -121,14 +121,7 @@ async fn durable() {
         for (which, store) in [&on_disk, &in_memory].into_iter().enumerate() {
             let started = Instant::now();
             store
-                .create(
-                    &user_keys[i % USERS],
-                    fingerprint,
-                    0,
-                    ip,
-                    USER_AGENT,
-                    now_ms(),
-                )
+                .create(&user_keys[i % USERS], fingerprint, ip, USER_AGENT, now_ms())
                 .await
                 .unwrap();
             times[which].push(started.elapsed());
@@ -155,7 +148,7 @@ async fn durable() {
         pending.push(async move {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32));
             store
-                .create(&user, fingerprint, 0, ip, USER_AGENT, now_ms())
+                .create(&user, fingerprint, ip, USER_AGENT, now_ms())
                 .await
                 .unwrap();
         });

@@ -56,6 +56,17 @@ pub use server::Gateway;
 
 use std::future::Future;
 
+/// Lower-case hex of `bytes`: session handles, state and Redis keys,
+/// throttle keys, file digests.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// Runs the gateway until `shutdown` resolves, then drains and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let gateway = Gateway::start(config).await?;

@@ -236,14 +236,12 @@ async fn route(
     let user = presented.signed_in.as_ref().map(|s| &s.user);
     log.clear_cookie = presented.stale_cookie && !presented.store_unavailable;
     log.user = user.map(|u| u.name.clone());
+    let upgrade = upgrade_of(&request);
     // An HTTP/2 WebSocket (extended CONNECT) is judged as the GET it
     // stands for, like its HTTP/1.1 handshake.
-    let judged_method = if request.method() == http::Method::CONNECT
-        && request.extensions().get::<hyper::ext::Protocol>().is_some()
-    {
-        &http::Method::GET
-    } else {
-        request.method()
+    let judged_method = match upgrade {
+        Upgrade::WebSocket if request.method() == http::Method::CONNECT => &http::Method::GET,
+        _ => request.method(),
     };
     let target = Target {
         method: judged_method,
@@ -272,7 +270,7 @@ async fn route(
         Decision::Deny(reason) => return Err(GatewayError::Forbidden(reason)),
     }
 
-    let websocket = match upgrade_of(&request) {
+    let websocket = match upgrade {
         Upgrade::None => false,
         Upgrade::Other => return Err(GatewayError::UpgradeRefused),
         Upgrade::WebSocket => {

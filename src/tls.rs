@@ -110,11 +110,6 @@ impl RotatingCert {
         rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(TlsError::Mismatch)
     }
 
-    /// The certificate new handshakes get now (its DER).
-    pub fn current_der(&self) -> Vec<u8> {
-        self.current.load().cert[0].to_vec()
-    }
-
     /// Looks at the files every [`CERT_POLL_EVERY`] and puts a changed,
     /// valid pair in force. Ends when the certificate is dropped.
     pub fn watch(self: &Arc<Self>) {

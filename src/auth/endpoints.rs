@@ -192,7 +192,6 @@ impl Auth {
             .create(
                 &user.key,
                 user.password_fingerprint,
-                user.generation,
                 peer,
                 &user_agent,
                 session::now_ms(),
@@ -357,7 +356,6 @@ impl Auth {
             .create(
                 &updated.key,
                 updated.password_fingerprint,
-                updated.generation,
                 peer,
                 &user_agent,
                 session::now_ms(),

@@ -91,7 +91,7 @@ fn client_keys(ip: IpAddr) -> [Option<ClientKey>; 2] {
 /// account, `c:` for each client key, with their allowances; the account's
 /// comes first. Same keys and allowances as the in-memory throttle.
 pub fn shared_counters(account: &str, ip: IpAddr, max_failures: u32) -> Vec<(String, u32)> {
-    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let hex = crate::hex;
     let client = max_failures.saturating_mul(CLIENT_FACTOR);
     let mut counters = vec![(format!("a:{}", hex(&account_key(account))), max_failures)];
     for key in client_keys(ip).into_iter().flatten() {

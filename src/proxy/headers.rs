@@ -180,6 +180,9 @@ pub fn ask_websocket_upgrade(headers: &mut HeaderMap) {
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
+/// `Refresh: 5; url=...`, which browsers follow like a redirect.
+static REFRESH: HeaderName = HeaderName::from_static("refresh");
+
 /// Headers that can carry a URL the browser follows or shows.
 const URL_HEADERS: [header::HeaderName; 2] = [header::LOCATION, header::CONTENT_LOCATION];
 
@@ -194,30 +197,33 @@ pub fn rewrite_upstream_urls(
     upstream_default_port: u16,
     client_host: Option<&HeaderValue>,
 ) {
-    let origin = client_host
-        .and_then(|h| h.to_str().ok())
-        .map(|h| format!("https://{h}"))
-        .unwrap_or_default();
+    // Nearly every response has none of these: nothing is made for those.
+    let origin = || {
+        client_host
+            .and_then(|h| h.to_str().ok())
+            .map(|h| format!("https://{h}"))
+            .unwrap_or_default()
+    };
     for name in URL_HEADERS {
         if let Some(value) = headers.get(&name) {
             if let Some(rewritten) =
-                rewrite_url(value.as_bytes(), upstream, upstream_default_port, &origin)
+                rewrite_url(value.as_bytes(), upstream, upstream_default_port, origin)
             {
                 headers.insert(name, rewritten);
             }
         }
     }
-    if let Some(value) = headers.get("refresh") {
+    if let Some(value) = headers.get(&REFRESH) {
         // `5; url=http://...`: only the URL part, however it is spelt.
         let text = value.as_bytes();
         let lower = text.to_ascii_lowercase();
         if let Some(at) = lower.windows(4).position(|w| w == b"url=") {
             let (head, url) = text.split_at(at + 4);
-            if let Some(rewritten) = rewrite_url(url, upstream, upstream_default_port, &origin) {
+            if let Some(rewritten) = rewrite_url(url, upstream, upstream_default_port, origin) {
                 let mut joined = head.to_vec();
                 joined.extend_from_slice(rewritten.as_bytes());
                 if let Ok(value) = HeaderValue::from_bytes(&joined) {
-                    headers.insert("refresh", value);
+                    headers.insert(&REFRESH, value);
                 }
             }
         }
@@ -230,7 +236,7 @@ fn rewrite_url(
     url: &[u8],
     upstream: &Authority,
     upstream_default_port: u16,
-    origin: &str,
+    origin: impl FnOnce() -> String,
 ) -> Option<HeaderValue> {
     let text = std::str::from_utf8(url).ok()?.trim();
     let (scheme, rest) = text.split_once("://")?;
@@ -250,9 +256,9 @@ fn rewrite_url(
     let path = match &rest[end..] {
         "" => "/",
         p if p.starts_with('/') => p,
-        p => return HeaderValue::from_str(&format!("{origin}/{p}")).ok(),
+        p => return HeaderValue::from_str(&format!("{}/{p}", origin())).ok(),
     };
-    HeaderValue::from_str(&format!("{origin}{path}")).ok()
+    HeaderValue::from_str(&format!("{}{path}", origin())).ok()
 }
 
 /// Removes the named cookies and joins what is left into one `Cookie`

@@ -103,5 +103,5 @@ pub struct SessionInfo {
 /// session: the first 64 bits of its key, in hex. It names a session
 /// without being a cookie.
 pub fn handle(key: &Key) -> String {
-    key[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(&key[..8])
 }

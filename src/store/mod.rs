@@ -113,11 +113,6 @@ impl Sessions {
         }
     }
 
-    /// False while the store cannot be reached.
-    pub fn is_available(&self) -> bool {
-        self.shared().is_none_or(|r| r.is_up())
-    }
-
     /// Starts the background sweep of expired sessions (in the current
     /// tokio runtime). It ends by itself once the store is dropped.
     pub fn start_sweeper(self: &Arc<Self>) {
@@ -150,14 +145,12 @@ impl Sessions {
 
     /// Begins a session and returns its ID (the cookie value) once the
     /// store has it for good.
-    #[allow(clippy::too_many_arguments)]
+    /// With Redis the session takes the user's generation from Redis, not
+    /// from this replica's copy of the user (see `store::redis`).
     pub async fn create(
         &self,
         user: &Arc<str>,
         password_fingerprint: u32,
-        // Kept by the record from the user's current generation, not this
-        // replica's copy (see `store::redis`).
-        _generation: u64,
         ip: IpAddr,
         user_agent: &str,
         now: u64,
@@ -305,6 +298,8 @@ impl Sessions {
         }
     }
 
+    /// Sessions this process holds (the memory and local stores; the
+    /// Redis store's are in Redis).
     pub fn len(&self) -> usize {
         self.map.len()
     }

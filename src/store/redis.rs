@@ -31,6 +31,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use super::{StoreError, Unavailable};
+use crate::hex;
 use crate::session::{handle, Expiry, Key, LiveSession, Lookup, SessionInfo};
 use crate::users::file::{Change, UserFileError};
 use crate::users::{canonical, Entry, Users};
@@ -166,10 +167,6 @@ struct Scripts {
     change_user: Script,
     reserve: Script,
     refund: Script,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn key_from_hex(text: &str) -> Option<Key> {

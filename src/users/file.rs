@@ -104,10 +104,7 @@ pub struct LastChange {
 }
 
 pub fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&Sha256::digest(text.as_bytes()))
 }
 
 impl UsersFile {
@@ -265,7 +262,7 @@ fn random_suffix() -> String {
     rand::rngs::OsRng
         .try_fill_bytes(&mut bytes)
         .expect("the OS random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(&bytes)
 }
 
 /// A new file only this user can read, created exclusively: it fails if

@@ -82,11 +82,8 @@ impl User {
             .map_err(|reason| format!("user {name:?}: {reason}"))?;
         let mut roles = Vec::with_capacity(entry.roles.len());
         for role in entry.roles {
-            let r = role.trim();
-            if r.is_empty() || r.contains(',') || !r.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(format!("user {name:?}: invalid role {role:?}"));
-            }
-            roles.push(r.to_owned());
+            file::check_role(role.trim()).map_err(|e| format!("user {name:?}: {e}"))?;
+            roles.push(role.trim().to_owned());
         }
         roles.sort();
         roles.dedup();
@@ -164,47 +161,35 @@ impl Users {
                 );
                 continue;
             }
-            let mut roles: Vec<String> = Vec::new();
+            // Each bad role is named at its own place; the rest of the
+            // checks and the building are `User::new`'s.
             let mut roles_ok = true;
             for role in &raw_user.roles {
-                let r = role.get_ref().trim();
-                if r.is_empty() || r.contains(',') || !r.bytes().all(|b| b.is_ascii_graphic()) {
-                    diag.at(
-                        role.span(),
-                        format!("user {name:?}: invalid role {:?}", role.get_ref()),
-                    );
+                if let Err(e) = file::check_role(role.get_ref().trim()) {
+                    diag.at(role.span(), format!("user {name:?}: {e}"));
                     roles_ok = false;
-                } else {
-                    roles.push(r.to_owned());
                 }
             }
             if !roles_ok {
                 continue;
             }
-            roles.sort();
-            roles.dedup();
-            let roles_header = HeaderValue::from_str(&roles.join(","))
-                .expect("roles are checked to be visible ASCII");
-            let hash = raw_user.password.into_inner();
-            let Ok(name_header) = HeaderValue::from_str(name.trim()) else {
-                diag.at(span.clone(), format!("invalid username {name:?}"));
-                continue;
+            let entry = Entry {
+                name: name.clone(),
+                password_hash: raw_user.password.into_inner(),
+                roles: raw_user
+                    .roles
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect(),
+                locked: raw_user.locked,
+                generation: 0,
             };
-            let key: Arc<str> = key.into();
-            by_key.insert(
-                key.clone(),
-                Arc::new(User {
-                    name: name.trim().into(),
-                    key,
-                    password_fingerprint: password_fingerprint(&hash),
-                    password_hash: hash.into(),
-                    roles,
-                    roles_header,
-                    name_header,
-                    locked: raw_user.locked,
-                    generation: 0,
-                }),
-            );
+            match User::new(entry) {
+                Ok(user) => {
+                    by_key.insert(user.key.clone(), Arc::new(user));
+                }
+                Err(e) => diag.at(span.clone(), e),
+            }
         }
         diag.finish()?;
         Ok(Users { by_key })
