@@ -18,7 +18,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
-    policy: &'static str,
+    /// More `redis-server` arguments (they win over the defaults).
+    extra: &'static [&'static str],
 }
 
 fn free_port() -> u16 {
@@ -31,15 +32,15 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        RedisServer::with_policy("noeviction")
+        RedisServer::with_args(&[])
     }
 
-    pub fn with_policy(policy: &'static str) -> RedisServer {
+    pub fn with_args(extra: &'static [&'static str]) -> RedisServer {
         let mut server = RedisServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
-            policy,
+            extra,
         };
         server.run();
         server
@@ -49,7 +50,8 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
-            .args(["--maxmemory-policy", self.policy])
+            .args(["--maxmemory-policy", "noeviction"])
+            .args(self.extra)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -78,7 +80,10 @@ impl RedisServer {
         tcp.write_all(b"PING\r\n").is_ok()
             && tcp
                 .read(&mut answer)
-                .is_ok_and(|n| answer[..n].starts_with(b"+PONG"))
+                // With a password an unauthenticated PING is refused: up too.
+                .is_ok_and(|n| {
+                    answer[..n].starts_with(b"+PONG") || answer[..n].starts_with(b"-NOAUTH")
+                })
     }
 
     pub fn url(&self) -> String {
@@ -451,7 +456,7 @@ async fn a_stopped_redis_fails_closed_and_service_resumes_by_itself() {
 
 #[tokio::test]
 async fn a_redis_that_may_evict_keys_is_refused_at_start() {
-    let redis = RedisServer::with_policy("allkeys-lru");
+    let redis = RedisServer::with_args(&["--maxmemory-policy", "allkeys-lru"]);
     let dir = tempfile::tempdir().unwrap();
     let config = crate::support::write_config(dir.path(), "http://127.0.0.1:9", "");
     let mut text = std::fs::read_to_string(&config).unwrap();
@@ -471,4 +476,53 @@ async fn a_redis_that_may_evict_keys_is_refused_at_start() {
         stderr.contains("allkeys-lru") && stderr.contains("maxmemory-policy noeviction"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_from_password_file_or_the_url_reaches_redis() {
+    let redis = RedisServer::with_args(&["--requirepass", "s3cret-redis"]);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("redis.pass");
+    std::fs::write(&secret, "s3cret-redis\n").unwrap();
+    let from_file = Setup::new()
+        .store("backend = \"redis\"")
+        .store(&format!("url = \"{}\"", redis.url()))
+        .store(&format!("password_file = \"{}\"", secret.display()))
+        .start()
+        .await;
+    let alice = from_file.sign_in("alice", ALICE_PASSWORD).await;
+    assert_eq!(status(&from_file, &alice, "/private/x").await, 200);
+
+    let in_url = Setup::new()
+        .store("backend = \"redis\"")
+        .store(&format!(
+            "url = \"redis://:s3cret-redis@127.0.0.1:{}/0\"",
+            redis.port
+        ))
+        .start()
+        .await;
+    assert_eq!(
+        status(&in_url, &alice, "/private/x").await,
+        200,
+        "the same Redis"
+    );
+
+    // Without it the gateway does not start, and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::write_config(dir.path(), "http://127.0.0.1:9", "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[store]\nbackend = \"redis\"\nurl = \"{}\"\n",
+        redis.url()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let output = authgate()
+        .args(["run", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot use Redis"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
 }

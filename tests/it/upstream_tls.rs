@@ -84,10 +84,12 @@ async fn https_app(server: &Ca, alpn: &[&[u8]], client_ca: Option<&Ca>) -> Strin
                     return;
                 };
                 let client_cert = tls.get_ref().1.peer_certificates().is_some();
-                let service = service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| async move {
+                let sni: Arc<str> = tls.get_ref().1.server_name().unwrap_or("-").into();
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let sni = sni.clone();
+                    async move {
                         let body = format!(
-                            "version={:?} client_cert={client_cert} user={}",
+                            "version={:?} client_cert={client_cert} sni={sni} user={}",
                             req.version(),
                             req.headers()
                                 .get("x-auth-user")
@@ -96,8 +98,8 @@ async fn https_app(server: &Ca, alpn: &[&[u8]], client_ca: Option<&Ca>) -> Strin
                         Ok::<_, Infallible>(http::Response::new(Full::new(bytes::Bytes::from(
                             body,
                         ))))
-                    },
-                );
+                    }
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
@@ -123,7 +125,10 @@ async fn an_https_upstream_is_verified_against_its_ca_and_spoken_to_by_alpn() {
         (&[&b"h2"[..], b"http/1.1"][..], "HTTP/2.0"),
         (&[&b"http/1.1"[..]][..], "HTTP/1.1"),
     ] {
-        let url = https_app(&server_ca, alpn, None).await;
+        // By name: the name is checked against the certificate and sent as SNI.
+        let url = https_app(&server_ca, alpn, None)
+            .await
+            .replace("127.0.0.1", "localhost");
         let gw = Setup::new()
             .upstream_url(&url)
             .upstream(&format!("ca = \"{}\"", ca_file.display()))
@@ -132,6 +137,7 @@ async fn an_https_upstream_is_verified_against_its_ca_and_spoken_to_by_alpn() {
         let (status, body) = body_of(&gw).await;
         assert_eq!(status, 200, "{body}");
         assert!(body.starts_with(&format!("version={version}")), "{body}");
+        assert!(body.contains("sni=localhost"), "{body}");
     }
 
     // Another CA's certificate: refused, 502.
