@@ -44,6 +44,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod response;
 pub mod server;
 pub mod session;
@@ -68,8 +69,21 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains and returns.
+/// SIGHUP reloads the config file.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let gateway = Gateway::start(config).await?;
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let state = std::sync::Arc::downgrade(gateway.state());
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let Some(state) = state.upgrade() else { break };
+                tracing::info!("SIGHUP: reloading the config");
+                reload::reload(&state).await;
+            }
+        });
+    }
     tracing::info!(
         listen = %gateway.addr(),
         redirect_http = ?gateway.redirect_addr(),

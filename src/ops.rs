@@ -42,6 +42,9 @@ pub struct Metrics {
     /// Calls made to a shared store (Redis).
     store_round_trips: AtomicU64,
     websockets_open: AtomicU64,
+    /// Config reloads put in force, and refused.
+    reloads_ok: AtomicU64,
+    reloads_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -86,6 +89,15 @@ impl Metrics {
             DenyReason::NoRule => &self.denied_no_rule,
             DenyReason::DenyRule => &self.denied_by_rule,
             DenyReason::MissingRole => &self.denied_missing_role,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_config_reload(&self, applied: bool) {
+        if applied {
+            &self.reloads_ok
+        } else {
+            &self.reloads_refused
         }
         .fetch_add(1, Ordering::Relaxed);
     }
@@ -182,6 +194,15 @@ impl Metrics {
             "authgate_store_round_trips_total {}",
             load(&self.store_round_trips)
         );
+        out.push_str("# HELP authgate_config_reloads_total Config reloads by result: ok (in force) or error (refused; the running config stayed).\n");
+        out.push_str("# TYPE authgate_config_reloads_total counter\n");
+        for (result, counter) in [("ok", &self.reloads_ok), ("error", &self.reloads_refused)] {
+            let _ = writeln!(
+                out,
+                "authgate_config_reloads_total{{result=\"{result}\"}} {}",
+                load(counter)
+            );
+        }
         out
     }
 }

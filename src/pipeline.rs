@@ -11,6 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
+
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -28,36 +30,77 @@ use crate::server::framing::FramingVerdict;
 use crate::server::idle::Activity;
 use crate::session;
 
-/// Everything a request needs, built once at start and shared read-only.
+/// Everything a request needs. What a config reload may change is in
+/// [`Live`], one snapshot per reload: a request takes the snapshot once and
+/// finishes under it, whatever reload comes meanwhile.
 pub struct State {
-    pub config: Config,
+    live: ArcSwap<Live>,
+    /// The settings in force that only a restart changes, as they were at start.
+    pub fixed: crate::reload::Fixed,
     pub auth: Arc<Auth>,
-    /// One client per `[[upstream]]` entry, in the config's order.
-    pub upstreams: Vec<Upstream>,
     /// Open WebSockets, whichever upstream they go to.
     pub tunnels: Arc<crate::proxy::tunnels::Tunnels>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    /// The certificate new handshakes get (its files are watched).
+    pub certificate: Arc<crate::tls::RotatingCert>,
+    pub tls: Arc<rustls::ServerConfig>,
 }
 
-impl State {
-    pub async fn new(mut config: Config) -> Result<State, crate::store::StoreError> {
-        let tunnels = Arc::new(crate::proxy::tunnels::Tunnels::default());
+/// One config's worth of what requests use: rules, upstream clients,
+/// identity headers, limits and timeouts.
+pub struct Live {
+    pub config: Config,
+    /// One client per `[[upstream]]` entry, in the config's order.
+    pub upstreams: Vec<Upstream>,
+    /// The HTTP servers new connections are handed to.
+    pub protocols: crate::server::Protocols,
+}
+
+impl Live {
+    pub fn new(config: Config, tunnels: &Arc<crate::proxy::tunnels::Tunnels>) -> Live {
         let upstreams = config
             .upstreams
             .iter()
             .map(|u| Upstream::new(u, config.server.max_body_size, tunnels.clone()))
             .collect();
+        let protocols = crate::server::Protocols::new(&config.server);
+        Live {
+            config,
+            upstreams,
+            protocols,
+        }
+    }
+}
+
+impl State {
+    pub async fn new(mut config: Config) -> Result<State, crate::store::StoreError> {
+        let tunnels = Arc::new(crate::proxy::tunnels::Tunnels::default());
         let metrics = Arc::new(Metrics::default());
         let auth = Arc::new(Auth::new(&mut config, metrics.clone()).await?);
+        let fixed = crate::reload::Fixed::of(&config);
+        let certificate = config.server.certificate.clone();
+        let tls = config.server.tls.clone();
         Ok(State {
-            config,
+            live: ArcSwap::from_pointee(Live::new(config, &tunnels)),
+            fixed,
             auth,
-            upstreams,
             tunnels,
             metrics,
             readiness: Readiness::default(),
+            certificate,
+            tls,
         })
+    }
+
+    /// The snapshot new requests use.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Puts a new snapshot in force for requests that start from now on.
+    pub fn replace_live(&self, live: Live) {
+        self.live.store(Arc::new(live));
     }
 }
 
@@ -121,42 +164,44 @@ pub async fn handle(
         && (declared.is_some_and(|n| n > 0)
             || request.headers().contains_key(header::TRANSFER_ENCODING));
     let mut log = RequestLog::default();
+    let live = state.live();
 
-    let mut response = match route(state, conn, busy.index, declared, request, &mut log).await {
-        Ok(response) => response,
-        Err(error) => {
-            match &error {
-                GatewayError::UpstreamUnavailable(cause) => {
-                    state
-                        .metrics
-                        .record_upstream_failure(UpstreamFailure::Unavailable);
-                    tracing::warn!(path = %log.path, error = %cause, "upstream unavailable");
+    let mut response =
+        match route(state, &live, conn, busy.index, declared, request, &mut log).await {
+            Ok(response) => response,
+            Err(error) => {
+                match &error {
+                    GatewayError::UpstreamUnavailable(cause) => {
+                        state
+                            .metrics
+                            .record_upstream_failure(UpstreamFailure::Unavailable);
+                        tracing::warn!(path = %log.path, error = %cause, "upstream unavailable");
+                    }
+                    GatewayError::UpstreamTimeout => {
+                        state
+                            .metrics
+                            .record_upstream_failure(UpstreamFailure::Timeout);
+                        tracing::warn!(path = %log.path, "upstream timed out");
+                    }
+                    GatewayError::Forbidden(reason) => state.metrics.record_denial(*reason),
+                    _ => {}
                 }
-                GatewayError::UpstreamTimeout => {
-                    state
-                        .metrics
-                        .record_upstream_failure(UpstreamFailure::Timeout);
-                    tracing::warn!(path = %log.path, "upstream timed out");
+                let mut response = error.into_response(html);
+                if unread_body_closes {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                GatewayError::Forbidden(reason) => state.metrics.record_denial(*reason),
-                _ => {}
-            }
-            let mut response = error.into_response(html);
-            if unread_body_closes {
                 response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            response
-        }
-    };
+        };
 
     if log.clear_cookie {
         response
             .headers_mut()
             .append(header::SET_COOKIE, state.auth.clear_cookie());
     }
-    if state.config.server.hsts {
+    if live.config.server.hsts {
         response
             .headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
@@ -179,13 +224,14 @@ pub async fn handle(
 
 async fn route(
     state: &State,
+    live: &Live,
     conn: &Connection,
     index: u64,
     declared_length: Option<u64>,
     request: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Response<Body>, GatewayError> {
-    let server = &state.config.server;
+    let server = &live.config.server;
     // Any spelling: an upstream may act on `trace` as on TRACE.
     if request.method().as_str().eq_ignore_ascii_case("TRACE") {
         log.path = request.uri().path().to_owned();
@@ -252,7 +298,7 @@ async fn route(
         user: &u.key,
         roles: &u.roles,
     });
-    match state.config.policy.decide(&target, principal).decision {
+    match live.config.policy.decide(&target, principal).decision {
         Decision::Allow => {}
         Decision::Login if presented.store_unavailable => {
             return Err(GatewayError::StoreUnavailable);
@@ -297,10 +343,10 @@ async fn route(
         }
     };
     // Which app: by host and path prefix (always the one with one [upstream]).
-    let Some(upstream) = state
+    let Some(upstream) = live
         .config
         .upstream_for(host.as_ref().map(Host::name), normalized)
-        .map(|i| &state.upstreams[i])
+        .map(|i| &live.upstreams[i])
     else {
         return Err(GatewayError::NoUpstream);
     };
@@ -327,7 +373,7 @@ async fn route(
         owner,
     };
     let response = upstream
-        .forward(parts, body, &state.config.identity, forward)
+        .forward(parts, body, &live.config.identity, forward)
         .await?;
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // What follows on this connection is the tunnel's, not HTTP/1.1.
@@ -355,11 +401,12 @@ pub fn watch_tunnels(state: &Arc<State>) {
             tick.tick().await;
             let Some(state) = state.upgrade() else { break };
             let tunnels = &state.tunnels;
+            let live = state.live();
             state.metrics.set_websockets_open(tunnels.len() as u64);
             for (id, owner, active_ms, touched_ms) in tunnels.owned() {
                 // At most once a minute, and often enough for a short idle timeout.
                 let every = TUNNEL_TOUCH_EVERY_MS
-                    .min(state.config.session.idle_timeout.as_millis() as u64 / 4);
+                    .min(live.config.session.idle_timeout.as_millis() as u64 / 4);
                 let touch =
                     active_ms > touched_ms && session::now_ms().saturating_sub(touched_ms) >= every;
                 let verdict = match state.auth.still_signed_in(&owner.session, touch).await {
@@ -373,12 +420,7 @@ pub fn watch_tunnels(state: &Arc<State>) {
                             user: &signed_in.user.key,
                             roles: &signed_in.user.roles,
                         };
-                        match state
-                            .config
-                            .policy
-                            .decide(&target, Some(principal))
-                            .decision
-                        {
+                        match live.config.policy.decide(&target, Some(principal)).decision {
                             Decision::Allow if touch => Verdict::Touched,
                             Decision::Allow => Verdict::Keep,
                             _ => Verdict::Close,

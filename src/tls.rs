@@ -88,7 +88,7 @@ impl rustls::server::ResolvesServerCert for RotatingCert {
 
 /// What identifies a file's content without reading it: device, inode,
 /// size and modification time of what the path leads to (links followed).
-fn fingerprint(path: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
+pub fn fingerprint(path: &Path) -> Option<(u64, u64, u64, std::time::SystemTime)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.dev(), meta.ino(), meta.len(), meta.modified().ok()?))
@@ -101,6 +101,11 @@ impl RotatingCert {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
         })
+    }
+
+    /// The certificate and key files, as configured (resolved).
+    pub fn paths(&self) -> (&Path, &Path) {
+        (&self.cert_path, &self.key_path)
     }
 
     fn read(cert_path: &Path, key_path: &Path) -> Result<rustls::sign::CertifiedKey, TlsError> {

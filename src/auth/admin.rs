@@ -43,7 +43,7 @@ fn no_content() -> Response<Body> {
 
 impl Auth {
     fn is_admin(&self, signed_in: &SignedIn) -> bool {
-        signed_in.user.roles.contains(&self.admin_role)
+        signed_in.user.roles.contains(&**self.admin_role.load())
     }
 }
 

@@ -66,8 +66,8 @@ pub struct Auth {
     clear_cookie: HeaderValue,
     /// Where changes to users are written; `None` when no file is configured.
     users_file: Option<UsersFile>,
-    /// The role that may use `/.gateway/admin`.
-    admin_role: String,
+    /// The role that may use `/.gateway/admin` (a reload may change it).
+    admin_role: ArcSwap<String>,
     metrics: Arc<crate::ops::Metrics>,
 }
 
@@ -111,9 +111,17 @@ impl Auth {
             cookie_name,
             clear_cookie,
             users_file: config.users_file.clone().map(UsersFile::new),
-            admin_role: config.admin.role.clone(),
+            admin_role: ArcSwap::from_pointee(config.admin.role.clone()),
             metrics,
         })
+    }
+
+    /// What a reloaded config changes here: the sign-in throttle's limits
+    /// and the admin role. (Users come from their own file or Redis.)
+    pub fn apply(&self, config: &Config) {
+        self.throttle
+            .set_limits(config.login.max_failures, config.login.failure_window);
+        self.admin_role.store(Arc::new(config.admin.role.clone()));
     }
 
     /// Background work: the session sweeper, the throttle windows' sweep and

@@ -21,6 +21,7 @@
 
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
@@ -57,8 +58,9 @@ pub struct Throttled {
 pub struct Throttle {
     accounts: DashMap<AccountKey, Window>,
     clients: DashMap<ClientKey, Window>,
-    max_failures: u32,
-    window_ms: u64,
+    /// Both change on a config reload; windows already open keep their start.
+    max_failures: AtomicU32,
+    window_ms: AtomicU64,
     capacity: usize,
 }
 
@@ -159,25 +161,36 @@ fn refund<K: Hash + Eq>(map: &DashMap<K, Window>, key: &K, start_ms: u64) {
 
 impl Throttle {
     pub fn max_failures(&self) -> u32 {
-        self.max_failures
+        self.max_failures.load(Ordering::Relaxed)
     }
 
     pub fn window(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.window_ms)
+        std::time::Duration::from_millis(self.window_ms())
+    }
+
+    fn window_ms(&self) -> u64 {
+        self.window_ms.load(Ordering::Relaxed)
+    }
+
+    /// New limits from a reloaded config, for attempts from now on.
+    pub fn set_limits(&self, max_failures: u32, window: std::time::Duration) {
+        self.max_failures.store(max_failures, Ordering::Relaxed);
+        self.window_ms
+            .store(window.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn new(max_failures: u32, window: std::time::Duration, capacity: usize) -> Throttle {
         Throttle {
             accounts: DashMap::new(),
             clients: DashMap::new(),
-            max_failures,
-            window_ms: window.as_millis() as u64,
+            max_failures: AtomicU32::new(max_failures),
+            window_ms: AtomicU64::new(window.as_millis() as u64),
             capacity: capacity.max(8),
         }
     }
 
     fn client_allowance(&self, key: &ClientKey) -> u32 {
-        let client = self.max_failures.saturating_mul(CLIENT_FACTOR);
+        let client = self.max_failures().saturating_mul(CLIENT_FACTOR);
         match key {
             ClientKey::V6Net48(_) => client.saturating_mul(NET48_FACTOR),
             _ => client,
@@ -194,7 +207,7 @@ impl Throttle {
     ) -> Result<Reservation<'_>, Throttled> {
         let account = account_key(account);
         let mut blocked_until = None;
-        let account_start = self.take(&self.accounts, account, |_| self.max_failures, now);
+        let account_start = self.take(&self.accounts, account, |_| self.max_failures(), now);
         let mut clients = [None, None];
         let mut account_start = match account_start {
             Ok(start) => Some(start),
@@ -246,21 +259,21 @@ impl Throttle {
                 // Every window left is blocking someone: refuse rather than
                 // forget one. Filling the map so takes `capacity` times the
                 // allowance of verified guesses within one window.
-                return Err(now + self.window_ms);
+                return Err(now + self.window_ms());
             }
         }
         let mut window = map.entry(key).or_insert(Window {
             start_ms: now,
             attempts: 0,
         });
-        if now >= window.start_ms + self.window_ms {
+        if now >= window.start_ms + self.window_ms() {
             *window = Window {
                 start_ms: now,
                 attempts: 0,
             };
         }
         if window.attempts >= allowance {
-            return Err(window.start_ms + self.window_ms);
+            return Err(window.start_ms + self.window_ms());
         }
         window.attempts += 1;
         Ok(window.start_ms)
@@ -274,7 +287,7 @@ impl Throttle {
         now: u64,
         allowance: impl Fn(&K) -> u32,
     ) {
-        map.retain(|_, w| now < w.start_ms + self.window_ms);
+        map.retain(|_, w| now < w.start_ms + self.window_ms());
         let target = self.capacity - self.capacity / 8;
         let excess = map.len().saturating_sub(target);
         if excess == 0 {
@@ -294,9 +307,9 @@ impl Throttle {
     /// Drops windows that have ended.
     pub fn sweep(&self, now: u64) {
         self.accounts
-            .retain(|_, w| now < w.start_ms + self.window_ms);
+            .retain(|_, w| now < w.start_ms + self.window_ms());
         self.clients
-            .retain(|_, w| now < w.start_ms + self.window_ms);
+            .retain(|_, w| now < w.start_ms + self.window_ms());
     }
 
     /// Windows kept: (accounts, client keys).

@@ -64,8 +64,9 @@ impl Gateway {
 
         let state = Arc::new(State::new(config).await.map_err(io::Error::other)?);
         state.auth.start_background();
-        state.config.server.certificate.watch();
+        state.certificate.watch();
         pipeline::watch_tunnels(&state);
+        crate::reload::watch(&state);
         let (stop, stop_rx) = watch::channel(false);
         let (ops_stop, ops_stop_rx) = watch::channel(false);
 
@@ -74,7 +75,7 @@ impl Gateway {
             tokio::spawn(serve_plain(
                 listener,
                 stop_rx.clone(),
-                state.config.server.header_timeout,
+                state.live().config.server.header_timeout,
                 move |req| redirect_to_https(&req, https_port),
             ))
         });
@@ -131,10 +132,17 @@ impl Gateway {
         &self.state
     }
 
+    /// Reads the config file again and puts it in force for new requests
+    /// if it validates and its tests pass (see [`crate::reload`]).
+    pub async fn reload(&self) -> crate::reload::Reloaded {
+        crate::reload::reload(&self.state).await
+    }
+
     /// Stops accepting, lets in-flight requests finish within
     /// `shutdown_grace`, then closes what is left. Returns when all is done.
     pub async fn shutdown(self) {
-        let grace_ends = tokio::time::Instant::now() + self.state.config.server.shutdown_grace;
+        let grace_ends =
+            tokio::time::Instant::now() + self.state.live().config.server.shutdown_grace;
         let _ = self.stop.send(true);
         let _ = self.finished.await;
         // WebSockets may run to the end of the grace period, then close.
@@ -160,7 +168,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// The HTTP servers a TLS connection is handed to, by its ALPN protocol.
-struct Protocols {
+pub struct Protocols {
     h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
@@ -169,43 +177,42 @@ struct Protocols {
 /// before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-fn protocols(state: &State) -> Protocols {
-    let server = &state.config.server;
-    let mut h1 = hyper::server::conn::http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        // hyper runs this timer whenever it waits for a head, idle
-        // keep-alive included; the connection's watchdog enforces
-        // header_timeout and idle_timeout, and this is its backstop.
-        .header_read_timeout(server.header_timeout + server.idle_timeout)
-        // hyper answers 431 itself past this; it takes no less than 8 KiB,
-        // and the pipeline holds smaller limits to the byte.
-        .max_buf_size(server.max_header_size.max(8192));
-    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    // h2 takes header blocks up to about 1.25 x this before it gives up on
-    // the connection (GOAWAY), and answers 431 itself past it; below it the
-    // pipeline answers 431 for anything over max_header_size. So heads a
-    // few times the limit still get their 431 rather than a dropped
-    // connection, and what one connection can make the gateway buffer stays
-    // small.
-    let h2_header_list = server.max_header_size.saturating_mul(4).max(256 << 10);
-    h2.timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(h2_header_list).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        // PINGs find peers that vanished without a word, even while a long
-        // response is streaming; idleness itself is the watchdog's.
-        .keep_alive_interval(Some(server.idle_timeout.min(Duration::from_secs(30))))
-        .keep_alive_timeout(Duration::from_secs(20))
-        // RFC 8441: WebSockets over HTTP/2 (extended CONNECT), which
-        // browsers use when the server offers it.
-        .enable_connect_protocol();
-    Protocols { h1, h2 }
+impl Protocols {
+    pub fn new(server: &crate::config::Server) -> Protocols {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // hyper runs this timer whenever it waits for a head, idle
+            // keep-alive included; the connection's watchdog enforces
+            // header_timeout and idle_timeout, and this is its backstop.
+            .header_read_timeout(server.header_timeout + server.idle_timeout)
+            // hyper answers 431 itself past this; it takes no less than 8 KiB,
+            // and the pipeline holds smaller limits to the byte.
+            .max_buf_size(server.max_header_size.max(8192));
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // h2 takes header blocks up to about 1.25 x this before it gives up on
+        // the connection (GOAWAY), and answers 431 itself past it; below it the
+        // pipeline answers 431 for anything over max_header_size. So heads a
+        // few times the limit still get their 431 rather than a dropped
+        // connection, and what one connection can make the gateway buffer stays
+        // small.
+        let h2_header_list = server.max_header_size.saturating_mul(4).max(256 << 10);
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(h2_header_list).unwrap_or(u32::MAX))
+            .max_concurrent_streams(256)
+            // PINGs find peers that vanished without a word, even while a long
+            // response is streaming; idleness itself is the watchdog's.
+            .keep_alive_interval(Some(server.idle_timeout.min(Duration::from_secs(30))))
+            .keep_alive_timeout(Duration::from_secs(20))
+            // RFC 8441: WebSockets over HTTP/2 (extended CONNECT), which
+            // browsers use when the server offers it.
+            .enable_connect_protocol();
+        Protocols { h1, h2 }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
-    let server = &state.config.server;
-    let protocols = Arc::new(protocols(&state));
-    let acceptor = TlsAcceptor::from(server.tls.clone());
-    let permits = Arc::new(Semaphore::new(server.max_connections));
+    let acceptor = TlsAcceptor::from(state.tls.clone());
+    let permits = Arc::new(Semaphore::new(state.fixed.max_connections));
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
 
@@ -235,7 +242,6 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::
             tcp,
             peer,
             acceptor.clone(),
-            protocols.clone(),
             state.clone(),
             stop.clone(),
             permit,
@@ -249,7 +255,8 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::
         "shutting down: draining connections"
     );
     // Every connection saw the stop too and is closing gracefully.
-    let drained = tokio::time::timeout(server.shutdown_grace, async {
+    let grace = state.live().config.server.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
@@ -266,13 +273,15 @@ async fn serve_tls(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
-    protocols: Arc<Protocols>,
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = tcp.set_nodelay(true);
-    let server = &state.config.server;
+    // The connection keeps the limits and timeouts it started with; each
+    // request on it takes the rules in force when it comes.
+    let live = state.live();
+    let server = &live.config.server;
     let tls = match tokio::time::timeout(server.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -303,11 +312,15 @@ async fn serve_tls(
     };
     let idle = activity.idle(header_timeout, idle_timeout);
     let result = if is_h2 {
-        let conn = protocols.h2.serve_connection(TokioIo::new(tls), service);
+        let conn = live
+            .protocols
+            .h2
+            .serve_connection(TokioIo::new(tls), service);
         drive(conn, |c| c.graceful_shutdown(), idle, &mut stop, peer).await
     } else {
         let guarded = FramingGuard::new(tls, verdict, max_head, activity.clone());
-        let conn = protocols
+        let conn = live
+            .protocols
             .h1
             .serve_connection(TokioIo::new(guarded), service)
             .with_upgrades();

@@ -15,6 +15,7 @@ mod paths;
 mod policy;
 mod properties;
 mod proxy;
+mod reload;
 mod replicas;
 mod store;
 mod support;

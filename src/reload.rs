@@ -1,0 +1,196 @@
+//! Live config reload: on SIGHUP and when `gateway.toml` changes on disk
+//! (links followed, so a Kubernetes ConfigMap's `..data` swap counts), the
+//! whole file is validated and its `[[test]]`s run as `authgate check` would;
+//! a config that passes becomes the snapshot new requests take
+//! ([`crate::pipeline::Live`]), one that fails changes nothing. Settings
+//! that only a restart can change keep their running values and are named
+//! in the log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, LogFormat, StoreBackend};
+use crate::pipeline::{Live, State};
+
+/// How often the config file is looked at.
+pub const CONFIG_POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// The settings a running gateway cannot change: its listeners, the
+/// connection cap, the TLS files it watches, the log format, where sessions
+/// and users are kept and what a session is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fixed {
+    pub listen: SocketAddr,
+    pub redirect_http: Option<SocketAddr>,
+    pub ops_listen: Option<SocketAddr>,
+    pub max_connections: usize,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub log_format: Option<LogFormat>,
+    pub store: StoreBackend,
+    pub cookie_name: String,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub users_file: Option<PathBuf>,
+}
+
+impl Fixed {
+    pub fn of(config: &Config) -> Fixed {
+        let (cert, key) = config.server.certificate.paths();
+        Fixed {
+            listen: config.server.listen,
+            redirect_http: config.server.redirect_http,
+            ops_listen: config.server.ops_listen,
+            max_connections: config.server.max_connections,
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            log_format: config.server.log_format,
+            store: config.store.backend.clone(),
+            cookie_name: config.session.cookie_name.clone(),
+            idle_timeout: config.session.idle_timeout,
+            absolute_timeout: config.session.absolute_timeout,
+            users_file: config.users_file.clone(),
+        }
+    }
+
+    /// The config keys whose values differ from the running ones.
+    pub fn differences(&self, new: &Fixed) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut differ = |changed: bool, key| {
+            if changed {
+                keys.push(key);
+            }
+        };
+        differ(self.listen != new.listen, "server.listen");
+        differ(
+            self.redirect_http != new.redirect_http,
+            "server.redirect_http",
+        );
+        differ(self.ops_listen != new.ops_listen, "server.ops_listen");
+        differ(
+            self.max_connections != new.max_connections,
+            "server.max_connections",
+        );
+        differ(self.cert != new.cert, "server.cert");
+        differ(self.key != new.key, "server.key");
+        differ(self.log_format != new.log_format, "server.log_format");
+        differ(self.store != new.store, "store");
+        differ(self.cookie_name != new.cookie_name, "session.cookie_name");
+        differ(
+            self.idle_timeout != new.idle_timeout,
+            "session.idle_timeout",
+        );
+        differ(
+            self.absolute_timeout != new.absolute_timeout,
+            "session.absolute_timeout",
+        );
+        differ(self.users_file != new.users_file, "users.file");
+        keys
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The new config is in force for new requests; these keys changed but
+    /// keep their running values until a restart.
+    Applied { needs_restart: Vec<&'static str> },
+    /// The running config stays; the problems, as `check` prints them.
+    Refused { problems: Vec<String> },
+}
+
+/// Reads, validates and tests the config file; puts it in force if it passes.
+pub async fn reload(state: &State) -> Reloaded {
+    let source = state.live().config.source.clone();
+    let loaded = tokio::task::spawn_blocking(move || load_and_test(&source))
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("the reload stopped: {e}")]));
+    let outcome = match loaded {
+        Ok(mut config) => {
+            // Users are the users file's watcher's (or Redis's), not the config's.
+            drop(std::mem::take(&mut config.users));
+            let needs_restart = state.fixed.differences(&Fixed::of(&config));
+            state.auth.apply(&config);
+            state.replace_live(Live::new(config, &state.tunnels));
+            Reloaded::Applied { needs_restart }
+        }
+        Err(problems) => Reloaded::Refused { problems },
+    };
+    match &outcome {
+        Reloaded::Applied { needs_restart } => {
+            state.metrics.record_config_reload(true);
+            for key in needs_restart {
+                tracing::warn!(
+                    key = *key,
+                    "config reload: {key} changed, which needs a restart; the running value stays until then"
+                );
+            }
+            tracing::info!(
+                needs_restart = needs_restart.len(),
+                "config reloaded: new requests use it"
+            );
+        }
+        Reloaded::Refused { problems } => {
+            state.metrics.record_config_reload(false);
+            for problem in problems {
+                tracing::error!("{problem}");
+            }
+            tracing::error!(
+                problems = problems.len(),
+                "config reload refused: the running config stays"
+            );
+        }
+    }
+    outcome
+}
+
+/// The config at `path` if it loads and its `[[test]]`s pass; otherwise
+/// every problem and failed test, worded as `authgate check` words them.
+pub fn load_and_test(path: &std::path::Path) -> Result<Config, Vec<String>> {
+    let config = Config::load(path).map_err(|e| {
+        e.problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    })?;
+    let failures = crate::policy::check::run_tests(&config, &config.users);
+    if failures.is_empty() {
+        return Ok(config);
+    }
+    let file = path.display();
+    Err(failures
+        .iter()
+        .map(|f| format!("{file}:{}:{}: {}", f.line, f.col, f.message))
+        .collect())
+}
+
+/// Reloads whenever the config file's content changes (what the path
+/// leads to: device, inode, size, modification time). Ends when the state
+/// is dropped.
+pub fn watch(state: &Arc<State>) {
+    let source = state.live().config.source.clone();
+    let state = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut seen = crate::tls::fingerprint(&source);
+        let mut tick = tokio::time::interval(CONFIG_POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(state) = state.upgrade() else { break };
+            let now = crate::tls::fingerprint(&source);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            if seen.is_none() {
+                // Gone for a moment (an editor's rename, a volume swap): the
+                // next look sees what replaced it.
+                continue;
+            }
+            tracing::info!(config = %source.display(), "the config file changed: reloading");
+            reload(&state).await;
+        }
+    });
+}
