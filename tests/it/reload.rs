@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use authgate::reload::Reloaded;
 
-use crate::support::{authgate, spawn_run, wait_for_line, Setup, TestGateway, BOB_PASSWORD};
+use crate::support::{
+    authgate, kube_publish, spawn_run, wait_for_line, Setup, TestGateway, BOB_PASSWORD,
+};
 
 /// The test's config file with `from` replaced by `to` (which must be there).
 fn edit(gw: &TestGateway, from: &str, to: &str) {
@@ -78,28 +80,12 @@ async fn a_configmap_style_symlink_swap_is_seen() {
     let bob = gw.sign_in("bob", BOB_PASSWORD).await;
     let dir = gw.config_file().parent().unwrap().to_owned();
     let text = std::fs::read_to_string(gw.config_file()).unwrap();
-    // What the kubelet makes: gateway.toml -> ..data/gateway.toml, and
-    // ..data -> a timestamped folder, swapped by renaming a new link over it.
-    let version = |name: &str, text: &str| {
-        std::fs::create_dir(dir.join(name)).unwrap();
-        std::fs::write(dir.join(name).join("gateway.toml"), text).unwrap();
-    };
-    let link = |target: &str, at: &str| {
-        let temp = dir.join(format!("{at}.tmp"));
-        std::os::unix::fs::symlink(target, &temp).unwrap();
-        std::fs::rename(&temp, dir.join(at)).unwrap();
-    };
-    version("..2026_11_29_v1", &text);
-    link("..2026_11_29_v1", "..data");
-    link("..data/gateway.toml", "gateway.toml");
+    kube_publish(&dir, "..2026_11_29_v1", &[("gateway.toml", &text)]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(gw.get_as(&bob, "/staff/x").await.status(), 403);
 
-    version(
-        "..2026_11_29_v2",
-        &text.replacen(STAFF_FOR_ADMINS, STAFF_FOR_USERS, 1),
-    );
-    link("..2026_11_29_v2", "..data");
+    let changed = text.replacen(STAFF_FOR_ADMINS, STAFF_FOR_USERS, 1);
+    kube_publish(&dir, "..2026_11_29_v2", &[("gateway.toml", &changed)]);
     std::fs::remove_dir_all(dir.join("..2026_11_29_v1")).unwrap();
     until_status(&gw, &bob, "/staff/x", 200).await;
 }

@@ -636,6 +636,28 @@ pub fn write_config(dir: &Path, upstream: &str, extra_server: &str) -> std::path
     path
 }
 
+/// Publishes `files` into `dir` as the kubelet publishes a ConfigMap or
+/// Secret volume: into a new folder `version`, then `..data` is pointed at
+/// it by renaming a new link over the old one, and each `dir/NAME` is (made)
+/// a link to `..data/NAME`.
+pub fn kube_publish(dir: &Path, version: &str, files: &[(&str, &str)]) {
+    let link = |target: &str, at: &str| {
+        let temp = dir.join(format!("{at}.tmp-link"));
+        std::os::unix::fs::symlink(target, &temp).unwrap();
+        std::fs::rename(&temp, dir.join(at)).unwrap();
+    };
+    std::fs::create_dir(dir.join(version)).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(version).join(name), text).unwrap();
+    }
+    link(version, "..data");
+    for (name, _) in files {
+        if !dir.join(name).is_symlink() {
+            link(&format!("..data/{name}"), name);
+        }
+    }
+}
+
 /// Reads stderr lines until one contains `needle`; returns it.
 pub fn wait_for_line(lines: &mut impl Iterator<Item = String>, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -184,6 +184,7 @@ fn replace(path: &Path, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_certificate_serves_new_handshakes_and_a_broken_one_is_refused() {
+    let log = crate::logs::captured();
     let gw = Setup::new().start().await;
     let first = gw.cert_pem.clone();
     let second = authgate::tls::self_signed();
@@ -220,4 +221,38 @@ async fn a_renewed_certificate_serves_new_handshakes_and_a_broken_one_is_refused
         served_certificate(gw.addr(), &roots).await,
         der_of(&second.cert_pem)
     );
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let crt = dir.join("gw.crt").display().to_string();
+    assert!(
+        logged.lines().any(
+            |l| l.contains("is not usable; the one in force keeps serving")
+                && l.contains(&serde_json::to_string(&crt).unwrap())
+        ),
+        "the refused pair was not logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_volume_swap_renews_the_certificate() {
+    let gw = Setup::new().start().await;
+    let dir = gw.dir.path();
+    let first = gw.cert_pem.clone();
+    let second = authgate::tls::self_signed();
+    let roots = format!("{first}{}", second.cert_pem);
+    // gw.crt and gw.key become links into a Secret-style volume ...
+    let key = std::fs::read_to_string(dir.join("gw.key")).unwrap();
+    crate::support::kube_publish(dir, "..v1", &[("gw.crt", &first), ("gw.key", &key)]);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(served_certificate(gw.addr(), &roots).await, der_of(&first));
+    // ... and cert-manager's renewal swaps both at once.
+    crate::support::kube_publish(
+        dir,
+        "..v2",
+        &[("gw.crt", &second.cert_pem), ("gw.key", &second.key_pem)],
+    );
+    std::fs::remove_dir_all(dir.join("..v1")).unwrap();
+    crate::admin::within(std::time::Duration::from_secs(3), || async {
+        served_certificate(gw.addr(), &roots).await == der_of(&second.cert_pem)
+    })
+    .await;
 }
