@@ -45,6 +45,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod request_id;
 pub mod response;
 pub mod server;
 pub mod session;

@@ -25,6 +25,7 @@ use crate::ops::{Metrics, Readiness, UpstreamFailure};
 use crate::policy::host::Host;
 use crate::policy::{path, Decision, Principal, Target};
 use crate::proxy::{Forward, Upstream};
+use crate::request_id;
 use crate::response::{wants_html, Body, GatewayError};
 use crate::server::framing::FramingVerdict;
 use crate::server::idle::Activity;
@@ -150,7 +151,7 @@ const GATEWAY_PREFIX: &str = "/.gateway";
 pub async fn handle(
     state: &State,
     conn: &Connection,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let busy = conn.activity.begin();
@@ -165,36 +166,46 @@ pub async fn handle(
             || request.headers().contains_key(header::TRANSFER_ENCODING));
     let mut log = RequestLog::default();
     let live = state.live();
+    let trusted = live.config.server.trusted_proxies.trusts(conn.peer.ip());
+    let request_id = request_id::of_request(request.headers(), trusted);
+    // The upstream gets it too (a client's own is replaced).
+    request
+        .headers_mut()
+        .insert(&request_id::X_REQUEST_ID, request_id.clone());
 
-    let mut response =
-        match route(state, &live, conn, busy.index, declared, request, &mut log).await {
-            Ok(response) => response,
-            Err(error) => {
-                match &error {
-                    GatewayError::UpstreamUnavailable(cause) => {
-                        state
-                            .metrics
-                            .record_upstream_failure(UpstreamFailure::Unavailable);
-                        tracing::warn!(path = %log.path, error = %cause, "upstream unavailable");
-                    }
-                    GatewayError::UpstreamTimeout => {
-                        state
-                            .metrics
-                            .record_upstream_failure(UpstreamFailure::Timeout);
-                        tracing::warn!(path = %log.path, "upstream timed out");
-                    }
-                    GatewayError::Forbidden(reason) => state.metrics.record_denial(*reason),
-                    _ => {}
+    let routed = request_id::scope(
+        request_id.clone(),
+        route(state, &live, conn, busy.index, declared, request, &mut log),
+    )
+    .await;
+    let mut response = match routed {
+        Ok(response) => response,
+        Err(error) => {
+            match &error {
+                GatewayError::UpstreamUnavailable(cause) => {
+                    state
+                        .metrics
+                        .record_upstream_failure(UpstreamFailure::Unavailable);
+                    tracing::warn!(path = %log.path, error = %cause, "upstream unavailable");
                 }
-                let mut response = error.into_response(html);
-                if unread_body_closes {
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                GatewayError::UpstreamTimeout => {
+                    state
+                        .metrics
+                        .record_upstream_failure(UpstreamFailure::Timeout);
+                    tracing::warn!(path = %log.path, "upstream timed out");
                 }
-                response
+                GatewayError::Forbidden(reason) => state.metrics.record_denial(*reason),
+                _ => {}
             }
-        };
+            let mut response = error.into_response(html);
+            if unread_body_closes {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
+    };
 
     if log.clear_cookie {
         response
@@ -208,6 +219,7 @@ pub async fn handle(
     }
     let elapsed = started.elapsed();
     let status = response.status();
+    let id = request_id.to_str().unwrap_or("-");
     state.metrics.record_response(status, elapsed);
     tracing::info!(
         target: "authgate::access",
@@ -217,8 +229,12 @@ pub async fn handle(
         user = log.user.as_deref().unwrap_or("-"),
         client = %log.client_ip.unwrap_or(conn.peer.ip()),
         duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        request_id = id,
         "request"
     );
+    response
+        .headers_mut()
+        .insert(&request_id::X_REQUEST_ID, request_id);
     response
 }
 
@@ -430,7 +446,7 @@ pub fn watch_tunnels(state: &Arc<State>) {
                     Ok(None) | Err(_) => Verdict::Close,
                 };
                 if matches!(verdict, Verdict::Close) {
-                    tracing::info!(target: "authgate::security", event = "websocket_closed", path = %owner.path, "a WebSocket closed: its session ended or no longer allows the route");
+                    crate::security_event!(info, event = "websocket_closed", path = %owner.path, "a WebSocket closed: its session ended or no longer allows the route");
                 }
                 tunnels.settle(id, verdict);
             }

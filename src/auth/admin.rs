@@ -151,7 +151,7 @@ pub(super) async fn api(
             .map_err(|_| GatewayError::StoreUnavailable)?
         {
             Some(user) => {
-                tracing::warn!(target: "authgate::security", event = "session_revoked", actor = %actor, user = %user, session = %id, "session ended by an admin");
+                crate::security_event!(warn, event = "session_revoked", actor = %actor, user = %user, session = %id, "session ended by an admin");
                 no_content()
             }
             None => error(StatusCode::NOT_FOUND, "not_found"),
@@ -298,7 +298,7 @@ pub(super) async fn page(
                         .await
                         .map_err(|_| GatewayError::StoreUnavailable)?;
                     if let Some(user) = ended {
-                        tracing::warn!(target: "authgate::security", event = "session_revoked", actor = %actor, user = %user, session = %target, "session ended by an admin");
+                        crate::security_event!(warn, event = "session_revoked", actor = %actor, user = %user, session = %target, "session ended by an admin");
                     }
                     Ok(())
                 }

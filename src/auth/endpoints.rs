@@ -154,7 +154,7 @@ impl Auth {
         let attempt = match self.reserve(&key, peer).await {
             Ok(attempt) => attempt,
             Err(Refused::Throttled(Throttled { retry_after_secs })) => {
-                tracing::warn!(target: "authgate::security", event = "login_throttled", user = %truncate(&key), ip = %peer, "login throttled");
+                crate::security_event!(warn, event = "login_throttled", user = %truncate(&key), ip = %peer, "login throttled");
                 return Err(GatewayError::Throttled { retry_after_secs });
             }
             Err(Refused::Unavailable) => return Err(GatewayError::StoreUnavailable),
@@ -172,7 +172,7 @@ impl Auth {
             Some(user) if matched && !user.locked => user,
             _ => {
                 attempt.failed();
-                tracing::warn!(target: "authgate::security", event = "login_failed", user = %truncate(&key), ip = %peer, "login failed");
+                crate::security_event!(warn, event = "login_failed", user = %truncate(&key), ip = %peer, "login failed");
                 return Ok(pages::login(
                     StatusCode::UNAUTHORIZED,
                     &token,
@@ -199,7 +199,7 @@ impl Auth {
             .await
             .map_err(|_| GatewayError::StoreUnavailable)?;
         *logged_user = Some(user.name.clone());
-        tracing::info!(target: "authgate::security", event = "login_ok", user = %user.name, ip = %peer, "login ok");
+        crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, "login ok");
         let mut response = own_response(
             StatusCode::SEE_OTHER,
             "text/plain; charset=utf-8",
@@ -243,7 +243,7 @@ impl Auth {
                 .end(&signed_in.session.key)
                 .await
                 .map_err(|_| GatewayError::StoreUnavailable)?;
-            tracing::info!(target: "authgate::security", event = "logout", user = %signed_in.user.name, "logout");
+            crate::security_event!(info, event = "logout", user = %signed_in.user.name, "logout");
         }
         let mut response = own_response(
             StatusCode::SEE_OTHER,
@@ -297,7 +297,7 @@ impl Auth {
             Ok(attempt) => attempt,
             Err(Refused::Unavailable) => return Err(GatewayError::StoreUnavailable),
             Err(Refused::Throttled(Throttled { retry_after_secs })) => {
-                tracing::warn!(target: "authgate::security", event = "password_change_throttled", user = %user.name, ip = %peer, "password change throttled");
+                crate::security_event!(warn, event = "password_change_throttled", user = %user.name, ip = %peer, "password change throttled");
                 return Err(GatewayError::Throttled { retry_after_secs });
             }
         };
@@ -308,7 +308,7 @@ impl Auth {
             .map_err(|Busy| GatewayError::LoginBusy)?;
         if !matched {
             attempt.failed();
-            tracing::warn!(target: "authgate::security", event = "password_change_failed", user = %user.name, ip = %peer, "password change failed: wrong current password");
+            crate::security_event!(warn, event = "password_change_failed", user = %user.name, ip = %peer, "password change failed: wrong current password");
             return Ok(page(
                 StatusCode::UNAUTHORIZED,
                 Some((false, "The current password is wrong.")),

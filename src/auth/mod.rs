@@ -209,29 +209,29 @@ impl Auth {
             match new.get_by_key(key) {
                 None => {
                     let ended = end(key);
-                    tracing::warn!(target: "authgate::security", event = "user_removed", actor, user = %before.name, sessions_ended = ended, "user removed");
+                    crate::security_event!(warn, event = "user_removed", actor, user = %before.name, sessions_ended = ended, "user removed");
                 }
                 Some(after) => {
                     if after.locked && !before.locked {
                         let ended = end(key);
-                        tracing::warn!(target: "authgate::security", event = "user_locked", actor, user = %after.name, sessions_ended = ended, "user locked");
+                        crate::security_event!(warn, event = "user_locked", actor, user = %after.name, sessions_ended = ended, "user locked");
                     }
                     if !after.locked && before.locked {
-                        tracing::warn!(target: "authgate::security", event = "user_unlocked", actor, user = %after.name, "user unlocked");
+                        crate::security_event!(warn, event = "user_unlocked", actor, user = %after.name, "user unlocked");
                     }
                     if after.password_fingerprint != before.password_fingerprint {
                         let ended = end(key);
-                        tracing::warn!(target: "authgate::security", event = "password_changed", actor, user = %after.name, sessions_ended = ended, "password changed");
+                        crate::security_event!(warn, event = "password_changed", actor, user = %after.name, sessions_ended = ended, "password changed");
                     }
                     if after.roles != before.roles {
-                        tracing::warn!(target: "authgate::security", event = "roles_changed", actor, user = %after.name, from = %before.roles.join(","), to = %after.roles.join(","), "roles changed");
+                        crate::security_event!(warn, event = "roles_changed", actor, user = %after.name, from = %before.roles.join(","), to = %after.roles.join(","), "roles changed");
                     }
                 }
             }
         }
         for after in new.iter() {
             if old.get_by_key(&after.key).is_none() {
-                tracing::warn!(target: "authgate::security", event = "user_added", actor, user = %after.name, roles = %after.roles.join(","), "user added");
+                crate::security_event!(warn, event = "user_added", actor, user = %after.name, roles = %after.roles.join(","), "user added");
             }
         }
         self.verifier
@@ -267,7 +267,7 @@ impl Auth {
     /// them; returns how many once that is durable.
     pub async fn revoke_sessions(&self, key: &Arc<str>, actor: &str) -> Result<usize, Unavailable> {
         let ended = self.sessions.end_all_for_user(key).await;
-        tracing::warn!(target: "authgate::security", event = "sessions_revoked", actor, user = %key, sessions_ended = ended.unwrap_or(0), durable = ended.is_ok(), "sessions revoked");
+        crate::security_event!(warn, event = "sessions_revoked", actor, user = %key, sessions_ended = ended.unwrap_or(0), durable = ended.is_ok(), "sessions revoked");
         ended
     }
 
@@ -304,7 +304,12 @@ impl Auth {
                     continue;
                 }
                 Ok(Lookup::Expired(expiry)) => {
-                    tracing::info!(target: "authgate::security", event = "session_ended", reason = expiry.as_str(), "session ended");
+                    crate::security_event!(
+                        info,
+                        event = "session_ended",
+                        reason = expiry.as_str(),
+                        "session ended"
+                    );
                     presented.stale_cookie = true;
                     continue;
                 }
@@ -349,7 +354,7 @@ impl Auth {
             }
         };
         self.sessions.end_now(&session.key);
-        tracing::info!(target: "authgate::security", event = "session_ended", user = %session.user, reason, "session ended by revocation");
+        crate::security_event!(info, event = "session_ended", user = %session.user, reason, "session ended by revocation");
         Err(())
     }
 

@@ -225,7 +225,12 @@ impl Upstream {
         if parts.headers.contains_key(http::header::SET_COOKIE) {
             let dropped = headers::drop_own_set_cookies(&mut parts.headers, &own_cookies);
             if dropped > 0 {
-                tracing::warn!(target: "authgate::security", event = "upstream_cookie_dropped", cookies = dropped, "the upstream tried to set the gateway's own cookie; dropped");
+                crate::security_event!(
+                    warn,
+                    event = "upstream_cookie_dropped",
+                    cookies = dropped,
+                    "the upstream tried to set the gateway's own cookie; dropped"
+                );
             }
         }
         Ok(Response::from_parts(

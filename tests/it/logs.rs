@@ -117,3 +117,97 @@ async fn json_lines_keep_client_values_inside_their_fields() {
     }
     assert!(found, "the failed sign-in was logged");
 }
+
+/// The log lines (JSON) that carry `"request_id":"ID"`.
+fn lines_with_id(log: &str, id: &str) -> Vec<serde_json::Value> {
+    let field = format!("\"request_id\":\"{id}\"");
+    log.lines()
+        .filter(|l| l.contains(&field))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_request_has_an_id_the_upstream_the_client_and_the_log_share() {
+    let log = captured();
+    let gw = Setup::new().start().await;
+    let client = gw.client();
+    // A client's own ID is not believed: it could forge log lines' links.
+    let response = client
+        .get(gw.url("/public/a"))
+        .header("x-request-id", "forged-by-client")
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert_eq!(gw.upstream.last().headers["x-request-id"], id.as_str());
+    let again = client.get(gw.url("/public/a")).send().await.unwrap();
+    assert_ne!(again.headers()["x-request-id"], id.as_str());
+    // The gateway's own answers carry one too.
+    let denied = client.get(gw.url("/admin/x")).send().await.unwrap();
+    assert_eq!(denied.status(), 403);
+    assert!(denied.headers().contains_key("x-request-id"));
+
+    // A failed sign-in: its access line and its security event name the
+    // ID the browser got.
+    let token = gw.login_form(&client).await;
+    let failed = gw
+        .post_login(
+            &client,
+            &token,
+            &[("username", "bob"), ("password", "nope-nope")],
+        )
+        .await;
+    assert_eq!(failed.status(), 401);
+    let failed_id = failed.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let lines = lines_with_id(&text, &failed_id);
+    assert!(
+        lines.iter().any(|l| l["fields"]["event"] == "login_failed"),
+        "no login_failed event with the request's ID: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["target"] == "authgate::access"),
+        "no access line with the request's ID: {lines:?}"
+    );
+    assert_eq!(
+        lines_with_id(&text, &id).len(),
+        1,
+        "one access line for {id}"
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_request_id_is_kept() {
+    let gw = Setup::new()
+        .server("trusted_proxies = [\"127.0.0.1\"]")
+        .start()
+        .await;
+    let response = gw
+        .client()
+        .get(gw.url("/public/a"))
+        .header("x-request-id", "lb-7f3a.42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "lb-7f3a.42");
+    assert_eq!(gw.upstream.last().headers["x-request-id"], "lb-7f3a.42");
+    // One it cannot use safely in a log line is replaced.
+    let response = gw
+        .client()
+        .get(gw.url("/public/a"))
+        .header("x-request-id", "two words")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.headers()["x-request-id"], "two words");
+}

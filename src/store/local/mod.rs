@@ -437,7 +437,7 @@ fn write_loop(
                     for (seq, key) in revoked {
                         revoked_seen = seq;
                         if map.end(&key) {
-                            tracing::warn!(target: "authgate::security", event = "session_revoked", actor = "cli", session = %handle(&key), "session ended from the command line");
+                            crate::security_event!(warn, event = "session_revoked", actor = "cli", session = %handle(&key), "session ended from the command line");
                         }
                     }
                 }
