@@ -114,8 +114,12 @@ async fn durable() {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     // One sign-in at a time: each waits for its own commit (an fsync).
-    let on_disk = Sessions::open(&local, &session, &users).await.unwrap();
-    let in_memory = Sessions::open(&memory, &session, &users).await.unwrap();
+    let on_disk = Sessions::open(&local, &session, &users, Default::default())
+        .await
+        .unwrap();
+    let in_memory = Sessions::open(&memory, &session, &users, Default::default())
+        .await
+        .unwrap();
     let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     for i in 0..CREATES {
         for (which, store) in [&on_disk, &in_memory].into_iter().enumerate() {
@@ -165,7 +169,9 @@ async fn durable() {
         .len()
         + std::fs::metadata(dir.path().join("state.db-wal")).map_or(0, |m| m.len());
     let started = Instant::now();
-    let loaded = Sessions::open(&local, &session, &users).await.unwrap();
+    let loaded = Sessions::open(&local, &session, &users, Default::default())
+        .await
+        .unwrap();
     let load = started.elapsed();
     assert_eq!(loaded.len(), LOADED);
     println!(

@@ -406,6 +406,7 @@ async fn connect_redis(
         settings,
         config.session.idle_timeout,
         config.session.absolute_timeout,
+        Default::default(),
     )
     .await?)
 }

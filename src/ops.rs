@@ -21,6 +21,24 @@ pub enum UpstreamFailure {
     Timeout,
 }
 
+/// How a sign-in attempt ended, for `authgate_logins_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum Login {
+    Ok = 0,
+    BadCredentials = 1,
+    Throttled = 2,
+    /// The right password for a locked account (the page says no more
+    /// than for a wrong one).
+    Locked = 3,
+}
+
+/// Values read when `/metrics` is asked, not counted as they happen.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub sessions: Option<usize>,
+    pub certificate_expiry: Option<i64>,
+}
+
 /// Lock-free counters, updated on every request.
 #[derive(Default)]
 pub struct Metrics {
@@ -42,6 +60,10 @@ pub struct Metrics {
     /// Calls made to a shared store (Redis).
     store_round_trips: AtomicU64,
     websockets_open: AtomicU64,
+    /// Sign-ins by result: ok, bad credentials, throttled, locked.
+    logins: [AtomicU64; 4],
+    /// The session store's operations, and why sessions ended.
+    pub store: std::sync::Arc<crate::store::stats::Stats>,
     /// Config reloads put in force, and refused.
     reloads_ok: AtomicU64,
     reloads_refused: AtomicU64,
@@ -102,14 +124,51 @@ impl Metrics {
         .fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn record_login(&self, result: Login) {
+        self.logins[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn record_users_file_problem(&self) {
         self.users_file_problems.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition format, version 0.0.4.
-    pub fn render(&self) -> String {
+    pub fn render(&self, gauges: &Gauges) -> String {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::with_capacity(2048);
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP authgate_build_info The running version.\n");
+        out.push_str("# TYPE authgate_build_info gauge\n");
+        let _ = writeln!(
+            out,
+            "authgate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some(sessions) = gauges.sessions {
+            out.push_str("# HELP authgate_sessions Live sessions (not exported with the Redis store, whose sessions are not this replica's to count).\n");
+            out.push_str("# TYPE authgate_sessions gauge\n");
+            let _ = writeln!(out, "authgate_sessions {sessions}");
+        }
+        out.push_str("# HELP authgate_logins_total Sign-in attempts by result.\n");
+        out.push_str("# TYPE authgate_logins_total counter\n");
+        for (result, counter) in ["ok", "bad_credentials", "throttled", "locked"]
+            .iter()
+            .zip(&self.logins)
+        {
+            let _ = writeln!(
+                out,
+                "authgate_logins_total{{result=\"{result}\"}} {}",
+                load(counter)
+            );
+        }
+        if let Some(expiry) = gauges.certificate_expiry {
+            out.push_str("# HELP authgate_certificate_expiry_timestamp_seconds When the certificate in force expires (its notAfter, Unix time).\n");
+            out.push_str("# TYPE authgate_certificate_expiry_timestamp_seconds gauge\n");
+            let _ = writeln!(
+                out,
+                "authgate_certificate_expiry_timestamp_seconds {expiry}"
+            );
+        }
+        self.store.render(&mut out);
         out.push_str("# HELP authgate_requests_total Requests answered, by status class.\n");
         out.push_str("# TYPE authgate_requests_total counter\n");
         for (i, counter) in self.responses.iter().enumerate() {
@@ -233,12 +292,8 @@ impl Readiness {
 }
 
 /// Answers one request on the ops listener.
-pub fn answer(
-    method: &Method,
-    path: &str,
-    metrics: &Metrics,
-    readiness: &Readiness,
-) -> Response<Body> {
+pub fn answer(method: &Method, path: &str, state: &crate::pipeline::State) -> Response<Body> {
+    let (metrics, readiness) = (&state.metrics, &state.readiness);
     const TEXT: &str = "text/plain; charset=utf-8";
     if method != Method::GET && method != Method::HEAD {
         return own_response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
@@ -257,7 +312,10 @@ pub fn answer(
         "/metrics" => own_response(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
+            metrics.render(&Gauges {
+                sessions: state.auth.sessions.live(),
+                certificate_expiry: state.certificate.expires_at(),
+            }),
         ),
         _ => own_response(StatusCode::NOT_FOUND, TEXT, "not found\n"),
     }
@@ -273,7 +331,7 @@ mod tests {
         m.record_response(StatusCode::OK, Duration::from_micros(500));
         m.record_response(StatusCode::BAD_GATEWAY, Duration::from_millis(30));
         m.record_response(StatusCode::OK, Duration::from_secs(60));
-        let text = m.render();
+        let text = m.render(&Gauges::default());
         assert!(text.contains("authgate_requests_total{class=\"2xx\"} 2\n"));
         assert!(text.contains("authgate_requests_total{class=\"5xx\"} 1\n"));
         assert!(text.contains("authgate_request_duration_seconds_bucket{le=\"0.001\"} 1\n"));

@@ -103,6 +103,15 @@ impl RotatingCert {
         })
     }
 
+    /// When the certificate in force stops being valid (its leaf's
+    /// notAfter, Unix seconds); `None` if it cannot be read.
+    pub fn expires_at(&self) -> Option<i64> {
+        let current = self.current.load();
+        let leaf = current.cert.first()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        Some(parsed.validity().not_after.timestamp())
+    }
+
     /// The certificate and key files, as configured (resolved).
     pub fn paths(&self) -> (&Path, &Path) {
         (&self.cert_path, &self.key_path)

@@ -14,8 +14,10 @@ use super::forms::read_form;
 use super::password::Busy;
 use super::throttle::Throttled;
 use super::{admin, cookie_values, csrf, pages, rfc3339, safe_next, Auth, GENERIC_FAILURE};
+use crate::ops::Login;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session;
+use crate::store::stats::Ended;
 use crate::users::canonical;
 use crate::users::file::{check_new_password, Change};
 
@@ -154,6 +156,7 @@ impl Auth {
         let attempt = match self.reserve(&key, peer).await {
             Ok(attempt) => attempt,
             Err(Refused::Throttled(Throttled { retry_after_secs })) => {
+                self.metrics.record_login(Login::Throttled);
                 crate::security_event!(warn, event = "login_throttled", user = %truncate(&key), ip = %peer, "login throttled");
                 return Err(GatewayError::Throttled { retry_after_secs });
             }
@@ -170,8 +173,12 @@ impl Auth {
             .map_err(|Busy| GatewayError::LoginBusy)?;
         let user = match user {
             Some(user) if matched && !user.locked => user,
-            _ => {
+            user => {
                 attempt.failed();
+                self.metrics.record_login(match user {
+                    Some(user) if matched && user.locked => Login::Locked,
+                    _ => Login::BadCredentials,
+                });
                 crate::security_event!(warn, event = "login_failed", user = %truncate(&key), ip = %peer, "login failed");
                 return Ok(pages::login(
                     StatusCode::UNAUTHORIZED,
@@ -199,6 +206,7 @@ impl Auth {
             .await
             .map_err(|_| GatewayError::StoreUnavailable)?;
         *logged_user = Some(user.name.clone());
+        self.metrics.record_login(Login::Ok);
         crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, "login ok");
         let mut response = own_response(
             StatusCode::SEE_OTHER,
@@ -239,10 +247,14 @@ impl Auth {
                 return Err(GatewayError::CsrfRejected);
             }
             *logged_user = Some(signed_in.user.name.clone());
-            self.sessions
+            let ended = self
+                .sessions
                 .end(&signed_in.session.key)
                 .await
                 .map_err(|_| GatewayError::StoreUnavailable)?;
+            self.sessions
+                .stats()
+                .ended(Ended::Logout, usize::from(ended));
             crate::security_event!(info, event = "logout", user = %signed_in.user.name, "logout");
         }
         let mut response = own_response(

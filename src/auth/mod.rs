@@ -19,6 +19,7 @@ use http::HeaderMap;
 
 use crate::config::Config;
 use crate::session::{self, LiveSession, Lookup};
+use crate::store::stats::Ended;
 use crate::store::{Sessions, StoreError, Unavailable};
 use crate::users::file::{Change, UserFileError, UsersFile};
 use crate::users::{User, Users};
@@ -79,7 +80,13 @@ impl Auth {
         metrics: Arc<crate::ops::Metrics>,
     ) -> Result<Auth, StoreError> {
         let mut users = std::mem::take(&mut config.users);
-        let sessions = Sessions::open(&config.store, &config.session, &users).await?;
+        let sessions = Sessions::open(
+            &config.store,
+            &config.session,
+            &users,
+            metrics.store.clone(),
+        )
+        .await?;
         if let Some(redis) = sessions.shared() {
             // Redis is the user store: the users file seeds an empty one.
             let unavailable = |_| StoreError::Redis("it stopped answering".into());
@@ -267,6 +274,9 @@ impl Auth {
     /// them; returns how many once that is durable.
     pub async fn revoke_sessions(&self, key: &Arc<str>, actor: &str) -> Result<usize, Unavailable> {
         let ended = self.sessions.end_all_for_user(key).await;
+        self.sessions
+            .stats()
+            .ended(Ended::Revoked, *ended.as_ref().unwrap_or(&0));
         crate::security_event!(warn, event = "sessions_revoked", actor, user = %key, sessions_ended = ended.unwrap_or(0), durable = ended.is_ok(), "sessions revoked");
         ended
     }
@@ -354,6 +364,7 @@ impl Auth {
             }
         };
         self.sessions.end_now(&session.key);
+        self.sessions.stats().ended(Ended::UserChange, 1);
         crate::security_event!(info, event = "session_ended", user = %session.user, reason, "session ended by revocation");
         Err(())
     }

@@ -85,14 +85,7 @@ impl Gateway {
                 listener,
                 ops_stop_rx,
                 Duration::from_secs(10),
-                move |req| {
-                    ops::answer(
-                        req.method(),
-                        req.uri().path(),
-                        &state.metrics,
-                        &state.readiness,
-                    )
-                },
+                move |req| ops::answer(req.method(), req.uri().path(), &state),
             ))
         });
         let main = tokio::spawn(accept_loop(tls_listener, state.clone(), stop_rx));

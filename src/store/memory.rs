@@ -67,6 +67,8 @@ pub struct SessionMap {
     profiles: DashMap<Arc<Profile>, ()>,
     idle_ms: u64,
     absolute_ms: u64,
+    /// Why sessions ended, and how the record behind the map fares.
+    stats: Arc<super::stats::Stats>,
 }
 
 fn cut_user_agent(user_agent: &str) -> &str {
@@ -84,7 +86,18 @@ impl SessionMap {
             profiles: DashMap::new(),
             idle_ms: idle.as_millis() as u64,
             absolute_ms: absolute.as_millis() as u64,
+            stats: Arc::default(),
         }
+    }
+
+    /// Reports to `stats` rather than to counters of its own.
+    pub fn with_stats(mut self, stats: Arc<super::stats::Stats>) -> SessionMap {
+        self.stats = stats;
+        self
+    }
+
+    pub fn stats(&self) -> &Arc<super::stats::Stats> {
+        &self.stats
     }
 
     pub fn idle_ms(&self) -> u64 {
@@ -246,13 +259,20 @@ impl SessionMap {
     /// keys of the sessions that went.
     pub fn sweep(&self, now: u64) -> Vec<Key> {
         let mut swept = Vec::new();
-        self.sessions.retain(|key, s| {
-            let keep = self.expiry(s, now).is_none();
-            if !keep {
+        let (mut idle, mut absolute) = (0, 0);
+        self.sessions.retain(|key, s| match self.expiry(s, now) {
+            None => true,
+            Some(why) => {
+                match why {
+                    Expiry::Idle => idle += 1,
+                    Expiry::Absolute => absolute += 1,
+                }
                 swept.push(*key);
+                false
             }
-            keep
         });
+        self.stats.ended(super::stats::Ended::Idle, idle);
+        self.stats.ended(super::stats::Ended::Absolute, absolute);
         // The map's own Arc is the last one: no session uses the profile.
         self.profiles
             .retain(|profile, _| Arc::strong_count(profile) > 1);

@@ -16,6 +16,7 @@
 pub mod local;
 pub mod memory;
 pub mod redis;
+pub mod stats;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -66,11 +67,17 @@ impl Sessions {
         store: &StoreConfig,
         session: &SessionConfig,
         users: &Users,
+        stats: Arc<stats::Stats>,
     ) -> Result<Arc<Sessions>, StoreError> {
-        let map = Arc::new(SessionMap::new(
-            session.idle_timeout,
-            session.absolute_timeout,
-        ));
+        stats.set_backend(match &store.backend {
+            StoreBackend::Memory => "memory",
+            StoreBackend::Local { .. } => "local",
+            StoreBackend::Redis(_) => "redis",
+        });
+        let map = Arc::new(
+            SessionMap::new(session.idle_timeout, session.absolute_timeout)
+                .with_stats(stats.clone()),
+        );
         let backend = match &store.backend {
             StoreBackend::Memory => Backend::Memory,
             StoreBackend::Local { path } => {
@@ -98,8 +105,13 @@ impl Sessions {
                 Backend::Local(local)
             }
             StoreBackend::Redis(settings) => Backend::Redis(Arc::new(
-                redis::Redis::connect(settings, session.idle_timeout, session.absolute_timeout)
-                    .await?,
+                redis::Redis::connect(
+                    settings,
+                    session.idle_timeout,
+                    session.absolute_timeout,
+                    stats,
+                )
+                .await?,
             )),
         };
         Ok(Arc::new(Sessions { map, backend }))
@@ -170,7 +182,10 @@ impl Sessions {
             Backend::Memory | Backend::Redis(_) => Ok(id),
             Backend::Local(local) => {
                 let key = row.key;
-                match local.insert(row).await {
+                let started = std::time::Instant::now();
+                let inserted = local.insert(row).await;
+                self.stats().record(started.elapsed(), inserted.is_ok());
+                match inserted {
                     Ok(()) => Ok(id),
                     Err(e) => {
                         self.map.end(&key);
@@ -198,12 +213,22 @@ impl Sessions {
         touch: bool,
     ) -> Result<Lookup, Unavailable> {
         let key = *key;
-        if let Backend::Redis(redis) = &self.backend {
-            return redis.lookup(&key, touch).await;
-        }
-        let found = self.map.lookup(&key, now, touch);
-        if let Lookup::Expired(_) = found {
-            self.forget_later(vec![key], None);
+        let found = match &self.backend {
+            Backend::Redis(redis) => redis.lookup(&key, touch).await?,
+            _ => {
+                let found = self.map.lookup(&key, now, touch);
+                if let Lookup::Expired(_) = found {
+                    self.forget_later(vec![key], None);
+                }
+                found
+            }
+        };
+        if let Lookup::Expired(why) = found {
+            let why = match why {
+                crate::session::Expiry::Idle => stats::Ended::Idle,
+                crate::session::Expiry::Absolute => stats::Ended::Absolute,
+            };
+            self.stats().ended(why, 1);
         }
         Ok(found)
     }
@@ -217,7 +242,25 @@ impl Sessions {
     async fn forget(&self, keys: Vec<Key>, user: Option<Arc<str>>) -> Result<(), Unavailable> {
         match &self.backend {
             Backend::Memory | Backend::Redis(_) => Ok(()),
-            Backend::Local(local) => local.delete(keys, user).await,
+            Backend::Local(local) => {
+                let started = std::time::Instant::now();
+                let deleted = local.delete(keys, user).await;
+                self.stats().record(started.elapsed(), deleted.is_ok());
+                deleted
+            }
+        }
+    }
+
+    /// Operation times and errors, and why sessions ended.
+    pub fn stats(&self) -> &Arc<stats::Stats> {
+        self.map.stats()
+    }
+
+    /// Live sessions, where this process can count them (not in Redis).
+    pub fn live(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Redis(_) => None,
+            _ => Some(self.map.len()),
         }
     }
 
@@ -253,10 +296,13 @@ impl Sessions {
         if let Backend::Redis(redis) = &self.backend {
             // The change that brought this on bumped the user's generation
             // in Redis: what is left is this replica's memory of them.
-            return redis.forget_user(user);
+            let count = redis.forget_user(user);
+            self.stats().ended(stats::Ended::UserChange, count);
+            return count;
         }
         let ended = self.map.end_all_for_user(user);
         let count = ended.len();
+        self.stats().ended(stats::Ended::UserChange, count);
         self.forget_later(ended, Some(user.clone()));
         count
     }
@@ -268,12 +314,18 @@ impl Sessions {
             let Some(key) = redis.find_handle(wanted).await? else {
                 return Ok(None);
             };
-            return redis.end(&key).await;
+            let ended = redis.end(&key).await?;
+            self.stats()
+                .ended(stats::Ended::Revoked, usize::from(ended.is_some()));
+            return Ok(ended);
         }
         let Some((key, user)) = self.map.find_handle(wanted) else {
             return Ok(None);
         };
-        Ok(self.end(&key).await?.then_some(user))
+        let ended = self.end(&key).await?;
+        self.stats()
+            .ended(stats::Ended::Revoked, usize::from(ended));
+        Ok(ended.then_some(user))
     }
 
     /// Ends a session that failed its check against the user record (same

@@ -157,6 +157,7 @@ pub struct Redis {
     cache: DashMap<Key, Cached>,
     up: AtomicBool,
     round_trips: AtomicU64,
+    stats: Arc<super::stats::Stats>,
     scripts: Scripts,
 }
 
@@ -212,6 +213,7 @@ impl Redis {
         settings: &Settings,
         idle: Duration,
         absolute: Duration,
+        stats: Arc<super::stats::Stats>,
     ) -> Result<Redis, StoreError> {
         let unusable = |cause: String| StoreError::Redis(cause);
         let mut info = redis::IntoConnectionInfo::into_connection_info(settings.url.as_str())
@@ -245,6 +247,7 @@ impl Redis {
             cache: DashMap::new(),
             up: AtomicBool::new(true),
             round_trips: AtomicU64::new(0),
+            stats,
             scripts: Scripts {
                 create: Script::new(&CREATE.replace("NOW", NOW)),
                 lookup: Script::new(&LOOKUP.replace("NOW", NOW)),
@@ -291,7 +294,11 @@ impl Redis {
 
     async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
         let mut con = self.con.clone();
-        self.finish(tokio::time::timeout(self.timeout, cmd.query_async(&mut con)).await)
+        let started = std::time::Instant::now();
+        self.finish(
+            tokio::time::timeout(self.timeout, cmd.query_async(&mut con)).await,
+            started,
+        )
     }
 
     async fn run<T: redis::FromRedisValue>(
@@ -299,14 +306,21 @@ impl Redis {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, Unavailable> {
         let mut con = self.con.clone();
-        self.finish(tokio::time::timeout(self.timeout, invocation.invoke_async(&mut con)).await)
+        let started = std::time::Instant::now();
+        self.finish(
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut con)).await,
+            started,
+        )
     }
 
     fn finish<T>(
         &self,
         result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+        started: std::time::Instant,
     ) -> Result<T, Unavailable> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .record(started.elapsed(), matches!(result, Ok(Ok(_))));
         match result {
             Ok(Ok(value)) => {
                 if !self.up.swap(true, Ordering::Relaxed) {
@@ -493,8 +507,11 @@ impl Redis {
                 ]);
             }
             let mut con = self.con.clone();
-            let rows: Vec<Vec<Option<String>>> =
-                self.finish(tokio::time::timeout(self.timeout, pipe.query_async(&mut con)).await)?;
+            let started = std::time::Instant::now();
+            let rows: Vec<Vec<Option<String>>> = self.finish(
+                tokio::time::timeout(self.timeout, pipe.query_async(&mut con)).await,
+                started,
+            )?;
             for (suffix, row) in chunk.iter().zip(rows) {
                 let (Some(key), [Some(user), Some(created), Some(last_seen), Some(ip), Some(ua)]) =
                     (key_from_hex(suffix), row.as_slice())
@@ -574,8 +591,11 @@ impl Redis {
                 .arg(&["name", "password", "roles", "locked", "gen"]);
         }
         let mut con = self.con.clone();
-        let rows: Vec<Vec<Option<String>>> =
-            self.finish(tokio::time::timeout(self.timeout, pipe.query_async(&mut con)).await)?;
+        let started = std::time::Instant::now();
+        let rows: Vec<Vec<Option<String>>> = self.finish(
+            tokio::time::timeout(self.timeout, pipe.query_async(&mut con)).await,
+            started,
+        )?;
         let entries = rows.into_iter().filter_map(|row| match row.as_slice() {
             [Some(name), Some(password), roles, locked, generation] => Some(Entry {
                 name: name.clone(),

@@ -11,6 +11,7 @@ mod lifecycle;
 mod limits;
 mod login;
 pub mod logs;
+mod metrics;
 mod paths;
 mod policy;
 mod properties;

@@ -414,6 +414,17 @@ async fn a_stopped_redis_fails_closed_and_service_resumes_by_itself() {
         .await
         .unwrap();
     assert!(metrics.contains("authgate_store_up 0"), "{metrics}");
+    // The failed calls are counted as errors of the redis backend.
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("authgate_store_errors_total{backend=\"redis\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(errors > 0, "{metrics}");
+    assert!(
+        !metrics.contains("authgate_sessions "),
+        "replicas cannot count Redis's sessions: {metrics}"
+    );
 
     // A Redis that hangs instead of refusing: the configured timeout.
     redis.restart();

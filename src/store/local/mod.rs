@@ -437,6 +437,7 @@ fn write_loop(
                     for (seq, key) in revoked {
                         revoked_seen = seq;
                         if map.end(&key) {
+                            map.stats().ended(crate::store::stats::Ended::Revoked, 1);
                             crate::security_event!(warn, event = "session_revoked", actor = "cli", session = %handle(&key), "session ended from the command line");
                         }
                     }
