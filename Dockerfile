@@ -17,13 +17,23 @@ COPY gateway.toml /etc/authgate/gateway.toml
 # Sessions are kept in /var/lib/authgate (the state file and its -wal and
 # -shm files): mount a volume there so that they survive a new container,
 # and the root filesystem can stay read-only.
-RUN sed -i 's|^# path = "authgate-state.db".*|path = "/var/lib/authgate/authgate-state.db"|' /etc/authgate/gateway.toml \
- && grep -q '^path = "/var/lib/authgate/authgate-state.db"' /etc/authgate/gateway.toml
+# The ops listener is on (loopback: the health check below asks it; set
+# 0.0.0.0:9090 in your own config for Prometheus or Kubernetes probes).
+# tests/it/deploy.rs applies these same edits and runs the result.
+RUN sed -i \
+    -e 's|^# path = "authgate-state.db".*|path = "/var/lib/authgate/authgate-state.db"|' \
+    -e 's|^# ops_listen = "127.0.0.1:9090".*|ops_listen = "127.0.0.1:9090"|' \
+    /etc/authgate/gateway.toml \
+ && grep -q '^path = "/var/lib/authgate/authgate-state.db"' /etc/authgate/gateway.toml \
+ && grep -q '^ops_listen = "127.0.0.1:9090"' /etc/authgate/gateway.toml
 VOLUME /var/lib/authgate
 ENV AUTHGATE_CONFIG=/etc/authgate/gateway.toml
 USER authgate
 # 8443: TLS; 8080: optional redirect_http; 9090: optional ops_listen.
 EXPOSE 8443 8080 9090
 STOPSIGNAL SIGTERM
+# No curl in the image: the binary asks its own ops listener.
+HEALTHCHECK --interval=30s --timeout=6s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/authgate", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/authgate"]
 CMD ["run"]

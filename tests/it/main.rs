@@ -5,6 +5,7 @@ mod admin;
 mod apps;
 mod cli;
 mod config;
+mod deploy;
 mod edges;
 mod front_door;
 mod lifecycle;
