@@ -255,3 +255,298 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     names
 }
+
+/// Every document of the YAML files, merge keys applied.
+fn yaml_docs(files: &[&str]) -> Vec<serde_yaml::Value> {
+    let mut docs = Vec::new();
+    for text in files {
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let mut value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
+            value.apply_merge().unwrap();
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+    }
+    docs
+}
+
+fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str, name: &str) -> &'a serde_yaml::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn str_of(value: &serde_yaml::Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value:?}"))
+}
+
+fn port_of(addr: &str) -> u64 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Where `file` (absolute) is: the volume whose mount holds it, and the name.
+fn mounted<'a>(container: &'a serde_yaml::Value, file: &'a str) -> (&'a str, &'a str) {
+    let (dir, name) = file.rsplit_once('/').unwrap();
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("no volume is mounted at {dir} (for {file})"));
+    assert!(
+        mount.get("subPath").is_none(),
+        "{dir}: a subPath mount never sees updates"
+    );
+    (str_of(&mount["name"]), name)
+}
+
+#[test]
+fn the_kubernetes_example_agrees_with_the_config_it_ships() {
+    let docs = yaml_docs(&[
+        include_str!("../../examples/kubernetes/deployment.yaml"),
+        include_str!("../../examples/kubernetes/configmap.yaml"),
+        include_str!("../../examples/kubernetes/secret.yaml"),
+    ]);
+    let deployment = of_kind(&docs, "Deployment", "notes");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_sequence().unwrap();
+    let gateway = containers.iter().find(|c| c["name"] == "authgate").unwrap();
+    let app = containers.iter().find(|c| c["name"] == "app").unwrap();
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))
+            .clone()
+    };
+    let port = |name: &str| {
+        gateway["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {name}"))["containerPort"]
+            .as_u64()
+            .unwrap()
+    };
+
+    // The config the gateway reads is the ConfigMap's, mounted as a folder.
+    let env = gateway["env"].as_sequence().unwrap();
+    let config_path = str_of(
+        &env.iter()
+            .find(|e| e["name"] == "AUTHGATE_CONFIG")
+            .expect("AUTHGATE_CONFIG")["value"],
+    );
+    let (config_volume, config_name) = mounted(gateway, config_path);
+    let config_map_name = str_of(&volume(config_volume)["configMap"]["name"]).to_owned();
+    let text = str_of(&of_kind(&docs, "ConfigMap", &config_map_name)["data"][config_name]);
+    let config: toml::Table = text.parse().unwrap();
+    let server = &config["server"];
+
+    // Ports: the TLS listener is the Service's only target; probes ask ops.
+    let listen = server["listen"].as_str().unwrap();
+    assert_eq!(port_of(listen), port("https"));
+    let ops = server["ops_listen"].as_str().unwrap();
+    assert!(
+        ops.starts_with("0.0.0.0:"),
+        "probes come from the node: {ops}"
+    );
+    assert_eq!(port_of(ops), port("ops"));
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &gateway[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_eq!(get["port"], "ops", "{probe}");
+    }
+    let service = of_kind(&docs, "Service", "notes");
+    let service_ports = service["spec"]["ports"].as_sequence().unwrap();
+    assert_eq!(service_ports.len(), 1, "only the gateway's port is exposed");
+    assert_eq!(service_ports[0]["targetPort"], "https");
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["template"]["metadata"]["labels"]
+    );
+
+    // The app is on the pod's localhost, where the upstream url points.
+    let upstream = config["upstream"]["url"].as_str().unwrap();
+    let app_listen = app["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find_map(|a| a.as_str()?.strip_prefix("-listen="))
+        .unwrap();
+    assert_eq!(upstream, format!("http://{app_listen}"));
+    assert!(app_listen.starts_with("127.0.0.1:"));
+
+    // Files: certificate and users from their Secrets, state in its volume.
+    let secret_file = |path: &str| {
+        let (volume_name, file) = mounted(gateway, path);
+        let secret_name = str_of(&volume(volume_name)["secret"]["secretName"]).to_owned();
+        let secret = of_kind(&docs, "Secret", &secret_name);
+        str_of(&secret["stringData"][file]).to_owned()
+    };
+    let users_text = secret_file(config["users"]["file"].as_str().unwrap());
+    secret_file(server["cert"].as_str().unwrap());
+    secret_file(server["key"].as_str().unwrap());
+    let state_path = config["store"]["path"].as_str().unwrap();
+    let (state_volume, _) = mounted(gateway, state_path);
+    let claim = str_of(&volume(state_volume)["persistentVolumeClaim"]["claimName"]).to_owned();
+    of_kind(&docs, "PersistentVolumeClaim", &claim);
+
+    // Non-root (the image's user), read-only root, limits.
+    let dockerfile = include_str!("../../Dockerfile");
+    let uid = pod["securityContext"]["runAsUser"].as_u64().unwrap();
+    assert!(dockerfile.contains(&format!("--uid {uid} ")));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["fsGroup"].as_u64(), Some(uid));
+    for container in containers {
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert!(container["resources"]["limits"]["memory"].is_string());
+    }
+
+    // The config itself is valid and its tests pass, given those files.
+    let dir = tempfile::tempdir().unwrap();
+    let local = |path: &str| {
+        let (mount, _) = path.rsplit_once('/').unwrap();
+        let here = dir.path().join(mount.trim_start_matches('/'));
+        std::fs::create_dir_all(&here).unwrap();
+        here
+    };
+    let mut materialized = text.to_owned();
+    for path in [
+        server["cert"].as_str().unwrap(),
+        server["key"].as_str().unwrap(),
+        config["users"]["file"].as_str().unwrap(),
+        state_path,
+    ] {
+        let (mount, _) = path.rsplit_once('/').unwrap();
+        materialized = materialized.replace(
+            &format!("\"{mount}/"),
+            &format!("\"{}/", local(path).display()),
+        );
+    }
+    let cert = authgate::tls::self_signed();
+    std::fs::write(
+        local(server["cert"].as_str().unwrap()).join("tls.crt"),
+        &cert.cert_pem,
+    )
+    .unwrap();
+    std::fs::write(
+        local(server["key"].as_str().unwrap()).join("tls.key"),
+        &cert.key_pem,
+    )
+    .unwrap();
+    std::fs::write(
+        local(config["users"]["file"].as_str().unwrap()).join("users.toml"),
+        &users_text,
+    )
+    .unwrap();
+    let parsed = authgate::Config::parse(&materialized, &dir.path().join("gateway.toml"))
+        .unwrap_or_else(|e| panic!("the ConfigMap's gateway.toml is refused:\n{e}"));
+    let failures = authgate::policy::check::run_tests(&parsed, &parsed.users);
+    assert!(failures.is_empty(), "{failures:?}");
+    example_password_works(&users_text);
+}
+
+/// The example users file says alice's password in a comment: it must be
+/// the one its hash is of.
+fn example_password_works(users: &str) {
+    use argon2::PasswordVerifier;
+    let password = users
+        .split("password here is \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the example names its password");
+    let hash = users
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap();
+    let parsed = argon2::PasswordHash::new(hash).unwrap();
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        "the example hash is not of {password:?}"
+    );
+}
+
+#[test]
+fn the_compose_example_agrees_with_the_config_it_ships() {
+    let docs = yaml_docs(&[include_str!("../../examples/compose.yaml")]);
+    let services = &docs[0]["services"];
+    let text = include_str!("../../examples/shared/gateway.toml");
+    let config: toml::Table = text.parse().unwrap();
+    let listen = port_of(config["server"]["listen"].as_str().unwrap());
+
+    // Two gateways built from the repository, the shared folder where the
+    // image reads its config, publishing the TLS port.
+    let gateways: Vec<&serde_yaml::Value> = services
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|s| s["build"] == "..")
+        .collect();
+    assert_eq!(gateways.len(), 2);
+    for gateway in &gateways {
+        assert_eq!(gateway["read_only"], true);
+        let volumes = gateway["volumes"].as_sequence().unwrap();
+        assert!(volumes.iter().any(|v| v == "./shared:/etc/authgate:ro"));
+        let published = gateway["ports"].as_sequence().unwrap();
+        assert!(published
+            .iter()
+            .all(|p| str_of(p).ends_with(&format!(":{listen}"))));
+    }
+    let dockerfile = include_str!("../../Dockerfile");
+    assert!(dockerfile.contains("ENV AUTHGATE_CONFIG=/etc/authgate/gateway.toml"));
+    let ops = config["server"]["ops_listen"].as_str().unwrap();
+    assert!(
+        ops.starts_with("127.0.0.1:"),
+        "the HEALTHCHECK asks loopback"
+    );
+
+    // Redis and the app are the services the config names.
+    let redis_url = config["store"]["url"].as_str().unwrap();
+    assert_eq!(config["store"]["backend"].as_str(), Some("redis"));
+    let redis_host = redis_url
+        .trim_start_matches("redis://")
+        .split(':')
+        .next()
+        .unwrap();
+    assert!(
+        services.get(redis_host).is_some(),
+        "no service {redis_host}"
+    );
+    let redis_command = services[redis_host]["command"].as_sequence().unwrap();
+    assert!(redis_command.iter().any(|a| a == "noeviction"));
+    let upstream = config["upstream"]["url"].as_str().unwrap();
+    let (app_host, app_port) = upstream
+        .trim_start_matches("http://")
+        .split_once(':')
+        .unwrap();
+    let app_listen = services[app_host]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find_map(|a| a.as_str()?.strip_prefix("-listen="))
+        .unwrap();
+    assert_eq!(app_listen, format!(":{app_port}"));
+
+    // The config is valid with the files the folder holds (and a certificate).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    let cert = authgate::tls::self_signed();
+    std::fs::write(dir.path().join("certs/gateway.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("certs/gateway.key"), &cert.key_pem).unwrap();
+    let users = include_str!("../../examples/shared/users.toml");
+    std::fs::write(dir.path().join("users.toml"), users).unwrap();
+    let parsed = authgate::Config::parse(text, &dir.path().join("gateway.toml"))
+        .unwrap_or_else(|e| panic!("examples/shared/gateway.toml is refused:\n{e}"));
+    let failures = authgate::policy::check::run_tests(&parsed, &parsed.users);
+    assert!(failures.is_empty(), "{failures:?}");
+    example_password_works(users);
+}
