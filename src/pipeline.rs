@@ -46,6 +46,9 @@ pub struct State {
     /// The certificate new handshakes get (its files are watched).
     pub certificate: Arc<crate::tls::RotatingCert>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// One reload at a time (SIGHUP and the file watcher may both ask), so
+    /// an older read of the file is never put in force after a newer one.
+    pub reloading: tokio::sync::Mutex<()>,
 }
 
 /// One config's worth of what requests use: rules, upstream clients,
@@ -91,6 +94,7 @@ impl State {
             readiness: Readiness::default(),
             certificate,
             tls,
+            reloading: tokio::sync::Mutex::new(()),
         })
     }
 

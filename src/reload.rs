@@ -103,6 +103,7 @@ pub enum Reloaded {
 
 /// Reads, validates and tests the config file; puts it in force if it passes.
 pub async fn reload(state: &State) -> Reloaded {
+    let _one_at_a_time = state.reloading.lock().await;
     let source = state.live().config.source.clone();
     let loaded = tokio::task::spawn_blocking(move || load_and_test(&source))
         .await
