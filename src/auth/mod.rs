@@ -10,6 +10,7 @@ mod next;
 mod pages;
 pub mod password;
 pub mod throttle;
+pub mod totp;
 
 use std::sync::Arc;
 
