@@ -106,6 +106,9 @@ enum UserCommand {
     Unlock { name: String },
     /// Remove a user; their sessions end.
     Del { name: String },
+    /// Remove a user's second factor (TOTP secret and recovery codes), for
+    /// a lost phone; they enroll again at /.gateway/totp.
+    TotpReset { name: String },
     /// List the users.
     List,
     /// Print the users as a users.toml (from Redis when the store is Redis).
@@ -476,6 +479,7 @@ fn user_in_redis(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Lock { name } => Some(Change::Lock(name.clone())),
         UserCommand::Unlock { name } => Some(Change::Unlock(name.clone())),
         UserCommand::Del { name } => Some(Change::Delete(name.clone())),
+        UserCommand::TotpReset { name } => Some(Change::ResetTotp(name.clone())),
     };
     runtime()?.block_on(async {
         let redis = connect_redis(config, settings).await?;
@@ -520,7 +524,8 @@ fn print_users(users: &authgate::users::Users, as_toml: bool) {
     list.sort_by(|a, b| a.key.cmp(&b.key));
     for u in list {
         let state = if u.locked { "  (locked)" } else { "" };
-        println!("{}\t{}{state}", u.name, u.roles.join(","));
+        let totp = if u.totp.is_some() { "  (totp)" } else { "" };
+        println!("{}\t{}{state}{totp}", u.name, u.roles.join(","));
     }
 }
 
@@ -576,6 +581,10 @@ fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Result<(
         UserCommand::Lock { name } => (Change::Lock(name.clone()), format!("locked {name}")),
         UserCommand::Unlock { name } => (Change::Unlock(name.clone()), format!("unlocked {name}")),
         UserCommand::Del { name } => (Change::Delete(name.clone()), format!("removed {name}")),
+        UserCommand::TotpReset { name } => (
+            Change::ResetTotp(name.clone()),
+            format!("removed the second factor of {name}"),
+        ),
     };
     file.apply(&change, "cli")?;
     println!("{done} ({})", file.path().display());

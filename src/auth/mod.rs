@@ -231,6 +231,22 @@ impl Auth {
                         let ended = end(key);
                         crate::security_event!(warn, event = "password_changed", actor, user = %after.name, sessions_ended = ended, "password changed");
                     }
+                    match (&before.totp, &after.totp) {
+                        (None, Some(_)) => {
+                            crate::security_event!(warn, event = "totp_enrolled", actor, user = %after.name, "second factor enrolled");
+                        }
+                        (Some(_), None) => {
+                            crate::security_event!(warn, event = "totp_reset", actor, user = %after.name, "second factor removed");
+                        }
+                        (Some(old), Some(new)) if old != new => {
+                            crate::security_event!(warn, event = "totp_enrolled", actor, user = %after.name, "second factor enrolled again");
+                        }
+                        _ => {
+                            if after.recovery_codes.len() < before.recovery_codes.len() {
+                                crate::security_event!(warn, event = "recovery_code_used", actor, user = %after.name, left = after.recovery_codes.len(), "a recovery code was used");
+                            }
+                        }
+                    }
                     if after.roles != before.roles {
                         crate::security_event!(warn, event = "roles_changed", actor, user = %after.name, from = %before.roles.join(","), to = %after.roles.join(","), "roles changed");
                     }

@@ -153,7 +153,10 @@ pub fn recovery_hash(code: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    format!("sha256:{}", crate::hex(&Sha256::digest(normalized.as_bytes())))
+    format!(
+        "sha256:{}",
+        crate::hex(&Sha256::digest(normalized.as_bytes()))
+    )
 }
 
 /// Whether `text` has the form of a recovery code (rather than a TOTP code).
@@ -217,7 +220,10 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), RECOVERY_CODES);
         assert!(looks_like_recovery_code(&codes[0]));
-        assert_eq!(recovery_hash(&codes[0].to_uppercase().replace('-', " ")), hashes[0]);
+        assert_eq!(
+            recovery_hash(&codes[0].to_uppercase().replace('-', " ")),
+            hashes[0]
+        );
         assert!(valid_recovery_hash(&hashes[0]));
     }
 

@@ -34,7 +34,7 @@ use super::{StoreError, Unavailable};
 use crate::hex;
 use crate::session::{handle, Expiry, Key, LiveSession, Lookup, SessionInfo};
 use crate::users::file::{Change, UserFileError};
-use crate::users::{canonical, Entry, Users};
+use crate::users::{canonical, Entry, TotpSecret, Users};
 
 /// Longest a replica answers from what it last found for a session.
 pub const CACHE_AGE: Duration = Duration::from_millis(800);
@@ -103,6 +103,18 @@ elseif op == 'unlock' then
 elseif op == 'delete' then
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[2])
+elseif op == 'totp' then
+  redis.call('HSET', KEYS[1], 'totp', ARGV[4], 'recovery', ARGV[5])
+elseif op == 'totp_reset' then
+  redis.call('HDEL', KEYS[1], 'totp', 'recovery')
+elseif op == 'recovery_use' then
+  local codes = redis.call('HGET', KEYS[1], 'recovery') or ''
+  local kept, found = {}, false
+  for code in string.gmatch(codes, '[^,]+') do
+    if code == ARGV[4] and not found then found = true else table.insert(kept, code) end
+  end
+  if not found then return 'unknown_code' end
+  redis.call('HSET', KEYS[1], 'recovery', table.concat(kept, ','))
 end
 local ended = 0
 if op == 'password' or op == 'lock' or op == 'delete' or op == 'end_sessions' then
@@ -567,6 +579,10 @@ impl Redis {
             if entry.locked {
                 self.change(&Op::Simple("lock", &user.key)).await?;
             }
+            if let Some(secret) = &entry.totp {
+                self.change(&Op::Totp(&user.key, secret, &entry.recovery_codes))
+                    .await?;
+            }
         }
         Ok(true)
     }
@@ -586,9 +602,9 @@ impl Redis {
             .await?;
         let mut pipe = redis::pipe();
         for name in &names {
-            pipe.cmd("HMGET")
-                .arg(self.key("user", name))
-                .arg(&["name", "password", "roles", "locked", "gen"]);
+            pipe.cmd("HMGET").arg(self.key("user", name)).arg(&[
+                "name", "password", "roles", "locked", "gen", "totp", "recovery",
+            ]);
         }
         let mut con = self.con.clone();
         let started = std::time::Instant::now();
@@ -597,22 +613,32 @@ impl Redis {
             started,
         )?;
         let entries = rows.into_iter().filter_map(|row| match row.as_slice() {
-            [Some(name), Some(password), roles, locked, generation] => Some(Entry {
-                name: name.clone(),
-                password_hash: password.clone(),
-                roles: roles
-                    .as_deref()
-                    .unwrap_or("")
-                    .split(',')
-                    .filter(|r| !r.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                locked: locked.as_deref() == Some("1"),
-                generation: generation
-                    .as_deref()
-                    .and_then(|g| g.parse().ok())
-                    .unwrap_or(0),
-            }),
+            [Some(name), Some(password), roles, locked, generation, totp, recovery] => {
+                Some(Entry {
+                    name: name.clone(),
+                    password_hash: password.clone(),
+                    roles: roles
+                        .as_deref()
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    locked: locked.as_deref() == Some("1"),
+                    generation: generation
+                        .as_deref()
+                        .and_then(|g| g.parse().ok())
+                        .unwrap_or(0),
+                    totp: totp.clone().map(TotpSecret::new),
+                    recovery_codes: recovery
+                        .as_deref()
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                })
+            }
             _ => None,
         });
         Users::from_entries(entries).map_err(|e| {
@@ -633,6 +659,16 @@ impl Redis {
             Op::Simple(kind, key) => ("", (*key).to_owned(), "", String::new(), *kind),
             Op::Password(key, hash) => ("", (*key).to_owned(), *hash, String::new(), "password"),
             Op::Roles(key, roles) => ("", (*key).to_owned(), "", roles.join(","), "roles"),
+            Op::Totp(key, secret, codes) => (
+                "",
+                (*key).to_owned(),
+                secret.expose(),
+                codes.join(","),
+                "totp",
+            ),
+            Op::UseRecovery(key, hash) => {
+                ("", (*key).to_owned(), *hash, String::new(), "recovery_use")
+            }
         };
         let mut invocation = self.scripts.change_user.prepare_invoke();
         invocation
@@ -663,6 +699,8 @@ impl Redis {
                     roles: roles.clone(),
                     locked: false,
                     generation: 0,
+                    totp: None,
+                    recovery_codes: Vec::new(),
                 };
                 crate::users::User::new(entry.clone()).map_err(UserFileError::Invalid)?;
                 self.change(&Op::Add(&entry)).await
@@ -680,19 +718,28 @@ impl Redis {
             Change::Lock(name) => self.change(&Op::Simple("lock", &canonical(name))).await,
             Change::Unlock(name) => self.change(&Op::Simple("unlock", &canonical(name))).await,
             Change::Delete(name) => self.change(&Op::Simple("delete", &canonical(name))).await,
+            Change::SetTotp {
+                name,
+                secret,
+                recovery_codes,
+            } => {
+                self.change(&Op::Totp(&canonical(name), secret, recovery_codes))
+                    .await
+            }
+            Change::ResetTotp(name) => {
+                self.change(&Op::Simple("totp_reset", &canonical(name)))
+                    .await
+            }
+            Change::UseRecoveryCode { name, hash } => {
+                self.change(&Op::UseRecovery(&canonical(name), hash)).await
+            }
         }
         .map_err(|Unavailable| UserFileError::StoreUnavailable)?;
-        let name = match change {
-            Change::Add { name, .. }
-            | Change::SetPassword { name, .. }
-            | Change::SetRoles { name, .. }
-            | Change::Lock(name)
-            | Change::Unlock(name)
-            | Change::Delete(name) => name,
-        };
+        let name = change.name();
         match outcome.as_str() {
-            "duplicate" => Err(UserFileError::Duplicate(name.clone())),
-            "unknown" => Err(UserFileError::UnknownUser(name.clone())),
+            "duplicate" => Err(UserFileError::Duplicate(name.to_owned())),
+            "unknown" => Err(UserFileError::UnknownUser(name.to_owned())),
+            "unknown_code" => Err(UserFileError::UnknownRecoveryCode),
             _ => Ok(()),
         }
     }
@@ -750,4 +797,6 @@ enum Op<'a> {
     Simple(&'static str, &'a str),
     Password(&'a str, &'a str),
     Roles(&'a str, &'a [String]),
+    Totp(&'a str, &'a TotpSecret, &'a [String]),
+    UseRecovery(&'a str, &'a str),
 }

@@ -53,6 +53,8 @@ pub enum UserFileError {
     NotConfigured,
     #[error("the user store (Redis) is unavailable; nothing was changed")]
     StoreUnavailable,
+    #[error("that recovery code is not valid (or was used already)")]
+    UnknownRecoveryCode,
 }
 
 /// One change to the users file. Passwords arrive already hashed.
@@ -74,6 +76,36 @@ pub enum Change {
     Lock(String),
     Unlock(String),
     Delete(String),
+    /// Enrolls a second factor: the TOTP secret and the recovery codes' hashes.
+    SetTotp {
+        name: String,
+        secret: super::TotpSecret,
+        recovery_codes: Vec<String>,
+    },
+    /// Removes the second factor (secret and recovery codes).
+    ResetTotp(String),
+    /// Uses up one recovery code (by its hash); refused if it is not there.
+    UseRecoveryCode {
+        name: String,
+        hash: String,
+    },
+}
+
+impl Change {
+    /// The user the change is about, as named.
+    pub fn name(&self) -> &str {
+        match self {
+            Change::Add { name, .. }
+            | Change::SetPassword { name, .. }
+            | Change::SetRoles { name, .. }
+            | Change::Lock(name)
+            | Change::Unlock(name)
+            | Change::Delete(name)
+            | Change::SetTotp { name, .. }
+            | Change::ResetTotp(name)
+            | Change::UseRecoveryCode { name, .. } => name,
+        }
+    }
 }
 
 /// Checks a new password against the gateway's rule (before hashing it).
@@ -367,6 +399,38 @@ fn edit(document: &mut DocumentMut, change: &Change) -> Result<(), UserFileError
             let key = existing(users, name)?;
             users.remove(&key);
         }
+        Change::SetTotp {
+            name,
+            secret,
+            recovery_codes,
+        } => {
+            let key = existing(users, name)?;
+            users[&key]["totp"] = value(secret.expose());
+            let mut array = Array::new();
+            for hash in recovery_codes {
+                array.push(hash.as_str());
+            }
+            users[&key]["recovery_codes"] = value(array);
+        }
+        Change::ResetTotp(name) => {
+            let key = existing(users, name)?;
+            if let Some(table) = users[&key].as_table_like_mut() {
+                table.remove("totp");
+                table.remove("recovery_codes");
+            }
+        }
+        Change::UseRecoveryCode { name, hash } => {
+            let key = existing(users, name)?;
+            let codes = users[&key]
+                .get_mut("recovery_codes")
+                .and_then(Item::as_array_mut)
+                .ok_or(UserFileError::UnknownRecoveryCode)?;
+            let at = codes
+                .iter()
+                .position(|v| v.as_str() == Some(hash.as_str()))
+                .ok_or(UserFileError::UnknownRecoveryCode)?;
+            codes.remove(at);
+        }
     }
     Ok(())
 }
@@ -383,6 +447,50 @@ mod tests {
         let path = dir.path().join("users.toml");
         fs::write(&path, text).unwrap();
         (dir, UsersFile::new(path))
+    }
+
+    #[test]
+    fn a_second_factor_is_enrolled_used_and_reset() {
+        let (_dir, file) = file_with(&format!(
+            "[users.alice]\npassword = \"{HASH}\"\nroles = [\"admin\"]\n"
+        ));
+        let secret = crate::users::TotpSecret::new(crate::auth::totp::new_secret());
+        let (codes, hashes) = crate::auth::totp::new_recovery_codes();
+        let users = file
+            .apply(
+                &Change::SetTotp {
+                    name: "Alice".into(),
+                    secret: secret.clone(),
+                    recovery_codes: hashes.clone(),
+                },
+                "test",
+            )
+            .unwrap();
+        let alice = users.get("alice").unwrap();
+        assert_eq!(alice.totp.as_ref(), Some(&secret));
+        assert_eq!(alice.recovery_codes, hashes);
+        // The secret is in the file, never in a Debug print.
+        assert!(!format!("{alice:?}").contains(secret.expose()));
+        let used = Change::UseRecoveryCode {
+            name: "alice".into(),
+            hash: crate::auth::totp::recovery_hash(&codes[3]),
+        };
+        let users = file.apply(&used, "test").unwrap();
+        assert_eq!(users.get("alice").unwrap().recovery_codes.len(), 9);
+        assert!(matches!(
+            file.apply(&used, "test"),
+            Err(UserFileError::UnknownRecoveryCode)
+        ));
+        let users = file
+            .apply(&Change::ResetTotp("alice".into()), "test")
+            .unwrap();
+        let alice = users.get("alice").unwrap();
+        assert!(alice.totp.is_none() && alice.recovery_codes.is_empty());
+        let text = fs::read_to_string(file.path()).unwrap();
+        assert!(
+            !text.contains("totp") && !text.contains("recovery"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -31,6 +31,31 @@ struct RawUser {
     roles: Vec<Spanned<String>>,
     #[serde(default)]
     locked: bool,
+    /// The TOTP secret (base32), once the user enrolled.
+    totp: Option<Spanned<String>>,
+    /// Unused recovery codes, as `sha256:HEX`.
+    #[serde(default)]
+    recovery_codes: Vec<Spanned<String>>,
+}
+
+/// A TOTP secret: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TotpSecret(Box<str>);
+
+impl TotpSecret {
+    pub fn new(secret: impl Into<Box<str>>) -> TotpSecret {
+        TotpSecret(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TotpSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpSecret(..)")
+    }
 }
 
 /// One account as the gateway uses it.
@@ -57,6 +82,10 @@ pub struct User {
     /// value it began with and ends when the two differ. Always 0 with a
     /// users file, which ends sessions by itself.
     pub generation: u64,
+    /// Set once the user enrolled a second factor.
+    pub totp: Option<TotpSecret>,
+    /// Hashes of the recovery codes not used yet.
+    pub recovery_codes: Vec<String>,
 }
 
 /// One account as a store other than the users file holds it.
@@ -67,6 +96,8 @@ pub struct Entry {
     pub roles: Vec<String>,
     pub locked: bool,
     pub generation: u64,
+    pub totp: Option<TotpSecret>,
+    pub recovery_codes: Vec<String>,
 }
 
 impl User {
@@ -91,6 +122,23 @@ impl User {
             HeaderValue::from_str(&roles.join(",")).expect("roles are checked to be visible ASCII");
         let name_header =
             HeaderValue::from_str(name).map_err(|_| format!("invalid username {name:?}"))?;
+        if let Some(secret) = &entry.totp {
+            if !crate::auth::totp::valid_secret(secret.expose()) {
+                return Err(format!(
+                    "user {name:?}: totp is not a base32 secret of at least 80 bits"
+                ));
+            }
+        }
+        if let Some(bad) = entry
+            .recovery_codes
+            .iter()
+            .find(|h| !crate::auth::totp::valid_recovery_hash(h))
+        {
+            let shown: String = bad.chars().take(12).collect();
+            return Err(format!(
+                "user {name:?}: recovery code {shown:?}... is not sha256:HEX"
+            ));
+        }
         Ok(User {
             name: name.into(),
             key: key.into(),
@@ -101,6 +149,8 @@ impl User {
             name_header,
             locked: entry.locked,
             generation: entry.generation,
+            totp: entry.totp,
+            recovery_codes: entry.recovery_codes,
         })
     }
 
@@ -111,6 +161,8 @@ impl User {
             roles: self.roles.clone(),
             locked: self.locked,
             generation: self.generation,
+            totp: self.totp.clone(),
+            recovery_codes: self.recovery_codes.clone(),
         }
     }
 }
@@ -183,6 +235,12 @@ impl Users {
                     .collect(),
                 locked: raw_user.locked,
                 generation: 0,
+                totp: raw_user.totp.map(|t| TotpSecret::new(t.into_inner())),
+                recovery_codes: raw_user
+                    .recovery_codes
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect(),
             };
             match User::new(entry) {
                 Ok(user) => {
@@ -222,6 +280,13 @@ impl Users {
             );
             if u.locked {
                 table.insert("locked".into(), true.into());
+            }
+            if let Some(secret) = &u.totp {
+                table.insert("totp".into(), secret.expose().into());
+                table.insert(
+                    "recovery_codes".into(),
+                    toml::Value::Array(u.recovery_codes.iter().map(|h| h.clone().into()).collect()),
+                );
             }
             let mut users = toml::Table::new();
             users.insert(u.name.to_string(), table.into());
