@@ -41,6 +41,8 @@ fn policy(size: usize, shared: bool) -> Policy {
                 methods: (i % 3 == 0).then(|| vec![Method::GET, Method::POST]),
                 host: (i % 5 == 0).then(|| "intranet.example".into()),
                 access,
+                mfa: false,
+                max_auth_age: None,
             }
         })
         .chain(std::iter::once(Rule {
@@ -52,6 +54,8 @@ fn policy(size: usize, shared: bool) -> Policy {
             methods: None,
             host: None,
             access: Access::Authenticated,
+            mfa: false,
+            max_auth_age: None,
         }))
         .collect();
     Policy::new(rules)
@@ -64,7 +68,12 @@ fn time(policy: &Policy, path: &str, roles: &[String]) -> f64 {
         host: Some("intranet.example"),
         path,
     };
-    let who = Principal { user: "bob", roles };
+    let who = Principal {
+        user: "bob",
+        roles,
+        mfa: false,
+        auth_age_ms: 0,
+    };
     let rounds = 2_000_000 / policy.rules().len().max(10);
     let started = Instant::now();
     for _ in 0..rounds {

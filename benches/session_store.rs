@@ -43,7 +43,7 @@ fn measure(size: usize) {
     let before = rss_bytes();
     for i in 0..size {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32));
-        let (id, _) = store.create(&users[i % users.len()], 1, ip, USER_AGENT, now);
+        let (id, _) = store.create(&users[i % users.len()], 1, ip, USER_AGENT, false, now);
         if i % sample_every == 0 {
             sample.push(id);
         }
@@ -125,7 +125,14 @@ async fn durable() {
         for (which, store) in [&on_disk, &in_memory].into_iter().enumerate() {
             let started = Instant::now();
             store
-                .create(&user_keys[i % USERS], fingerprint, ip, USER_AGENT, now_ms())
+                .create(
+                    &user_keys[i % USERS],
+                    fingerprint,
+                    ip,
+                    USER_AGENT,
+                    false,
+                    now_ms(),
+                )
                 .await
                 .unwrap();
             times[which].push(started.elapsed());
@@ -152,7 +159,7 @@ async fn durable() {
         pending.push(async move {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32));
             store
-                .create(&user, fingerprint, ip, USER_AGENT, now_ms())
+                .create(&user, fingerprint, ip, USER_AGENT, false, now_ms())
                 .await
                 .unwrap();
         });

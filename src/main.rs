@@ -51,6 +51,14 @@ enum Command {
         /// The host the request names.
         #[arg(long)]
         host: Option<String>,
+        /// How long ago the user entered the password, e.g. 20m (for rules
+        /// with max_auth_age) [default: just now].
+        #[arg(long)]
+        auth_age: Option<String>,
+        /// Whether the session passed the second factor (for rules with
+        /// mfa = true) [default: whether the user has one].
+        #[arg(long)]
+        mfa: Option<bool>,
         /// GET, POST, ...
         method: String,
         /// The path as a client would send it, e.g. /x/../admin
@@ -161,6 +169,8 @@ fn main() -> ExitCode {
             user,
             anonymous: _,
             host,
+            auth_age,
+            mfa,
             method,
             path,
         } => explain(
@@ -169,6 +179,7 @@ fn main() -> ExitCode {
             host.as_deref(),
             &method,
             &path,
+            (auth_age.as_deref(), mfa),
         ),
         Command::Demo { listen } => demo(listen, flag_format),
         Command::HashPassword => hash_password(),
@@ -228,8 +239,17 @@ fn explain(
     host: Option<&str>,
     method: &str,
     request_path: &str,
+    (auth_age, mfa): (Option<&str>, Option<bool>),
 ) -> anyhow::Result<()> {
     let config = load_or_report(path)?;
+    let fresh = authgate::policy::check::Freshness {
+        auth_age: auth_age
+            .map(authgate::config::units::parse_duration)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--auth-age: {e}"))?
+            .unwrap_or_default(),
+        mfa,
+    };
     let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| anyhow::anyhow!("{method:?} is not an HTTP method"))?;
     let outcome = authgate::policy::check::evaluate(
@@ -239,6 +259,7 @@ fn explain(
         &method,
         request_path,
         host,
+        fresh,
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     print!(

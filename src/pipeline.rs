@@ -314,9 +314,12 @@ async fn route(
         host: host.as_ref().map(Host::name),
         path: normalized,
     };
-    let principal = user.map(|u| Principal {
-        user: &u.key,
-        roles: &u.roles,
+    let now = session::now_ms();
+    let principal = presented.signed_in.as_ref().map(|s| Principal {
+        user: &s.user.key,
+        roles: &s.user.roles,
+        mfa: s.session.mfa,
+        auth_age_ms: now.saturating_sub(s.session.auth_ms),
     });
     match live.config.policy.decide(&target, principal).decision {
         Decision::Allow => {}
@@ -334,6 +337,19 @@ async fn route(
             });
         }
         Decision::Deny(reason) => return Err(GatewayError::Forbidden(reason)),
+        Decision::Reauth(reason) => {
+            let method = request.method().as_str();
+            let navigating = (method.eq_ignore_ascii_case("GET")
+                || method.eq_ignore_ascii_case("HEAD"))
+                && wants_html(request.headers());
+            let second_factor = reason == crate::policy::ReauthReason::SecondFactor;
+            return Err(GatewayError::Reauth {
+                next: with_query(normalized, request.uri().query()),
+                navigating,
+                second_factor,
+                enroll: second_factor && user.is_some_and(|u| u.totp.is_none()),
+            });
+        }
     }
 
     let websocket = match upgrade {
@@ -439,6 +455,9 @@ pub fn watch_tunnels(state: &Arc<State>) {
                         let principal = Principal {
                             user: &signed_in.user.key,
                             roles: &signed_in.user.roles,
+                            mfa: signed_in.session.mfa,
+                            auth_age_ms: session::now_ms()
+                                .saturating_sub(signed_in.session.auth_ms),
                         };
                         match live.config.policy.decide(&target, Some(principal)).decision {
                             Decision::Allow if touch => Verdict::Touched,

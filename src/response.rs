@@ -42,6 +42,16 @@ pub enum GatewayError {
     /// A session is needed; `next` is where to come back after login.
     #[error("a login is needed")]
     Unauthenticated { next: String, navigating: bool },
+    /// Signed in, but the route wants a fresher sign-in (`max_auth_age`) or
+    /// one that passed the second factor (`mfa = true`); `enroll`: the user
+    /// has no second factor yet.
+    #[error("this page needs you to sign in again")]
+    Reauth {
+        next: String,
+        navigating: bool,
+        second_factor: bool,
+        enroll: bool,
+    },
     #[error("the form's CSRF token is missing or wrong, or it came from another site")]
     CsrfRejected,
     #[error("the form is malformed")]
@@ -91,6 +101,10 @@ impl GatewayError {
                 navigating: true, ..
             } => StatusCode::FOUND,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Reauth {
+                navigating: true, ..
+            } => StatusCode::FOUND,
+            GatewayError::Reauth { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -115,6 +129,11 @@ impl GatewayError {
             GatewayError::NotFound | GatewayError::NoUpstream => "not_found",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::Unauthenticated { .. } => "unauthenticated",
+            GatewayError::Reauth {
+                second_factor: true,
+                ..
+            } => "second_factor_required",
+            GatewayError::Reauth { .. } => "reauthentication_required",
             GatewayError::UpstreamUnavailable(_) => "bad_gateway",
             GatewayError::UpstreamTimeout => "gateway_timeout",
         }
@@ -158,6 +177,25 @@ impl GatewayError {
         {
             let location = format!("/.gateway/login?next={}", encode_query_value(next));
             let mut response = page(status, "Sign in", "Redirecting to the sign-in page.");
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            return response;
+        }
+        if let GatewayError::Reauth {
+            next,
+            navigating: true,
+            enroll,
+            ..
+        } = &self
+        {
+            let page_path = if *enroll {
+                "/.gateway/totp"
+            } else {
+                "/.gateway/reauth"
+            };
+            let location = format!("{page_path}?next={}", encode_query_value(next));
+            let mut response = page(status, "Sign in again", "Redirecting to sign in again.");
             if let Ok(value) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(header::LOCATION, value);
             }

@@ -22,7 +22,7 @@ use crate::users::canonical;
 use crate::users::file::{check_new_password, Change};
 
 impl Auth {
-    fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {
+    pub(super) fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {
         response.headers_mut().insert(
             header::SET_COOKIE,
             HeaderValue::from_str(&format!(
@@ -70,9 +70,22 @@ impl Auth {
             "/.gateway/password" if is_get || method == Method::POST => {
                 self.password(request, peer, host, logged_user).await
             }
-            "/.gateway/login" | "/.gateway/logout" | "/.gateway/whoami" | "/.gateway/password" => {
-                Err(GatewayError::MethodNotAllowed)
+            "/.gateway/login/code" if is_get || method == Method::POST => {
+                self.login_code(request, peer, host, logged_user).await
             }
+            "/.gateway/totp" if is_get || method == Method::POST => {
+                self.totp_page(request, peer, host, logged_user).await
+            }
+            "/.gateway/reauth" if is_get || method == Method::POST => {
+                self.reauth(request, peer, host, logged_user).await
+            }
+            "/.gateway/login"
+            | "/.gateway/logout"
+            | "/.gateway/whoami"
+            | "/.gateway/password"
+            | "/.gateway/login/code"
+            | "/.gateway/totp"
+            | "/.gateway/reauth" => Err(GatewayError::MethodNotAllowed),
             "/.gateway/admin" | "/.gateway/admin/" => {
                 admin::page(self, request, host, logged_user).await
             }
@@ -90,12 +103,7 @@ impl Auth {
     }
 
     fn login_page(&self, headers: &HeaderMap, query: Option<&str>) -> Response<Body> {
-        let next = query
-            .into_iter()
-            .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
-            .find(|(k, _)| k == "next")
-            .map(|(_, v)| v.into_owned());
-        let next = safe_next(next.as_deref());
+        let next = query_next(query);
         let (token, fresh) = match self.login_token(headers) {
             Some(token) => (token.to_owned(), false),
             None => (csrf::new_login_token(), true),
@@ -194,6 +202,12 @@ impl Auth {
             // in now may not be the one who signed in then.
             self.sessions.end_now(&old.session.key);
         }
+        // A second factor: no session until the code (or enrollment).
+        if let Some(second_step) = self.begin_second_step(&user, &next) {
+            *logged_user = Some(user.name.clone());
+            crate::security_event!(info, event = "login_password_ok", user = %user.name, ip = %peer, "password ok; second factor next");
+            return Ok(second_step);
+        }
         let id = self
             .sessions
             .create(
@@ -201,6 +215,7 @@ impl Auth {
                 user.password_fingerprint,
                 peer,
                 &user_agent,
+                false,
                 session::now_ms(),
             )
             .await
@@ -370,6 +385,8 @@ impl Auth {
                 updated.password_fingerprint,
                 peer,
                 &user_agent,
+                // The password was just entered; the code stays as it was.
+                signed_in.session.mfa,
                 session::now_ms(),
             )
             .await
@@ -417,7 +434,17 @@ impl Auth {
     }
 }
 
-fn user_agent_of(headers: &HeaderMap) -> String {
+/// The `next` a page's query names, made safe (a local path).
+pub(super) fn query_next(query: Option<&str>) -> String {
+    let next = query
+        .into_iter()
+        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned());
+    safe_next(next.as_deref())
+}
+
+pub(super) fn user_agent_of(headers: &HeaderMap) -> String {
     headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())

@@ -9,6 +9,7 @@ mod forms;
 mod next;
 mod pages;
 pub mod password;
+mod second_factor;
 pub mod throttle;
 pub mod totp;
 
@@ -65,11 +66,17 @@ pub struct Auth {
     verifier: Verifier,
     cookie_name: String,
     login_cookie_name: String,
+    /// The cookie of a sign-in waiting for its second factor.
+    pending_cookie_name: String,
     clear_cookie: HeaderValue,
     /// Where changes to users are written; `None` when no file is configured.
     users_file: Option<UsersFile>,
     /// The role that may use `/.gateway/admin` (a reload may change it).
     admin_role: ArcSwap<String>,
+    /// Roles whose users must have a second factor (a reload may change it).
+    require_totp: ArcSwap<Vec<String>>,
+    /// Pending sign-ins, secrets being enrolled, codes used.
+    second_factor: second_factor::SecondFactor,
     metrics: Arc<crate::ops::Metrics>,
 }
 
@@ -116,10 +123,13 @@ impl Auth {
             ),
             verifier,
             login_cookie_name: format!("{cookie_name}-login"),
+            pending_cookie_name: format!("{cookie_name}-mfa"),
             cookie_name,
             clear_cookie,
             users_file: config.users_file.clone().map(UsersFile::new),
             admin_role: ArcSwap::from_pointee(config.admin.role.clone()),
+            require_totp: ArcSwap::from_pointee(config.login.require_totp.clone()),
+            second_factor: Default::default(),
             metrics,
         })
     }
@@ -130,6 +140,8 @@ impl Auth {
         self.throttle
             .set_limits(config.login.max_failures, config.login.failure_window);
         self.admin_role.store(Arc::new(config.admin.role.clone()));
+        self.require_totp
+            .store(Arc::new(config.login.require_totp.clone()));
     }
 
     /// Background work: the session sweeper, the throttle windows' sweep and
@@ -176,6 +188,7 @@ impl Auth {
                 tick.tick().await;
                 let Some(auth) = auth.upgrade() else { break };
                 auth.throttle.sweep(session::now_ms());
+                auth.second_factor.sweep(session::now_ms());
             }
         });
     }
@@ -309,8 +322,12 @@ impl Auth {
     }
 
     /// Names of the gateway's own cookies, which the upstream never sees.
-    pub fn own_cookies(&self) -> [&str; 2] {
-        [&self.cookie_name, &self.login_cookie_name]
+    pub fn own_cookies(&self) -> [&str; 3] {
+        [
+            &self.cookie_name,
+            &self.login_cookie_name,
+            &self.pending_cookie_name,
+        ]
     }
 
     /// Finds the request's session, checking it the way SPEC §5 asks: it

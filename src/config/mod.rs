@@ -59,6 +59,10 @@ pub struct PolicyTest {
     pub expect: &'static str,
     /// The upstream url it must be sent to, if the test says.
     pub upstream: Option<String>,
+    /// How long ago the password was entered (default 0).
+    pub auth_age: Duration,
+    /// The session passed the second factor (`None`: as the user has one).
+    pub mfa: Option<bool>,
 }
 
 /// The session cookie's name unless configured otherwise. Every cookie
@@ -101,6 +105,9 @@ pub struct Login {
     /// Failures allowed per account within `failure_window` (per client IP: 4x).
     pub max_failures: u32,
     pub failure_window: Duration,
+    /// Users with any of these roles must enroll a second factor before
+    /// they get a session.
+    pub require_totp: Vec<String>,
 }
 
 #[derive(Debug)]

@@ -40,6 +40,11 @@ pub struct RawTest {
     pub expect: Text,
     /// The upstream url the request must go to (several apps).
     pub upstream: Option<Text>,
+    /// How long ago the user entered the password (default: just now).
+    pub auth_age: Option<Text>,
+    /// Whether the session passed the second factor (default: whether the
+    /// user has one).
+    pub mfa: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +136,10 @@ pub struct RawRule {
     pub host: Option<Text>,
     pub access: Option<Text>,
     pub roles: Option<Spanned<Vec<Text>>>,
+    /// The route needs a session that passed the second factor.
+    pub mfa: Option<Spanned<bool>>,
+    /// The route needs the password entered within this long.
+    pub max_auth_age: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +168,8 @@ pub struct RawUsers {
 pub struct RawLogin {
     pub max_failures: Option<Spanned<i64>>,
     pub failure_window: Option<Text>,
+    /// Roles whose users must have a second factor.
+    pub require_totp: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -25,6 +25,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {text:?}: too large"))
 }
 
+/// A duration as a config file writes it, in the largest whole unit.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= per && ms.is_multiple_of(per) {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Parses a size string into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let (number, unit) = split_number(text).ok_or_else(|| {

@@ -551,6 +551,12 @@ impl Validator<'_> {
         Some(Login {
             max_failures: max_failures?,
             failure_window: window?,
+            require_totp: raw
+                .require_totp
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.into_inner())
+                .collect(),
         })
     }
 
@@ -634,25 +640,31 @@ impl Validator<'_> {
                 "allow" => Some("allow"),
                 "deny" => Some("deny"),
                 "login" => Some("login"),
+                "reauth" => Some("reauth"),
                 other => {
                     self.diag.at(
                         raw.expect.span(),
-                        format!("unknown expect {other:?}: use \"allow\", \"deny\" or \"login\""),
+                        format!("unknown expect {other:?}: use \"allow\", \"deny\", \"login\" or \"reauth\""),
                     );
                     None
                 }
             };
-            match (user, method, expect) {
-                (Some(user), Some(method), Some(expect)) => tests.push(PolicyTest {
-                    line,
-                    col,
-                    user,
-                    method,
-                    path: raw.path.into_inner(),
-                    host: raw.host.map(|h| h.into_inner()),
-                    expect,
-                    upstream: raw.upstream.map(|u| u.into_inner()),
-                }),
+            let auth_age = self.duration(&raw.auth_age, Duration::ZERO);
+            match (user, method, expect, auth_age) {
+                (Some(user), Some(method), Some(expect), Some(auth_age)) => {
+                    tests.push(PolicyTest {
+                        line,
+                        col,
+                        user,
+                        method,
+                        path: raw.path.into_inner(),
+                        host: raw.host.map(|h| h.into_inner()),
+                        expect,
+                        upstream: raw.upstream.map(|u| u.into_inner()),
+                        auth_age,
+                        mfa: raw.mfa.map(|m| m.into_inner()),
+                    })
+                }
                 _ => complete = false,
             }
         }
@@ -723,6 +735,29 @@ impl Validator<'_> {
                     .collect(),
             )),
         };
+        let max_auth_age = match &raw.max_auth_age {
+            None => Some(None),
+            Some(text) => self
+                .duration(&raw.max_auth_age, Duration::ZERO)
+                .and_then(|d| {
+                    if d.is_zero() {
+                        self.diag
+                            .at(text.span(), "max_auth_age must be more than 0");
+                        None
+                    } else {
+                        Some(Some(d))
+                    }
+                }),
+        };
+        let mfa = raw.mfa.map(|m| m.into_inner()).unwrap_or(false);
+        let needs_session = matches!(access, Some(Access::Authenticated | Access::Roles(_)));
+        if (mfa || raw.max_auth_age.is_some()) && access.is_some() && !needs_session {
+            self.diag.at(
+                raw.path.span(),
+                "`mfa` and `max_auth_age` need a rule that asks for a session (access = \"authenticated\" or roles)",
+            );
+            return None;
+        }
         if !methods_ok {
             return None;
         }
@@ -735,6 +770,8 @@ impl Validator<'_> {
             methods,
             host,
             access: access?,
+            mfa,
+            max_auth_age: max_auth_age?,
         })
     }
 

@@ -101,6 +101,10 @@ pub fn run_tests(config: &Config, users: &Users) -> Vec<Finding> {
                 &test.method,
                 &test.path,
                 test.host.as_deref(),
+                Freshness {
+                    auth_age: test.auth_age,
+                    mfa: test.mfa,
+                },
             );
             let routed = config
                 .upstream_of_request(test.host.as_deref(), &test.path)
@@ -168,6 +172,16 @@ impl Outcome {
     }
 }
 
+/// How fresh the session asked about is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Freshness {
+    /// Since the password was entered.
+    pub auth_age: std::time::Duration,
+    /// Whether it passed the second factor; `None`: as the user has one
+    /// (a user with TOTP cannot sign in without it).
+    pub mfa: Option<bool>,
+}
+
 /// Decides a request the way the gateway would for a session of `user`
 /// (`None`: anonymous). A path the gateway refuses is a `deny` here.
 pub fn evaluate(
@@ -177,6 +191,7 @@ pub fn evaluate(
     method: &Method,
     raw_path: &str,
     host: Option<&str>,
+    fresh: Freshness,
 ) -> Result<Outcome, String> {
     let account = match user {
         Some(name) => Some(
@@ -216,6 +231,8 @@ pub fn evaluate(
     let principal = account.map(|u| Principal {
         user: &u.key,
         roles: &u.roles,
+        mfa: fresh.mfa.unwrap_or(u.totp.is_some()),
+        auth_age_ms: fresh.auth_age.as_millis() as u64,
     });
     let judgement: Judgement = config.policy.decide(&target, principal);
     let why = explain_why(&judgement, account.map(|u| (&*u.name, u.roles.as_slice())));
@@ -246,6 +263,15 @@ fn explain_why(judgement: &Judgement, user: Option<(&str, &[String])>) -> String
             )
         }
         (Decision::Login, _, _) => "the rule needs a session and the request has none".into(),
+        (Decision::Reauth(crate::policy::ReauthReason::SecondFactor), _, _) => {
+            "the rule says mfa = true and the session did not pass the second factor: sign in again with the code (or enroll one)".into()
+        }
+        (Decision::Reauth(crate::policy::ReauthReason::TooOld), _, _) => format!(
+            "the password was entered longer ago than the rule's max_auth_age ({}): enter it again",
+            rule.max_auth_age
+                .map(crate::config::units::format_duration)
+                .unwrap_or_default()
+        ),
         (Decision::Allow, Access::Public, _) => "the rule is public".into(),
         (Decision::Allow, Access::Authenticated, Some((name, _))) => {
             format!("{name} is signed in and the rule asks for nothing more")

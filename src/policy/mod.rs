@@ -38,14 +38,30 @@ pub struct Rule {
     /// Lower-case host name without port; `None` matches every host.
     pub host: Option<String>,
     pub access: Access,
+    /// The route needs a session that passed the second factor.
+    pub mfa: bool,
+    /// The route needs the password entered within this long.
+    pub max_auth_age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Allow,
+    /// The user may, with a fresher sign-in: the password (and code)
+    /// entered again.
+    Reauth(ReauthReason),
     /// The rule needs a session and the request has none.
     Login,
     Deny(DenyReason),
+}
+
+/// Why a signed-in user must sign in again for a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReauthReason {
+    /// The rule says `mfa = true` and the session did not pass the second factor.
+    SecondFactor,
+    /// The password was entered longer ago than the rule's `max_auth_age`.
+    TooOld,
 }
 
 /// Why a request was denied: each is logged and counted apart.
@@ -85,14 +101,16 @@ impl Decision {
     fn strictness(self) -> u8 {
         match self {
             Decision::Allow => 0,
-            Decision::Login => 1,
-            Decision::Deny(_) => 2,
+            Decision::Reauth(_) => 1,
+            Decision::Login => 2,
+            Decision::Deny(_) => 3,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Allow => "allow",
+            Decision::Reauth(_) => "reauth",
             Decision::Login => "login",
             Decision::Deny(_) => "deny",
         }
@@ -104,6 +122,10 @@ impl Decision {
 pub struct Principal<'a> {
     pub user: &'a str,
     pub roles: &'a [String],
+    /// The session passed the second factor.
+    pub mfa: bool,
+    /// Since the password was last entered, in ms.
+    pub auth_age_ms: u64,
 }
 
 /// The parts of a request the policy looks at.
@@ -226,10 +248,10 @@ impl Policy {
             (Access::Public, _) => Decision::Allow,
             (Access::Deny, _) => Decision::Deny(DenyReason::DenyRule),
             (Access::Authenticated | Access::Roles(_), None) => Decision::Login,
-            (Access::Authenticated, Some(_)) => Decision::Allow,
+            (Access::Authenticated, Some(p)) => rule.freshness(p),
             (Access::Roles(wanted), Some(p)) => {
                 if wanted.iter().any(|w| p.roles.contains(w)) {
-                    Decision::Allow
+                    rule.freshness(p)
                 } else {
                     Decision::Deny(DenyReason::MissingRole)
                 }
@@ -263,6 +285,20 @@ pub fn same_host(asked: &str, rule: &str) -> bool {
 }
 
 impl Rule {
+    /// For a user the rule lets in: whether their sign-in is enough.
+    fn freshness(&self, who: Principal) -> Decision {
+        if self.mfa && !who.mfa {
+            Decision::Reauth(ReauthReason::SecondFactor)
+        } else if self
+            .max_auth_age
+            .is_some_and(|max| u128::from(who.auth_age_ms) > max.as_millis())
+        {
+            Decision::Reauth(ReauthReason::TooOld)
+        } else {
+            Decision::Allow
+        }
+    }
+
     /// The rule as one line of TOML, for `explain` and `check`.
     pub fn describe(&self) -> String {
         let mut text = format!("path = {:?}", self.pattern.as_str());
@@ -284,6 +320,15 @@ impl Rule {
                 let list: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
                 text += &format!(", roles = [{}]", list.join(", "));
             }
+        }
+        if self.mfa {
+            text += ", mfa = true";
+        }
+        if let Some(age) = self.max_auth_age {
+            text += &format!(
+                ", max_auth_age = {:?}",
+                crate::config::units::format_duration(age)
+            );
         }
         text
     }
@@ -317,6 +362,8 @@ mod tests {
             methods: None,
             host: None,
             access,
+            mfa: false,
+            max_auth_age: None,
         }
     }
 
@@ -392,6 +439,8 @@ mod tests {
         let bob = Principal {
             user: "bob",
             roles: &roles,
+            mfa: false,
+            auth_age_ms: 0,
         };
         assert_eq!(
             policy.decide(&target(&get, "/x"), None).decision,
@@ -439,6 +488,8 @@ mod tests {
         let bob = Principal {
             user: "bob",
             roles: &roles,
+            mfa: false,
+            auth_age_ms: 0,
         };
         for path in [
             "/ADMIN",

@@ -48,7 +48,7 @@ pub struct Forward<'a> {
     /// The signed-in user, whose identity the upstream is told.
     pub user: Option<&'a User>,
     /// The gateway's cookies, removed from what the upstream sees.
-    pub own_cookies: [&'a str; 2],
+    pub own_cookies: [&'a str; 3],
     /// An HTTP/1.1 WebSocket handshake: forwarded with its upgrade headers,
     /// and on the upstream's 101 the two connections are joined.
     pub websocket: bool,

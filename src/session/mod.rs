@@ -86,6 +86,10 @@ pub struct LiveSession {
     pub created_ms: u64,
     /// The last request before this one (or this one, if it moved the timer).
     pub last_seen_ms: u64,
+    /// When the password was last entered for it (sign-in or a fresh sign-in).
+    pub auth_ms: u64,
+    /// It passed the second factor.
+    pub mfa: bool,
 }
 
 /// A session as the admin API lists it.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,11 @@ pub struct Session {
     pub ip: IpAddr,
     /// The user's password fingerprint when the session began.
     pub password_fingerprint: u32,
+    /// When the password (and code) was last entered: at sign-in, and at
+    /// every fresh sign-in a route's `max_auth_age` asked for.
+    auth_ms: AtomicU64,
+    /// The sign-in (or a later one) passed the second factor.
+    mfa: AtomicBool,
 }
 
 impl Session {
@@ -56,6 +61,8 @@ pub struct Row {
     pub ip: IpAddr,
     pub user_agent: Box<str>,
     pub password_fingerprint: u32,
+    pub auth_ms: u64,
+    pub mfa: bool,
 }
 
 /// Longest user agent kept with a session; the rest is cut off.
@@ -127,6 +134,7 @@ impl SessionMap {
         password_fingerprint: u32,
         ip: IpAddr,
         user_agent: &str,
+        mfa: bool,
         now: u64,
     ) -> (String, Row) {
         let profile = self.intern(Profile {
@@ -147,6 +155,8 @@ impl SessionMap {
                     ip,
                     user_agent: profile.user_agent.clone(),
                     password_fingerprint,
+                    auth_ms: now,
+                    mfa,
                 };
                 slot.insert(Session {
                     profile,
@@ -155,6 +165,8 @@ impl SessionMap {
                     saved_ms: AtomicU64::new(now),
                     ip,
                     password_fingerprint,
+                    auth_ms: AtomicU64::new(now),
+                    mfa: AtomicBool::new(mfa),
                 });
                 return (id, row);
             }
@@ -182,6 +194,8 @@ impl SessionMap {
                 saved_ms: AtomicU64::new(row.last_seen_ms),
                 ip: row.ip,
                 password_fingerprint: row.password_fingerprint,
+                auth_ms: AtomicU64::new(row.auth_ms),
+                mfa: AtomicBool::new(row.mfa),
             },
         );
     }
@@ -211,6 +225,8 @@ impl SessionMap {
                         generation: 0,
                         created_ms: session.created_ms,
                         last_seen_ms: last_seen,
+                        auth_ms: session.auth_ms.load(Ordering::Relaxed),
+                        mfa: session.mfa.load(Ordering::Relaxed),
                     });
                 }
                 Some(expiry) => expiry,
@@ -235,6 +251,28 @@ impl SessionMap {
         let absolute = session.created_ms + self.absolute_ms;
         let idle = (session.last_seen_ms + self.idle_ms).min(absolute);
         (absolute, idle)
+    }
+
+    /// A fresh sign-in within a live session: the password (and, with
+    /// `mfa`, a code) was entered again at `now`. Returns the row the record
+    /// must now hold; `None` if the session is gone.
+    pub fn reauthenticate(&self, key: &Key, now: u64, mfa: bool) -> Option<Row> {
+        let session = self.sessions.get(key)?;
+        session.auth_ms.fetch_max(now, Ordering::Relaxed);
+        if mfa {
+            session.mfa.store(true, Ordering::Relaxed);
+        }
+        Some(Row {
+            key: *key,
+            user: session.profile.user.clone(),
+            created_ms: session.created_ms,
+            last_seen_ms: session.last_seen_ms(),
+            ip: session.ip,
+            user_agent: session.profile.user_agent.clone(),
+            password_fingerprint: session.password_fingerprint,
+            auth_ms: session.auth_ms.load(Ordering::Relaxed),
+            mfa: session.mfa.load(Ordering::Relaxed),
+        })
     }
 
     /// Ends one session; true if it existed.
@@ -365,7 +403,7 @@ mod tests {
     }
 
     fn create(map: &SessionMap, user: &str, ua: &str, now: u64) -> String {
-        map.create(&user.into(), 1, IP, ua, now).0
+        map.create(&user.into(), 1, IP, ua, false, now).0
     }
 
     fn lookup(map: &SessionMap, id: &str, now: u64, touch: bool) -> Lookup {
@@ -375,7 +413,7 @@ mod tests {
     #[test]
     fn ids_are_256_bit_base64url_and_stored_only_by_hash() {
         let map = map();
-        let (id, row) = map.create(&"alice".into(), 7, IP, "ua", 1_000);
+        let (id, row) = map.create(&"alice".into(), 7, IP, "ua", false, 1_000);
         assert_eq!(id.len(), ID_LEN);
         assert_eq!(URL_SAFE_NO_PAD.decode(&id).unwrap().len(), 32);
         let other = create(&map, "alice", "ua", 1_000);
@@ -473,6 +511,8 @@ mod tests {
                     ip: IP,
                     user_agent: "ua".into(),
                     password_fingerprint: 9,
+                    auth_ms: 1_000,
+                    mfa: false,
                 },
                 &mut profiles,
             );

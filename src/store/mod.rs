@@ -165,19 +165,20 @@ impl Sessions {
         password_fingerprint: u32,
         ip: IpAddr,
         user_agent: &str,
+        mfa: bool,
         now: u64,
     ) -> Result<String, Unavailable> {
         if let Backend::Redis(redis) = &self.backend {
             let id = crate::session::new_id();
             let key = key_of(&id).expect("a new ID has the right form");
             redis
-                .create(&key, user, password_fingerprint, ip, user_agent)
+                .create(&key, user, password_fingerprint, ip, user_agent, mfa)
                 .await?;
             return Ok(id);
         }
         let (id, row) = self
             .map
-            .create(user, password_fingerprint, ip, user_agent, now);
+            .create(user, password_fingerprint, ip, user_agent, mfa, now);
         match &self.backend {
             Backend::Memory | Backend::Redis(_) => Ok(id),
             Backend::Local(local) => {
@@ -231,6 +232,30 @@ impl Sessions {
             self.stats().ended(why, 1);
         }
         Ok(found)
+    }
+
+    /// Records a fresh sign-in within a live session (the password, and
+    /// with `mfa` a code, entered again now); false if it is gone. Durable
+    /// before it returns, like a sign-in.
+    pub async fn reauthenticate(
+        &self,
+        key: &Key,
+        mfa: bool,
+        now: u64,
+    ) -> Result<bool, Unavailable> {
+        if let Backend::Redis(redis) = &self.backend {
+            return redis.reauthenticate(key, mfa).await;
+        }
+        let Some(row) = self.map.reauthenticate(key, now, mfa) else {
+            return Ok(false);
+        };
+        if let Backend::Local(local) = &self.backend {
+            let started = std::time::Instant::now();
+            let written = local.insert(row).await;
+            self.stats().record(started.elapsed(), written.is_ok());
+            written?;
+        }
+        Ok(true)
     }
 
     /// When a live session will end: (absolute, idle) deadlines in ms.

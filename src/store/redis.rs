@@ -45,12 +45,12 @@ pub const POLL_USERS_EVERY: Duration = Duration::from_millis(500);
 const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
 
 const CREATE: &str = "
--- KEYS: session, sessions-of, user; ARGV: user, fp, ip, ua, idle, absolute, suffix
+-- KEYS: session, sessions-of, user; ARGV: user, fp, ip, ua, idle, absolute, suffix, mfa
 -- The generation is Redis's, not the replica's copy, which may be a
 -- moment old: a session must not be born already revoked.
 NOW
 local gen = redis.call('HGET', KEYS[3], 'gen') or '0'
-redis.call('HSET', KEYS[1], 'user', ARGV[1], 'fp', ARGV[2], 'gen', gen, 'ip', ARGV[3], 'ua', ARGV[4], 'created', now, 'last_seen', now)
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'fp', ARGV[2], 'gen', gen, 'ip', ARGV[3], 'ua', ARGV[4], 'created', now, 'last_seen', now, 'auth', now, 'mfa', ARGV[8])
 redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[5]), tonumber(ARGV[6])))
 redis.call('SADD', KEYS[2], ARGV[7])
 return now
@@ -58,7 +58,7 @@ return now
 
 const LOOKUP: &str = "
 -- KEYS: session; ARGV: idle, absolute, touch (0/1), touch_every
-local v = redis.call('HMGET', KEYS[1], 'user', 'fp', 'gen', 'created', 'last_seen')
+local v = redis.call('HMGET', KEYS[1], 'user', 'fp', 'gen', 'created', 'last_seen', 'auth', 'mfa')
 if not v[1] then return false end
 NOW
 local idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -70,7 +70,7 @@ if ARGV[3] == '1' and now - last >= tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[1], 'last_seen', now)
   redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
 end
-return {'live', v[1], v[2], v[3], tostring(created), tostring(last), tostring(now)}
+return {'live', v[1], v[2], v[3], tostring(created), tostring(last), tostring(now), v[6] or tostring(created), v[7] or '0'}
 ";
 
 const END: &str = "
@@ -80,6 +80,15 @@ if not user then return false end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', ARGV[1] .. 'sessions-of:' .. user, ARGV[2])
 return user
+";
+
+const REAUTH: &str = "
+-- KEYS: session; ARGV: mfa (0/1)
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+NOW
+redis.call('HSET', KEYS[1], 'auth', now)
+if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'mfa', '1') end
+return 1
 ";
 
 const CHANGE_USER: &str = "
@@ -177,6 +186,7 @@ struct Scripts {
     create: Script,
     lookup: Script,
     end: Script,
+    reauth: Script,
     change_user: Script,
     reserve: Script,
     refund: Script,
@@ -264,6 +274,7 @@ impl Redis {
                 create: Script::new(&CREATE.replace("NOW", NOW)),
                 lookup: Script::new(&LOOKUP.replace("NOW", NOW)),
                 end: Script::new(END),
+                reauth: Script::new(&REAUTH.replace("NOW", NOW)),
                 change_user: Script::new(CHANGE_USER),
                 reserve: Script::new(RESERVE),
                 refund: Script::new(REFUND),
@@ -370,6 +381,7 @@ impl Redis {
         fingerprint: u32,
         ip: std::net::IpAddr,
         user_agent: &str,
+        mfa: bool,
     ) -> Result<(), Unavailable> {
         let suffix = hex(key);
         let mut invocation = self.scripts.create.prepare_invoke();
@@ -383,9 +395,22 @@ impl Redis {
             .arg(user_agent)
             .arg(self.idle_ms)
             .arg(self.absolute_ms)
-            .arg(&suffix);
+            .arg(&suffix)
+            .arg(if mfa { "1" } else { "0" });
         let _now: i64 = self.run(&invocation).await?;
         Ok(())
+    }
+
+    /// A fresh sign-in within a live session (see
+    /// [`crate::store::memory::SessionMap::reauthenticate`]); false if it is gone.
+    pub async fn reauthenticate(&self, key: &Key, mfa: bool) -> Result<bool, Unavailable> {
+        self.cache.remove(key);
+        let mut invocation = self.scripts.reauth.prepare_invoke();
+        invocation
+            .key(self.key("session", &hex(key)))
+            .arg(if mfa { "1" } else { "0" });
+        let found: i64 = self.run(&invocation).await?;
+        Ok(found == 1)
     }
 
     pub async fn lookup(&self, key: &Key, touch: bool) -> Result<Lookup, Unavailable> {
@@ -407,7 +432,7 @@ impl Redis {
             return Ok(Lookup::Unknown);
         };
         match found.first().map(String::as_str) {
-            Some("live") if found.len() == 7 => {
+            Some("live") if found.len() == 9 => {
                 let number = |i: usize| found[i].parse::<u64>().unwrap_or(0);
                 let (created, last_seen, now) = (number(4), number(5), number(6));
                 let live = LiveSession {
@@ -417,6 +442,8 @@ impl Redis {
                     generation: number(3),
                     created_ms: created,
                     last_seen_ms: last_seen,
+                    auth_ms: number(7),
+                    mfa: found[8] == "1",
                 };
                 let deadline = (last_seen + self.idle_ms).min(created + self.absolute_ms);
                 let left = Duration::from_millis(deadline.saturating_sub(now));

@@ -73,8 +73,9 @@ fn the_path_judged_is_the_path_forwarded() {
 fn rank(decision: Decision) -> u8 {
     match decision {
         Decision::Allow => 0,
-        Decision::Login => 1,
-        Decision::Deny(_) => 2,
+        Decision::Reauth(_) => 1,
+        Decision::Login => 2,
+        Decision::Deny(_) => 3,
     }
 }
 
@@ -143,12 +144,14 @@ proptest! {
                     2 => Access::Deny,
                     _ => Access::Roles(vec!["admin".into()]),
                 },
+                mfa: false,
+                max_auth_age: None,
             })
             .collect();
         let policy = Policy::new(rules);
         let Ok(path) = normalize(&path) else { return Ok(()) };
         let roles = if admin { vec!["admin".to_owned()] } else { vec![] };
-        let who = signed_in.then(|| Principal { user: "u", roles: &roles });
+        let who = signed_in.then(|| Principal { user: "u", roles: &roles, mfa: false, auth_age_ms: 0 });
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let judged = |p: &str| policy.decide(&Target { method: &method, host: None, path: p }, who).decision;
         let decision = judged(&path);

@@ -41,7 +41,7 @@ const MAX_BATCH: usize = 4096;
 /// gateways to see.
 const KEEP_REVOCATIONS_MS: u64 = 10 * 60 * 1000;
 /// The file format this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_seen_ms INTEGER NOT NULL,
     ip TEXT NOT NULL,
     user_agent TEXT NOT NULL,
-    password_fingerprint INTEGER NOT NULL
+    password_fingerprint INTEGER NOT NULL,
+    auth_ms INTEGER NOT NULL DEFAULT 0,
+    mfa INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user);
 CREATE TABLE IF NOT EXISTS revoked (
@@ -160,6 +162,17 @@ pub(super) fn connect(
             cause: format!("it was written by a newer authgate (format {version}, this one knows {SCHEMA_VERSION})"),
         });
     }
+    if version == 1 {
+        // Format 2 adds when the password was last entered and whether the
+        // second factor was passed; older sessions count as signed in at
+        // their start, without one.
+        conn.execute_batch(
+            "ALTER TABLE sessions ADD COLUMN auth_ms INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE sessions ADD COLUMN mfa INTEGER NOT NULL DEFAULT 0;
+             UPDATE sessions SET auth_ms = created_ms;",
+        )
+        .map_err(fail)?;
+    }
     conn.execute_batch(SCHEMA).map_err(fail)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(fail)?;
@@ -184,10 +197,12 @@ pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         ip: ip.parse::<IpAddr>().map_err(|_| bad("IP address"))?,
         user_agent: r.get::<_, String>(5)?.into(),
         password_fingerprint: r.get::<_, i64>(6)? as u32,
+        auth_ms: r.get::<_, i64>(7)? as u64,
+        mfa: r.get::<_, i64>(8)? != 0,
     })
 }
 
-pub(super) const SELECT_ROWS: &str = "SELECT key, user, created_ms, last_seen_ms, ip, user_agent, password_fingerprint FROM sessions";
+pub(super) const SELECT_ROWS: &str = "SELECT key, user, created_ms, last_seen_ms, ip, user_agent, password_fingerprint, auth_ms, mfa FROM sessions";
 
 impl Local {
     /// Opens the file at `path` (made if missing), puts every session in
@@ -331,7 +346,7 @@ fn commit(
             remove(&d.keys, &d.user)?;
         }
         let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO sessions (key, user, created_ms, last_seen_ms, ip, user_agent, password_fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO sessions (key, user, created_ms, last_seen_ms, ip, user_agent, password_fingerprint, auth_ms, mfa) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         for op in ops {
             match op {
@@ -344,6 +359,8 @@ fn commit(
                         row.ip.to_string(),
                         &*row.user_agent,
                         i64::from(row.password_fingerprint),
+                        row.auth_ms as i64,
+                        i64::from(row.mfa),
                     ])?;
                 }
                 Op::Delete { keys, user, .. } => remove(keys, user)?,
@@ -510,12 +527,12 @@ pub(super) mod tests {
             assert_eq!(loaded, Loaded::default());
             let mut ids = Vec::new();
             for (user, at) in [("alice", 0), ("bob", 50_000), ("gone", 50_000)] {
-                let (id, row) = first.create(&user.into(), 1, IP, "ua", BASE + at);
+                let (id, row) = first.create(&user.into(), 1, IP, "ua", false, BASE + at);
                 local.insert(row).await.unwrap();
                 ids.push(id);
             }
             // Used a moment ago, but begun longer ago than the absolute timeout.
-            let (_, mut old) = first.create(&"carol".into(), 1, IP, "ua", 0);
+            let (_, mut old) = first.create(&"carol".into(), 1, IP, "ua", false, 0);
             old.created_ms = BASE + MINUTE + 1 - 600_000;
             old.last_seen_ms = BASE + MINUTE;
             local.insert(old).await.unwrap();
@@ -546,7 +563,7 @@ pub(super) mod tests {
         let path = dir.path().join("state.db");
         let first = map();
         let (local, _) = open(&path, &first, 0);
-        let (id, row) = first.create(&"alice".into(), 1, IP, "ua", 0);
+        let (id, row) = first.create(&"alice".into(), 1, IP, "ua", false, 0);
         local.insert(row).await.unwrap();
         first.lookup(&key_of(&id).unwrap(), 55_000, true);
         local.close().await.unwrap();
@@ -578,16 +595,16 @@ pub(super) mod tests {
         let running = map();
         let (local, _) =
             Local::open(&path, Duration::from_millis(100), &running, |_| true, 0).unwrap();
-        let (_, alice) = running.create(&"alice".into(), 1, IP, "ua", 0);
+        let (_, alice) = running.create(&"alice".into(), 1, IP, "ua", false, 0);
         local.insert(alice.clone()).await.unwrap();
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let (_, bob) = running.create(&"bob".into(), 1, IP, "ua", 0);
+        let (_, bob) = running.create(&"bob".into(), 1, IP, "ua", false, 0);
         assert_eq!(local.insert(bob).await, Err(Unavailable));
         // A revocation that could not be written is retried until it is.
         assert_eq!(local.delete(vec![alice.key], None).await, Err(Unavailable));
         other.execute_batch("ROLLBACK").unwrap();
-        let (_, carol) = running.create(&"carol".into(), 1, IP, "ua", 0);
+        let (_, carol) = running.create(&"carol".into(), 1, IP, "ua", false, 0);
         local.insert(carol).await.unwrap();
         let users: Vec<_> = list_file(&path, None)
             .unwrap()
