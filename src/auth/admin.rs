@@ -175,13 +175,17 @@ pub(super) async fn api(
                         "name": &*u.name,
                         "roles": u.roles,
                         "locked": u.locked,
+                        "totp": u.totp.is_some(),
                         "sessions": counts.get(&u.key).copied().unwrap_or(0),
                     })
                 })
                 .collect();
             json_response(StatusCode::OK, json!({ "users": users_json }))
         }
-        (&Method::POST, ["users", name, action @ ("lock" | "unlock" | "revoke")]) => {
+        (
+            &Method::POST,
+            ["users", name, action @ ("lock" | "unlock" | "revoke" | "totp-reset")],
+        ) => {
             let Some(key) = user_key(name) else {
                 return Ok(error(StatusCode::NOT_FOUND, "not_found"));
             };
@@ -193,6 +197,10 @@ pub(super) async fn api(
                 }
                 "unlock" => {
                     auth.change_users(Change::Unlock(key.to_string()), &actor)
+                        .await
+                }
+                "totp-reset" => {
+                    auth.change_users(Change::ResetTotp(key.to_string()), &actor)
                         .await
                 }
                 _ => {
@@ -255,7 +263,7 @@ pub(super) async fn api(
             ["sessions"]
             | ["sessions", _]
             | ["users"]
-            | ["users", _, "lock" | "unlock" | "revoke" | "roles"],
+            | ["users", _, "lock" | "unlock" | "revoke" | "roles" | "totp-reset"],
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         _ => error(StatusCode::NOT_FOUND, "not_found"),
     })
@@ -316,6 +324,10 @@ pub(super) async fn page(
                     auth.change_users(Change::Unlock(key.to_string()), &actor)
                         .await
                 }
+                ("totp_reset", Some(key)) => {
+                    auth.change_users(Change::ResetTotp(key.to_string()), &actor)
+                        .await
+                }
                 (_, _) => Err(UserFileError::UnknownUser(target.to_owned())),
             };
             if let Err(e) = outcome {
@@ -353,7 +365,7 @@ async fn render(auth: &Auth, token: &str) -> Result<Response<Body>, GatewayError
     let users = auth.users();
     let mut list: Vec<_> = users.iter().collect();
     list.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut html = String::from("<h1>Users and sessions</h1><table><tr><th>User</th><th>Roles</th><th>State</th><th>Sessions</th><th></th></tr>");
+    let mut html = String::from("<h1>Users and sessions</h1><table><tr><th>User</th><th>Roles</th><th>State</th><th>Second factor</th><th>Sessions</th><th></th></tr>");
     for user in list {
         let count = sessions.iter().filter(|s| s.user == user.key).count();
         let (state, toggle) = if user.locked {
@@ -361,9 +373,17 @@ async fn render(auth: &Auth, token: &str) -> Result<Response<Body>, GatewayError
         } else {
             ("active", button(token, "lock", &user.name, "Lock"))
         };
+        let second = match &user.totp {
+            Some(_) => format!(
+                "TOTP, {} recovery code(s) left {}",
+                user.recovery_codes.len(),
+                button(token, "totp_reset", &user.name, "Reset")
+            ),
+            None => "none".to_owned(),
+        };
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{state}</td><td>{count}</td><td class=\"actions\">{toggle}{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{state}</td><td>{second}</td><td>{count}</td><td class=\"actions\">{toggle}{}</td></tr>",
             escape_html(&user.name),
             escape_html(&user.roles.join(", ")),
             button(token, "revoke", &user.name, "End all sessions"),

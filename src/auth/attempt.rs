@@ -37,6 +37,15 @@ impl Attempt<'_> {
         }
     }
 
+    /// The password was right but the sign-in is not over (a code comes
+    /// next): the attempt is given back and the count stays, so that only
+    /// a whole sign-in starts it again. A right password must not buy
+    /// fresh guesses at the code.
+    pub(super) fn given_back(self) {
+        // Dropping an unsettled attempt gives it back.
+        drop(self);
+    }
+
     /// The password was right: the account's count starts again, and the
     /// attempt is not held against the client.
     pub(super) fn succeeded(self) {

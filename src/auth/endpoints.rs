@@ -196,14 +196,18 @@ impl Auth {
                 ));
             }
         };
-        attempt.succeeded();
+        // A second factor: no session until the code (or enrollment).
+        let second_step = self.begin_second_step(&user, &next);
+        match second_step {
+            Some(_) => attempt.given_back(),
+            None => attempt.succeeded(),
+        }
         if let Some(old) = earlier.signed_in {
             // The old session ends whatever happens next: the one who signs
             // in now may not be the one who signed in then.
             self.sessions.end_now(&old.session.key);
         }
-        // A second factor: no session until the code (or enrollment).
-        if let Some(second_step) = self.begin_second_step(&user, &next) {
+        if let Some(second_step) = second_step {
             *logged_user = Some(user.name.clone());
             crate::security_event!(info, event = "login_password_ok", user = %user.name, ip = %peer, "password ok; second factor next");
             return Ok(second_step);

@@ -126,6 +126,13 @@ pub fn check_role(role: &str) -> Result<(), UserFileError> {
 #[derive(Debug, Clone)]
 pub struct UsersFile {
     path: PathBuf,
+    /// SHA-256 of the content whose users are in force in this process:
+    /// what the watcher last handed over, or what this process last wrote.
+    /// Shared by clones, so that the watcher compares the file with the
+    /// users in force rather than with the last text it happened to see
+    /// (a change made here and undone elsewhere between two looks would
+    /// otherwise go unnoticed).
+    in_force: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// The note a writer leaves in the lock file.
@@ -141,7 +148,25 @@ pub fn sha256_hex(text: &str) -> String {
 
 impl UsersFile {
     pub fn new(path: impl Into<PathBuf>) -> UsersFile {
-        UsersFile { path: path.into() }
+        UsersFile {
+            path: path.into(),
+            in_force: Default::default(),
+        }
+    }
+
+    /// Whether `text` is the content whose users are in force.
+    pub fn is_in_force(&self, text: &str) -> bool {
+        let digest = sha256_hex(text);
+        self.in_force
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            == Some(digest.as_str())
+    }
+
+    /// Notes `text` as the content whose users are in force.
+    pub fn put_in_force(&self, text: &str) {
+        *self.in_force.lock().unwrap_or_else(|e| e.into_inner()) = Some(sha256_hex(text));
     }
 
     pub fn path(&self) -> &Path {
@@ -214,6 +239,7 @@ impl UsersFile {
         let _ = note.rewind();
         let _ = note.write_all(record.as_bytes());
         self.write_atomically(&new_text)?;
+        self.put_in_force(&new_text);
         // Unlocked when `note` is dropped.
         Ok(users)
     }

@@ -30,39 +30,44 @@ pub fn spawn(file: UsersFile, mut on_seen: impl FnMut(&Path, Seen) -> bool + Sen
         // Nothing is taken as known at first: the file may have changed
         // between the config's load and this task's start, and the first
         // look hands over what is there (the same users change nothing).
-        let mut last: Option<Option<String>> = None;
+        // A read error or an invalid text is reported once, until it changes.
+        let mut unreadable = false;
+        let mut invalid: Option<String> = None;
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let seen = match tokio::fs::read_to_string(file.path()).await {
-                // Reported already; say nothing more until it is back.
-                Err(_) if last == Some(None) => continue,
+                Err(_) if unreadable => continue,
                 Err(e) => {
-                    last = Some(None);
+                    unreadable = true;
                     Seen::Unreadable(e)
                 }
-                Ok(text)
-                    if last
-                        .as_ref()
-                        .is_some_and(|l| l.as_deref() == Some(text.as_str())) =>
-                {
-                    continue
+                // The users in force came from this text (read here, or
+                // written by this process): nothing to do.
+                Ok(text) if file.is_in_force(&text) => {
+                    unreadable = false;
+                    continue;
                 }
+                Ok(text) if invalid.as_deref() == Some(text.as_str()) => continue,
                 Ok(text) => {
-                    let seen = match Users::parse(&text, file.path()) {
+                    unreadable = false;
+                    match Users::parse(&text, file.path()) {
                         Ok(users) => {
+                            invalid = None;
                             let hash = sha256_hex(&text);
                             let actor = match file.last_change() {
                                 Some(change) if change.sha256 == hash => change.actor,
                                 _ => "file edit".to_owned(),
                             };
+                            file.put_in_force(&text);
                             Seen::Changed { users, actor }
                         }
-                        Err(e) => Seen::Invalid(e.to_string()),
-                    };
-                    last = Some(Some(text));
-                    seen
+                        Err(e) => {
+                            invalid = Some(text);
+                            Seen::Invalid(e.to_string())
+                        }
+                    }
                 }
             };
             if !on_seen(file.path(), seen) {

@@ -431,7 +431,7 @@ async fn the_admin_api_is_for_the_admin_role_with_its_csrf_header() {
         .clone();
     assert_eq!(
         bob_entry,
-        json!({"name": "bob", "roles": ["user"], "locked": false, "sessions": 2})
+        json!({"name": "bob", "roles": ["user"], "locked": false, "totp": false, "sessions": 2})
     );
 
     let sessions: Value = api(&gw, Method::GET, "/sessions?user=bob", Some(&alice), None)
@@ -774,4 +774,35 @@ async fn every_change_is_audited_with_who_did_it() {
             .join("\n")
     );
     assert!(event("user_unlocked", "file edit", "carol"), "a hand edit");
+}
+
+#[tokio::test]
+async fn a_change_made_here_and_undone_in_the_file_before_the_next_look_is_seen() {
+    let gw = Setup::new().start().await;
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let csrf = csrf_of(&gw, &alice).await;
+    let original = std::fs::read_to_string(gw.users_file()).unwrap();
+    // The gateway writes "bob is locked" and puts it in force at once ...
+    let locked = api(
+        &gw,
+        reqwest::Method::POST,
+        "/users/bob/lock",
+        Some(&alice),
+        Some(&csrf),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(locked.status(), 204);
+    assert_eq!(gw.try_sign_in("bob", BOB_PASSWORD).await.status(), 401);
+    // ... and someone puts the old file back before the watcher looks
+    // again: the file no longer says so, and the file is the record.
+    std::fs::write(gw.users_file(), &original).unwrap();
+    let auth = gw.gateway().state().auth.clone();
+    within(Duration::from_secs(3), || {
+        let auth = auth.clone();
+        async move { !auth.users().get("bob").unwrap().locked }
+    })
+    .await;
+    assert_eq!(gw.try_sign_in("bob", BOB_PASSWORD).await.status(), 303);
 }

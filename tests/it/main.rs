@@ -22,5 +22,6 @@ mod replicas;
 mod store;
 mod support;
 mod tls;
+mod totp;
 mod upstream_tls;
 mod websocket;

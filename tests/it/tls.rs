@@ -11,7 +11,8 @@ async fn gateway_with_fixture(cert: &str, key: &str) -> (Gateway, String, Upstre
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let upstream = Upstream::start().await;
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[upstream]\nurl = \"{}\"\n[[rule]]\npath = \"/**\"\naccess = \"public\"\n",
+        // A memory store: nothing is written into the source tree.
+        "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"{cert}\"\nkey = \"{key}\"\n[store]\nbackend = \"memory\"\n[upstream]\nurl = \"{}\"\n[[rule]]\npath = \"/**\"\naccess = \"public\"\n",
         upstream.url()
     );
     let config = Config::parse(&text, &fixtures.join("gateway.toml")).unwrap();
