@@ -343,6 +343,10 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
             "          or   bob   / {}   (role user: no /admin/)",
             demo.bob_password
         );
+        println!(
+            "  a second factor (TOTP): https://{}/.gateway/totp once signed in",
+            gateway.addr()
+        );
         println!();
         println!(
             "  demo app behind it: http://{app_addr}/   config: {}",
