@@ -197,7 +197,7 @@ impl Auth {
             }
         };
         // A second factor: no session until the code (or enrollment).
-        let second_step = self.begin_second_step(&user, &next);
+        let second_step = self.begin_second_step(&user, &next).await?;
         match second_step {
             Some(_) => attempt.given_back(),
             None => attempt.succeeded(),

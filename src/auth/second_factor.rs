@@ -3,8 +3,9 @@
 //! sign-in a route may ask for (`/.gateway/reauth`).
 //!
 //! Between a correct password and a correct code the browser holds only a
-//! *pending sign-in*: a random ID in its own cookie, kept here (by its
-//! SHA-256) for [`PENDING_FOR_MS`], used once. No session exists, and no
+//! *pending sign-in*: a random ID in its own cookie, kept (by its SHA-256,
+//! in memory or in Redis when replicas share a store) for
+//! [`PENDING_FOR_MS`], used once. No session exists, and no
 //! session cookie is set, before the code. A user whose role must have a
 //! second factor (`[login] require_totp`) and has none gets a pending
 //! sign-in that leads to enrollment instead.
@@ -28,7 +29,7 @@ use super::{cookie_values, csrf, pages, safe_next, totp, Auth};
 use crate::ops::Login;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session::{self, Key};
-use crate::users::file::Change;
+use crate::users::file::{Change, UserFileError};
 use crate::users::{TotpSecret, User};
 
 /// How long a pending sign-in (password done, code not yet) lives.
@@ -37,6 +38,7 @@ pub const PENDING_FOR_MS: u64 = 5 * 60 * 1000;
 pub const ENROLLING_FOR_MS: u64 = 10 * 60 * 1000;
 
 /// A sign-in between the password and the code (or enrollment).
+#[derive(Clone)]
 pub struct Pending {
     user: Arc<str>,
     password_fingerprint: u32,
@@ -46,7 +48,34 @@ pub struct Pending {
     enroll: bool,
 }
 
-/// What the second-factor state of the gateway holds (all in memory).
+impl Pending {
+    /// As Redis keeps it: one field a line (`next` holds no control characters).
+    fn to_text(&self) -> String {
+        format!(
+            "{}\n{}\n{}\n{}\n{}",
+            self.user,
+            self.password_fingerprint,
+            u8::from(self.enroll),
+            self.expires_ms,
+            self.next
+        )
+    }
+
+    fn from_text(text: &str) -> Option<Pending> {
+        let mut lines = text.splitn(5, '\n');
+        Some(Pending {
+            user: lines.next()?.into(),
+            password_fingerprint: lines.next()?.parse().ok()?,
+            enroll: lines.next()? == "1",
+            expires_ms: lines.next()?.parse().ok()?,
+            next: lines.next()?.to_owned(),
+        })
+    }
+}
+
+/// The second-factor state: in this process, or in Redis when replicas
+/// share a store (so that the code step may reach any replica, and a code
+/// used on one is refused on the others).
 #[derive(Default)]
 pub struct SecondFactor {
     pending: dashmap::DashMap<Key, Pending>,
@@ -91,40 +120,181 @@ enum CodeCheck {
     Wrong,
 }
 
+const PENDING: &str = "pending";
+const ENROLLING: &str = "enrolling";
+
 impl Auth {
-    /// The pending sign-in the request's cookie names, if it is live.
-    fn pending_of(&self, headers: &HeaderMap) -> Option<(Key, Arc<User>, bool, String)> {
-        let now = session::now_ms();
-        cookie_values(headers, &self.pending_cookie_name).find_map(|id| {
-            let key = session::key_of(id)?;
-            let pending = self.second_factor.pending.get(&key)?;
-            if pending.expires_ms <= now {
-                return None;
+    async fn put_pending(&self, key: &Key, pending: Pending) -> Result<(), GatewayError> {
+        match self.sessions.shared() {
+            Some(redis) => redis
+                .put_temporary(
+                    PENDING,
+                    &crate::hex(key),
+                    &pending.to_text(),
+                    PENDING_FOR_MS,
+                )
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable),
+            None => {
+                self.second_factor.pending.insert(*key, pending);
+                Ok(())
             }
-            let user = self.users.load().get_by_key(&pending.user).cloned()?;
+        }
+    }
+
+    async fn get_pending(&self, key: &Key) -> Result<Option<Pending>, GatewayError> {
+        match self.sessions.shared() {
+            Some(redis) => Ok(redis
+                .get_temporary(PENDING, &crate::hex(key))
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?
+                .and_then(|text| Pending::from_text(&text))),
+            None => Ok(self.second_factor.pending.get(key).map(|p| p.clone())),
+        }
+    }
+
+    /// Uses up a pending sign-in: true for the one request that does.
+    async fn take_pending(&self, key: &Key) -> Result<bool, GatewayError> {
+        match self.sessions.shared() {
+            Some(redis) => redis
+                .take_temporary(PENDING, &crate::hex(key))
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable),
+            None => Ok(self.second_factor.pending.remove(key).is_some()),
+        }
+    }
+
+    async fn get_enrolling(&self, key: &Key) -> Result<Option<String>, GatewayError> {
+        let now = session::now_ms();
+        match self.sessions.shared() {
+            Some(redis) => redis
+                .get_temporary(ENROLLING, &crate::hex(key))
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable),
+            None => Ok(self
+                .second_factor
+                .enrolling
+                .get(key)
+                .filter(|e| e.1 > now)
+                .map(|e| e.0.clone())),
+        }
+    }
+
+    /// A new secret to enroll, kept for [`ENROLLING_FOR_MS`].
+    async fn start_enrolling(&self, key: &Key) -> Result<String, GatewayError> {
+        let secret = totp::new_secret();
+        match self.sessions.shared() {
+            Some(redis) => redis
+                .put_temporary(ENROLLING, &crate::hex(key), &secret, ENROLLING_FOR_MS)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?,
+            None => {
+                self.second_factor
+                    .enrolling
+                    .insert(*key, (secret.clone(), session::now_ms() + ENROLLING_FOR_MS));
+            }
+        }
+        Ok(secret)
+    }
+
+    async fn end_enrolling(&self, key: &Key) {
+        match self.sessions.shared() {
+            Some(redis) => {
+                let _ = redis.take_temporary(ENROLLING, &crate::hex(key)).await;
+            }
+            None => {
+                self.second_factor.enrolling.remove(key);
+            }
+        }
+    }
+
+    /// The step of the account's last accepted code.
+    async fn last_step(&self, user: &Arc<str>) -> Result<Option<u64>, GatewayError> {
+        match self.sessions.shared() {
+            Some(redis) => redis
+                .last_step(user)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable),
+            None => Ok(self.second_factor.last_steps.get(user).map(|s| *s)),
+        }
+    }
+
+    /// Records `step` as the account's last accepted one, unless a later
+    /// or equal one got there first (the same code sent twice at once).
+    async fn accept_step(&self, user: &Arc<str>, step: u64) -> Result<bool, GatewayError> {
+        if let Some(redis) = self.sessions.shared() {
+            // Kept past the drift window, after which no code of that
+            // step or earlier is accepted anyway.
+            let keep_ms = (totp::DRIFT_STEPS * 2 + 2) * totp::STEP_SECS * 1000;
+            return redis
+                .advance_step(user, step, keep_ms)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable);
+        }
+        let mut accepted = false;
+        self.second_factor
+            .last_steps
+            .entry(user.clone())
+            .and_modify(|last| {
+                if step > *last {
+                    *last = step;
+                    accepted = true;
+                }
+            })
+            .or_insert_with(|| {
+                accepted = true;
+                step
+            });
+        Ok(accepted)
+    }
+
+    /// The pending sign-in the request's cookie names, if it is live.
+    async fn pending_of(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<(Key, Arc<User>, bool, String)>, GatewayError> {
+        let now = session::now_ms();
+        for id in cookie_values(headers, &self.pending_cookie_name) {
+            let Some(key) = session::key_of(id) else {
+                continue;
+            };
+            let Some(pending) = self.get_pending(&key).await? else {
+                continue;
+            };
+            if pending.expires_ms <= now {
+                continue;
+            }
+            let Some(user) = self.users.load().get_by_key(&pending.user).cloned() else {
+                continue;
+            };
             // A password changed or the user locked meanwhile: no.
             if user.locked || user.password_fingerprint != pending.password_fingerprint {
-                return None;
+                continue;
             }
-            Some((key, user, pending.enroll, pending.next.clone()))
-        })
+            return Ok(Some((key, user, pending.enroll, pending.next)));
+        }
+        Ok(None)
     }
 
     /// After a correct password: a second step if the user has (or must
     /// have) a second factor, else `None` and the caller makes the session.
-    pub(super) fn begin_second_step(&self, user: &User, next: &str) -> Option<Response<Body>> {
+    pub(super) async fn begin_second_step(
+        &self,
+        user: &User,
+        next: &str,
+    ) -> Result<Option<Response<Body>>, GatewayError> {
         let needs_enroll = user.totp.is_none()
             && user
                 .roles
                 .iter()
                 .any(|r| self.require_totp.load().contains(r));
         if user.totp.is_none() && !needs_enroll {
-            return None;
+            return Ok(None);
         }
         let id = session::new_id();
         let key = session::key_of(&id).expect("a new ID has the right form");
-        self.second_factor.pending.insert(
-            key,
+        self.put_pending(
+            &key,
             Pending {
                 user: user.key.clone(),
                 password_fingerprint: user.password_fingerprint,
@@ -132,7 +302,8 @@ impl Auth {
                 expires_ms: session::now_ms() + PENDING_FOR_MS,
                 enroll: needs_enroll,
             },
-        );
+        )
+        .await?;
         let location = if needs_enroll {
             "/.gateway/totp"
         } else {
@@ -154,7 +325,7 @@ impl Auth {
             ))
             .expect("name and ID are cookie-safe"),
         );
-        Some(response)
+        Ok(Some(response))
     }
 
     fn clear_pending_cookie(&self, response: &mut Response<Body>) {
@@ -183,9 +354,14 @@ impl Auth {
 
     /// Checks a code (or a recovery code) of `user`'s second factor; the
     /// caller holds the throttle attempt.
-    async fn check_code(&self, user: &User, code: &str, peer: IpAddr) -> CodeCheck {
+    async fn check_code(
+        &self,
+        user: &User,
+        code: &str,
+        peer: IpAddr,
+    ) -> Result<CodeCheck, GatewayError> {
         let Some(secret) = &user.totp else {
-            return CodeCheck::Wrong;
+            return Ok(CodeCheck::Wrong);
         };
         if totp::looks_like_recovery_code(code) {
             let change = Change::UseRecoveryCode {
@@ -196,43 +372,26 @@ impl Auth {
                 .change_users(change, &format!("user {}", user.name))
                 .await
             {
-                Ok(()) => CodeCheck::Accepted,
+                Ok(()) => Ok(CodeCheck::Accepted),
+                Err(UserFileError::StoreUnavailable) => Err(GatewayError::StoreUnavailable),
                 Err(_) => {
                     crate::security_event!(warn, event = "totp_failed", user = %user.name, ip = %peer, kind = "recovery code", "a wrong recovery code");
-                    CodeCheck::Wrong
+                    Ok(CodeCheck::Wrong)
                 }
             };
         }
         let now_secs = session::now_ms() / 1000;
-        let last = self.second_factor.last_steps.get(&user.key).map(|s| *s);
-        let accepted = totp::verify(secret.expose(), code, now_secs, last)
-            .is_some_and(|step| self.accept_step(&user.key, step));
+        let last = self.last_step(&user.key).await?;
+        let accepted = match totp::verify(secret.expose(), code, now_secs, last) {
+            Some(step) => self.accept_step(&user.key, step).await?,
+            None => false,
+        };
         if accepted {
-            CodeCheck::Accepted
+            Ok(CodeCheck::Accepted)
         } else {
             crate::security_event!(warn, event = "totp_failed", user = %user.name, ip = %peer, kind = "code", "a wrong or reused second-factor code");
-            CodeCheck::Wrong
+            Ok(CodeCheck::Wrong)
         }
-    }
-
-    /// Records `step` as the account's last accepted one, unless a later
-    /// or equal one got there first (the same code sent twice at once).
-    fn accept_step(&self, user: &Arc<str>, step: u64) -> bool {
-        let mut accepted = false;
-        self.second_factor
-            .last_steps
-            .entry(user.clone())
-            .and_modify(|last| {
-                if step > *last {
-                    *last = step;
-                    accepted = true;
-                }
-            })
-            .or_insert_with(|| {
-                accepted = true;
-                step
-            });
-        accepted
     }
 
     /// `GET` shows the code form of a pending sign-in; `POST` (`code`,
@@ -244,7 +403,7 @@ impl Auth {
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
-        let Some((key, user, false, next)) = self.pending_of(request.headers()) else {
+        let Some((key, user, false, next)) = self.pending_of(request.headers()).await? else {
             // None (or one for enrollment): start over.
             return Ok(see_other("/.gateway/login"));
         };
@@ -262,7 +421,7 @@ impl Auth {
             return Err(GatewayError::CsrfRejected);
         }
         let attempt = self.code_attempt(&user, peer).await?;
-        if let CodeCheck::Wrong = self.check_code(&user, form.get("code"), peer).await {
+        if let CodeCheck::Wrong = self.check_code(&user, form.get("code"), peer).await? {
             attempt.failed();
             self.metrics.record_login(Login::BadCredentials);
             return Ok(pages::login_code(
@@ -273,7 +432,7 @@ impl Auth {
         }
         attempt.succeeded();
         // Used once: the pending sign-in is gone whatever happens next.
-        if self.second_factor.pending.remove(&key).is_none() {
+        if !self.take_pending(&key).await? {
             return Ok(see_other("/.gateway/login"));
         }
         let id = self
@@ -309,7 +468,7 @@ impl Auth {
         logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
         let query_next = super::endpoints::query_next(request.uri().query());
-        let who = match self.pending_of(request.headers()) {
+        let who = match self.pending_of(request.headers()).await? {
             Some((key, user, true, next)) => (Who::Pending { key, user }, next),
             _ => {
                 let signed_in = self
@@ -334,17 +493,12 @@ impl Auth {
             let uri = totp::uri(issuer, &user.name, secret);
             pages::totp_scan(status, &totp::qr_svg(&uri), secret, &token, next, error)
         };
-        let shown = |me: &Self| {
-            me.second_factor
-                .enrolling
-                .get(&who.key())
-                .map(|e| e.0.clone())
-        };
+        let shown = self.get_enrolling(&who.key()).await?;
         if request.method() != Method::POST {
-            return Ok(match (&who, shown(self)) {
+            return Ok(match (&who, shown) {
                 (_, Some(secret)) => scan(StatusCode::OK, &secret, &next, None),
                 (Who::Pending { .. }, None) => {
-                    let secret = self.start_enrolling(who.key(), now);
+                    let secret = self.start_enrolling(&who.key()).await?;
                     scan(StatusCode::OK, &secret, &next, None)
                 }
                 (Who::Session(_), None) => {
@@ -384,11 +538,11 @@ impl Auth {
                     ));
                 }
                 attempt.succeeded();
-                let secret = self.start_enrolling(who.key(), now);
+                let secret = self.start_enrolling(&who.key()).await?;
                 Ok(scan(StatusCode::OK, &secret, &next, None))
             }
             "confirm" => {
-                let Some(secret) = shown(self) else {
+                let Some(secret) = shown else {
                     attempt.succeeded();
                     return Ok(see_other("/.gateway/totp"));
                 };
@@ -421,8 +575,8 @@ impl Auth {
                         "The second factor could not be saved. Nothing was changed.\n",
                     ));
                 }
-                self.second_factor.enrolling.remove(&who.key());
-                self.accept_step(&user.key, step);
+                self.end_enrolling(&who.key()).await;
+                self.accept_step(&user.key, step).await?;
                 let mut response = pages::totp_recovery(&codes, &next);
                 match &who {
                     Who::Session(signed_in) => {
@@ -432,7 +586,9 @@ impl Auth {
                             .map_err(|_| GatewayError::StoreUnavailable)?;
                     }
                     Who::Pending { key, .. } => {
-                        self.second_factor.pending.remove(key);
+                        if !self.take_pending(key).await? {
+                            return Ok(see_other("/.gateway/login"));
+                        }
                         let Some(updated) = self.users.load().get_by_key(&user.key).cloned() else {
                             return Err(GatewayError::NotFound);
                         };
@@ -461,14 +617,6 @@ impl Auth {
                 Err(GatewayError::BadForm)
             }
         }
-    }
-
-    fn start_enrolling(&self, key: Key, now: u64) -> String {
-        let secret = totp::new_secret();
-        self.second_factor
-            .enrolling
-            .insert(key, (secret.clone(), now + ENROLLING_FOR_MS));
-        secret
     }
 
     /// `/.gateway/reauth?next=`: the password (and the code, for a user
@@ -516,7 +664,7 @@ impl Auth {
         let code_ok = !with_code
             || (matched
                 && matches!(
-                    self.check_code(&user, form.get("code"), peer).await,
+                    self.check_code(&user, form.get("code"), peer).await?,
                     CodeCheck::Accepted
                 ));
         if !matched || !code_ok {

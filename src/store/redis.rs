@@ -91,6 +91,14 @@ if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'mfa', '1') end
 return 1
 ";
 
+const ADVANCE_STEP: &str = "
+-- KEYS: the account's last step; ARGV: step, keep (ms)
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
 const CHANGE_USER: &str = "
 -- KEYS: user, users, changes, sessions-of; ARGV: op, key, name, password, roles, prefix
 local op = ARGV[1]
@@ -187,6 +195,7 @@ struct Scripts {
     lookup: Script,
     end: Script,
     reauth: Script,
+    advance_step: Script,
     change_user: Script,
     reserve: Script,
     refund: Script,
@@ -275,6 +284,7 @@ impl Redis {
                 lookup: Script::new(&LOOKUP.replace("NOW", NOW)),
                 end: Script::new(END),
                 reauth: Script::new(&REAUTH.replace("NOW", NOW)),
+                advance_step: Script::new(ADVANCE_STEP),
                 change_user: Script::new(CHANGE_USER),
                 reserve: Script::new(RESERVE),
                 refund: Script::new(REFUND),
@@ -779,6 +789,62 @@ impl Redis {
             .strip_prefix("ok ")
             .and_then(|n| n.parse().ok())
             .unwrap_or(0))
+    }
+
+    // ---- second factor ----
+
+    /// Keeps `value` under `kind:id` for `ttl_ms` (a pending sign-in, a
+    /// secret being enrolled), for every replica.
+    pub async fn put_temporary(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &str,
+        ttl_ms: u64,
+    ) -> Result<(), Unavailable> {
+        self.call::<()>(
+            redis::cmd("SET")
+                .arg(self.key(kind, id))
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms.max(1)),
+        )
+        .await
+    }
+
+    pub async fn get_temporary(&self, kind: &str, id: &str) -> Result<Option<String>, Unavailable> {
+        self.call(redis::cmd("GET").arg(self.key(kind, id))).await
+    }
+
+    /// Removes `kind:id`; true for the one caller that removed it.
+    pub async fn take_temporary(&self, kind: &str, id: &str) -> Result<bool, Unavailable> {
+        let removed: i64 = self.call(redis::cmd("DEL").arg(self.key(kind, id))).await?;
+        Ok(removed == 1)
+    }
+
+    /// The step of the account's last accepted code.
+    pub async fn last_step(&self, user: &str) -> Result<Option<u64>, Unavailable> {
+        let last: Option<u64> = self
+            .call(redis::cmd("GET").arg(self.key("totp-step", user)))
+            .await?;
+        Ok(last)
+    }
+
+    /// Records `step` as the account's last accepted code step unless an
+    /// equal or later one is there: true if this call accepted it.
+    pub async fn advance_step(
+        &self,
+        user: &str,
+        step: u64,
+        keep_ms: u64,
+    ) -> Result<bool, Unavailable> {
+        let mut invocation = self.scripts.advance_step.prepare_invoke();
+        invocation
+            .key(self.key("totp-step", user))
+            .arg(step)
+            .arg(keep_ms);
+        let accepted: i64 = self.run(&invocation).await?;
+        Ok(accepted == 1)
     }
 
     // ---- sign-in counters ----

@@ -620,3 +620,74 @@ async fn the_admin_api_shows_and_resets_second_factors() {
     let response = gw.try_sign_in("dave", ALICE_PASSWORD).await;
     assert!(set_cookie(&response, SESSION).is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_the_code_step_may_reach_any_replica_and_a_code_works_once_on_all() {
+    let redis = crate::replicas::RedisServer::start();
+    let replica = || {
+        Setup::new()
+            .users(&users_with_dave())
+            .store("backend = \"redis\"")
+            .store(&format!("url = \"{}\"", redis.url()))
+            .start()
+    };
+    let a = replica().await;
+    let b = replica().await;
+    early_in_a_step(8).await;
+    let now = now_secs();
+    // The password on A, the code on B.
+    let (pending, _) = password_step(&a, "dave", ALICE_PASSWORD).await;
+    let done = code_step(&b, &pending, &code(DAVE_SECRET, now)).await;
+    assert_eq!(done.status(), 303);
+    let session = set_cookie(&done, SESSION).unwrap();
+    assert_eq!(a.get_as(&session, "/private/x").await.status(), 200);
+    // Used once for both: the pending sign-in, and the code.
+    let again = page_with(&a, &format!("{PENDING}={pending}"), "/.gateway/login/code").await;
+    assert_eq!(again.status(), 303);
+    let (pending, _) = password_step(&b, "dave", ALICE_PASSWORD).await;
+    assert_eq!(
+        code_step(&a, &pending, &code(DAVE_SECRET, now))
+            .await
+            .status(),
+        401,
+        "a code used on B replayed on A"
+    );
+    // Enrollment begun on one replica ends on the other.
+    let bob = a.sign_in("bob", BOB_PASSWORD).await;
+    let cookie = format!("{SESSION}={bob}");
+    let form = page_with(&a, &cookie, "/.gateway/totp").await;
+    let csrf = csrf_in(&form.text().await.unwrap());
+    let shown = post_with(
+        &a,
+        &cookie,
+        "/.gateway/totp",
+        &[
+            ("csrf", &csrf),
+            ("step", "password"),
+            ("password", BOB_PASSWORD),
+        ],
+    )
+    .await;
+    let text = shown.text().await.unwrap();
+    let key: String = text
+        .split("Key: <code>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .replace(' ', "");
+    let done = post_with(
+        &b,
+        &cookie,
+        "/.gateway/totp",
+        &[
+            ("csrf", &csrf),
+            ("step", "confirm"),
+            ("code", &code(&key, now_secs())),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(recovery_codes_in(&done.text().await.unwrap()).len(), 10);
+}
