@@ -518,6 +518,49 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
+    async fn a_format_1_file_is_upgraded_and_its_sessions_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let id = crate::session::new_id();
+        let key = key_of(&id).unwrap();
+        {
+            // What the first-wave gateway wrote.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE sessions (key BLOB PRIMARY KEY NOT NULL, user TEXT NOT NULL,
+                 created_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL, ip TEXT NOT NULL,
+                 user_agent TEXT NOT NULL, password_fingerprint INTEGER NOT NULL) WITHOUT ROWID;
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO sessions VALUES (?1, 'alice', ?2, ?2, '127.0.0.1', 'ua', 7)",
+                params![&key[..], BASE as i64],
+            )
+            .unwrap();
+        }
+        let map = map();
+        let (local, loaded) = open(&path, &map, BASE + 1_000);
+        assert_eq!(loaded.live, 1);
+        let Lookup::Live(live) = map.lookup(&key, BASE + 1_000, false) else {
+            panic!("the old session did not come back");
+        };
+        // Signed in when it began, without a second factor.
+        assert_eq!((live.auth_ms, live.mfa), (BASE, false));
+        // A fresh sign-in is written in the new format and read back.
+        let row = map.reauthenticate(&key, BASE + 2_000, true).unwrap();
+        local.insert(row).await.unwrap();
+        local.close().await.unwrap();
+        drop(local);
+        let again = super::tests::map();
+        let (_local, _) = open(&path, &again, BASE + 3_000);
+        let Lookup::Live(live) = again.lookup(&key, BASE + 3_000, false) else {
+            panic!("gone after the upgrade");
+        };
+        assert_eq!((live.auth_ms, live.mfa), (BASE + 2_000, true));
+    }
+
+    #[tokio::test]
     async fn committed_sessions_come_back_and_expired_or_unwanted_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
