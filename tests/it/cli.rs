@@ -250,6 +250,15 @@ async fn demo_serves_its_app_behind_the_gateway_with_alice_and_bob() {
         .contains("<strong>alice</strong>"));
     assert_eq!(get(&bob, "/").await.unwrap().status(), 200);
     assert_eq!(get(&bob, "/admin/").await.unwrap().status(), 403);
+    // Nobody has a second factor (both signed in with a password alone),
+    // and alice may set one up.
+    let totp = get(&alice, "/.gateway/totp").await.unwrap();
+    assert_eq!(totp.status(), 200);
+    assert!(totp
+        .text()
+        .await
+        .unwrap()
+        .contains("Set up a second factor"));
     sigterm(&child.0);
 }
 
