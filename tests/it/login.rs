@@ -515,7 +515,8 @@ async fn identity_headers_come_from_the_session_and_cannot_be_spoofed() {
             .get(gw.url("/private/x"))
             .header(
                 "cookie",
-                format!("theme=dark; __Host-authgate={bob}; lang=en"),
+                // The pending second-factor cookie is the gateway's too.
+                format!("theme=dark; __Host-authgate={bob}; __Host-authgate-mfa=pending; lang=en"),
             )
             .header("x-auth-user", "alice")
             .header("x-auth-roles", "admin")
