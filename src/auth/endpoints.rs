@@ -33,6 +33,32 @@ impl Auth {
         );
     }
 
+    /// A whole sign-in succeeded: the new session's ID (the cookie value),
+    /// once the store has it for good; counted and logged.
+    pub(super) async fn begin_session(
+        &self,
+        user: &crate::users::User,
+        peer: IpAddr,
+        user_agent: &str,
+        mfa: bool,
+    ) -> Result<String, GatewayError> {
+        let id = self
+            .sessions
+            .create(
+                &user.key,
+                user.password_fingerprint,
+                peer,
+                user_agent,
+                mfa,
+                session::now_ms(),
+            )
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        self.metrics.record_login(Login::Ok);
+        crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, second_factor = mfa, "login ok");
+        Ok(id)
+    }
+
     /// Answers a request under `/.gateway/`.
     pub async fn endpoint(
         &self,
@@ -212,21 +238,8 @@ impl Auth {
             crate::security_event!(info, event = "login_password_ok", user = %user.name, ip = %peer, "password ok; second factor next");
             return Ok(second_step);
         }
-        let id = self
-            .sessions
-            .create(
-                &user.key,
-                user.password_fingerprint,
-                peer,
-                &user_agent,
-                false,
-                session::now_ms(),
-            )
-            .await
-            .map_err(|_| GatewayError::StoreUnavailable)?;
+        let id = self.begin_session(&user, peer, &user_agent, false).await?;
         *logged_user = Some(user.name.clone());
-        self.metrics.record_login(Login::Ok);
-        crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, "login ok");
         let mut response = own_response(
             StatusCode::SEE_OTHER,
             "text/plain; charset=utf-8",

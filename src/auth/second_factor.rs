@@ -435,20 +435,7 @@ impl Auth {
         if !self.take_pending(&key).await? {
             return Ok(see_other("/.gateway/login"));
         }
-        let id = self
-            .sessions
-            .create(
-                &user.key,
-                user.password_fingerprint,
-                peer,
-                &user_agent,
-                true,
-                session::now_ms(),
-            )
-            .await
-            .map_err(|_| GatewayError::StoreUnavailable)?;
-        self.metrics.record_login(Login::Ok);
-        crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, second_factor = true, "login ok");
+        let id = self.begin_session(&user, peer, &user_agent, true).await?;
         let mut response = see_other(&next);
         self.set_session_cookie(&mut response, &id);
         self.clear_pending_cookie(&mut response);
@@ -593,19 +580,8 @@ impl Auth {
                             return Err(GatewayError::NotFound);
                         };
                         let id = self
-                            .sessions
-                            .create(
-                                &updated.key,
-                                updated.password_fingerprint,
-                                peer,
-                                &user_agent,
-                                true,
-                                session::now_ms(),
-                            )
-                            .await
-                            .map_err(|_| GatewayError::StoreUnavailable)?;
-                        self.metrics.record_login(Login::Ok);
-                        crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, second_factor = true, "login ok after enrolling");
+                            .begin_session(&updated, peer, &user_agent, true)
+                            .await?;
                         self.set_session_cookie(&mut response, &id);
                         self.clear_pending_cookie(&mut response);
                     }
