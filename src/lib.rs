@@ -36,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod assertion;
 pub mod auth;
 pub mod config;
 pub mod demo;

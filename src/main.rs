@@ -83,6 +83,13 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Make a new ES256 (P-256) key for signed identity assertions and
+    /// write it to PATH (PKCS#8 PEM, mode 0600; an existing file is
+    /// replaced, which is how a running gateway's key is rotated).
+    Keygen {
+        /// Where to write the key.
+        path: PathBuf,
+    },
     /// Start a demo app with the gateway in front of it.
     Demo {
         /// Where the gateway listens.
@@ -183,6 +190,9 @@ fn main() -> ExitCode {
         ),
         Command::Demo { listen } => demo(listen, flag_format),
         Command::HashPassword => hash_password(),
+        Command::Keygen { path } => authgate::assertion::generate(&path)
+            .map(|kid| println!("wrote {} (kid {kid})", path.display()))
+            .map_err(anyhow::Error::from),
         Command::Healthcheck { url } => return healthcheck(&config_path, url.as_deref()),
         Command::User(command) => user(&config_path, command),
         Command::Sessions(command) => sessions(&config_path, command),

@@ -46,6 +46,8 @@ pub struct State {
     /// The certificate new handshakes get (its files are watched).
     pub certificate: Arc<crate::tls::RotatingCert>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// Signs identity assertions, when `[identity] assertion = true`.
+    pub signer: Option<Arc<crate::assertion::Signer>>,
     /// One reload at a time (SIGHUP and the file watcher may both ask), so
     /// an older read of the file is never put in force after a newer one.
     pub reloading: tokio::sync::Mutex<()>,
@@ -78,13 +80,22 @@ impl Live {
 }
 
 impl State {
-    pub async fn new(mut config: Config) -> Result<State, crate::store::StoreError> {
+    pub async fn new(
+        mut config: Config,
+    ) -> Result<State, Box<dyn std::error::Error + Send + Sync>> {
         let tunnels = Arc::new(crate::proxy::tunnels::Tunnels::default());
         let metrics = Arc::new(Metrics::default());
         let auth = Arc::new(Auth::new(&mut config, metrics.clone()).await?);
         let fixed = crate::reload::Fixed::of(&config);
         let certificate = config.server.certificate.clone();
         let tls = config.server.tls.clone();
+        let signer = match &config.identity.assertion {
+            Some(settings) => Some(Arc::new(crate::assertion::Signer::open(
+                &settings.key,
+                settings.generate,
+            )?)),
+            None => None,
+        };
         Ok(State {
             live: ArcSwap::from_pointee(Live::new(config, &tunnels)),
             fixed,
@@ -94,6 +105,7 @@ impl State {
             readiness: Readiness::default(),
             certificate,
             tls,
+            signer,
             reloading: tokio::sync::Mutex::new(()),
         })
     }
@@ -285,6 +297,20 @@ async fn route(
         .client(conn.peer.ip(), &conn.peer_value, request.headers());
     log.client_ip = Some(client.ip);
 
+    if normalized == "/.gateway/jwks.json" {
+        // The assertion keys are public: apps fetch them without a session.
+        let Some(signer) = &state.signer else {
+            return Err(GatewayError::NotFound);
+        };
+        if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        return Ok(crate::response::own_response(
+            http::StatusCode::OK,
+            "application/jwk-set+json",
+            signer.jwks(),
+        ));
+    }
     if normalized == GATEWAY_PREFIX || normalized.starts_with("/.gateway/") {
         let mut user = None;
         let result = state
@@ -379,12 +405,33 @@ async fn route(
         }
     };
     // Which app: by host and path prefix (always the one with one [upstream]).
-    let Some(upstream) = live
+    let Some(index) = live
         .config
         .upstream_for(host.as_ref().map(Host::name), normalized)
-        .map(|i| &live.upstreams[i])
     else {
         return Err(GatewayError::NoUpstream);
+    };
+    let upstream = &live.upstreams[index];
+    let assertion = match (
+        &live.config.identity.assertion,
+        &state.signer,
+        &presented.signed_in,
+    ) {
+        (Some(settings), Some(signer), Some(signed_in)) => {
+            let audience = settings
+                .audience
+                .as_deref()
+                .unwrap_or_else(|| live.config.upstreams[index].authority.host());
+            Some(signer.assertion(&crate::assertion::Claims {
+                issuer: &settings.issuer,
+                audience,
+                user: &signed_in.user.name,
+                roles: &signed_in.user.roles,
+                session: &signed_in.session.key,
+                lifetime: settings.lifetime,
+            }))
+        }
+        _ => None,
     };
     let owner = match (&presented.signed_in, websocket) {
         (Some(signed_in), true) => Some(crate::proxy::tunnels::Owner {
@@ -405,6 +452,7 @@ async fn route(
         host: host_value,
         user: user.map(|u| &**u),
         own_cookies: state.auth.own_cookies(),
+        assertion,
         websocket,
         owner,
     };

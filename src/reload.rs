@@ -34,6 +34,8 @@ pub struct Fixed {
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
     pub users_file: Option<PathBuf>,
+    /// The assertion signing key, when assertions are on.
+    pub assertion_key: Option<PathBuf>,
 }
 
 impl Fixed {
@@ -52,6 +54,7 @@ impl Fixed {
             idle_timeout: config.session.idle_timeout,
             absolute_timeout: config.session.absolute_timeout,
             users_file: config.users_file.clone(),
+            assertion_key: config.identity.assertion.as_ref().map(|a| a.key.clone()),
         }
     }
 
@@ -87,6 +90,10 @@ impl Fixed {
             "session.absolute_timeout",
         );
         differ(self.users_file != new.users_file, "users.file");
+        differ(
+            self.assertion_key != new.assertion_key,
+            "identity.assertion / assertion_key",
+        );
         keys
     }
 }

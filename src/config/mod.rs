@@ -181,7 +181,27 @@ pub struct Upstream {
 pub struct Identity {
     pub user_header: HeaderName,
     pub roles_header: HeaderName,
+    /// `assertion = true`: a signed JWT goes with the identity headers.
+    pub assertion: Option<Assertion>,
 }
+
+/// How signed identity assertions are made (see [`crate::assertion`]).
+#[derive(Debug, Clone)]
+pub struct Assertion {
+    pub header: HeaderName,
+    /// The PKCS#8 PEM signing key.
+    pub key: PathBuf,
+    /// The key is made there at start if it does not exist (the default
+    /// path in the state folder); a configured key must exist.
+    pub generate: bool,
+    pub issuer: String,
+    /// `None`: the host of the upstream the request goes to.
+    pub audience: Option<String>,
+    pub lifetime: Duration,
+}
+
+/// The signing key's file name in the state folder unless `assertion_key` says.
+pub const DEFAULT_ASSERTION_KEY: &str = "authgate-assertion-key.pem";
 
 impl Config {
     /// The upstream entry a request for `host` (any port) and the raw

@@ -127,6 +127,13 @@ pub struct RawUpstream {
 pub struct RawIdentity {
     pub user_header: Option<Text>,
     pub roles_header: Option<Text>,
+    /// Also send a signed ES256 JWT (see `crate::assertion`).
+    pub assertion: Option<Spanned<bool>>,
+    pub assertion_header: Option<Text>,
+    pub assertion_key: Option<Text>,
+    pub assertion_issuer: Option<Text>,
+    pub assertion_audience: Option<Text>,
+    pub assertion_lifetime: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

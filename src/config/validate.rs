@@ -51,7 +51,7 @@ impl Validator<'_> {
             None => (None, Some(crate::users::Users::default())),
         };
         let login = self.login(raw.login);
-        let identity = self.identity(raw.identity);
+        let identity = self.identity(raw.identity, store.as_ref(), path);
         let admin = Some(Admin {
             role: raw
                 .admin
@@ -560,12 +560,95 @@ impl Validator<'_> {
         })
     }
 
-    fn identity(&mut self, raw: raw::RawIdentity) -> Option<Identity> {
+    fn identity(
+        &mut self,
+        raw: raw::RawIdentity,
+        store: Option<&Store>,
+        path: &Path,
+    ) -> Option<Identity> {
         let user_header = self.header_name(&raw.user_header, "x-auth-user");
         let roles_header = self.header_name(&raw.roles_header, "x-auth-roles");
+        let enabled = raw.assertion.as_ref().is_some_and(|a| *a.get_ref());
+        let assertion = if enabled {
+            let header = self.header_name(&raw.assertion_header, "x-auth-assertion");
+            let lifetime = self.duration(&raw.assertion_lifetime, Duration::from_secs(60));
+            let lifetime = match lifetime {
+                Some(d) if d < Duration::from_secs(1) || d > Duration::from_secs(3600) => {
+                    let span = raw
+                        .assertion_lifetime
+                        .as_ref()
+                        .map(|t| t.span())
+                        .unwrap_or(0..0);
+                    self.diag
+                        .at(span, "assertion_lifetime must be between 1s and 1h");
+                    None
+                }
+                other => other,
+            };
+            let key = match (&raw.assertion_key, store.map(|s| &s.backend)) {
+                (Some(key), _) => {
+                    let file = self.base.join(key.get_ref());
+                    match crate::assertion::Signer::open(&file, false) {
+                        Ok(_) => Some((file, false)),
+                        Err(e) => {
+                            self.diag.at(key.span(), e.to_string());
+                            None
+                        }
+                    }
+                }
+                (None, Some(StoreBackend::Redis(_))) => {
+                    let span = raw.assertion.as_ref().map(|a| a.span()).unwrap_or(0..0);
+                    self.diag.at(
+                        span,
+                        "with the Redis store, set assertion_key: every replica must sign with the same key (make one with `authgate keygen PATH`)",
+                    );
+                    None
+                }
+                (None, Some(StoreBackend::Local { path: state })) => Some((
+                    state
+                        .parent()
+                        .unwrap_or(Path::new("."))
+                        .join(super::DEFAULT_ASSERTION_KEY),
+                    true,
+                )),
+                (None, _) => Some((
+                    path.parent()
+                        .unwrap_or(Path::new("."))
+                        .join(super::DEFAULT_ASSERTION_KEY),
+                    true,
+                )),
+            };
+            let (key, generate) = key?;
+            Some(super::Assertion {
+                header: header?,
+                key,
+                generate,
+                issuer: raw
+                    .assertion_issuer
+                    .map_or_else(|| "authgate".to_owned(), |i| i.into_inner()),
+                audience: raw.assertion_audience.map(|a| a.into_inner()),
+                lifetime: lifetime?,
+            })
+        } else {
+            None
+        };
+        if !enabled && (raw.assertion_key.is_some() || raw.assertion_header.is_some()) {
+            let span = raw
+                .assertion_key
+                .as_ref()
+                .or(raw.assertion_header.as_ref())
+                .map(|t| t.span())
+                .unwrap_or(0..0);
+            self.diag.at(
+                span,
+                "assertion settings without `assertion = true` do nothing",
+            );
+            return None;
+        }
         Some(Identity {
             user_header: user_header?,
             roles_header: roles_header?,
+            assertion: if enabled { Some(assertion?) } else { None },
         })
     }
 

@@ -109,6 +109,10 @@ pub fn prepare_request(
         is_identity_like(name)
             || same_but_underscores(name, identity.user_header.as_str())
             || same_but_underscores(name, identity.roles_header.as_str())
+            || identity
+                .assertion
+                .as_ref()
+                .is_some_and(|a| same_but_underscores(name, a.header.as_str()))
     };
     if headers.keys().any(spoofed_name) {
         let spoofed: Vec<HeaderName> = headers
@@ -420,6 +424,7 @@ mod tests {
         let identity = Identity {
             user_header: HeaderName::from_static("x-auth-user"),
             roles_header: HeaderName::from_static("x-auth-roles"),
+            assertion: None,
         };
         let mut headers = HeaderMap::new();
         headers.insert(

@@ -47,6 +47,8 @@ pub struct Forward<'a> {
     pub host: Option<&'a HeaderValue>,
     /// The signed-in user, whose identity the upstream is told.
     pub user: Option<&'a User>,
+    /// The signed identity assertion, if configured.
+    pub assertion: Option<HeaderValue>,
     /// The gateway's cookies, removed from what the upstream sees.
     pub own_cookies: [&'a str; 3],
     /// An HTTP/1.1 WebSocket handshake: forwarded with its upgrade headers,
@@ -131,6 +133,9 @@ impl Upstream {
             forward.user,
             &forward.own_cookies,
         );
+        if let (Some(value), Some(settings)) = (forward.assertion, &identity.assertion) {
+            parts.headers.insert(settings.header.clone(), value);
+        }
         let mut path_and_query = forward.path_and_query;
         if let Some(prefix) = &self.strip {
             // The router only sends paths under the prefix here.

@@ -65,6 +65,9 @@ impl Gateway {
         let state = Arc::new(State::new(config).await.map_err(io::Error::other)?);
         state.auth.start_background();
         state.certificate.watch();
+        if let Some(signer) = &state.signer {
+            signer.watch();
+        }
         pipeline::watch_tunnels(&state);
         crate::reload::watch(&state);
         let (stop, stop_rx) = watch::channel(false);

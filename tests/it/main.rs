@@ -3,6 +3,7 @@
 
 mod admin;
 mod apps;
+mod assertion;
 mod cli;
 mod config;
 mod deploy;
