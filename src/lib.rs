@@ -40,6 +40,7 @@ pub mod assertion;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod forward_auth;
 pub mod logging;
 pub mod ops;
 pub mod pipeline;

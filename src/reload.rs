@@ -25,6 +25,7 @@ pub struct Fixed {
     pub listen: SocketAddr,
     pub redirect_http: Option<SocketAddr>,
     pub ops_listen: Option<SocketAddr>,
+    pub verify_listen: Option<SocketAddr>,
     pub max_connections: usize,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -45,6 +46,7 @@ impl Fixed {
             listen: config.server.listen,
             redirect_http: config.server.redirect_http,
             ops_listen: config.server.ops_listen,
+            verify_listen: config.server.verify_listen,
             max_connections: config.server.max_connections,
             cert: cert.to_owned(),
             key: key.to_owned(),
@@ -72,6 +74,10 @@ impl Fixed {
             "server.redirect_http",
         );
         differ(self.ops_listen != new.ops_listen, "server.ops_listen");
+        differ(
+            self.verify_listen != new.verify_listen,
+            "server.verify_listen",
+        );
         differ(
             self.max_connections != new.max_connections,
             "server.max_connections",

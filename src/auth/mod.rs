@@ -68,6 +68,8 @@ pub struct Auth {
     login_cookie_name: String,
     /// The cookie of a sign-in waiting for its second factor.
     pending_cookie_name: String,
+    /// `[session] cookie_domain`: the session cookie is sent to its subdomains.
+    cookie_domain: Option<String>,
     clear_cookie: HeaderValue,
     /// Where changes to users are written; `None` when no file is configured.
     users_file: Option<UsersFile>,
@@ -124,6 +126,7 @@ impl Auth {
             verifier,
             login_cookie_name: format!("{cookie_name}-login"),
             pending_cookie_name: format!("{cookie_name}-mfa"),
+            cookie_domain: None,
             cookie_name,
             clear_cookie,
             users_file: config.users_file.clone().map(UsersFile::new),
@@ -441,6 +444,12 @@ impl Auth {
                 navigating: method == http::Method::GET && crate::response::wants_html(headers),
             }),
         }
+    }
+
+    /// Whether the login page may send the browser to this absolute URL
+    /// after signing in (only on the cookie domain, when one is set).
+    pub fn accepts_absolute_next(&self, url: &str) -> bool {
+        next::absolute_on_domain(url, self.cookie_domain.as_deref()).is_some()
     }
 
     /// `Set-Cookie` that removes the session cookie from the browser.

@@ -94,3 +94,18 @@ mod tests {
         }
     }
 }
+
+/// `url` if it is an `https://` URL whose host is `domain` or one of its
+/// subdomains (forward-auth across hosts); `None` otherwise or without a
+/// domain.
+pub fn absolute_on_domain<'u>(url: &'u str, domain: Option<&str>) -> Option<&'u str> {
+    let domain = domain?;
+    let uri: http::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("https") || url.bytes().any(|b| b.is_ascii_control()) {
+        return None;
+    }
+    let host = uri.host()?.to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
+    let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+    (host == domain || host.ends_with(&format!(".{domain}"))).then_some(url)
+}

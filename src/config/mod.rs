@@ -128,6 +128,11 @@ pub struct Server {
     pub certificate: Arc<crate::tls::RotatingCert>,
     pub redirect_http: Option<SocketAddr>,
     pub ops_listen: Option<SocketAddr>,
+    /// Plain HTTP, `/.gateway/verify` only, for edge proxies on other hosts.
+    pub verify_listen: Option<SocketAddr>,
+    /// `https://host[:port]` (no trailing slash) where browsers reach the
+    /// gateway's pages: the `Location` of forward-auth's 401s.
+    pub public_url: Option<String>,
     pub shutdown_grace: Duration,
     pub max_header_size: usize,
     pub max_body_size: u64,

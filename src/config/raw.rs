@@ -54,6 +54,11 @@ pub struct RawServer {
     pub key: Text,
     pub redirect_http: Option<Text>,
     pub ops_listen: Option<Text>,
+    /// A plain listener that answers only `/.gateway/verify`.
+    pub verify_listen: Option<Text>,
+    /// How browsers reach the gateway (`https://auth.example`), for the
+    /// login links of forward-auth answers.
+    pub public_url: Option<Text>,
     pub shutdown_grace: Option<Text>,
     pub max_header_size: Option<Text>,
     pub max_body_size: Option<Text>,

@@ -80,6 +80,28 @@ impl Validator<'_> {
         let listen = self.socket_addr(&raw.listen);
         let redirect_http = raw.redirect_http.as_ref().map(|t| self.socket_addr(t));
         let ops_listen = raw.ops_listen.as_ref().map(|t| self.socket_addr(t));
+        let verify_listen = raw.verify_listen.as_ref().map(|t| self.socket_addr(t));
+        let public_url = match &raw.public_url {
+            None => Some(None),
+            Some(text) => {
+                let url = text.get_ref().trim_end_matches('/');
+                let ok = url
+                    .parse::<http::Uri>()
+                    .ok()
+                    .filter(|u| u.scheme_str() == Some("https") && u.authority().is_some())
+                    .filter(|u| u.path_and_query().is_none_or(|p| p.as_str() == "/"));
+                match ok {
+                    Some(_) => Some(Some(url.to_owned())),
+                    None => {
+                        self.diag.at(
+                            text.span(),
+                            format!("public_url {:?} is not like \"https://auth.example\" (https, a host, no path)", text.get_ref()),
+                        );
+                        None
+                    }
+                }
+            }
+        };
         let tls = self.tls(&raw.cert, &raw.key);
         let shutdown_grace = self.duration(&raw.shutdown_grace, Duration::from_secs(30));
         let header_timeout = self.duration(&raw.header_timeout, Duration::from_secs(10));
@@ -162,6 +184,8 @@ impl Validator<'_> {
             certificate: tls.map(|(_, certificate)| certificate)?,
             redirect_http: redirect_http.map(|a| a.ok_or(())).transpose().ok()?,
             ops_listen: ops_listen.map(|a| a.ok_or(())).transpose().ok()?,
+            verify_listen: verify_listen.map(|a| a.ok_or(())).transpose().ok()?,
+            public_url: public_url?,
             shutdown_grace: shutdown_grace?,
             max_header_size: max_header_size?,
             max_body_size: max_body_size?,

@@ -35,6 +35,7 @@ pub struct Gateway {
     addr: SocketAddr,
     redirect_addr: Option<SocketAddr>,
     ops_addr: Option<SocketAddr>,
+    verify_addr: Option<SocketAddr>,
     state: Arc<State>,
     stop: watch::Sender<bool>,
     finished: JoinHandle<()>,
@@ -52,6 +53,14 @@ impl Gateway {
             Some(addr) => Some(bind(addr, "ops_listen").await?),
             None => None,
         };
+        let verify_listener = match config.server.verify_listen {
+            Some(addr) => Some(bind(addr, "verify_listen").await?),
+            None => None,
+        };
+        let verify_addr = verify_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let addr = tls_listener.local_addr()?;
         let redirect_addr = redirect_listener
             .as_ref()
@@ -79,7 +88,7 @@ impl Gateway {
                 listener,
                 stop_rx.clone(),
                 state.live().config.server.header_timeout,
-                move |req| redirect_to_https(&req, https_port),
+                move |req, _| std::future::ready(redirect_to_https(&req, https_port)),
             ))
         });
         let ops = ops_listener.map(|listener| {
@@ -88,7 +97,21 @@ impl Gateway {
                 listener,
                 ops_stop_rx,
                 Duration::from_secs(10),
-                move |req| ops::answer(req.method(), req.uri().path(), &state),
+                move |req, _| {
+                    std::future::ready(ops::answer(req.method(), req.uri().path(), &state))
+                },
+            ))
+        });
+        let verify = verify_listener.map(|listener| {
+            let state = state.clone();
+            tokio::spawn(serve_plain(
+                listener,
+                stop_rx.clone(),
+                state.live().config.server.header_timeout,
+                move |req, peer: SocketAddr| {
+                    let state = state.clone();
+                    async move { verify_only(&state, req, peer).await }
+                },
             ))
         });
         let main = tokio::spawn(accept_loop(tls_listener, state.clone(), stop_rx));
@@ -96,7 +119,7 @@ impl Gateway {
             let _ = main.await;
             // The ops listener outlives the drain so that /readyz can say 503 meanwhile.
             let _ = ops_stop.send(true);
-            for task in [redirect, ops].into_iter().flatten() {
+            for task in [redirect, ops, verify].into_iter().flatten() {
                 let _ = task.await;
             }
         });
@@ -105,6 +128,7 @@ impl Gateway {
             addr,
             redirect_addr,
             ops_addr,
+            verify_addr,
             state,
             stop,
             finished,
@@ -122,6 +146,11 @@ impl Gateway {
 
     pub fn ops_addr(&self) -> Option<SocketAddr> {
         self.ops_addr
+    }
+
+    /// The forward-auth listener's address, if configured.
+    pub fn verify_addr(&self) -> Option<SocketAddr> {
+        self.verify_addr
     }
 
     pub fn state(&self) -> &Arc<State> {
@@ -356,19 +385,21 @@ where
     }
 }
 
-/// Serves a plain HTTP/1.1 listener with a synchronous handler until `stop`.
-async fn serve_plain<F>(
+/// Serves a plain HTTP/1.1 listener until `stop`; `handler` gets each
+/// request and the peer's address.
+async fn serve_plain<F, Fut>(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     header_timeout: Duration,
     handler: F,
 ) where
-    F: Fn(Request<Incoming>) -> Response<Body> + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
     let mut connections = JoinSet::new();
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             biased;
             _ = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
@@ -384,8 +415,8 @@ async fn serve_plain<F>(
         let handler = handler.clone();
         connections.spawn(async move {
             let service = service_fn(move |request| {
-                let response = handler(request);
-                async move { Ok::<_, Infallible>(response) }
+                let response = handler(request, peer);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -395,6 +426,36 @@ async fn serve_plain<F>(
         });
     }
     connections.shutdown().await;
+}
+
+/// The `verify_listen` listener: `/.gateway/verify` and nothing else.
+async fn verify_only(
+    state: &State,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if request.uri().path() != "/.gateway/verify" {
+        return own_response(StatusCode::NOT_FOUND, TEXT, "not found\n");
+    }
+    if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+        return own_response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
+    }
+    let live = state.live();
+    let mut user = None;
+    let peer = peer.ip().to_canonical();
+    let response =
+        crate::forward_auth::verify(state, &live, peer, request.headers(), &mut user).await;
+    tracing::info!(
+        target: "authgate::access",
+        method = "GET",
+        path = "/.gateway/verify",
+        status = response.status().as_u16(),
+        user = user.as_deref().unwrap_or("-"),
+        client = %peer,
+        "request"
+    );
+    response
 }
 
 /// 308 to the same host and path over HTTPS.

@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod deploy;
 mod edges;
+mod forward_auth;
 mod front_door;
 mod lifecycle;
 mod limits;

@@ -1,0 +1,274 @@
+//! Forward-auth (issue 15): `/.gateway/verify` behind an edge proxy, in
+//! process and behind a real nginx with `auth_request`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{Setup, TestGateway, ALICE_PASSWORD, BOB_PASSWORD};
+
+fn forward_auth_gateway() -> Setup {
+    Setup::new()
+        .server("trusted_proxies = [\"127.0.0.1\"]")
+        .server("verify_listen = \"127.0.0.1:0\"")
+        .server("public_url = \"https://auth.example\"")
+}
+
+/// A forward-auth call on the verify listener, as Traefik or Caddy make it.
+async fn ask(
+    gw: &TestGateway,
+    session: Option<&str>,
+    method: &str,
+    host: &str,
+    uri: &str,
+) -> reqwest::Response {
+    let verify = gw.gateway().verify_addr().expect("a verify listener");
+    let mut request = reqwest::Client::new()
+        .get(format!("http://{verify}/.gateway/verify"))
+        .header("x-forwarded-method", method)
+        .header("x-forwarded-host", host)
+        .header("x-forwarded-uri", uri)
+        .header("x-forwarded-proto", "https")
+        .header("accept", "text/html");
+    if let Some(session) = session {
+        request = request.header("cookie", format!("__Host-authgate={session}"));
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn verify_judges_the_original_request_with_the_same_rules() {
+    let gw = forward_auth_gateway().start().await;
+    let anonymous = ask(&gw, None, "GET", "app.example", "/private/x?a=1").await;
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        anonymous.headers()["location"],
+        "https://auth.example/.gateway/login?next=/private/x%3Fa%3D1"
+    );
+    assert_eq!(
+        ask(&gw, None, "GET", "app.example", "/public/x")
+            .await
+            .status(),
+        200
+    );
+
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let allowed = ask(&gw, Some(&alice), "POST", "app.example", "/staff/report").await;
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["x-auth-user"], "alice");
+    assert_eq!(allowed.headers()["x-auth-roles"], "admin,user");
+
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    assert_eq!(
+        ask(&gw, Some(&bob), "GET", "app.example", "/staff/x")
+            .await
+            .status(),
+        403
+    );
+    // Path tricks are judged as the app will read them.
+    for trick in [
+        "/public/%2e%2e/staff/x",
+        "/public/..;/staff/x",
+        "/STAFF/x",
+        "/staff;x=1/x",
+    ] {
+        let status = ask(&gw, Some(&bob), "GET", "app.example", trick)
+            .await
+            .status();
+        assert_eq!(status, 403, "{trick}");
+    }
+    // nginx's spelling, on the main listener too.
+    let nginx_style = gw
+        .client()
+        .get(gw.url("/.gateway/verify"))
+        .header("x-original-url", "https://app.example/staff/x")
+        .header("x-original-method", "GET")
+        .header("cookie", format!("__Host-authgate={alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nginx_style.status(), 200);
+    assert_eq!(nginx_style.headers()["x-auth-user"], "alice");
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_outside_trusted_proxies_are_refused() {
+    // No trusted proxies: nobody may name the request to judge.
+    let gw = Setup::new().start().await;
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let response = gw
+        .client()
+        .get(gw.url("/.gateway/verify"))
+        .header("x-forwarded-uri", "/staff/x")
+        .header("x-forwarded-host", "app.example")
+        .header("cookie", format!("__Host-authgate={alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(!response.headers().contains_key("x-auth-user"));
+}
+
+/// A real nginx in front of the test upstream, asking authgate's verify
+/// listener with `auth_request`.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nginx {
+    fn start(verify: std::net::SocketAddr, upstream: std::net::SocketAddr) -> Nginx {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is not installed: .ci/run installs it (apt-get install nginx)");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let port = free_port();
+        let config = format!(
+            r#"daemon off;
+worker_processes 1;
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /_authgate {{
+            internal;
+            proxy_pass http://{verify}/.gateway/verify;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+            proxy_set_header X-Original-Method $request_method;
+        }}
+        location / {{
+            auth_request /_authgate;
+            auth_request_set $authgate_user $upstream_http_x_auth_user;
+            auth_request_set $authgate_roles $upstream_http_x_auth_roles;
+            auth_request_set $authgate_login $upstream_http_location;
+            proxy_set_header X-Auth-User $authgate_user;
+            proxy_set_header X-Auth-Roles $authgate_roles;
+            error_page 401 = @login;
+            proxy_pass http://{upstream};
+        }}
+        location @login {{
+            return 302 $authgate_login;
+        }}
+    }}
+}}
+"#
+        );
+        std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// One request with the exact request line given (no client-side
+    /// path cleaning): status line and headers.
+    async fn raw(&self, target: &str, cookie: Option<&str>) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let cookie = cookie.map_or(String::new(), |c| {
+            format!("Cookie: __Host-authgate={c}\r\n")
+        });
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nHost: app.example\r\nAccept: text/html\r\nX-Auth-User: mallory\r\n{cookie}Connection: close\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+            .await
+            .expect("nginx answered")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_real_nginx_with_auth_request() {
+    let gw = forward_auth_gateway().start().await;
+    let nginx = Nginx::start(gw.gateway().verify_addr().unwrap(), gw.upstream.addr);
+
+    let anonymous = nginx.raw("/private/x", None).await;
+    assert!(anonymous.starts_with("HTTP/1.1 302"), "{anonymous}");
+    assert!(
+        anonymous.contains("Location: https://auth.example/.gateway/login?next=/private/x"),
+        "{anonymous}"
+    );
+    assert!(
+        gw.upstream.requests().is_empty(),
+        "the app saw an anonymous request"
+    );
+
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let allowed = nginx.raw("/private/x", Some(&alice)).await;
+    assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
+    let seen = gw.upstream.last();
+    assert_eq!(
+        seen.headers["x-auth-user"], "alice",
+        "not the client's X-Auth-User"
+    );
+    assert_eq!(seen.headers["x-auth-roles"], "admin,user");
+
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let before = gw.upstream.requests().len();
+    for trick in [
+        "/staff/x",
+        "/public/..;/staff/x",
+        "/public/%2e%2e/staff/x",
+        "/public/%2E%2E/staff/x",
+        "/x/../STAFF/x",
+    ] {
+        let answer = nginx.raw(trick, Some(&bob)).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{trick}: {answer}");
+    }
+    assert_eq!(
+        gw.upstream.requests().len(),
+        before,
+        "the app saw a denied request"
+    );
+    let fine = nginx.raw("/private/../public/y", Some(&bob)).await;
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+}
