@@ -52,6 +52,21 @@ pub(super) fn percent_decode(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `url` if it is an `https://` URL whose host is `domain` or one of its
+/// subdomains (forward-auth across hosts); `None` otherwise or without a
+/// domain.
+pub fn absolute_on_domain<'u>(url: &'u str, domain: Option<&str>) -> Option<&'u str> {
+    let domain = domain?;
+    let uri: http::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("https") || url.bytes().any(|b| b.is_ascii_control()) {
+        return None;
+    }
+    let host = uri.host()?.to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
+    let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+    (host == domain || host.ends_with(&format!(".{domain}"))).then_some(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,19 +108,4 @@ mod tests {
             assert_eq!(safe_next(Some(a)), "/", "{a:?}");
         }
     }
-}
-
-/// `url` if it is an `https://` URL whose host is `domain` or one of its
-/// subdomains (forward-auth across hosts); `None` otherwise or without a
-/// domain.
-pub fn absolute_on_domain<'u>(url: &'u str, domain: Option<&str>) -> Option<&'u str> {
-    let domain = domain?;
-    let uri: http::Uri = url.parse().ok()?;
-    if uri.scheme_str() != Some("https") || url.bytes().any(|b| b.is_ascii_control()) {
-        return None;
-    }
-    let host = uri.host()?.to_ascii_lowercase();
-    let host = host.trim_end_matches('.');
-    let domain = domain.trim_start_matches('.').to_ascii_lowercase();
-    (host == domain || host.ends_with(&format!(".{domain}"))).then_some(url)
 }
