@@ -91,6 +91,7 @@ fn stores(dir: &std::path::Path) -> (Store, Store, SessionConfig, Users) {
     };
     let session = SessionConfig {
         cookie_name: "__Host-authgate".into(),
+        cookie_domain: None,
         idle_timeout: Duration::from_secs(1800),
         absolute_timeout: Duration::from_secs(8 * 3600),
     };

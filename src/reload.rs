@@ -32,6 +32,7 @@ pub struct Fixed {
     pub log_format: Option<LogFormat>,
     pub store: StoreBackend,
     pub cookie_name: String,
+    pub cookie_domain: Option<String>,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
     pub users_file: Option<PathBuf>,
@@ -53,6 +54,7 @@ impl Fixed {
             log_format: config.server.log_format,
             store: config.store.backend.clone(),
             cookie_name: config.session.cookie_name.clone(),
+            cookie_domain: config.session.cookie_domain.clone(),
             idle_timeout: config.session.idle_timeout,
             absolute_timeout: config.session.absolute_timeout,
             users_file: config.users_file.clone(),
@@ -87,6 +89,10 @@ impl Fixed {
         differ(self.log_format != new.log_format, "server.log_format");
         differ(self.store != new.store, "store");
         differ(self.cookie_name != new.cookie_name, "session.cookie_name");
+        differ(
+            self.cookie_domain != new.cookie_domain,
+            "session.cookie_domain",
+        );
         differ(
             self.idle_timeout != new.idle_timeout,
             "session.idle_timeout",

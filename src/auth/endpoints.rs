@@ -13,7 +13,7 @@ use super::attempt::Refused;
 use super::forms::read_form;
 use super::password::Busy;
 use super::throttle::Throttled;
-use super::{admin, cookie_values, csrf, pages, rfc3339, safe_next, Auth, GENERIC_FAILURE};
+use super::{admin, cookie_values, csrf, pages, rfc3339, Auth, GENERIC_FAILURE};
 use crate::ops::Login;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session;
@@ -26,10 +26,13 @@ impl Auth {
         response.headers_mut().insert(
             header::SET_COOKIE,
             HeaderValue::from_str(&format!(
-                "{}={id}; Path=/; Secure; HttpOnly; SameSite=Lax",
-                self.cookie_name
+                "{}={id}; Path=/; Secure; HttpOnly; SameSite=Lax{}",
+                self.cookie_name,
+                self.cookie_domain
+                    .as_ref()
+                    .map_or(String::new(), |d| format!("; Domain={d}"))
             ))
-            .expect("name and ID are cookie-safe"),
+            .expect("name, ID and domain are cookie-safe"),
         );
     }
 
@@ -129,7 +132,7 @@ impl Auth {
     }
 
     fn login_page(&self, headers: &HeaderMap, query: Option<&str>) -> Response<Body> {
-        let next = query_next(query);
+        let next = self.query_next(query);
         let (token, fresh) = match self.login_token(headers) {
             Some(token) => (token.to_owned(), false),
             None => (csrf::new_login_token(), true),
@@ -177,7 +180,7 @@ impl Auth {
             _ => return Err(GatewayError::CsrfRejected),
         };
         let name = form.get("username");
-        let next = safe_next(
+        let next = self.next_of(
             form.fields
                 .iter()
                 .find(|(k, _)| k == "next")
@@ -245,19 +248,11 @@ impl Auth {
             "text/plain; charset=utf-8",
             "signed in\n",
         );
-        let headers = response.headers_mut();
-        headers.insert(
+        response.headers_mut().insert(
             header::LOCATION,
-            HeaderValue::from_str(&next).expect("safe_next is ASCII"),
+            HeaderValue::from_str(&next).expect("a checked next is ASCII"),
         );
-        headers.insert(
-            header::SET_COOKIE,
-            HeaderValue::from_str(&format!(
-                "{}={id}; Path=/; Secure; HttpOnly; SameSite=Lax",
-                self.cookie_name
-            ))
-            .expect("name and ID are cookie-safe"),
-        );
+        self.set_session_cookie(&mut response, &id);
         Ok(response)
     }
 
@@ -451,14 +446,16 @@ impl Auth {
     }
 }
 
-/// The `next` a page's query names, made safe (a local path).
-pub(super) fn query_next(query: Option<&str>) -> String {
-    let next = query
-        .into_iter()
-        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
-        .find(|(k, _)| k == "next")
-        .map(|(_, v)| v.into_owned());
-    safe_next(next.as_deref())
+impl Auth {
+    /// The `next` a page's query names, made safe.
+    pub(super) fn query_next(&self, query: Option<&str>) -> String {
+        let next = query
+            .into_iter()
+            .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+            .find(|(k, _)| k == "next")
+            .map(|(_, v)| v.into_owned());
+        self.next_of(next.as_deref())
+    }
 }
 
 pub(super) fn user_agent_of(headers: &HeaderMap) -> String {

@@ -111,8 +111,13 @@ impl Auth {
         let verifier = Verifier::for_this_machine();
         verifier.match_strongest(users.iter().map(|u| &*u.password_hash));
         let cookie_name = config.session.cookie_name.clone();
+        let domain = config
+            .session
+            .cookie_domain
+            .as_ref()
+            .map_or(String::new(), |d| format!("; Domain={d}"));
         let clear_cookie = HeaderValue::from_str(&format!(
-            "{cookie_name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+            "{cookie_name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0{domain}"
         ))
         .expect("a cookie name is a token");
         Ok(Auth {
@@ -126,7 +131,7 @@ impl Auth {
             verifier,
             login_cookie_name: format!("{cookie_name}-login"),
             pending_cookie_name: format!("{cookie_name}-mfa"),
-            cookie_domain: None,
+            cookie_domain: config.session.cookie_domain.clone(),
             cookie_name,
             clear_cookie,
             users_file: config.users_file.clone().map(UsersFile::new),
@@ -443,6 +448,15 @@ impl Auth {
                 next: next.to_owned(),
                 navigating: method == http::Method::GET && crate::response::wants_html(headers),
             }),
+        }
+    }
+
+    /// Where the browser goes after a sign-in: a local path, or with a
+    /// cookie domain an `https://` URL on it.
+    pub(crate) fn next_of(&self, raw: Option<&str>) -> String {
+        match raw.and_then(|r| next::absolute_on_domain(r, self.cookie_domain.as_deref())) {
+            Some(url) => url.to_owned(),
+            None => safe_next(raw),
         }
     }
 

@@ -25,7 +25,7 @@ use super::attempt::{Attempt, Refused};
 use super::forms::{read_form, Form};
 use super::password::Busy;
 use super::throttle::Throttled;
-use super::{cookie_values, csrf, pages, safe_next, totp, Auth};
+use super::{cookie_values, csrf, pages, totp, Auth};
 use crate::ops::Login;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session::{self, Key};
@@ -454,7 +454,7 @@ impl Auth {
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
-        let query_next = super::endpoints::query_next(request.uri().query());
+        let query_next = self.query_next(request.uri().query());
         let who = match self.pending_of(request.headers()).await? {
             Some((key, user, true, next)) => (Who::Pending { key, user }, next),
             _ => {
@@ -503,7 +503,7 @@ impl Auth {
         }
         let next = match &who {
             Who::Pending { .. } => next,
-            Who::Session(_) => safe_next(form_next(&form)),
+            Who::Session(_) => self.next_of(form_next(&form)),
         };
         let attempt = self.code_attempt(&user, peer).await?;
         match form.get("step") {
@@ -605,7 +605,7 @@ impl Auth {
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
-        let query_next = super::endpoints::query_next(request.uri().query());
+        let query_next = self.query_next(request.uri().query());
         let signed_in = self
             .require_session(request.headers(), request.method(), "/.gateway/reauth")
             .await?;
@@ -630,7 +630,7 @@ impl Auth {
         if !csrf::matches(&token, form.get("csrf")) {
             return Err(GatewayError::CsrfRejected);
         }
-        let next = safe_next(form_next(&form));
+        let next = self.next_of(form_next(&form));
         let attempt = self.code_attempt(&user, peer).await?;
         let matched = self
             .verifier

@@ -68,10 +68,16 @@ pub struct PolicyTest {
 /// The session cookie's name unless configured otherwise. Every cookie
 /// whose name starts with it is the gateway's (the login cookie adds `-login`).
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-authgate";
+/// The session cookie's name with a `cookie_domain` unless configured
+/// otherwise (a `__Host-` cookie cannot have a `Domain`).
+pub const DEFAULT_DOMAIN_COOKIE_NAME: &str = "__Secure-authgate";
 
 #[derive(Debug)]
 pub struct Session {
     pub cookie_name: String,
+    /// `Domain=` of the session cookie (forward-auth across subdomains);
+    /// `None`: host-only, the `__Host-` way.
+    pub cookie_domain: Option<String>,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
 }

@@ -157,6 +157,8 @@ pub struct RawRule {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawSession {
     pub cookie_name: Option<Text>,
+    /// Send the session cookie to this domain and its subdomains.
+    pub cookie_domain: Option<Text>,
     pub idle_timeout: Option<Text>,
     pub absolute_timeout: Option<Text>,
 }

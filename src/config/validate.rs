@@ -390,8 +390,49 @@ impl Validator<'_> {
                 );
             }
         }
+        let cookie_domain = match &raw.cookie_domain {
+            None => Some(None),
+            Some(text) => {
+                let domain = text
+                    .get_ref()
+                    .trim()
+                    .trim_start_matches('.')
+                    .to_ascii_lowercase();
+                let valid = domain.contains('.')
+                    && !domain.ends_with('.')
+                    && domain
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                if valid {
+                    Some(Some(domain))
+                } else {
+                    self.diag.at(
+                        text.span(),
+                        format!(
+                            "cookie_domain {:?} is not a domain name like \"example.com\"",
+                            text.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        };
         let cookie_name = match &raw.cookie_name {
+            None if raw.cookie_domain.is_some() => {
+                Some(super::DEFAULT_DOMAIN_COOKIE_NAME.to_owned())
+            }
             None => Some(super::DEFAULT_COOKIE_NAME.to_owned()),
+            Some(name) if raw.cookie_domain.is_some() && name.get_ref().starts_with("__Host-") => {
+                self.diag.at(
+                    name.span(),
+                    format!(
+                        "cookie_name {:?} cannot go with cookie_domain: browsers refuse a __Host- cookie that has a Domain; name it with __Secure- (the default with a cookie_domain is \"{}\")",
+                        name.get_ref(),
+                        super::DEFAULT_DOMAIN_COOKIE_NAME
+                    ),
+                );
+                None
+            }
             Some(name) if is_cookie_name(name.get_ref()) => Some(name.get_ref().clone()),
             Some(name) => {
                 self.diag.at(
@@ -403,6 +444,7 @@ impl Validator<'_> {
         };
         Some(Session {
             cookie_name: cookie_name?,
+            cookie_domain: cookie_domain?,
             idle_timeout: idle?,
             absolute_timeout: absolute.filter(|a| *a <= MAX_ABSOLUTE_TIMEOUT)?,
         })

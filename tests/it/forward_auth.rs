@@ -272,3 +272,104 @@ async fn behind_a_real_nginx_with_auth_request() {
     let fine = nginx.raw("/private/../public/y", Some(&bob)).await;
     assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
 }
+
+#[tokio::test]
+async fn a_cookie_domain_serves_subdomains_and_lets_next_go_there() {
+    let gw = forward_auth_gateway()
+        .session("cookie_domain = \"example.com\"")
+        .start()
+        .await;
+    let client = gw.client();
+    let sign_in = |next: &'static str| {
+        let client = client.clone();
+        let gw = &gw;
+        async move {
+            // The login cookie follows the session cookie's name.
+            let form = client.get(gw.url("/.gateway/login")).send().await.unwrap();
+            let token = crate::support::set_cookie(&form, "__Secure-authgate-login")
+                .expect("the form sets its CSRF cookie");
+            client
+                .post(gw.url("/.gateway/login"))
+                .header("cookie", format!("__Secure-authgate-login={token}"))
+                .form(&[
+                    ("csrf", token.as_str()),
+                    ("username", "alice"),
+                    ("password", ALICE_PASSWORD),
+                    ("next", next),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let response = sign_in("https://app.example.com/notes?x=1").await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers()["location"],
+        "https://app.example.com/notes?x=1"
+    );
+    let line = crate::support::set_cookie_line(&response, "__Secure-authgate")
+        .expect("a __Secure- cookie");
+    assert!(line.contains("; Domain=example.com"), "{line}");
+    assert!(
+        line.contains("Secure") && line.contains("HttpOnly"),
+        "{line}"
+    );
+    assert!(crate::support::set_cookie(&response, "__Host-authgate").is_none());
+    let session = crate::support::set_cookie(&response, "__Secure-authgate").unwrap();
+    // Other sites stay out.
+    for elsewhere in [
+        "https://example.com.evil.org/",
+        "https://evil.org/?example.com",
+        "http://app.example.com/",
+        "//app.example.com/",
+    ] {
+        let response = sign_in(elsewhere).await;
+        assert_eq!(response.headers()["location"], "/", "{elsewhere}");
+    }
+    // Forward-auth on another subdomain: the cookie works, and the login
+    // link brings the browser back to where it was.
+    let verify = gw.gateway().verify_addr().unwrap();
+    let ask = |cookie: Option<String>| {
+        let mut request = reqwest::Client::new()
+            .get(format!("http://{verify}/.gateway/verify"))
+            .header("x-forwarded-host", "wiki.example.com")
+            .header("x-forwarded-uri", "/private/page")
+            .header("accept", "text/html");
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send()
+    };
+    let allowed = ask(Some(format!("__Secure-authgate={session}")))
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["x-auth-user"], "alice");
+    let anonymous = ask(None).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        anonymous.headers()["location"],
+        "https://auth.example/.gateway/login?next=https%3A//wiki.example.com/private/page"
+    );
+}
+
+#[test]
+fn a_host_cookie_name_cannot_have_a_domain_and_check_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = authgate::tls::self_signed();
+    std::fs::write(dir.path().join("gw.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("gw.key"), &cert.key_pem).unwrap();
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[store]\nbackend = \"memory\"\n[session]\ncookie_name = \"__Host-sso\"\ncookie_domain = \"example.com\"\n";
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = crate::support::authgate()
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("gateway.toml:10:15:"), "{said}");
+    assert!(said.contains("__Secure-"), "{said}");
+}
