@@ -373,3 +373,27 @@ fn a_host_cookie_name_cannot_have_a_domain_and_check_says_why() {
     assert!(said.contains("gateway.toml:10:15:"), "{said}");
     assert!(said.contains("__Secure-"), "{said}");
 }
+
+#[tokio::test]
+async fn verify_hands_out_the_assertion_for_the_original_host() {
+    let gw = forward_auth_gateway()
+        .rules(&format!(
+            "{}\n[identity]\nassertion = true\n",
+            crate::support::DEFAULT_RULES
+        ))
+        .start()
+        .await;
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let allowed = ask(&gw, Some(&alice), "GET", "notes.example", "/private/x").await;
+    assert_eq!(allowed.status(), 200);
+    let token = allowed.headers()["x-auth-assertion"].to_str().unwrap();
+    use base64::Engine;
+    let payload: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(payload["aud"], "notes.example");
+    assert_eq!(payload["sub"], "alice");
+}
