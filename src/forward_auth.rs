@@ -23,7 +23,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 
 use crate::pipeline::{Live, State};
 use crate::policy::host::Host;
-use crate::policy::{path, Decision, Principal, ReauthReason, Target};
+use crate::policy::{path, Decision, ReauthReason, Target};
 use crate::response::{encode_query_value, own_response, wants_html, Body};
 use crate::session;
 
@@ -134,12 +134,7 @@ pub async fn verify(
         .authenticate(headers, session::now_ms(), true)
         .await;
     let now = session::now_ms();
-    let principal = presented.signed_in.as_ref().map(|s| Principal {
-        user: &s.user.key,
-        roles: &s.user.roles,
-        mfa: s.session.mfa,
-        auth_age_ms: now.saturating_sub(s.session.auth_ms),
-    });
+    let principal = presented.signed_in.as_ref().map(|s| s.principal(now));
     *user_log = presented.signed_in.as_ref().map(|s| s.user.name.clone());
     let target = Target {
         method: &original.method,
@@ -194,20 +189,11 @@ pub async fn verify(
             signed_in.user.roles_header.clone(),
         );
         if let (Some(settings), Some(signer)) = (&identity.assertion, &state.signer) {
-            let audience = settings
-                .audience
-                .as_deref()
-                .or(original.host.as_ref().map(Host::name))
-                .unwrap_or("authgate");
-            let value = signer.assertion(&crate::assertion::Claims {
-                issuer: &settings.issuer,
-                audience,
-                user: &signed_in.user.name,
-                roles: &signed_in.user.roles,
-                session: &signed_in.session.key,
-                lifetime: settings.lifetime,
-            });
-            out.insert(settings.header.clone(), value);
+            let host = original.host.as_ref().map_or("authgate", Host::name);
+            out.insert(
+                settings.header.clone(),
+                signed_in.assertion(signer, settings, host),
+            );
         }
     }
     response

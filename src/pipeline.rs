@@ -23,7 +23,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::ops::{Metrics, Readiness, UpstreamFailure};
 use crate::policy::host::Host;
-use crate::policy::{path, Decision, Principal, Target};
+use crate::policy::{path, Decision, Target};
 use crate::proxy::{Forward, Upstream};
 use crate::request_id;
 use crate::response::{wants_html, Body, GatewayError};
@@ -352,12 +352,7 @@ async fn route(
         path: normalized,
     };
     let now = session::now_ms();
-    let principal = presented.signed_in.as_ref().map(|s| Principal {
-        user: &s.user.key,
-        roles: &s.user.roles,
-        mfa: s.session.mfa,
-        auth_age_ms: now.saturating_sub(s.session.auth_ms),
-    });
+    let principal = presented.signed_in.as_ref().map(|s| s.principal(now));
     match live.config.policy.decide(&target, principal).decision {
         Decision::Allow => {}
         Decision::Login if presented.store_unavailable => {
@@ -428,20 +423,11 @@ async fn route(
         &state.signer,
         &presented.signed_in,
     ) {
-        (Some(settings), Some(signer), Some(signed_in)) => {
-            let audience = settings
-                .audience
-                .as_deref()
-                .unwrap_or_else(|| live.config.upstreams[index].authority.host());
-            Some(signer.assertion(&crate::assertion::Claims {
-                issuer: &settings.issuer,
-                audience,
-                user: &signed_in.user.name,
-                roles: &signed_in.user.roles,
-                session: &signed_in.session.key,
-                lifetime: settings.lifetime,
-            }))
-        }
+        (Some(settings), Some(signer), Some(signed_in)) => Some(signed_in.assertion(
+            signer,
+            settings,
+            live.config.upstreams[index].authority.host(),
+        )),
         _ => None,
     };
     let owner = match (&presented.signed_in, websocket) {
@@ -511,13 +497,7 @@ pub fn watch_tunnels(state: &Arc<State>) {
                             host: owner.host.as_deref(),
                             path: &owner.path,
                         };
-                        let principal = Principal {
-                            user: &signed_in.user.key,
-                            roles: &signed_in.user.roles,
-                            mfa: signed_in.session.mfa,
-                            auth_age_ms: session::now_ms()
-                                .saturating_sub(signed_in.session.auth_ms),
-                        };
+                        let principal = signed_in.principal(session::now_ms());
                         match live.config.policy.decide(&target, Some(principal)).decision {
                             Decision::Allow if touch => Verdict::Touched,
                             Decision::Allow => Verdict::Keep,

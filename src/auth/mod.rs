@@ -46,6 +46,33 @@ impl SignedIn {
     pub fn csrf_token(&self) -> String {
         csrf::session_token(&self.session.key)
     }
+
+    /// Who the policy judges, as of `now` (ms).
+    pub fn principal(&self, now: u64) -> crate::policy::Principal<'_> {
+        crate::policy::Principal {
+            user: &self.user.key,
+            roles: &self.user.roles,
+            mfa: self.session.mfa,
+            auth_age_ms: now.saturating_sub(self.session.auth_ms),
+        }
+    }
+
+    /// The signed identity assertion for this session and `audience`.
+    pub fn assertion(
+        &self,
+        signer: &crate::assertion::Signer,
+        settings: &crate::config::Assertion,
+        audience: &str,
+    ) -> HeaderValue {
+        signer.assertion(&crate::assertion::Claims {
+            issuer: &settings.issuer,
+            audience: settings.audience.as_deref().unwrap_or(audience),
+            user: &self.user.name,
+            roles: &self.user.roles,
+            session: &self.session.key,
+            lifetime: settings.lifetime,
+        })
+    }
 }
 
 /// What the request's cookies amount to.
