@@ -207,8 +207,10 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(config) => config,
+    // The policy's tests run even when the files for serving (the TLS
+    // pair, ...) are missing; those are reported as problems of their own.
+    let (config, file_problems) = match Config::load_for_policy(path) {
+        Ok(loaded) => loaded,
         Err(e) => {
             for problem in &e.problems {
                 eprintln!("{problem}");
@@ -218,6 +220,9 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
     };
     let file = path.display();
+    for problem in &file_problems {
+        eprintln!("{problem}");
+    }
     let warnings = authgate::policy::check::lint(&config, &config.users);
     for w in &warnings {
         eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
@@ -234,9 +239,15 @@ fn check(path: &std::path::Path) -> ExitCode {
         config.tests.len(),
         warnings.len()
     );
-    if failures.is_empty() {
+    if failures.is_empty() && file_problems.is_empty() {
         println!("{file}: ok ({summary})");
         ExitCode::SUCCESS
+    } else if failures.is_empty() {
+        eprintln!(
+            "{file}: {} problem(s) with the files it names; the policy is fine ({summary})",
+            file_problems.len()
+        );
+        ExitCode::FAILURE
     } else {
         eprintln!("{file}: {} test(s) failed ({summary})", failures.len());
         ExitCode::FAILURE
@@ -251,7 +262,13 @@ fn explain(
     request_path: &str,
     (auth_age, mfa): (Option<&str>, Option<bool>),
 ) -> anyhow::Result<()> {
-    let config = load_or_report(path)?;
+    // The policy and the users are enough: missing TLS files do not matter here.
+    let (config, _) = Config::load_for_policy(path).map_err(|e| {
+        for problem in &e.problems {
+            eprintln!("{problem}");
+        }
+        anyhow::anyhow!("{} has {} problem(s)", path.display(), e.problems.len())
+    })?;
     let fresh = authgate::policy::check::Freshness {
         auth_age: auth_age
             .map(authgate::config::units::parse_duration)

@@ -274,6 +274,53 @@ impl Config {
         }
     }
 
+    /// For `explain` and the `[[test]]`s of `check`, which need the policy
+    /// and the users but never serve: like [`Config::load`], except that
+    /// the files the config names for serving (TLS pair, upstream CA and
+    /// client pair, assertion key) may be missing or broken; their
+    /// problems come back beside the config, each at its place.
+    pub fn load_for_policy(path: &Path) -> Result<(Config, Vec<Problem>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                file: path.display().to_string(),
+                position: None,
+                message: format!("cannot read the config file: {e}"),
+            }],
+        })?;
+        let mut diag = Diagnostics::new(path.display().to_string(), &text);
+        let base = path.parent().unwrap_or(Path::new("."));
+        let Some(raw) = diag::deserialize::<RawConfig>(&text, &mut diag) else {
+            return Err(diag.finish().unwrap_err());
+        };
+        let mut v = Validator {
+            diag,
+            base,
+            nested: Vec::new(),
+            lenient_files: Some(Vec::new()),
+        };
+        let config = v.config(raw, path);
+        let nested = std::mem::take(&mut v.nested);
+        let deferred = v.lenient_files.take().unwrap_or_default();
+        match v.diag.finish() {
+            Err(mut e) => {
+                e.problems.extend(nested);
+                Err(e)
+            }
+            Ok(()) if !nested.is_empty() => Err(ConfigError { problems: nested }),
+            Ok(()) => {
+                let mut files = Diagnostics::new(path.display().to_string(), &text);
+                for (span, message) in deferred {
+                    files.at(span, message);
+                }
+                let problems = files.finish().err().map_or_else(Vec::new, |e| e.problems);
+                Ok((
+                    config.expect("a config with no problems is complete"),
+                    problems,
+                ))
+            }
+        }
+    }
+
     /// Validates `text` as if it were the file at `path` (which names the
     /// file in messages and anchors the relative paths in it).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -288,6 +335,7 @@ impl Config {
             diag,
             base,
             nested: Vec::new(),
+            lenient_files: None,
         };
         let config = v.config(raw, path);
         let nested = std::mem::take(&mut v.nested);

@@ -25,6 +25,11 @@ pub(super) struct Validator<'a> {
     pub(super) base: &'a Path,
     /// Problems found in other files (the users file) while validating this one.
     pub(super) nested: Vec<Problem>,
+    /// For the policy commands: problems with the files the config names
+    /// for serving (TLS pair, upstream CA and client pair, assertion key)
+    /// are kept here, with their place, instead of failing the load, and a
+    /// stand-in is used (see [`Config::load_for_policy`]).
+    pub(super) lenient_files: Option<Vec<(std::ops::Range<usize>, String)>>,
 }
 
 /// RFC 6265 §4.1.1: a cookie name is an HTTP token.
@@ -36,6 +41,14 @@ fn is_cookie_name(name: &str) -> bool {
 }
 
 impl Validator<'_> {
+    /// A problem with a file the config names for serving.
+    fn file_problem(&mut self, span: std::ops::Range<usize>, message: String) {
+        match &mut self.lenient_files {
+            Some(deferred) => deferred.push((span, message)),
+            None => self.diag.at(span, message),
+        }
+    }
+
     pub(super) fn config(&mut self, raw: RawConfig, path: &Path) -> Option<Config> {
         let server = self.server(raw.server.into_inner());
         let upstreams = self.upstreams(raw.upstream);
@@ -337,13 +350,14 @@ impl Validator<'_> {
             }
             return Some(None);
         }
+        let lenient = self.lenient_files.is_some();
         let ca = match &raw.ca {
             None => None,
             Some(text) => match crate::tls::load_certs(&self.base.join(text.get_ref())) {
                 Ok(certs) => Some(certs),
                 Err(e) => {
-                    self.diag.at(text.span(), e.to_string());
-                    return None;
+                    self.file_problem(text.span(), e.to_string());
+                    return lenient.then_some(None);
                 }
             },
         };
@@ -351,12 +365,16 @@ impl Validator<'_> {
             (None, None) => None,
             (Some(cert), Some(key)) => {
                 let chain = crate::tls::load_certs(&self.base.join(cert.get_ref()))
-                    .map_err(|e| self.diag.at(cert.span(), e.to_string()))
+                    .map_err(|e| self.file_problem(cert.span(), e.to_string()))
                     .ok();
                 let private = crate::tls::load_key(&self.base.join(key.get_ref()))
-                    .map_err(|e| self.diag.at(key.span(), e.to_string()))
+                    .map_err(|e| self.file_problem(key.span(), e.to_string()))
                     .ok();
-                Some((chain?, private?))
+                match (chain, private) {
+                    (Some(chain), Some(private)) => Some((chain, private)),
+                    _ if lenient => return Some(None),
+                    _ => return None,
+                }
             }
             (Some(one), None) | (None, Some(one)) => {
                 self.diag
@@ -657,8 +675,8 @@ impl Validator<'_> {
                     match crate::assertion::Signer::open(&file, false) {
                         Ok(_) => Some((file, false)),
                         Err(e) => {
-                            self.diag.at(key.span(), e.to_string());
-                            None
+                            self.file_problem(key.span(), e.to_string());
+                            self.lenient_files.is_some().then_some((file, false))
                         }
                     }
                 }
@@ -986,14 +1004,23 @@ impl Validator<'_> {
                     crate::tls::TlsError::Certificate { .. } => cert.span(),
                     _ => key.span(),
                 };
-                self.diag.at(span, e.to_string());
+                self.file_problem(span, e.to_string());
                 // Both files' problems at once, as before.
                 if matches!(e, crate::tls::TlsError::Certificate { .. }) {
                     if let Err(e) = crate::tls::load_key(&key_path) {
-                        self.diag.at(key.span(), e.to_string());
+                        self.file_problem(key.span(), e.to_string());
                     }
                 }
-                return None;
+                self.lenient_files.as_ref()?;
+                // A stand-in for the policy commands, which never serve.
+                let stand_in = crate::tls::self_signed();
+                let dir = tempfile::tempdir().ok()?;
+                std::fs::write(dir.path().join("c"), stand_in.cert_pem).ok()?;
+                std::fs::write(dir.path().join("k"), stand_in.key_pem).ok()?;
+                Arc::new(
+                    crate::tls::RotatingCert::load(&dir.path().join("c"), &dir.path().join("k"))
+                        .ok()?,
+                )
             }
         };
         crate::tls::server_config(certificate.clone())

@@ -326,3 +326,68 @@ fn hash_password_reads_stdin_and_prints_an_argon2id_hash() {
     assert!(!empty.status.success());
     assert!(String::from_utf8_lossy(&empty.stderr).contains("empty"));
 }
+
+#[test]
+fn policy_commands_need_only_the_policy_and_check_reports_the_files_apart() {
+    // The shipped config and a users file, but no certificate yet.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, include_str!("../../gateway.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("users.toml"),
+        crate::support::default_users(),
+    )
+    .unwrap();
+    let explain = authgate()
+        .args(["explain", "-c"])
+        .arg(&config)
+        .args(["--user", "bob", "GET", "/admin/users"])
+        .output()
+        .unwrap();
+    assert!(
+        explain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explain.stderr)
+    );
+    assert!(String::from_utf8_lossy(&explain.stdout).contains("decision:  deny"));
+
+    let check = authgate()
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        !check.status.success(),
+        "missing TLS files are still a problem"
+    );
+    let cert_line = include_str!("../../gateway.toml")
+        .lines()
+        .position(|l| l.starts_with("cert = "))
+        .unwrap()
+        + 1;
+    let cert_place = format!("gateway.toml:{cert_line}:8:");
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(said.contains(&cert_place), "the cert line: {said}");
+    assert!(said.contains("the policy is fine"), "{said}");
+    assert!(said.contains("7 of 7 tests passed"), "{said}");
+
+    // A failing test is still reported beside them.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen(
+            "path = \"/admin/users\"\nexpect = \"deny\"",
+            "path = \"/admin/users\"\nexpect = \"allow\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let check = authgate()
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(said.contains("test failed"), "{said}");
+    assert!(said.contains(&cert_place), "{said}");
+}
