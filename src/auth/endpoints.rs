@@ -137,7 +137,13 @@ impl Auth {
             Some(token) => (token.to_owned(), false),
             None => (csrf::new_login_token(), true),
         };
-        let mut response = pages::login(StatusCode::OK, &token, &next, None);
+        let mut response = pages::login(
+            StatusCode::OK,
+            &token,
+            &next,
+            None,
+            &self.login_words.load(),
+        );
         if fresh {
             self.set_login_cookie(&mut response, &token);
         }
@@ -222,6 +228,7 @@ impl Auth {
                     &token,
                     &next,
                     Some(GENERIC_FAILURE),
+                    &self.login_words.load(),
                 ));
             }
         };

@@ -104,6 +104,8 @@ pub struct Auth {
     admin_role: ArcSwap<String>,
     /// Roles whose users must have a second factor (a reload may change it).
     require_totp: ArcSwap<Vec<String>>,
+    /// What the sign-in page says (a reload may change it).
+    login_words: ArcSwap<crate::config::LoginWords>,
     /// Pending sign-ins, secrets being enrolled, codes used.
     second_factor: second_factor::SecondFactor,
     metrics: Arc<crate::ops::Metrics>,
@@ -165,6 +167,7 @@ impl Auth {
             admin_role: ArcSwap::from_pointee(config.admin.role.clone()),
             require_totp: ArcSwap::from_pointee(config.login.require_totp.clone()),
             second_factor: Default::default(),
+            login_words: ArcSwap::from_pointee(config.login.words.clone()),
             metrics,
         })
     }
@@ -177,6 +180,7 @@ impl Auth {
         self.admin_role.store(Arc::new(config.admin.role.clone()));
         self.require_totp
             .store(Arc::new(config.login.require_totp.clone()));
+        self.login_words.store(Arc::new(config.login.words.clone()));
     }
 
     /// Background work: the session sweeper, the throttle windows' sweep and

@@ -31,12 +31,23 @@ pub fn login(
     csrf: &str,
     next: &str,
     error: Option<&str>,
+    words: &crate::config::LoginWords,
 ) -> http::Response<Body> {
     let error = error.map_or(String::new(), |e| {
         format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(e))
     });
+    // The organisation's words: plain text, escaped, no assets.
+    let title = words.title.as_deref().map_or(String::new(), |t| {
+        format!("<p class=\"note\"><strong>{}</strong></p>", escape_html(t))
+    });
+    let notice = words.notice.as_deref().map_or(String::new(), |n| {
+        format!(
+            "<p class=\"note\">{}</p>",
+            escape_html(n).replace('\n', "<br>")
+        )
+    });
     let content = format!(
-        "<h1>Sign in</h1>{error}\
+        "{title}<h1>Sign in</h1>{notice}{error}\
 <form method=\"post\" action=\"/.gateway/login\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{next}\">\
 <label for=\"username\">Username</label>\
@@ -47,10 +58,14 @@ pub fn login(
         csrf = escape_html(csrf),
         next = escape_html(next),
     );
+    let page_title = match &words.title {
+        Some(t) => format!("Sign in · {t}"),
+        None => "Sign in".to_owned(),
+    };
     own_response(
         status,
         "text/html; charset=utf-8",
-        document("Sign in", &content),
+        document(&page_title, &content),
     )
 }
 

@@ -114,6 +114,15 @@ pub struct Login {
     /// Users with any of these roles must enroll a second factor before
     /// they get a session.
     pub require_totp: Vec<String>,
+    /// What the sign-in page says besides its form.
+    pub words: LoginWords,
+}
+
+/// `[login] title` and `notice`: plain text on the sign-in page.
+#[derive(Debug, Clone, Default)]
+pub struct LoginWords {
+    pub title: Option<String>,
+    pub notice: Option<String>,
 }
 
 #[derive(Debug)]

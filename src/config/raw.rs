@@ -184,6 +184,10 @@ pub struct RawLogin {
     pub failure_window: Option<Text>,
     /// Roles whose users must have a second factor.
     pub require_totp: Option<Vec<Text>>,
+    /// The organisation's name on the sign-in page.
+    pub title: Option<Text>,
+    /// A short plain-text notice on the sign-in page.
+    pub notice: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

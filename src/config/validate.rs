@@ -632,7 +632,31 @@ impl Validator<'_> {
                 None
             }
         };
+        let mut words_ok = true;
+        for (key, text, limit) in [("title", &raw.title, 80), ("notice", &raw.notice, 500)] {
+            if let Some(text) = text {
+                let value = text.get_ref();
+                let control = value
+                    .chars()
+                    .any(|c| c.is_control() && !(key == "notice" && c == '\n'));
+                if value.chars().count() > limit || control {
+                    self.diag.at(
+                        text.span(),
+                        format!("{key} must be plain text of at most {limit} characters"),
+                    );
+                    words_ok = false;
+                }
+            }
+        }
+        if !words_ok {
+            return None;
+        }
+        let words = super::LoginWords {
+            title: raw.title.map(|t| t.into_inner()),
+            notice: raw.notice.map(|t| t.into_inner()),
+        };
         Some(Login {
+            words,
             max_failures: max_failures?,
             failure_window: window?,
             require_totp: raw

@@ -601,3 +601,81 @@ async fn whoami_reports_the_session_without_extending_it() {
     assert_eq!(gone.status(), 401);
     assert_eq!(gone.text().await.unwrap(), r#"{"error":"unauthenticated"}"#);
 }
+
+#[tokio::test]
+async fn the_sign_in_page_carries_the_organisations_words_escaped_and_nothing_else() {
+    let gw = Setup::new()
+        .login("title = \"Acme <Intranet>\"")
+        .login("notice = \"Authorised staff only.\\nQuestions: <script>alert(1)</script> & co\"")
+        .start()
+        .await;
+    let page = gw
+        .client()
+        .get(gw.url("/.gateway/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    let text = page.text().await.unwrap();
+    assert!(
+        text.contains("<title>Sign in · Acme &lt;Intranet&gt;</title>"),
+        "{text}"
+    );
+    assert!(text.contains("<strong>Acme &lt;Intranet&gt;</strong>"));
+    assert!(text.contains(
+        "Authorised staff only.<br>Questions: &lt;script&gt;alert(1)&lt;/script&gt; &amp; co"
+    ));
+    assert!(!text.contains("<script"));
+    // No outside assets: nothing is fetched from anywhere.
+    assert!(!text.contains("src=") && !text.contains("http://") && !text.contains("https://"));
+    // The failed sign-in's page says the same.
+    let failed = gw.try_sign_in("bob", "wrong password!").await;
+    assert_eq!(failed.status(), 401);
+    assert!(failed
+        .text()
+        .await
+        .unwrap()
+        .contains("<strong>Acme &lt;Intranet&gt;</strong>"));
+
+    // A reload changes them; a title that is not plain text is refused.
+    let config = gw.config_file();
+    let edited = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("Acme <Intranet>", "Acme Tools");
+    std::fs::write(&config, &edited).unwrap();
+    assert!(matches!(
+        gw.gateway().reload().await,
+        authgate::reload::Reloaded::Applied { .. }
+    ));
+    let page = gw
+        .client()
+        .get(gw.url("/.gateway/login"))
+        .send()
+        .await
+        .unwrap();
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("<strong>Acme Tools</strong>"));
+    std::fs::write(&config, edited.replace("Acme Tools", &"x".repeat(81))).unwrap();
+    let authgate::reload::Reloaded::Refused { problems } = gw.gateway().reload().await else {
+        panic!("an 81-character title was taken");
+    };
+    assert!(
+        problems[0].contains("title must be plain text of at most 80 characters"),
+        "{problems:?}"
+    );
+}
