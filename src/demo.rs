@@ -89,7 +89,7 @@ pub struct Demo {
     pub bob_password: String,
 }
 
-fn random_password() -> String {
+pub fn random_password() -> String {
     // 96 random bits, easy to type: base64url without padding.
     use base64::Engine;
     let id = crate::session::new_id();

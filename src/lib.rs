@@ -41,6 +41,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod forward_auth;
+pub mod init;
 pub mod logging;
 pub mod ops;
 pub mod pipeline;

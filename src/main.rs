@@ -90,6 +90,24 @@ enum Command {
         /// Where to write the key.
         path: PathBuf,
     },
+    /// Write a ready setup into DIR (default: this folder): a commented
+    /// gateway.toml, a self-signed ECDSA certificate, a users file with a
+    /// first admin and the state folder. Overwrites nothing.
+    Init {
+        /// The folder to write into.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The app to protect.
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        upstream: String,
+        /// The name the certificate is for.
+        #[arg(long, default_value = "localhost")]
+        host: String,
+        /// The first admin's name; the password is read from stdin when it
+        /// is not a terminal, else made and printed once.
+        #[arg(long, default_value = "admin")]
+        admin: String,
+    },
     /// Start a demo app with the gateway in front of it.
     Demo {
         /// Where the gateway listens.
@@ -190,6 +208,12 @@ fn main() -> ExitCode {
         ),
         Command::Demo { listen } => demo(listen, flag_format),
         Command::HashPassword => hash_password(),
+        Command::Init {
+            dir,
+            upstream,
+            host,
+            admin,
+        } => init(&dir, &upstream, &host, &admin),
         Command::Keygen { path } => authgate::assertion::generate(&path)
             .map(|kid| println!("wrote {} (kid {kid})", path.display()))
             .map_err(anyhow::Error::from),
@@ -387,6 +411,47 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
         drop(dir);
         Ok(())
     })
+}
+
+fn init(dir: &std::path::Path, upstream: &str, host: &str, admin: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let typed = if std::io::stdin().is_terminal() {
+        None
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        Some(line.trim_end_matches(['\n', '\r']).to_owned()).filter(|p| !p.is_empty())
+    };
+    let password = match &typed {
+        Some(password) => {
+            authgate::users::file::check_new_password(password)?;
+            password.clone()
+        }
+        None => authgate::demo::random_password(),
+    };
+    let hash = authgate::auth::password::hash_password(&password);
+    let written = authgate::init::init(dir, upstream, host, admin, &hash)?;
+    println!("wrote {}", written.config.display());
+    println!(
+        "  certificate: {}/certs/gateway.crt (self-signed for {host})",
+        dir.display()
+    );
+    if typed.is_none() {
+        println!(
+            "  sign in as {} / {password}   (shown this once)",
+            written.admin
+        );
+    } else {
+        println!("  sign in as {} with the password you gave", written.admin);
+    }
+    println!(
+        "next: authgate check -c {0}   then   authgate run -c {0}",
+        written.config.display()
+    );
+    Ok(())
 }
 
 /// How long `healthcheck` waits for the whole answer.

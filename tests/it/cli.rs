@@ -391,3 +391,124 @@ fn policy_commands_need_only_the_policy_and_check_reports_the_files_apart() {
     assert!(said.contains("test failed"), "{said}");
     assert!(said.contains(&cert_place), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_a_setup_that_checks_and_serves_and_overwrites_nothing() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let upstream = crate::support::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = dir.path().join("authgate");
+    let mut child = authgate()
+        .arg("init")
+        .arg(&setup)
+        .args([
+            "--upstream",
+            &upstream.url(),
+            "--admin",
+            "root",
+            "--host",
+            "gw.example",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"root-password-of-init\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mode = |p: &str| {
+        std::fs::metadata(setup.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("certs/gateway.key"), 0o600);
+    assert_eq!(mode("users.toml"), 0o600);
+    assert_eq!(mode("state"), 0o700);
+    let config = setup.join("gateway.toml");
+    let check = authgate()
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // A second init into the same place changes nothing.
+    let before = std::fs::read(&config).unwrap();
+    let again = authgate()
+        .arg("init")
+        .arg(&setup)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    assert_eq!(std::fs::read(&config).unwrap(), before);
+
+    // It serves (on a free port for the test), and root signs in.
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "listen = \"0.0.0.0:8443\"",
+        "listen = \"127.0.0.1:0\"",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let (mut running, mut lines) = spawn_run(&["run", "-c"], &config);
+    let serving = wait_for_line(&mut lines, "authgate is serving");
+    let listen = serving
+        .split("listen=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_owned();
+    let cert = std::fs::read_to_string(setup.join("certs/gateway.crt")).unwrap();
+    let client = crate::support::https_client_builder(&cert)
+        .resolve("gw.example", listen.parse().unwrap())
+        .build()
+        .unwrap();
+    let port = listen.rsplit(':').next().unwrap();
+    let base = format!("https://gw.example:{port}");
+    let form = client
+        .get(format!("{base}/.gateway/login"))
+        .send()
+        .await
+        .unwrap();
+    let token = crate::support::set_cookie(&form, "__Host-authgate-login").unwrap();
+    let signed_in = client
+        .post(format!("{base}/.gateway/login"))
+        .header("cookie", format!("__Host-authgate-login={token}"))
+        .form(&[
+            ("csrf", token.as_str()),
+            ("username", "root"),
+            ("password", "root-password-of-init"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = crate::support::set_cookie(&signed_in, "__Host-authgate").unwrap();
+    let admin = client
+        .get(format!("{base}/.gateway/admin/"))
+        .header("cookie", format!("__Host-authgate={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 200);
+    assert!(setup.join("state/authgate-state.db").exists());
+    sigterm(&running.0);
+    assert!(wait_for_exit(&mut running).await.success());
+}
