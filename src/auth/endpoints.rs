@@ -108,13 +108,17 @@ impl Auth {
             "/.gateway/reauth" if is_get || method == Method::POST => {
                 self.reauth(request, peer, host, logged_user).await
             }
+            "/.gateway/account" if is_get || method == Method::POST => {
+                self.account(request, host, logged_user).await
+            }
             "/.gateway/login"
             | "/.gateway/logout"
             | "/.gateway/whoami"
             | "/.gateway/password"
             | "/.gateway/login/code"
             | "/.gateway/totp"
-            | "/.gateway/reauth" => Err(GatewayError::MethodNotAllowed),
+            | "/.gateway/reauth"
+            | "/.gateway/account" => Err(GatewayError::MethodNotAllowed),
             "/.gateway/admin" | "/.gateway/admin/" => {
                 admin::page(self, request, host, logged_user).await
             }

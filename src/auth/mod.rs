@@ -1,6 +1,7 @@
 //! Who is asking: the session cookie on every request, and the gateway's
 //! own sign-in endpoints under `/.gateway/` (SPEC §3).
 
+mod account;
 mod admin;
 mod attempt;
 pub mod csrf;

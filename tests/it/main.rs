@@ -1,6 +1,7 @@
 //! The one integration-test binary: every module drives a real gateway over
 //! real HTTPS, in-process on 127.0.0.1:0 (or the real binary, for the CLI).
 
+mod account;
 mod admin;
 mod apps;
 mod assertion;
