@@ -22,7 +22,7 @@ use super::{csrf, pages, rfc3339, Auth, SignedIn};
 use crate::policy::DenyReason;
 use crate::response::{escape_html, own_response, Body, GatewayError};
 use crate::session;
-use crate::users::file::{check_role, Change, UserFileError};
+use crate::users::file::{check_new_password, check_role, Change, UserFileError};
 
 const JSON: &str = "application/json; charset=utf-8";
 const MAX_JSON_BYTES: usize = 16 * 1024;
@@ -47,16 +47,40 @@ impl Auth {
     }
 }
 
+fn bad_request(detail: &str) -> Response<Body> {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        json!({ "error": "bad_request", "detail": detail }),
+    )
+}
+
+/// A small JSON body: `None` if it is empty or not `T`.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<Option<T>, GatewayError> {
+    let body: Bytes = match Limited::new(request.into_body(), MAX_JSON_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(GatewayError::BodyTooLarge),
+    };
+    Ok(serde_json::from_slice(&body).ok())
+}
+
 fn user_error(e: UserFileError) -> Response<Body> {
     match e {
         UserFileError::UnknownUser(_) => error(StatusCode::NOT_FOUND, "not_found"),
         UserFileError::StoreUnavailable => {
             error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
         }
-        UserFileError::BadRole(_) | UserFileError::BadName(_) => json_response(
-            StatusCode::BAD_REQUEST,
-            json!({ "error": "bad_request", "detail": e.to_string() }),
-        ),
+        UserFileError::Duplicate(_) => error(StatusCode::CONFLICT, "duplicate"),
+        UserFileError::BadRole(_) | UserFileError::BadName(_) | UserFileError::WeakPassword => {
+            json_response(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "bad_request", "detail": e.to_string() }),
+            )
+        }
         other => {
             tracing::error!(error = %other, "admin change could not be saved");
             json_response(
@@ -152,6 +176,8 @@ pub(super) async fn api(
         {
             Some(user) => {
                 crate::security_event!(warn, event = "session_revoked", actor = %actor, user = %user, session = %id, "session ended by an admin");
+                auth.audit
+                    .remember("session_revoked", &actor, &user, format!("session {id}"));
                 no_content()
             }
             None => error(StatusCode::NOT_FOUND, "not_found"),
@@ -258,12 +284,118 @@ pub(super) async fn api(
                 Err(e) => user_error(e),
             }
         }
+        (&Method::GET, ["events"]) => {
+            let events: Vec<serde_json::Value> = auth
+                .recent_events()
+                .into_iter()
+                .map(|e| {
+                    json!({
+                        "at": rfc3339(e.at_ms),
+                        "event": e.event,
+                        "actor": e.actor,
+                        "user": e.user,
+                        "detail": e.detail,
+                    })
+                })
+                .collect();
+            json_response(StatusCode::OK, json!({ "events": events }))
+        }
+        (&Method::POST, ["users"]) => {
+            drop(users);
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct NewUser {
+                name: String,
+                roles: Vec<String>,
+                password: Option<String>,
+            }
+            let Some(new) = read_json::<NewUser>(request).await? else {
+                return Ok(bad_request(
+                    "expected {\"name\": \"...\", \"roles\": [...], \"password\": optional}",
+                ));
+            };
+            let (password, generated) = match new.password {
+                Some(p) => (p, false),
+                None => (crate::demo::random_password(), true),
+            };
+            if let Err(e) = check_new_password(&password) {
+                return Ok(bad_request(&e.to_string()));
+            }
+            let hash = auth
+                .verifier
+                .hash(&password)
+                .await
+                .map_err(|_| GatewayError::LoginBusy)?;
+            let change = Change::Add {
+                name: new.name.clone(),
+                password_hash: hash,
+                roles: new.roles,
+            };
+            match auth.change_users(change, &actor).await {
+                Ok(()) if generated => json_response(
+                    StatusCode::CREATED,
+                    json!({ "name": new.name.trim(), "password": password }),
+                ),
+                Ok(()) => json_response(StatusCode::CREATED, json!({ "name": new.name.trim() })),
+                Err(e) => user_error(e),
+            }
+        }
+        (&Method::POST, ["users", name, "password"]) => {
+            let Some(key) = user_key(name) else {
+                return Ok(error(StatusCode::NOT_FOUND, "not_found"));
+            };
+            drop(users);
+            #[derive(serde::Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct NewPassword {
+                password: Option<String>,
+            }
+            let given = read_json::<NewPassword>(request).await?.unwrap_or_default();
+            let (password, generated) = match given.password {
+                Some(p) => (p, false),
+                None => (crate::demo::random_password(), true),
+            };
+            if let Err(e) = check_new_password(&password) {
+                return Ok(bad_request(&e.to_string()));
+            }
+            let hash = auth
+                .verifier
+                .hash(&password)
+                .await
+                .map_err(|_| GatewayError::LoginBusy)?;
+            let change = Change::SetPassword {
+                name: key.to_string(),
+                password_hash: hash,
+            };
+            match auth.change_users(change, &actor).await {
+                Ok(()) if generated => {
+                    json_response(StatusCode::OK, json!({ "password": password }))
+                }
+                Ok(()) => no_content(),
+                Err(e) => user_error(e),
+            }
+        }
+        (&Method::DELETE, ["users", name]) => {
+            let Some(key) = user_key(name) else {
+                return Ok(error(StatusCode::NOT_FOUND, "not_found"));
+            };
+            drop(users);
+            match auth
+                .change_users(Change::Delete(key.to_string()), &actor)
+                .await
+            {
+                Ok(()) => no_content(),
+                Err(e) => user_error(e),
+            }
+        }
         (
             _,
             ["sessions"]
             | ["sessions", _]
             | ["users"]
-            | ["users", _, "lock" | "unlock" | "revoke" | "roles" | "totp-reset"],
+            | ["users", _]
+            | ["events"]
+            | ["users", _, "lock" | "unlock" | "revoke" | "roles" | "totp-reset" | "password"],
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         _ => error(StatusCode::NOT_FOUND, "not_found"),
     })
@@ -307,6 +439,12 @@ pub(super) async fn page(
                         .map_err(|_| GatewayError::StoreUnavailable)?;
                     if let Some(user) = ended {
                         crate::security_event!(warn, event = "session_revoked", actor = %actor, user = %user, session = %target, "session ended by an admin");
+                        auth.audit.remember(
+                            "session_revoked",
+                            &actor,
+                            &user,
+                            format!("session {target}"),
+                        );
                     }
                     Ok(())
                 }
@@ -328,22 +466,138 @@ pub(super) async fn page(
                     auth.change_users(Change::ResetTotp(key.to_string()), &actor)
                         .await
                 }
+                ("roles", Some(key)) => {
+                    let roles: Vec<String> = form
+                        .get("roles")
+                        .split([',', ' '])
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    auth.change_users(
+                        Change::SetRoles {
+                            name: key.to_string(),
+                            roles,
+                        },
+                        &actor,
+                    )
+                    .await
+                }
+                ("delete", Some(key)) => {
+                    auth.change_users(Change::Delete(key.to_string()), &actor)
+                        .await
+                }
+                ("reset_password", Some(key)) => {
+                    // A new password, shown to the admin this once.
+                    let password = crate::demo::random_password();
+                    let hash = auth
+                        .verifier
+                        .hash(&password)
+                        .await
+                        .map_err(|_| GatewayError::LoginBusy)?;
+                    let change = Change::SetPassword {
+                        name: key.to_string(),
+                        password_hash: hash,
+                    };
+                    return Ok(match auth.change_users(change, &actor).await {
+                        Ok(()) => shown_once(
+                            target,
+                            &password,
+                            "password reset; the user's sessions have ended",
+                        ),
+                        Err(e) => refused(&e),
+                    });
+                }
+                ("add", _) => {
+                    let name = form.get("name").trim().to_owned();
+                    let roles: Vec<String> = form
+                        .get("roles")
+                        .split([',', ' '])
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    let typed = form.get("password");
+                    let password = if typed.is_empty() {
+                        crate::demo::random_password()
+                    } else {
+                        typed.to_owned()
+                    };
+                    if let Err(e) = check_new_password(&password) {
+                        return Ok(refused(&e));
+                    }
+                    let hash = auth
+                        .verifier
+                        .hash(&password)
+                        .await
+                        .map_err(|_| GatewayError::LoginBusy)?;
+                    let change = Change::Add {
+                        name: name.clone(),
+                        password_hash: hash,
+                        roles,
+                    };
+                    return Ok(match auth.change_users(change, &actor).await {
+                        Ok(()) if typed.is_empty() => shown_once(&name, &password, "added"),
+                        Ok(()) => back_to_page(),
+                        Err(e) => refused(&e),
+                    });
+                }
                 (_, _) => Err(UserFileError::UnknownUser(target.to_owned())),
             };
             if let Err(e) = outcome {
                 tracing::warn!(error = %e, "admin action refused");
-                return Err(GatewayError::BadForm);
+                return Ok(refused(&e));
             }
-            let mut response =
-                own_response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "done\n");
-            response.headers_mut().insert(
-                header::LOCATION,
-                HeaderValue::from_static("/.gateway/admin/"),
-            );
-            Ok(response)
+            Ok(back_to_page())
         }
         _ => Err(GatewayError::MethodNotAllowed),
     }
+}
+
+fn back_to_page() -> Response<Body> {
+    let mut response = own_response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "done\n");
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_static("/.gateway/admin/"),
+    );
+    response
+}
+
+/// A change the users file refused, said on a page with the way back.
+fn refused(e: &UserFileError) -> Response<Body> {
+    let content = format!(
+        "<h1>Not changed</h1><p class=\"error\" role=\"alert\">{}</p><p><a href=\"/.gateway/admin/\">Back</a></p>",
+        escape_html(&e.to_string())
+    );
+    let status = match e {
+        UserFileError::UnknownUser(_) => StatusCode::NOT_FOUND,
+        UserFileError::Duplicate(_) => StatusCode::CONFLICT,
+        UserFileError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        UserFileError::Io { .. } | UserFileError::NotConfigured => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    own_response(
+        status,
+        "text/html; charset=utf-8",
+        pages::document("Not changed", &content),
+    )
+}
+
+/// A generated password, shown to the admin this once.
+fn shown_once(user: &str, password: &str, what: &str) -> Response<Body> {
+    let content = format!(
+        "<h1>{what}</h1><p class=\"ok\" role=\"alert\">{}: {what}.</p>\
+<p>The new password, shown this once (give it to them; they can change it at /.gateway/password):</p>\
+<p><code>{}</code></p><p><a href=\"/.gateway/admin/\">Back</a></p>",
+        escape_html(user),
+        escape_html(password),
+        what = escape_html(what),
+    );
+    own_response(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        pages::document("Done", &content),
+    )
 }
 
 fn button(token: &str, action: &str, target: &str, label: &str) -> String {
@@ -381,15 +635,37 @@ async fn render(auth: &Auth, token: &str) -> Result<Response<Body>, GatewayError
             ),
             None => "none".to_owned(),
         };
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td>{state}</td><td>{second}</td><td>{count}</td><td class=\"actions\">{toggle}{}</td></tr>",
+        let roles_form = format!(
+            "<form method=\"post\" action=\"/.gateway/admin/\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<input type=\"hidden\" name=\"action\" value=\"roles\"><input type=\"hidden\" name=\"target\" value=\"{}\">\
+<input type=\"text\" name=\"roles\" value=\"{}\" aria-label=\"roles of {}\" size=\"14\">\
+<button type=\"submit\" class=\"small\">Set roles</button></form>",
+            escape_html(token),
             escape_html(&user.name),
             escape_html(&user.roles.join(", ")),
+            escape_html(&user.name),
+        );
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{roles_form}</td><td>{state}</td><td>{second}</td><td>{count}</td><td class=\"actions\">{toggle}{}{}{}</td></tr>",
+            escape_html(&user.name),
             button(token, "revoke", &user.name, "End all sessions"),
+            button(token, "reset_password", &user.name, "Reset password"),
+            button(token, "delete", &user.name, "Delete"),
         );
     }
-    html.push_str("</table><h2>Live sessions</h2><table><tr><th>User</th><th>IP</th><th>Browser</th><th>Last seen</th><th></th></tr>");
+    let _ = write!(
+        html,
+        "</table><h2>Add a user</h2><form method=\"post\" action=\"/.gateway/admin/\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"add\">\
+<label for=\"new-name\">Name</label><input type=\"text\" id=\"new-name\" name=\"name\" required>\
+<label for=\"new-roles\">Roles (comma-separated)</label><input type=\"text\" id=\"new-roles\" name=\"roles\" value=\"user\">\
+<label for=\"new-password\">Password (empty: one is made and shown once)</label>\
+<input type=\"password\" id=\"new-password\" name=\"password\" autocomplete=\"new-password\">\
+<button type=\"submit\" class=\"small\">Add</button></form>",
+        escape_html(token)
+    );
+    html.push_str("<h2>Live sessions</h2><table><tr><th>User</th><th>IP</th><th>Browser</th><th>Last seen</th><th></th></tr>");
     let mut sessions = sessions;
     sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen_ms));
     for s in &sessions {
@@ -409,6 +685,22 @@ async fn render(auth: &Auth, token: &str) -> Result<Response<Body>, GatewayError
     }
     if sessions.is_empty() {
         html.push_str("<tr><td colspan=\"5\">none</td></tr>");
+    }
+    html.push_str("</table><h2>Recent security events</h2><table><tr><th>When</th><th>Event</th><th>By</th><th>User</th><th></th></tr>");
+    let events = auth.recent_events();
+    for e in &events {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape_html(&rfc3339(e.at_ms)),
+            escape_html(e.event),
+            escape_html(&e.actor),
+            escape_html(&e.user),
+            escape_html(&e.detail),
+        );
+    }
+    if events.is_empty() {
+        html.push_str("<tr><td colspan=\"5\">none yet</td></tr>");
     }
     html.push_str("</table><p class=\"note\"><a href=\"/.gateway/logout\">Sign out</a></p>");
     let style = "<style>main{max-width:60rem!important}table{border-collapse:collapse;width:100%;font-size:.9rem}\

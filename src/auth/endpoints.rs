@@ -205,6 +205,12 @@ impl Auth {
             Err(Refused::Throttled(Throttled { retry_after_secs })) => {
                 self.metrics.record_login(Login::Throttled);
                 crate::security_event!(warn, event = "login_throttled", user = %truncate(&key), ip = %peer, "login throttled");
+                self.audit.remember(
+                    "login_throttled",
+                    &peer.to_string(),
+                    truncate(&key),
+                    format!("retry in {retry_after_secs} s"),
+                );
                 return Err(GatewayError::Throttled { retry_after_secs });
             }
             Err(Refused::Unavailable) => return Err(GatewayError::StoreUnavailable),
@@ -227,6 +233,12 @@ impl Auth {
                     _ => Login::BadCredentials,
                 });
                 crate::security_event!(warn, event = "login_failed", user = %truncate(&key), ip = %peer, "login failed");
+                self.audit.remember(
+                    "login_failed",
+                    &peer.to_string(),
+                    truncate(&key),
+                    String::new(),
+                );
                 return Ok(pages::login(
                     StatusCode::UNAUTHORIZED,
                     &token,

@@ -76,6 +76,45 @@ impl SignedIn {
     }
 }
 
+/// How many security events the admin page shows.
+pub const AUDIT_KEPT: usize = 50;
+
+/// One security event as the admin page shows it: who did what to whom, when.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub at_ms: u64,
+    pub event: &'static str,
+    pub actor: String,
+    pub user: String,
+    pub detail: String,
+}
+
+/// The last [`AUDIT_KEPT`] security events of this process.
+#[derive(Default)]
+pub struct Audit(std::sync::Mutex<std::collections::VecDeque<AuditEntry>>);
+
+impl Audit {
+    pub fn remember(&self, event: &'static str, actor: &str, user: &str, detail: String) {
+        let mut entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() == AUDIT_KEPT {
+            entries.pop_front();
+        }
+        entries.push_back(AuditEntry {
+            at_ms: session::now_ms(),
+            event,
+            actor: actor.to_owned(),
+            user: user.to_owned(),
+            detail,
+        });
+    }
+
+    /// Newest first.
+    pub fn recent(&self) -> Vec<AuditEntry> {
+        let entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        entries.iter().rev().cloned().collect()
+    }
+}
+
 /// What the request's cookies amount to.
 #[derive(Debug, Default)]
 pub struct Presented {
@@ -105,6 +144,8 @@ pub struct Auth {
     admin_role: ArcSwap<String>,
     /// Roles whose users must have a second factor (a reload may change it).
     require_totp: ArcSwap<Vec<String>>,
+    /// The last security events, for the admin page.
+    audit: Audit,
     /// What the sign-in page says (a reload may change it).
     login_words: ArcSwap<crate::config::LoginWords>,
     /// Pending sign-ins, secrets being enrolled, codes used.
@@ -168,6 +209,7 @@ impl Auth {
             admin_role: ArcSwap::from_pointee(config.admin.role.clone()),
             require_totp: ArcSwap::from_pointee(config.login.require_totp.clone()),
             second_factor: Default::default(),
+            audit: Audit::default(),
             login_words: ArcSwap::from_pointee(config.login.words.clone()),
             metrics,
         })
@@ -255,6 +297,11 @@ impl Auth {
         (params.m_cost(), params.t_cost(), params.p_cost())
     }
 
+    /// The last security events, newest first.
+    pub fn recent_events(&self) -> Vec<AuditEntry> {
+        self.audit.recent()
+    }
+
     pub fn users(&self) -> arc_swap::Guard<Arc<Users>> {
         self.users.load()
     }
@@ -271,25 +318,49 @@ impl Auth {
                 None => {
                     let ended = end(key);
                     crate::security_event!(warn, event = "user_removed", actor, user = %before.name, sessions_ended = ended, "user removed");
+                    self.audit.remember(
+                        "user_removed",
+                        actor,
+                        &before.name,
+                        format!("{ended} session(s) ended"),
+                    );
                 }
                 Some(after) => {
                     if after.locked && !before.locked {
                         let ended = end(key);
                         crate::security_event!(warn, event = "user_locked", actor, user = %after.name, sessions_ended = ended, "user locked");
+                        self.audit.remember(
+                            "user_locked",
+                            actor,
+                            &after.name,
+                            format!("{ended} session(s) ended"),
+                        );
                     }
                     if !after.locked && before.locked {
                         crate::security_event!(warn, event = "user_unlocked", actor, user = %after.name, "user unlocked");
+                        self.audit
+                            .remember("user_unlocked", actor, &after.name, String::new());
                     }
                     if after.password_fingerprint != before.password_fingerprint {
                         let ended = end(key);
                         crate::security_event!(warn, event = "password_changed", actor, user = %after.name, sessions_ended = ended, "password changed");
+                        self.audit.remember(
+                            "password_changed",
+                            actor,
+                            &after.name,
+                            format!("{ended} session(s) ended"),
+                        );
                     }
                     match (&before.totp, &after.totp) {
                         (None, Some(_)) => {
                             crate::security_event!(warn, event = "totp_enrolled", actor, user = %after.name, "second factor enrolled");
+                            self.audit
+                                .remember("totp_enrolled", actor, &after.name, String::new());
                         }
                         (Some(_), None) => {
                             crate::security_event!(warn, event = "totp_reset", actor, user = %after.name, "second factor removed");
+                            self.audit
+                                .remember("totp_reset", actor, &after.name, String::new());
                         }
                         (Some(old), Some(new)) if old != new => {
                             crate::security_event!(warn, event = "totp_enrolled", actor, user = %after.name, "second factor enrolled again");
@@ -302,6 +373,16 @@ impl Auth {
                     }
                     if after.roles != before.roles {
                         crate::security_event!(warn, event = "roles_changed", actor, user = %after.name, from = %before.roles.join(","), to = %after.roles.join(","), "roles changed");
+                        self.audit.remember(
+                            "roles_changed",
+                            actor,
+                            &after.name,
+                            format!(
+                                "[{}] -> [{}]",
+                                before.roles.join(", "),
+                                after.roles.join(", ")
+                            ),
+                        );
                     }
                 }
             }
@@ -309,6 +390,12 @@ impl Auth {
         for after in new.iter() {
             if old.get_by_key(&after.key).is_none() {
                 crate::security_event!(warn, event = "user_added", actor, user = %after.name, roles = %after.roles.join(","), "user added");
+                self.audit.remember(
+                    "user_added",
+                    actor,
+                    &after.name,
+                    format!("roles [{}]", after.roles.join(", ")),
+                );
             }
         }
         self.verifier
@@ -348,6 +435,12 @@ impl Auth {
             .stats()
             .ended(Ended::Revoked, *ended.as_ref().unwrap_or(&0));
         crate::security_event!(warn, event = "sessions_revoked", actor, user = %key, sessions_ended = ended.unwrap_or(0), durable = ended.is_ok(), "sessions revoked");
+        self.audit.remember(
+            "sessions_revoked",
+            actor,
+            key,
+            format!("{} session(s) ended", ended.as_ref().unwrap_or(&0)),
+        );
         ended
     }
 

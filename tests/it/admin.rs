@@ -806,3 +806,234 @@ async fn a_change_made_here_and_undone_in_the_file_before_the_next_look_is_seen(
     .await;
     assert_eq!(gw.try_sign_in("bob", BOB_PASSWORD).await.status(), 303);
 }
+
+/// Posts one of the admin page's forms as alice.
+async fn admin_form(gw: &TestGateway, alice: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    gw.client()
+        .post(gw.url("/.gateway/admin/"))
+        .header("cookie", format!("__Host-authgate={alice}"))
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn shown_password(page: &str) -> String {
+    page.split("<p><code>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_admin_page_adds_changes_resets_and_deletes_users_and_shows_the_events() {
+    let gw = Setup::new().start().await;
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let csrf = csrf_of(&gw, &alice).await;
+
+    // Without the token nothing happens.
+    let forged = admin_form(
+        &gw,
+        &alice,
+        &[("csrf", "forged"), ("action", "add"), ("name", "eve")],
+    )
+    .await;
+    assert_eq!(forged.status(), 403);
+    assert!(gw.gateway().state().auth.users().get("eve").is_none());
+
+    // Add with a generated password, shown once.
+    let added = admin_form(
+        &gw,
+        &alice,
+        &[
+            ("csrf", &csrf),
+            ("action", "add"),
+            ("name", "dave"),
+            ("roles", "user, ops"),
+        ],
+    )
+    .await;
+    assert_eq!(added.status(), 200);
+    let password = shown_password(&added.text().await.unwrap());
+    let dave = gw.sign_in("dave", &password).await;
+    assert_eq!(gw.get_as(&dave, "/private/x").await.status(), 200);
+    assert_eq!(gw.get_as(&dave, "/staff/x").await.status(), 403);
+
+    // Roles, at the next request.
+    let roles = admin_form(
+        &gw,
+        &alice,
+        &[
+            ("csrf", &csrf),
+            ("action", "roles"),
+            ("target", "dave"),
+            ("roles", "admin"),
+        ],
+    )
+    .await;
+    assert_eq!(roles.status(), 303);
+    assert_eq!(gw.get_as(&dave, "/staff/x").await.status(), 200);
+
+    // Reset: a new password shown once, dave's sessions end.
+    let reset = admin_form(
+        &gw,
+        &alice,
+        &[
+            ("csrf", &csrf),
+            ("action", "reset_password"),
+            ("target", "dave"),
+        ],
+    )
+    .await;
+    assert_eq!(reset.status(), 200);
+    let new_password = shown_password(&reset.text().await.unwrap());
+    assert_ne!(new_password, password);
+    assert_eq!(gw.get_as(&dave, "/private/x").await.status(), 401);
+    gw.sign_in("dave", &new_password).await;
+
+    // A bad name is refused with a page that says why.
+    let bad = admin_form(
+        &gw,
+        &alice,
+        &[
+            ("csrf", &csrf),
+            ("action", "add"),
+            ("name", "<b>x"),
+            ("password", "long-enough-password"),
+        ],
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let text = bad.text().await.unwrap();
+    assert!(
+        text.contains("invalid username") && text.contains("&lt;b&gt;x"),
+        "{text}"
+    );
+
+    // Delete.
+    let deleted = admin_form(
+        &gw,
+        &alice,
+        &[("csrf", &csrf), ("action", "delete"), ("target", "dave")],
+    )
+    .await;
+    assert_eq!(deleted.status(), 303);
+    assert_eq!(gw.try_sign_in("dave", &new_password).await.status(), 401);
+    assert!(!std::fs::read_to_string(gw.users_file())
+        .unwrap()
+        .contains("[users.dave]"));
+
+    // The page shows who did what to whom.
+    let page = gw
+        .get_as(&alice, "/.gateway/admin/")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let events = page.split("Recent security events").nth(1).unwrap();
+    for event in [
+        "user_added",
+        "roles_changed",
+        "password_changed",
+        "user_removed",
+    ] {
+        assert!(events.contains(event), "{event} not shown");
+    }
+    assert!(events.contains("admin alice"));
+    assert!(!events.contains(&new_password), "a password in the events");
+}
+
+#[tokio::test]
+async fn the_admin_api_adds_resets_and_deletes_users_and_lists_events() {
+    let gw = Setup::new().start().await;
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let csrf = csrf_of(&gw, &alice).await;
+    let added = api(
+        &gw,
+        reqwest::Method::POST,
+        "/users",
+        Some(&alice),
+        Some(&csrf),
+    )
+    .json(&json!({"name": "erin", "roles": ["user"]}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(added.status(), 201);
+    let body: Value = added.json().await.unwrap();
+    let password = body["password"].as_str().unwrap().to_owned();
+    let erin = gw.sign_in("erin", &password).await;
+    let duplicate = api(
+        &gw,
+        reqwest::Method::POST,
+        "/users",
+        Some(&alice),
+        Some(&csrf),
+    )
+    .json(&json!({"name": "ERIN", "roles": ["user"], "password": "another-long-one"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let weak = api(
+        &gw,
+        reqwest::Method::POST,
+        "/users",
+        Some(&alice),
+        Some(&csrf),
+    )
+    .json(&json!({"name": "fay", "roles": ["user"], "password": "short"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(weak.status(), 400);
+
+    let reset = api(
+        &gw,
+        reqwest::Method::POST,
+        "/users/erin/password",
+        Some(&alice),
+        Some(&csrf),
+    )
+    .json(&json!({"password": "erins-new-password"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(reset.status(), 204);
+    assert_eq!(gw.get_as(&erin, "/private/x").await.status(), 401);
+    gw.sign_in("erin", "erins-new-password").await;
+
+    let deleted = api(
+        &gw,
+        reqwest::Method::DELETE,
+        "/users/erin",
+        Some(&alice),
+        Some(&csrf),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let events: Value = api(&gw, reqwest::Method::GET, "/events", Some(&alice), None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = events["events"].as_array().unwrap();
+    assert_eq!(list[0]["event"], "user_removed", "newest first: {list:?}");
+    assert_eq!(list[0]["actor"], "admin alice");
+    assert_eq!(list[0]["user"], "erin");
+    assert!(list.iter().any(|e| e["event"] == "user_added"));
+    // bob is no admin.
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let refused = api(&gw, reqwest::Method::GET, "/events", Some(&bob), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+}
