@@ -38,7 +38,13 @@ enum Command {
     /// Run the gateway (the default).
     Run,
     /// Validate the config, the users file and the policy, and run every [[test]].
-    Check,
+    Check {
+        /// Also judge every request of this access log (the gateway's own,
+        /// human or JSON) with this config, and print those whose decision
+        /// would change, grouped by rule.
+        #[arg(long, value_name = "ACCESS_LOG")]
+        replay: Option<PathBuf>,
+    },
     /// Show how the policy decides one request.
     #[command(group(clap::ArgGroup::new("who").required(true).args(["user", "anonymous"])))]
     Explain {
@@ -189,7 +195,7 @@ fn main() -> ExitCode {
     });
     let outcome = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&config_path, flag_format),
-        Command::Check => return check(&config_path),
+        Command::Check { replay } => return check(&config_path, replay.as_deref()),
         Command::Explain {
             user,
             anonymous: _,
@@ -230,7 +236,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCode {
     // The policy's tests run even when the files for serving (the TLS
     // pair, ...) are missing; those are reported as problems of their own.
     let (config, file_problems) = match Config::load_for_policy(path) {
@@ -263,6 +269,21 @@ fn check(path: &std::path::Path) -> ExitCode {
         config.tests.len(),
         warnings.len()
     );
+    if let Some(log) = replay {
+        match std::fs::read_to_string(log) {
+            Ok(text) => {
+                let report = authgate::policy::replay::replay(&config, &config.users, &text);
+                print!(
+                    "{}",
+                    authgate::policy::replay::render(&report, &log.display().to_string())
+                );
+            }
+            Err(e) => {
+                eprintln!("cannot read the access log {}: {e}", log.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if failures.is_empty() && file_problems.is_empty() {
         println!("{file}: ok ({summary})");
         ExitCode::SUCCESS

@@ -125,6 +125,10 @@ impl State {
 #[derive(Default)]
 struct RequestLog {
     path: String,
+    /// The policy's decision, when it was asked (for `check --replay`).
+    decision: Option<&'static str>,
+    /// The host the request named.
+    host: Option<HeaderValue>,
     user: Option<Arc<str>>,
     /// The client's address (behind a trusted proxy, the one it names).
     client_ip: Option<IpAddr>,
@@ -242,6 +246,8 @@ pub async fn handle(
         method = %method,
         path = %log.path,
         status = status.as_u16(),
+        host = log.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
+        decision = log.decision.unwrap_or("-"),
         user = log.user.as_deref().unwrap_or("-"),
         client = %log.client_ip.unwrap_or(conn.peer.ip()),
         duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
@@ -353,7 +359,10 @@ async fn route(
     };
     let now = session::now_ms();
     let principal = presented.signed_in.as_ref().map(|s| s.principal(now));
-    match live.config.policy.decide(&target, principal).decision {
+    let decision = live.config.policy.decide(&target, principal).decision;
+    log.decision = Some(decision.as_str());
+    log.host = host_value.cloned();
+    match decision {
         Decision::Allow => {}
         Decision::Login if presented.store_unavailable => {
             return Err(GatewayError::StoreUnavailable);

@@ -5,6 +5,7 @@ pub mod check;
 mod glob;
 pub mod host;
 pub mod path;
+pub mod replay;
 
 pub use glob::{split_path, Glob};
 

@@ -512,3 +512,129 @@ async fn init_writes_a_setup_that_checks_and_serves_and_overwrites_nothing() {
     sigterm(&running.0);
     assert!(wait_for_exit(&mut running).await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_replays_a_log_the_gateway_wrote_and_names_what_a_rule_edit_changes() {
+    use crate::support::{ALICE_PASSWORD, BOB_PASSWORD};
+    for format in ["human", "json"] {
+        let upstream = Upstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), &upstream.url(), "");
+        let cert = std::fs::read_to_string(dir.path().join("gw.crt")).unwrap();
+        let (mut child, mut lines) = spawn_run(&["run", "--log-format", format, "-c"], &config);
+        let serving = wait_for_line(&mut lines, "authgate is serving");
+        let listen = match format {
+            "json" => serde_json::from_str::<serde_json::Value>(&serving).unwrap()["listen"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            _ => serving
+                .split("listen=")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .unwrap()
+                .to_owned(),
+        };
+        let client = crate::support::https_client_builder(&cert).build().unwrap();
+        let base = format!("https://{listen}");
+        let sign_in = |user: &'static str, password: &'static str| {
+            let client = client.clone();
+            let base = base.clone();
+            async move {
+                let form = client
+                    .get(format!("{base}/.gateway/login"))
+                    .send()
+                    .await
+                    .unwrap();
+                let token = crate::support::set_cookie(&form, "__Host-authgate-login").unwrap();
+                let response = client
+                    .post(format!("{base}/.gateway/login"))
+                    .header("cookie", format!("__Host-authgate-login={token}"))
+                    .form(&[
+                        ("csrf", token.as_str()),
+                        ("username", user),
+                        ("password", password),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                crate::support::set_cookie(&response, "__Host-authgate").unwrap()
+            }
+        };
+        let bob = sign_in("bob", BOB_PASSWORD).await;
+        let alice = sign_in("alice", ALICE_PASSWORD).await;
+        for (session, path, times) in [
+            (&bob, "/staff/x", 3),
+            (&bob, "/private/x", 2),
+            (&alice, "/staff/x", 1),
+            (&alice, "/private/y", 1),
+        ] {
+            for _ in 0..times {
+                client
+                    .get(format!("{base}{path}"))
+                    .header("cookie", format!("__Host-authgate={session}"))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        client.get(format!("{base}/public/x")).send().await.unwrap();
+        sigterm(&child.0);
+        // Everything until the process closes stderr: the log is written in
+        // batches, so its lines need not come in order.
+        let mut log = String::new();
+        for line in lines.by_ref() {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        assert!(wait_for_exit(&mut child).await.success());
+        let log_file = dir.path().join("access.log");
+        std::fs::write(&log_file, &log).unwrap();
+
+        // The edit: staff for users, private for admins only.
+        let text = std::fs::read_to_string(&config).unwrap();
+        let edited = text
+            .replacen(
+                "path = \"/staff/**\"\nroles = [\"admin\"]",
+                "path = \"/staff/**\"\nroles = [\"user\"]",
+                1,
+            )
+            .replacen(
+                "path = \"/private/**\"\naccess = \"authenticated\"",
+                "path = \"/private/**\"\nroles = [\"admin\"]",
+                1,
+            );
+        assert_ne!(edited, text);
+        std::fs::write(&config, edited).unwrap();
+        let out = authgate()
+            .args(["check", "-c"])
+            .arg(&config)
+            .arg("--replay")
+            .arg(&log_file)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.contains("5 would be decided differently"),
+            "{format}:\n{said}\n---\n{log}"
+        );
+        assert!(said.contains("roles = [\"user\"]"), "{said}");
+        assert!(
+            said.contains("  deny -> allow: 3 request(s) (bob 3), e.g. GET /staff/x"),
+            "{said}"
+        );
+        assert!(
+            said.contains("  allow -> deny: 2 request(s) (bob 2), e.g. GET /private/x"),
+            "{said}"
+        );
+        assert!(
+            !said.contains("alice"),
+            "alice's requests are decided alike: {said}"
+        );
+    }
+}
