@@ -926,13 +926,20 @@ async fn the_admin_page_adds_changes_resets_and_deletes_users_and_shows_the_even
         .unwrap()
         .contains("[users.dave]"));
 
-    // The page shows who did what to whom.
-    let page = gw
-        .get_as(&alice, "/.gateway/admin/")
-        .await
-        .text()
-        .await
-        .unwrap();
+    // The page shows who did what to whom, with the headers of SPEC §7.
+    let response = gw.get_as(&alice, "/.gateway/admin/").await;
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["referrer-policy"], "no-referrer");
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("base-uri 'none'"),
+        "{csp}"
+    );
+    let page = response.text().await.unwrap();
     let events = page.split("Recent security events").nth(1).unwrap();
     for event in [
         "user_added",
