@@ -47,6 +47,27 @@ impl Auth {
     }
 }
 
+/// A password for a user and its hash: the one given, or one made here
+/// (`true`: to be shown to the admin once). A short one is refused.
+async fn password_and_hash(
+    auth: &Auth,
+    given: Option<String>,
+) -> Result<Result<(String, bool, String), UserFileError>, GatewayError> {
+    let (password, made) = match given.filter(|p| !p.is_empty()) {
+        Some(p) => (p, false),
+        None => (crate::demo::random_password(), true),
+    };
+    if let Err(e) = check_new_password(&password) {
+        return Ok(Err(e));
+    }
+    let hash = auth
+        .verifier
+        .hash(&password)
+        .await
+        .map_err(|_| GatewayError::LoginBusy)?;
+    Ok(Ok((password, made, hash)))
+}
+
 fn bad_request(detail: &str) -> Response<Body> {
     json_response(
         StatusCode::BAD_REQUEST,
@@ -314,18 +335,10 @@ pub(super) async fn api(
                     "expected {\"name\": \"...\", \"roles\": [...], \"password\": optional}",
                 ));
             };
-            let (password, generated) = match new.password {
-                Some(p) => (p, false),
-                None => (crate::demo::random_password(), true),
+            let (password, generated, hash) = match password_and_hash(auth, new.password).await? {
+                Ok(made) => made,
+                Err(e) => return Ok(bad_request(&e.to_string())),
             };
-            if let Err(e) = check_new_password(&password) {
-                return Ok(bad_request(&e.to_string()));
-            }
-            let hash = auth
-                .verifier
-                .hash(&password)
-                .await
-                .map_err(|_| GatewayError::LoginBusy)?;
             let change = Change::Add {
                 name: new.name.clone(),
                 password_hash: hash,
@@ -351,18 +364,10 @@ pub(super) async fn api(
                 password: Option<String>,
             }
             let given = read_json::<NewPassword>(request).await?.unwrap_or_default();
-            let (password, generated) = match given.password {
-                Some(p) => (p, false),
-                None => (crate::demo::random_password(), true),
+            let (password, generated, hash) = match password_and_hash(auth, given.password).await? {
+                Ok(made) => made,
+                Err(e) => return Ok(bad_request(&e.to_string())),
             };
-            if let Err(e) = check_new_password(&password) {
-                return Ok(bad_request(&e.to_string()));
-            }
-            let hash = auth
-                .verifier
-                .hash(&password)
-                .await
-                .map_err(|_| GatewayError::LoginBusy)?;
             let change = Change::SetPassword {
                 name: key.to_string(),
                 password_hash: hash,
@@ -488,12 +493,10 @@ pub(super) async fn page(
                 }
                 ("reset_password", Some(key)) => {
                     // A new password, shown to the admin this once.
-                    let password = crate::demo::random_password();
-                    let hash = auth
-                        .verifier
-                        .hash(&password)
-                        .await
-                        .map_err(|_| GatewayError::LoginBusy)?;
+                    let (password, _, hash) = match password_and_hash(auth, None).await? {
+                        Ok(made) => made,
+                        Err(e) => return Ok(refused(&e)),
+                    };
                     let change = Change::SetPassword {
                         name: key.to_string(),
                         password_hash: hash,
@@ -515,27 +518,18 @@ pub(super) async fn page(
                         .filter(|r| !r.is_empty())
                         .map(str::to_owned)
                         .collect();
-                    let typed = form.get("password");
-                    let password = if typed.is_empty() {
-                        crate::demo::random_password()
-                    } else {
-                        typed.to_owned()
+                    let typed = Some(form.get("password").to_owned());
+                    let (password, made, hash) = match password_and_hash(auth, typed).await? {
+                        Ok(made) => made,
+                        Err(e) => return Ok(refused(&e)),
                     };
-                    if let Err(e) = check_new_password(&password) {
-                        return Ok(refused(&e));
-                    }
-                    let hash = auth
-                        .verifier
-                        .hash(&password)
-                        .await
-                        .map_err(|_| GatewayError::LoginBusy)?;
                     let change = Change::Add {
                         name: name.clone(),
                         password_hash: hash,
                         roles,
                     };
                     return Ok(match auth.change_users(change, &actor).await {
-                        Ok(()) if typed.is_empty() => shown_once(&name, &password, "added"),
+                        Ok(()) if made => shown_once(&name, &password, "added"),
                         Ok(()) => back_to_page(),
                         Err(e) => refused(&e),
                     });
