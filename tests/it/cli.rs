@@ -461,10 +461,10 @@ async fn init_writes_a_setup_that_checks_and_serves_and_overwrites_nothing() {
     assert_eq!(std::fs::read(&config).unwrap(), before);
 
     // It serves (on a free port for the test), and root signs in.
-    let text = std::fs::read_to_string(&config).unwrap().replacen(
-        "listen = \"0.0.0.0:8443\"",
-        "listen = \"127.0.0.1:0\"",
-        1,
+    let text = crate::support::set_key(
+        &std::fs::read_to_string(&config).unwrap(),
+        "listen",
+        "\"127.0.0.1:0\"",
     );
     std::fs::write(&config, text).unwrap();
     let (mut running, mut lines) = spawn_run(&["run", "-c"], &config);

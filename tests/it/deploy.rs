@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use crate::support::{authgate, spawn_run, wait_for_line, Running, Upstream};
+use crate::support::{authgate, set_key, spawn_run, wait_for_line, Running, Upstream};
 
 /// A plain HTTP server answering every request with the status in `status`.
 async fn ops_stand_in(status: Arc<AtomicU16>) -> (u16, tokio::task::JoinHandle<()>) {
@@ -169,18 +169,27 @@ async fn the_image_config_serves_from_a_read_only_folder_and_checks_itself() {
     }
     assert!(sed.arg(&config).status().unwrap().success());
     let edited = std::fs::read_to_string(&config).unwrap();
-    assert!(
-        edited.contains("\nops_listen = \"127.0.0.1:9090\"\n"),
-        "{edited}"
-    );
+    // Each edit's replacement line is there, uncommented: the state path
+    // in the volume and a loopback ops listener for the health check.
+    for edit in dockerfile_edits(dockerfile) {
+        let replacement = edit.split('|').nth(2).unwrap();
+        assert!(
+            edited.lines().any(|l| l == replacement),
+            "{replacement} not in\n{edited}"
+        );
+    }
+    let ops = edited
+        .lines()
+        .find_map(|l| l.strip_prefix("ops_listen = \""))
+        .expect("the image turns the ops listener on");
+    assert!(ops.starts_with("127.0.0.1:"), "{ops}");
     assert!(edited.contains("\npath = \"/var/lib/authgate/authgate-state.db\"\n"));
-    // Loopback and free ports for the test; the volume where it is mounted here.
+    // Free ports and the test's upstream; the volume where it is mounted here.
     let upstream = Upstream::start().await;
-    let edited = edited
-        .replace("/var/lib/authgate", volume.to_str().unwrap())
-        .replace("\"0.0.0.0:8443\"", "\"127.0.0.1:0\"")
-        .replace("\"127.0.0.1:9090\"", "\"127.0.0.1:0\"")
-        .replace("http://127.0.0.1:3000", &upstream.url());
+    let edited = edited.replace("/var/lib/authgate", volume.to_str().unwrap());
+    let edited = set_key(&edited, "listen", "\"127.0.0.1:0\"");
+    let edited = set_key(&edited, "ops_listen", "\"127.0.0.1:0\"");
+    let edited = set_key(&edited, "url", &format!("{:?}", upstream.url()));
     std::fs::write(&config, edited).unwrap();
     let cert = authgate::tls::self_signed();
     std::fs::write(etc.join("certs/gateway.crt"), &cert.cert_pem).unwrap();

@@ -658,6 +658,29 @@ pub fn kube_publish(dir: &Path, version: &str, files: &[(&str, &str)]) {
     }
 }
 
+/// `text` with its first uncommented `key = ...` line (any section) set
+/// to `key = value`: a shipped config's addresses become the test's own
+/// (a free port, its upstream) whatever they were.
+pub fn set_key(text: &str, key: &str, value: &str) -> String {
+    let mut done = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let is_key = line
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='));
+            if !done && is_key {
+                done = true;
+                format!("{key} = {value}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    assert!(done, "no `{key} =` line to set");
+    lines.join("\n") + "\n"
+}
+
 /// Reads stderr lines until one contains `needle`; returns it.
 pub fn wait_for_line(lines: &mut impl Iterator<Item = String>, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
