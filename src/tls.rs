@@ -112,6 +112,27 @@ impl RotatingCert {
         Some(parsed.validity().not_after.timestamp())
     }
 
+    /// A throwaway self-signed pair under the configured paths, for the
+    /// policy commands when those files are missing or broken: they never
+    /// serve, and this is never watched.
+    pub fn stand_in(cert_path: &Path, key_path: &Path) -> RotatingCert {
+        use rustls::pki_types::pem::PemObject;
+        let pair = self_signed();
+        let chain = CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rcgen writes a valid PEM certificate");
+        let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes())
+            .expect("rcgen writes a valid PEM key");
+        let provider = rustls::crypto::ring::default_provider();
+        let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+            .expect("rcgen's key fits its certificate");
+        RotatingCert {
+            current: arc_swap::ArcSwap::from_pointee(certified),
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+        }
+    }
+
     /// The certificate and key files, as configured (resolved).
     pub fn paths(&self) -> (&Path, &Path) {
         (&self.cert_path, &self.key_path)

@@ -1037,14 +1037,7 @@ impl Validator<'_> {
                 }
                 self.lenient_files.as_ref()?;
                 // A stand-in for the policy commands, which never serve.
-                let stand_in = crate::tls::self_signed();
-                let dir = tempfile::tempdir().ok()?;
-                std::fs::write(dir.path().join("c"), stand_in.cert_pem).ok()?;
-                std::fs::write(dir.path().join("k"), stand_in.key_pem).ok()?;
-                Arc::new(
-                    crate::tls::RotatingCert::load(&dir.path().join("c"), &dir.path().join("k"))
-                        .ok()?,
-                )
+                Arc::new(crate::tls::RotatingCert::stand_in(&cert_path, &key_path))
             }
         };
         crate::tls::server_config(certificate.clone())
