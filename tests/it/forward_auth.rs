@@ -125,14 +125,6 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Nginx {
     fn start(verify: std::net::SocketAddr, upstream: std::net::SocketAddr) -> Nginx {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
@@ -141,7 +133,7 @@ impl Nginx {
             .expect("nginx is not installed: .ci/run installs it (apt-get install nginx)");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
-        let port = free_port();
+        let port = crate::support::free_port();
         let config = format!(
             r#"daemon off;
 worker_processes 1;

@@ -22,14 +22,6 @@ pub struct RedisServer {
     extra: &'static [&'static str],
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl RedisServer {
     pub fn start() -> RedisServer {
         RedisServer::with_args(&[])
@@ -38,7 +30,7 @@ impl RedisServer {
     pub fn with_args(extra: &'static [&'static str]) -> RedisServer {
         let mut server = RedisServer {
             child: None,
-            port: free_port(),
+            port: crate::support::free_port(),
             dir: tempfile::tempdir().unwrap(),
             extra,
         };

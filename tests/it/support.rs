@@ -658,6 +658,16 @@ pub fn kube_publish(dir: &Path, version: &str, files: &[(&str, &str)]) {
     }
 }
 
+/// A loopback port nothing listens on now, for servers that cannot be
+/// told to take port 0 (redis-server, nginx).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `text` with its first uncommented `key = ...` line (any section) set
 /// to `key = value`: a shipped config's addresses become the test's own
 /// (a free port, its upstream) whatever they were.
