@@ -178,8 +178,13 @@ async fn restart_only_settings_are_named_and_the_rest_is_applied() {
         .start()
         .await;
     let alice = gw.sign_in("alice", crate::support::ALICE_PASSWORD).await;
-    edit(&gw, "listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:9\"");
+    // Another listen address (never bound: it needs a restart).
+    edit(&gw, "listen = \"127.0.0.1:0\"", "listen = \"[::1]:0\"");
     edit(&gw, "idle_timeout = \"30m\"", "idle_timeout = \"20m\"");
+    // Another app, and a smaller body limit.
+    let second = crate::support::Upstream::start().await;
+    edit(&gw, &gw.upstream.url(), &second.url());
+    edit(&gw, "[server]\n", "[server]\nmax_body_size = \"1KiB\"\n");
     let text = std::fs::read_to_string(gw.config_file()).unwrap();
     std::fs::write(
         gw.config_file(),
@@ -198,12 +203,27 @@ async fn restart_only_settings_are_named_and_the_rest_is_applied() {
         logged.contains("server.listen changed, which needs a restart"),
         "not logged"
     );
-    // Still served where it was; the identity header is the new one.
+    // Still served where it was; the new app gets the request, with the
+    // new identity header; the new limit holds.
+    let before = gw.upstream.requests().len();
     let response = gw.get_as(&alice, "/private/x").await;
     assert_eq!(response.status(), 200);
-    let seen = gw.upstream.last();
+    assert_eq!(
+        gw.upstream.requests().len(),
+        before,
+        "the old app was asked"
+    );
+    let seen = second.last();
     assert_eq!(seen.headers["x-who"], "alice");
     assert!(!seen.headers.contains_key("x-auth-user"));
+    let too_big = gw
+        .client()
+        .post(gw.url("/public/upload"))
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
 }
 
 #[tokio::test]

@@ -179,6 +179,7 @@ async fn a_user_with_a_second_factor_signs_in_in_two_steps() {
 
 #[tokio::test]
 async fn a_recovery_code_works_once() {
+    let log = crate::logs::captured();
     let gw = Setup::new().users(&users_with_dave()).start().await;
     let (pending, _) = password_step(&gw, "dave", ALICE_PASSWORD).await;
     let used = code_step(&gw, &pending, "ABCD EFGH IJKL MNOP").await;
@@ -190,6 +191,20 @@ async fn a_recovery_code_works_once() {
     let (pending, _) = password_step(&gw, "dave", ALICE_PASSWORD).await;
     let again = code_step(&gw, &pending, DAVE_RECOVERY).await;
     assert_eq!(again.status(), 401);
+    // Both are security events: the use, and the refused second try.
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let events_of = |name: &str| {
+        logged
+            .lines()
+            .filter(|l| l.contains(&format!("\"event\":\"{name}\"")) && l.contains("dave"))
+            .count()
+    };
+    assert!(events_of("recovery_code_used") >= 1);
+    assert!(events_of("totp_failed") >= 1);
+    assert!(
+        !logged.contains(DAVE_RECOVERY),
+        "a recovery code in the log"
+    );
 }
 
 #[tokio::test]
@@ -617,6 +632,15 @@ async fn the_admin_api_shows_and_resets_second_factors() {
         .await
         .unwrap();
     assert_eq!(totp_of(&users, "dave"), false);
+    let events: Value = api(&gw, Method::GET, "/events", Some(&alice), None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["events"][0]["event"], "totp_reset");
+    assert_eq!(events["events"][0]["actor"], "admin alice");
     let response = gw.try_sign_in("dave", ALICE_PASSWORD).await;
     assert!(set_cookie(&response, SESSION).is_some());
 }
