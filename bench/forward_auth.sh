@@ -16,12 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-5}; connections=${2:-32}; rounds=${3:-3}
 
-need() {
-  if ! command -v "$1" >/dev/null 2>&1; then
-    echo "installing $2 ..." >&2
-    apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null
-  fi
-}
+. bench/common.sh
 need nginx nginx-light
 need wrk wrk
 need openssl openssl
@@ -36,7 +31,6 @@ cleanup() {
   sleep 0.2; rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 up=$(free_port); plain=$(free_port); signed=$(free_port); verify=$(free_port)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \

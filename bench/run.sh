@@ -26,12 +26,7 @@ cd "$(dirname "$0")/.."
 duration=${1:-10}
 connections=${2:-50}
 
-need() {
-  if ! command -v "$1" >/dev/null 2>&1; then
-    echo "installing $2 ..." >&2
-    apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null
-  fi
-}
+. bench/common.sh
 need nginx nginx-light
 need wrk wrk
 need openssl openssl
@@ -52,9 +47,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 up_plain=$(free_port); up_tls=$(free_port); nginx_proxy=$(free_port); nginx_auth=$(free_port)
 gateway=$(free_port); gateway_mem=$(free_port); gateway_redis=$(free_port)
 redis_port=$(free_port); redis_ops=$(free_port)
