@@ -1,83 +1,87 @@
 #!/usr/bin/env bash
-# Proxy-hop benchmark: requests/s and p50/p99 latency over HTTPS keep-alive,
-# all in one run on this machine, with one load generator (wrk) and one
-# connection count for every target:
-#   (a) the upstream directly (nginx serving a fixed answer, over HTTPS;
-#       plain HTTP too, for reference)
-#   (b) nginx as a plain TLS reverse proxy to that upstream
-#   (c) authgate on a public route to that upstream
-#   (d) authgate on an authenticated route, with a valid session cookie
-#   (e) nginx with auth_request to a session check on the upstream (the
-#       forward-auth pattern of Authelia and oauth2-proxy deployments)
-#   (f) as (d), on a second gateway whose sessions live in memory only
-#       ([store] backend = "memory"; (d) uses the default local state file)
-#   (g) as (d), on a third gateway whose sessions live in Redis (a
-#       redis-server started here), with the Redis calls per request
-# and the ratios between them, then sign-in latency (p50 of sequential
-# sign-ins) with each store. Loopback only; it stops by itself. Not a
-# test: CI does not run it. The session store has its own benchmark:
-# `cargo bench --bench session_store`.
+# authgate against nginx on one core (issue 17), all in one run on this
+# machine. The proxy under test (nginx with one worker, or authgate, whose
+# runtime sizes itself to the one CPU it may use) is pinned to the last
+# CPU; the load generators and the upstream (nginx, one worker, a fixed
+# answer) share the others. TLS 1.3, ECDSA P-256 certificate, loopback.
 #
-# Usage: bench/run.sh [SECONDS_PER_TARGET=10] [CONNECTIONS=50]
+# Targets:
+#   a  the upstream directly over HTTPS (the load side's own ceiling)
+#   b  nginx as a plain TLS reverse proxy (no authentication at all)
+#   c  authgate on a public route
+#   d  authgate on an authenticated route (a real session cookie), access
+#      log on, the default local store
+#   e  nginx with auth_request to a session check on the upstream (the
+#      forward-auth pattern of Authelia and oauth2-proxy deployments; the
+#      check is a fixed-cookie comparison, nginx's best case)
+#
+# Measurements (each in ROUNDS rounds, the order rotated every round, the
+# median reported; the proxy's CPU time per request read from /proc):
+#   1. keep-alive HTTP/1.1 rate (wrk), and p99 latency at half of nginx's
+#      peak rate (h2load --rps, per-request log)
+#   2. HTTP/2 rate (h2load -m 10)
+#   3. new TLS connections per second, one request each (wrk, Connection: close)
+#   4. idle RSS of `authgate run` with the shipped gateway.toml, and the
+#      peak RSS of (d) sampled during its keep-alive runs
+#   5. proxied p99 on (d) at the same fixed rate with and without a
+#      sign-in flood (wrong passwords, as many at once as the hashing queue
+#      takes), alternating
+# then every ratio against the nginx figures of the same run. Not a test:
+# CI does not run it. It stops by itself.
+#
+# Usage: bench/run.sh [SECONDS=5] [CONNECTIONS=32] [ROUNDS=3]
 #        AUTHGATE_BIN=path bench/run.sh ...   (another build)
+#        ONLY="1 2" bench/run.sh ...          (some measurements only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-duration=${1:-10}
-connections=${2:-50}
+duration=${1:-5}
+connections=${2:-32}
+rounds=${3:-3}
+only=${ONLY:-1 2 3 4 5}
+wants() { [[ " $only " == *" $1 "* ]]; }
 
 . bench/common.sh
 need nginx nginx-light
 need wrk wrk
+need h2load nghttp2-client
 need openssl openssl
-need redis-server redis-server
+need curl curl
+need taskset util-linux
+build_authgate
 
-# AUTHGATE_BIN=path measures another build (an older commit's, say).
-if [ -z "${AUTHGATE_BIN:-}" ]; then
-  cargo build --release --quiet
-  AUTHGATE_BIN=target/release/authgate
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
+cpus=$(nproc)
+[ "$cpus" -ge 2 ] || { echo "bench/run.sh needs 2 CPUs: one for the proxy, one for the load" >&2; exit 1; }
+proxy_cpu=$((cpus - 1))
+load_cpus="0-$((cpus - 2))"
+on_load() { taskset -c "$load_cpus" "$@"; }
+# start CPUS COMMAND...: in the background, its pid in $pids and $started.
+start() {
+  local where=$1; shift
+  taskset -c "$where" "$@" & started=$!
+  pids+=("$started")
 }
-trap cleanup EXIT
 
-up_plain=$(free_port); up_tls=$(free_port); nginx_proxy=$(free_port); nginx_auth=$(free_port)
-gateway=$(free_port); gateway_mem=$(free_port); gateway_redis=$(free_port)
-redis_port=$(free_port); redis_ops=$(free_port)
+bench_start
+up=$(free_port); up_tls=$(free_port); nginx_proxy=$(free_port); nginx_auth=$(free_port)
+gateway=$(free_port); shipped=$(free_port)
+tls="ssl_certificate $work/bench.crt; ssl_certificate_key $work/bench.key;
+  ssl_protocols TLSv1.2 TLSv1.3; keepalive_requests 1000000; keepalive_timeout 75s;"
+proxy_to_app="proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";
+  proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$remote_addr;
+  proxy_set_header X-Forwarded-Proto https;"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-  -keyout "$work/bench.key" -out "$work/bench.crt" -days 2 -subj /CN=localhost \
-  -addext subjectAltName=IP:127.0.0.1 2>/dev/null
-
-nginx_common="pid PIDFILE; error_log $work/ERRLOG warn; daemon off; master_process on;"
-tls_common="ssl_certificate $work/bench.crt; ssl_certificate_key $work/bench.key;
-    ssl_protocols TLSv1.2 TLSv1.3; keepalive_requests 1000000; keepalive_timeout 75s;"
-temp_paths="client_body_temp_path $work/tmp; proxy_temp_path $work/tmp;
-    fastcgi_temp_path $work/tmp; uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;"
-mkdir -p "$work/tmp"
-
-# The upstream: one worker, a fixed answer, plain HTTP and HTTPS.
 cat > "$work/upstream.conf" <<CONF
-${nginx_common//PIDFILE/$work/upstream.pid}
+$(nginx_head upstream)
 worker_processes 1;
-events { worker_connections 4096; }
 http {
-  $temp_paths
+  $(nginx_temp_paths)
   access_log off;
   keepalive_requests 1000000;
   server {
-    listen 127.0.0.1:$up_plain;
+    listen 127.0.0.1:$up;
     listen 127.0.0.1:$up_tls ssl;
-    $tls_common
+    $tls
     location / { default_type text/plain; return 200 "hello from upstream\n"; }
-    # The session check a forward-auth setup asks on every request: as cheap
-    # as a check can be (a fixed cookie value), so nginx's figure is its best.
     location = /_session_check {
       if (\$cookie_session = "valid-bench-session") { return 204; }
       return 401;
@@ -85,42 +89,25 @@ http {
   }
 }
 CONF
-sed -i "s#ERRLOG#upstream.err#" "$work/upstream.conf"
 
-# nginx as the reverse proxy: two workers (authgate runs two threads here),
-# a kept-alive upstream pool, an access log like authgate's request log.
+# nginx as the proxy: one worker on the proxy CPU, a kept-alive upstream
+# pool, an access log like authgate's.
 cat > "$work/proxy.conf" <<CONF
-${nginx_common//PIDFILE/$work/proxy.pid}
-worker_processes 2;
-events { worker_connections 4096; }
+$(nginx_head proxy)
+worker_processes 1;
 http {
-  $temp_paths
+  $(nginx_temp_paths)
   access_log $work/proxy-access.log;
-  upstream app { server 127.0.0.1:$up_plain; keepalive 128; }
+  upstream app { server 127.0.0.1:$up; keepalive 128; }
   server {
     listen 127.0.0.1:$nginx_proxy ssl http2;
-    $tls_common
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto https;
-    }
+    $tls
+    location / { $proxy_to_app }
   }
   server {
     listen 127.0.0.1:$nginx_auth ssl http2;
-    $tls_common
-    location / {
-      auth_request /_auth;
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto https;
-    }
+    $tls
+    location / { auth_request /_auth; $proxy_to_app }
     location = /_auth {
       internal;
       proxy_pass http://app/_session_check;
@@ -132,181 +119,249 @@ http {
   }
 }
 CONF
-sed -i "s#ERRLOG#proxy.err#" "$work/proxy.conf"
 
-bench_password="bench-password-$RANDOM$RANDOM"
-printf '[users.bench]\npassword = "%s"\nroles = ["user"]\n' \
-  "$(printf '%s\n' "$bench_password" | "$AUTHGATE_BIN" hash-password)" > "$work/users.toml"
+# The gateway: defaults (local store, access log on) except the sign-in
+# throttle, raised to its maximum so that the flood of (5) reaches the
+# hashing queue instead of stopping at 429.
 cat > "$work/gateway.toml" <<CONF
 [server]
 listen = "127.0.0.1:$gateway"
 cert = "bench.crt"
 key = "bench.key"
 [upstream]
-url = "http://127.0.0.1:$up_plain"
+url = "http://127.0.0.1:$up"
 [users]
 file = "users.toml"
+[login]
+max_failures = 1000
 [[rule]]
 path = "/public/**"
 access = "public"
-[[rule]]
-path = "/admin/**"
-roles = ["admin"]
 [[rule]]
 path = "/**"
 access = "authenticated"
 CONF
 
-sed -e "s/127.0.0.1:$gateway/127.0.0.1:$gateway_mem/" "$work/gateway.toml" > "$work/gateway-memory.toml"
-printf '[store]\nbackend = "memory"\n' >> "$work/gateway-memory.toml"
-
-sed -e "s/127.0.0.1:$gateway/127.0.0.1:$gateway_redis/" \
-  -e "s/^\\[server\\]$/[server]\\nops_listen = \"127.0.0.1:$redis_ops\"/" \
-  "$work/gateway.toml" > "$work/gateway-redis.toml"
-printf '[store]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s/0"\n' "$redis_port" >> "$work/gateway-redis.toml"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-  --maxmemory-policy noeviction --dir "$work" >/dev/null & pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-
-nginx -c "$work/upstream.conf" & pids+=($!)
-nginx -c "$work/proxy.conf" & pids+=($!)
-"$AUTHGATE_BIN" run -c "$work/gateway.toml" 2> "$work/authgate.log" & pids+=($!)
-gateway_pid=$!
-"$AUTHGATE_BIN" run -c "$work/gateway-memory.toml" 2> "$work/authgate-memory.log" & pids+=($!)
-gateway_mem_pid=$!
-"$AUTHGATE_BIN" run -c "$work/gateway-redis.toml" 2> "$work/authgate-redis.log" & pids+=($!)
-gateway_redis_pid=$!
-
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
-for port in $up_plain $up_tls $nginx_proxy $nginx_auth $gateway $gateway_mem $gateway_redis; do wait_port "$port"; done
-
-# A real session: the login form's CSRF cookie and field, then the password.
-sign_in() { # port -> the session cookie's value
-  local jar="$work/cookies-$1" csrf session
-  curl -sk -c "$jar" -o /dev/null "https://127.0.0.1:$1/.gateway/login"
-  csrf=$(awk '$6 == "__Host-authgate-login" {print $7}' "$jar")
-  session=$(curl -sk -b "$jar" -D - -o /dev/null \
-    --data-urlencode "csrf=$csrf" --data-urlencode "username=bench" \
-    --data-urlencode "password=$bench_password" "https://127.0.0.1:$1/.gateway/login" |
-    tr -d '\r' | sed -n 's/^set-cookie: __Host-authgate=\([^;]*\).*/\1/ip')
-  [ -n "$session" ] || { echo "could not sign in to the gateway on port $1" >&2; exit 1; }
-  echo "$session"
-}
+start "$load_cpus" nginx -c "$work/upstream.conf"
+start "$proxy_cpu" nginx -c "$work/proxy.conf"
+start "$proxy_cpu" "$AUTHGATE_BIN" run -c "$work/gateway.toml" 2> "$work/authgate.log"
+gateway_pid=$started
+for port in $up $up_tls $nginx_proxy $nginx_auth $gateway; do wait_port "$port"; done
+nginx_pid=$(pgrep -P "$(cat "$work/proxy.pid")")
 session=$(sign_in "$gateway")
-session_mem=$(sign_in "$gateway_mem")
-session_redis=$(sign_in "$gateway_redis")
-round_trips() { curl -s "http://127.0.0.1:$redis_ops/metrics" | awk '$1 == "authgate_store_round_trips_total" {print $2}'; }
 
-declare -A rps p50 p99 cpu
-wrk_headers=()
-# CPU time (user+system, in clock ticks) of the given processes and their threads.
-ticks() {
-  local total=0 pid fields
-  for pid in "$@"; do
-    read -r -a fields < "/proc/$pid/stat"
-    total=$((total + fields[13] + fields[14]))
-  done
-  echo "$total"
+declare -A url pid_of cookie
+url[a]="https://127.0.0.1:$up_tls/"; pid_of[a]=""
+url[b]="https://127.0.0.1:$nginx_proxy/"; pid_of[b]=$nginx_pid
+url[c]="https://127.0.0.1:$gateway/public/"; pid_of[c]=$gateway_pid
+url[d]="https://127.0.0.1:$gateway/app/"; pid_of[d]=$gateway_pid; cookie[d]="__Host-authgate=$session"
+url[e]="https://127.0.0.1:$nginx_auth/app/"; pid_of[e]=$nginx_pid; cookie[e]="session=valid-bench-session"
+headers() { [ -n "${cookie[$1]:-}" ] && printf '%s\n' -H "Cookie: ${cookie[$1]}"; return 0; }
+
+# rotate ROUND TARGETS...: the targets in this round's order.
+rotate() {
+  local round=$1; shift
+  local list=("$@") n=$# i
+  for ((i = 0; i < n; i++)); do printf '%s ' "${list[$(((i + round) % n))]}"; done
 }
-measure() { # name url [pids whose CPU time per request to report]
-  local name=$1 url=$2; shift 2
-  wrk -t2 -c"$connections" -d2s "${wrk_headers[@]}" "$url" >/dev/null  # warm-up
-  local out before after requests
-  before=$(ticks "$@")
-  out=$(wrk -t2 -c"$connections" -d"${duration}s" --latency "${wrk_headers[@]}" "$url")
-  after=$(ticks "$@")
-  if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
+
+declare -A rps p99 cpu
+# wrk_run KEY TARGET EXTRA_HEADER...: one wrk run; records rps, p99 (ms), CPU µs/request.
+wrk_run() {
+  local key=$1 t=$2; shift 2
+  local args=() out before after requests h
+  mapfile -t args < <(headers "$t")
+  for h in "$@"; do args+=(-H "$h"); done
+  on_load wrk -t1 -c"$connections" -d1s "${args[@]}" "${url[$t]}" >/dev/null  # warm-up
+  before=$(ticks ${pid_of[$t]})
+  out=$(on_load wrk -t1 -c"$connections" -d"${duration}s" --latency "${args[@]}" "${url[$t]}")
+  after=$(ticks ${pid_of[$t]})
+  if grep -q "Non-2xx" <<<"$out"; then echo "$t: non-2xx answers:" >&2; echo "$out" >&2; exit 1; fi
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
-  last_requests=$requests
-  rps[$name]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-  p50[$name]=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99[$name]=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  cpu[$name]=-
-  if [ $# -gt 0 ]; then
-    cpu[$name]=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
-      'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
+  rps[$key]+="$(awk '/^Requests\/sec/ {print $2}' <<<"$out") "
+  p99[$key]+="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")") "
+  [ -n "${pid_of[$t]}" ] && cpu[$key]+="$(us_per_request $((after - before)) "$requests") "
+  return 0
+}
+
+# h2load_run KEY TARGET ARGS...: one h2load run; records rps and CPU µs/request.
+h2load_run() {
+  local key=$1 t=$2; shift 2
+  local out before after requests args
+  mapfile -t args < <(headers "$t")
+  before=$(ticks ${pid_of[$t]})
+  out=$(on_load h2load "${args[@]}" "$@" "${url[$t]}")
+  after=$(ticks ${pid_of[$t]})
+  requests=$(awk '/^requests:/ {print $8}' <<<"$out")
+  if ! grep -q "^status codes: $requests 2xx" <<<"$out" || [ "$requests" = 0 ]; then
+    echo "$t: not every answer was 2xx:" >&2; echo "$out" >&2; exit 1
   fi
-  printf '%-22s %10s req/s   p50 %9s   p99 %9s   proxy CPU %6s us/req\n' \
-    "$name" "${rps[$name]}" "${p50[$name]}" "${p99[$name]}" "${cpu[$name]}"
+  rps[$key]+="$(awk '/^finished in/ {print $4}' <<<"$out") "
+  cpu[$key]+="$(us_per_request $((after - before)) "$requests") "
 }
 
-echo "wrk: 2 threads, $connections keep-alive connections, ${duration}s per target, HTTP/1.1 over TLS"
-measure "direct (plain HTTP)" "http://127.0.0.1:$up_plain/"
-measure "a: direct (HTTPS)" "https://127.0.0.1:$up_tls/"
-measure "b: nginx proxy" "https://127.0.0.1:$nginx_proxy/" $(pgrep -P "$(cat "$work/proxy.pid")")
-measure "c: authgate public" "https://127.0.0.1:$gateway/public/" "$gateway_pid"
-wrk_headers=(-H "Cookie: __Host-authgate=$session")
-measure "d: authgate session" "https://127.0.0.1:$gateway/app/" "$gateway_pid"
-wrk_headers=(-H "Cookie: __Host-authgate=$session_mem")
-measure "f: authgate, memory" "https://127.0.0.1:$gateway_mem/app/" "$gateway_mem_pid"
-wrk_headers=(-H "Cookie: session=valid-bench-session")
-measure "e: nginx auth_request" "https://127.0.0.1:$nginx_auth/app/" $(pgrep -P "$(cat "$work/proxy.pid")")
-wrk_headers=()
+# p99 of h2load's per-request log (microseconds in the third column), in ms.
+log_p99() {
+  awk -F'\t' '$2 < 200 || $2 > 299 { bad++ } { print $3 } END { if (bad) print "non-2xx answers" > "/dev/stderr" }' "$1" |
+    sort -n | awk '{ v[NR] = $1 } END { printf "%.3f", v[int(NR * 0.99)] / 1000 }'
+}
+# paced KEY TARGET RATE: HTTP/1.1 keep-alive at RATE requests/s in all; records p99 (ms).
+paced() {
+  local key=$1 t=$2 rate=$3 per_client args
+  mapfile -t args < <(headers "$t")
+  per_client=$(awk -v r="$rate" -v c="$connections" 'BEGIN { printf "%d", r / c }')
+  on_load h2load --h1 "${args[@]}" -c "$connections" --rps="$per_client" -D "$duration" \
+    --warm-up-time=1 --log-file="$work/paced.log" "${url[$t]}" >/dev/null
+  p99[$key]+="$(log_p99 "$work/paced.log") "
+}
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-echo
-echo "authgate/nginx   requests/s: $(ratio "${rps[c: authgate public]}" "${rps[b: nginx proxy]}")"
-echo "authgate/direct  requests/s: $(ratio "${rps[c: authgate public]}" "${rps[a: direct (HTTPS)]}")"
-echo "authgate/nginx   proxy CPU per request: $(ratio "${cpu[c: authgate public]}" "${cpu[b: nginx proxy]}")"
-echo "d/b  authgate session / nginx plain proxy, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[b: nginx proxy]}")"
-echo "d/e  authgate session / nginx auth_request, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[e: nginx auth_request]}")"
-echo "d/c  authenticated / public route on authgate, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[c: authgate public]}")"
-echo "d/f  authenticated, local store / memory store, requests/s: $(ratio "${rps[d: authgate session]}" "${rps[f: authgate, memory]}")"
+row() { # label key -> one line: medians and the rounds
+  printf '%-28s %10s req/s   p99 %8s ms   CPU %6s us/req   (rounds: %s)\n' "$1" \
+    "$(median <<<"${rps[$2]:-}")" "$(median <<<"${p99[$2]:-}")" \
+    "$(median <<<"${cpu[$2]:-}")" "${rps[$2]:-}${p99[$2]:+| p99 ${p99[$2]}}"
+}
+m() { median <<<"${!1}"; }
+verdict() { # text value op bound
+  local ok; ok=$(awk -v v="$2" -v b="$4" -v op="$3" 'BEGIN { print (op == ">=" ? v >= b : v <= b) ? "holds" : "FAILS" }')
+  printf '  %-62s %8s %s %-6s %s\n' "$1" "$2" "$3" "$4" "$ok"
+}
+summary=()
 
-# One run each is at the mercy of whatever else the machine did in those
-# seconds, and the later of back-to-back runs tends to do better (measured:
-# the same store wins or loses by its place): four rounds of d, f and g,
-# the order rotated every round, and the median of the ratios.
-echo
-echo "local / memory / redis store on the authenticated route, rotating rounds:"
-store_ratios=(); redis_ratios=(); trips_before=$(round_trips); redis_requests=0
-for round in 1 2 3 4; do
-  case $round in 1) order=(d f g);; 2) order=(g d f);; 3) order=(f g d);; 4) order=(d g f);; esac
-  for which in "${order[@]}"; do
-    case $which in
-      d) wrk_headers=(-H "Cookie: __Host-authgate=$session")
-         measure "d: local, round $round" "https://127.0.0.1:$gateway/app/" "$gateway_pid" ;;
-      f) wrk_headers=(-H "Cookie: __Host-authgate=$session_mem")
-         measure "f: memory, round $round" "https://127.0.0.1:$gateway_mem/app/" "$gateway_mem_pid" ;;
-      g) wrk_headers=(-H "Cookie: __Host-authgate=$session_redis")
-         measure "g: redis, round $round" "https://127.0.0.1:$gateway_redis/app/" "$gateway_redis_pid"
-         redis_requests=$((redis_requests + last_requests)) ;;
-    esac
+echo "proxy on CPU $proxy_cpu, load and upstream on CPU $load_cpus; ${duration}s runs, $connections connections, $rounds rounds"
+echo "authgate: $("$AUTHGATE_BIN" --version 2>/dev/null || echo "$AUTHGATE_BIN")"
+
+if wants 1; then
+  echo
+  echo "1. HTTP/1.1 keep-alive (wrk, 1 thread)"
+  echo 0 > "$work/rss-peak"
+  for round in $(seq "$rounds"); do
+    for t in $(rotate "$round" a b c d e); do
+      if [ "$t" = d ]; then
+        ( while kill -0 "$gateway_pid" 2>/dev/null; do
+            awk '$1 == "VmRSS:" { print $2 }' "/proc/$gateway_pid/status"; sleep 0.25
+          done ) > "$work/rss-samples" &
+        sampler=$!
+        wrk_run "$t" "$t"
+        kill "$sampler"; wait "$sampler" 2>/dev/null || true
+        rss_peak=$(sort -n "$work/rss-samples" "$work/rss-peak" | tail -1)
+        echo "$rss_peak" > "$work/rss-peak"
+      else
+        wrk_run "$t" "$t"
+      fi
+    done
   done
-  store_ratios+=("$(ratio "${rps[d: local, round $round]}" "${rps[f: memory, round $round]}")")
-  redis_ratios+=("$(ratio "${rps[g: redis, round $round]}" "${rps[d: local, round $round]}")")
-done
-wrk_headers=()
-median4() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (v[2] + v[3]) / 2 }'; }
-echo "g/d per round: ${redis_ratios[*]}; median $(median4 "${redis_ratios[@]}")"
-trips=$(( $(round_trips) - trips_before ))
-echo "Redis calls per request on (g), warm-up included: $(awk -v t="$trips" -v n="$redis_requests" 'BEGIN { printf "%.5f (%d calls, %d requests measured)", t / n, t, n }')"
-echo "d/f per round: ${store_ratios[*]}; median $(median4 "${store_ratios[@]}")"
+  row "a: upstream direct (HTTPS)" a
+  row "b: nginx proxy" b
+  row "c: authgate public route" c
+  row "d: authgate session route" d
+  row "e: nginx auth_request" e
+  d_over_b=""
+  for round in $(seq "$rounds"); do
+    d_over_b+="$(ratio "$(cut -d' ' -f"$round" <<<"${rps[d]}")" "$(cut -d' ' -f"$round" <<<"${rps[b]}")") "
+  done
+  summary+=("$(verdict "1. d/b keep-alive requests/s (median of per-round ratios)" "$(median <<<"$d_over_b")" ">=" 1.0)")
+  summary+=("$(verdict "   d/e keep-alive requests/s" "$(ratio "$(m 'rps[d]')" "$(m 'rps[e]')")" ">=" 1.0)")
+  summary+=("$(verdict "   d/b proxy CPU per request" "$(ratio "$(m 'cpu[d]')" "$(m 'cpu[b]')")" "<=" 1.0)")
 
-# Sign-in latency: sequential sign-ins (argon2 included), alternating
-# between the two gateways so that both see the same machine.
-signin_ms() { # port -> milliseconds of one sign-in POST
-  local jar="$work/cookies-$1" csrf
+  half=$(awk -v r="$(m 'rps[b]')" 'BEGIN { printf "%d", r / 2 }')
+  echo
+  echo "1. p99 at half of nginx's peak: $half requests/s (h2load --h1, $connections connections)"
+  for round in $(seq "$rounds"); do
+    for t in $(rotate "$round" b d); do paced "paced-$t" "$t" "$half"; done
+  done
+  row "b: nginx proxy" paced-b
+  row "d: authgate session route" paced-d
+  summary+=("$(verdict "1. p99 at half nginx's peak, d/b" "$(ratio "$(m 'p99[paced-d]')" "$(m 'p99[paced-b]')")" "<=" 1.0)")
+fi
+
+if wants 2; then
+  echo
+  echo "2. HTTP/2 (h2load -c $connections -m 10)"
+  for round in $(seq "$rounds"); do
+    for t in $(rotate "$round" b d e); do
+      h2load_run "h2-$t" "$t" -c "$connections" -m 10 -D "$duration" --warm-up-time=1
+    done
+  done
+  row "b: nginx proxy" h2-b
+  row "d: authgate session route" h2-d
+  row "e: nginx auth_request" h2-e
+  summary+=("$(verdict "2. d/b HTTP/2 requests/s" "$(ratio "$(m 'rps[h2-d]')" "$(m 'rps[h2-b]')")" ">=" 1.0)")
+fi
+
+if wants 3; then
+  echo
+  echo "3. new TLS connections, one request each (wrk, Connection: close)"
+  for round in $(seq "$rounds"); do
+    for t in $(rotate "$round" b d); do wrk_run "new-$t" "$t" "Connection: close"; done
+  done
+  row "b: nginx proxy" new-b
+  row "d: authgate session route" new-d
+  summary+=("$(verdict "3. d/b new connections per second" "$(ratio "$(m 'rps[new-d]')" "$(m 'rps[new-b]')")" ">=" 0.9)")
+fi
+
+if wants 4; then
+  echo
+  echo "4. memory"
+  # The shipped config as it is, but for its listener, certificate and state.
+  mkdir -p "$work/shipped"
+  cp gateway.toml "$work/users.toml" "$work/bench.crt" "$work/bench.key" "$work/shipped/"
+  sed -i -e "s#^listen = .*#listen = \"127.0.0.1:$shipped\"#" \
+    -e 's#^cert = .*#cert = "bench.crt"#' -e 's#^key = .*#key = "bench.key"#' "$work/shipped/gateway.toml"
+  start "$proxy_cpu" "$AUTHGATE_BIN" run -c "$work/shipped/gateway.toml" 2> "$work/shipped.log"
+  shipped_pid=$started
+  wait_port "$shipped"
+  sleep 2
+  idle_kib=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$shipped_pid/status")
+  kill "$shipped_pid"
+  idle_mib=$(awk -v k="$idle_kib" 'BEGIN { printf "%.1f", k / 1024 }')
+  echo "idle RSS, shipped gateway.toml: $idle_mib MiB"
+  summary+=("$(verdict "4. idle RSS of authgate run, shipped config (MiB)" "$idle_mib" "<=" 15)")
+  if [ -s "$work/rss-peak" ]; then
+    peak_mib=$(awk '{ printf "%.1f", $1 / 1024 }' "$work/rss-peak")
+    echo "peak RSS of (d) during its keep-alive runs: $peak_mib MiB"
+    summary+=("$(verdict "4. RSS under keep-alive load, peak of samples (MiB)" "$peak_mib" "<=" 40)")
+  fi
+fi
+
+if wants 5; then
+  echo
+  # As many wrong-password sign-ins at once as the hashing queue takes:
+  # its threads (one per two CPUs the gateway may use) and 64 waiting.
+  flood_connections=65
+  rate=${half:-10000}
+  echo "5. p99 of (d) at $rate requests/s, without and with a sign-in flood ($flood_connections connections of wrong passwords)"
+  jar="$work/cookies-flood"
+  curl -sk -c "$jar" -o /dev/null "${url[d]%/app/}/.gateway/login"
   csrf=$(awk '$6 == "__Host-authgate-login" {print $7}' "$jar")
-  curl -sk -b "$jar" -o /dev/null -w '%{http_code} %{time_total}\n' \
-    --data-urlencode "csrf=$csrf" --data-urlencode "username=bench" \
-    --data-urlencode "password=$bench_password" "https://127.0.0.1:$1/.gateway/login" |
-    awk '$1 != 303 { print "sign-in answered " $1 > "/dev/stderr"; exit 1 } { printf "%.3f\n", $2 * 1000 }'
-}
-: > "$work/signin-local"; : > "$work/signin-memory"
-for _ in $(seq 40); do
-  signin_ms "$gateway" >> "$work/signin-local"
-  signin_ms "$gateway_mem" >> "$work/signin-memory"
-done
-median() { sort -n "$1" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-local_p50=$(median "$work/signin-local"); memory_p50=$(median "$work/signin-memory")
-echo "sign-in p50: local store ${local_p50} ms, memory store ${memory_p50} ms, difference $(awk -v a="$local_p50" -v b="$memory_p50" 'BEGIN { printf "%.2f", a - b }') ms (40 each)"
-sleep 0.2  # the log flushes every 50 ms
-lines=$(grep -c 'authgate::access' "$work/authgate.log" || true)
-echo "(authgate logged $lines request lines, nginx $(wc -l < "$work/proxy-access.log") access lines)"
+  cat > "$work/flood.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Cookie"] = "__Host-authgate-login=$csrf"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, "csrf=$csrf&username=nobody" .. (n % 997) .. "&password=wrong" .. n)
+end
+LUA
+  attempts=""
+  for round in $(seq "$rounds"); do
+    paced "calm" d "$rate"
+    on_load wrk -t1 -c"$flood_connections" -d"$((duration + 3))s" -s "$work/flood.lua" \
+      "${url[d]%/app/}/.gateway/login" > "$work/flood.out" &
+    flood=$!
+    sleep 1
+    paced "flood" d "$rate"
+    wait "$flood"
+    attempts+="$(awk '/^Requests\/sec/ {print $2}' "$work/flood.out") "
+  done
+  row "d without a flood" calm
+  row "d under the flood" flood
+  echo "flood: $(median <<<"$attempts") answered sign-ins/s (rounds: $attempts)"
+  summary+=("$(verdict "5. p99 under the sign-in flood / without" "$(ratio "$(m 'p99[flood]')" "$(m 'p99[calm]')")" "<=" 2.0)")
+fi
+
+echo
+echo "summary (medians of $rounds rounds):"
+printf '%s\n' "${summary[@]}"
+sleep 0.2  # the gateway's log flushes every 50 ms
+echo "(authgate logged $(grep -c 'authgate::access' "$work/authgate.log" || true) request lines, nginx $(wc -l < "$work/proxy-access.log") access lines)"
