@@ -11,7 +11,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::TryRngCore;
-use sha2::{Digest, Sha256};
 
 /// Length of an ID in the cookie: 32 bytes in unpadded base64url.
 pub const ID_LEN: usize = 43;
@@ -46,7 +45,10 @@ pub fn key_of(id: &str) -> Option<Key> {
     {
         return None;
     }
-    Some(Sha256::digest(id.as_bytes()).into())
+    // ring's SHA-256 (assembly, with the CPU's vector units): this runs on
+    // every request that carries a cookie.
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    digest.as_ref().try_into().ok()
 }
 
 /// What a lookup found.
@@ -108,4 +110,23 @@ pub struct SessionInfo {
 /// without being a cookie.
 pub fn handle(key: &Key) -> String {
     crate::hex(&key[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stores hold sessions under this key (SQLite file, Redis): it must
+    /// stay SHA-256 of the ID, whichever implementation computes it, or an
+    /// upgrade would sign everybody out.
+    #[test]
+    fn the_store_key_is_the_sha256_of_the_id() {
+        use sha2::{Digest, Sha256};
+        let id = "Ab-_0123456789abcdefghijklmnopqrstuvwxyzABC";
+        assert_eq!(id.len(), ID_LEN);
+        let expected: Key = Sha256::digest(id.as_bytes()).into();
+        assert_eq!(key_of(id), Some(expected));
+        assert_eq!(key_of(&id[1..]), None);
+        assert_eq!(key_of(&id.replace('A', "+")), None);
+    }
 }
