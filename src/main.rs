@@ -845,11 +845,26 @@ fn read_password(prompt: &str) -> anyhow::Result<String> {
     Ok(password)
 }
 
+/// The async runtime: work-stealing across the CPUs this process may use,
+/// or, given only one, tokio's single-threaded scheduler, which does the
+/// same work without the cross-thread queues and wake-ups (measured by
+/// `bench/run.sh`, whose proxy gets one CPU).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mut builder, scheduler) = if cpus == 1 {
+        (
+            tokio::runtime::Builder::new_current_thread(),
+            "current_thread",
+        )
+    } else {
+        (tokio::runtime::Builder::new_multi_thread(), "multi_thread")
+    };
+    let runtime = builder
         .enable_all()
         .build()
-        .context("cannot start the async runtime")
+        .context("cannot start the async runtime")?;
+    tracing::info!(cpus, scheduler, "async runtime");
+    Ok(runtime)
 }
 
 /// Logs go to stderr in batches (see `authgate::logging`); the guard

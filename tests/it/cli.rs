@@ -56,6 +56,53 @@ fn check_passes_a_good_config_and_reports_every_problem_of_a_bad_one() {
     assert!(output.status.success(), "{output:?}");
 }
 
+/// Given one CPU (a sidecar's usual quota; `bench/run.sh` pins the proxy
+/// so), the gateway runs tokio's single-threaded scheduler, and serves
+/// from it: no worker threads handing tasks to each other. Given more,
+/// the work-stealing one.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_cpu_the_gateway_serves_from_one_thread() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url(), "");
+    let cert = std::fs::read_to_string(dir.path().join("gw.crt")).unwrap();
+    let mut pinned = std::process::Command::new("taskset");
+    pinned
+        .args(["-c", "0", env!("CARGO_BIN_EXE_authgate"), "run", "-c"])
+        .arg(&config)
+        .env_remove("AUTHGATE_CONFIG")
+        .env_remove("AUTHGATE_LOG");
+    let (child, mut lines) = crate::support::spawn_lines(pinned);
+    let runtime = wait_for_line(&mut lines, "async runtime");
+    assert!(
+        runtime.contains(r#"cpus=1 scheduler="current_thread""#),
+        "{runtime}"
+    );
+    let serving = wait_for_line(&mut lines, "authgate is serving");
+    let listen = serving
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .expect("the listen address in the line")
+        .to_owned();
+    let client = crate::support::https_client_builder(&cert).build().unwrap();
+    for _ in 0..20 {
+        let response = client
+            .get(format!("https://{listen}/hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    drop(child);
+
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        let (_child, mut lines) = spawn_run(&["run", "-c"], &config);
+        let runtime = wait_for_line(&mut lines, "async runtime");
+        assert!(runtime.contains(r#"scheduler="multi_thread""#), "{runtime}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_logs_human_lines_by_default() {
     let upstream = Upstream::start().await;

@@ -724,14 +724,14 @@ pub fn spawn_run(
     args: &[&str],
     config: &std::path::Path,
 ) -> (Running, impl Iterator<Item = String>) {
-    let mut child = Running(
-        authgate()
-            .args(args)
-            .arg(config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = authgate();
+    command.args(args).arg(config);
+    spawn_lines(command)
+}
+
+/// Starts `command`, its stderr as lines.
+pub fn spawn_lines(mut command: Command) -> (Running, impl Iterator<Item = String>) {
+    let mut child = Running(command.stderr(Stdio::piped()).spawn().unwrap());
     let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
