@@ -26,18 +26,23 @@
 #   5. proxied p99 on (d) at the same fixed rate with and without a
 #      sign-in flood (wrong passwords, as many at once as the hashing queue
 #      takes), alternating
+#   6. side by side: (b) and (d) loaded at the same time, both on the proxy
+#      CPU, each by its own load generator; the CPU time per request of
+#      each over the same seconds. What the machine's neighbours do then
+#      hits both alike, so this ratio moves far less between runs than the
+#      rates measured one after the other.
 # then every ratio against the nginx figures of the same run. Not a test:
 # CI does not run it. It stops by itself.
 #
 # Usage: bench/run.sh [SECONDS=5] [CONNECTIONS=32] [ROUNDS=3]
 #        AUTHGATE_BIN=path bench/run.sh ...   (another build)
-#        ONLY="1 2" bench/run.sh ...          (some measurements only)
+#        ONLY="1 6" bench/run.sh ...          (some measurements only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-5}
 connections=${2:-32}
 rounds=${3:-3}
-only=${ONLY:-1 2 3 4 5}
+only=${ONLY:-1 2 3 4 5 6}
 wants() { [[ " $only " == *" $1 "* ]]; }
 
 . bench/common.sh
@@ -358,6 +363,36 @@ LUA
   row "d under the flood" flood
   echo "flood: $(median <<<"$attempts") answered sign-ins/s (rounds: $attempts)"
   summary+=("$(verdict "5. p99 under the sign-in flood / without" "$(ratio "$(m 'p99[flood]')" "$(m 'p99[calm]')")" "<=" 2.0)")
+fi
+
+if wants 6; then
+  echo
+  echo "6. side by side on CPU $proxy_cpu: (b) and (d) under load at once, CPU per request of each"
+  # load TARGET SECONDS MODE -> requests answered
+  side_load() {
+    local args
+    mapfile -t args < <(headers "$1")
+    if [ "$3" = h1 ]; then
+      on_load wrk -t1 -c"$connections" -d"$2s" "${args[@]}" "${url[$1]}" | awk '/requests in/ {print $1}'
+    else
+      on_load h2load "${args[@]}" -c "$connections" -m 10 -D "$2" "${url[$1]}" | awk '/^requests:/ {print $8}'
+    fi
+  }
+  for mode in h1 h2; do
+    side=""
+    for round in $(seq "$rounds"); do
+      b0=$(ticks "$nginx_pid"); d0=$(ticks "$gateway_pid")
+      side_load b "$duration" "$mode" > "$work/side-b" & lb=$!
+      side_load d "$duration" "$mode" > "$work/side-d" & ld=$!
+      wait "$lb" "$ld"
+      b1=$(ticks "$nginx_pid"); d1=$(ticks "$gateway_pid")
+      cb=$(us_per_request $((b1 - b0)) "$(cat "$work/side-b")")
+      cd=$(us_per_request $((d1 - d0)) "$(cat "$work/side-d")")
+      side+="$(ratio "$cd" "$cb") "
+      echo "  $mode round $round: nginx $cb us/req ($(cat "$work/side-b") requests), authgate $cd us/req ($(cat "$work/side-d") requests)"
+    done
+    summary+=("$(verdict "6. side by side, $mode: d/b CPU per request" "$(median <<<"$side")" "<=" 1.0)")
+  done
 fi
 
 echo
