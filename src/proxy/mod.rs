@@ -3,6 +3,7 @@
 
 pub mod forwarded;
 pub mod headers;
+pub mod pool;
 pub mod tunnels;
 
 use std::time::Duration;
@@ -23,9 +24,17 @@ use crate::users::User;
 /// Plain HTTP, or TLS with ALPN (`h2`, `http/1.1`) for an `https://` app.
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// The protected app, reached through a shared connection pool.
+/// How requests reach the app.
+enum Transport {
+    /// `http://`: a pool of HTTP/1.1 connections of this upstream's own.
+    Plain(pool::Pool),
+    /// `https://`: hyper-util's pooled client, with ALPN (HTTP/2 or 1.1).
+    Tls(Box<Client<Connector, Body>>),
+}
+
+/// The protected app, reached through a connection pool.
 pub struct Upstream {
-    client: Client<Connector, Body>,
+    transport: Transport,
     scheme: Scheme,
     authority: Authority,
     timeout: Duration,
@@ -64,43 +73,33 @@ impl Upstream {
         max_body_size: u64,
         tunnels: std::sync::Arc<tunnels::Tunnels>,
     ) -> Upstream {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let (connector, scheme) = match &config.tls {
+        let transport = match &config.tls {
             // The name checked and sent as SNI is the url's host.
-            Some(tls) => (
-                hyper_rustls::HttpsConnectorBuilder::new()
+            Some(tls) => {
+                let mut http = HttpConnector::new();
+                http.set_connect_timeout(Some(config.connect_timeout));
+                http.set_nodelay(true);
+                http.enforce_http(false);
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
                     .with_tls_config((**tls).clone())
                     .https_only()
                     .enable_http1()
                     .enable_http2()
-                    .wrap_connector(http),
-                Scheme::HTTPS,
-            ),
-            None => (
-                hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(
-                        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                            rustls::crypto::ring::default_provider(),
-                        ))
-                        .with_safe_default_protocol_versions()
-                        .expect("ring supports the default versions")
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                    )
-                    .https_or_http()
-                    .enable_http1()
-                    .wrap_connector(http),
-                Scheme::HTTP,
-            ),
+                    .wrap_connector(http);
+                Transport::Tls(Box::new(
+                    Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(Duration::from_secs(60))
+                        .build(connector),
+                ))
+            }
+            None => Transport::Plain(pool::Pool::new(&config.authority, config.connect_timeout)),
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let scheme = match transport {
+            Transport::Tls(_) => Scheme::HTTPS,
+            Transport::Plain(_) => Scheme::HTTP,
+        };
         Upstream {
-            client,
+            transport,
             scheme,
             authority: config.authority.clone(),
             timeout: config.timeout,
@@ -184,14 +183,25 @@ impl Upstream {
         };
         let request = Request::from_parts(parts, body);
 
-        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await
-        {
+        let sent = async {
+            match &self.transport {
+                Transport::Plain(pool) => pool
+                    .send(request)
+                    .await
+                    .map(|response| response.map(|body| body.map_err(Into::into).boxed())),
+                Transport::Tls(client) => client
+                    .request(request)
+                    .await
+                    .map(|response| response.map(|body| body.map_err(Into::into).boxed()))
+                    .map_err(Into::into),
+            }
+        };
+        let mut response: Response<Body> = match tokio::time::timeout(self.timeout, sent).await {
             Err(_elapsed) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) if caused_by_body_limit(&e) => return Err(GatewayError::BodyTooLarge),
-            Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable(e.into())),
+            Ok(Err(e)) if caused_by_body_limit(&*e) => return Err(GatewayError::BodyTooLarge),
+            Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable(e)),
             Ok(Ok(response)) => response,
         };
-        let mut response = response;
         let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         if switched {
             match client_upgrade {
@@ -238,10 +248,7 @@ impl Upstream {
                 );
             }
         }
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(Into::into).boxed(),
-        ))
+        Ok(Response::from_parts(parts, body))
     }
 }
 

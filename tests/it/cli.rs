@@ -56,6 +56,16 @@ fn check_passes_a_good_config_and_reports_every_problem_of_a_bad_one() {
     assert!(output.status.success(), "{output:?}");
 }
 
+/// Waits for the binary's "serving" line; returns its listen address.
+fn listen_address(lines: &mut impl Iterator<Item = String>) -> String {
+    let serving = wait_for_line(lines, "authgate is serving");
+    serving
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .expect("the listen address in the line")
+        .to_owned()
+}
+
 /// Given one CPU (a sidecar's usual quota; `bench/run.sh` pins the proxy
 /// so), the gateway runs tokio's single-threaded scheduler, and serves
 /// from it: no worker threads handing tasks to each other. Given more,
@@ -79,12 +89,7 @@ async fn on_one_cpu_the_gateway_serves_from_one_thread() {
         runtime.contains(r#"cpus=1 scheduler="current_thread""#),
         "{runtime}"
     );
-    let serving = wait_for_line(&mut lines, "authgate is serving");
-    let listen = serving
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("listen="))
-        .expect("the listen address in the line")
-        .to_owned();
+    let listen = listen_address(&mut lines);
     let client = crate::support::https_client_builder(&cert).build().unwrap();
     for _ in 0..20 {
         let response = client
@@ -110,12 +115,7 @@ async fn run_logs_human_lines_by_default() {
     let config = write_config(dir.path(), &upstream.url(), "");
     let cert = std::fs::read_to_string(dir.path().join("gw.crt")).unwrap();
     let (mut child, mut lines) = spawn_run(&["-c"], &config);
-    let serving = wait_for_line(&mut lines, "authgate is serving");
-    let listen = serving
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("listen="))
-        .expect("the listen address in the line")
-        .to_owned();
+    let listen = listen_address(&mut lines);
     let client = crate::support::https_client_builder(&cert).build().unwrap();
     let response = client
         .get(format!("https://{listen}/a/../hello"))

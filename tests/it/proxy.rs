@@ -131,6 +131,53 @@ async fn upstream_connections_are_pooled() {
     );
 }
 
+/// An app that keeps a connection open for one more request only briefly
+/// (as servers with short keep-alive timeouts do): the pooled connection
+/// it closed is not used again, and the next request goes on a new one.
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    let _ = tcp.write_all(answer.as_bytes()).await;
+                    // Keep-alive, then gone after 50 ms of quiet.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                });
+            }
+        }
+    });
+    let gw = Setup::new()
+        .upstream_url(&format!("http://{addr}"))
+        .start()
+        .await;
+    let client = gw.h1_client();
+    for round in 0..3 {
+        let response = client.get(gw.url("/x")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "round {round}");
+        assert_eq!(response.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    app.abort();
+}
+
 #[tokio::test]
 async fn refused_upstream_is_502_in_html_or_json_and_the_gateway_keeps_serving() {
     // A port that was just free: nothing listens there.
