@@ -57,7 +57,7 @@ build_authgate
 cpus=$(nproc)
 [ "$cpus" -ge 2 ] || { echo "bench/run.sh needs 2 CPUs: one for the proxy, one for the load" >&2; exit 1; }
 proxy_cpu=$((cpus - 1))
-load_cpus="0-$((cpus - 2))"
+load_cpus=$(if [ "$cpus" -eq 2 ]; then echo 0; else echo "0-$((cpus - 2))"; fi)
 on_load() { taskset -c "$load_cpus" "$@"; }
 # start CPUS COMMAND...: in the background, its pid in $pids and $started.
 start() {
@@ -220,10 +220,12 @@ paced() {
   p99[$key]+="$(log_p99 "$work/paced.log") "
 }
 
+# The median of a list, or "-" for none.
+median_or_dash() { if [ -n "${1// /}" ]; then median <<<"$1"; else echo -; fi; }
 row() { # label key -> one line: medians and the rounds
   printf '%-28s %10s req/s   p99 %8s ms   CPU %6s us/req   (rounds: %s)\n' "$1" \
-    "$(median <<<"${rps[$2]:-}")" "$(median <<<"${p99[$2]:-}")" \
-    "$(median <<<"${cpu[$2]:-}")" "${rps[$2]:-}${p99[$2]:+| p99 ${p99[$2]}}"
+    "$(median_or_dash "${rps[$2]:-}")" "$(median_or_dash "${p99[$2]:-}")" \
+    "$(median_or_dash "${cpu[$2]:-}")" "${rps[$2]:-}${p99[$2]:+| p99 ${p99[$2]}}"
 }
 m() { median <<<"${!1}"; }
 verdict() { # text value op bound
