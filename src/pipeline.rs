@@ -303,32 +303,38 @@ async fn route(
         .client(conn.peer.ip(), &conn.peer_value, request.headers());
     log.client_ip = Some(client.ip);
 
-    if normalized == "/.gateway/verify" {
-        if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
-            return Err(GatewayError::MethodNotAllowed);
-        }
-        let mut user = None;
-        let response =
-            crate::forward_auth::verify(state, live, conn.peer.ip(), request.headers(), &mut user)
-                .await;
-        log.user = user;
-        return Ok(response);
-    }
-    if normalized == "/.gateway/jwks.json" {
-        // The assertion keys are public: apps fetch them without a session.
-        let Some(signer) = &state.signer else {
-            return Err(GatewayError::NotFound);
-        };
-        if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
-            return Err(GatewayError::MethodNotAllowed);
-        }
-        return Ok(crate::response::own_response(
-            http::StatusCode::OK,
-            "application/jwk-set+json",
-            signer.jwks(),
-        ));
-    }
+    // One test on the proxied path; the gateway's own paths below it.
     if normalized == GATEWAY_PREFIX || normalized.starts_with("/.gateway/") {
+        if normalized == "/.gateway/verify" {
+            if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+                return Err(GatewayError::MethodNotAllowed);
+            }
+            let mut user = None;
+            let response = crate::forward_auth::verify(
+                state,
+                live,
+                conn.peer.ip(),
+                request.headers(),
+                &mut user,
+            )
+            .await;
+            log.user = user;
+            return Ok(response);
+        }
+        if normalized == "/.gateway/jwks.json" {
+            // The assertion keys are public: apps fetch them without a session.
+            let Some(signer) = &state.signer else {
+                return Err(GatewayError::NotFound);
+            };
+            if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+                return Err(GatewayError::MethodNotAllowed);
+            }
+            return Ok(crate::response::own_response(
+                http::StatusCode::OK,
+                "application/jwk-set+json",
+                signer.jwks(),
+            ));
+        }
         let mut user = None;
         let result = state
             .auth

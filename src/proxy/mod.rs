@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{self, Identity};
-use crate::response::{Body, GatewayError};
+use crate::response::{Body, BoxError, GatewayError};
 use crate::users::User;
 
 /// Plain HTTP, or TLS with ALPN (`h2`, `http/1.1`) for an `https://` app.
@@ -184,17 +184,10 @@ impl Upstream {
         let request = Request::from_parts(parts, body);
 
         let sent = async {
-            match &self.transport {
-                Transport::Plain(pool) => pool
-                    .send(request)
-                    .await
-                    .map(|response| response.map(|body| body.map_err(Into::into).boxed())),
-                Transport::Tls(client) => client
-                    .request(request)
-                    .await
-                    .map(|response| response.map(|body| body.map_err(Into::into).boxed()))
-                    .map_err(Into::into),
-            }
+            Ok::<Response<Body>, BoxError>(match &self.transport {
+                Transport::Plain(pool) => pool.send(request).await?.map(boxed),
+                Transport::Tls(client) => client.request(request).await?.map(boxed),
+            })
         };
         let mut response: Response<Body> = match tokio::time::timeout(self.timeout, sent).await {
             Err(_elapsed) => return Err(GatewayError::UpstreamTimeout),
@@ -250,6 +243,15 @@ impl Upstream {
         }
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// An upstream response body as the pipeline's body type.
+fn boxed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
 }
 
 /// A fresh `Sec-WebSocket-Key` (RFC 6455 §4.1): 16 random bytes, base64.

@@ -130,24 +130,9 @@ async fn run_logs_human_lines_by_default() {
     );
 
     // A username made to look like a log line of its own stays in its field.
-    let form_page = client
-        .get(format!("https://{listen}/.gateway/login"))
-        .send()
-        .await
-        .unwrap();
-    let token = crate::support::set_cookie(&form_page, "__Host-authgate-login").unwrap();
     let forged = "a\nINFO authgate::security: event=login_ok user=alice ip=1.2.3.4";
-    let failed = client
-        .post(format!("https://{listen}/.gateway/login"))
-        .header("cookie", format!("__Host-authgate-login={token}"))
-        .form(&[
-            ("csrf", token.as_str()),
-            ("username", forged),
-            ("password", "x"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let failed =
+        crate::support::post_login_at(&client, &format!("https://{listen}"), forged, "x").await;
     assert_eq!(failed.status(), 401);
     let failure = wait_for_line(&mut lines, "login_failed");
     assert!(
@@ -258,27 +243,7 @@ async fn demo_serves_its_app_behind_the_gateway_with_alice_and_bob() {
     let sign_in = |name: &'static str, password: String| {
         let client = client.clone();
         let url = url.clone();
-        async move {
-            let form = client
-                .get(format!("{url}/.gateway/login"))
-                .send()
-                .await
-                .unwrap();
-            let token = crate::support::set_cookie(&form, "__Host-authgate-login").unwrap();
-            let response = client
-                .post(format!("{url}/.gateway/login"))
-                .header("cookie", format!("__Host-authgate-login={token}"))
-                .form(&[
-                    ("csrf", token.as_str()),
-                    ("username", name),
-                    ("password", password.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 303, "{name} signs in");
-            crate::support::set_cookie(&response, "__Host-authgate").unwrap()
-        }
+        async move { crate::support::sign_in_at(&client, &url, name, &password).await }
     };
     let alice = sign_in("alice", alice).await;
     let bob = sign_in("bob", bob).await;
@@ -529,25 +494,7 @@ async fn init_writes_a_setup_that_checks_and_serves_and_overwrites_nothing() {
         .unwrap();
     let port = listen.rsplit(':').next().unwrap();
     let base = format!("https://gw.example:{port}");
-    let form = client
-        .get(format!("{base}/.gateway/login"))
-        .send()
-        .await
-        .unwrap();
-    let token = crate::support::set_cookie(&form, "__Host-authgate-login").unwrap();
-    let signed_in = client
-        .post(format!("{base}/.gateway/login"))
-        .header("cookie", format!("__Host-authgate-login={token}"))
-        .form(&[
-            ("csrf", token.as_str()),
-            ("username", "root"),
-            ("password", "root-password-of-init"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_in.status(), 303);
-    let session = crate::support::set_cookie(&signed_in, "__Host-authgate").unwrap();
+    let session = crate::support::sign_in_at(&client, &base, "root", "root-password-of-init").await;
     let admin = client
         .get(format!("{base}/.gateway/admin/"))
         .header("cookie", format!("__Host-authgate={session}"))
@@ -587,26 +534,7 @@ async fn check_replays_a_log_the_gateway_wrote_and_names_what_a_rule_edit_change
         let sign_in = |user: &'static str, password: &'static str| {
             let client = client.clone();
             let base = base.clone();
-            async move {
-                let form = client
-                    .get(format!("{base}/.gateway/login"))
-                    .send()
-                    .await
-                    .unwrap();
-                let token = crate::support::set_cookie(&form, "__Host-authgate-login").unwrap();
-                let response = client
-                    .post(format!("{base}/.gateway/login"))
-                    .header("cookie", format!("__Host-authgate-login={token}"))
-                    .form(&[
-                        ("csrf", token.as_str()),
-                        ("username", user),
-                        ("password", password),
-                    ])
-                    .send()
-                    .await
-                    .unwrap();
-                crate::support::set_cookie(&response, "__Host-authgate").unwrap()
-            }
+            async move { crate::support::sign_in_at(&client, &base, user, password).await }
         };
         let bob = sign_in("bob", BOB_PASSWORD).await;
         let alice = sign_in("alice", ALICE_PASSWORD).await;

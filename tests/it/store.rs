@@ -64,27 +64,7 @@ impl Node {
     }
 
     async fn sign_in(&self, user: &str, password: &str) -> String {
-        let form = self
-            .client
-            .get(self.url("/.gateway/login"))
-            .send()
-            .await
-            .unwrap();
-        let token = set_cookie(&form, "__Host-authgate-login").unwrap();
-        let response = self
-            .client
-            .post(self.url("/.gateway/login"))
-            .header("cookie", format!("__Host-authgate-login={token}"))
-            .form(&[
-                ("csrf", token.as_str()),
-                ("username", user),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 303, "sign-in as {user}");
-        set_cookie(&response, "__Host-authgate").expect("a session cookie")
+        crate::support::sign_in_at(&self.client, &self.url(""), user, password).await
     }
 
     /// The status of a GET of a page that needs a session (API-style, so

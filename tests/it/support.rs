@@ -610,6 +610,46 @@ pub async fn read_until_close<R: tokio::io::AsyncRead + Unpin>(
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Fetches the sign-in form at `base` (`https://host:port`) and posts
+/// `user` and `password` with its token, as a browser does; for gateways
+/// that are not a [`TestGateway`] (the binary, a second gateway).
+pub async fn post_login_at(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    let form = client
+        .get(format!("{base}/.gateway/login"))
+        .send()
+        .await
+        .unwrap();
+    let token = set_cookie(&form, "__Host-authgate-login").unwrap();
+    client
+        .post(format!("{base}/.gateway/login"))
+        .header("cookie", format!("__Host-authgate-login={token}"))
+        .form(&[
+            ("csrf", token.as_str()),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// [`post_login_at`] that must succeed; returns the session cookie's value.
+pub async fn sign_in_at(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> String {
+    let response = post_login_at(client, base, user, password).await;
+    assert_eq!(response.status(), 303, "sign-in as {user}");
+    set_cookie(&response, "__Host-authgate").expect("a session cookie")
+}
+
 /// The built `authgate` binary, with no config or log filter from the environment.
 pub fn authgate() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"));
