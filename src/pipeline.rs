@@ -310,13 +310,15 @@ async fn route(
                 return Err(GatewayError::MethodNotAllowed);
             }
             let mut user = None;
-            let response = crate::forward_auth::verify(
+            // Boxed, as the gateway's own pages below: the proxied path's
+            // future stays small (it is copied as it moves).
+            let response = Box::pin(crate::forward_auth::verify(
                 state,
                 live,
                 conn.peer.ip(),
                 request.headers(),
                 &mut user,
-            )
+            ))
             .await;
             log.user = user;
             return Ok(response);
@@ -336,10 +338,12 @@ async fn route(
             ));
         }
         let mut user = None;
-        let result = state
-            .auth
-            .endpoint(normalized, request, client.ip, host_value, &mut user)
-            .await;
+        let result = Box::pin(
+            state
+                .auth
+                .endpoint(normalized, request, client.ip, host_value, &mut user),
+        )
+        .await;
         log.user = user;
         return result;
     }

@@ -51,8 +51,15 @@ pub fn generate() -> HeaderValue {
 }
 
 /// Runs `work` with `id` as the request ID its security events carry.
-pub async fn scope<F: std::future::Future>(id: HeaderValue, work: F) -> F::Output {
-    CURRENT.scope(id, work).await
+///
+/// A plain function, not an `async fn`: an async wrapper would hold `work`
+/// twice (its argument and the scope around it), and the request's whole
+/// future is copied each time it moves.
+pub fn scope<F: std::future::Future>(
+    id: HeaderValue,
+    work: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CURRENT.scope(id, work)
 }
 
 /// The current request's ID for a log field; `-` outside a request (the
