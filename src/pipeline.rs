@@ -145,6 +145,8 @@ pub struct Connection {
     /// Requests in flight and seen (their numbers line up with `framing`),
     /// for the connection's idle watchdog.
     pub activity: Arc<Activity>,
+    /// The key of the session cookie this connection sent last.
+    pub keys: crate::session::KeyMemo,
 }
 
 impl Connection {
@@ -159,6 +161,7 @@ impl Connection {
                 .expect("an IP address is a valid header value"),
             framing,
             activity,
+            keys: crate::session::KeyMemo::default(),
         }
     }
 }
@@ -350,7 +353,7 @@ async fn route(
 
     let presented = state
         .auth
-        .authenticate(request.headers(), session::now_ms(), true)
+        .authenticate_remembering(request.headers(), session::now_ms(), true, &conn.keys)
         .await;
     let user = presented.signed_in.as_ref().map(|s| &s.user);
     log.clear_cookie = presented.stale_cookie && !presented.store_unavailable;
