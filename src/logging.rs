@@ -259,6 +259,121 @@ impl tracing::field::Visit for HumanVisitor<'_> {
     }
 }
 
+/// One request's access line (SPEC's log fields), written by [`access`].
+#[derive(Clone, Copy)]
+pub struct Access<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub host: &'a str,
+    pub decision: &'a str,
+    pub user: &'a str,
+    pub client: &'a str,
+    /// How long the request took, in microseconds.
+    pub micros: u64,
+    pub request_id: &'a str,
+}
+
+/// Where [`access`] writes its lines itself: set by [`write_access_directly`].
+static DIRECT: std::sync::OnceLock<BatchedStderr> = std::sync::OnceLock::new();
+
+/// From now on [`access`] formats the human line itself and appends it to
+/// `writer`'s buffers, instead of going through tracing's event machinery
+/// (7 % of the gateway's CPU per proxied request went to the access line,
+/// measured side by side with it switched off). Only for the human format
+/// without colours, which it writes byte for byte as tracing would (tested
+/// against it); `AUTHGATE_LOG` still decides whether the line is written.
+pub fn write_access_directly(writer: &BatchedStderr) {
+    let _ = DIRECT.set(writer.clone());
+}
+
+/// Logs one request's access line (target `authgate::access`).
+pub fn access(line: &Access<'_>) {
+    if let Some(writer) = DIRECT.get() {
+        if tracing::enabled!(target: "authgate::access", tracing::Level::INFO) {
+            thread_local! {
+                static TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            TEXT.with(|text| {
+                let mut text = text.borrow_mut();
+                text.clear();
+                human_access_line(line, &mut text);
+                let _ = writer.make_writer().write(&text);
+                if text.capacity() > 4096 {
+                    *text = Vec::new();
+                }
+            });
+        }
+        return;
+    }
+    tracing::info!(
+        target: "authgate::access",
+        method = %line.method,
+        path = %line.path,
+        status = line.status,
+        host = line.host,
+        decision = line.decision,
+        user = line.user,
+        client = %line.client,
+        duration_ms = line.micros as f64 / 1e3,
+        request_id = line.request_id,
+        "request"
+    );
+}
+
+/// The access line as tracing-subscriber's full format with [`HumanFields`]
+/// and [`Clock`] writes it, newline included.
+fn human_access_line(line: &Access<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&timestamp());
+    out.extend_from_slice(b"  INFO authgate::access: request method=");
+    value(out, line.method, false);
+    out.extend_from_slice(b" path=");
+    value(out, line.path, false);
+    out.extend_from_slice(b" status=");
+    out.extend_from_slice(itoa::Buffer::new().format(line.status).as_bytes());
+    out.extend_from_slice(b" host=");
+    value(out, line.host, true);
+    out.extend_from_slice(b" decision=");
+    value(out, line.decision, true);
+    out.extend_from_slice(b" user=");
+    value(out, line.user, true);
+    out.extend_from_slice(b" client=");
+    value(out, line.client, false);
+    // What `{:?}` writes for micros / 1e3: the shortest decimal, ".0" for
+    // whole milliseconds.
+    out.extend_from_slice(b" duration_ms=");
+    out.extend_from_slice(itoa::Buffer::new().format(line.micros / 1000).as_bytes());
+    out.push(b'.');
+    let fraction = line.micros % 1000;
+    let digits = [
+        b'0' + (fraction / 100) as u8,
+        b'0' + (fraction / 10 % 10) as u8,
+        b'0' + (fraction % 10) as u8,
+    ];
+    let mut len = 3;
+    while len > 1 && digits[len - 1] == b'0' {
+        len -= 1;
+    }
+    out.extend_from_slice(&digits[..len]);
+    out.extend_from_slice(b" request_id=");
+    value(out, line.request_id, true);
+    out.push(b'\n');
+}
+
+/// A field's value under [`HumanVisitor`]'s rule: bare when one plain word
+/// (and not `quote_always`), else quoted and escaped as `{:?}` would.
+fn value(out: &mut Vec<u8>, text: &str, quote_always: bool) {
+    if !quote_always && is_bare_word(text) {
+        out.extend_from_slice(text.as_bytes());
+    } else if is_plain_ascii(text) {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = write!(out, "{text:?}");
+    }
+}
+
 /// The time of a log line as tracing-subscriber's `SystemTime` writes it
 /// (RFC 3339, UTC, microseconds: `2026-11-29T21:40:39.123456Z`), for less:
 /// each thread keeps the text up to the seconds and makes it again only
@@ -268,27 +383,33 @@ pub struct Clock;
 
 impl tracing_subscriber::fmt::time::FormatTime for Clock {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        thread_local! {
-            static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
-        }
-        let (second, mut prefix) = SECOND.get();
-        if second != now.as_secs() {
-            prefix = date_time_to_the_second(now.as_secs());
-            SECOND.set((now.as_secs(), prefix));
-        }
-        let mut line = [0u8; 27];
-        line[..20].copy_from_slice(&prefix);
-        let mut micros = now.subsec_micros();
-        for digit in line[20..26].iter_mut().rev() {
-            *digit = b'0' + (micros % 10) as u8;
-            micros /= 10;
-        }
-        line[26] = b'Z';
+        let line = timestamp();
         w.write_str(std::str::from_utf8(&line).map_err(|_| std::fmt::Error)?)
     }
+}
+
+/// Now, as [`Clock`] writes it.
+fn timestamp() -> [u8; 27] {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    thread_local! {
+        static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+    }
+    let (second, mut prefix) = SECOND.get();
+    if second != now.as_secs() {
+        prefix = date_time_to_the_second(now.as_secs());
+        SECOND.set((now.as_secs(), prefix));
+    }
+    let mut line = [0u8; 27];
+    line[..20].copy_from_slice(&prefix);
+    let mut micros = now.subsec_micros();
+    for digit in line[20..26].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    line[26] = b'Z';
+    line
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.` for seconds since 1970 (years up to 9999).
@@ -419,6 +540,80 @@ mod tests {
             ),
             "{line}"
         );
+    }
+
+    /// The gateway's own access line is the one tracing would write, byte
+    /// for byte after the time, for awkward values too.
+    #[test]
+    fn the_direct_access_line_is_what_tracing_writes() {
+        let plain = Access {
+            method: "GET",
+            path: "/app/",
+            status: 200,
+            host: "app.example:8443",
+            decision: "allow",
+            user: "bench",
+            client: "127.0.0.1",
+            micros: 423,
+            request_id: "c536b2e73245accddd1348f25b8447e6",
+        };
+        let cases = [
+            Access { ..plain },
+            Access { micros: 0, ..plain },
+            Access {
+                micros: 1000,
+                ..plain
+            },
+            Access {
+                micros: 20,
+                ..plain
+            },
+            Access {
+                micros: 100_001,
+                ..plain
+            },
+            Access {
+                micros: 30_185,
+                ..plain
+            },
+            Access {
+                micros: 987_654_321_000,
+                ..plain
+            },
+            Access {
+                method: "M-SEARCH",
+                path: "/a b=c",
+                status: 404,
+                host: "-",
+                decision: "-",
+                user: "-",
+                client: "::1",
+                ..plain
+            },
+            Access {
+                path: "/\"quoted\"/é\u{1b}[2K",
+                host: "h\"ost",
+                decision: "deny",
+                user: "a\nINFO authgate::security: event=login_ok user=alice\r",
+                client: "2001:db8::1",
+                status: 403,
+                ..plain
+            },
+            Access {
+                path: "",
+                user: "zoë",
+                request_id: "id with space",
+                ..plain
+            },
+        ];
+        for case in &cases {
+            let theirs = human_line(|| access(case));
+            let mut ours = Vec::new();
+            human_access_line(case, &mut ours);
+            let ours = String::from_utf8(ours).unwrap();
+            assert_eq!(ours.len() - 27, theirs.len() - 27, "{ours}{theirs}");
+            assert_eq!(ours[27..], theirs[27..]);
+        }
     }
 
     #[test]

@@ -874,9 +874,13 @@ fn init_logging(format: LogFormat) -> authgate::logging::FlushGuard {
     use tracing_subscriber::EnvFilter;
     let (writer, guard) = authgate::logging::batched_stderr();
     let filter = EnvFilter::try_from_env("AUTHGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
+    if format == LogFormat::Human && !ansi {
+        authgate::logging::write_access_directly(&writer);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_timer(authgate::logging::Clock)
         .with_writer(writer);
     match format {

@@ -150,6 +150,13 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The peer's address as text (as `IpAddr` displays it).
+    pub fn peer_text(&self) -> &str {
+        self.peer_value
+            .to_str()
+            .expect("an IP address is visible ASCII")
+    }
+
     pub fn new(
         peer: SocketAddr,
         framing: Arc<FramingVerdict>,
@@ -244,19 +251,31 @@ pub async fn handle(
     let status = response.status();
     let id = request_id.to_str().unwrap_or("-");
     state.metrics.record_response(status, elapsed);
-    tracing::info!(
-        target: "authgate::access",
-        method = %method,
-        path = %log.path,
-        status = status.as_u16(),
-        host = log.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
-        decision = log.decision.unwrap_or("-"),
-        user = log.user.as_deref().unwrap_or("-"),
-        client = %log.client_ip.unwrap_or(conn.peer.ip()),
-        duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-        request_id = id,
-        "request"
-    );
+    // The connection's own address is already text; a forwarded one is
+    // made so here.
+    let forwarded_client;
+    let client = match log.client_ip {
+        Some(ip) if ip != conn.peer.ip() => {
+            forwarded_client = ip.to_string();
+            forwarded_client.as_str()
+        }
+        _ => conn.peer_text(),
+    };
+    crate::logging::access(&crate::logging::Access {
+        method: method.as_str(),
+        path: &log.path,
+        status: status.as_u16(),
+        host: log
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("-"),
+        decision: log.decision.unwrap_or("-"),
+        user: log.user.as_deref().unwrap_or("-"),
+        client,
+        micros: u64::try_from(elapsed.as_nanos().saturating_add(500) / 1000).unwrap_or(u64::MAX),
+        request_id: id,
+    });
     response
         .headers_mut()
         .insert(&request_id::X_REQUEST_ID, request_id);

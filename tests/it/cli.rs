@@ -4,7 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use crate::support::{
-    authgate, sigterm, spawn_run, wait_for_exit, wait_for_line, write_config, Running, Upstream,
+    authgate, sigterm, spawn_lines, spawn_run, wait_for_exit, wait_for_line, write_config, Running,
+    Upstream,
 };
 
 #[test]
@@ -152,6 +153,44 @@ async fn run_logs_human_lines_by_default() {
     }
     sigterm(&child.0);
     assert!(wait_for_exit(&mut child).await.success());
+}
+
+/// The access line is written apart from tracing's machinery (for speed);
+/// `AUTHGATE_LOG` still switches it off like any other target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authgate_log_can_switch_the_access_line_off() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url(), "");
+    let cert = std::fs::read_to_string(dir.path().join("gw.crt")).unwrap();
+    let mut command = authgate();
+    command
+        .env("AUTHGATE_LOG", "info,authgate::access=off")
+        .args(["run", "-c"])
+        .arg(&config);
+    let (mut child, mut lines) = spawn_lines(command);
+    let listen = listen_address(&mut lines);
+    let client = crate::support::https_client_builder(&cert).build().unwrap();
+    for _ in 0..3 {
+        let response = client
+            .get(format!("https://{listen}/hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let failed =
+        crate::support::post_login_at(&client, &format!("https://{listen}"), "x", "y").await;
+    assert_eq!(failed.status(), 401);
+    sigterm(&child.0);
+    assert!(wait_for_exit(&mut child).await.success());
+    // Everything, flushed at exit: the security event, no access line.
+    let rest: Vec<String> = lines.collect();
+    assert!(rest.iter().any(|l| l.contains("login_failed")), "{rest:#?}");
+    assert!(
+        !rest.iter().any(|l| l.contains("authgate::access")),
+        "{rest:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
