@@ -145,8 +145,6 @@ pub struct Connection {
     /// Requests in flight and seen (their numbers line up with `framing`),
     /// for the connection's idle watchdog.
     pub activity: Arc<Activity>,
-    /// The key of the session cookie this connection sent last.
-    pub keys: crate::session::KeyMemo,
 }
 
 impl Connection {
@@ -168,7 +166,6 @@ impl Connection {
                 .expect("an IP address is a valid header value"),
             framing,
             activity,
-            keys: crate::session::KeyMemo::default(),
         }
     }
 }
@@ -372,7 +369,7 @@ async fn route(
 
     let presented = state
         .auth
-        .authenticate_remembering(request.headers(), session::now_ms(), true, &conn.keys)
+        .authenticate(request.headers(), session::now_ms(), true)
         .await;
     let user = presented.signed_in.as_ref().map(|s| &s.user);
     log.clear_cookie = presented.stale_cookie && !presented.store_unavailable;

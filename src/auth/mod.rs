@@ -468,27 +468,9 @@ impl Auth {
     /// not locked, and the password has not changed since it began. `touch`
     /// moves the idle deadline on.
     pub async fn authenticate(&self, headers: &HeaderMap, now: u64, touch: bool) -> Presented {
-        self.authenticate_remembering(headers, now, touch, &session::KeyMemo::default())
-            .await
-    }
-
-    /// As [`Self::authenticate`], with the connection's memo of its last
-    /// cookie's key.
-    pub async fn authenticate_remembering(
-        &self,
-        headers: &HeaderMap,
-        now: u64,
-        touch: bool,
-        keys: &session::KeyMemo,
-    ) -> Presented {
         let mut presented = Presented::default();
         for id in cookie_values(headers, &self.cookie_name) {
-            // A value that cannot be an ID we issued is never looked up.
-            let Some(key) = keys.key_of(id) else {
-                presented.stale_cookie = true;
-                continue;
-            };
-            let session = match self.sessions.lookup_key(&key, now, touch).await {
+            let session = match self.sessions.lookup(id, now, touch).await {
                 Err(Unavailable) => {
                     presented.store_unavailable = true;
                     continue;

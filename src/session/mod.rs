@@ -51,33 +51,6 @@ pub fn key_of(id: &str) -> Option<Key> {
     digest.as_ref().try_into().ok()
 }
 
-/// One connection's last cookie value and its key. A client sends the same
-/// session cookie on every request of a keep-alive connection; hashing it
-/// again each time was about 3.5 % of the gateway's own instructions per
-/// proxied request. Only an exact match of the whole value is reused.
-#[derive(Default)]
-pub struct KeyMemo(std::sync::Mutex<Option<([u8; ID_LEN], Key)>>);
-
-impl KeyMemo {
-    /// As [`key_of`].
-    pub fn key_of(&self, id: &str) -> Option<Key> {
-        let value: &[u8; ID_LEN] = id.as_bytes().try_into().ok()?;
-        // HTTP/2 streams of one connection may ask at once: whoever finds
-        // it busy hashes for itself rather than wait.
-        let Ok(mut last) = self.0.try_lock() else {
-            return key_of(id);
-        };
-        if let Some((seen, key)) = &*last {
-            if seen == value {
-                return Some(*key);
-            }
-        }
-        let key = key_of(id)?;
-        *last = Some((*value, key));
-        Some(key)
-    }
-}
-
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -155,30 +128,5 @@ mod tests {
         assert_eq!(key_of(id), Some(expected));
         assert_eq!(key_of(&id[1..]), None);
         assert_eq!(key_of(&id.replace('A', "+")), None);
-    }
-
-    /// The memo must answer exactly what key_of answers: another cookie on
-    /// the same connection gets its own key, never the last one's.
-    #[test]
-    fn a_connection_memo_gives_each_value_its_own_key() {
-        let memo = KeyMemo::default();
-        let a = new_id();
-        let b = new_id();
-        assert_eq!(memo.key_of(&a), key_of(&a));
-        assert_eq!(memo.key_of(&a), key_of(&a));
-        assert_eq!(memo.key_of(&b), key_of(&b));
-        assert_ne!(memo.key_of(&b), key_of(&a));
-        // One character changed: not the remembered value.
-        let mut near = a.clone().into_bytes();
-        near[ID_LEN - 1] = if near[ID_LEN - 1] == b'A' { b'B' } else { b'A' };
-        let near = String::from_utf8(near).unwrap();
-        assert_eq!(memo.key_of(&a), key_of(&a));
-        assert_eq!(memo.key_of(&near), key_of(&near));
-        assert_ne!(memo.key_of(&near), key_of(&a));
-        assert_eq!(memo.key_of(&a[1..]), None);
-        assert_eq!(
-            memo.key_of(&a.replace(|c: char| c.is_ascii_digit(), "+")),
-            key_of(&a.replace(|c: char| c.is_ascii_digit(), "+"))
-        );
     }
 }
