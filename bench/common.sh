@@ -14,11 +14,18 @@ free_port() {
 }
 
 # Sets AUTHGATE_BIN: a release build of this tree unless one was named
-# (AUTHGATE_BIN=path measures another build, an older commit's say).
+# (AUTHGATE_BIN=path measures another build, an older commit's say). With
+# PGO=1 the profile-guided build the Dockerfile ships (bench/pgo.sh, two
+# builds and a training run), else a plain `cargo build --release`.
 build_authgate() {
   if [ -z "${AUTHGATE_BIN:-}" ]; then
-    cargo build --release --quiet
-    AUTHGATE_BIN=target/release/authgate
+    if [ "${PGO:-0}" = 1 ]; then
+      bench/pgo.sh target/pgo/authgate > /dev/null
+      AUTHGATE_BIN=target/pgo/authgate
+    else
+      cargo build --release --quiet
+      AUTHGATE_BIN=target/release/authgate
+    fi
   fi
 }
 

@@ -26,6 +26,7 @@ if [ ! -x "$profdata" ]; then
   rustup component add llvm-tools
 fi
 need curl curl
+need python3 python3
 
 work=$(mktemp -d)
 pids=()
@@ -74,9 +75,12 @@ kill -TERM "$gateway"
 wait "$gateway"
 ls "$work"/profile/gateway-*.profraw > /dev/null
 
-"$profdata" merge -o "$work/authgate.profdata" "$work"/profile/gateway-*.profraw
+# Kept where the next run puts it again, so an unchanged tree is not built
+# again from scratch (rustc tracks the profile's contents).
+mkdir -p target/pgo
+"$profdata" merge -o "$PWD/target/pgo/authgate.profdata" "$work"/profile/gateway-*.profraw
 echo "building with the profile ..." >&2
-RUSTFLAGS="-Cprofile-use=$work/authgate.profdata" CARGO_TARGET_DIR=target/pgo \
+RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/authgate.profdata" CARGO_TARGET_DIR=target/pgo \
   cargo build --release --locked --quiet --target "$host"
 mkdir -p "$(dirname "$out")"
 cp "target/pgo/$host/release/authgate" "$out"

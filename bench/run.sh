@@ -34,7 +34,11 @@
 # then every ratio against the nginx figures of the same run. Not a test:
 # CI does not run it. It stops by itself.
 #
+# authgate is the build the Dockerfile ships: profile-guided (bench/pgo.sh;
+# about ten minutes of building before the first measurement).
+#
 # Usage: bench/run.sh [SECONDS=5] [CONNECTIONS=32] [ROUNDS=3]
+#        PGO=0 bench/run.sh ...               (a plain `cargo build --release`)
 #        AUTHGATE_BIN=path bench/run.sh ...   (another build)
 #        ONLY="1 6" bench/run.sh ...          (some measurements only)
 set -euo pipefail
@@ -52,7 +56,11 @@ need h2load nghttp2-client
 need openssl openssl
 need curl curl
 need taskset util-linux
-build_authgate
+if [ -n "${AUTHGATE_BIN:-}" ]; then built="as named"
+elif [ "${PGO:-1}" = 1 ]; then built="profile-guided, bench/pgo.sh"
+else built="plain cargo build --release"; fi
+PGO=${PGO:-1} build_authgate
+echo "authgate: $AUTHGATE_BIN ($built)"
 
 cpus=$(nproc)
 [ "$cpus" -ge 2 ] || { echo "bench/run.sh needs 2 CPUs: one for the proxy, one for the load" >&2; exit 1; }
