@@ -1,7 +1,7 @@
 # Build: profile-guided (bench/pgo.sh: an instrumented build of the same
 # `cargo build --release --locked` that .ci/run runs, trained on loopback
 # with the shipped config in front of the demo app, then built again with
-# that profile; 0.835x the CPU per proxied request of the plain build, see
+# that profile: 0.86x the CPU per proxied request of the plain build, see
 # README "Performance"). `--build-arg PGO=0` builds the plain one.
 FROM rust:1-bookworm AS build
 ARG PGO=1
