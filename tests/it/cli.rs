@@ -57,6 +57,19 @@ fn check_passes_a_good_config_and_reports_every_problem_of_a_bad_one() {
     assert!(output.status.success(), "{output:?}");
 }
 
+/// GETs `/hello` through the gateway at `listen` `times` times; each must
+/// answer 200.
+async fn get_hello(client: &reqwest::Client, listen: &str, times: usize) {
+    for _ in 0..times {
+        let response = client
+            .get(format!("https://{listen}/hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+}
+
 /// Waits for the binary's "serving" line; returns its listen address.
 fn listen_address(lines: &mut impl Iterator<Item = String>) -> String {
     let serving = wait_for_line(lines, "authgate is serving");
@@ -92,14 +105,7 @@ async fn on_one_cpu_the_gateway_serves_from_one_thread() {
     );
     let listen = listen_address(&mut lines);
     let client = crate::support::https_client_builder(&cert).build().unwrap();
-    for _ in 0..20 {
-        let response = client
-            .get(format!("https://{listen}/hello"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
+    get_hello(&client, &listen, 20).await;
     drop(child);
 
     if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
@@ -171,14 +177,7 @@ async fn authgate_log_can_switch_the_access_line_off() {
     let (mut child, mut lines) = spawn_lines(command);
     let listen = listen_address(&mut lines);
     let client = crate::support::https_client_builder(&cert).build().unwrap();
-    for _ in 0..3 {
-        let response = client
-            .get(format!("https://{listen}/hello"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
+    get_hello(&client, &listen, 3).await;
     let failed =
         crate::support::post_login_at(&client, &format!("https://{listen}"), "x", "y").await;
     assert_eq!(failed.status(), 401);
