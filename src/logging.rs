@@ -201,18 +201,7 @@ impl HumanVisitor<'_> {
             w.write_str(separator)
                 .and_then(|()| w.write_str(name))
                 .and_then(|()| w.write_char('='))
-                .and_then(|()| {
-                    if !quote_always && is_bare_word(text) {
-                        w.write_str(text)
-                    } else if is_plain_ascii(text) {
-                        // What `{:?}` would write, without its machinery.
-                        w.write_char('"')
-                            .and_then(|()| w.write_str(text))
-                            .and_then(|()| w.write_char('"'))
-                    } else {
-                        write!(w, "{text:?}")
-                    }
-                })
+                .and_then(|()| write_value(w, text, quote_always))
         };
     }
 }
@@ -292,15 +281,16 @@ pub fn access(line: &Access<'_>) {
     if let Some(writer) = DIRECT.get() {
         if tracing::enabled!(target: "authgate::access", tracing::Level::INFO) {
             thread_local! {
-                static TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+                static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
             }
             TEXT.with(|text| {
                 let mut text = text.borrow_mut();
                 text.clear();
-                human_access_line(line, &mut text);
-                let _ = writer.make_writer().write(&text);
+                // A String takes whatever is written to it.
+                let _ = human_access_line(line, &mut text);
+                let _ = writer.make_writer().write(text.as_bytes());
                 if text.capacity() > 4096 {
-                    *text = Vec::new();
+                    *text = String::new();
                 }
             });
         }
@@ -323,28 +313,28 @@ pub fn access(line: &Access<'_>) {
 
 /// The access line as tracing-subscriber's full format with [`HumanFields`]
 /// and [`Clock`] writes it, newline included.
-fn human_access_line(line: &Access<'_>, out: &mut Vec<u8>) {
-    out.extend_from_slice(&timestamp());
-    out.extend_from_slice(b"  INFO authgate::access: request method=");
-    value(out, line.method, false);
-    out.extend_from_slice(b" path=");
-    value(out, line.path, false);
-    out.extend_from_slice(b" status=");
-    out.extend_from_slice(itoa::Buffer::new().format(line.status).as_bytes());
-    out.extend_from_slice(b" host=");
-    value(out, line.host, true);
-    out.extend_from_slice(b" decision=");
-    value(out, line.decision, true);
-    out.extend_from_slice(b" user=");
-    value(out, line.user, true);
-    out.extend_from_slice(b" client=");
-    value(out, line.client, false);
+fn human_access_line(line: &Access<'_>, out: &mut String) -> std::fmt::Result {
+    out.push_str(std::str::from_utf8(&timestamp()).map_err(|_| std::fmt::Error)?);
+    out.push_str("  INFO authgate::access: request method=");
+    write_value(out, line.method, false)?;
+    out.push_str(" path=");
+    write_value(out, line.path, false)?;
+    out.push_str(" status=");
+    out.push_str(itoa::Buffer::new().format(line.status));
+    out.push_str(" host=");
+    write_value(out, line.host, true)?;
+    out.push_str(" decision=");
+    write_value(out, line.decision, true)?;
+    out.push_str(" user=");
+    write_value(out, line.user, true)?;
+    out.push_str(" client=");
+    write_value(out, line.client, false)?;
     // What `{:?}` writes for micros / 1e3: the shortest decimal, ".0" for
     // whole milliseconds.
-    out.extend_from_slice(b" duration_ms=");
-    out.extend_from_slice(itoa::Buffer::new().format(line.micros / 1000).as_bytes());
-    out.push(b'.');
+    out.push_str(" duration_ms=");
+    out.push_str(itoa::Buffer::new().format(line.micros / 1000));
     let fraction = line.micros % 1000;
+    out.push('.');
     let digits = [
         b'0' + (fraction / 100) as u8,
         b'0' + (fraction / 10 % 10) as u8,
@@ -354,23 +344,25 @@ fn human_access_line(line: &Access<'_>, out: &mut Vec<u8>) {
     while len > 1 && digits[len - 1] == b'0' {
         len -= 1;
     }
-    out.extend_from_slice(&digits[..len]);
-    out.extend_from_slice(b" request_id=");
-    value(out, line.request_id, true);
-    out.push(b'\n');
+    out.push_str(std::str::from_utf8(&digits[..len]).map_err(|_| std::fmt::Error)?);
+    out.push_str(" request_id=");
+    write_value(out, line.request_id, true)?;
+    out.push('\n');
+    Ok(())
 }
 
-/// A field's value under [`HumanVisitor`]'s rule: bare when one plain word
-/// (and not `quote_always`), else quoted and escaped as `{:?}` would.
-fn value(out: &mut Vec<u8>, text: &str, quote_always: bool) {
+/// A field's value: bare when one plain word (and not `quote_always`),
+/// else quoted and escaped as `{:?}` would, without its machinery for
+/// plain text.
+fn write_value(w: &mut impl std::fmt::Write, text: &str, quote_always: bool) -> std::fmt::Result {
     if !quote_always && is_bare_word(text) {
-        out.extend_from_slice(text.as_bytes());
+        w.write_str(text)
     } else if is_plain_ascii(text) {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
+        w.write_char('"')?;
+        w.write_str(text)?;
+        w.write_char('"')
     } else {
-        let _ = write!(out, "{text:?}");
+        write!(w, "{text:?}")
     }
 }
 
@@ -608,9 +600,8 @@ mod tests {
         ];
         for case in &cases {
             let theirs = human_line(|| access(case));
-            let mut ours = Vec::new();
-            human_access_line(case, &mut ours);
-            let ours = String::from_utf8(ours).unwrap();
+            let mut ours = String::new();
+            human_access_line(case, &mut ours).unwrap();
             assert_eq!(ours.len() - 27, theirs.len() - 27, "{ours}{theirs}");
             assert_eq!(ours[27..], theirs[27..]);
         }
