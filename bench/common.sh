@@ -55,6 +55,26 @@ nginx_temp_paths() {
   echo "uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;"
 }
 
+# upstream_conf PORT [SERVER_LINES]: writes $work/upstream.conf, the app the
+# benches proxy to: nginx, one worker, a fixed "hello from upstream" on
+# PORT; SERVER_LINES go into its server block (more listeners, locations).
+upstream_conf() {
+  cat > "$work/upstream.conf" <<CONF
+$(nginx_head upstream)
+worker_processes 1;
+http {
+  $(nginx_temp_paths)
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$1;
+    ${2:-}
+    location / { default_type text/plain; return 200 "hello from upstream\n"; }
+  }
+}
+CONF
+}
+
 wait_port() {
   for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0

@@ -83,25 +83,12 @@ proxy_to_app="proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Co
   proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$remote_addr;
   proxy_set_header X-Forwarded-Proto https;"
 
-cat > "$work/upstream.conf" <<CONF
-$(nginx_head upstream)
-worker_processes 1;
-http {
-  $(nginx_temp_paths)
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$up;
-    listen 127.0.0.1:$up_tls ssl;
+upstream_conf "$up" "listen 127.0.0.1:$up_tls ssl;
     $tls
-    location / { default_type text/plain; return 200 "hello from upstream\n"; }
     location = /_session_check {
-      if (\$cookie_session = "valid-bench-session") { return 204; }
+      if (\$cookie_session = \"valid-bench-session\") { return 204; }
       return 401;
-    }
-  }
-}
-CONF
+    }"
 
 # nginx as the proxy: one worker on the proxy CPU, a kept-alive upstream
 # pool, an access log like authgate's.

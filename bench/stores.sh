@@ -33,16 +33,7 @@ up=$(free_port); redis_port=$(free_port); redis_ops=$(free_port)
 declare -A port pid_of session
 for store in local memory redis; do port[$store]=$(free_port); done
 
-cat > "$work/upstream.conf" <<CONF
-$(nginx_head upstream)
-worker_processes 1;
-http {
-  $(nginx_temp_paths)
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$up; location / { default_type text/plain; return 200 "hello from upstream\n"; } }
-}
-CONF
+upstream_conf "$up"
 
 for store in local memory redis; do
   {
