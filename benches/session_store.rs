@@ -94,6 +94,7 @@ fn stores(dir: &std::path::Path) -> (Store, Store, SessionConfig, Users) {
         cookie_domain: None,
         idle_timeout: Duration::from_secs(1800),
         absolute_timeout: Duration::from_secs(8 * 3600),
+        max_per_user: 100,
     };
     let text: String = (0..USERS)
         .map(|i| format!("[users.user{i}]\npassword = \"{HASH}\"\nroles = [\"user\"]\n"))

@@ -8,7 +8,12 @@
 //! `X-Forwarded-Host` and `X-Forwarded-Uri` (Traefik, Caddy) or
 //! `X-Original-URL` and `X-Original-Method` (nginx), and only from a peer in
 //! `trusted_proxies`: from anyone else they would let a client name any
-//! request it likes, so such a call is refused (403).
+//! request it likes, so such a call is refused (403). One family only:
+//! nginx's `auth_request` passes the client's own headers along, so the
+//! family the proxy does not set is the client's to fill. `[server]
+//! forward_auth` names the proxy's family and the other is ignored; with
+//! none named, a call carrying both (or neither) is refused, never
+//! guessed. A missing method is refused too, not taken for GET.
 //!
 //! Answers: `200` with the identity headers (and the assertion) for allow,
 //! so the proxy can copy them to the app; `401` for "sign in" (or "sign in
@@ -19,8 +24,9 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode};
 
+use crate::config::ForwardAuthFamily;
 use crate::pipeline::{Live, State};
 use crate::policy::host::Host;
 use crate::policy::{path, Decision, ReauthReason, Target};
@@ -37,62 +43,140 @@ static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-metho
 /// The request the edge proxy asks about.
 struct Original {
     method: Method,
-    host: Option<Host>,
+    host: Host,
     /// As the client sent it: path and query.
     uri: String,
     /// `https://host/path?query`, for the login page's `next`.
-    url: Option<String>,
+    url: String,
+}
+
+/// Why the original request could not be read; each is a 403 whose code
+/// says what the proxy should fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unreadable {
+    /// No `[server] forward_auth` and both header families (or neither):
+    /// one of them is the client's own, and guessing which is the hole.
+    Ambiguous,
+    NoMethod,
+    NoUri,
+    NoHost,
+    /// A fragment, an asterisk or authority form, a bad escape or byte.
+    BadUri,
+}
+
+impl Unreadable {
+    fn code(self) -> &'static str {
+        match self {
+            Unreadable::Ambiguous => "ambiguous_forward_auth",
+            Unreadable::NoMethod => "no_original_method",
+            Unreadable::NoUri => "no_original_uri",
+            Unreadable::NoHost => "no_original_host",
+            Unreadable::BadUri => "bad_original_uri",
+        }
+    }
 }
 
 fn text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     headers.get(name)?.to_str().ok().filter(|v| !v.is_empty())
 }
 
-fn original(headers: &HeaderMap) -> Option<Original> {
-    let method = text(headers, &X_FORWARDED_METHOD)
-        .or_else(|| text(headers, &X_ORIGINAL_METHOD))
-        .unwrap_or("GET");
-    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).ok()?;
-    if let Some(url) = text(headers, &X_ORIGINAL_URL) {
-        let uri: Uri = url.parse().ok()?;
-        let host = match uri.authority() {
-            Some(a) => Some(Host::parse(a.as_str().as_bytes()).ok()?),
-            None => match text(headers, &X_FORWARDED_HOST) {
-                Some(h) => Some(Host::parse(h.as_bytes()).ok()?),
-                None => None,
-            },
-        };
-        let uri_text = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let url = uri.authority().map(|a| format!("https://{a}{uri_text}"));
-        return Some(Original {
-            method,
-            host,
-            uri: uri_text,
-            url,
-        });
+/// Which family to read: the configured one, or with none configured the
+/// only one present. The family's tell-tales are its method and URI
+/// headers; `X-Forwarded-Host`/`-Proto` alone say nothing, many proxies
+/// set them on every request.
+fn family(
+    headers: &HeaderMap,
+    configured: Option<ForwardAuthFamily>,
+) -> Result<ForwardAuthFamily, Unreadable> {
+    if let Some(family) = configured {
+        return Ok(family);
     }
-    let uri = text(headers, &X_FORWARDED_URI)?.to_owned();
-    if !uri.starts_with('/') {
-        return None;
+    let nginx = headers.contains_key(&X_ORIGINAL_URL) || headers.contains_key(&X_ORIGINAL_METHOD);
+    let traefik =
+        headers.contains_key(&X_FORWARDED_METHOD) || headers.contains_key(&X_FORWARDED_URI);
+    match (nginx, traefik) {
+        (true, false) => Ok(ForwardAuthFamily::Nginx),
+        (false, true) => Ok(ForwardAuthFamily::Traefik),
+        _ => Err(Unreadable::Ambiguous),
     }
-    let host_text = text(headers, &X_FORWARDED_HOST);
-    let host = match host_text {
-        Some(h) => Some(Host::parse(h.as_bytes()).ok()?),
-        None => None,
-    };
-    let scheme = text(headers, &X_FORWARDED_PROTO).unwrap_or("https");
-    let scheme = if scheme.eq_ignore_ascii_case("http") {
-        "http"
+}
+
+/// A request target in origin form (`/path?query`): no fragment, no
+/// whitespace or control bytes.
+fn origin_form(target: &str) -> Result<&str, Unreadable> {
+    let fine = target.starts_with('/') && target.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
+    if fine {
+        Ok(target)
     } else {
-        "https"
+        Err(Unreadable::BadUri)
+    }
+}
+
+fn original(
+    headers: &HeaderMap,
+    configured: Option<ForwardAuthFamily>,
+) -> Result<Original, Unreadable> {
+    let family = family(headers, configured)?;
+    let (method, host, uri, scheme) = match family {
+        ForwardAuthFamily::Nginx => {
+            let method = text(headers, &X_ORIGINAL_METHOD).ok_or(Unreadable::NoMethod)?;
+            let url = text(headers, &X_ORIGINAL_URL).ok_or(Unreadable::NoUri)?;
+            // Absolute form, `$scheme://$http_host$request_uri`: the host
+            // comes with it, never from a header the client could add.
+            let (scheme, rest) = url.split_once("://").ok_or(Unreadable::NoHost)?;
+            let scheme = match scheme.to_ascii_lowercase().as_str() {
+                "https" => "https",
+                "http" => "http",
+                _ => return Err(Unreadable::BadUri),
+            };
+            let split = rest.find('/').unwrap_or(rest.len());
+            let (authority, target) = rest.split_at(split);
+            let target = if target.is_empty() { "/" } else { target };
+            if authority.contains(['@', '?', '#']) {
+                return Err(Unreadable::BadUri);
+            }
+            (method, authority, origin_form(target)?, scheme)
+        }
+        ForwardAuthFamily::Traefik => {
+            let method = text(headers, &X_FORWARDED_METHOD).ok_or(Unreadable::NoMethod)?;
+            let uri = text(headers, &X_FORWARDED_URI).ok_or(Unreadable::NoUri)?;
+            let host = text(headers, &X_FORWARDED_HOST).ok_or(Unreadable::NoHost)?;
+            let scheme = match text(headers, &X_FORWARDED_PROTO) {
+                Some(p) if p.eq_ignore_ascii_case("http") => "http",
+                _ => "https",
+            };
+            (method, host, origin_form(uri)?, scheme)
+        }
     };
-    let url = host_text.map(|h| format!("{scheme}://{h}{uri}"));
-    Some(Original {
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| Unreadable::NoMethod)?;
+    let parsed = Host::parse(host.as_bytes()).map_err(|_| Unreadable::NoHost)?;
+    Ok(Original {
         method,
-        host,
-        uri,
-        url,
+        url: format!("{scheme}://{host}{uri}"),
+        host: parsed,
+        uri: uri.to_owned(),
     })
+}
+
+/// Whether a normalized path is one of the gateway's own pages asked for
+/// on the gateway's own public host, so the proxy may let it through
+/// unjudged. Only plain spellings count: a segment another server would
+/// read differently (`..%20`, `...`, `;x`, upper case, an escape) is judged
+/// by the rules like any other path.
+fn own_page(normalized: &str, host: &Host, public_url: Option<&str>) -> bool {
+    let on_own_host = public_url
+        .and_then(|url| url.strip_prefix("https://"))
+        .and_then(|authority| Host::parse(authority.as_bytes()).ok())
+        .is_some_and(|own| own.name().eq_ignore_ascii_case(host.name()));
+    let under_prefix = normalized == "/.gateway" || normalized.starts_with("/.gateway/");
+    let plain = normalized.split('/').skip(2).all(|segment| {
+        !segment.starts_with('.')
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+    });
+    on_own_host && under_prefix && plain && path::lenient_alias(normalized).is_none()
 }
 
 fn json(status: StatusCode, error: &str) -> http::Response<Body> {
@@ -116,8 +200,16 @@ pub async fn verify(
         tracing::warn!(%peer, "a forward-auth call from outside trusted_proxies was refused");
         return json(StatusCode::FORBIDDEN, "untrusted_proxy");
     }
-    let Some(original) = original(headers) else {
-        return json(StatusCode::FORBIDDEN, "no_original_request");
+    let original = match original(headers, server.forward_auth) {
+        Ok(original) => original,
+        Err(why) => {
+            if why == Unreadable::Ambiguous {
+                crate::security_event!(warn, event = "ambiguous_forward_auth", %peer, "a forward-auth call named its request in both header families (or neither) and [server] forward_auth does not say which is the proxy's; refused");
+            } else {
+                tracing::warn!(%peer, error = why.code(), "a forward-auth call did not name a readable original request; refused");
+            }
+            return json(StatusCode::FORBIDDEN, why.code());
+        }
     };
     let Some(path_only) = original.uri.split('?').next() else {
         return json(StatusCode::FORBIDDEN, "bad_path");
@@ -125,7 +217,7 @@ pub async fn verify(
     let Ok(normalized) = path::normalize(path_only) else {
         return json(StatusCode::FORBIDDEN, "bad_path");
     };
-    if normalized == "/.gateway" || normalized.starts_with("/.gateway/") {
+    if own_page(&normalized, &original.host, server.public_url.as_deref()) {
         // The gateway's own pages, when they are behind the same proxy.
         return own_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
     }
@@ -138,15 +230,15 @@ pub async fn verify(
     *user_log = presented.signed_in.as_ref().map(|s| s.user.name.clone());
     let target = Target {
         method: &original.method,
-        host: original.host.as_ref().map(Host::name),
+        host: Some(original.host.name()),
         path: &normalized,
     };
     let browser = wants_html(headers);
-    let next = original
-        .url
-        .as_deref()
-        .filter(|url| state.auth.accepts_absolute_next(url))
-        .map_or_else(|| original.uri.clone(), str::to_owned);
+    let next = if state.auth.accepts_absolute_next(&original.url) {
+        original.url.clone()
+    } else {
+        original.uri.clone()
+    };
     let sign_in = |page: &str, status_error: &str| {
         let mut response = json(StatusCode::UNAUTHORIZED, status_error);
         if browser {
@@ -189,7 +281,7 @@ pub async fn verify(
             signed_in.user.roles_header.clone(),
         );
         if let (Some(settings), Some(signer)) = (&identity.assertion, &state.signer) {
-            let host = original.host.as_ref().map_or("authgate", Host::name);
+            let host = original.host.name();
             out.insert(
                 settings.header.clone(),
                 signed_in.assertion(signer, settings, host),

@@ -80,6 +80,9 @@ pub struct Session {
     pub cookie_domain: Option<String>,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
+    /// Sessions one user may hold at once; a sign-in past it ends the
+    /// user's least recently used session.
+    pub max_per_user: usize,
 }
 
 /// `[store]`: where sessions are kept (see [`crate::store`]).
@@ -164,6 +167,24 @@ pub struct Server {
     /// Origins besides the request's own whose pages may open WebSockets
     /// through the gateway (`https://host[:port]`, lower case).
     pub websocket_origins: Vec<String>,
+    /// Which header family `/.gateway/verify` reads the original request
+    /// from; `None` takes the one family present and refuses a mix.
+    pub forward_auth: Option<ForwardAuthFamily>,
+    /// The longest wait between two reads of a request body (proxied or
+    /// the gateway's own forms): past it, 408 and the connection closes.
+    pub body_timeout: Duration,
+    /// Open connections one client (after `trusted_proxies`) may hold.
+    pub max_connections_per_client: usize,
+}
+
+/// The header family an edge proxy describes the original request with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAuthFamily {
+    /// nginx `auth_request`: `X-Original-URL` and `X-Original-Method`.
+    Nginx,
+    /// Traefik ForwardAuth and Caddy `forward_auth`: `X-Forwarded-Method`,
+    /// `-Host`, `-Uri`, `-Proto`.
+    Traefik,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,6 +70,13 @@ pub struct RawServer {
     pub log_format: Option<Text>,
     pub trusted_proxies: Option<Vec<Text>>,
     pub websocket_origins: Option<Vec<Text>>,
+    /// Which forward-auth header family the edge proxy sets: "nginx"
+    /// (`X-Original-*`) or "traefik" (`X-Forwarded-*`).
+    pub forward_auth: Option<Text>,
+    /// The longest wait between two reads of a request body.
+    pub body_timeout: Option<Text>,
+    /// Open connections one client address may hold at once.
+    pub max_connections_per_client: Option<Spanned<i64>>,
 }
 
 /// `[upstream]` (one app) or `[[upstream]]` entries (several apps, picked
@@ -161,6 +168,8 @@ pub struct RawSession {
     pub cookie_domain: Option<Text>,
     pub idle_timeout: Option<Text>,
     pub absolute_timeout: Option<Text>,
+    /// Sessions one user may hold; past it the least recently used ends.
+    pub max_per_user: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

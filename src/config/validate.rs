@@ -134,14 +134,32 @@ impl Validator<'_> {
             Some(n as usize)
         });
         let max_body_size = self.size(&raw.max_body_size, 1 << 30);
-        let max_connections = match &raw.max_connections {
-            None => Some(10_000),
-            Some(n) if (1..=1_000_000).contains(n.get_ref()) => Some(*n.get_ref() as usize),
-            Some(n) => {
-                self.diag
-                    .at(n.span(), "max_connections must be between 1 and 1000000");
-                None
-            }
+        let max_connections = self.count(
+            &raw.max_connections,
+            10_000,
+            1..=1_000_000,
+            "max_connections",
+        );
+        let max_connections_per_client = self.count(
+            &raw.max_connections_per_client,
+            256,
+            1..=1_000_000,
+            "max_connections_per_client",
+        );
+        let body_timeout = self.duration(&raw.body_timeout, Duration::from_secs(60));
+        let forward_auth = match &raw.forward_auth {
+            None => Some(None),
+            Some(t) => match t.get_ref().as_str() {
+                "nginx" => Some(Some(super::ForwardAuthFamily::Nginx)),
+                "traefik" | "caddy" => Some(Some(super::ForwardAuthFamily::Traefik)),
+                other => {
+                    self.diag.at(
+                        t.span(),
+                        format!("unknown forward_auth {other:?}: use \"nginx\" (X-Original-URL, X-Original-Method) or \"traefik\" (X-Forwarded-Method, -Host, -Uri; Caddy too)"),
+                    );
+                    None
+                }
+            },
         };
         let log_format = match &raw.log_format {
             None => Some(None),
@@ -190,6 +208,9 @@ impl Validator<'_> {
             }
         }
         Some(Server {
+            forward_auth: forward_auth?,
+            body_timeout: body_timeout?,
+            max_connections_per_client: max_connections_per_client?,
             websocket_origins,
             trusted_proxies: nets_ok.then(|| crate::proxy::forwarded::TrustedProxies::new(nets))?,
             listen: listen?,
@@ -460,7 +481,9 @@ impl Validator<'_> {
                 None
             }
         };
+        let max_per_user = self.count(&raw.max_per_user, 100, 1..=100_000, "max_per_user");
         Some(Session {
+            max_per_user: max_per_user?,
             cookie_name: cookie_name?,
             cookie_domain: cookie_domain?,
             idle_timeout: idle?,
@@ -989,6 +1012,31 @@ impl Validator<'_> {
         units::parse_duration(text.get_ref())
             .map_err(|e| self.diag.at(text.span(), e))
             .ok()
+    }
+
+    /// A whole number within `range`, or `default` when the key is absent.
+    fn count(
+        &mut self,
+        value: &Option<toml::Spanned<i64>>,
+        default: usize,
+        range: std::ops::RangeInclusive<i64>,
+        key: &str,
+    ) -> Option<usize> {
+        let Some(n) = value else {
+            return Some(default);
+        };
+        if range.contains(n.get_ref()) {
+            return usize::try_from(*n.get_ref()).ok();
+        }
+        self.diag.at(
+            n.span(),
+            format!(
+                "{key} must be between {} and {}",
+                range.start(),
+                range.end()
+            ),
+        );
+        None
     }
 
     fn size(&mut self, text: &Option<Text>, default: u64) -> Option<u64> {

@@ -127,6 +127,16 @@ impl Drop for Nginx {
 
 impl Nginx {
     fn start(verify: std::net::SocketAddr, upstream: std::net::SocketAddr) -> Nginx {
+        Nginx::start_with(verify, upstream, "")
+    }
+
+    /// nginx with `blanks` added to the `auth_request` location: the
+    /// README's snippet blanks the header family nginx does not set.
+    fn start_with(
+        verify: std::net::SocketAddr,
+        upstream: std::net::SocketAddr,
+        blanks: &str,
+    ) -> Nginx {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -156,6 +166,7 @@ http {{
             proxy_set_header Content-Length "";
             proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
             proxy_set_header X-Original-Method $request_method;
+            {blanks}
         }}
         location / {{
             auth_request /_authgate;
@@ -199,14 +210,31 @@ http {{
     /// One request with the exact request line given (no client-side
     /// path cleaning): status line and headers.
     async fn raw(&self, target: &str, cookie: Option<&str>) -> String {
+        self.send("GET", target, cookie, "", "").await
+    }
+
+    /// One raw request: method, target, extra header lines and a body.
+    async fn send(
+        &self,
+        method: &str,
+        target: &str,
+        cookie: Option<&str>,
+        extra: &str,
+        body: &str,
+    ) -> String {
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .unwrap();
         let cookie = cookie.map_or(String::new(), |c| {
             format!("Cookie: __Host-authgate={c}\r\n")
         });
+        let length = if body.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Length: {}\r\n", body.len())
+        };
         let request = format!(
-            "GET {target} HTTP/1.1\r\nHost: app.example\r\nAccept: text/html\r\nX-Auth-User: mallory\r\n{cookie}Connection: close\r\n\r\n"
+            "{method} {target} HTTP/1.1\r\nHost: app.example\r\nAccept: text/html\r\nX-Auth-User: mallory\r\n{cookie}{extra}{length}Connection: close\r\n\r\n{body}"
         );
         tcp.write_all(request.as_bytes()).await.unwrap();
         let mut answer = Vec::new();
@@ -325,6 +353,7 @@ async fn a_cookie_domain_serves_subdomains_and_lets_next_go_there() {
     let ask = |cookie: Option<String>| {
         let mut request = reqwest::Client::new()
             .get(format!("http://{verify}/.gateway/verify"))
+            .header("x-forwarded-method", "GET")
             .header("x-forwarded-host", "wiki.example.com")
             .header("x-forwarded-uri", "/private/page")
             .header("accept", "text/html");
@@ -388,4 +417,227 @@ async fn verify_hands_out_the_assertion_for_the_original_host() {
     .unwrap();
     assert_eq!(payload["aud"], "notes.example");
     assert_eq!(payload["sub"], "alice");
+}
+
+/// The README's nginx snippet: the `auth_request` location blanks the
+/// `X-Forwarded-*` family, which nginx does not set and a client could.
+const README_NGINX_BLANKS: &str = r#"proxy_set_header X-Forwarded-Method "";
+            proxy_set_header X-Forwarded-Uri "";
+            proxy_set_header X-Forwarded-Host "";
+            proxy_set_header X-Forwarded-Proto "";"#;
+
+const ASSET_RULES: &str = r#"
+[[rule]]
+path = "/assets/**"
+methods = ["GET"]
+access = "public"
+
+[[rule]]
+path = "/staff/**"
+roles = ["admin"]
+
+[[rule]]
+path = "/**"
+access = "authenticated"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_a_client_cannot_name_the_request_in_the_other_header_family() {
+    // (forward_auth key, blanks in nginx's auth location, what a spoofed
+    // X-Forwarded-Method gets): without the key and without the README's
+    // blanks the mix is refused outright; with either, it is ignored and
+    // the POST is judged as the POST it is.
+    let cases = [
+        (None, "", "HTTP/1.1 403"),
+        (Some("nginx"), "", "HTTP/1.1 302"),
+        (None, README_NGINX_BLANKS, "HTTP/1.1 302"),
+    ];
+    for (key, blanks, spoofed) in cases {
+        let mut setup = forward_auth_gateway().rules(ASSET_RULES);
+        let line;
+        if let Some(key) = key {
+            line = format!("forward_auth = \"{key}\"");
+            setup = setup.server(&line);
+        }
+        let gw = setup.start().await;
+        let nginx = Nginx::start_with(
+            gw.gateway().verify_addr().unwrap(),
+            gw.upstream.addr,
+            blanks,
+        );
+        let case = format!("forward_auth {key:?}, blanks {}", !blanks.is_empty());
+
+        let fine = nginx.raw("/assets/app.css", None).await;
+        assert!(fine.starts_with("HTTP/1.1 200"), "{case}: {fine}");
+        let seen = gw.upstream.requests().len();
+        let post = nginx
+            .send("POST", "/assets/upload", None, "", "payload")
+            .await;
+        assert!(post.starts_with("HTTP/1.1 302"), "{case}: {post}");
+        let spoof = nginx
+            .send(
+                "POST",
+                "/assets/upload",
+                None,
+                "X-Forwarded-Method: GET\r\nX-Forwarded-Uri: /assets/x.css\r\nX-Forwarded-Host: app.example\r\n",
+                "payload",
+            )
+            .await;
+        assert!(spoof.starts_with(spoofed), "{case}: {spoof}");
+        // nginx sets X-Original-URL itself: the client's is overwritten.
+        let spoof = nginx
+            .send(
+                "GET",
+                "/staff/x",
+                None,
+                "X-Original-URL: https://app.example/assets/x.css\r\nX-Original-Method: GET\r\n",
+                "",
+            )
+            .await;
+        assert!(spoof.starts_with("HTTP/1.1 302"), "{case}: {spoof}");
+        // The gateway's own prefix is no way around the rules.
+        for trick in [
+            "/.gateway/..%20/staff/x",
+            "/.gateway/.../staff/x",
+            "/.gateway/..%2e/staff/x",
+            "/.gateway/x/..%20/..%20/staff/x",
+            "/.gateway/;/../staff/x",
+            "/.gateway/..;/staff/x",
+        ] {
+            let answer = nginx.raw(trick, None).await;
+            assert!(
+                !answer.starts_with("HTTP/1.1 200"),
+                "{case}: {trick}: {answer}"
+            );
+        }
+        assert_eq!(
+            gw.upstream.requests().len(),
+            seen,
+            "{case}: the app saw a request the rules refuse"
+        );
+    }
+}
+
+/// A forward-auth call as Traefik makes it, plus whatever the client added.
+async fn ask_with(gw: &TestGateway, headers: &[(&str, &str)]) -> (u16, String) {
+    let verify = gw.gateway().verify_addr().expect("a verify listener");
+    let mut request = reqwest::Client::new().get(format!("http://{verify}/.gateway/verify"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn verify_reads_one_header_family_and_refuses_a_mix_a_gap_or_a_fragment() {
+    let traefik = [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-host", "app.example"),
+        ("x-forwarded-uri", "/staff/x"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let spoof = ("x-original-url", "https://app.example/public/x.css");
+    let mut mixed = traefik.to_vec();
+    mixed.push(spoof);
+
+    let unset = forward_auth_gateway().start().await;
+    assert_eq!(ask_with(&unset, &traefik).await.0, 401);
+    let (status, body) = ask_with(&unset, &mixed).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("ambiguous_forward_auth"), "{body}");
+    let (status, body) = ask_with(&unset, &[("x-forwarded-host", "app.example")]).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("ambiguous_forward_auth"), "{body}");
+
+    let set = forward_auth_gateway()
+        .server("forward_auth = \"traefik\"")
+        .start()
+        .await;
+    // The nginx family is ignored: the client's X-Original-URL changes nothing.
+    assert_eq!(ask_with(&set, &mixed).await.0, 401);
+    // No method is no request, not a GET.
+    let (status, body) = ask_with(&set, &traefik[1..]).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("no_original_method"), "{body}");
+    let mut fragment = traefik.to_vec();
+    fragment[2] = ("x-forwarded-uri", "/public/x.css#/../../staff/x");
+    assert_eq!(ask_with(&set, &fragment).await.0, 403);
+
+    let nginx = forward_auth_gateway()
+        .server("forward_auth = \"nginx\"")
+        .start()
+        .await;
+    for url in [
+        "https://app.example/public/x.css#/../../staff/x",
+        "/public/x.css#/../../staff/x",
+        "https://app.example*",
+        "app.example:443",
+    ] {
+        let (status, _) = ask_with(
+            &nginx,
+            &[("x-original-url", url), ("x-original-method", "GET")],
+        )
+        .await;
+        assert_eq!(status, 403, "{url}");
+    }
+    let (status, body) = ask_with(
+        &nginx,
+        &[("x-original-url", "https://app.example/public/x.css")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(body.contains("no_original_method"), "{body}");
+    // The Traefik family is ignored: a client's X-Forwarded-Method does not
+    // turn a POST into a GET.
+    let (status, _) = ask_with(
+        &nginx,
+        &[
+            ("x-original-url", "https://app.example/staff/x"),
+            ("x-original-method", "POST"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/public/x"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn verify_lets_only_plain_gateway_pages_on_the_gateways_own_host_through() {
+    let gw = forward_auth_gateway()
+        .rules(ASSET_RULES)
+        .server("forward_auth = \"traefik\"")
+        .start()
+        .await;
+    let ask = |host: &'static str, uri: &'static str| {
+        let gw = &gw;
+        async move {
+            ask_with(
+                gw,
+                &[
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-host", host),
+                    ("x-forwarded-uri", uri),
+                ],
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(ask("auth.example", "/.gateway/login?next=/x").await, 200);
+    assert_eq!(ask("auth.example", "/.gateway/admin/api/users").await, 200);
+    // On an app's host the prefix is the app's path like any other.
+    assert_eq!(ask("app.example", "/.gateway/login").await, 401);
+    for trick in [
+        "/.gateway/..%20/staff/x",
+        "/.gateway/.../staff/x",
+        "/.gateway/..%09/staff/x",
+        "/.gateway/LOGIN/../../staff/x",
+        "/.gateway/x;/staff",
+        "/.gateway/login./",
+    ] {
+        assert_eq!(ask("auth.example", trick).await, 401, "{trick}");
+    }
 }
