@@ -173,6 +173,12 @@ impl Upstream {
                 );
             }
         }
+        // The only 101 that opens a tunnel answers this key (RFC 6455 §4.2.2).
+        let expected_accept = forward
+            .websocket
+            .then(|| parts.headers.get(http::header::SEC_WEBSOCKET_KEY))
+            .flatten()
+            .map(|key| websocket_accept(key.as_bytes()));
         let body = if forward.websocket {
             // Nothing but the handshake goes before the 101.
             http_body_util::Empty::new()
@@ -197,6 +203,20 @@ impl Upstream {
         };
         let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         if switched {
+            if !is_websocket_answer(response.headers(), expected_accept.as_deref()) {
+                // An upstream that says 101 and goes on speaking HTTP (or
+                // anything else) would get a raw tunnel in which the client
+                // writes requests no rule judged, with identity headers of
+                // its own. Dropping the response closes that connection.
+                crate::security_event!(
+                    warn,
+                    event = "upstream_bad_switch",
+                    "the upstream answered 101 without a valid WebSocket handshake; refused (502), its connection closed"
+                );
+                return Err(GatewayError::UpstreamUnavailable(
+                    "the upstream's 101 was not a WebSocket handshake for the key sent".into(),
+                ));
+            }
             match client_upgrade {
                 Some(client) => {
                     self.tunnels
@@ -252,6 +272,32 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed()
+}
+
+/// The `Sec-WebSocket-Accept` a server must answer `key` with (RFC 6455
+/// §4.2.2): base64 of the SHA-1 of the key and the protocol's GUID.
+fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let mut hash = Sha1::new();
+    hash.update(key);
+    hash.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(hash.finalize())
+}
+
+/// A 101 that really is the WebSocket handshake asked for: `Upgrade:
+/// websocket` and the `Sec-WebSocket-Accept` of the key sent.
+fn is_websocket_answer(headers: &http::HeaderMap, expected_accept: Option<&str>) -> bool {
+    let upgrade = headers.get(http::header::UPGRADE).is_some_and(|u| {
+        u.to_str()
+            .is_ok_and(|u| u.trim().eq_ignore_ascii_case("websocket"))
+    });
+    let accept = headers.get(http::header::SEC_WEBSOCKET_ACCEPT);
+    let accepted = match (accept, expected_accept) {
+        (Some(got), Some(want)) => got.as_bytes() == want.as_bytes(),
+        _ => false,
+    };
+    upgrade && accepted
 }
 
 /// A fresh `Sec-WebSocket-Key` (RFC 6455 §4.1): 16 random bytes, base64.

@@ -500,3 +500,137 @@ async fn an_upstream_that_does_not_switch_protocols_answers_as_usual() {
     assert!(answer.ends_with("hello from upstream"), "{answer}");
     assert_eq!(gw.upstream.last().headers["upgrade"], "websocket");
 }
+
+/// What a switching upstream saw on one connection after its 101.
+#[derive(Debug, Clone)]
+struct AfterSwitch {
+    /// Bytes that came down the connection after the 101.
+    bytes: Vec<u8>,
+    /// The gateway closed the connection (within 3 s).
+    closed: bool,
+}
+
+/// An upstream that answers every request with `answer` (a 101 head) and
+/// then goes on speaking HTTP: whatever arrives after the 101 it answers
+/// with a secret, as an app that trusts `X-Auth-User` would.
+async fn switching_upstream(answer: &'static str) -> (String, Arc<Mutex<Vec<AfterSwitch>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let remember = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let remember = remember.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                tcp.write_all(answer.as_bytes()).await.unwrap();
+                let mut after = AfterSwitch {
+                    bytes: Vec::new(),
+                    closed: false,
+                };
+                let read = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+                    loop {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return true,
+                            Ok(n) => {
+                                after.bytes.extend_from_slice(&buf[..n]);
+                                let _ = tcp
+                                    .write_all(
+                                        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret",
+                                    )
+                                    .await;
+                            }
+                        }
+                    }
+                })
+                .await;
+                after.closed = read.unwrap_or(false);
+                remember.lock().unwrap().push(after);
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_101_that_is_not_the_websocket_handshake_asked_for_is_a_502_and_no_tunnel() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let answers = [
+        // httpbin's /status/101: a 101 and nothing that says WebSocket.
+        "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+        // The accept of another key (RFC 6455's sample nonce).
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    ];
+    for answer in answers {
+        let (url, seen) = switching_upstream(answer).await;
+        let gw = Setup::new().upstream_url(&url).start().await;
+        // HTTP/1.1: the handshake on a public route, and right behind it a
+        // request meant for the tunnel, with an identity of its own.
+        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+        let smuggled = "GET /admin/secret HTTP/1.1\r\nHost: app\r\nX-Auth-User: admin\r\n\r\n";
+        let got = gw
+            .raw(
+                format!(
+                    "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n{smuggled}",
+                    gw.addr()
+                )
+                .as_bytes(),
+            )
+            .await;
+        assert!(got.starts_with("HTTP/1.1 502"), "{answer:?}: {got}");
+        assert!(!got.contains("secret"), "{answer:?}: {got}");
+
+        // HTTP/2 extended CONNECT.
+        let tls = crate::support::tls_connect(gw.addr(), &gw.cert_pem, &[b"h2"]).await;
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let mut request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("https://{}/ws", gw.addr()))
+            .header("sec-websocket-version", "13")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 502, "{answer:?} over HTTP/2");
+
+        // Each upstream connection that switched was closed, and nothing
+        // came down it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while seen.lock().unwrap().len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{answer:?}: {:?}",
+                seen.lock().unwrap()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for after in seen.lock().unwrap().iter() {
+            assert!(
+                after.closed,
+                "{answer:?}: the upstream connection stayed open"
+            );
+            assert!(
+                after.bytes.is_empty(),
+                "{answer:?}: {:?} reached the upstream through a tunnel",
+                String::from_utf8_lossy(&after.bytes)
+            );
+        }
+    }
+}
