@@ -55,6 +55,9 @@ pub struct Metrics {
     /// Times the users file could not be read or did not validate; the
     /// last good users stayed in force each time.
     users_file_problems: AtomicU64,
+    /// Connections closed at once because their client had
+    /// `max_connections_per_client` open.
+    client_cap_closed: AtomicU64,
     /// 1 while the session store answers (always, for a local one).
     store_down: std::sync::atomic::AtomicBool,
     /// Calls made to a shared store (Redis).
@@ -126,6 +129,10 @@ impl Metrics {
 
     pub fn record_login(&self, result: Login) {
         self.logins[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_client_cap(&self) {
+        self.client_cap_closed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_users_file_problem(&self) {
@@ -235,6 +242,13 @@ impl Metrics {
             out,
             "authgate_users_file_problems_total {}",
             load(&self.users_file_problems)
+        );
+        out.push_str("# HELP authgate_connections_over_client_cap_total Connections closed at once because their client already had max_connections_per_client open.\n");
+        out.push_str("# TYPE authgate_connections_over_client_cap_total counter\n");
+        let _ = writeln!(
+            out,
+            "authgate_connections_over_client_cap_total {}",
+            load(&self.client_cap_closed)
         );
         out.push_str("# HELP authgate_store_up 1 while the session store answers, 0 while it is unavailable.\n");
         out.push_str("# TYPE authgate_store_up gauge\n");

@@ -200,6 +200,8 @@ pub async fn handle(
         .headers_mut()
         .insert(&request_id::X_REQUEST_ID, request_id.clone());
 
+    let request = request
+        .map(|body| crate::server::body::TimedBody::new(body, live.config.server.body_timeout));
     let routed = request_id::scope(
         request_id.clone(),
         route(state, &live, conn, busy.index, declared, request, &mut log),
@@ -285,7 +287,7 @@ async fn route(
     conn: &Connection,
     index: u64,
     declared_length: Option<u64>,
-    request: Request<Incoming>,
+    request: crate::server::body::GatewayRequest,
     log: &mut RequestLog,
 ) -> Result<Response<Body>, GatewayError> {
     let server = &live.config.server;
@@ -563,7 +565,7 @@ enum Upgrade {
 /// What upgrade, if any, a request asks for: on HTTP/1.1 (RFC 9110 §7.8,
 /// RFC 6455 §4.1) a GET with `Upgrade: websocket` and `Connection:
 /// upgrade`; on HTTP/2 (RFC 8441 §4) a CONNECT with `:protocol` websocket.
-fn upgrade_of(request: &Request<Incoming>) -> Upgrade {
+fn upgrade_of(request: &crate::server::body::GatewayRequest) -> Upgrade {
     if request.method() == http::Method::CONNECT {
         return match request.extensions().get::<hyper::ext::Protocol>() {
             Some(p) if p.as_str().eq_ignore_ascii_case("websocket") => Upgrade::WebSocket,
@@ -608,7 +610,7 @@ fn with_query(path: &str, query: Option<&str>) -> String {
 }
 
 /// Size of the request head as it came: request line and header lines.
-fn head_size(request: &Request<Incoming>) -> usize {
+fn head_size<B>(request: &Request<B>) -> usize {
     let uri = request.uri();
     let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len());

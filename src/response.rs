@@ -33,6 +33,9 @@ pub enum GatewayError {
     HeadTooLarge,
     #[error("the request body is larger than the configured limit")]
     BodyTooLarge,
+    /// The client left the body waiting longer than `body_timeout`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("this method is not allowed")]
     MethodNotAllowed,
     #[error("no such gateway page")]
@@ -94,6 +97,7 @@ impl GatewayError {
             }
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::NotFound | GatewayError::NoUpstream => StatusCode::NOT_FOUND,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -125,6 +129,7 @@ impl GatewayError {
             GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::HeadTooLarge => "request_header_fields_too_large",
             GatewayError::BodyTooLarge => "payload_too_large",
+            GatewayError::BodyTimeout => "request_timeout",
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::NotFound | GatewayError::NoUpstream => "not_found",
             GatewayError::Forbidden(_) => "forbidden",

@@ -7,8 +7,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{Method, Response, StatusCode};
 
 use super::forms::read_form;
 use super::{csrf, pages, rfc3339, Auth};
@@ -19,7 +18,7 @@ use crate::store::stats::Ended;
 impl Auth {
     pub(super) async fn account(
         &self,
-        request: Request<Incoming>,
+        request: crate::server::body::GatewayRequest,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {

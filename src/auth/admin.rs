@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::json;
 
 use super::forms::read_form;
@@ -77,7 +76,7 @@ fn bad_request(detail: &str) -> Response<Body> {
 
 /// A small JSON body: `None` if it is empty or not `T`.
 async fn read_json<T: serde::de::DeserializeOwned>(
-    request: Request<Incoming>,
+    request: crate::server::body::GatewayRequest,
 ) -> Result<Option<T>, GatewayError> {
     let body: Bytes = match Limited::new(request.into_body(), MAX_JSON_BYTES)
         .collect()
@@ -116,7 +115,7 @@ fn user_error(e: UserFileError) -> Response<Body> {
 pub(super) async fn api(
     auth: &Auth,
     rest: &str,
-    request: Request<Incoming>,
+    request: crate::server::body::GatewayRequest,
     logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {
     let presented = auth
@@ -410,7 +409,7 @@ pub(super) async fn api(
 /// ends a session, ends all of a user's sessions, locks or unlocks.
 pub(super) async fn page(
     auth: &Auth,
-    request: Request<Incoming>,
+    request: crate::server::body::GatewayRequest,
     host: Option<&HeaderValue>,
     logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {

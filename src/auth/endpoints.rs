@@ -6,8 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::attempt::Refused;
 use super::forms::read_form;
@@ -66,7 +65,7 @@ impl Auth {
     pub async fn endpoint(
         &self,
         path: &str,
-        request: Request<Incoming>,
+        request: crate::server::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
@@ -171,7 +170,7 @@ impl Auth {
 
     async fn login_submit(
         &self,
-        request: Request<Incoming>,
+        request: crate::server::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
@@ -281,7 +280,7 @@ impl Auth {
 
     async fn logout_submit(
         &self,
-        request: Request<Incoming>,
+        request: crate::server::body::GatewayRequest,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
@@ -330,7 +329,7 @@ impl Auth {
     /// session of the user ends, and this one continues under a new ID.
     async fn password(
         &self,
-        request: Request<Incoming>,
+        request: crate::server::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,

@@ -3,9 +3,7 @@
 
 use bytes::Bytes;
 use http::header;
-use http::Request;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 
 use super::MAX_FORM_BYTES;
 use crate::response::GatewayError;
@@ -24,7 +22,9 @@ impl Form {
     }
 }
 
-pub(super) async fn read_form(request: Request<Incoming>) -> Result<Form, GatewayError> {
+pub(super) async fn read_form(
+    request: crate::server::body::GatewayRequest,
+) -> Result<Form, GatewayError> {
     let is_form = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -42,6 +42,7 @@ pub(super) async fn read_form(request: Request<Incoming>) -> Result<Form, Gatewa
     {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
+        Err(e) if crate::server::body::timed_out(&*e) => return Err(GatewayError::BodyTimeout),
         Err(_) => return Err(GatewayError::BadForm),
     };
     Ok(Form {

@@ -18,8 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::attempt::{Attempt, Refused};
 use super::forms::{read_form, Form};
@@ -398,7 +397,7 @@ impl Auth {
     /// `csrf`) checks it and, if right, makes the session.
     pub(super) async fn login_code(
         &self,
-        request: Request<Incoming>,
+        request: crate::server::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
@@ -449,7 +448,7 @@ impl Auth {
     /// recovery codes shown this once.
     pub(super) async fn totp_page(
         &self,
-        request: Request<Incoming>,
+        request: crate::server::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
@@ -600,7 +599,7 @@ impl Auth {
     /// refreshes the session's sign-in time without a new session.
     pub(super) async fn reauth(
         &self,
-        request: Request<Incoming>,
+        request: crate::server::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,

@@ -12,7 +12,6 @@ use http::header::HeaderValue;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{request, Request, Response, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -114,7 +113,7 @@ impl Upstream {
     pub async fn forward(
         &self,
         mut parts: request::Parts,
-        body: Incoming,
+        body: crate::server::body::TimedBody,
         identity: &Identity,
         forward: Forward<'_>,
     ) -> Result<Response<Body>, GatewayError> {
@@ -198,6 +197,9 @@ impl Upstream {
         let mut response: Response<Body> = match tokio::time::timeout(self.timeout, sent).await {
             Err(_elapsed) => return Err(GatewayError::UpstreamTimeout),
             Ok(Err(e)) if caused_by_body_limit(&*e) => return Err(GatewayError::BodyTooLarge),
+            Ok(Err(e)) if crate::server::body::timed_out(&*e) => {
+                return Err(GatewayError::BodyTimeout)
+            }
             Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable(e)),
             Ok(Ok(response)) => response,
         };

@@ -2,6 +2,7 @@
 //! and graceful shutdown, plus the optional plain-HTTP redirect and ops
 //! listeners.
 
+pub mod body;
 pub mod framing;
 pub mod idle;
 
@@ -235,9 +236,48 @@ impl Protocols {
     }
 }
 
+/// Open connections by client address, for `max_connections_per_client`:
+/// one client (twenty slow uploads, say) cannot take every place under
+/// `max_connections`.
+#[derive(Default)]
+struct PerClient {
+    open: dashmap::DashMap<std::net::IpAddr, usize>,
+}
+
+/// One counted connection; uncounted when dropped.
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    ip: std::net::IpAddr,
+}
+
+impl PerClient {
+    /// A slot for one more connection from `ip`, or `None` when it has `cap`.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, cap: usize) -> Option<ClientSlot> {
+        let mut open = self.open.entry(ip).or_insert(0);
+        if *open >= cap {
+            return None;
+        }
+        *open += 1;
+        Some(ClientSlot {
+            clients: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.clients.open.remove_if_mut(&self.ip, |_, open| {
+            *open -= 1;
+            *open == 0
+        });
+    }
+}
+
 async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
     let acceptor = TlsAcceptor::from(state.tls.clone());
     let permits = Arc::new(Semaphore::new(state.fixed.max_connections));
+    let per_client = Arc::new(PerClient::default());
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
 
@@ -262,6 +302,25 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::
             },
         };
         backoff = Duration::from_millis(5);
+        // A trusted proxy speaks for many clients: its connections are
+        // not counted as one client's.
+        let ip = peer.ip().to_canonical();
+        let slot = {
+            let live = state.live();
+            let server = &live.config.server;
+            if server.trusted_proxies.trusts(ip) {
+                None
+            } else {
+                match per_client.admit(ip, server.max_connections_per_client) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::debug!(%peer, "connection closed: the client has max_connections_per_client open");
+                        state.metrics.record_client_cap();
+                        continue;
+                    }
+                }
+            }
+        };
         while connections.try_join_next().is_some() {}
         connections.spawn(serve_tls(
             tcp,
@@ -269,7 +328,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::
             acceptor.clone(),
             state.clone(),
             stop.clone(),
-            permit,
+            (permit, slot),
         ));
     }
 
@@ -300,7 +359,7 @@ async fn serve_tls(
     acceptor: TlsAcceptor,
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _held: (OwnedSemaphorePermit, Option<ClientSlot>),
 ) {
     let _ = tcp.set_nodelay(true);
     // The connection keeps the limits and timeouts it started with; each

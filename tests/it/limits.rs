@@ -207,3 +207,119 @@ async fn trace_is_405() {
     assert_eq!(response.status(), 405);
     assert!(gw.upstream.requests().is_empty());
 }
+
+/// A TLS connection that sends a POST head to `path` promising 100 bytes,
+/// then `sent` of them, and then nothing.
+async fn slow_post(
+    addr: std::net::SocketAddr,
+    pem: &str,
+    path: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut tls =
+        crate::support::tls_connect_with(addr, pem, &[b"http/1.1"], &[&rustls::version::TLS13])
+            .await?;
+    tls.write_all(
+        format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nu")
+            .as_bytes(),
+    )
+    .await?;
+    Ok(tls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_end_with_408_after_body_timeout() {
+    let gw = Setup::new()
+        .server("max_connections = 20")
+        .server("body_timeout = \"1s\"")
+        .start()
+        .await;
+    let started = Instant::now();
+    let slow: Vec<_> = (0..20)
+        .map(|i| {
+            let (addr, pem) = (gw.addr(), gw.cert_pem.clone());
+            // Half the gateway's own sign-in form, half a proxied upload.
+            let path = if i % 2 == 0 {
+                "/.gateway/login"
+            } else {
+                "/upload"
+            };
+            tokio::spawn(async move {
+                let mut tls = slow_post(addr, &pem, path).await.unwrap();
+                read_until_close(&mut tls, Duration::from_secs(10)).await
+            })
+        })
+        .collect();
+    for answer in futures_util::future::join_all(slow).await {
+        let answer = answer.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(6),
+        "the last 408 took {waited:?}"
+    );
+    // The wait is between two pieces, not for the whole body: a body that
+    // keeps moving takes as long as it needs.
+    let mut tls = gw.tls().await;
+    tls.write_all(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 8\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for byte in b"trickled" {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        tls.write_all(&[*byte]).await.unwrap();
+    }
+    let answer = read_until_close(&mut tls, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n8"),
+        "the upload reads all 8 bytes: {answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_take_every_connection() {
+    let gw = Setup::new()
+        .server("max_connections = 20")
+        .server("max_connections_per_client = 10")
+        .server("body_timeout = \"30s\"")
+        .start()
+        .await;
+    // 127.0.0.1 opens 20 slow uploads: the first 10 hang, the rest are
+    // closed at once.
+    let mut hanging = Vec::new();
+    let mut refused = 0;
+    for _ in 0..20 {
+        match slow_post(gw.addr(), &gw.cert_pem, "/upload").await {
+            Ok(tls) => hanging.push(tls),
+            Err(_) => refused += 1,
+        }
+    }
+    // A connection refused after its handshake shows up on the first read.
+    let mut still_open = Vec::new();
+    for mut tls in hanging {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(200), tls.read(&mut byte)).await {
+            Err(_) => still_open.push(tls),
+            Ok(_) => refused += 1,
+        }
+    }
+    assert_eq!(still_open.len(), 10, "{refused} refused");
+    // Another client is served while they hang.
+    let other = gw
+        .client_builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let response = other
+        .get(gw.url("/x"))
+        .send()
+        .await
+        .expect("served while they hang");
+    assert_eq!(response.status(), 200);
+    drop(still_open);
+}
