@@ -200,8 +200,15 @@ pub async fn handle(
         .headers_mut()
         .insert(&request_id::X_REQUEST_ID, request_id.clone());
 
-    let request = request
-        .map(|body| crate::server::body::TimedBody::new(body, live.config.server.body_timeout));
+    let h2_stream = request.version() == http::Version::HTTP_2 && method != http::Method::CONNECT;
+    let request = request.map(|body| {
+        let body = crate::server::body::TimedBody::new(body, live.config.server.body_timeout);
+        if h2_stream {
+            body.drained_when_dropped()
+        } else {
+            body
+        }
+    });
     let routed = request_id::scope(
         request_id.clone(),
         route(state, &live, conn, busy.index, declared, request, &mut log),

@@ -24,22 +24,78 @@ use crate::response::BoxError;
 #[error("the client sent nothing of the request body for longer than body_timeout")]
 pub struct BodyTimedOut;
 
+/// What an HTTP/2 body answered early is still read (and thrown away) up
+/// to: see [`TimedBody`]'s `Drop`.
+const DRAIN_AT_MOST: u64 = 64 << 20;
+/// ... and for at most this long.
+const DRAIN_FOR_AT_MOST: Duration = Duration::from_secs(30);
+
 /// A request body that fails with [`BodyTimedOut`] when no piece of it
 /// arrives for `limit`.
 pub struct TimedBody {
-    inner: Incoming,
+    /// Taken by the drain when the body is dropped unread.
+    inner: Option<Incoming>,
     limit: Duration,
     /// Armed when a read has to wait, disarmed when a piece comes.
     waiting: Option<Pin<Box<Sleep>>>,
+    /// HTTP/2: an unread rest is drained, not reset (see `Drop`).
+    drain: bool,
 }
 
 impl TimedBody {
     pub fn new(inner: Incoming, limit: Duration) -> TimedBody {
         TimedBody {
-            inner,
+            inner: Some(inner),
             limit,
             waiting: None,
+            drain: false,
         }
+    }
+
+    /// The body of an HTTP/2 request: what is left unread when the
+    /// gateway answers early is drained rather than reset.
+    pub fn drained_when_dropped(mut self) -> TimedBody {
+        self.drain = true;
+        self
+    }
+}
+
+impl Drop for TimedBody {
+    /// An HTTP/2 request answered before its body was read (a 413, a 431,
+    /// a refusal): the response goes out first, but a stream reset while
+    /// the client is still uploading makes some clients drop the response
+    /// unread (curl 7.88 exits 92, "stream closed", and never shows the
+    /// 413). So the rest of the body is read and thrown away, as nginx
+    /// does, within [`DRAIN_AT_MOST`] bytes, [`DRAIN_FOR_AT_MOST`] and the
+    /// body timeout per wait; past those the stream is reset (NO_ERROR
+    /// after a complete response, RFC 9113 §8.1). HTTP/1.1 needs none of
+    /// this: its error answers close the connection, lingering.
+    fn drop(&mut self) {
+        let Some(mut inner) = self.inner.take() else {
+            return;
+        };
+        if !self.drain || inner.is_end_stream() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let limit = self.limit;
+        runtime.spawn(async move {
+            use http_body_util::BodyExt;
+            let mut drained: u64 = 0;
+            let _ = tokio::time::timeout(DRAIN_FOR_AT_MOST, async {
+                while drained < DRAIN_AT_MOST {
+                    match tokio::time::timeout(limit, inner.frame()).await {
+                        Ok(Some(Ok(frame))) => {
+                            drained += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        }
+                        _ => break,
+                    }
+                }
+            })
+            .await;
+        });
     }
 }
 
@@ -51,7 +107,10 @@ impl Body for TimedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.waiting = None;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
@@ -70,11 +129,13 @@ impl Body for TimedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

@@ -404,3 +404,85 @@ async fn http2_connections_are_checked_with_pings() {
     assert_eq!(ping.len(), 8);
     assert!(started.elapsed() >= Duration::from_millis(500));
 }
+
+/// `curl --http2` (the binary) posting `bytes` to `path`: its exit code and
+/// the status it saw.
+fn curl_post(gw: &TestGateway, path: &str, bytes: usize, headers: &[String]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("body");
+    std::fs::write(&data, vec![b'x'; bytes]).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &gw.cert_pem).unwrap();
+    let mut command = std::process::Command::new("curl");
+    command
+        .args([
+            "--http2",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .arg("--cacert")
+        .arg(&ca)
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/x-www-form-urlencoded",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", data.display()));
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let out = command
+        .arg(gw.url(path))
+        .output()
+        .expect("curl is installed (apt-get install curl)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answers_reach_curl_over_http2() {
+    let gw = Setup::new()
+        .server("max_body_size = \"1MiB\"")
+        .server("max_header_size = \"16KiB\"")
+        .start()
+        .await;
+    let gw = std::sync::Arc::new(gw);
+    let run = |path: &'static str, bytes: usize, headers: Vec<String>| {
+        let gw = gw.clone();
+        tokio::task::spawn_blocking(move || curl_post(&gw, path, bytes, &headers))
+    };
+    assert_eq!(
+        run("/upload", 1000, vec![]).await.unwrap(),
+        (0, "200".into())
+    );
+    assert_eq!(
+        run("/upload", 8 << 20, vec![]).await.unwrap(),
+        (0, "413".into()),
+        "the 413 for a proxied upload"
+    );
+    assert_eq!(
+        run("/.gateway/login", 8 << 20, vec![]).await.unwrap(),
+        (0, "413".into()),
+        "the gateway's own 413 on its sign-in form"
+    );
+    assert_eq!(
+        run(
+            "/upload",
+            8 << 20,
+            vec![format!("x-big: {}", "v".repeat(20_000))]
+        )
+        .await
+        .unwrap(),
+        (0, "431".into()),
+        "the 431"
+    );
+}
