@@ -523,13 +523,17 @@ impl Auth {
                         Some("The password is wrong."),
                     ));
                 }
-                attempt.succeeded();
+                // A right password here is no whole sign-in: the count
+                // stays (only a sign-in starts it again).
+                attempt.given_back();
                 let secret = self.start_enrolling(&who.key()).await?;
                 Ok(scan(StatusCode::OK, &secret, &next, None))
             }
             "confirm" => {
                 let Some(secret) = shown else {
-                    attempt.succeeded();
+                    // Nothing was verified: the attempt is given back and
+                    // the count stays.
+                    attempt.given_back();
                     return Ok(see_other("/.gateway/totp"));
                 };
                 let step = totp::verify(&secret, form.get("code"), now / 1000, None);
@@ -543,7 +547,12 @@ impl Auth {
                         Some("That code is not right. Check the phone's clock, and enter the code the app shows now."),
                     ));
                 };
-                attempt.succeeded();
+                match &who {
+                    // The last step of a sign-in: the count starts again.
+                    Who::Pending { .. } => attempt.succeeded(),
+                    // Enrolment within a session signs nobody in.
+                    Who::Session(_) => attempt.given_back(),
+                }
                 let (codes, hashes) = totp::new_recovery_codes();
                 let change = Change::SetTotp {
                     name: user.key.to_string(),
@@ -588,7 +597,7 @@ impl Auth {
                 Ok(response)
             }
             _ => {
-                attempt.succeeded();
+                attempt.given_back();
                 Err(GatewayError::BadForm)
             }
         }

@@ -715,3 +715,40 @@ async fn with_redis_the_code_step_may_reach_any_replica_and_a_code_works_once_on
     assert_eq!(done.status(), 200);
     assert_eq!(recovery_codes_in(&done.text().await.unwrap()).len(), 10);
 }
+
+#[tokio::test]
+async fn a_signed_in_user_cannot_reset_the_throttle_with_steps_that_verify_nothing() {
+    let gw = Setup::new().start().await;
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let cookie = format!("{SESSION}={bob}");
+    let page = page_with(&gw, &cookie, "/.gateway/totp").await;
+    let csrf = csrf_in(&page.text().await.unwrap());
+    let mut statuses = Vec::new();
+    for round in 0..6 {
+        for _ in 0..4 {
+            let wrong = post_with(
+                &gw,
+                &cookie,
+                "/.gateway/totp",
+                &[("csrf", &csrf), ("step", "password"), ("password", "guess")],
+            )
+            .await;
+            statuses.push(wrong.status().as_u16());
+        }
+        // A confirm with no secret shown, or a step that does not exist:
+        // nothing is verified, so nothing is reset.
+        let step = if round % 2 == 0 { "confirm" } else { "bogus" };
+        let _ = post_with(
+            &gw,
+            &cookie,
+            "/.gateway/totp",
+            &[("csrf", &csrf), ("step", step), ("code", "000000")],
+        )
+        .await;
+    }
+    assert!(
+        statuses.contains(&429),
+        "24 wrong passwords and never throttled: {statuses:?}"
+    );
+    assert_eq!(statuses[..5], [401, 401, 401, 401, 401], "{statuses:?}");
+}
