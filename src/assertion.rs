@@ -34,6 +34,14 @@ use crate::session::Key;
 pub const RETIRED_KEY_GRACE: Duration = Duration::from_secs(10 * 60);
 /// How often the key file is looked at.
 const KEY_POLL_EVERY: Duration = Duration::from_secs(1);
+/// Audiences one session's assertions are kept for at most (about 0.7 KiB
+/// each). In forward-auth mode the audience is the host the client names,
+/// so without a bound one session asking for many hosts would grow the
+/// cache without end; past it the oldest makes room.
+pub const MAX_AUDIENCES_PER_SESSION: usize = 16;
+/// Sessions whose assertions are kept at most; past it an arbitrary one
+/// makes room, and a request at worst signs anew.
+pub const MAX_CACHED_SESSIONS: usize = 16_384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -158,8 +166,8 @@ struct Keys {
 pub struct Signer {
     path: PathBuf,
     keys: ArcSwap<Keys>,
-    /// By session and audience.
-    cache: dashmap::DashMap<(Key, Box<str>), Cached>,
+    /// By session, then audience (oldest first).
+    cache: dashmap::DashMap<Key, Vec<(Box<str>, Cached)>>,
     rng: SystemRandom,
 }
 
@@ -214,13 +222,15 @@ impl Signer {
             claims.roles.join(",")
         );
         let keys = self.keys.load();
-        let cache_key = (*claims.session, Box::<str>::from(claims.audience));
-        if let Some(cached) = self.cache.get(&cache_key) {
-            if cached.expires > now + lifetime / 4
-                && cached.kid == keys.current.kid
-                && cached.said == said
-            {
-                return cached.token.clone();
+        if let Some(audiences) = self.cache.get(claims.session) {
+            let found = audiences.iter().find(|(a, _)| **a == *claims.audience);
+            if let Some((_, cached)) = found {
+                if cached.expires > now + lifetime / 4
+                    && cached.kid == keys.current.kid
+                    && cached.said == said
+                {
+                    return cached.token.clone();
+                }
             }
         }
         let key = &keys.current;
@@ -247,16 +257,30 @@ impl Signer {
         token.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
         let value =
             HeaderValue::from_str(&token).expect("base64url and dots are a valid header value");
-        self.cache.insert(
-            cache_key,
-            Cached {
-                token: value.clone(),
-                expires: now + lifetime,
-                kid: key.kid.clone(),
-                said,
-            },
-        );
+        if self.cache.len() >= MAX_CACHED_SESSIONS && !self.cache.contains_key(claims.session) {
+            let victim = self.cache.iter().next().map(|entry| *entry.key());
+            if let Some(victim) = victim {
+                self.cache.remove(&victim);
+            }
+        }
+        let cached = Cached {
+            token: value.clone(),
+            expires: now + lifetime,
+            kid: key.kid.clone(),
+            said,
+        };
+        let mut audiences = self.cache.entry(*claims.session).or_default();
+        audiences.retain(|(a, _)| **a != *claims.audience);
+        if audiences.len() >= MAX_AUDIENCES_PER_SESSION {
+            audiences.remove(0);
+        }
+        audiences.push((claims.audience.into(), cached));
         value
+    }
+
+    /// How many assertions are kept for reuse.
+    pub fn cached(&self) -> usize {
+        self.cache.iter().map(|entry| entry.value().len()).sum()
     }
 
     /// Looks at the key file every second: a changed key that loads signs
@@ -273,7 +297,10 @@ impl Signer {
                 tick.tick().await;
                 let Some(me) = me.upgrade() else { break };
                 let now_secs = crate::session::now_ms() / 1000;
-                me.cache.retain(|_, c| c.expires > now_secs);
+                me.cache.retain(|_, audiences| {
+                    audiences.retain(|(_, c)| c.expires > now_secs);
+                    !audiences.is_empty()
+                });
                 let now = crate::tls::fingerprint(&me.path);
                 if now == seen {
                     continue;
@@ -302,5 +329,55 @@ impl Signer {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_stays_bounded_whatever_audiences_a_session_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::open(&dir.path().join("assertion.key"), true).unwrap();
+        let session = [7u8; 32];
+        let roles = vec!["user".to_owned()];
+        for i in 0..MAX_AUDIENCES_PER_SESSION * 100 {
+            let audience = format!("host{i}.example");
+            signer.assertion(&Claims {
+                issuer: "authgate",
+                audience: &audience,
+                user: "alice",
+                roles: &roles,
+                session: &session,
+                lifetime: Duration::from_secs(60),
+            });
+            assert!(signer.cached() <= MAX_AUDIENCES_PER_SESSION);
+        }
+        assert_eq!(signer.cached(), MAX_AUDIENCES_PER_SESSION);
+        // The newest audience is the one reused.
+        let claims = |audience| Claims {
+            issuer: "authgate",
+            audience,
+            user: "alice",
+            roles: &roles,
+            session: &session,
+            lifetime: Duration::from_secs(60),
+        };
+        let last = format!("host{}.example", MAX_AUDIENCES_PER_SESSION * 100 - 1);
+        assert_eq!(
+            signer.assertion(&claims(&last)),
+            signer.assertion(&claims(&last))
+        );
+        // Many sessions: bounded too.
+        for i in 0..MAX_CACHED_SESSIONS + 100 {
+            let mut other = [0u8; 32];
+            other[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            signer.assertion(&Claims {
+                session: &other,
+                ..claims("app.example")
+            });
+        }
+        assert!(signer.cache.len() <= MAX_CACHED_SESSIONS);
     }
 }
