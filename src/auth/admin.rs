@@ -318,7 +318,24 @@ pub(super) async fn api(
                     })
                 })
                 .collect();
-            json_response(StatusCode::OK, json!({ "events": events }))
+            let sign_ins: Vec<serde_json::Value> = auth
+                .sign_in_summaries()
+                .into_iter()
+                .map(|s| {
+                    json!({
+                        "client": s.client,
+                        "first": rfc3339(s.first_ms),
+                        "last": rfc3339(s.last_ms),
+                        "failed": s.failed,
+                        "throttled": s.throttled,
+                        "last_user": s.last_user,
+                    })
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                json!({ "events": events, "sign_in_failures": sign_ins }),
+            )
         }
         (&Method::POST, ["users"]) => {
             drop(users);
@@ -694,6 +711,19 @@ async fn render(auth: &Auth, token: &str) -> Result<Response<Body>, GatewayError
     }
     if events.is_empty() {
         html.push_str("<tr><td colspan=\"5\">none yet</td></tr>");
+    }
+    html.push_str("</table><h2>Failed sign-ins</h2><table><tr><th>Last</th><th>Summary</th></tr>");
+    let summaries = auth.sign_in_summaries();
+    for s in &summaries {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            escape_html(&rfc3339(s.last_ms)),
+            escape_html(&s.text()),
+        );
+    }
+    if summaries.is_empty() {
+        html.push_str("<tr><td colspan=\"2\">none</td></tr>");
     }
     html.push_str("</table><p class=\"note\"><a href=\"/.gateway/logout\">Sign out</a></p>");
     let style = "<style>main{max-width:60rem!important}table{border-collapse:collapse;width:100%;font-size:.9rem}\

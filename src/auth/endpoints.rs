@@ -204,11 +204,10 @@ impl Auth {
             Err(Refused::Throttled(Throttled { retry_after_secs })) => {
                 self.metrics.record_login(Login::Throttled);
                 crate::security_event!(warn, event = "login_throttled", user = %truncate(&key), ip = %peer, "login throttled");
-                self.audit.remember(
-                    "login_throttled",
+                self.audit.sign_in_refused(
                     &peer.to_string(),
                     truncate(&key),
-                    format!("retry in {retry_after_secs} s"),
+                    super::SignInNoise::Throttled,
                 );
                 return Err(GatewayError::Throttled { retry_after_secs });
             }
@@ -232,11 +231,10 @@ impl Auth {
                     _ => Login::BadCredentials,
                 });
                 crate::security_event!(warn, event = "login_failed", user = %truncate(&key), ip = %peer, "login failed");
-                self.audit.remember(
-                    "login_failed",
+                self.audit.sign_in_refused(
                     &peer.to_string(),
                     truncate(&key),
-                    String::new(),
+                    super::SignInNoise::Failed,
                 );
                 return Ok(pages::login(
                     StatusCode::UNAUTHORIZED,

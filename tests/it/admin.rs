@@ -1044,3 +1044,68 @@ async fn the_admin_api_adds_resets_and_deletes_users_and_lists_events() {
         .unwrap();
     assert_eq!(refused.status(), 403);
 }
+
+#[tokio::test]
+async fn anonymous_sign_in_noise_cannot_flush_administrative_events() {
+    let gw = Setup::new().start().await;
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let csrf = csrf_of(&gw, &alice).await;
+    for path in ["/users/bob/lock", "/users/bob/unlock"] {
+        let response = api(&gw, reqwest::Method::POST, path, Some(&alice), Some(&csrf))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204, "{path}");
+    }
+    // Sixty anonymous sign-ins: a few fail, the rest are throttled.
+    let mut statuses = Vec::new();
+    for i in 0..60 {
+        let user = if i % 2 == 0 { "bob" } else { "nobody" };
+        statuses.push(gw.try_sign_in(user, "wrong").await.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let events: Value = api(&gw, reqwest::Method::GET, "/events", Some(&alice), None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = events["events"].as_array().unwrap();
+    for event in ["user_locked", "user_unlocked"] {
+        assert!(
+            list.iter().any(|e| e["event"] == event),
+            "{event} was pushed out: {list:?}"
+        );
+    }
+    assert!(
+        !list.iter().any(|e| e["event"] == "login_failed"),
+        "sign-in noise among the administrative events: {list:?}"
+    );
+    let noise = events["sign_in_failures"].as_array().unwrap();
+    assert_eq!(
+        noise.len(),
+        1,
+        "one line for one client's minute: {noise:?}"
+    );
+    assert_eq!(noise[0]["client"], "127.0.0.1");
+    assert_eq!(
+        noise[0]["failed"].as_u64().unwrap() + noise[0]["throttled"].as_u64().unwrap(),
+        60
+    );
+    let page = gw
+        .client()
+        .get(gw.url("/.gateway/admin"))
+        .header("cookie", format!("__Host-authgate={alice}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("user_locked"), "{page}");
+    assert!(
+        page.contains("sign-ins from 127.0.0.1 within a minute"),
+        "{page}"
+    );
+}
