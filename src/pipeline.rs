@@ -61,6 +61,8 @@ pub struct Live {
     pub upstreams: Vec<Upstream>,
     /// The HTTP servers new connections are handed to.
     pub protocols: crate::server::Protocols,
+    /// Where upstream redirects to the upstream itself may be rewritten to.
+    pub known_hosts: crate::proxy::KnownHosts,
 }
 
 impl Live {
@@ -72,6 +74,7 @@ impl Live {
             .collect();
         let protocols = crate::server::Protocols::new(&config.server);
         Live {
+            known_hosts: crate::proxy::KnownHosts::of(&config),
             config,
             upstreams,
             protocols,
@@ -494,6 +497,7 @@ async fn route(
         path_and_query,
         client,
         host: host_value,
+        known_hosts: &live.known_hosts,
         user: user.map(|u| &**u),
         own_cookies: state.auth.own_cookies(),
         assertion,

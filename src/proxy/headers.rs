@@ -201,26 +201,22 @@ const URL_HEADERS: [header::HeaderName; 2] = [header::LOCATION, header::CONTENT_
 
 /// Puts the client-facing origin in place of the upstream's own address in
 /// `Location`, `Content-Location` and `Refresh` (SPEC §6): an app that
-/// redirects to `http://127.0.0.1:3000/x` must neither send the browser
-/// there nor tell it where the app lives. Other absolute URLs are left
-/// alone. Without a client host the URL becomes a path on this origin.
+/// redirects to `http://127.0.0.1:3000/x` (or `//127.0.0.1:3000/x`) must
+/// neither send the browser there nor tell it where the app lives. Other
+/// absolute URLs are left alone. `origin` is asked only when a URL is
+/// rewritten (nearly no response has one); it says `https://host[:port]`
+/// for a host the config knows, or nothing, and then the URL becomes a
+/// path on whatever origin the browser is on (see [`super::KnownHosts`]).
 pub fn rewrite_upstream_urls(
     headers: &mut HeaderMap,
     upstream: &Authority,
     upstream_default_port: u16,
-    client_host: Option<&HeaderValue>,
+    origin: impl Fn() -> String,
 ) {
-    // Nearly every response has none of these: nothing is made for those.
-    let origin = || {
-        client_host
-            .and_then(|h| h.to_str().ok())
-            .map(|h| format!("https://{h}"))
-            .unwrap_or_default()
-    };
     for name in URL_HEADERS {
         if let Some(value) = headers.get(&name) {
             if let Some(rewritten) =
-                rewrite_url(value.as_bytes(), upstream, upstream_default_port, origin)
+                rewrite_url(value.as_bytes(), upstream, upstream_default_port, &origin)
             {
                 headers.insert(name, rewritten);
             }
@@ -232,7 +228,7 @@ pub fn rewrite_upstream_urls(
         let lower = text.to_ascii_lowercase();
         if let Some(at) = lower.windows(4).position(|w| w == b"url=") {
             let (head, url) = text.split_at(at + 4);
-            if let Some(rewritten) = rewrite_url(url, upstream, upstream_default_port, origin) {
+            if let Some(rewritten) = rewrite_url(url, upstream, upstream_default_port, &origin) {
                 let mut joined = head.to_vec();
                 joined.extend_from_slice(rewritten.as_bytes());
                 if let Ok(value) = HeaderValue::from_bytes(&joined) {
@@ -244,19 +240,22 @@ pub fn rewrite_upstream_urls(
 }
 
 /// `url` with the upstream's scheme and authority replaced by `origin`, or
-/// `None` when it does not point at the upstream.
+/// `None` when it does not point at the upstream. A scheme-relative URL
+/// (`//host/path`) has the upstream connection's scheme.
 fn rewrite_url(
     url: &[u8],
     upstream: &Authority,
     upstream_default_port: u16,
-    origin: impl FnOnce() -> String,
+    origin: &impl Fn() -> String,
 ) -> Option<HeaderValue> {
     let text = std::str::from_utf8(url).ok()?.trim();
-    let (scheme, rest) = text.split_once("://")?;
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
+    let (default_port, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+            "http" => (80, rest),
+            "https" => (443, rest),
+            _ => return None,
+        },
+        None => (upstream_default_port, text.strip_prefix("//")?),
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority: Authority = rest[..end].parse().ok()?;
@@ -330,7 +329,9 @@ mod tests {
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),
                 HeaderValue::from_str(value).unwrap(),
             );
-            rewrite_upstream_urls(&mut headers, &upstream, 80, Some(&host));
+            rewrite_upstream_urls(&mut headers, &upstream, 80, || {
+                format!("https://{}", host.to_str().unwrap())
+            });
             headers.get(name).unwrap().to_str().unwrap().to_owned()
         };
         assert_eq!(
@@ -366,8 +367,17 @@ mod tests {
             header::LOCATION,
             HeaderValue::from_static("http://APP.internal/x"),
         );
-        rewrite_upstream_urls(&mut headers, &default, 80, None);
+        rewrite_upstream_urls(&mut headers, &default, 80, String::new);
         assert_eq!(headers[header::LOCATION], "/x");
+        // Scheme-relative: the upstream connection's scheme.
+        assert_eq!(
+            rewrite("location", "//127.0.0.1:3000/x"),
+            "https://gw.example:8443/x"
+        );
+        assert_eq!(
+            rewrite("location", "//127.0.0.1:3001/x"),
+            "//127.0.0.1:3001/x"
+        );
     }
     use super::*;
 

@@ -53,6 +53,8 @@ pub struct Forward<'a> {
     pub client: forwarded::Client,
     /// The `Host` (HTTP/1.1) or `:authority` (HTTP/2) the client sent.
     pub host: Option<&'a HeaderValue>,
+    /// The hosts the config names, which the upstream's redirects may go to.
+    pub known_hosts: &'a KnownHosts,
     /// The signed-in user, whose identity the upstream is told.
     pub user: Option<&'a User>,
     /// The signed identity assertion, if configured.
@@ -246,12 +248,11 @@ impl Upstream {
         } else {
             80
         };
-        headers::rewrite_upstream_urls(
-            &mut parts.headers,
-            &self.authority,
-            default_port,
-            forward.host,
-        );
+        let known = forward.known_hosts;
+        let client_host = forward.host;
+        headers::rewrite_upstream_urls(&mut parts.headers, &self.authority, default_port, || {
+            known.origin_for(client_host)
+        });
         if parts.headers.contains_key(http::header::SET_COOKIE) {
             let dropped = headers::drop_own_set_cookies(&mut parts.headers, &own_cookies);
             if dropped > 0 {
@@ -264,6 +265,58 @@ impl Upstream {
             }
         }
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// The hosts the config names: upstream entries', rules' and
+/// `public_url`'s. An upstream redirect to its own address is rewritten
+/// onto the client's `Host` only when it is one of these: a client that
+/// sends `Host: evil.example` must not get `Location: https://evil.example/`
+/// (a shared cache would hand that to everyone). Otherwise it goes to
+/// `public_url`, or becomes a path on the browser's own origin.
+#[derive(Debug, Default)]
+pub struct KnownHosts {
+    /// Lower case, no port.
+    names: Vec<String>,
+    /// `https://host[:port]`.
+    public_url: Option<String>,
+}
+
+impl KnownHosts {
+    pub fn of(config: &crate::Config) -> KnownHosts {
+        let mut names: Vec<String> = config
+            .upstreams
+            .iter()
+            .filter_map(|u| u.host.clone())
+            .chain(config.policy.rules().iter().filter_map(|r| r.host.clone()))
+            .collect();
+        let public_url = config.server.public_url.clone();
+        if let Some(url) = &public_url {
+            let authority = url.strip_prefix("https://").unwrap_or(url);
+            if let Ok(host) = crate::policy::host::Host::parse(authority.as_bytes()) {
+                names.push(host.name().to_owned());
+            }
+        }
+        names.sort();
+        names.dedup();
+        KnownHosts { names, public_url }
+    }
+
+    /// The origin an upstream redirect is rewritten onto, or "" for a
+    /// path on the browser's own origin.
+    pub fn origin_for(&self, client_host: Option<&HeaderValue>) -> String {
+        let known = client_host.and_then(|value| {
+            let host = crate::policy::host::Host::parse_value(value).ok()?;
+            let name = host.name();
+            let text = value.to_str().ok()?;
+            self.names
+                .iter()
+                .any(|n| crate::policy::same_host(name, n))
+                .then(|| format!("https://{text}"))
+        });
+        known
+            .or_else(|| self.public_url.clone())
+            .unwrap_or_default()
     }
 }
 

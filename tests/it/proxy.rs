@@ -389,18 +389,53 @@ async fn an_upstream_that_never_accepts_is_502_after_connect_timeout() {
 
 #[tokio::test]
 async fn an_upstream_redirect_to_its_own_address_points_at_the_gateway_instead() {
+    // No host in the config: the URL becomes a path on the browser's origin.
     let gw = Setup::new().start().await;
     let response = gw.client().get(gw.url("/redirect")).send().await.unwrap();
     assert_eq!(response.status(), 302);
-    let origin = format!("https://{}", gw.addr());
     let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
-    assert_eq!(header("location"), format!("{origin}/landing?from=app"));
-    assert_eq!(header("content-location"), format!("{origin}/doc"));
-    assert_eq!(header("refresh"), format!("3; url={origin}/later"));
+    assert_eq!(header("location"), "/landing?from=app");
+    assert_eq!(header("content-location"), "/doc");
+    assert_eq!(header("refresh"), "3; url=/later");
     // Only the headers a browser follows are rewritten.
     assert_eq!(
         header("link"),
         format!("<{}/other>; rel=next", gw.upstream.url())
+    );
+    // A Host the client made up is never where the redirect goes.
+    let forged = gw
+        .raw(b"GET /redirect HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(forged.starts_with("HTTP/1.1 302"), "{forged}");
+    assert!(!forged.contains("evil.example"), "{forged}");
+    assert!(
+        forged.contains("location: /landing?from=app\r\n"),
+        "{forged}"
+    );
+
+    // A host the config knows (here a rule's) is kept, with its port;
+    // others go to public_url.
+    let gw = Setup::new()
+        .server("public_url = \"https://auth.example\"")
+        .rules(&format!(
+            "[[rule]]\npath = \"/**\"\nhost = \"app.example\"\naccess = \"public\"\n{}",
+            crate::support::DEFAULT_RULES
+        ))
+        .start()
+        .await;
+    let known = gw
+        .raw(b"GET /redirect HTTP/1.1\r\nHost: app.example:8443\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(
+        known.contains("location: https://app.example:8443/landing?from=app\r\n"),
+        "{known}"
+    );
+    let forged = gw
+        .raw(b"GET /redirect HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(
+        forged.contains("location: https://auth.example/landing?from=app\r\n"),
+        "{forged}"
     );
 
     let away = gw
