@@ -138,7 +138,7 @@ pub(super) async fn api(
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !csrf::matches(&admin.csrf_token(), given) {
+        if !csrf::matches(&auth.csrf_token(&admin), given) {
             return Ok(error(StatusCode::FORBIDDEN, "csrf"));
         }
     }
@@ -437,7 +437,7 @@ pub(super) async fn page(
     if !auth.is_admin(&admin) {
         return Err(GatewayError::Forbidden(DenyReason::MissingRole));
     }
-    let token = admin.csrf_token();
+    let token = auth.csrf_token(&admin);
     match *request.method() {
         Method::GET | Method::HEAD => render(auth, &token).await,
         Method::POST => {

@@ -1,9 +1,13 @@
 //! CSRF tokens for the gateway's forms.
 //!
 //! - Signed-in forms (logout, password, admin) carry a token derived from
-//!   the session: SHA-256 over a fixed label and the session's key (itself
-//!   the SHA-256 of the ID). Only the gateway and the page it serves to the
-//!   session's own browser know it; it reveals nothing about the ID.
+//!   the session: an HMAC-SHA-256, under a secret of the gateway's own, of
+//!   a fixed label and the session's key (itself the SHA-256 of the ID).
+//!   Only the gateway and the page it serves to the session's own browser
+//!   know it; it reveals nothing about the ID. The secret is kept apart
+//!   from the sessions (see [`crate::store::Sessions::secret`]): whoever
+//!   reads the state file or Redis learns session keys, and must not be
+//!   able to compute the tokens from them.
 //! - The login form has no session yet (login CSRF would sign a victim into
 //!   the attacker's account), so it uses a double-submit token: a random
 //!   value in a `__Host-` cookie that must come back in the form. Another
@@ -15,15 +19,25 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::header::{self, HeaderValue};
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-/// The token for forms of the session stored under `key`.
-pub fn session_token(key: &crate::session::Key) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(b"authgate csrf v1\0");
-    hasher.update(key);
-    URL_SAFE_NO_PAD.encode(hasher.finalize())
+/// The secret session tokens are made with.
+pub struct CsrfSecret([u8; 32]);
+
+impl CsrfSecret {
+    pub fn new(secret: [u8; 32]) -> CsrfSecret {
+        CsrfSecret(secret)
+    }
+
+    /// The token for forms of the session stored under `key`.
+    pub fn session_token(&self, key: &crate::session::Key) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"authgate csrf v2\0");
+        mac.update(key);
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
 }
 
 /// A fresh random value for the login form's cookie and field.
@@ -62,9 +76,12 @@ mod tests {
 
     #[test]
     fn session_tokens_are_stable_per_session_and_differ_between_sessions() {
-        let a = session_token(&[1; 32]);
-        assert_eq!(a, session_token(&[1; 32]));
-        assert_ne!(a, session_token(&[2; 32]));
+        let secret = CsrfSecret::new([9; 32]);
+        let a = secret.session_token(&[1; 32]);
+        assert_eq!(a, secret.session_token(&[1; 32]));
+        assert_ne!(a, secret.session_token(&[2; 32]));
+        // Without the secret, the key alone does not give the token.
+        assert_ne!(a, CsrfSecret::new([8; 32]).session_token(&[1; 32]));
         assert!(matches(&a, &a));
         assert!(!matches(&a, ""));
         assert!(!matches("", ""));

@@ -86,7 +86,7 @@ impl Auth {
                 Ok(match &presented.signed_in {
                     Some(s) => {
                         *logged_user = Some(s.user.name.clone());
-                        pages::logout(Some((&s.user.name, &s.csrf_token())))
+                        pages::logout(Some((&s.user.name, &self.csrf_token(s))))
                     }
                     None => pages::logout(None),
                 })
@@ -290,7 +290,7 @@ impl Auth {
             .await;
         let form = read_form(request).await?;
         if let Some(signed_in) = &presented.signed_in {
-            if !csrf::matches(&signed_in.csrf_token(), form.get("csrf")) {
+            if !csrf::matches(&self.csrf_token(&signed_in), form.get("csrf")) {
                 return Err(GatewayError::CsrfRejected);
             }
             *logged_user = Some(signed_in.user.name.clone());
@@ -336,7 +336,7 @@ impl Auth {
             .require_session(request.headers(), request.method(), "/.gateway/password")
             .await?;
         *logged_user = Some(signed_in.user.name.clone());
-        let csrf = signed_in.csrf_token();
+        let csrf = self.csrf_token(&signed_in);
         let page = |status, message: Option<(bool, &str)>| {
             pages::password(status, &signed_in.user.name, &csrf, message)
         };
@@ -426,7 +426,7 @@ impl Auth {
         let mut response = pages::password(
             StatusCode::OK,
             &updated.name,
-            &csrf::session_token(&session::key_of(&id).expect("a new ID has the right form")),
+            &self.csrf_token_of(&session::key_of(&id).expect("a new ID has the right form")),
             Some((
                 true,
                 "Your password has been changed. Your other sessions have ended.",
@@ -456,7 +456,7 @@ impl Auth {
             "roles": signed_in.user.roles,
             "expires_at": rfc3339(absolute),
             "idle_expires_at": rfc3339(idle),
-            "csrf": signed_in.csrf_token(),
+            "csrf": self.csrf_token(&signed_in),
         });
         own_response(
             StatusCode::OK,

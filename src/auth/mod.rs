@@ -44,10 +44,6 @@ pub struct SignedIn {
 }
 
 impl SignedIn {
-    pub fn csrf_token(&self) -> String {
-        csrf::session_token(&self.session.key)
-    }
-
     /// Who the policy judges, as of `now` (ms).
     pub fn principal(&self, now: u64) -> crate::policy::Principal<'_> {
         crate::policy::Principal {
@@ -220,6 +216,8 @@ pub struct Auth {
     /// `[session] cookie_domain`: the session cookie is sent to its subdomains.
     cookie_domain: Option<String>,
     clear_cookie: HeaderValue,
+    /// Signs the session forms' CSRF tokens.
+    csrf: csrf::CsrfSecret,
     /// Where changes to users are written; `None` when no file is configured.
     users_file: Option<UsersFile>,
     /// The role that may use `/.gateway/admin` (a reload may change it).
@@ -261,6 +259,7 @@ impl Auth {
             }
             users = redis.users().await.map_err(unavailable)?;
         }
+        let csrf = csrf::CsrfSecret::new(sessions.secret("csrf").await?);
         let verifier = Verifier::for_this_machine();
         verifier.match_strongest(users.iter().map(|u| &*u.password_hash));
         let cookie_name = config.session.cookie_name.clone();
@@ -287,6 +286,7 @@ impl Auth {
             cookie_domain: config.session.cookie_domain.clone(),
             cookie_name,
             clear_cookie,
+            csrf,
             users_file: config.users_file.clone().map(UsersFile::new),
             admin_role: ArcSwap::from_pointee(config.admin.role.clone()),
             require_totp: ArcSwap::from_pointee(config.login.require_totp.clone()),
@@ -380,6 +380,17 @@ impl Auth {
     }
 
     /// The last security events, newest first.
+    /// The CSRF token of a signed-in session's forms.
+    pub fn csrf_token(&self, signed_in: &SignedIn) -> String {
+        self.csrf.session_token(&signed_in.session.key)
+    }
+
+    /// The CSRF token of the forms of the session (or pending sign-in)
+    /// filed under `key`.
+    pub fn csrf_token_of(&self, key: &crate::session::Key) -> String {
+        self.csrf.session_token(key)
+    }
+
     pub fn recent_events(&self) -> Vec<AuditEntry> {
         self.audit.recent()
     }

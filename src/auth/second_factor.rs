@@ -407,7 +407,7 @@ impl Auth {
             return Ok(see_other("/.gateway/login"));
         };
         *logged_user = Some(user.name.clone());
-        let token = csrf::session_token(&key);
+        let token = self.csrf_token_of(&key);
         if request.method() != Method::POST {
             return Ok(pages::login_code(StatusCode::OK, &token, None));
         }
@@ -466,7 +466,7 @@ impl Auth {
         let (who, next) = who;
         let user = who.user().clone();
         *logged_user = Some(user.name.clone());
-        let token = csrf::session_token(&who.key());
+        let token = self.csrf_token_of(&who.key());
         if user.totp.is_some() {
             return Ok(pages::totp_enrolled(&user.name, user.recovery_codes.len()));
         }
@@ -619,7 +619,7 @@ impl Auth {
             .await?;
         let user = signed_in.user.clone();
         *logged_user = Some(user.name.clone());
-        let token = signed_in.csrf_token();
+        let token = self.csrf_token(&signed_in);
         let with_code = user.totp.is_some();
         if request.method() != Method::POST {
             return Ok(pages::reauth(

@@ -117,6 +117,22 @@ impl Sessions {
         Ok(Arc::new(Sessions { map, backend }))
     }
 
+    /// A 256-bit secret called `name` that outlives the process as long as
+    /// the sessions do: a file of its own beside the state file (mode
+    /// 0600, made on first use; never inside the state file, whose reader
+    /// must not learn it), one value in Redis that every replica shares,
+    /// or a fresh one for the memory store.
+    pub async fn secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        match &self.backend {
+            Backend::Memory => Ok(rand::random()),
+            Backend::Local(local) => local::secret_beside(local.path(), name),
+            Backend::Redis(redis) => redis
+                .secret(name)
+                .await
+                .map_err(|_| StoreError::Redis("it stopped answering".into())),
+        }
+    }
+
     /// The shared store, when sessions (and users) live in Redis.
     pub fn shared(&self) -> Option<&Arc<redis::Redis>> {
         match &self.backend {

@@ -793,6 +793,35 @@ impl Redis {
 
     // ---- second factor ----
 
+    /// The secret `name` every replica shares: the first replica to ask
+    /// makes it (SET NX), the others read that one.
+    pub async fn secret(&self, name: &str) -> Result<[u8; 32], Unavailable> {
+        let key = self.key("secret", name);
+        let fresh: [u8; 32] = rand::random();
+        let _: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(crate::hex(&fresh))
+                    .arg("NX"),
+            )
+            .await?;
+        let kept: Option<String> = self.call(redis::cmd("GET").arg(&key)).await?;
+        let bytes = kept
+            .as_deref()
+            .and_then(|hex| data_encoding::HEXLOWER.decode(hex.as_bytes()).ok())
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok());
+        match bytes {
+            Some(secret) => Ok(secret),
+            None => {
+                // Damaged or gone (a FLUSHALL between the two calls): make it again.
+                self.call::<()>(redis::cmd("SET").arg(&key).arg(crate::hex(&fresh)))
+                    .await?;
+                Ok(fresh)
+            }
+        }
+    }
+
     /// Keeps `value` under `kind:id` for `ttl_ms` (a pending sign-in, a
     /// secret being enrolled), for every replica.
     pub async fn put_temporary(

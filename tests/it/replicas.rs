@@ -148,6 +148,9 @@ async fn a_session_made_on_one_replica_works_on_all_and_a_logout_ends_it_on_all(
     }
 
     let csrf = csrf_of(&b, &alice).await;
+    // One CSRF secret, kept in Redis: a form from one replica posts to any.
+    assert_eq!(csrf_of(&a, &alice).await, csrf);
+    assert_eq!(csrf_of(&c, &alice).await, csrf);
     let logout = b
         .client()
         .post(b.url("/.gateway/logout"))

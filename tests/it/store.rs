@@ -399,3 +399,59 @@ async fn no_sign_in_is_answered_while_the_state_file_cannot_take_it() {
     let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
     assert_eq!(gw.get_as(&alice, "/private/x").await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csrf_tokens_need_a_secret_the_state_file_does_not_hold() {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &upstream.url(), "");
+
+    let node = Node::start(&config);
+    let bob = node.sign_in("bob", BOB_PASSWORD).await;
+    let csrf = node.csrf(&bob).await;
+    // What a reader of the state file can compute: the session's key is in
+    // it, and the token used to be SHA-256 of a label and that key.
+    let key = authgate::session::key_of(&bob).unwrap();
+    let mut from_state = Sha256::new();
+    from_state.update(b"authgate csrf v1\0");
+    from_state.update(key);
+    let from_state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(from_state.finalize());
+    assert_ne!(csrf, from_state);
+    let forged = node
+        .client
+        .post(node.url("/.gateway/logout"))
+        .header("cookie", format!("__Host-authgate={bob}"))
+        .form(&[("csrf", from_state.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403, "a token computed from the state");
+    // The secret is a file of its own beside the state, for the owner only.
+    let secret = dir.path().join("authgate-state.db.csrf-key");
+    let meta = std::fs::metadata(&secret).expect("the secret beside the state file");
+    assert_eq!(meta.len(), 32);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let state = std::fs::read(state_file(&config)).unwrap();
+    let secret_bytes = std::fs::read(&secret).unwrap();
+    assert!(
+        !state.windows(32).any(|w| w == secret_bytes.as_slice()),
+        "the secret is in the state file"
+    );
+    // It outlives a restart, like the sessions: an open form still works.
+    node.kill_9();
+    let node = Node::start(&config);
+    assert_eq!(node.csrf(&bob).await, csrf);
+    let logout = node
+        .client
+        .post(node.url("/.gateway/logout"))
+        .header("cookie", format!("__Host-authgate={bob}"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 303);
+    node.stop().await;
+}

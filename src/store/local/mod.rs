@@ -90,6 +90,57 @@ pub struct Local {
     writer: Sender<Op>,
 }
 
+/// The file beside the state file `state` that keeps the secret `name`.
+pub fn secret_path(state: &Path, name: &str) -> PathBuf {
+    let mut file = state.file_name().unwrap_or_default().to_os_string();
+    file.push(format!(".{name}-key"));
+    state.with_file_name(file)
+}
+
+/// Reads the 32-byte secret `name` kept beside `state`, first making it
+/// (random, mode 0600, written whole or not at all) when there is none.
+pub fn secret_beside(state: &Path, name: &str) -> Result<[u8; 32], StoreError> {
+    let path = secret_path(state, name);
+    let unusable = |cause: String| StoreError::Unusable {
+        path: path.clone(),
+        cause,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            return <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                unusable(format!(
+                    "it holds {} bytes, not 32; remove it and start again (the forms open in browsers then need a reload)",
+                    bytes.len()
+                ))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unusable(e.to_string())),
+    }
+    let secret: [u8; 32] = rand::random();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| unusable(e.to_string()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| unusable(e.to_string()))?;
+    }
+    use std::io::Write;
+    temp.write_all(&secret)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(|e| unusable(e.to_string()))?;
+    // Another process may have made one meanwhile: the first one stays.
+    match temp.persist_noclobber(&path) {
+        Ok(_) => Ok(secret),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => secret_beside(state, name),
+        Err(e) => Err(unusable(e.error.to_string())),
+    }
+}
+
 /// What a start found in the file.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Loaded {
