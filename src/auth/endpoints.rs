@@ -58,6 +58,19 @@ impl Auth {
             .map_err(|_| GatewayError::StoreUnavailable)?;
         self.metrics.record_login(Login::Ok);
         crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, second_factor = mfa, "login ok");
+        let most = self
+            .max_sessions_per_user
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match self.sessions.keep_at_most(&user.key, most).await {
+            Ok(0) => {}
+            Ok(ended) => {
+                crate::security_event!(warn, event = "session_limit", user = %user.name, ip = %peer, sessions_ended = ended, max_per_user = most, "a sign-in over max_per_user ended the user's least recently used session");
+            }
+            // The new session stands; the next sign-in trims again.
+            Err(_) => {
+                tracing::warn!(user = %user.name, "the user's sessions could not be counted for max_per_user")
+            }
+        }
         Ok(id)
     }
 

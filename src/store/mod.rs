@@ -383,6 +383,25 @@ impl Sessions {
         }
     }
 
+    /// Ends the least recently used sessions of `user` past the `most`
+    /// newest (`[session] max_per_user`); returns how many ended.
+    pub async fn keep_at_most(&self, user: &Arc<str>, most: usize) -> Result<usize, Unavailable> {
+        let mut sessions = self.list(Some(user)).await?;
+        if sessions.len() <= most {
+            return Ok(0);
+        }
+        sessions.sort_by_key(|s| (s.last_seen_ms, s.created_ms));
+        let over = sessions.len() - most;
+        let mut ended = 0;
+        for session in &sessions[..over] {
+            if self.end(&session.key).await? {
+                ended += 1;
+            }
+        }
+        self.stats().ended(stats::Ended::Revoked, ended);
+        Ok(ended)
+    }
+
     /// Every live session, optionally of one user (canonical name).
     pub async fn list(&self, user: Option<&str>) -> Result<Vec<SessionInfo>, Unavailable> {
         match &self.backend {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::Setup;
+use crate::support::{Setup, ALICE_PASSWORD, BOB_PASSWORD};
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
@@ -156,4 +156,50 @@ async fn hsts_can_be_turned_off() {
         .headers()
         .get("strict-transport-security")
         .is_none());
+}
+
+#[tokio::test]
+async fn past_max_per_user_a_sign_in_ends_the_least_recently_used_session() {
+    let log = crate::logs::captured();
+    let gw = Setup::new().session("max_per_user = 3").start().await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(gw.sign_in("bob", BOB_PASSWORD).await);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The first is used again, so the second is now the least recent.
+    assert_eq!(gw.get_as(&sessions[0], "/private/x").await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    sessions.push(gw.sign_in("bob", BOB_PASSWORD).await);
+    let status = |i: usize| {
+        let gw = &gw;
+        let session = sessions[i].clone();
+        async move { gw.get_as(&session, "/private/x").await.status().as_u16() }
+    };
+    assert_eq!(status(1).await, 401, "the least recently used one ended");
+    for i in [0, 2, 3] {
+        assert_eq!(status(i).await, 200, "session {i}");
+    }
+    // Many more sign-ins: never more than three at once.
+    for _ in 0..5 {
+        gw.sign_in("bob", BOB_PASSWORD).await;
+    }
+    let live = gw
+        .gateway()
+        .state()
+        .auth
+        .sessions
+        .list(Some("bob"))
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 3);
+    // alice's sessions are hers to count.
+    assert_eq!(
+        gw.get_as(&gw.sign_in("alice", ALICE_PASSWORD).await, "/private/x")
+            .await
+            .status(),
+        200
+    );
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(text.contains("session_limit"), "a security event: {text}");
 }
