@@ -251,13 +251,21 @@ impl Auth {
         )
         .await?;
         if let Some(redis) = sessions.shared() {
-            // Redis is the user store: the users file seeds an empty one.
+            // Redis is the user store: the users file seeds an empty one,
+            // unless a running replica puts back the newer users it holds.
             let unavailable = |_| StoreError::Redis("it stopped answering".into());
-            if redis.seed(&users).await.map_err(unavailable)? {
-                tracing::info!(
-                    users = users.len(),
-                    "an empty Redis was given the users of the users file"
-                );
+            let waited = std::time::Instant::now();
+            while !redis.is_seeded().await.map_err(unavailable)? {
+                if waited.elapsed() >= crate::store::redis::SEED_GRACE {
+                    if redis.seed(&users).await.map_err(unavailable)? {
+                        tracing::warn!(
+                            users = users.len(),
+                            "Redis had no users and no running replica put any back: it was given the users of the users file"
+                        );
+                    }
+                    break;
+                }
+                tokio::time::sleep(crate::store::redis::POLL_USERS_EVERY / 5).await;
             }
             users = redis.users().await.map_err(unavailable)?;
         }
@@ -331,9 +339,24 @@ impl Auth {
                     let Some(auth) = auth.upgrade() else { break };
                     auth.metrics.set_store_up(redis.is_up());
                     auth.metrics.set_store_round_trips(redis.round_trips());
-                    let Ok(now) = redis.changes().await else {
+                    let Ok((now, seeded)) = redis.poll().await else {
                         continue;
                     };
+                    if !seeded {
+                        // Redis came back empty. This replica's users came
+                        // from Redis and are newer than the file: put them
+                        // back (one replica wins), and never take the empty
+                        // set for the truth.
+                        let users = auth.users();
+                        if let Ok(true) = redis.seed(&users).await {
+                            tracing::error!(
+                                users = users.len(),
+                                last_change_seen = seen.unwrap_or(0),
+                                "REDIS CAME BACK EMPTY (a FLUSHALL, or a restart without persistence): it was given back this replica's users, not the users file's, so that password changes, locks and removals made since stay in force. Check Redis's persistence"
+                            );
+                        }
+                        continue;
+                    }
                     if seen != Some(now) {
                         if let Ok(users) = redis.users().await {
                             auth.replace_users(users, "another replica");

@@ -40,6 +40,11 @@ use crate::users::{canonical, Entry, TotpSecret, Users};
 pub const CACHE_AGE: Duration = Duration::from_millis(800);
 /// How often a replica looks for user changes made elsewhere.
 pub const POLL_USERS_EVERY: Duration = Duration::from_millis(500);
+/// How long a starting replica that finds Redis without users waits for a
+/// running one to put back the users it holds, before the users file
+/// seeds it: a Redis that came back empty must not bring back passwords
+/// and locks the file still has from before changes made since.
+pub const SEED_GRACE: Duration = Duration::from_millis(1500);
 
 /// Milliseconds of Redis `TIME`, inside a script.
 const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
@@ -622,6 +627,28 @@ impl Redis {
             }
         }
         Ok(true)
+    }
+
+    /// Whether users were ever seeded into this Redis (false for a new one,
+    /// and for one that came back empty: a FLUSHALL, a restart without
+    /// persistence).
+    pub async fn is_seeded(&self) -> Result<bool, Unavailable> {
+        let seeded: Option<String> = self
+            .call(redis::cmd("GET").arg(self.key("seeded", "users")))
+            .await?;
+        Ok(seeded.is_some())
+    }
+
+    /// The change counter and whether users are seeded, in one call.
+    pub async fn poll(&self) -> Result<(u64, bool), Unavailable> {
+        let (changes, seeded): (Option<u64>, Option<String>) = self
+            .call(
+                redis::cmd("MGET")
+                    .arg(self.key("changes", "users"))
+                    .arg(self.key("seeded", "users")),
+            )
+            .await?;
+        Ok((changes.unwrap_or(0), seeded.is_some()))
     }
 
     /// The change counter: it moves whenever any user changes.

@@ -99,6 +99,16 @@ impl RedisServer {
             .success());
     }
 
+    /// Sends one command (no password) and returns the first line of the answer.
+    pub fn command(&self, command: &str) -> String {
+        let mut tcp = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+        let mut answer = [0u8; 256];
+        let n = tcp.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).trim_end().to_owned()
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.run();
@@ -531,4 +541,54 @@ async fn a_password_from_password_file_or_the_url_reaches_redis() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot use Redis"), "{stderr}");
     assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_that_comes_back_empty_gets_the_newer_users_not_the_file() {
+    let log = crate::logs::captured();
+    let redis = RedisServer::start();
+    let a = on(&redis).start().await;
+    let b = on(&redis).start().await;
+    let alice = a.sign_in("alice", ALICE_PASSWORD).await;
+    let csrf = csrf_of(&a, &alice).await;
+    let changed = api(
+        &a,
+        reqwest::Method::POST,
+        "/users/bob/password",
+        Some(&alice),
+        Some(&csrf),
+    )
+    .json(&serde_json::json!({ "password": "bobs brand new password" }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(changed.status(), 204);
+    // Every replica has the change; then Redis loses everything.
+    within(Duration::from_secs(2), || async {
+        b.try_sign_in("bob", BOB_PASSWORD).await.status() == 401
+    })
+    .await;
+    assert_eq!(redis.command("FLUSHALL"), "+OK");
+    // One replica restarts, with the users file that still has the old
+    // password.
+    drop(b);
+    let b = on(&redis).start().await;
+    for gw in [&a, &b] {
+        assert_eq!(
+            gw.try_sign_in("bob", BOB_PASSWORD).await.status(),
+            401,
+            "the old password came back"
+        );
+        assert_eq!(
+            gw.try_sign_in("bob", "bobs brand new password")
+                .await
+                .status(),
+            303
+        );
+    }
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("REDIS CAME BACK EMPTY"),
+        "said loudly: {text}"
+    );
 }
