@@ -619,7 +619,11 @@ fn user_in_redis(config: &Config, command: UserCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let redis = connect_redis(config, settings).await?;
         let unavailable = || anyhow::anyhow!("Redis stopped answering");
-        if redis.seed(&config.users).await.map_err(|_| unavailable())? {
+        if redis
+            .seed_unless_a_replica_does(&config.users)
+            .await
+            .map_err(|_| unavailable())?
+        {
             eprintln!("(Redis was empty: it got the users of the users file first)");
         }
         match change {

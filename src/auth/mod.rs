@@ -254,18 +254,15 @@ impl Auth {
             // Redis is the user store: the users file seeds an empty one,
             // unless a running replica puts back the newer users it holds.
             let unavailable = |_| StoreError::Redis("it stopped answering".into());
-            let waited = std::time::Instant::now();
-            while !redis.is_seeded().await.map_err(unavailable)? {
-                if waited.elapsed() >= crate::store::redis::SEED_GRACE {
-                    if redis.seed(&users).await.map_err(unavailable)? {
-                        tracing::warn!(
-                            users = users.len(),
-                            "Redis had no users and no running replica put any back: it was given the users of the users file"
-                        );
-                    }
-                    break;
-                }
-                tokio::time::sleep(crate::store::redis::POLL_USERS_EVERY / 5).await;
+            if redis
+                .seed_unless_a_replica_does(&users)
+                .await
+                .map_err(unavailable)?
+            {
+                tracing::warn!(
+                    users = users.len(),
+                    "Redis had no users and no running replica put any back: it was given the users of the users file"
+                );
             }
             users = redis.users().await.map_err(unavailable)?;
         }

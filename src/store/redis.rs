@@ -629,6 +629,21 @@ impl Redis {
         Ok(true)
     }
 
+    /// Seeds a Redis that has no users with `users` (the users file's),
+    /// but only after a running replica has had [`SEED_GRACE`] to put back
+    /// the newer users it holds (see `Auth::start_background`); true if
+    /// the file's users went in.
+    pub async fn seed_unless_a_replica_does(&self, users: &Users) -> Result<bool, Unavailable> {
+        let waited = Instant::now();
+        while !self.is_seeded().await? {
+            if waited.elapsed() >= SEED_GRACE {
+                return self.seed(users).await;
+            }
+            tokio::time::sleep(POLL_USERS_EVERY / 5).await;
+        }
+        Ok(false)
+    }
+
     /// Whether users were ever seeded into this Redis (false for a new one,
     /// and for one that came back empty: a FLUSHALL, a restart without
     /// persistence).
