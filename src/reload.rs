@@ -187,28 +187,37 @@ pub fn load_and_test(path: &std::path::Path) -> Result<Config, Vec<String>> {
 }
 
 /// Reloads whenever the config file's content changes (what the path
-/// leads to: device, inode, size, modification time). Ends when the state
-/// is dropped.
+/// leads to: device, inode, size, modification time), once the change has
+/// settled: a changed file is applied only when two polls in a row see it
+/// the same. An editor that writes in place can be read between two
+/// writes, and a rule cut before its `host =` line is a wider rule; a
+/// whole file stays the same for a poll. SIGHUP still reloads at once.
+/// Ends when the state is dropped.
 pub fn watch(state: &Arc<State>) {
     let source = state.live().config.source.clone();
     let state = Arc::downgrade(state);
     tokio::spawn(async move {
-        let mut seen = crate::tls::fingerprint(&source);
+        let mut applied = crate::tls::fingerprint(&source);
+        // A change seen once, waiting for the next poll to confirm it.
+        let mut settling = None;
         let mut tick = tokio::time::interval(CONFIG_POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let Some(state) = state.upgrade() else { break };
             let now = crate::tls::fingerprint(&source);
-            if now == seen {
+            if now == applied || now.is_none() {
+                // Unchanged, or gone for a moment (an editor's rename, a
+                // volume swap): the next look sees what replaced it.
+                settling = None;
                 continue;
             }
-            seen = now;
-            if seen.is_none() {
-                // Gone for a moment (an editor's rename, a volume swap): the
-                // next look sees what replaced it.
+            if settling != Some(now) {
+                settling = Some(now);
                 continue;
             }
+            settling = None;
+            applied = now;
             tracing::info!(config = %source.display(), "the config file changed: reloading");
             reload(&state).await;
         }

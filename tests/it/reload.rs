@@ -353,3 +353,50 @@ fn edit_file(path: &Path, from: &str, to: &str) {
     assert!(text.contains(from), "{from:?} is not in the config");
     std::fs::write(path, text.replacen(from, to, 1)).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_in_two_parts_is_applied_once_and_whole() {
+    let gw = Setup::new()
+        .server("ops_listen = \"127.0.0.1:0\"")
+        .start()
+        .await;
+    // The watcher looks right away at start, then every second.
+    let started = Instant::now();
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let path = gw.config_file();
+    let text = std::fs::read_to_string(&path).unwrap();
+    // A new first rule, public on another host only; cut before its host
+    // line it is public everywhere.
+    let first_rule = text.find("[[rule]]").expect("the config has rules");
+    let whole = format!(
+        "{}[[rule]]\npath = \"/private/**\"\naccess = \"public\"\nhost = \"elsewhere.example\"\n\n{}",
+        &text[..first_rule],
+        text[first_rule..].replace(STAFF_FOR_ADMINS, STAFF_FOR_USERS)
+    );
+    let cut = whole.find("host = \"elsewhere.example\"").unwrap();
+    // Around the watcher's look at about 2 s: the first part before it,
+    // the rest 300 ms later.
+    tokio::time::sleep_until((started + Duration::from_millis(1800)).into()).await;
+    std::fs::write(&path, &whole[..cut]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(whole[cut..].as_bytes())
+        .unwrap();
+    until_status(&gw, &bob, "/staff/x", 200).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        metric(&gw, "authgate_config_reloads_total{result=\"ok\"}").await,
+        "authgate_config_reloads_total{result=\"ok\"} 1",
+        "one reload"
+    );
+    assert_eq!(
+        metric(&gw, "authgate_config_reloads_total{result=\"error\"}").await,
+        "authgate_config_reloads_total{result=\"error\"} 0"
+    );
+    let anonymous = gw.client().get(gw.url("/private/x")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "the cut rule is not in force");
+}
