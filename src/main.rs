@@ -260,6 +260,10 @@ fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCode {
     for w in &warnings {
         eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
     }
+    let exposed = config.exposed_secret_files();
+    for warning in &exposed {
+        eprintln!("{file}: warning: {warning}");
+    }
     let failures = authgate::policy::check::run_tests(&config, &config.users);
     for f in &failures {
         eprintln!("{file}:{}:{}: {}", f.line, f.col, f.message);
@@ -270,7 +274,7 @@ fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCode {
         config.users.len(),
         config.tests.len() - failures.len(),
         config.tests.len(),
-        warnings.len()
+        warnings.len() + exposed.len()
     );
     if let Some(log) = replay {
         match std::fs::read_to_string(log) {

@@ -86,6 +86,9 @@ impl State {
     pub async fn new(
         mut config: Config,
     ) -> Result<State, Box<dyn std::error::Error + Send + Sync>> {
+        for exposed in config.exposed_secret_files() {
+            tracing::warn!("{exposed}");
+        }
         let tunnels = Arc::new(crate::proxy::tunnels::Tunnels::default());
         let metrics = Arc::new(Metrics::default());
         let auth = Arc::new(Auth::new(&mut config, metrics.clone()).await?);

@@ -131,6 +131,9 @@ pub async fn reload(state: &State) -> Reloaded {
         Ok(mut config) => {
             // Users are the users file's watcher's (or Redis's), not the config's.
             drop(std::mem::take(&mut config.users));
+            for exposed in config.exposed_secret_files() {
+                tracing::warn!("{exposed}");
+            }
             let needs_restart = state.fixed.differences(&Fixed::of(&config));
             state.auth.apply(&config);
             state.replace_live(Live::new(config, &state.tunnels));

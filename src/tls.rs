@@ -77,6 +77,13 @@ pub struct RotatingCert {
     key_path: std::path::PathBuf,
 }
 
+impl RotatingCert {
+    /// The private key's file.
+    pub fn key_path(&self) -> &std::path::Path {
+        &self.key_path
+    }
+}
+
 impl rustls::server::ResolvesServerCert for RotatingCert {
     fn resolve(
         &self,

@@ -245,6 +245,38 @@ pub struct Assertion {
 pub const DEFAULT_ASSERTION_KEY: &str = "authgate-assertion-key.pem";
 
 impl Config {
+    /// Secret files of this config that every user of the machine may
+    /// read (the TLS key, the assertion key, the Redis password file), each
+    /// as a sentence that names it and the `chmod` that fixes it. Not
+    /// refused: Kubernetes mounts Secrets 0644 unless told otherwise, and
+    /// the container may be the only thing there; but said at start, on
+    /// reload and by `check`.
+    pub fn exposed_secret_files(&self) -> Vec<String> {
+        let mut files = vec![("TLS key", self.server.certificate.key_path().to_owned())];
+        if let Some(assertion) = &self.identity.assertion {
+            files.push(("assertion signing key", assertion.key.clone()));
+        }
+        if let StoreBackend::Redis(settings) = &self.store.backend {
+            if let Some(file) = &settings.password_file {
+                files.push(("Redis password file", file.clone()));
+            }
+        }
+        files
+            .into_iter()
+            .filter_map(|(what, path)| {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).ok()?.permissions().mode() & 0o777;
+                (mode & 0o004 != 0).then(|| {
+                    format!(
+                        "the {what} {} is readable by every user of this machine (mode {mode:04o}); run `chmod 600 {}` (or 640 with a group the gateway is in; in Kubernetes set the Secret volume's defaultMode to 0400 or 0440)",
+                        path.display(),
+                        path.display()
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The upstream entry a request for `host` (any port) and the raw
     /// `path` goes to, for `explain` and `[[test]]`.
     pub fn upstream_of_request(&self, host: Option<&str>, path: &str) -> Option<&Upstream> {

@@ -534,6 +534,10 @@ impl Validator<'_> {
                     self.diag.at(url.span(), format!("invalid Redis url: {e}"));
                     return None;
                 }
+                let password_file = raw
+                    .password_file
+                    .as_ref()
+                    .map(|f| self.base.join(f.get_ref()));
                 let password = match &raw.password_file {
                     None => None,
                     Some(file) => {
@@ -555,6 +559,7 @@ impl Validator<'_> {
                 };
                 let timeout = self.duration(&raw.timeout, Duration::from_millis(250))?;
                 StoreBackend::Redis(crate::store::redis::Settings {
+                    password_file,
                     url: url.get_ref().clone(),
                     key_prefix: raw
                         .key_prefix

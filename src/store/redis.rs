@@ -224,6 +224,9 @@ pub struct Settings {
     pub key_prefix: String,
     /// From `password_file`, when the URL carries none.
     pub password: Option<String>,
+    /// Where `password` came from, for the mode check (see
+    /// `Config::exposed_secret_files`).
+    pub password_file: Option<std::path::PathBuf>,
     pub timeout: Duration,
 }
 

@@ -651,3 +651,56 @@ async fn check_replays_a_log_the_gateway_wrote_and_names_what_a_rule_edit_change
         );
     }
 }
+
+#[tokio::test]
+async fn secret_files_readable_by_others_are_named_at_start_on_reload_and_by_check() {
+    use std::os::unix::fs::PermissionsExt;
+    let log = crate::logs::captured();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:1", "");
+    let key = dir.path().join("gw.key");
+    let chmod =
+        |mode| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+    chmod(0o644);
+    let check = || {
+        let out = authgate()
+            .args(["check", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, said) = check();
+    assert!(ok, "a warning, not a refusal: {said}");
+    let warning = format!("the TLS key {} is readable by every user", key.display());
+    assert!(said.contains(&warning), "{said}");
+    assert!(
+        said.contains(&format!("chmod 600 {}", key.display())),
+        "{said}"
+    );
+    chmod(0o640);
+    let (ok, said) = check();
+    assert!(ok && !said.contains("readable by every user"), "{said}");
+
+    // A running gateway says it at start and at each reload.
+    chmod(0o644);
+    let times = || {
+        String::from_utf8_lossy(&log.lock().unwrap())
+            .matches(&warning)
+            .count()
+    };
+    let gateway = authgate::Gateway::start(authgate::Config::load(&config).unwrap())
+        .await
+        .unwrap();
+    let at_start = times();
+    assert_eq!(at_start, 1, "said at start");
+    gateway.reload().await;
+    assert_eq!(times(), at_start + 1, "said on reload");
+    chmod(0o600);
+    gateway.reload().await;
+    assert_eq!(times(), at_start + 1, "not said once fixed");
+    gateway.shutdown().await;
+}

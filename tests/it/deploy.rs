@@ -344,6 +344,22 @@ fn the_kubernetes_example_agrees_with_the_config_it_ships() {
             .unwrap()
     };
 
+    // Secrets are mounted readable by the owner and the pod's group only,
+    // so the gateway's start warns about none of them.
+    for volume in pod["volumes"].as_sequence().unwrap() {
+        if volume["secret"].is_mapping() {
+            // Kubernetes reads YAML 1.1, where 0440 is octal.
+            let mode = match &volume["secret"]["defaultMode"] {
+                serde_yaml::Value::Number(n) => n.as_u64().unwrap(),
+                serde_yaml::Value::String(octal) if octal.starts_with('0') => {
+                    u64::from_str_radix(octal, 8).unwrap()
+                }
+                _ => panic!("no defaultMode on {volume:?}: Kubernetes mounts 0644"),
+            };
+            assert_eq!(mode & 0o007, 0, "{volume:?} is readable by others");
+        }
+    }
+
     // The config the gateway reads is the ConfigMap's, mounted as a folder.
     let env = gateway["env"].as_sequence().unwrap();
     let config_path = str_of(
