@@ -303,7 +303,7 @@ impl Auth {
             .await;
         let form = read_form(request).await?;
         if let Some(signed_in) = &presented.signed_in {
-            if !csrf::matches(&self.csrf_token(&signed_in), form.get("csrf")) {
+            if !csrf::matches(&self.csrf_token(signed_in), form.get("csrf")) {
                 return Err(GatewayError::CsrfRejected);
             }
             *logged_user = Some(signed_in.user.name.clone());

@@ -384,7 +384,7 @@ async fn a_file_written_in_two_parts_is_applied_once_and_whole() {
         .append(true)
         .open(&path)
         .unwrap()
-        .write_all(whole[cut..].as_bytes())
+        .write_all(&whole.as_bytes()[cut..])
         .unwrap();
     until_status(&gw, &bob, "/staff/x", 200).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
