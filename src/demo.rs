@@ -152,6 +152,7 @@ listen = "{listen}"
 cert = "demo.crt"
 key = "demo.key"
 shutdown_grace = "2s"
+drain_delay = "0s"
 
 [upstream]
 url = "http://{app}"

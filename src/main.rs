@@ -381,6 +381,14 @@ fn trim_allocator() {
 }
 
 fn run(path: &std::path::Path, flag_format: Option<LogFormat>) -> anyhow::Result<()> {
+    // The stop signals are caught before anything else: a SIGTERM that
+    // comes while the config and the sessions load is a stop (exit 0 once
+    // started), not the default kill.
+    let runtime = runtime()?;
+    let stop = {
+        let _inside = runtime.enter();
+        StopSignals::install()?
+    };
     let config = load_or_report(path)?;
     authgate::auth::password::set_after_burst(trim_allocator);
     let _log = init_logging(
@@ -388,14 +396,19 @@ fn run(path: &std::path::Path, flag_format: Option<LogFormat>) -> anyhow::Result
             .or(config.server.log_format)
             .unwrap_or(LogFormat::Human),
     );
-    runtime()?.block_on(async { authgate::run(config, shutdown_signal()).await })?;
+    runtime.block_on(async { authgate::run(config, stop.received()).await })?;
     Ok(())
 }
 
 fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()> {
     let _log = init_logging(flag_format.unwrap_or(LogFormat::Human));
     authgate::auth::password::set_after_burst(trim_allocator);
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    let stop = {
+        let _inside = runtime.enter();
+        StopSignals::install()?
+    };
+    runtime.block_on(async {
         let app = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let app_addr = app.local_addr()?;
         tokio::spawn(authgate::demo::serve_app(app));
@@ -427,7 +440,7 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
         );
         println!("  stop with Ctrl-C");
         println!();
-        shutdown_signal().await;
+        stop.received().await;
         gateway.shutdown().await;
         // The folder and its secrets go with `dir`.
         drop(dir);
@@ -898,20 +911,40 @@ fn init_logging(format: LogFormat) -> authgate::logging::FlushGuard {
     guard
 }
 
-/// Resolves at SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, caught from the moment they are installed (inside
+/// the runtime).
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("a SIGTERM handler can be installed");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals {
+                terminate: signal(SignalKind::terminate())
+                    .context("cannot install a SIGTERM handler")?,
+                interrupt: signal(SignalKind::interrupt())
+                    .context("cannot install a SIGINT handler")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("signal received: shutting down");
+
+    /// Resolves at the first SIGTERM or SIGINT.
+    async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("signal received: shutting down");
+    }
 }

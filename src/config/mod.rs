@@ -152,6 +152,10 @@ pub struct Server {
     /// gateway's pages: the `Location` of forward-auth's 401s.
     pub public_url: Option<String>,
     pub shutdown_grace: Duration,
+    /// On a stop: `/readyz` turns 503 at once and the listener keeps
+    /// accepting for this long (a load balancer or Kubernetes takes a
+    /// moment to stop sending), then the graceful close starts.
+    pub drain_delay: Duration,
     pub max_header_size: usize,
     pub max_body_size: u64,
     pub header_timeout: Duration,

@@ -60,6 +60,9 @@ pub struct RawServer {
     /// login links of forward-auth answers.
     pub public_url: Option<Text>,
     pub shutdown_grace: Option<Text>,
+    /// On SIGTERM: how long the listener keeps accepting, with `/readyz`
+    /// already 503, before the graceful close starts.
+    pub drain_delay: Option<Text>,
     pub max_header_size: Option<Text>,
     pub max_body_size: Option<Text>,
     pub header_timeout: Option<Text>,

@@ -117,6 +117,7 @@ impl Validator<'_> {
         };
         let tls = self.tls(&raw.cert, &raw.key);
         let shutdown_grace = self.duration(&raw.shutdown_grace, Duration::from_secs(30));
+        let drain_delay = self.duration(&raw.drain_delay, Duration::from_secs(5));
         let header_timeout = self.duration(&raw.header_timeout, Duration::from_secs(10));
         let handshake_timeout = self.duration(&raw.handshake_timeout, Duration::from_secs(10));
         let idle_timeout = self.duration(&raw.idle_timeout, Duration::from_secs(60));
@@ -221,6 +222,7 @@ impl Validator<'_> {
             verify_listen: verify_listen.map(|a| a.ok_or(())).transpose().ok()?,
             public_url: public_url?,
             shutdown_grace: shutdown_grace?,
+            drain_delay: drain_delay?,
             max_header_size: max_header_size?,
             max_body_size: max_body_size?,
             header_timeout: header_timeout?,

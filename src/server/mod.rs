@@ -164,9 +164,22 @@ impl Gateway {
         crate::reload::reload(&self.state).await
     }
 
-    /// Stops accepting, lets in-flight requests finish within
-    /// `shutdown_grace`, then closes what is left. Returns when all is done.
+    /// Turns `/readyz` to 503 and keeps serving for `drain_delay`, then
+    /// stops accepting, lets in-flight requests finish within
+    /// `shutdown_grace`, and closes what is left. Returns when all is done.
     pub async fn shutdown(self) {
+        // Not ready from now on, but still serving for `drain_delay`: a
+        // load balancer (Kubernetes removing the pod's endpoints) takes a
+        // moment to stop sending new connections here.
+        self.state.readiness.draining();
+        let drain_delay = self.state.live().config.server.drain_delay;
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                drain_delay_ms = drain_delay.as_millis() as u64,
+                "stopping: /readyz answers 503; new connections are still served for drain_delay"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
         let grace_ends =
             tokio::time::Instant::now() + self.state.live().config.server.shutdown_grace;
         let _ = self.stop.send(true);

@@ -203,3 +203,39 @@ async fn past_max_per_user_a_sign_in_ends_the_least_recently_used_session() {
     let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
     assert!(text.contains("session_limit"), "a security event: {text}");
 }
+
+#[tokio::test]
+async fn on_a_stop_readyz_turns_503_at_once_and_new_connections_are_served_for_drain_delay() {
+    let mut gw = Setup::new()
+        .server("ops_listen = \"127.0.0.1:0\"")
+        .server("drain_delay = \"1s\"")
+        .start()
+        .await;
+    let ops = gw.gateway().ops_addr().unwrap();
+    let addr = gw.addr();
+    let client = gw.client();
+    let url = gw.url("/x");
+    let started = Instant::now();
+    let shutdown = tokio::spawn(gw.take_gateway().shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ready = reqwest::get(format!("http://{ops}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready from the first moment");
+    // A load balancer that has not caught up yet still gets answers, on a
+    // new connection too.
+    let fresh = gw.client();
+    assert_eq!(fresh.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    assert!(started.elapsed() < Duration::from_millis(900));
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("the stop ends after the delay")
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the delay was kept"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after the delay"
+    );
+}

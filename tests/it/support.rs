@@ -327,7 +327,11 @@ impl Setup {
         self
     }
 
-    pub async fn start(self) -> TestGateway {
+    pub async fn start(mut self) -> TestGateway {
+        // Tests stop gateways often; the drain delay has a test of its own.
+        if !self.server.iter().any(|l| l.starts_with("drain_delay")) {
+            self.server.push("drain_delay = \"0s\"".to_owned());
+        }
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().unwrap();
         let cert = authgate::tls::self_signed();
@@ -661,6 +665,12 @@ pub fn authgate() -> std::process::Command {
 
 /// Writes a config next to a fresh certificate, for the binary's tests.
 pub fn write_config(dir: &Path, upstream: &str, extra_server: &str) -> std::path::PathBuf {
+    // SIGTERM tests stop at once; the drain delay has a test of its own.
+    let drain = if extra_server.contains("drain_delay") {
+        ""
+    } else {
+        "drain_delay = \"0s\"\n"
+    };
     let cert = authgate::tls::self_signed();
     std::fs::write(dir.join("gw.crt"), &cert.cert_pem).unwrap();
     std::fs::write(dir.join("gw.key"), &cert.key_pem).unwrap();
@@ -669,7 +679,7 @@ pub fn write_config(dir: &Path, upstream: &str, extra_server: &str) -> std::path
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{extra_server}\n\n[upstream]\nurl = \"{upstream}\"\n\n[users]\nfile = \"users.toml\"\n{DEFAULT_RULES}"
+            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{drain}{extra_server}\n\n[upstream]\nurl = \"{upstream}\"\n\n[users]\nfile = \"users.toml\"\n{DEFAULT_RULES}"
         ),
     )
     .unwrap();
