@@ -260,7 +260,8 @@ fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCode {
     for w in &warnings {
         eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
     }
-    let exposed = config.exposed_secret_files();
+    let mut exposed = config.exposed_secret_files();
+    exposed.extend(config.hashing_memory_warning());
     for warning in &exposed {
         eprintln!("{file}: warning: {warning}");
     }

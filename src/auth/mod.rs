@@ -267,7 +267,10 @@ impl Auth {
             users = redis.users().await.map_err(unavailable)?;
         }
         let csrf = csrf::CsrfSecret::new(sessions.secret("csrf").await?);
-        let verifier = Verifier::for_this_machine();
+        if let Some(warning) = config.hashing_memory_warning() {
+            tracing::warn!("{warning}");
+        }
+        let verifier = Verifier::with_threads(config.login.hashing_threads);
         verifier.match_strongest(users.iter().map(|u| &*u.password_hash));
         let cookie_name = config.session.cookie_name.clone();
         let domain = config

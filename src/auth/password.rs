@@ -177,6 +177,57 @@ pub fn check_phc(phc: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The cores this process may run on (its CPU affinity; cgroup quotas are
+/// not counted).
+pub fn usable_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The memory (KiB) of the most expensive hash among `hashes`, or of the
+/// floor parameters when there is none: what one hashing thread holds.
+pub fn strongest_memory_kib<'a>(hashes: impl IntoIterator<Item = &'a str>) -> u32 {
+    hashes
+        .into_iter()
+        .filter_map(|phc| Params::try_from(&PasswordHash::new(phc).ok()?).ok())
+        .map(|p| p.m_cost())
+        .max()
+        .unwrap_or_else(|| floor_params().m_cost())
+        .max(floor_params().m_cost())
+}
+
+/// What the gateway needs besides its hashing threads' areas (measured:
+/// about 10 MiB idle, under 30 MiB at the peak of keep-alive load; see
+/// README "Performance").
+pub const BASE_MEMORY_BYTES: u64 = 32 << 20;
+
+/// A warning when a memory limit (`limit`, bytes, from the cgroup) cannot
+/// hold the base and `threads` areas of `area_kib` each; `None` when it can
+/// or there is no limit.
+pub fn memory_warning(limit: Option<u64>, threads: usize, area_kib: u32) -> Option<String> {
+    let limit = limit?;
+    let needed = BASE_MEMORY_BYTES + threads as u64 * u64::from(area_kib) * 1024;
+    (limit < needed).then(|| {
+        format!(
+            "the memory limit ({} MiB) cannot hold the gateway ({} MiB) and {threads} hashing thread(s) of {} MiB each (the strongest password hash's memory): sign-in floods could get it killed; lower [login] hashing_threads or raise the limit to at least {} MiB",
+            limit >> 20,
+            BASE_MEMORY_BYTES >> 20,
+            area_kib.div_ceil(1024),
+            needed.div_ceil(1 << 20)
+        )
+    })
+}
+
+/// The memory limit of this process's cgroup, when one is set (cgroup v2's
+/// `memory.max`, else v1's `memory.limit_in_bytes`).
+pub fn cgroup_memory_limit() -> Option<u64> {
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok();
+    let v1 = || std::fs::read_to_string("/sys/fs/cgroup/memory/memory.limit_in_bytes").ok();
+    let text = v2.or_else(v1)?;
+    let limit: u64 = text.trim().parse().ok()?;
+    // v1 says "no limit" with a huge number.
+    (limit < 1 << 60).then_some(limit)
+}
+
 /// The cost of a hash's parameters, for picking the strongest: time grows
 /// with memory times passes; lanes break ties.
 fn cost(params: &Params) -> (u64, u32) {
@@ -236,10 +287,10 @@ impl Verifier {
         }
     }
 
-    /// One hashing thread per two cores, at least one; 64 may wait.
-    pub fn for_this_machine() -> Verifier {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Verifier::new((cores / 2).max(1), 64)
+    /// `threads` hashing threads (`[login] hashing_threads`), but no more
+    /// than the cores this process may use; 64 may wait.
+    pub fn with_threads(threads: usize) -> Verifier {
+        Verifier::new(threads.min(usable_cores()), 64)
     }
 
     /// Makes unknown users cost what the most expensive known one does
@@ -473,6 +524,21 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(answer, Ok(true), "the queue stayed wedged");
+    }
+
+    #[test]
+    fn a_memory_limit_too_small_for_the_hashing_threads_is_named() {
+        let floor = floor_params().m_cost();
+        assert_eq!(memory_warning(None, 8, floor), None);
+        // 32 MiB + 2 x 19 MiB fits in 128 MiB; 8 threads do not.
+        assert_eq!(memory_warning(Some(128 << 20), 2, floor), None);
+        let said = memory_warning(Some(128 << 20), 8, floor).unwrap();
+        assert!(said.contains("8 hashing thread(s) of 19 MiB"), "{said}");
+        assert!(said.contains("at least 184 MiB"), "{said}");
+        // The strongest hash decides the area.
+        let strong = "$argon2id$v=19$m=65536,t=3,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+        assert_eq!(strongest_memory_kib([strong, "not a hash"]), 65536);
+        assert_eq!(strongest_memory_kib([]), floor);
     }
 
     #[test]

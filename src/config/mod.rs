@@ -119,6 +119,11 @@ pub struct Login {
     pub require_totp: Vec<String>,
     /// What the sign-in page says besides its form.
     pub words: LoginWords,
+    /// Passwords checked at once, each on a thread that holds the
+    /// strongest hash's memory (19 MiB at the floor): a fixed number, not
+    /// one per visible core, so the memory a pod needs does not depend on
+    /// the node it lands on. At most the cores the process may use.
+    pub hashing_threads: usize,
 }
 
 /// `[login] title` and `notice`: plain text on the sign-in page.
@@ -249,6 +254,16 @@ pub struct Assertion {
 pub const DEFAULT_ASSERTION_KEY: &str = "authgate-assertion-key.pem";
 
 impl Config {
+    /// A warning when this process's cgroup memory limit cannot hold the
+    /// gateway and its hashing threads (`[login] hashing_threads`, each
+    /// with the strongest password hash's memory).
+    pub fn hashing_memory_warning(&self) -> Option<String> {
+        use crate::auth::password;
+        let threads = self.login.hashing_threads.min(password::usable_cores());
+        let area = password::strongest_memory_kib(self.users.iter().map(|u| &*u.password_hash));
+        password::memory_warning(password::cgroup_memory_limit(), threads, area)
+    }
+
     /// Secret files of this config that every user of the machine may
     /// read (the TLS key, the assertion key, the Redis password file), each
     /// as a sentence that names it and the `chmod` that fixes it. Not

@@ -200,6 +200,8 @@ pub struct RawLogin {
     pub title: Option<Text>,
     /// A short plain-text notice on the sign-in page.
     pub notice: Option<Text>,
+    /// Passwords checked at once (each holds the hash's memory).
+    pub hashing_threads: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

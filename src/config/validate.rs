@@ -685,7 +685,9 @@ impl Validator<'_> {
             title: raw.title.map(|t| t.into_inner()),
             notice: raw.notice.map(|t| t.into_inner()),
         };
+        let hashing_threads = self.count(&raw.hashing_threads, 2, 1..=64, "hashing_threads");
         Some(Login {
+            hashing_threads: hashing_threads?,
             words,
             max_failures: max_failures?,
             failure_window: window?,

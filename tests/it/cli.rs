@@ -704,3 +704,43 @@ async fn secret_files_readable_by_others_are_named_at_start_on_reload_and_by_che
     assert_eq!(times(), at_start + 1, "not said once fixed");
     gateway.shutdown().await;
 }
+
+/// The gateway process's argon2 threads (named `authgate-argon2-N`, which
+/// the kernel cuts to 15 characters).
+fn hashing_threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "authgate-argon2")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashing_threads_are_the_configured_number_not_one_per_two_cores() {
+    let dir = tempfile::tempdir().unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (login, want) in [("", 2.min(cores)), ("hashing_threads = 1", 1)] {
+        let config = write_config(dir.path(), "http://127.0.0.1:1", "");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text = text.replace("[users]", &format!("[login]\n{login}\n\n[users]"));
+        std::fs::write(&config, text).unwrap();
+        let (child, mut lines) = spawn_run(&["run", "-c"], &config);
+        listen_address(&mut lines);
+        assert_eq!(hashing_threads_of(child.0.id()), want, "{login:?}");
+    }
+    // On one core: one thread, whatever is asked.
+    let config = write_config(dir.path(), "http://127.0.0.1:1", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[users]", "[login]\nhashing_threads = 8\n\n[users]");
+    std::fs::write(&config, text).unwrap();
+    let mut pinned = std::process::Command::new("taskset");
+    pinned
+        .args(["-c", "0", env!("CARGO_BIN_EXE_authgate"), "run", "-c"])
+        .arg(&config)
+        .env_remove("AUTHGATE_CONFIG")
+        .env_remove("AUTHGATE_LOG");
+    let (child, mut lines) = crate::support::spawn_lines(pinned);
+    listen_address(&mut lines);
+    assert_eq!(hashing_threads_of(child.0.id()), 1);
+}
