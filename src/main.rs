@@ -262,6 +262,7 @@ fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCode {
     }
     let mut exposed = config.exposed_secret_files();
     exposed.extend(config.hashing_memory_warning());
+    exposed.extend(config.users_file_warning());
     for warning in &exposed {
         eprintln!("{file}: warning: {warning}");
     }

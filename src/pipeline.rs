@@ -89,6 +89,20 @@ impl State {
         for exposed in config.exposed_secret_files() {
             tracing::warn!("{exposed}");
         }
+        match config.seed_users_file() {
+            Ok(true) => tracing::info!(
+                file = ?config.users_file,
+                seed = ?config.users_seed,
+                "the users file was made from [users] seed"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(file = ?config.users_file, seed = ?config.users_seed, error = %e, "the users file could not be made from [users] seed; the seed's users are in force, and changes cannot be saved")
+            }
+        }
+        if let Some(warning) = config.users_file_warning() {
+            tracing::warn!("{warning}");
+        }
         let tunnels = Arc::new(crate::proxy::tunnels::Tunnels::default());
         let metrics = Arc::new(Metrics::default());
         let auth = Arc::new(Auth::new(&mut config, metrics.clone()).await?);

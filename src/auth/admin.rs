@@ -95,6 +95,10 @@ fn user_error(e: UserFileError) -> Response<Body> {
             error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
         }
         UserFileError::Duplicate(_) => error(StatusCode::CONFLICT, "duplicate"),
+        UserFileError::ReadOnly { .. } => json_response(
+            StatusCode::CONFLICT,
+            json!({ "error": "managed_elsewhere", "detail": e.to_string() }),
+        ),
         UserFileError::BadRole(_) | UserFileError::BadName(_) | UserFileError::WeakPassword => {
             json_response(
                 StatusCode::BAD_REQUEST,
@@ -579,7 +583,7 @@ fn refused(e: &UserFileError) -> Response<Body> {
     );
     let status = match e {
         UserFileError::UnknownUser(_) => StatusCode::NOT_FOUND,
-        UserFileError::Duplicate(_) => StatusCode::CONFLICT,
+        UserFileError::Duplicate(_) | UserFileError::ReadOnly { .. } => StatusCode::CONFLICT,
         UserFileError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         UserFileError::Io { .. } | UserFileError::NotConfigured => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -629,7 +633,15 @@ async fn render(auth: &Auth, token: &str) -> Result<Response<Body>, GatewayError
     let users = auth.users();
     let mut list: Vec<_> = users.iter().collect();
     list.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut html = String::from("<h1>Users and sessions</h1><table><tr><th>User</th><th>Roles</th><th>State</th><th>Second factor</th><th>Sessions</th><th></th></tr>");
+    let mut html = String::from("<h1>Users and sessions</h1>");
+    if let Some(why) = auth.users_managed_elsewhere() {
+        let _ = write!(
+            html,
+            "<p class=\"error\" role=\"status\">Users are managed elsewhere: {}. Sessions can still be ended here.</p>",
+            escape_html(&why)
+        );
+    }
+    html.push_str("<table><tr><th>User</th><th>Roles</th><th>State</th><th>Second factor</th><th>Sessions</th><th></th></tr>");
     for user in list {
         let count = sessions.iter().filter(|s| s.user == user.key).count();
         let (state, toggle) = if user.locked {

@@ -20,6 +20,10 @@ use crate::store::stats::Ended;
 use crate::users::canonical;
 use crate::users::file::{check_new_password, Change};
 
+/// What the pages that would change the users file say when it is
+/// read-only here.
+pub(super) const MANAGED_ELSEWHERE: &str = "Accounts are managed elsewhere: this gateway cannot change its users file. Ask your administrator. Nothing was changed.";
+
 impl Auth {
     pub(super) fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {
         response.headers_mut().insert(
@@ -353,6 +357,15 @@ impl Auth {
         let page = |status, message: Option<(bool, &str)>| {
             pages::password(status, &signed_in.user.name, &csrf, message)
         };
+        if self.users_managed_elsewhere().is_some() {
+            // Nothing here could be saved: say so rather than fail later.
+            let status = if request.method() == Method::POST {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::OK
+            };
+            return Ok(page(status, Some((false, MANAGED_ELSEWHERE))));
+        }
         if request.method() != Method::POST {
             return Ok(page(StatusCode::OK, None));
         }
@@ -411,6 +424,9 @@ impl Auth {
             .await
         {
             tracing::error!(user = %user.name, error = %e, "password change could not be saved");
+            if matches!(e, crate::users::file::UserFileError::ReadOnly { .. }) {
+                return Ok(page(StatusCode::CONFLICT, Some((false, MANAGED_ELSEWHERE))));
+            }
             return Ok(page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Some((

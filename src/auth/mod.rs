@@ -533,6 +533,16 @@ impl Auth {
 
     /// Writes `change` to the users file (off the async threads) and puts
     /// the result in force at once.
+    /// Why user changes cannot be saved here, when they cannot: the users
+    /// file is read-only (and users are not in Redis).
+    pub fn users_managed_elsewhere(&self) -> Option<String> {
+        if self.sessions.shared().is_some() {
+            return None;
+        }
+        let file = self.users_file.as_ref()?;
+        file.writable().err().map(|e| e.to_string())
+    }
+
     pub async fn change_users(&self, change: Change, actor: &str) -> Result<(), UserFileError> {
         if let Some(redis) = self.sessions.shared() {
             redis.apply(&change).await?;

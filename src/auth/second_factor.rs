@@ -470,6 +470,14 @@ impl Auth {
         if user.totp.is_some() {
             return Ok(pages::totp_enrolled(&user.name, user.recovery_codes.len()));
         }
+        if self.users_managed_elsewhere().is_some() {
+            // Enrolment would end in a users file that cannot be written.
+            return Ok(crate::response::page(
+                StatusCode::CONFLICT,
+                "Second factor",
+                super::endpoints::MANAGED_ELSEWHERE,
+            ));
+        }
         let now = session::now_ms();
         let scan = |status, secret: &str, next: &str, error| {
             let issuer = host
@@ -564,6 +572,13 @@ impl Auth {
                     .await
                 {
                     tracing::error!(user = %user.name, error = %e, "the second factor could not be saved");
+                    if matches!(e, crate::users::file::UserFileError::ReadOnly { .. }) {
+                        return Ok(own_response(
+                            StatusCode::CONFLICT,
+                            "text/plain; charset=utf-8",
+                            format!("{}\n", super::endpoints::MANAGED_ELSEWHERE),
+                        ));
+                    }
                     return Ok(own_response(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "text/plain; charset=utf-8",

@@ -37,6 +37,9 @@ pub struct Config {
     pub users: crate::users::Users,
     /// Where the users file is, for reloads and rewrites (none configured: no users).
     pub users_file: Option<PathBuf>,
+    /// `[users] seed`: the users file is made from this one at start when
+    /// it does not exist (until then its users are the seed's).
+    pub users_seed: Option<PathBuf>,
     pub login: Login,
     pub identity: Identity,
     pub admin: Admin,
@@ -254,6 +257,51 @@ pub struct Assertion {
 pub const DEFAULT_ASSERTION_KEY: &str = "authgate-assertion-key.pem";
 
 impl Config {
+    /// Makes the users file from `[users] seed` when it does not exist yet
+    /// (written whole or not at all, mode 0600); true if it did. The seed
+    /// is typically read-only (a Secret); the copy is what the password
+    /// page, TOTP enrolment and the admin page rewrite.
+    pub fn seed_users_file(&self) -> std::io::Result<bool> {
+        let (Some(file), Some(seed)) = (&self.users_file, &self.users_seed) else {
+            return Ok(false);
+        };
+        if file.exists() {
+            return Ok(false);
+        }
+        let text = std::fs::read(seed)?;
+        let dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o600))?;
+            temp.write_all(&text)?;
+            temp.as_file().sync_all()?;
+        }
+        match temp.persist_noclobber(file) {
+            Ok(_) => Ok(true),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e.error),
+        }
+    }
+
+    /// A warning when the users file is one this process cannot rewrite
+    /// (and users are not in Redis): password changes, TOTP enrolment and
+    /// the admin page's user changes are then refused as managed elsewhere.
+    pub fn users_file_warning(&self) -> Option<String> {
+        if matches!(self.store.backend, StoreBackend::Redis(_)) {
+            return None;
+        }
+        let file = crate::users::file::UsersFile::new(self.users_file.clone()?);
+        let why = file.writable().err()?;
+        Some(format!(
+            "{why}. The password page, second-factor enrolment and the admin page's user changes will say so instead of saving; to keep them working, put the users file on a writable volume and name the read-only one as [users] seed"
+        ))
+    }
+
     /// A warning when this process's cgroup memory limit cannot hold the
     /// gateway and its hashing threads (`[login] hashing_threads`, each
     /// with the strongest password hash's memory).

@@ -188,6 +188,9 @@ pub struct RawStore {
 #[derive(Debug, Deserialize)]
 pub struct RawUsers {
     pub file: Text,
+    /// A read-only users file (a Kubernetes Secret) that `file` is made
+    /// from when it does not exist yet.
+    pub seed: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -55,13 +55,22 @@ impl Validator<'_> {
         let session = self.session(raw.session);
         let store = self.store(raw.store);
         // Without a users file nobody can sign in: only public rules let anyone through.
-        let (users_file, users) = match &raw.users {
+        let (users_file, users_seed, users) = match &raw.users {
             Some(section) => {
-                let file = self.base.join(section.get_ref().file.get_ref());
-                let users = self.users(&section.get_ref().file, &file);
-                (Some(file), users)
+                let section = section.get_ref();
+                let file = self.base.join(section.file.get_ref());
+                let seed = section
+                    .seed
+                    .as_ref()
+                    .map(|s| (s, self.base.join(s.get_ref())));
+                // Until the file is made from the seed, its users are the seed's.
+                let users = match &seed {
+                    Some((key, seed)) if !file.exists() => self.users(key, seed),
+                    _ => self.users(&section.file, &file),
+                };
+                (Some(file), seed.map(|(_, path)| path), users)
             }
-            None => (None, Some(crate::users::Users::default())),
+            None => (None, None, Some(crate::users::Users::default())),
         };
         let login = self.login(raw.login);
         let identity = self.identity(raw.identity, store.as_ref(), path);
@@ -81,6 +90,7 @@ impl Validator<'_> {
             store: store?,
             users: users?,
             users_file,
+            users_seed,
             login: login?,
             identity: identity?,
             admin: admin?,

@@ -55,6 +55,10 @@ pub enum UserFileError {
     StoreUnavailable,
     #[error("that recovery code is not valid (or was used already)")]
     UnknownRecoveryCode,
+    /// The users file is read-only here (a Secret, a read-only mount, a
+    /// file nobody may write): its users are managed elsewhere.
+    #[error("the users file {path} is read-only here ({why}): users are managed where it comes from; nothing was changed")]
+    ReadOnly { path: PathBuf, why: String },
 }
 
 /// One change to the users file. Passwords arrive already hashed.
@@ -207,7 +211,35 @@ impl UsersFile {
 
     /// Applies `change` (made by `actor`, for the record) and returns the
     /// users as the file now has them.
+    /// Whether this process may rewrite the users file: `Err` says why not.
+    /// A file with no write bit for anyone is taken as read-only by
+    /// intent (a Kubernetes Secret is mounted so), even for root; else a
+    /// temporary file is made and removed in its folder, where the lock
+    /// file and each rewrite's temporary file go.
+    pub fn writable(&self) -> Result<(), UserFileError> {
+        use std::os::unix::fs::PermissionsExt;
+        let read_only = |why: String| UserFileError::ReadOnly {
+            path: self.path.clone(),
+            why,
+        };
+        if let Ok(meta) = fs::metadata(&self.path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o222 == 0 {
+                return Err(read_only(format!("mode {:04o}", mode & 0o7777)));
+            }
+        }
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        tempfile::NamedTempFile::new_in(dir)
+            .map(drop)
+            .map_err(|e| read_only(format!("its folder {}: {e}", dir.display())))
+    }
+
     pub fn apply(&self, change: &Change, actor: &str) -> Result<Users, UserFileError> {
+        self.writable()?;
         let lock = open_lock(&self.lock_path()).map_err(self.io("locked"))?;
         lock.lock().map_err(self.io("locked"))?;
 

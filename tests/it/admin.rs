@@ -1109,3 +1109,178 @@ async fn anonymous_sign_in_noise_cannot_flush_administrative_events() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn a_read_only_users_file_makes_the_pages_say_users_are_managed_elsewhere() {
+    use std::os::unix::fs::PermissionsExt;
+    let gw = Setup::new().start().await;
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let csrf = csrf_of(&gw, &alice).await;
+    let bob_csrf = csrf_of(&gw, &bob).await;
+    // As a Kubernetes Secret is mounted: nobody may write it (root neither,
+    // by intent).
+    std::fs::set_permissions(gw.users_file(), std::fs::Permissions::from_mode(0o444)).unwrap();
+    let before = std::fs::read_to_string(gw.users_file()).unwrap();
+
+    let page = gw.get_as(&bob, "/.gateway/password").await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("managed elsewhere"));
+    let posted = password_form(&gw, &bob, &bob_csrf, BOB_PASSWORD, "a brand new password")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 409);
+    assert!(posted.text().await.unwrap().contains("managed elsewhere"));
+    let totp = gw.get_as(&bob, "/.gateway/totp").await;
+    assert_eq!(totp.status(), 409);
+    assert!(totp.text().await.unwrap().contains("managed elsewhere"));
+    let locked = api(
+        &gw,
+        reqwest::Method::POST,
+        "/users/bob/lock",
+        Some(&alice),
+        Some(&csrf),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(locked.status(), 409);
+    let body: Value = locked.json().await.unwrap();
+    assert_eq!(body["error"], "managed_elsewhere");
+    let admin = gw
+        .get_as(&alice, "/.gateway/admin/")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(admin.contains("Users are managed elsewhere"), "{admin}");
+    // Sessions are not users: they can still be ended.
+    let revoked = api(
+        &gw,
+        reqwest::Method::POST,
+        "/users/bob/revoke",
+        Some(&alice),
+        Some(&csrf),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(std::fs::read_to_string(gw.users_file()).unwrap(), before);
+}
+
+#[tokio::test]
+async fn users_seed_makes_a_writable_users_file_once_and_check_names_a_read_only_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let log = crate::logs::captured();
+    let upstream = crate::support::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::write_config(dir.path(), &upstream.url(), "");
+    let secret = dir.path().join("secret");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    std::fs::rename(dir.path().join("users.toml"), secret.join("users.toml")).unwrap();
+    std::fs::set_permissions(
+        secret.join("users.toml"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+
+    // The Secret itself as the users file: check says it cannot be written.
+    std::fs::write(
+        &config,
+        text.replace("file = \"users.toml\"", "file = \"secret/users.toml\""),
+    )
+    .unwrap();
+    let out = authgate()
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("is read-only here"), "{said}");
+    assert!(said.contains("[users] seed"), "{said}");
+    let gateway = authgate::Gateway::start(authgate::Config::load(&config).unwrap())
+        .await
+        .unwrap();
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains(&format!(
+            "{} is read-only here",
+            secret.join("users.toml").display()
+        )),
+        "said at start"
+    );
+    gateway.shutdown().await;
+
+    // With a seed: the file on the state volume is made from it, once.
+    std::fs::write(
+        &config,
+        text.replace(
+            "file = \"users.toml\"",
+            "file = \"state/users.toml\"\nseed = \"secret/users.toml\"",
+        ),
+    )
+    .unwrap();
+    let out = authgate()
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !said.contains("read-only"),
+        "{said}"
+    );
+    assert!(!state.join("users.toml").exists(), "check changes nothing");
+    let gateway = authgate::Gateway::start(authgate::Config::load(&config).unwrap())
+        .await
+        .unwrap();
+    let made = state.join("users.toml");
+    assert_eq!(
+        std::fs::read(&made).unwrap(),
+        std::fs::read(secret.join("users.toml")).unwrap()
+    );
+    assert_eq!(
+        std::fs::metadata(&made).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let base = format!("https://{}", gateway.addr());
+    let cert = std::fs::read_to_string(dir.path().join("gw.crt")).unwrap();
+    let client = crate::support::https_client_builder(&cert).build().unwrap();
+    let bob = crate::support::sign_in_at(&client, &base, "bob", BOB_PASSWORD).await;
+    let whoami: Value = client
+        .get(format!("{base}/.gateway/whoami"))
+        .header("cookie", format!("__Host-authgate={bob}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let changed = client
+        .post(format!("{base}/.gateway/password"))
+        .header("cookie", format!("__Host-authgate={bob}"))
+        .form(&[
+            ("csrf", whoami["csrf"].as_str().unwrap()),
+            ("current", BOB_PASSWORD),
+            ("new", "bobs seeded new password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    gateway.shutdown().await;
+    // A restart keeps the changed file; the seed is not copied again.
+    let edited = std::fs::read(&made).unwrap();
+    assert_ne!(edited, std::fs::read(secret.join("users.toml")).unwrap());
+    let gateway = authgate::Gateway::start(authgate::Config::load(&config).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&made).unwrap(), edited);
+    gateway.shutdown().await;
+}
