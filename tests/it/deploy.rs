@@ -317,7 +317,7 @@ fn the_kubernetes_example_agrees_with_the_config_it_ships() {
     let docs = yaml_docs(&[
         include_str!("../../examples/kubernetes/deployment.yaml"),
         include_str!("../../examples/kubernetes/configmap.yaml"),
-        include_str!("../../examples/kubernetes/secret.yaml"),
+        include_str!("../../examples/kubernetes/secret.yaml.example"),
     ]);
     let deployment = of_kind(&docs, "Deployment", "notes");
     let pod = &deployment["spec"]["template"]["spec"];
@@ -414,13 +414,55 @@ fn the_kubernetes_example_agrees_with_the_config_it_ships() {
         let secret = of_kind(&docs, "Secret", &secret_name);
         str_of(&secret["stringData"][file]).to_owned()
     };
-    let users_text = secret_file(config["users"]["file"].as_str().unwrap());
+    // The users file is on the state volume (writable), made from the
+    // Secret at the first start.
+    let users_text = secret_file(config["users"]["seed"].as_str().unwrap());
+    let (users_volume, _) = mounted(gateway, config["users"]["file"].as_str().unwrap());
+    assert!(
+        volume(users_volume)["persistentVolumeClaim"].is_mapping(),
+        "the users file is on the state volume"
+    );
     secret_file(server["cert"].as_str().unwrap());
     secret_file(server["key"].as_str().unwrap());
     let state_path = config["store"]["path"].as_str().unwrap();
     let (state_volume, _) = mounted(gateway, state_path);
     let claim = str_of(&volume(state_volume)["persistentVolumeClaim"]["claimName"]).to_owned();
     of_kind(&docs, "PersistentVolumeClaim", &claim);
+
+    // Rollouts: a versioned image that a locally loaded copy satisfies;
+    // the pod outlives drain_delay + shutdown_grace; the app stops after
+    // the gateway has drained; a startup probe guards a slow start; the
+    // state volume is one pod's.
+    let image = str_of(&gateway["image"]);
+    assert_eq!(
+        image,
+        format!("authgate:{}", env!("CARGO_PKG_VERSION")),
+        "a versioned tag"
+    );
+    assert_eq!(gateway["imagePullPolicy"], "IfNotPresent");
+    let seconds = |key: &str, default: u64| {
+        server
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map_or(default, |t| humantime::parse_duration(t).unwrap().as_secs())
+    };
+    let needed = seconds("drain_delay", 5) + seconds("shutdown_grace", 30);
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        grace > needed,
+        "terminationGracePeriodSeconds {grace} <= {needed}"
+    );
+    assert!(
+        app["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap()
+            > seconds("drain_delay", 5),
+        "the app outlives the drain"
+    );
+    assert_eq!(gateway["startupProbe"]["httpGet"]["port"], "ops");
+    let pvc = of_kind(&docs, "PersistentVolumeClaim", &claim);
+    assert_eq!(pvc["spec"]["accessModes"][0], "ReadWriteOncePod");
+    assert_eq!(service_ports[0]["appProtocol"], "https");
 
     // Non-root (the image's user), read-only root, limits.
     let dockerfile = include_str!("../../Dockerfile");
@@ -445,7 +487,7 @@ fn the_kubernetes_example_agrees_with_the_config_it_ships() {
     for path in [
         server["cert"].as_str().unwrap(),
         server["key"].as_str().unwrap(),
-        config["users"]["file"].as_str().unwrap(),
+        config["users"]["seed"].as_str().unwrap(),
         state_path,
     ] {
         let (mount, _) = path.rsplit_once('/').unwrap();
@@ -466,7 +508,7 @@ fn the_kubernetes_example_agrees_with_the_config_it_ships() {
     )
     .unwrap();
     std::fs::write(
-        local(config["users"]["file"].as_str().unwrap()).join("users.toml"),
+        local(config["users"]["seed"].as_str().unwrap()).join("users.toml"),
         &users_text,
     )
     .unwrap();
@@ -574,4 +616,120 @@ fn the_compose_example_agrees_with_the_config_it_ships() {
     let failures = authgate::policy::check::run_tests(&parsed, &parsed.users);
     assert!(failures.is_empty(), "{failures:?}");
     example_password_works(users);
+}
+
+#[test]
+fn the_redis_example_runs_two_replicas_that_survive_disruptions() {
+    let docs = yaml_docs(&[
+        include_str!("../../examples/kubernetes-redis/gateway.yaml"),
+        include_str!("../../examples/kubernetes-redis/redis.yaml"),
+    ]);
+    let deployment = of_kind(&docs, "Deployment", "notes");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let pdb = of_kind(&docs, "PodDisruptionBudget", "notes");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let spread = pod["topologySpreadConstraints"].as_sequence().unwrap();
+    assert!(spread
+        .iter()
+        .any(|c| c["topologyKey"] == "kubernetes.io/hostname"));
+    let containers = pod["containers"].as_sequence().unwrap();
+    let gateway = containers.iter().find(|c| c["name"] == "authgate").unwrap();
+    assert_eq!(gateway["imagePullPolicy"], "IfNotPresent");
+
+    // The config: Redis with a password from the Secret Redis itself uses.
+    let text = str_of(&of_kind(&docs, "ConfigMap", "authgate-config")["data"]["gateway.toml"]);
+    let config: toml::Table = text.parse().unwrap();
+    assert_eq!(config["store"]["backend"].as_str(), Some("redis"));
+    let password_file = config["store"]["password_file"].as_str().unwrap();
+    let (volume_name, _) = mounted(gateway, password_file);
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == volume_name)
+        .unwrap();
+    let secret = str_of(&volume["secret"]["secretName"]);
+    let redis = of_kind(&docs, "StatefulSet", "authgate-redis");
+    let redis_pod = &redis["spec"]["template"]["spec"];
+    assert!(redis_pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|v| v["secret"]["secretName"] == secret));
+    let args = format!("{:?}", redis_pod["containers"][0]["args"]);
+    for needed in [
+        "--appendonly yes",
+        "--maxmemory-policy noeviction",
+        "--requirepass",
+    ] {
+        assert!(args.contains(needed), "{needed} in {args}");
+    }
+    let url = config["store"]["url"].as_str().unwrap();
+    of_kind(
+        &docs,
+        "Service",
+        url.split("//").nth(1).unwrap().split(':').next().unwrap(),
+    );
+    for volume in pod["volumes"].as_sequence().unwrap() {
+        if volume["secret"].is_mapping() {
+            let mode = &volume["secret"]["defaultMode"];
+            assert!(
+                mode.as_u64().is_some_and(|m| m & 0o007 == 0)
+                    || mode.as_str().is_some_and(|m| m.ends_with('0')),
+                "{volume:?}"
+            );
+        }
+    }
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > 35);
+}
+
+#[test]
+fn the_sidecar_component_adds_the_same_gateway_as_the_example() {
+    let component: serde_yaml::Value = serde_yaml::from_str(include_str!(
+        "../../examples/kubernetes/sidecar/kustomization.yaml"
+    ))
+    .unwrap();
+    assert_eq!(component["kind"], "Component");
+    let patch_path = str_of(&component["patches"][0]["path"]);
+    assert_eq!(patch_path, "sidecar-patch.yaml");
+    let patch: serde_yaml::Value = serde_yaml::from_str(include_str!(
+        "../../examples/kubernetes/sidecar/sidecar-patch.yaml"
+    ))
+    .unwrap();
+    let docs = yaml_docs(&[include_str!("../../examples/kubernetes/deployment.yaml")]);
+    let example = &of_kind(&docs, "Deployment", "notes")["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "authgate")
+        .unwrap()
+        .clone();
+    let added = &patch["spec"]["template"]["spec"]["containers"][0];
+    for key in [
+        "image",
+        "imagePullPolicy",
+        "env",
+        "ports",
+        "startupProbe",
+        "livenessProbe",
+        "readinessProbe",
+    ] {
+        assert_eq!(added[key], example[key], "{key}");
+    }
+    let mounts = |c: &serde_yaml::Value| -> Vec<String> {
+        c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|m| str_of(&m["mountPath"]).to_owned())
+            .collect()
+    };
+    assert_eq!(mounts(added), mounts(example));
+    assert_eq!(
+        patch["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        45
+    );
 }
