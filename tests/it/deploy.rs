@@ -115,7 +115,7 @@ fn dockerfile_edits(dockerfile: &str) -> Vec<String> {
     let joined = dockerfile.replace("\\\n", " ");
     let line = joined
         .lines()
-        .find(|l| l.contains("sed -i") && l.contains("/etc/authgate/gateway.toml"))
+        .find(|l| l.contains("sed -i") && l.contains("/tmp/gateway.toml"))
         .expect("the Dockerfile edits the shipped config with sed");
     line.split("-e '")
         .skip(1)
@@ -123,25 +123,44 @@ fn dockerfile_edits(dockerfile: &str) -> Vec<String> {
         .collect()
 }
 
-/// The value of the first `INSTRUCTION` line of the Dockerfile's last stage.
-fn instruction<'a>(dockerfile: &'a str, name: &str) -> &'a str {
+/// The values of the `INSTRUCTION` lines of the Dockerfile's last stage.
+fn instructions<'a>(dockerfile: &'a str, name: &str) -> Vec<&'a str> {
     let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
     last_stage
         .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in the run stage"))
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .collect()
+}
+
+/// The value of the one `INSTRUCTION` line of the Dockerfile's last stage.
+fn instruction<'a>(dockerfile: &'a str, name: &str) -> &'a str {
+    let found = instructions(dockerfile, name);
+    assert_eq!(found.len(), 1, "one {name} in the run stage: {found:?}");
+    found[0]
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_image_config_serves_from_a_read_only_folder_and_checks_itself() {
     let dockerfile = include_str!("../../Dockerfile");
     // Non-root, the config where AUTHGATE_CONFIG says, the state in the volume.
+    // A numeric user and group (the kubelet refuses runAsNonRoot for a
+    // name), the manifests' 10001.
     let user = instruction(dockerfile, "USER");
-    assert!(user != "root" && user != "0", "runs as {user}");
-    assert_eq!(
-        instruction(dockerfile, "ENV"),
-        "AUTHGATE_CONFIG=/etc/authgate/gateway.toml"
+    assert_eq!(user, "10001:10001");
+    assert!(dockerfile.contains("--gid 10001"));
+    let env = instructions(dockerfile, "ENV");
+    assert!(
+        env.contains(&"AUTHGATE_CONFIG=/etc/authgate/gateway.toml"),
+        "{env:?}"
     );
+    // The system's CA roots: installed in the run stage, and named.
+    let bundle = env
+        .iter()
+        .find_map(|e| e.strip_prefix("SSL_CERT_FILE="))
+        .expect("SSL_CERT_FILE names the CA bundle");
+    let run_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(run_stage.contains("install -y --no-install-recommends ca-certificates"));
+    assert_eq!(bundle, "/etc/ssl/certs/ca-certificates.crt");
     assert_eq!(instruction(dockerfile, "VOLUME"), "/var/lib/authgate");
     let joined = dockerfile.replace("\\\n", " ");
     let health = joined
@@ -162,6 +181,8 @@ async fn the_image_config_serves_from_a_read_only_folder_and_checks_itself() {
     std::fs::create_dir(&volume).unwrap();
     let config = etc.join("gateway.toml");
     std::fs::write(&config, include_str!("../../gateway.toml")).unwrap();
+    // The build applies them to /tmp/gateway.toml and copies that here.
+    assert!(dockerfile.contains("COPY --from=build /tmp/gateway.toml /etc/authgate/gateway.toml"));
     let mut sed = std::process::Command::new("sed");
     sed.arg("-i");
     for edit in dockerfile_edits(dockerfile) {
@@ -186,7 +207,10 @@ async fn the_image_config_serves_from_a_read_only_folder_and_checks_itself() {
     assert!(edited.contains("\npath = \"/var/lib/authgate/authgate-state.db\"\n"));
     // Free ports and the test's upstream; the volume where it is mounted here.
     let upstream = Upstream::start().await;
+    assert!(edited.contains("\nfile = \"/var/lib/authgate/users.toml\"\n"));
+    assert!(edited.contains("\nseed = \"/etc/authgate/users.toml\"\n"));
     let edited = edited.replace("/var/lib/authgate", volume.to_str().unwrap());
+    let edited = edited.replace("/etc/authgate/", &format!("{}/", etc.display()));
     let edited = set_key(&edited, "listen", "\"127.0.0.1:0\"");
     let edited = set_key(&edited, "ops_listen", "\"127.0.0.1:0\"");
     let edited = set_key(&edited, "url", &format!("{:?}", upstream.url()));
@@ -227,6 +251,11 @@ async fn the_image_config_serves_from_a_read_only_folder_and_checks_itself() {
         .unwrap();
     assert_eq!(page.status(), 200);
     assert!(volume.join("authgate-state.db").exists());
+    assert_eq!(
+        std::fs::read_to_string(volume.join("users.toml")).unwrap(),
+        crate::support::default_users(),
+        "the users file made in the volume from the image's read-only one"
+    );
     assert_eq!(
         listing(&etc),
         before,
@@ -732,4 +761,33 @@ fn the_sidecar_component_adds_the_same_gateway_as_the_example() {
         patch["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
         45
     );
+}
+
+#[test]
+fn the_images_ca_bundle_lets_an_https_upstream_without_ca_load() {
+    let dockerfile = include_str!("../../Dockerfile");
+    let bundle = instructions(dockerfile, "ENV")
+        .into_iter()
+        .find_map(|e| e.strip_prefix("SSL_CERT_FILE="))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::write_config(dir.path(), "https://127.0.0.1:1", "");
+    let check = |file: &str| {
+        authgate()
+            .args(["check", "-c"])
+            .arg(&config)
+            .env("SSL_CERT_FILE", file)
+            .env("SSL_CERT_DIR", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let with = check(bundle);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let without = check("/nonexistent/ca.crt");
+    assert!(!without.status.success());
+    assert!(String::from_utf8_lossy(&without.stderr).contains("no root certificates"));
 }
