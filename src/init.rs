@@ -102,11 +102,16 @@ pub fn init(
             &format!("url = \"{upstream}\""),
             1,
         )
-        .replacen(
-            "# path = \"authgate-state.db\"       # relative to this file's folder",
-            "path = \"state/authgate-state.db\"  # relative to this file's folder",
-            1,
-        )
+        .lines()
+        .map(|line| {
+            if line.starts_with("# path = \"authgate-state.db\"") {
+                "path = \"state/authgate-state.db\"  # relative to this file's folder"
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
         .replace(
             // The template's tests speak of alice and bob; this setup has one admin.
             "user = \"alice\"",

@@ -355,3 +355,99 @@ fn trusted_proxies_are_cidrs_or_addresses_and_a_bad_one_is_named() {
         assert!(found.contains(needle), "no {needle:?} in:\n{found}");
     }
 }
+
+/// Every key of each table the config accepts, read from the serde
+/// structs that mirror the file key for key (`src/config/raw.rs`).
+fn accepted_keys() -> Vec<(String, Vec<String>)> {
+    let source = include_str!("../../src/config/raw.rs");
+    let table_of = |name: &str| -> Option<&'static str> {
+        Some(match name {
+            "RawConfig" | "RawUpstreams" => return None,
+            "RawServer" => "server",
+            "RawUpstream" => "upstream",
+            "RawSession" => "session",
+            "RawStore" => "store",
+            "RawUsers" => "users",
+            "RawLogin" => "login",
+            "RawIdentity" => "identity",
+            "RawAdmin" => "admin",
+            "RawRule" => "rule",
+            "RawTest" => "test",
+            other => {
+                panic!("raw.rs has a struct {other} this test does not know: name its table here")
+            }
+        })
+    };
+    let mut tables = Vec::new();
+    for block in source.split("pub struct ").skip(1) {
+        let name = block.split([' ', '{', '(']).next().unwrap();
+        let Some(table) = table_of(name) else {
+            continue;
+        };
+        let body = block
+            .split('{')
+            .nth(1)
+            .unwrap()
+            .split("\n}")
+            .next()
+            .unwrap();
+        let keys = body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub ")?.split(':').next())
+            .map(str::to_owned)
+            .collect();
+        tables.push((table.to_owned(), keys));
+    }
+    tables
+}
+
+#[test]
+fn the_shipped_gateway_toml_shows_every_key_the_config_accepts() {
+    let shipped = include_str!("../../gateway.toml");
+    let lines: Vec<&str> = shipped.lines().collect();
+    let header = |l: &str| l.starts_with('[') && l.trim_end().ends_with(']');
+    let mut missing = Vec::new();
+    for (table, keys) in accepted_keys() {
+        // The table's lines: from its first header to the next other
+        // header, with the comment block right above its first header.
+        let starts: Vec<usize> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l == format!("[{table}]") || **l == format!("[[{table}]]"))
+            .map(|(i, _)| i)
+            .collect();
+        let first = *starts
+            .first()
+            .unwrap_or_else(|| panic!("gateway.toml has no [{table}]"));
+        let mut from = first;
+        while from > 0 && lines[from - 1].trim().is_empty() {
+            from -= 1;
+        }
+        while from > 0 && lines[from - 1].starts_with('#') {
+            from -= 1;
+        }
+        let mut region: Vec<&str> = lines[from..first].to_vec();
+        for &start in &starts {
+            region.extend(
+                lines[start + 1..]
+                    .iter()
+                    .take_while(|l| !header(l))
+                    .copied(),
+            );
+        }
+        for key in keys {
+            let shown = region.iter().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.strip_prefix(key.as_str())
+                    .is_some_and(|rest| rest.trim_start().starts_with(['=', ':']))
+            });
+            if !shown {
+                missing.push(format!("[{table}] {key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "gateway.toml (\"every key, with its default\") does not show: {missing:?}"
+    );
+}
