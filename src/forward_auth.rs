@@ -16,7 +16,8 @@
 //! guessed. A missing method is refused too, not taken for GET.
 //!
 //! Answers: `200` with the identity headers (and the assertion) for allow,
-//! so the proxy can copy them to the app; `401` for "sign in" (or "sign in
+//! so the proxy can copy them to the app, and `X-Authgate-Cookie`: the
+//! client's cookies without the gateway's own, for the app's `Cookie`; `401` for "sign in" (or "sign in
 //! again"), with a `Location` to the login page on `public_url` for a
 //! browser; `403` for deny. nginx turns any other status into a 500, so a
 //! path the gateway refuses outright is a 403 here, not a 400.
@@ -39,6 +40,10 @@ static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+/// On a 200: the request's `Cookie` without the gateway's own cookies, for
+/// the edge proxy to send the app in place of the client's (the built-in
+/// proxy strips them the same way); absent when no other cookie is left.
+pub static X_AUTHGATE_COOKIE: HeaderName = HeaderName::from_static("x-authgate-cookie");
 
 /// The request the edge proxy asks about.
 struct Original {
@@ -269,6 +274,11 @@ pub async fn verify(
         }
     }
     let mut response = own_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
+    if let Some(cookies) =
+        crate::proxy::headers::cookies_without(headers, &state.auth.own_cookies())
+    {
+        response.headers_mut().insert(&X_AUTHGATE_COOKIE, cookies);
+    }
     if let Some(signed_in) = &presented.signed_in {
         let identity = &live.config.identity;
         let out = response.headers_mut();

@@ -273,6 +273,18 @@ fn rewrite_url(
     HeaderValue::from_str(&format!("{}{path}", origin())).ok()
 }
 
+/// The request's cookies without the named ones, as one `Cookie` value
+/// (`None` when nothing is left): what forward-auth tells the edge proxy
+/// to send the app instead of the client's `Cookie`.
+pub fn cookies_without(headers: &HeaderMap, names: &[&str]) -> Option<HeaderValue> {
+    let mut copy = HeaderMap::new();
+    for value in headers.get_all(header::COOKIE) {
+        copy.append(header::COOKIE, value.clone());
+    }
+    rebuild_cookies(&mut copy, names);
+    copy.remove(header::COOKIE)
+}
+
 /// Removes the named cookies and joins what is left into one `Cookie`
 /// header (HTTP/2 clients may split cookies over several; an HTTP/1.1
 /// upstream expects one, RFC 6265 §5.4).

@@ -137,28 +137,8 @@ impl Nginx {
         upstream: std::net::SocketAddr,
         blanks: &str,
     ) -> Nginx {
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("nginx is not installed: .ci/run installs it (apt-get install nginx)");
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let port = crate::support::free_port();
-        let config = format!(
-            r#"daemon off;
-worker_processes 1;
-error_log {d}/error.log warn;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
+        Nginx::with_locations(&format!(
+            r#"
         location = /_authgate {{
             internal;
             proxy_pass http://{verify}/.gateway/verify;
@@ -181,6 +161,52 @@ http {{
         location @login {{
             return 302 $authgate_login;
         }}
+"#
+        ))
+    }
+
+    /// nginx with the README's snippet, its addresses pointed at `verify`
+    /// and `upstream`: what users copy is what is tested.
+    fn from_readme(verify: std::net::SocketAddr, upstream: std::net::SocketAddr) -> Nginx {
+        let readme = include_str!("../../README.md");
+        let snippet = readme
+            .split("```nginx\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the README has an nginx snippet");
+        assert!(snippet.contains("10.0.0.7:9091") && snippet.contains("http://app;"));
+        Nginx::with_locations(
+            &snippet
+                .replace("10.0.0.7:9091", &verify.to_string())
+                .replace("http://app;", &format!("http://{upstream};")),
+        )
+    }
+
+    /// nginx on a free port, serving these `location` blocks.
+    fn with_locations(locations: &str) -> Nginx {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is not installed: .ci/run installs it (apt-get install nginx)");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let port = crate::support::free_port();
+        let config = format!(
+            r#"daemon off;
+worker_processes 1;
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+{locations}
     }}
 }}
 "#
@@ -233,8 +259,14 @@ http {{
         } else {
             format!("Content-Length: {}\r\n", body.len())
         };
+        // A browser, unless the extra lines say what is accepted.
+        let accept = if extra.contains("Accept:") {
+            ""
+        } else {
+            "Accept: text/html\r\n"
+        };
         let request = format!(
-            "{method} {target} HTTP/1.1\r\nHost: app.example\r\nAccept: text/html\r\nX-Auth-User: mallory\r\n{cookie}{extra}{length}Connection: close\r\n\r\n{body}"
+            "{method} {target} HTTP/1.1\r\nHost: app.example\r\n{accept}X-Auth-User: mallory\r\n{cookie}{extra}{length}Connection: close\r\n\r\n{body}"
         );
         tcp.write_all(request.as_bytes()).await.unwrap();
         let mut answer = Vec::new();
@@ -419,13 +451,6 @@ async fn verify_hands_out_the_assertion_for_the_original_host() {
     assert_eq!(payload["sub"], "alice");
 }
 
-/// The README's nginx snippet: the `auth_request` location blanks the
-/// `X-Forwarded-*` family, which nginx does not set and a client could.
-const README_NGINX_BLANKS: &str = r#"proxy_set_header X-Forwarded-Method "";
-            proxy_set_header X-Forwarded-Uri "";
-            proxy_set_header X-Forwarded-Host "";
-            proxy_set_header X-Forwarded-Proto "";"#;
-
 const ASSET_RULES: &str = r#"
 [[rule]]
 path = "/assets/**"
@@ -447,10 +472,11 @@ async fn behind_nginx_a_client_cannot_name_the_request_in_the_other_header_famil
     // X-Forwarded-Method gets): without the key and without the README's
     // blanks the mix is refused outright; with either, it is ignored and
     // the POST is judged as the POST it is.
+    // (None: the README's snippet, which blanks them.)
     let cases = [
-        (None, "", "HTTP/1.1 403"),
-        (Some("nginx"), "", "HTTP/1.1 302"),
-        (None, README_NGINX_BLANKS, "HTTP/1.1 302"),
+        (None, Some(""), "HTTP/1.1 403"),
+        (Some("nginx"), Some(""), "HTTP/1.1 302"),
+        (None, None, "HTTP/1.1 302"),
     ];
     for (key, blanks, spoofed) in cases {
         let mut setup = forward_auth_gateway().rules(ASSET_RULES);
@@ -460,12 +486,15 @@ async fn behind_nginx_a_client_cannot_name_the_request_in_the_other_header_famil
             setup = setup.server(&line);
         }
         let gw = setup.start().await;
-        let nginx = Nginx::start_with(
-            gw.gateway().verify_addr().unwrap(),
-            gw.upstream.addr,
-            blanks,
+        let verify = gw.gateway().verify_addr().unwrap();
+        let nginx = match blanks {
+            Some(blanks) => Nginx::start_with(verify, gw.upstream.addr, blanks),
+            None => Nginx::from_readme(verify, gw.upstream.addr),
+        };
+        let case = format!(
+            "forward_auth {key:?}, the README's snippet: {}",
+            blanks.is_none()
         );
-        let case = format!("forward_auth {key:?}, blanks {}", !blanks.is_empty());
 
         let fine = nginx.raw("/assets/app.css", None).await;
         assert!(fine.starts_with("HTTP/1.1 200"), "{case}: {fine}");
@@ -640,4 +669,73 @@ async fn verify_lets_only_plain_gateway_pages_on_the_gateways_own_host_through()
     ] {
         assert_eq!(ask("auth.example", trick).await, 401, "{trick}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_nginx_snippet_answers_api_clients_401_and_keeps_the_session_from_the_app() {
+    let gw = forward_auth_gateway()
+        .rules(&format!(
+            "{}\n[identity]\nassertion = true\n",
+            crate::support::DEFAULT_RULES
+        ))
+        .start()
+        .await;
+    let nginx = Nginx::from_readme(gw.gateway().verify_addr().unwrap(), gw.upstream.addr);
+
+    // A browser is sent to sign in; an API client gets a 401, not a 302
+    // with an empty Location.
+    let browser = nginx.raw("/private/x", None).await;
+    assert!(browser.starts_with("HTTP/1.1 302"), "{browser}");
+    assert!(
+        browser.contains("Location: https://auth.example/.gateway/login?next="),
+        "{browser}"
+    );
+    let api = nginx
+        .send(
+            "GET",
+            "/private/x",
+            None,
+            "Accept: application/json\r\n",
+            "",
+        )
+        .await;
+    assert!(api.starts_with("HTTP/1.1 401"), "{api}");
+    assert!(!api.contains("Location:"), "{api}");
+    assert!(gw.upstream.requests().is_empty());
+
+    // Signed in: the app gets the identity and the assertion from the
+    // gateway, the client's other cookies, and never the session cookie.
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let answer = nginx
+        .send(
+            "GET",
+            "/private/x",
+            None,
+            &format!(
+                "Cookie: theme=dark; __Host-authgate={alice}; lang=en\r\nX-Auth-Assertion: forged\r\n"
+            ),
+            "",
+        )
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["x-auth-user"], "alice");
+    assert_eq!(seen.headers["cookie"], "theme=dark; lang=en");
+    let assertion = seen.headers["x-auth-assertion"].to_str().unwrap();
+    assert_eq!(assertion.split('.').count(), 3, "a JWT: {assertion}");
+    // Public, anonymous: no identity, the client's own headers blanked.
+    let public = nginx
+        .send(
+            "GET",
+            "/public/x",
+            None,
+            "X-Auth-Assertion: forged\r\nCookie: theme=dark\r\n",
+            "",
+        )
+        .await;
+    assert!(public.starts_with("HTTP/1.1 200"), "{public}");
+    let seen = gw.upstream.last();
+    assert!(!seen.headers.contains_key("x-auth-user"));
+    assert!(!seen.headers.contains_key("x-auth-assertion"));
+    assert_eq!(seen.headers["cookie"], "theme=dark");
 }
