@@ -20,6 +20,12 @@ pub enum InitError {
     BadHost(String),
     #[error(transparent)]
     User(#[from] crate::users::file::UserFileError),
+    #[error("cannot give {path} to the owner {owner} (--owner needs root, or the owner's own uid): {error}")]
+    Owner {
+        path: PathBuf,
+        owner: String,
+        error: std::io::Error,
+    },
     #[error("cannot write {path}: {error}")]
     Io {
         path: PathBuf,
@@ -44,12 +50,15 @@ pub const FILES: [&str; 5] = [
 
 /// Writes the setup into `dir` (made if missing). `password_hash` is the
 /// admin's argon2id hash.
+/// `owner`: a uid and gid the written files are given to (a container's
+/// user reading a bind-mounted folder, `10001:10001` for the image).
 pub fn init(
     dir: &Path,
     upstream: &str,
     host: &str,
     admin: &str,
     password_hash: &str,
+    owner: Option<(u32, u32)>,
 ) -> Result<Written, InitError> {
     let uri: http::Uri = upstream
         .parse()
@@ -77,8 +86,16 @@ pub fn init(
     ];
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|_| InitError::BadHost(host.to_owned()))?;
-    let params =
+    let mut params =
         rcgen::CertificateParams::new(names).map_err(|_| InitError::BadHost(host.to_owned()))?;
+    // Named for the host and valid for a year from today, so an expiry
+    // alert (authgate_certificate_expiry_seconds) fires before it ends.
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, host);
+    let (year, month, day) = today();
+    params.not_before = rcgen::date_time_ymd(year, month, day);
+    params.not_after = rcgen::date_time_ymd(year + 1, month, day.min(28));
     let cert = params
         .self_signed(&key)
         .map_err(|_| InitError::BadHost(host.to_owned()))?;
@@ -119,10 +136,29 @@ pub fn init(
         );
     let config = strip_bob_tests(&config);
     write_new(&dir.join("gateway.toml"), &config, false)?;
+    if let Some((uid, gid)) = owner {
+        for name in FILES {
+            let path = dir.join(name);
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|error| {
+                InitError::Owner {
+                    path: path.clone(),
+                    owner: format!("{uid}:{gid}"),
+                    error,
+                }
+            })?;
+        }
+    }
     Ok(Written {
         config: dir.join("gateway.toml"),
         admin: admin.to_owned(),
     })
+}
+
+/// Today's date (UTC) as year, month, day.
+fn today() -> (i32, u8, u8) {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let number = |range: std::ops::Range<usize>| now[range].parse().unwrap_or(1);
+    (number(0..4) as i32, number(5..7) as u8, number(8..10) as u8)
 }
 
 /// The template's `[[test]]`s for bob name a user this setup does not have.

@@ -116,6 +116,10 @@ enum Command {
         /// is not a terminal, else made and printed once.
         #[arg(long, default_value = "admin")]
         admin: String,
+        /// Give the written files to this user (UID or UID:GID), e.g. the
+        /// image's 10001:10001 for a folder a container mounts.
+        #[arg(long, value_parser = parse_owner)]
+        owner: Option<(u32, u32)>,
     },
     /// Start a demo app with the gateway in front of it.
     Demo {
@@ -222,7 +226,8 @@ fn main() -> ExitCode {
             upstream,
             host,
             admin,
-        } => init(&dir, &upstream, &host, &admin),
+            owner,
+        } => init(&dir, &upstream, &host, &admin, owner),
         Command::Keygen { path } => authgate::assertion::generate(&path)
             .map(|kid| println!("wrote {} (kid {kid})", path.display()))
             .map_err(anyhow::Error::from),
@@ -450,7 +455,22 @@ fn demo(listen: SocketAddr, flag_format: Option<LogFormat>) -> anyhow::Result<()
     })
 }
 
-fn init(dir: &std::path::Path, upstream: &str, host: &str, admin: &str) -> anyhow::Result<()> {
+/// `UID` or `UID:GID` (the group defaults to the same number).
+fn parse_owner(text: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = text.split_once(':').unwrap_or((text, text));
+    match (uid.parse(), gid.parse()) {
+        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
+        _ => Err(format!("{text:?} is not UID or UID:GID (numbers)")),
+    }
+}
+
+fn init(
+    dir: &std::path::Path,
+    upstream: &str,
+    host: &str,
+    admin: &str,
+    owner: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
     use std::io::{BufRead, IsTerminal};
     let typed = if std::io::stdin().is_terminal() {
         None
@@ -470,7 +490,7 @@ fn init(dir: &std::path::Path, upstream: &str, host: &str, admin: &str) -> anyho
         None => authgate::demo::random_password(),
     };
     let hash = authgate::auth::password::hash_password(&password);
-    let written = authgate::init::init(dir, upstream, host, admin, &hash)?;
+    let written = authgate::init::init(dir, upstream, host, admin, &hash, owner)?;
     println!("wrote {}", written.config.display());
     println!(
         "  certificate: {}/certs/gateway.crt (self-signed for {host})",

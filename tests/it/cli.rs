@@ -744,3 +744,67 @@ async fn hashing_threads_are_the_configured_number_not_one_per_two_cores() {
     listen_address(&mut lines);
     assert_eq!(hashing_threads_of(child.0.id()), 1);
 }
+
+#[test]
+fn init_names_its_certificate_for_the_host_for_a_year_and_can_give_the_files_away() {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = dir.path().join("site");
+    let mut child = authgate()
+        .args(["init", "--host", "gw.example", "--owner", "10001:10001"])
+        .arg(&setup)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"the first admin's password\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        // Only root may give files away: a clear refusal.
+        assert!(!out.status.success());
+        assert!(said.contains("--owner needs root"), "{said}");
+        return;
+    }
+    assert!(out.status.success(), "{said}");
+    for name in [
+        "gateway.toml",
+        "users.toml",
+        "certs/gateway.crt",
+        "certs/gateway.key",
+        "state",
+    ] {
+        let meta = std::fs::metadata(setup.join(name)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (10001, 10001), "{name}");
+    }
+    let pem = std::fs::read(setup.join("certs/gateway.crt")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap();
+    assert_eq!(cn, "gw.example");
+    let validity = cert.validity();
+    let days = (validity.not_after.timestamp() - validity.not_before.timestamp()) / 86_400;
+    assert!((364..=366).contains(&days), "valid {days} days");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(validity.not_before.timestamp() <= now);
+    assert!(validity.not_before.timestamp() > now - 2 * 86_400);
+}
