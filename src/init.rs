@@ -157,8 +157,9 @@ pub fn init(
 /// Today's date (UTC) as year, month, day.
 fn today() -> (i32, u8, u8) {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let number = |range: std::ops::Range<usize>| now[range].parse().unwrap_or(1);
-    (number(0..4) as i32, number(5..7) as u8, number(8..10) as u8)
+    let number = |range: std::ops::Range<usize>| -> i32 { now[range].parse().unwrap_or(1) };
+    let small = |range| u8::try_from(number(range)).unwrap_or(1);
+    (number(0..4), small(5..7), small(8..10))
 }
 
 /// The template's `[[test]]`s for bob name a user this setup does not have.

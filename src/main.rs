@@ -271,6 +271,14 @@ fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCode {
     for warning in &exposed {
         eprintln!("{file}: warning: {warning}");
     }
+    if let (authgate::config::StoreBackend::Redis(_), Some(users_file)) =
+        (&config.store.backend, &config.users_file)
+    {
+        eprintln!(
+            "{file}: note: with [store] backend = \"redis\" users live in Redis; {} only seeds an empty Redis, and the [[test]]s below judge its users, which may differ from Redis's (`authgate user export` prints those)",
+            users_file.display()
+        );
+    }
     let failures = authgate::policy::check::run_tests(&config, &config.users);
     for f in &failures {
         eprintln!("{file}:{}:{}: {}", f.line, f.col, f.message);

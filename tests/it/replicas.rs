@@ -592,3 +592,26 @@ async fn redis_that_comes_back_empty_gets_the_newer_users_not_the_file() {
         "said loudly: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_an_edit_of_the_users_file_is_named_as_doing_nothing() {
+    let log = crate::logs::captured();
+    let redis = RedisServer::start();
+    let gw = on(&redis).start().await;
+    let file = gw.users_file();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}\n# edited by hand\n")).unwrap();
+    within(Duration::from_secs(5), || async {
+        String::from_utf8_lossy(&log.lock().unwrap())
+            .contains("the users file changed, but with [store] backend = \\\"redis\\\"")
+    })
+    .await;
+    // check says where users come from.
+    let out = authgate()
+        .args(["check", "-c"])
+        .arg(gw.config_file())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("users live in Redis"), "{said}");
+}
