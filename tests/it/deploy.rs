@@ -588,8 +588,24 @@ fn the_compose_example_agrees_with_the_config_it_ships() {
         .filter(|s| s["build"] == "..")
         .collect();
     assert_eq!(gateways.len(), 2);
+    let drain_and_grace = 5 + 30;
     for gateway in &gateways {
+        // One image name; hardened; restarted; stopped no sooner than the
+        // drain and the grace allow; started once Redis answers.
+        assert_eq!(
+            gateway["image"],
+            format!("authgate:{}", env!("CARGO_PKG_VERSION"))
+        );
         assert_eq!(gateway["read_only"], true);
+        assert_eq!(gateway["cap_drop"][0], "ALL");
+        assert_eq!(gateway["security_opt"][0], "no-new-privileges:true");
+        assert_eq!(gateway["restart"], "unless-stopped");
+        let stop = humantime::parse_duration(str_of(&gateway["stop_grace_period"])).unwrap();
+        assert!(stop.as_secs() > drain_and_grace, "{stop:?}");
+        assert_eq!(
+            gateway["depends_on"]["redis"]["condition"],
+            "service_healthy"
+        );
         let volumes = gateway["volumes"].as_sequence().unwrap();
         assert!(volumes.iter().any(|v| v == "./shared:/etc/authgate:ro"));
         let published = gateway["ports"].as_sequence().unwrap();
@@ -617,8 +633,36 @@ fn the_compose_example_agrees_with_the_config_it_ships() {
         services.get(redis_host).is_some(),
         "no service {redis_host}"
     );
-    let redis_command = services[redis_host]["command"].as_sequence().unwrap();
-    assert!(redis_command.iter().any(|a| a == "noeviction"));
+    let redis = &services[redis_host];
+    let redis_command = format!("{:?}", redis["command"]);
+    for needed in [
+        "--maxmemory-policy noeviction",
+        "--appendonly yes",
+        "--requirepass",
+    ] {
+        assert!(
+            redis_command.contains(needed),
+            "{needed} in {redis_command}"
+        );
+    }
+    assert!(redis["healthcheck"]["test"].is_sequence());
+    // Redis and the app only on the internal network, the gateways on both.
+    let internal: Vec<&str> = docs[0]["networks"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, n)| n["internal"] == true)
+        .map(|(name, _)| str_of(name))
+        .collect();
+    assert_eq!(redis["networks"].as_sequence().unwrap().len(), 1);
+    assert!(internal.contains(&str_of(&redis["networks"][0])));
+    // The password Redis starts with is the file the config names.
+    let password_file = config["store"]["password_file"].as_str().unwrap();
+    let secret = str_of(&redis["secrets"][0]);
+    assert_eq!(
+        str_of(&docs[0]["secrets"][secret]["file"]),
+        format!("./shared/{password_file}")
+    );
     let upstream = config["upstream"]["url"].as_str().unwrap();
     let (app_host, app_port) = upstream
         .trim_start_matches("http://")
@@ -640,6 +684,7 @@ fn the_compose_example_agrees_with_the_config_it_ships() {
     std::fs::write(dir.path().join("certs/gateway.key"), &cert.key_pem).unwrap();
     let users = include_str!("../../examples/shared/users.toml");
     std::fs::write(dir.path().join("users.toml"), users).unwrap();
+    std::fs::write(dir.path().join(password_file), "example-password\n").unwrap();
     let parsed = authgate::Config::parse(text, &dir.path().join("gateway.toml"))
         .unwrap_or_else(|e| panic!("examples/shared/gateway.toml is refused:\n{e}"));
     let failures = authgate::policy::check::run_tests(&parsed, &parsed.users);
