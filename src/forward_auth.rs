@@ -192,13 +192,23 @@ fn json(status: StatusCode, error: &str) -> http::Response<Body> {
     )
 }
 
+/// What a forward-auth call judged, for its access line.
+#[derive(Default)]
+pub struct Judged {
+    pub user: Option<std::sync::Arc<str>>,
+    /// The original request's host and normalized path.
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub decision: Option<&'static str>,
+}
+
 /// Answers one forward-auth request from `peer`.
 pub async fn verify(
     state: &State,
     live: &Live,
     peer: IpAddr,
     headers: &HeaderMap,
-    user_log: &mut Option<std::sync::Arc<str>>,
+    judged: &mut Judged,
 ) -> http::Response<Body> {
     let server = &live.config.server;
     if !server.trusted_proxies.trusts(peer) {
@@ -232,7 +242,9 @@ pub async fn verify(
         .await;
     let now = session::now_ms();
     let principal = presented.signed_in.as_ref().map(|s| s.principal(now));
-    *user_log = presented.signed_in.as_ref().map(|s| s.user.name.clone());
+    judged.user = presented.signed_in.as_ref().map(|s| s.user.name.clone());
+    judged.host = Some(original.host.name().to_owned());
+    judged.path = Some(normalized.clone());
     let target = Target {
         method: &original.method,
         host: Some(original.host.name()),
@@ -256,7 +268,9 @@ pub async fn verify(
         }
         response
     };
-    match live.config.policy.decide(&target, principal).decision {
+    let decision = live.config.policy.decide(&target, principal).decision;
+    judged.decision = Some(decision.as_str());
+    match decision {
         Decision::Allow => {}
         Decision::Login if presented.store_unavailable => {
             return json(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");

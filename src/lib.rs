@@ -88,10 +88,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> std::io:
             }
         });
     }
+    let or_off =
+        |addr: Option<std::net::SocketAddr>| addr.map_or("off".to_owned(), |a| a.to_string());
     tracing::info!(
         listen = %gateway.addr(),
-        redirect_http = ?gateway.redirect_addr(),
-        ops_listen = ?gateway.ops_addr(),
+        redirect_http = %or_off(gateway.redirect_addr()),
+        ops_listen = %or_off(gateway.ops_addr()),
+        verify_listen = %or_off(gateway.verify_addr()),
         "authgate is serving"
     );
     shutdown.await;

@@ -357,7 +357,7 @@ async fn route(
             if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
                 return Err(GatewayError::MethodNotAllowed);
             }
-            let mut user = None;
+            let mut judged = crate::forward_auth::Judged::default();
             // Boxed, as the gateway's own pages below: the proxied path's
             // future stays small (it is copied as it moves).
             let response = Box::pin(crate::forward_auth::verify(
@@ -365,10 +365,16 @@ async fn route(
                 live,
                 conn.peer.ip(),
                 request.headers(),
-                &mut user,
+                &mut judged,
             ))
             .await;
-            log.user = user;
+            log.user = judged.user;
+            log.decision = judged.decision;
+            log.host = judged.host.and_then(|h| HeaderValue::from_str(&h).ok());
+            if let Some(path) = judged.path {
+                // The line names what was judged: /.gateway/verify?/path.
+                log.path = format!("/.gateway/verify?{path}");
+            }
             return Ok(response);
         }
         if normalized == "/.gateway/jwks.json" {

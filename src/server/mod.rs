@@ -513,20 +513,35 @@ async fn verify_only(
     if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
         return own_response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n");
     }
+    let started = std::time::Instant::now();
     let live = state.live();
-    let mut user = None;
+    let mut judged = crate::forward_auth::Judged::default();
     let peer = peer.ip().to_canonical();
-    let response =
-        crate::forward_auth::verify(state, &live, peer, request.headers(), &mut user).await;
-    tracing::info!(
-        target: "authgate::access",
-        method = "GET",
-        path = "/.gateway/verify",
-        status = response.status().as_u16(),
-        user = user.as_deref().unwrap_or("-"),
-        client = %peer,
-        "request"
+    let trusted = live.config.server.trusted_proxies.trusts(peer);
+    let request_id = crate::request_id::of_request(request.headers(), trusted);
+    let mut response =
+        crate::forward_auth::verify(state, &live, peer, request.headers(), &mut judged).await;
+    // The same line as every other request's (see pipeline::handle).
+    let path = judged.path.as_deref().map_or_else(
+        || "/.gateway/verify".to_owned(),
+        |judged| format!("/.gateway/verify?{judged}"),
     );
+    let elapsed = started.elapsed();
+    state.metrics.record_response(response.status(), elapsed);
+    crate::logging::access(&crate::logging::Access {
+        method: request.method().as_str(),
+        path: &path,
+        status: response.status().as_u16(),
+        host: judged.host.as_deref().unwrap_or("-"),
+        decision: judged.decision.unwrap_or("-"),
+        user: judged.user.as_deref().unwrap_or("-"),
+        client: &peer.to_string(),
+        micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        request_id: request_id.to_str().unwrap_or("-"),
+    });
+    response
+        .headers_mut()
+        .insert(&crate::request_id::X_REQUEST_ID, request_id);
     response
 }
 

@@ -739,3 +739,51 @@ async fn the_readmes_nginx_snippet_answers_api_clients_401_and_keeps_the_session
     assert!(!seen.headers.contains_key("x-auth-assertion"));
     assert_eq!(seen.headers["cookie"], "theme=dark");
 }
+
+#[tokio::test]
+async fn verify_calls_get_the_same_access_line_as_every_request_naming_what_was_judged() {
+    let log = crate::logs::captured();
+    let gw = forward_auth_gateway()
+        .server("forward_auth = \"traefik\"")
+        .start()
+        .await;
+    let verify = gw.gateway().verify_addr().unwrap();
+    for (listener, id) in [
+        (format!("http://{verify}"), "verify-listener-line-1"),
+        (gw.url(""), "main-listener-line-1"),
+    ] {
+        let client = if listener.starts_with("https") {
+            gw.client()
+        } else {
+            reqwest::Client::new()
+        };
+        let answer = client
+            .get(format!("{listener}/.gateway/verify"))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-host", "app.example")
+            .header("x-forwarded-uri", "/private/../private/x?a=1")
+            .header("x-request-id", id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401);
+        assert_eq!(answer.headers()["x-request-id"], id);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.contains(&format!("\"request_id\":\"{id}\"")) && l.contains("\"status\":401")
+            })
+            .unwrap_or_else(|| panic!("no access line for {id}"))
+            .to_owned();
+        for field in [
+            "\"path\":\"/.gateway/verify?/private/x\"",
+            "\"host\":\"app.example\"",
+            "\"decision\":\"login\"",
+            "\"duration_ms\":",
+        ] {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+    }
+}
