@@ -200,7 +200,19 @@ fn main() -> ExitCode {
         LogFormatArg::Human => LogFormat::Human,
         LogFormatArg::Json => LogFormat::Json,
     });
-    let outcome = match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    let configless = match &command {
+        Command::HashPassword => Some("hash-password"),
+        Command::Keygen { .. } => Some("keygen"),
+        Command::Init { .. } => Some("init"),
+        Command::Demo { .. } => Some("demo"),
+        _ => None,
+    };
+    if let (Some(name), Some(_)) = (configless, &cli.config) {
+        eprintln!("authgate: `authgate {name}` reads no config; -c/--config means nothing to it");
+        return ExitCode::from(2);
+    }
+    let outcome = match command {
         Command::Run => run(&config_path, flag_format),
         Command::Check { replay } => return check(&config_path, replay.as_deref()),
         Command::Explain {
@@ -258,6 +270,19 @@ fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCode {
         }
     };
     let file = path.display();
+    let mut file_problems = file_problems;
+    // A state file that is there but damaged stops `run`: say it as run does.
+    if let authgate::config::StoreBackend::Local { path: state } = &config.store.backend {
+        if state.exists() {
+            if let Err(e) = authgate::store::list_on_record(&config.store, None) {
+                file_problems.push(authgate::config::Problem {
+                    file: file.to_string(),
+                    position: None,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
     for problem in &file_problems {
         eprintln!("{problem}");
     }
@@ -396,6 +421,12 @@ fn trim_allocator() {
 }
 
 fn run(path: &std::path::Path, flag_format: Option<LogFormat>) -> anyhow::Result<()> {
+    if !path.exists() {
+        anyhow::bail!(
+            "there is no config at {}. To start: `authgate demo` runs a demo app behind the gateway with two users; `authgate init DIR --upstream URL --host NAME` writes a setup of your own (then `authgate run -c DIR/gateway.toml`); -c PATH or AUTHGATE_CONFIG names a config elsewhere",
+            path.display()
+        );
+    }
     // The stop signals are caught before anything else: a SIGTERM that
     // comes while the config and the sessions load is a stop (exit 0 once
     // started), not the default kill.
@@ -872,6 +903,8 @@ fn sessions_in_redis(
 
 fn hash_password() -> anyhow::Result<()> {
     let password = read_password("Password: ")?;
+    // The same minimum as `user add` and the password page.
+    authgate::users::file::check_new_password(&password)?;
     println!("{}", authgate::auth::password::hash_password(&password));
     Ok(())
 }

@@ -634,9 +634,15 @@ impl Validator<'_> {
                     )
                 })
         };
+        // A problem of the files for serving, like a missing TLS pair:
+        // `check` reports it apart and still runs the policy's tests, and
+        // `explain` needs no state folder at all.
         if let Some(message) = problem {
             match span {
-                Some(span) => self.diag.at(span, message),
+                Some(span) => self.file_problem(span, message),
+                None if self.lenient_files.is_some() => {
+                    self.file_problem(0..0, message);
+                }
                 None => self.diag.file(message),
             }
         }

@@ -808,3 +808,103 @@ fn init_names_its_certificate_for_the_host_for_a_year_and_can_give_the_files_awa
     assert!(validity.not_before.timestamp() <= now);
     assert!(validity.not_before.timestamp() > now - 2 * 86_400);
 }
+
+#[test]
+fn the_command_line_says_how_to_start_refuses_a_meaningless_config_and_short_passwords() {
+    use std::io::Write;
+    // No config here: how to start, not only what is missing.
+    let empty = tempfile::tempdir().unwrap();
+    let out = authgate()
+        .current_dir(empty.path())
+        .env_remove("AUTHGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    for hint in ["authgate demo", "authgate init", "-c PATH"] {
+        assert!(said.contains(hint), "{hint}: {said}");
+    }
+    // -c where no config is read.
+    for args in [
+        &["hash-password"][..],
+        &["keygen", "k.pem"],
+        &["init", "x"],
+        &["demo"],
+    ] {
+        let out = authgate()
+            .current_dir(empty.path())
+            .args(args)
+            .args(["-c", "gateway.toml"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("means nothing"),
+            "{args:?}"
+        );
+    }
+    assert!(!empty.path().join("k.pem").exists() && !empty.path().join("x").exists());
+    // hash-password has the same 12-character minimum as `user add`.
+    let mut child = authgate()
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("12 characters"));
+}
+
+#[test]
+fn check_runs_the_tests_without_a_state_folder_names_a_damaged_state_file_and_explain_needs_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:1", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("[users]", "[store]\npath = \"state/authgate-state.db\"\n\n[users]")
+        + "\n[[test]]\nanonymous = true\nmethod = \"GET\"\npath = \"/private/x\"\nexpect = \"allow\"\n";
+    std::fs::write(&config, text).unwrap();
+    let check = || {
+        let out = authgate()
+            .args(["check", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No state folder: named, and the failing [[test]] is reported too.
+    let (ok, said) = check();
+    assert!(!ok);
+    assert!(said.contains("state file's folder"), "{said}");
+    assert!(said.contains("expected allow"), "the tests ran: {said}");
+    let out = authgate()
+        .args(["explain", "-c"])
+        .arg(&config)
+        .args(["--anonymous", "GET", "/private/x"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("decision:  login"));
+    // A damaged state file: said as `run` says it.
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    std::fs::write(
+        dir.path().join("state/authgate-state.db"),
+        "not a database, not at all, no",
+    )
+    .unwrap();
+    let (ok, said) = check();
+    assert!(!ok);
+    assert!(said.contains("is damaged"), "{said}");
+    assert!(said.contains("Move it aside"), "{said}");
+}
