@@ -837,3 +837,54 @@ fn the_images_ca_bundle_lets_an_https_upstream_without_ca_load() {
     assert!(!without.status.success());
     assert!(String::from_utf8_lossy(&without.stderr).contains("no root certificates"));
 }
+
+#[test]
+fn the_systemd_unit_is_hardened_and_outlives_the_drain() {
+    let unit = include_str!("../../examples/systemd/authgate.service");
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {key}="))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(value("User"), "authgate");
+    assert!(value("ExecStart").ends_with("authgate run"));
+    assert_eq!(value("NoNewPrivileges"), "yes");
+    assert_eq!(value("ProtectSystem"), "strict");
+    assert_eq!(value("StateDirectory"), "authgate");
+    let stop: u64 = value("TimeoutStopSec").parse().unwrap();
+    assert!(stop > 5 + 30, "TimeoutStopSec {stop}");
+    // Its install steps' edits give a config that loads, with the users
+    // file in the state folder made from the seed.
+    let dir = tempfile::tempdir().unwrap();
+    let mut init = authgate()
+        .args(["init", "--host", "intranet.example"])
+        .arg(dir.path().join("etc"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    init.stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough admin password\n")
+        .unwrap();
+    assert!(init.wait().unwrap().success());
+    let config = dir.path().join("etc/gateway.toml");
+    let state = dir.path().join("var-lib-authgate");
+    std::fs::create_dir(&state).unwrap();
+    let mut sed = std::process::Command::new("sed");
+    sed.arg("-i");
+    for edit in unit.split("-e '").skip(1) {
+        let edit = edit.split('\'').next().unwrap();
+        sed.arg("-e").arg(edit.replace("/var/lib/authgate", state.to_str().unwrap()));
+    }
+    assert!(sed.arg(&config).status().unwrap().success());
+    let edited = std::fs::read_to_string(&config).unwrap();
+    assert!(edited.contains("\nseed = \"users.toml\"\n"), "{edited}");
+    let loaded = authgate::Config::load(&config).unwrap();
+    assert_eq!(loaded.users_file.unwrap(), state.join("users.toml"));
+    assert_eq!(loaded.users.len(), 1, "the seed's admin");
+}
