@@ -1195,13 +1195,8 @@ async fn users_seed_makes_a_writable_users_file_once_and_check_names_a_read_only
         text.replace("file = \"users.toml\"", "file = \"secret/users.toml\""),
     )
     .unwrap();
-    let out = authgate()
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}");
+    let (ok, said) = crate::support::check(&config);
+    assert!(ok, "{said}");
     assert!(said.contains("is read-only here"), "{said}");
     assert!(said.contains("[users] seed"), "{said}");
     let gateway = authgate::Gateway::start(authgate::Config::load(&config).unwrap())
@@ -1226,16 +1221,8 @@ async fn users_seed_makes_a_writable_users_file_once_and_check_names_a_read_only
         ),
     )
     .unwrap();
-    let out = authgate()
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !said.contains("read-only"),
-        "{said}"
-    );
+    let (ok, said) = crate::support::check(&config);
+    assert!(ok && !said.contains("read-only"), "{said}");
     assert!(!state.join("users.toml").exists(), "check changes nothing");
     let gateway = authgate::Gateway::start(authgate::Config::load(&config).unwrap())
         .await

@@ -662,17 +662,7 @@ async fn secret_files_readable_by_others_are_named_at_start_on_reload_and_by_che
     let chmod =
         |mode| std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
     chmod(0o644);
-    let check = || {
-        let out = authgate()
-            .args(["check", "-c"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let check = || crate::support::check(&config);
     let (ok, said) = check();
     assert!(ok, "a warning, not a refusal: {said}");
     let warning = format!("the TLS key {} is readable by every user", key.display());
@@ -747,25 +737,13 @@ async fn hashing_threads_are_the_configured_number_not_one_per_two_cores() {
 
 #[test]
 fn init_names_its_certificate_for_the_host_for_a_year_and_can_give_the_files_away() {
-    use std::io::Write;
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let setup = dir.path().join("site");
-    let mut child = authgate()
-        .args(["init", "--host", "gw.example", "--owner", "10001:10001"])
-        .arg(&setup)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"the first admin's password\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut init = authgate();
+    init.args(["init", "--host", "gw.example", "--owner", "10001:10001"])
+        .arg(&setup);
+    let out = crate::support::output_with_stdin(init, "the first admin's password\n");
     let said = String::from_utf8_lossy(&out.stderr);
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap()
@@ -811,7 +789,6 @@ fn init_names_its_certificate_for_the_host_for_a_year_and_can_give_the_files_awa
 
 #[test]
 fn the_command_line_says_how_to_start_refuses_a_meaningless_config_and_short_passwords() {
-    use std::io::Write;
     // No config here: how to start, not only what is missing.
     let empty = tempfile::tempdir().unwrap();
     let out = authgate()
@@ -846,15 +823,9 @@ fn the_command_line_says_how_to_start_refuses_a_meaningless_config_and_short_pas
     }
     assert!(!empty.path().join("k.pem").exists() && !empty.path().join("x").exists());
     // hash-password has the same 12-character minimum as `user add`.
-    let mut child = authgate()
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut hash = authgate();
+    hash.arg("hash-password");
+    let out = crate::support::output_with_stdin(hash, "short\n");
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("12 characters"));
@@ -868,17 +839,7 @@ fn check_runs_the_tests_without_a_state_folder_names_a_damaged_state_file_and_ex
     let text = text.replace("[users]", "[store]\npath = \"state/authgate-state.db\"\n\n[users]")
         + "\n[[test]]\nanonymous = true\nmethod = \"GET\"\npath = \"/private/x\"\nexpect = \"allow\"\n";
     std::fs::write(&config, text).unwrap();
-    let check = || {
-        let out = authgate()
-            .args(["check", "-c"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let check = || crate::support::check(&config);
     // No state folder: named, and the failing [[test]] is reported too.
     let (ok, said) = check();
     assert!(!ok);

@@ -858,20 +858,11 @@ fn the_systemd_unit_is_hardened_and_outlives_the_drain() {
     // Its install steps' edits give a config that loads, with the users
     // file in the state folder made from the seed.
     let dir = tempfile::tempdir().unwrap();
-    let mut init = authgate()
-        .args(["init", "--host", "intranet.example"])
-        .arg(dir.path().join("etc"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    init.stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long enough admin password\n")
-        .unwrap();
-    assert!(init.wait().unwrap().success());
+    let mut init = authgate();
+    init.args(["init", "--host", "intranet.example"])
+        .arg(dir.path().join("etc"));
+    let out = crate::support::output_with_stdin(init, "a long enough admin password\n");
+    assert!(out.status.success());
     let config = dir.path().join("etc/gateway.toml");
     let state = dir.path().join("var-lib-authgate");
     std::fs::create_dir(&state).unwrap();
@@ -879,7 +870,8 @@ fn the_systemd_unit_is_hardened_and_outlives_the_drain() {
     sed.arg("-i");
     for edit in unit.split("-e '").skip(1) {
         let edit = edit.split('\'').next().unwrap();
-        sed.arg("-e").arg(edit.replace("/var/lib/authgate", state.to_str().unwrap()));
+        sed.arg("-e")
+            .arg(edit.replace("/var/lib/authgate", state.to_str().unwrap()));
     }
     assert!(sed.arg(&config).status().unwrap().success());
     let edited = std::fs::read_to_string(&config).unwrap();

@@ -607,11 +607,6 @@ async fn with_redis_an_edit_of_the_users_file_is_named_as_doing_nothing() {
     })
     .await;
     // check says where users come from.
-    let out = authgate()
-        .args(["check", "-c"])
-        .arg(gw.config_file())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
+    let (_, said) = crate::support::check(&gw.config_file());
     assert!(said.contains("users live in Redis"), "{said}");
 }

@@ -664,6 +664,37 @@ pub fn authgate() -> std::process::Command {
 }
 
 /// Writes a config next to a fresh certificate, for the binary's tests.
+/// Runs `command` with `input` on its stdin; what it printed and how it ended.
+pub fn output_with_stdin(mut command: Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `authgate check -c config`: whether it passed, and what it said on stderr.
+pub fn check(config: &Path) -> (bool, String) {
+    let out = authgate()
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn write_config(dir: &Path, upstream: &str, extra_server: &str) -> std::path::PathBuf {
     // SIGTERM tests stop at once; the drain delay has a test of its own.
     let drain = if extra_server.contains("drain_delay") {
