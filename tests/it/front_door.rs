@@ -72,7 +72,13 @@ async fn guessing_in_parallel_gets_no_more_guesses_than_guessing_in_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_sign_ins_never_wedge_the_hashing_queue() {
-    let gw = Setup::new().login("max_failures = 1000").start().await;
+    // 300 connections from one address: this is about the hashing queue,
+    // not the per-client cap.
+    let gw = Setup::new()
+        .login("max_failures = 1000")
+        .server("max_connections_per_client = 1000")
+        .start()
+        .await;
     let client = gw.client();
     let token = gw.login_form(&client).await;
     let addr = gw.addr();
