@@ -35,9 +35,11 @@ const DRAIN_FOR_AT_MOST: Duration = Duration::from_secs(30);
 pub struct TimedBody {
     /// Taken by the drain when the body is dropped unread.
     inner: Option<Incoming>,
-    limit: Duration,
     /// Armed when a read has to wait, disarmed when a piece comes.
     waiting: Option<Pin<Box<Sleep>>>,
+    /// `body_timeout` in milliseconds: kept small, as every request future
+    /// carries it (and HTTP/2 moves those futures around whole).
+    limit_ms: u32,
     /// HTTP/2: an unread rest is drained, not reset (see `Drop`).
     drain: bool,
 }
@@ -46,10 +48,14 @@ impl TimedBody {
     pub fn new(inner: Incoming, limit: Duration) -> TimedBody {
         TimedBody {
             inner: Some(inner),
-            limit,
             waiting: None,
+            limit_ms: u32::try_from(limit.as_millis()).unwrap_or(u32::MAX),
             drain: false,
         }
+    }
+
+    fn limit(&self) -> Duration {
+        Duration::from_millis(u64::from(self.limit_ms))
     }
 
     /// The body of an HTTP/2 request: what is left unread when the
@@ -80,7 +86,7 @@ impl Drop for TimedBody {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let limit = self.limit;
+        let limit = self.limit();
         runtime.spawn(async move {
             use http_body_util::BodyExt;
             let mut drained: u64 = 0;
@@ -116,7 +122,7 @@ impl Body for TimedBody {
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let limit = self.limit;
+                let limit = self.limit();
                 let timer = self
                     .waiting
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
