@@ -33,11 +33,14 @@
 //! - [`ops`]: metrics, readiness and the `/healthz` `/readyz` `/metrics` answers.
 //! - [`logging`]: batched log output to stderr.
 //! - [`demo`]: the zero-setup demo: an upstream app and a gateway in front of it.
+//! - [`cli`]: the binary's commands, one file each (`main.rs` parses the
+//!   command line and calls them).
 
 #![forbid(unsafe_code)]
 
 pub mod assertion;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod forward_auth;

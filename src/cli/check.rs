@@ -1,0 +1,172 @@
+//! `authgate check` and `authgate explain`: the config, its files and the
+//! policy, judged without serving.
+
+use std::process::ExitCode;
+
+use crate::Config;
+
+pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCode {
+    // The policy's tests run even when the files for serving (the TLS
+    // pair, ...) are missing; those are reported as problems of their own.
+    let (config, file_problems) = match Config::load_for_policy(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            for problem in &e.problems {
+                eprintln!("{problem}");
+            }
+            eprintln!("{}: {} problem(s)", path.display(), e.problems.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    let file = path.display();
+    let mut file_problems = file_problems;
+    // A state file that is there but damaged stops `run`: say it as run does.
+    if let crate::config::StoreBackend::Local { path: state } = &config.store.backend {
+        if state.exists() {
+            if let Err(e) = crate::store::list_on_record(&config.store, None) {
+                file_problems.push(crate::config::Problem {
+                    file: file.to_string(),
+                    position: None,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    for problem in &file_problems {
+        eprintln!("{problem}");
+    }
+    let warnings = crate::policy::check::lint(&config, &config.users);
+    for w in &warnings {
+        eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
+    }
+    let mut exposed = config.exposed_secret_files();
+    exposed.extend(config.hashing_memory_warning());
+    exposed.extend(config.users_file_warning());
+    for warning in &exposed {
+        eprintln!("{file}: warning: {warning}");
+    }
+    if let (crate::config::StoreBackend::Redis(_), Some(users_file)) =
+        (&config.store.backend, &config.users_file)
+    {
+        eprintln!(
+            "{file}: note: with [store] backend = \"redis\" users live in Redis; {} only seeds an empty Redis, and the [[test]]s below judge its users, which may differ from Redis's (`authgate user export` prints those)",
+            users_file.display()
+        );
+    }
+    let failures = crate::policy::check::run_tests(&config, &config.users);
+    for f in &failures {
+        eprintln!("{file}:{}:{}: {}", f.line, f.col, f.message);
+    }
+    let summary = format!(
+        "{} rules, {} users, {} of {} tests passed, {} warning(s)",
+        config.policy.rules().len(),
+        config.users.len(),
+        config.tests.len() - failures.len(),
+        config.tests.len(),
+        warnings.len() + exposed.len()
+    );
+    if let Some(log) = replay {
+        match std::fs::read_to_string(log) {
+            Ok(text) => {
+                let report = crate::policy::replay::replay(&config, &config.users, &text);
+                print!(
+                    "{}",
+                    crate::policy::replay::render(&report, &log.display().to_string())
+                );
+            }
+            Err(e) => {
+                eprintln!("cannot read the access log {}: {e}", log.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if failures.is_empty() && file_problems.is_empty() {
+        println!("{file}: ok ({summary})");
+        ExitCode::SUCCESS
+    } else if failures.is_empty() {
+        eprintln!(
+            "{file}: {} problem(s) with the files it names; the policy is fine ({summary})",
+            file_problems.len()
+        );
+        ExitCode::FAILURE
+    } else {
+        eprintln!("{file}: {} test(s) failed ({summary})", failures.len());
+        ExitCode::FAILURE
+    }
+}
+
+/// `authgate explain`'s arguments.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["user", "anonymous"])))]
+pub struct ExplainArgs {
+    /// Decide for a session of this user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Decide for a request without a session.
+    #[arg(long)]
+    pub anonymous: bool,
+    /// The host the request names.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// How long ago the user entered the password, e.g. 20m (for rules
+    /// with max_auth_age) [default: just now].
+    #[arg(long)]
+    pub auth_age: Option<String>,
+    /// Whether the session passed the second factor (for rules with
+    /// mfa = true) [default: whether the user has one].
+    #[arg(long)]
+    pub mfa: Option<bool>,
+    /// GET, POST, ...
+    pub method: String,
+    /// The path as a client would send it, e.g. /x/../admin
+    pub path: String,
+}
+
+pub fn explain(path: &std::path::Path, args: &ExplainArgs) -> anyhow::Result<()> {
+    let (user, host, method, request_path) = (
+        args.user.as_deref(),
+        args.host.as_deref(),
+        args.method.as_str(),
+        args.path.as_str(),
+    );
+    let (auth_age, mfa) = (args.auth_age.as_deref(), args.mfa);
+    // The policy and the users are enough: missing TLS files do not matter here.
+    let (config, _) = Config::load_for_policy(path).map_err(|e| {
+        for problem in &e.problems {
+            eprintln!("{problem}");
+        }
+        anyhow::anyhow!("{} has {} problem(s)", path.display(), e.problems.len())
+    })?;
+    let fresh = crate::policy::check::Freshness {
+        auth_age: auth_age
+            .map(crate::config::units::parse_duration)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--auth-age: {e}"))?
+            .unwrap_or_default(),
+        mfa,
+    };
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| anyhow::anyhow!("{method:?} is not an HTTP method"))?;
+    let outcome = crate::policy::check::evaluate(
+        &config,
+        &config.users,
+        user,
+        &method,
+        request_path,
+        host,
+        fresh,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    print!(
+        "{}",
+        crate::policy::check::explanation(&outcome, &method, request_path, user, host)
+    );
+    match config.upstream_of_request(host, request_path) {
+        Some(u) if config.upstreams.len() > 1 => {
+            println!("upstream: {} ([[upstream]] on line {})", u.url, u.line)
+        }
+        Some(u) => println!("upstream: {}", u.url),
+        None => println!("upstream: none serves this host and path (404)"),
+    }
+    Ok(())
+}
