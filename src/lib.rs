@@ -3,6 +3,9 @@
 //!
 //! # Layout
 //!
+//! A newcomer starts at [`pipeline::handle`]: one request's way, top to
+//! bottom; [`server`] is what calls it, [`config`] what it reads.
+//!
 //! - [`config`]: `gateway.toml`, raw serde structs validated into [`Config`],
 //!   every problem reported as `FILE:LINE:COL`.
 //! - [`tls`]: PEM loading and the rustls server config (TLS 1.2/1.3, ALPN).
@@ -32,6 +35,17 @@
 //! - [`response`]: body type, the one error-to-status mapping, the gateway's own pages.
 //! - [`ops`]: metrics, readiness and the `/healthz` `/readyz` `/metrics` answers.
 //! - [`logging`]: batched log output to stderr.
+//! - [`forward_auth`]: `/.gateway/verify`, the gateway as the
+//!   authentication service behind nginx, Traefik or Caddy: one header
+//!   family, the same rules, an access line like every request's.
+//! - [`assertion`]: signed ES256 identity assertions for the app and the
+//!   JWKS that verifies them; the key file watched and rotated.
+//! - [`reload`]: putting a changed config in force (SIGHUP, the watched
+//!   file once it has settled), and what only a restart changes.
+//! - [`request_id`]: every request's `X-Request-Id`, and the security-event
+//!   macro that logs with it.
+//! - [`init`]: `authgate init`'s setup: the shipped config, a certificate
+//!   for the host, the first admin.
 //! - [`demo`]: the zero-setup demo: an upstream app and a gateway in front of it.
 //! - [`cli`]: the binary's commands, one file each (`main.rs` parses the
 //!   command line and calls them).
