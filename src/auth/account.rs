@@ -9,8 +9,8 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use super::forms::read_form;
-use super::{csrf, pages, rfc3339, Auth};
+use super::forms::checked_form;
+use super::{pages, rfc3339, Auth};
 use crate::response::{escape_html, own_response, Body, GatewayError};
 use crate::session;
 use crate::store::stats::Ended;
@@ -35,13 +35,7 @@ impl Auth {
         if request.method() != Method::POST {
             return Ok(render(&signed_in, &own, &token));
         }
-        if !csrf::same_origin(request.headers(), host) {
-            return Err(GatewayError::CsrfRejected);
-        }
-        let form = read_form(request).await?;
-        if !csrf::matches(&token, form.get("csrf")) {
-            return Err(GatewayError::CsrfRejected);
-        }
+        let form = checked_form(request, host, &token).await?;
         let current = signed_in.session.key;
         let ending: Vec<session::Key> = match form.get("action") {
             // Only among the user's own sessions: a handle of someone

@@ -15,7 +15,7 @@ use http::{header, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
-use super::forms::read_form;
+use super::forms::checked_form;
 use super::next::percent_decode;
 use super::{csrf, pages, rfc3339, Auth, SignedIn};
 use crate::policy::DenyReason;
@@ -445,13 +445,7 @@ pub(super) async fn page(
     match *request.method() {
         Method::GET | Method::HEAD => render(auth, &token).await,
         Method::POST => {
-            if !csrf::same_origin(request.headers(), host) {
-                return Err(GatewayError::CsrfRejected);
-            }
-            let form = read_form(request).await?;
-            if !csrf::matches(&token, form.get("csrf")) {
-                return Err(GatewayError::CsrfRejected);
-            }
+            let form = checked_form(request, host, &token).await?;
             let actor = format!("admin {}", admin.user.name);
             let target = form.get("target");
             let key = auth.users().get(target).map(|u| u.key.clone());

@@ -9,7 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::attempt::Refused;
-use super::forms::read_form;
+use super::forms::{checked_form, read_form};
 use super::password::Busy;
 use super::throttle::Throttled;
 use super::{admin, cookie_values, csrf, pages, rfc3339, Auth, GENERIC_FAILURE};
@@ -369,14 +369,8 @@ impl Auth {
         if request.method() != Method::POST {
             return Ok(page(StatusCode::OK, None));
         }
-        if !csrf::same_origin(request.headers(), host) {
-            return Err(GatewayError::CsrfRejected);
-        }
         let user_agent = user_agent_of(request.headers());
-        let form = read_form(request).await?;
-        if !csrf::matches(&csrf, form.get("csrf")) {
-            return Err(GatewayError::CsrfRejected);
-        }
+        let form = checked_form(request, host, &csrf).await?;
         let user = &signed_in.user;
         let attempt = match self.reserve(&user.key, peer).await {
             Ok(attempt) => attempt,

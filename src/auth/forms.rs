@@ -22,6 +22,24 @@ impl Form {
     }
 }
 
+/// A form posted to one of the gateway's pages within a session (or a
+/// pending sign-in): refused unless it comes from this site and carries
+/// `token`. The one place that check is written.
+pub(super) async fn checked_form(
+    request: crate::server::body::GatewayRequest,
+    host: Option<&http::HeaderValue>,
+    token: &str,
+) -> Result<Form, GatewayError> {
+    if !super::csrf::same_origin(request.headers(), host) {
+        return Err(GatewayError::CsrfRejected);
+    }
+    let form = read_form(request).await?;
+    if !super::csrf::matches(token, form.get("csrf")) {
+        return Err(GatewayError::CsrfRejected);
+    }
+    Ok(form)
+}
+
 pub(super) async fn read_form(
     request: crate::server::body::GatewayRequest,
 ) -> Result<Form, GatewayError> {

@@ -21,10 +21,10 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::attempt::{Attempt, Refused};
-use super::forms::{read_form, Form};
+use super::forms::{checked_form, Form};
 use super::password::Busy;
 use super::throttle::Throttled;
-use super::{cookie_values, csrf, pages, totp, Auth};
+use super::{cookie_values, pages, totp, Auth};
 use crate::ops::Login;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session::{self, Key};
@@ -411,14 +411,8 @@ impl Auth {
         if request.method() != Method::POST {
             return Ok(pages::login_code(StatusCode::OK, &token, None));
         }
-        if !csrf::same_origin(request.headers(), host) {
-            return Err(GatewayError::CsrfRejected);
-        }
         let user_agent = super::endpoints::user_agent_of(request.headers());
-        let form = read_form(request).await?;
-        if !csrf::matches(&token, form.get("csrf")) {
-            return Err(GatewayError::CsrfRejected);
-        }
+        let form = checked_form(request, host, &token).await?;
         let attempt = self.code_attempt(&user, peer).await?;
         if let CodeCheck::Wrong = self.check_code(&user, form.get("code"), peer).await? {
             attempt.failed();
@@ -500,14 +494,8 @@ impl Auth {
                 }
             });
         }
-        if !csrf::same_origin(request.headers(), host) {
-            return Err(GatewayError::CsrfRejected);
-        }
         let user_agent = super::endpoints::user_agent_of(request.headers());
-        let form = read_form(request).await?;
-        if !csrf::matches(&token, form.get("csrf")) {
-            return Err(GatewayError::CsrfRejected);
-        }
+        let form = checked_form(request, host, &token).await?;
         let next = match &who {
             Who::Pending { .. } => next,
             Who::Session(_) => self.next_of(form_next(&form)),
@@ -646,13 +634,7 @@ impl Auth {
                 None,
             ));
         }
-        if !csrf::same_origin(request.headers(), host) {
-            return Err(GatewayError::CsrfRejected);
-        }
-        let form = read_form(request).await?;
-        if !csrf::matches(&token, form.get("csrf")) {
-            return Err(GatewayError::CsrfRejected);
-        }
+        let form = checked_form(request, host, &token).await?;
         let next = self.next_of(form_next(&form));
         let attempt = self.code_attempt(&user, peer).await?;
         let matched = self
