@@ -46,6 +46,8 @@
 //!   macro that logs with it.
 //! - [`init`]: `authgate init`'s setup: the shipped config, a certificate
 //!   for the host, the first admin.
+//! - [`diag`]: problems in a TOML file (the config, the users file) with
+//!   their `FILE:LINE:COL`, and the key-tracking deserializer.
 //! - [`demo`]: the zero-setup demo: an upstream app and a gateway in front of it.
 //! - [`cli`]: the binary's commands, one file each (`main.rs` parses the
 //!   command line and calls them).
@@ -57,6 +59,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod diag;
 pub mod forward_auth;
 pub mod init;
 pub mod logging;

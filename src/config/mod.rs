@@ -2,7 +2,6 @@
 //! rest of the gateway uses. Every problem names `FILE:LINE:COL`, and one load
 //! reports all the problems it can find rather than the first.
 
-pub(crate) mod diag;
 mod raw;
 pub mod units;
 mod validate;
@@ -15,8 +14,8 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::uri::Authority;
 
-use diag::Diagnostics;
-pub use diag::{ConfigError, Problem};
+use crate::diag::{self, Diagnostics};
+pub use crate::diag::{ConfigError, Problem};
 use raw::RawConfig;
 use validate::Validator;
 
@@ -106,7 +105,7 @@ pub enum StoreBackend {
     /// A SQLite file, the default.
     Local { path: PathBuf },
     /// Redis, shared by replicas: sessions, users and sign-in counters.
-    Redis(crate::store::redis::Settings),
+    Redis(RedisSettings),
 }
 
 /// The state file's name unless `[store] path` says otherwise.
@@ -498,4 +497,29 @@ pub fn users_file_of(path: &Path) -> Result<PathBuf, String> {
             )
         })?;
     Ok(path.parent().unwrap_or(Path::new(".")).join(file))
+}
+
+/// The settings of the `redis` backend.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub key_prefix: String,
+    /// From `password_file`, when the URL carries none.
+    pub password: Option<String>,
+    /// Where `password` came from, for the mode check (see
+    /// `Config::exposed_secret_files`).
+    pub password_file: Option<std::path::PathBuf>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: only its host part is shown.
+        let host = self.url.rsplit('@').next().unwrap_or("");
+        f.debug_struct("RedisSettings")
+            .field("host", &host)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }

@@ -10,12 +10,12 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::uri::Uri;
 
-use super::diag::Diagnostics;
 use super::raw::{self, RawConfig, Text};
 use super::{
     units, Admin, Config, Identity, LogFormat, Login, PolicyTest, Problem, Server, Session, Store,
     StoreBackend, Upstream, MAX_ABSOLUTE_TIMEOUT, MIN_HEADER_SIZE,
 };
+use crate::diag::Diagnostics;
 use crate::policy::{Access, Glob, Policy, Rule};
 
 /// Turns raw values into typed ones, recording a problem for each bad value
@@ -570,7 +570,7 @@ impl Validator<'_> {
                     }
                 };
                 let timeout = self.duration(&raw.timeout, Duration::from_millis(250))?;
-                StoreBackend::Redis(crate::store::redis::Settings {
+                StoreBackend::Redis(super::RedisSettings {
                     password_file,
                     url: url.get_ref().clone(),
                     key_prefix: raw

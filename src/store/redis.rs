@@ -217,30 +217,7 @@ fn key_from_hex(text: &str) -> Option<Key> {
     Some(key)
 }
 
-/// The settings of the `redis` backend.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Settings {
-    pub url: String,
-    pub key_prefix: String,
-    /// From `password_file`, when the URL carries none.
-    pub password: Option<String>,
-    /// Where `password` came from, for the mode check (see
-    /// `Config::exposed_secret_files`).
-    pub password_file: Option<std::path::PathBuf>,
-    pub timeout: Duration,
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may carry a password: only its host part is shown.
-        let host = self.url.rsplit('@').next().unwrap_or("");
-        f.debug_struct("Settings")
-            .field("host", &host)
-            .field("key_prefix", &self.key_prefix)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::config::RedisSettings as Settings;
 
 /// `maxmemory-policy` values under which Redis never evicts a key.
 const SAFE_POLICIES: [&str; 1] = ["noeviction"];

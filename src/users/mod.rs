@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::auth::password;
-use crate::config::diag::{self, Diagnostics};
-use crate::config::ConfigError;
+use crate::diag::ConfigError;
+use crate::diag::{self, Diagnostics};
 
 #[derive(Debug, Deserialize)]
 struct RawUsersFile {
