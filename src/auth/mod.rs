@@ -267,7 +267,7 @@ impl Auth {
             users = redis.users().await.map_err(unavailable)?;
         }
         let csrf = csrf::CsrfSecret::new(sessions.secret("csrf").await?);
-        if let Some(warning) = config.hashing_memory_warning() {
+        if let Some(warning) = password::config_memory_warning(config) {
             tracing::warn!("{warning}");
         }
         let verifier = Verifier::with_threads(config.login.hashing_threads);

@@ -217,6 +217,15 @@ pub fn memory_warning(limit: Option<u64>, threads: usize, area_kib: u32) -> Opti
     })
 }
 
+/// A warning when this process's cgroup memory limit cannot hold the
+/// gateway and the hashing threads `config` asks for (`[login]
+/// hashing_threads`, each with its users' strongest hash's memory).
+pub fn config_memory_warning(config: &crate::Config) -> Option<String> {
+    let threads = config.login.hashing_threads.min(usable_cores());
+    let area = strongest_memory_kib(config.users.iter().map(|u| &*u.password_hash));
+    memory_warning(cgroup_memory_limit(), threads, area)
+}
+
 /// The memory limit of this process's cgroup, when one is set (cgroup v2's
 /// `memory.max`, else v1's `memory.limit_in_bytes`).
 pub fn cgroup_memory_limit() -> Option<u64> {

@@ -40,7 +40,7 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCo
         eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
     }
     let mut exposed = config.exposed_secret_files();
-    exposed.extend(config.hashing_memory_warning());
+    exposed.extend(crate::auth::password::config_memory_warning(&config));
     exposed.extend(config.users_file_warning());
     for warning in &exposed {
         eprintln!("{file}: warning: {warning}");

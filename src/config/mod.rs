@@ -301,16 +301,6 @@ impl Config {
         ))
     }
 
-    /// A warning when this process's cgroup memory limit cannot hold the
-    /// gateway and its hashing threads (`[login] hashing_threads`, each
-    /// with the strongest password hash's memory).
-    pub fn hashing_memory_warning(&self) -> Option<String> {
-        use crate::auth::password;
-        let threads = self.login.hashing_threads.min(password::usable_cores());
-        let area = password::strongest_memory_kib(self.users.iter().map(|u| &*u.password_hash));
-        password::memory_warning(password::cgroup_memory_limit(), threads, area)
-    }
-
     /// Secret files of this config that every user of the machine may
     /// read (the TLS key, the assertion key, the Redis password file), each
     /// as a sentence that names it and the `chmod` that fixes it. Not
