@@ -9,7 +9,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::attempt::Refused;
-use super::forms::{checked_form, read_form};
+use super::forms::{checked_form, read_form, user_agent_of, MANAGED_ELSEWHERE};
 use super::password::Busy;
 use super::throttle::Throttled;
 use super::{admin, cookie_values, csrf, pages, rfc3339, Auth, GENERIC_FAILURE};
@@ -19,10 +19,6 @@ use crate::session;
 use crate::store::stats::Ended;
 use crate::users::canonical;
 use crate::users::file::{check_new_password, Change};
-
-/// What the pages that would change the users file say when it is
-/// read-only here.
-pub(super) const MANAGED_ELSEWHERE: &str = "Accounts are managed elsewhere: this gateway cannot change its users file. Ask your administrator. Nothing was changed.";
 
 impl Auth {
     pub(super) fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {
@@ -487,26 +483,6 @@ impl Auth {
             body.to_string(),
         )
     }
-}
-
-impl Auth {
-    /// The `next` a page's query names, made safe.
-    pub(super) fn query_next(&self, query: Option<&str>) -> String {
-        let next = query
-            .into_iter()
-            .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
-            .find(|(k, _)| k == "next")
-            .map(|(_, v)| v.into_owned());
-        self.next_of(next.as_deref())
-    }
-}
-
-pub(super) fn user_agent_of(headers: &HeaderMap) -> String {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
 }
 
 /// Usernames in logs are cut short: a flood of huge names must not flood the log.

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::header;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::MAX_FORM_BYTES;
+use super::{Auth, MAX_FORM_BYTES};
 use crate::response::GatewayError;
 
 /// The first value of each field of a small urlencoded form.
@@ -68,4 +68,28 @@ pub(super) async fn read_form(
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
     })
+}
+
+/// What the pages that would change the users file say when it is
+/// read-only here.
+pub(super) const MANAGED_ELSEWHERE: &str = "Accounts are managed elsewhere: this gateway cannot change its users file. Ask your administrator. Nothing was changed.";
+
+impl Auth {
+    /// The `next` a page's query names, made safe.
+    pub(super) fn query_next(&self, query: Option<&str>) -> String {
+        let next = query
+            .into_iter()
+            .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+            .find(|(k, _)| k == "next")
+            .map(|(_, v)| v.into_owned());
+        self.next_of(next.as_deref())
+    }
+}
+
+pub(super) fn user_agent_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }

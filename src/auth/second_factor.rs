@@ -411,7 +411,7 @@ impl Auth {
         if request.method() != Method::POST {
             return Ok(pages::login_code(StatusCode::OK, &token, None));
         }
-        let user_agent = super::endpoints::user_agent_of(request.headers());
+        let user_agent = super::forms::user_agent_of(request.headers());
         let form = checked_form(request, host, &token).await?;
         let attempt = self.code_attempt(&user, peer).await?;
         if let CodeCheck::Wrong = self.check_code(&user, form.get("code"), peer).await? {
@@ -469,7 +469,7 @@ impl Auth {
             return Ok(crate::response::page(
                 StatusCode::CONFLICT,
                 "Second factor",
-                super::endpoints::MANAGED_ELSEWHERE,
+                super::forms::MANAGED_ELSEWHERE,
             ));
         }
         let now = session::now_ms();
@@ -494,7 +494,7 @@ impl Auth {
                 }
             });
         }
-        let user_agent = super::endpoints::user_agent_of(request.headers());
+        let user_agent = super::forms::user_agent_of(request.headers());
         let form = checked_form(request, host, &token).await?;
         let next = match &who {
             Who::Pending { .. } => next,
@@ -564,7 +564,7 @@ impl Auth {
                         return Ok(own_response(
                             StatusCode::CONFLICT,
                             "text/plain; charset=utf-8",
-                            format!("{}\n", super::endpoints::MANAGED_ELSEWHERE),
+                            format!("{}\n", super::forms::MANAGED_ELSEWHERE),
                         ));
                     }
                     return Ok(own_response(
