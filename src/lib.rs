@@ -33,7 +33,8 @@
 //!   is behind a trusted load balancer (`trusted_proxies`), and open
 //!   WebSockets registered under their session.
 //! - [`response`]: body type, the one error-to-status mapping, the gateway's own pages.
-//! - [`ops`]: metrics, readiness and the `/healthz` `/readyz` `/metrics` answers.
+//! - [`metrics`]: what the gateway counts, and its readiness latch.
+//! - [`ops`]: the `/healthz` `/readyz` `/metrics` answers of the ops listener.
 //! - [`logging`]: batched log output to stderr.
 //! - [`forward_auth`]: `/.gateway/verify`, the gateway as the
 //!   authentication service behind nginx, Traefik or Caddy: one header
@@ -63,6 +64,7 @@ pub mod diag;
 pub mod forward_auth;
 pub mod init;
 pub mod logging;
+pub mod metrics;
 pub mod ops;
 pub mod pipeline;
 pub mod policy;

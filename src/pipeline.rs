@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::ops::{Metrics, Readiness, UpstreamFailure};
+use crate::metrics::{Metrics, Readiness, UpstreamFailure};
 use crate::policy::host::Host;
 use crate::policy::{path, Decision, Target};
 use crate::proxy::{Forward, Upstream};

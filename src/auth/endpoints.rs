@@ -13,7 +13,7 @@ use super::forms::{checked_form, read_form, user_agent_of, MANAGED_ELSEWHERE};
 use super::password::Busy;
 use super::throttle::Throttled;
 use super::{admin, cookie_values, csrf, pages, rfc3339, Auth, GENERIC_FAILURE};
-use crate::ops::Login;
+use crate::metrics::Login;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session;
 use crate::store::stats::Ended;

@@ -232,7 +232,7 @@ pub struct Auth {
     login_words: ArcSwap<crate::config::LoginWords>,
     /// Pending sign-ins, secrets being enrolled, codes used.
     second_factor: second_factor::SecondFactor,
-    metrics: Arc<crate::ops::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Auth {
@@ -240,7 +240,7 @@ impl Auth {
     /// reload) and opens the session store.
     pub async fn new(
         config: &mut Config,
-        metrics: Arc<crate::ops::Metrics>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Auth, StoreError> {
         let mut users = std::mem::take(&mut config.users);
         let sessions = Sessions::open(

@@ -25,7 +25,7 @@ use super::forms::{checked_form, Form};
 use super::password::Busy;
 use super::throttle::Throttled;
 use super::{cookie_values, pages, totp, Auth};
-use crate::ops::Login;
+use crate::metrics::Login;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session::{self, Key};
 use crate::users::file::{Change, UserFileError};
