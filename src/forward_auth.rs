@@ -28,11 +28,11 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::config::ForwardAuthFamily;
-use crate::pipeline::{Live, State};
 use crate::policy::host::Host;
 use crate::policy::{path, Decision, ReauthReason, Target};
 use crate::response::{encode_query_value, own_response, wants_html, Body};
 use crate::session;
+use crate::state::{Live, State};
 
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -12,6 +12,11 @@
 //! - [`server`]: the TLS accept loop (connection cap, handshake timeout,
 //!   graceful shutdown), each connection's idle watchdog and lingering
 //!   close, the HTTP/1.1 framing guard, the redirect and ops listeners.
+//! - [`body`]: the request body every handler reads, with `body_timeout`
+//!   between its pieces and HTTP/2's unread rest drained.
+//! - [`state`]: what requests and background tasks share: the running
+//!   gateway's [`state::State`] and the [`state::Live`] snapshot of one
+//!   config (rules, upstream clients, the HTTP servers, limits).
 //! - [`pipeline`]: one request's way: refuse, gateway pages, session, policy, proxy, log.
 //! - [`auth`]: sessions from cookies; the `/.gateway/` endpoints (sign-in,
 //!   sign-out, whoami, password change, admin API and page); CSRF,
@@ -57,6 +62,7 @@
 
 pub mod assertion;
 pub mod auth;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -74,6 +80,7 @@ pub mod request_id;
 pub mod response;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod store;
 pub mod tls;
 pub mod users;

@@ -7,7 +7,7 @@ use crate::metrics::Gauges;
 use crate::response::{own_response, Body};
 
 /// Answers one request on the ops listener.
-pub fn answer(method: &Method, path: &str, state: &crate::pipeline::State) -> Response<Body> {
+pub fn answer(method: &Method, path: &str, state: &crate::state::State) -> Response<Body> {
     let (metrics, readiness) = (&state.metrics, &state.readiness);
     const TEXT: &str = "text/plain; charset=utf-8";
     if method != Method::GET && method != Method::HEAD {

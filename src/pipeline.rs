@@ -11,135 +11,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
-
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::auth::Auth;
-use crate::config::Config;
-use crate::metrics::{Metrics, Readiness, UpstreamFailure};
+use crate::metrics::UpstreamFailure;
 use crate::policy::host::Host;
 use crate::policy::{path, Decision, Target};
-use crate::proxy::{Forward, Upstream};
+use crate::proxy::Forward;
 use crate::request_id;
 use crate::response::{wants_html, Body, GatewayError};
 use crate::server::framing::FramingVerdict;
 use crate::server::idle::Activity;
 use crate::session;
-
-/// Everything a request needs. What a config reload may change is in
-/// [`Live`], one snapshot per reload: a request takes the snapshot once and
-/// finishes under it, whatever reload comes meanwhile.
-pub struct State {
-    live: ArcSwap<Live>,
-    /// The settings in force that only a restart changes, as they were at start.
-    pub fixed: crate::reload::Fixed,
-    pub auth: Arc<Auth>,
-    /// Open WebSockets, whichever upstream they go to.
-    pub tunnels: Arc<crate::proxy::tunnels::Tunnels>,
-    pub metrics: Arc<Metrics>,
-    pub readiness: Readiness,
-    /// The certificate new handshakes get (its files are watched).
-    pub certificate: Arc<crate::tls::RotatingCert>,
-    pub tls: Arc<rustls::ServerConfig>,
-    /// Signs identity assertions, when `[identity] assertion = true`.
-    pub signer: Option<Arc<crate::assertion::Signer>>,
-    /// One reload at a time (SIGHUP and the file watcher may both ask), so
-    /// an older read of the file is never put in force after a newer one.
-    pub reloading: tokio::sync::Mutex<()>,
-}
-
-/// One config's worth of what requests use: rules, upstream clients,
-/// identity headers, limits and timeouts.
-pub struct Live {
-    pub config: Config,
-    /// One client per `[[upstream]]` entry, in the config's order.
-    pub upstreams: Vec<Upstream>,
-    /// The HTTP servers new connections are handed to.
-    pub protocols: crate::server::Protocols,
-    /// Where upstream redirects to the upstream itself may be rewritten to.
-    pub known_hosts: crate::proxy::KnownHosts,
-}
-
-impl Live {
-    pub fn new(config: Config, tunnels: &Arc<crate::proxy::tunnels::Tunnels>) -> Live {
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|u| Upstream::new(u, config.server.max_body_size, tunnels.clone()))
-            .collect();
-        let protocols = crate::server::Protocols::new(&config.server);
-        Live {
-            known_hosts: crate::proxy::KnownHosts::of(&config),
-            config,
-            upstreams,
-            protocols,
-        }
-    }
-}
-
-impl State {
-    pub async fn new(
-        mut config: Config,
-    ) -> Result<State, Box<dyn std::error::Error + Send + Sync>> {
-        for exposed in config.exposed_secret_files() {
-            tracing::warn!("{exposed}");
-        }
-        match config.seed_users_file() {
-            Ok(true) => tracing::info!(
-                file = ?config.users_file,
-                seed = ?config.users_seed,
-                "the users file was made from [users] seed"
-            ),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(file = ?config.users_file, seed = ?config.users_seed, error = %e, "the users file could not be made from [users] seed; the seed's users are in force, and changes cannot be saved")
-            }
-        }
-        if let Some(warning) = config.users_file_warning() {
-            tracing::warn!("{warning}");
-        }
-        let tunnels = Arc::new(crate::proxy::tunnels::Tunnels::default());
-        let metrics = Arc::new(Metrics::default());
-        let auth = Arc::new(Auth::new(&mut config, metrics.clone()).await?);
-        let fixed = crate::reload::Fixed::of(&config);
-        let certificate = config.server.certificate.clone();
-        let tls = config.server.tls.clone();
-        let signer = match &config.identity.assertion {
-            Some(settings) => Some(Arc::new(crate::assertion::Signer::open(
-                &settings.key,
-                settings.generate,
-            )?)),
-            None => None,
-        };
-        Ok(State {
-            live: ArcSwap::from_pointee(Live::new(config, &tunnels)),
-            fixed,
-            auth,
-            tunnels,
-            metrics,
-            readiness: Readiness::default(),
-            certificate,
-            tls,
-            signer,
-            reloading: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    /// The snapshot new requests use.
-    pub fn live(&self) -> Arc<Live> {
-        self.live.load_full()
-    }
-
-    /// Puts a new snapshot in force for requests that start from now on.
-    pub fn replace_live(&self, live: Live) {
-        self.live.store(Arc::new(live));
-    }
-}
+use crate::state::{Live, State};
 
 /// What the request's log line says, filled in along the way.
 #[derive(Default)]
@@ -222,7 +109,7 @@ pub async fn handle(
 
     let h2_stream = request.version() == http::Version::HTTP_2 && method != http::Method::CONNECT;
     let request = request.map(|body| {
-        let body = crate::server::body::TimedBody::new(body, live.config.server.body_timeout);
+        let body = crate::body::TimedBody::new(body, live.config.server.body_timeout);
         if h2_stream {
             body.drained_when_dropped()
         } else {
@@ -314,7 +201,7 @@ async fn route(
     conn: &Connection,
     index: u64,
     declared_length: Option<u64>,
-    request: crate::server::body::GatewayRequest,
+    request: crate::body::GatewayRequest,
     log: &mut RequestLog,
 ) -> Result<Response<Body>, GatewayError> {
     let server = &live.config.server;
@@ -599,7 +486,7 @@ enum Upgrade {
 /// What upgrade, if any, a request asks for: on HTTP/1.1 (RFC 9110 §7.8,
 /// RFC 6455 §4.1) a GET with `Upgrade: websocket` and `Connection:
 /// upgrade`; on HTTP/2 (RFC 8441 §4) a CONNECT with `:protocol` websocket.
-fn upgrade_of(request: &crate::server::body::GatewayRequest) -> Upgrade {
+fn upgrade_of(request: &crate::body::GatewayRequest) -> Upgrade {
     if request.method() == http::Method::CONNECT {
         return match request.extensions().get::<hyper::ext::Protocol>() {
             Some(p) if p.as_str().eq_ignore_ascii_case("websocket") => Upgrade::WebSocket,

@@ -2,113 +2,18 @@
 //! (links followed, so a Kubernetes ConfigMap's `..data` swap counts), the
 //! whole file is validated and its `[[test]]`s run as `authgate check` would;
 //! a config that passes becomes the snapshot new requests take
-//! ([`crate::pipeline::Live`]), one that fails changes nothing. Settings
+//! ([`crate::state::Live`]), one that fails changes nothing. Settings
 //! that only a restart can change keep their running values and are named
 //! in the log.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, LogFormat, StoreBackend};
-use crate::pipeline::{Live, State};
+use crate::config::Config;
+use crate::state::{Fixed, Live, State};
 
 /// How often the config file is looked at.
 pub const CONFIG_POLL_EVERY: Duration = Duration::from_secs(1);
-
-/// The settings a running gateway cannot change: its listeners, the
-/// connection cap, the TLS files it watches, the log format, where sessions
-/// and users are kept and what a session is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fixed {
-    pub listen: SocketAddr,
-    pub redirect_http: Option<SocketAddr>,
-    pub ops_listen: Option<SocketAddr>,
-    pub verify_listen: Option<SocketAddr>,
-    pub max_connections: usize,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub log_format: Option<LogFormat>,
-    pub store: StoreBackend,
-    pub cookie_name: String,
-    pub cookie_domain: Option<String>,
-    pub idle_timeout: Duration,
-    pub absolute_timeout: Duration,
-    pub users_file: Option<PathBuf>,
-    /// The assertion signing key, when assertions are on.
-    pub assertion_key: Option<PathBuf>,
-}
-
-impl Fixed {
-    pub fn of(config: &Config) -> Fixed {
-        let (cert, key) = config.server.certificate.paths();
-        Fixed {
-            listen: config.server.listen,
-            redirect_http: config.server.redirect_http,
-            ops_listen: config.server.ops_listen,
-            verify_listen: config.server.verify_listen,
-            max_connections: config.server.max_connections,
-            cert: cert.to_owned(),
-            key: key.to_owned(),
-            log_format: config.server.log_format,
-            store: config.store.backend.clone(),
-            cookie_name: config.session.cookie_name.clone(),
-            cookie_domain: config.session.cookie_domain.clone(),
-            idle_timeout: config.session.idle_timeout,
-            absolute_timeout: config.session.absolute_timeout,
-            users_file: config.users_file.clone(),
-            assertion_key: config.identity.assertion.as_ref().map(|a| a.key.clone()),
-        }
-    }
-
-    /// The config keys whose values differ from the running ones.
-    pub fn differences(&self, new: &Fixed) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        let mut differ = |changed: bool, key| {
-            if changed {
-                keys.push(key);
-            }
-        };
-        differ(self.listen != new.listen, "server.listen");
-        differ(
-            self.redirect_http != new.redirect_http,
-            "server.redirect_http",
-        );
-        differ(self.ops_listen != new.ops_listen, "server.ops_listen");
-        differ(
-            self.verify_listen != new.verify_listen,
-            "server.verify_listen",
-        );
-        differ(
-            self.max_connections != new.max_connections,
-            "server.max_connections",
-        );
-        differ(self.cert != new.cert, "server.cert");
-        differ(self.key != new.key, "server.key");
-        differ(self.log_format != new.log_format, "server.log_format");
-        differ(self.store != new.store, "store");
-        differ(self.cookie_name != new.cookie_name, "session.cookie_name");
-        differ(
-            self.cookie_domain != new.cookie_domain,
-            "session.cookie_domain",
-        );
-        differ(
-            self.idle_timeout != new.idle_timeout,
-            "session.idle_timeout",
-        );
-        differ(
-            self.absolute_timeout != new.absolute_timeout,
-            "session.absolute_timeout",
-        );
-        differ(self.users_file != new.users_file, "users.file");
-        differ(
-            self.assertion_key != new.assertion_key,
-            "identity.assertion / assertion_key",
-        );
-        keys
-    }
-}
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use crate::store::stats::Ended;
 impl Auth {
     pub(super) async fn account(
         &self,
-        request: crate::server::body::GatewayRequest,
+        request: crate::body::GatewayRequest,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {

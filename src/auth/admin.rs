@@ -76,7 +76,7 @@ fn bad_request(detail: &str) -> Response<Body> {
 
 /// A small JSON body: `None` if it is empty or not `T`.
 async fn read_json<T: serde::de::DeserializeOwned>(
-    request: crate::server::body::GatewayRequest,
+    request: crate::body::GatewayRequest,
 ) -> Result<Option<T>, GatewayError> {
     let body: Bytes = match Limited::new(request.into_body(), MAX_JSON_BYTES)
         .collect()
@@ -119,7 +119,7 @@ fn user_error(e: UserFileError) -> Response<Body> {
 pub(super) async fn api(
     auth: &Auth,
     rest: &str,
-    request: crate::server::body::GatewayRequest,
+    request: crate::body::GatewayRequest,
     logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {
     let presented = auth
@@ -430,7 +430,7 @@ pub(super) async fn api(
 /// ends a session, ends all of a user's sessions, locks or unlocks.
 pub(super) async fn page(
     auth: &Auth,
-    request: crate::server::body::GatewayRequest,
+    request: crate::body::GatewayRequest,
     host: Option<&HeaderValue>,
     logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {

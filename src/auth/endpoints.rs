@@ -78,7 +78,7 @@ impl Auth {
     pub async fn endpoint(
         &self,
         path: &str,
-        request: crate::server::body::GatewayRequest,
+        request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
@@ -183,7 +183,7 @@ impl Auth {
 
     async fn login_submit(
         &self,
-        request: crate::server::body::GatewayRequest,
+        request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
@@ -291,7 +291,7 @@ impl Auth {
 
     async fn logout_submit(
         &self,
-        request: crate::server::body::GatewayRequest,
+        request: crate::body::GatewayRequest,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
@@ -340,7 +340,7 @@ impl Auth {
     /// session of the user ends, and this one continues under a new ID.
     async fn password(
         &self,
-        request: crate::server::body::GatewayRequest,
+        request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,

@@ -26,7 +26,7 @@ impl Form {
 /// pending sign-in): refused unless it comes from this site and carries
 /// `token`. The one place that check is written.
 pub(super) async fn checked_form(
-    request: crate::server::body::GatewayRequest,
+    request: crate::body::GatewayRequest,
     host: Option<&http::HeaderValue>,
     token: &str,
 ) -> Result<Form, GatewayError> {
@@ -40,9 +40,7 @@ pub(super) async fn checked_form(
     Ok(form)
 }
 
-pub(super) async fn read_form(
-    request: crate::server::body::GatewayRequest,
-) -> Result<Form, GatewayError> {
+pub(super) async fn read_form(request: crate::body::GatewayRequest) -> Result<Form, GatewayError> {
     let is_form = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -60,7 +58,7 @@ pub(super) async fn read_form(
     {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
-        Err(e) if crate::server::body::timed_out(&*e) => return Err(GatewayError::BodyTimeout),
+        Err(e) if crate::body::timed_out(&*e) => return Err(GatewayError::BodyTimeout),
         Err(_) => return Err(GatewayError::BadForm),
     };
     Ok(Form {

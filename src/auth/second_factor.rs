@@ -397,7 +397,7 @@ impl Auth {
     /// `csrf`) checks it and, if right, makes the session.
     pub(super) async fn login_code(
         &self,
-        request: crate::server::body::GatewayRequest,
+        request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
@@ -442,7 +442,7 @@ impl Auth {
     /// recovery codes shown this once.
     pub(super) async fn totp_page(
         &self,
-        request: crate::server::body::GatewayRequest,
+        request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,
@@ -611,7 +611,7 @@ impl Auth {
     /// refreshes the session's sign-in time without a new session.
     pub(super) async fn reauth(
         &self,
-        request: crate::server::body::GatewayRequest,
+        request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
         logged_user: &mut Option<Arc<str>>,

@@ -115,7 +115,7 @@ impl Upstream {
     pub async fn forward(
         &self,
         mut parts: request::Parts,
-        body: crate::server::body::TimedBody,
+        body: crate::body::TimedBody,
         identity: &Identity,
         forward: Forward<'_>,
     ) -> Result<Response<Body>, GatewayError> {
@@ -199,9 +199,7 @@ impl Upstream {
         let mut response: Response<Body> = match tokio::time::timeout(self.timeout, sent).await {
             Err(_elapsed) => return Err(GatewayError::UpstreamTimeout),
             Ok(Err(e)) if caused_by_body_limit(&*e) => return Err(GatewayError::BodyTooLarge),
-            Ok(Err(e)) if crate::server::body::timed_out(&*e) => {
-                return Err(GatewayError::BodyTimeout)
-            }
+            Ok(Err(e)) if crate::body::timed_out(&*e) => return Err(GatewayError::BodyTimeout),
             Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable(e)),
             Ok(Ok(response)) => response,
         };

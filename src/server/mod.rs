@@ -2,7 +2,6 @@
 //! and graceful shutdown, plus the optional plain-HTTP redirect and ops
 //! listeners.
 
-pub mod body;
 pub mod framing;
 pub mod idle;
 
@@ -18,7 +17,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -26,8 +25,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::ops;
-use crate::pipeline::{self, Connection, State};
+use crate::pipeline::{self, Connection};
 use crate::response::{own_response, Body};
+use crate::state::State;
 use framing::{FramingGuard, FramingVerdict};
 use idle::{Activity, Idle};
 
@@ -206,48 +206,9 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// The HTTP servers a TLS connection is handed to, by its ALPN protocol.
-pub struct Protocols {
-    h1: hyper::server::conn::http1::Builder,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-}
-
 /// How long a connection told to close gracefully for idleness may take
 /// before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-impl Protocols {
-    pub fn new(server: &crate::config::Server) -> Protocols {
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            // hyper runs this timer whenever it waits for a head, idle
-            // keep-alive included; the connection's watchdog enforces
-            // header_timeout and idle_timeout, and this is its backstop.
-            .header_read_timeout(server.header_timeout + server.idle_timeout)
-            // hyper answers 431 itself past this; it takes no less than 8 KiB,
-            // and the pipeline holds smaller limits to the byte.
-            .max_buf_size(server.max_header_size.max(8192));
-        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        // h2 takes header blocks up to about 1.25 x this before it gives up on
-        // the connection (GOAWAY), and answers 431 itself past it; below it the
-        // pipeline answers 431 for anything over max_header_size. So heads a
-        // few times the limit still get their 431 rather than a dropped
-        // connection, and what one connection can make the gateway buffer stays
-        // small.
-        let h2_header_list = server.max_header_size.saturating_mul(4).max(256 << 10);
-        h2.timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(h2_header_list).unwrap_or(u32::MAX))
-            .max_concurrent_streams(256)
-            // PINGs find peers that vanished without a word, even while a long
-            // response is streaming; idleness itself is the watchdog's.
-            .keep_alive_interval(Some(server.idle_timeout.min(Duration::from_secs(30))))
-            .keep_alive_timeout(Duration::from_secs(20))
-            // RFC 8441: WebSockets over HTTP/2 (extended CONNECT), which
-            // browsers use when the server offers it.
-            .enable_connect_protocol();
-        Protocols { h1, h2 }
-    }
-}
 
 /// Open connections by client address, for `max_connections_per_client`:
 /// one client (twenty slow uploads, say) cannot take every place under
