@@ -11,24 +11,13 @@ use crate::support::{authgate, set_cookie, Setup, TestGateway, ALICE_PASSWORD, B
 
 /// Runs `authgate user ARGS -c CONFIG` with `stdin` as input.
 fn user_cli(gw: &TestGateway, args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = authgate()
+    let mut command = authgate();
+    command
         .arg("user")
         .args(args)
         .arg("-c")
-        .arg(gw.config_file())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .arg(gw.config_file());
+    let out = crate::support::output_with_stdin(command, stdin);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
