@@ -1,0 +1,249 @@
+//! The users in Redis: seeding an empty one, the change counter replicas
+//! poll, reading them all, and changes (each bumping the counter and, where
+//! sessions must end, the user's generation).
+
+use super::*;
+
+impl Redis {
+    /// Writes `users` into an empty Redis; true if it did. A Redis that has
+    /// users already is never overwritten.
+    pub async fn seed(&self, users: &Users) -> Result<bool, Unavailable> {
+        let first: bool = self
+            .call(
+                redis::cmd("SET")
+                    .arg(self.key("seeded", "users"))
+                    .arg(1)
+                    .arg("NX"),
+            )
+            .await
+            .map(|reply: Option<String>| reply.is_some())?;
+        if !first {
+            return Ok(false);
+        }
+        for user in users.iter() {
+            let entry = user.entry();
+            self.change(&Op::Add(&entry)).await?;
+            if entry.locked {
+                self.change(&Op::Simple("lock", &user.key)).await?;
+            }
+            if let Some(secret) = &entry.totp {
+                self.change(&Op::Totp(&user.key, secret, &entry.recovery_codes))
+                    .await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Seeds a Redis that has no users with `users` (the users file's),
+    /// but only after a running replica has had [`SEED_GRACE`] to put back
+    /// the newer users it holds (see `Auth::start_background`); true if
+    /// the file's users went in.
+    pub async fn seed_unless_a_replica_does(&self, users: &Users) -> Result<bool, Unavailable> {
+        let waited = Instant::now();
+        while !self.is_seeded().await? {
+            if waited.elapsed() >= SEED_GRACE {
+                return self.seed(users).await;
+            }
+            tokio::time::sleep(POLL_USERS_EVERY / 5).await;
+        }
+        Ok(false)
+    }
+
+    /// Whether users were ever seeded into this Redis (false for a new one,
+    /// and for one that came back empty: a FLUSHALL, a restart without
+    /// persistence).
+    pub async fn is_seeded(&self) -> Result<bool, Unavailable> {
+        let seeded: Option<String> = self
+            .call(redis::cmd("GET").arg(self.key("seeded", "users")))
+            .await?;
+        Ok(seeded.is_some())
+    }
+
+    /// The change counter and whether users are seeded, in one call.
+    pub async fn poll(&self) -> Result<(u64, bool), Unavailable> {
+        let (changes, seeded): (Option<u64>, Option<String>) = self
+            .call(
+                redis::cmd("MGET")
+                    .arg(self.key("changes", "users"))
+                    .arg(self.key("seeded", "users")),
+            )
+            .await?;
+        Ok((changes.unwrap_or(0), seeded.is_some()))
+    }
+
+    /// The change counter: it moves whenever any user changes.
+    pub async fn changes(&self) -> Result<u64, Unavailable> {
+        let count: Option<u64> = self
+            .call(redis::cmd("GET").arg(self.key("changes", "users")))
+            .await?;
+        Ok(count.unwrap_or(0))
+    }
+
+    /// Every user in Redis.
+    pub async fn users(&self) -> Result<Users, Unavailable> {
+        let names: Vec<String> = self
+            .call(redis::cmd("SMEMBERS").arg(self.key("users", "all")))
+            .await?;
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.cmd("HMGET").arg(self.key("user", name)).arg(&[
+                "name", "password", "roles", "locked", "gen", "totp", "recovery",
+            ]);
+        }
+        let mut con = self.con.clone();
+        let started = std::time::Instant::now();
+        let rows: Vec<Vec<Option<String>>> = self.finish(
+            tokio::time::timeout(self.timeout, pipe.query_async(&mut con)).await,
+            started,
+        )?;
+        let entries = rows.into_iter().filter_map(|row| match row.as_slice() {
+            [Some(name), Some(password), roles, locked, generation, totp, recovery] => {
+                Some(Entry {
+                    name: name.clone(),
+                    password_hash: password.clone(),
+                    roles: roles
+                        .as_deref()
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    locked: locked.as_deref() == Some("1"),
+                    generation: generation
+                        .as_deref()
+                        .and_then(|g| g.parse().ok())
+                        .unwrap_or(0),
+                    totp: totp.clone().map(TotpSecret::new),
+                    recovery_codes: recovery
+                        .as_deref()
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                })
+            }
+            _ => None,
+        });
+        Users::from_entries(entries).map_err(|e| {
+            tracing::error!(error = %e, "the users in Redis are not valid");
+            Unavailable
+        })
+    }
+
+    async fn change(&self, op: &Op<'_>) -> Result<String, Unavailable> {
+        let (name, key, password, roles, kind) = match op {
+            Op::Add(entry) => (
+                entry.name.as_str(),
+                canonical(&entry.name),
+                entry.password_hash.as_str(),
+                entry.roles.join(","),
+                "add",
+            ),
+            Op::Simple(kind, key) => ("", (*key).to_owned(), "", String::new(), *kind),
+            Op::Password(key, hash) => ("", (*key).to_owned(), *hash, String::new(), "password"),
+            Op::Roles(key, roles) => ("", (*key).to_owned(), "", roles.join(","), "roles"),
+            Op::Totp(key, secret, codes) => (
+                "",
+                (*key).to_owned(),
+                secret.expose(),
+                codes.join(","),
+                "totp",
+            ),
+            Op::UseRecovery(key, hash) => {
+                ("", (*key).to_owned(), *hash, String::new(), "recovery_use")
+            }
+        };
+        let mut invocation = self.scripts.change_user.prepare_invoke();
+        invocation
+            .key(self.key("user", &key))
+            .key(self.key("users", "all"))
+            .key(self.key("changes", "users"))
+            .key(self.key("sessions-of", &key))
+            .arg(kind)
+            .arg(&key)
+            .arg(name)
+            .arg(password)
+            .arg(roles)
+            .arg(&self.prefix);
+        self.run(&invocation).await
+    }
+
+    /// Applies a user change for every replica.
+    pub async fn apply(&self, change: &Change) -> Result<(), UserFileError> {
+        let outcome = match change {
+            Change::Add {
+                name,
+                password_hash,
+                roles,
+            } => {
+                let entry = Entry {
+                    name: name.clone(),
+                    password_hash: password_hash.clone(),
+                    roles: roles.clone(),
+                    locked: false,
+                    generation: 0,
+                    totp: None,
+                    recovery_codes: Vec::new(),
+                };
+                crate::users::User::new(entry.clone()).map_err(UserFileError::Invalid)?;
+                self.change(&Op::Add(&entry)).await
+            }
+            Change::SetPassword {
+                name,
+                password_hash,
+            } => {
+                self.change(&Op::Password(&canonical(name), password_hash))
+                    .await
+            }
+            Change::SetRoles { name, roles } => {
+                self.change(&Op::Roles(&canonical(name), roles)).await
+            }
+            Change::Lock(name) => self.change(&Op::Simple("lock", &canonical(name))).await,
+            Change::Unlock(name) => self.change(&Op::Simple("unlock", &canonical(name))).await,
+            Change::Delete(name) => self.change(&Op::Simple("delete", &canonical(name))).await,
+            Change::SetTotp {
+                name,
+                secret,
+                recovery_codes,
+            } => {
+                self.change(&Op::Totp(&canonical(name), secret, recovery_codes))
+                    .await
+            }
+            Change::ResetTotp(name) => {
+                self.change(&Op::Simple("totp_reset", &canonical(name)))
+                    .await
+            }
+            Change::UseRecoveryCode { name, hash } => {
+                self.change(&Op::UseRecovery(&canonical(name), hash)).await
+            }
+        }
+        .map_err(|Unavailable| UserFileError::StoreUnavailable)?;
+        let name = change.name();
+        match outcome.as_str() {
+            "duplicate" => Err(UserFileError::Duplicate(name.to_owned())),
+            "unknown" => Err(UserFileError::UnknownUser(name.to_owned())),
+            "unknown_code" => Err(UserFileError::UnknownRecoveryCode),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends every session of a user on every replica; how many there were.
+    pub async fn end_all_for_user(&self, user: &str) -> Result<usize, Unavailable> {
+        self.forget_user(user);
+        let outcome = self.change(&Op::Simple("end_sessions", user)).await?;
+        Ok(outcome
+            .strip_prefix("ok ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+enum Op<'a> {
+    Add(&'a Entry),
+    Simple(&'static str, &'a str),
+    Password(&'a str, &'a str),
+    Roles(&'a str, &'a [String]),
+    Totp(&'a str, &'a TotpSecret, &'a [String]),
+    UseRecovery(&'a str, &'a str),
+}
