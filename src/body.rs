@@ -45,24 +45,19 @@ pub struct TimedBody {
 }
 
 impl TimedBody {
-    pub fn new(inner: Incoming, limit: Duration) -> TimedBody {
+    /// `drain`: the body of an HTTP/2 request, whose unread rest is
+    /// drained rather than reset when the gateway answers early.
+    pub fn new(inner: Incoming, limit: Duration, drain: bool) -> TimedBody {
         TimedBody {
             inner: Some(inner),
             waiting: None,
             limit_ms: u32::try_from(limit.as_millis()).unwrap_or(u32::MAX),
-            drain: false,
+            drain,
         }
     }
 
     fn limit(&self) -> Duration {
         Duration::from_millis(u64::from(self.limit_ms))
-    }
-
-    /// The body of an HTTP/2 request: what is left unread when the
-    /// gateway answers early is drained rather than reset.
-    pub fn drained_when_dropped(mut self) -> TimedBody {
-        self.drain = true;
-        self
     }
 }
 
@@ -143,18 +138,6 @@ impl Body for TimedBody {
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
-}
-
-/// Whether `error` (or one of its causes) is a [`BodyTimedOut`].
-pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if e.is::<BodyTimedOut>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// The request type every handler after the accept loop sees.

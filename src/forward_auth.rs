@@ -170,18 +170,20 @@ fn original(
 /// read differently (`..%20`, `...`, `;x`, upper case, an escape) is judged
 /// by the rules like any other path.
 fn own_page(normalized: &str, host: &Host, public_url: Option<&str>) -> bool {
+    if normalized != "/.gateway" && !normalized.starts_with("/.gateway/") {
+        return false;
+    }
     let on_own_host = public_url
         .and_then(|url| url.strip_prefix("https://"))
         .and_then(|authority| Host::parse(authority.as_bytes()).ok())
         .is_some_and(|own| own.name().eq_ignore_ascii_case(host.name()));
-    let under_prefix = normalized == "/.gateway" || normalized.starts_with("/.gateway/");
     let plain = normalized.split('/').skip(2).all(|segment| {
         !segment.starts_with('.')
             && segment
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
     });
-    on_own_host && under_prefix && plain && path::lenient_alias(normalized).is_none()
+    on_own_host && plain && path::lenient_alias(normalized).is_none()
 }
 
 fn json(status: StatusCode, error: &str) -> http::Response<Body> {
@@ -200,6 +202,17 @@ pub struct Judged {
     pub host: Option<String>,
     pub path: Option<String>,
     pub decision: Option<&'static str>,
+}
+
+impl Judged {
+    /// The path its access line shows: `/.gateway/verify?/judged/path`
+    /// (or the bare endpoint when nothing was judged).
+    pub fn access_path(&self) -> String {
+        match &self.path {
+            Some(path) => format!("/.gateway/verify?{path}"),
+            None => "/.gateway/verify".to_owned(),
+        }
+    }
 }
 
 /// Answers one forward-auth request from `peer`.

@@ -108,14 +108,8 @@ pub async fn handle(
         .insert(&request_id::X_REQUEST_ID, request_id.clone());
 
     let h2_stream = request.version() == http::Version::HTTP_2 && method != http::Method::CONNECT;
-    let request = request.map(|body| {
-        let body = crate::body::TimedBody::new(body, live.config.server.body_timeout);
-        if h2_stream {
-            body.drained_when_dropped()
-        } else {
-            body
-        }
-    });
+    let body_timeout = live.config.server.body_timeout;
+    let request = request.map(|body| crate::body::TimedBody::new(body, body_timeout, h2_stream));
     let routed = request_id::scope(
         request_id.clone(),
         route(state, &live, conn, busy.index, declared, request, &mut log),
@@ -255,13 +249,10 @@ async fn route(
                 &mut judged,
             ))
             .await;
+            log.path = judged.access_path();
             log.user = judged.user;
             log.decision = judged.decision;
             log.host = judged.host.and_then(|h| HeaderValue::from_str(&h).ok());
-            if let Some(path) = judged.path {
-                // The line names what was judged: /.gateway/verify?/path.
-                log.path = format!("/.gateway/verify?{path}");
-            }
             return Ok(response);
         }
         if normalized == "/.gateway/jwks.json" {

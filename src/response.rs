@@ -11,6 +11,21 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 /// Errors a body can fail with, from either side of the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Whether `error` or one of its causes is an `E` (a body limit, a body
+/// timeout): what a failed upstream call or form read was really about.
+pub fn caused_by<E: std::error::Error + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<E>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Every response body: the gateway's own pages and streamed upstream bodies.
 pub type Body = BoxBody<Bytes, BoxError>;
 

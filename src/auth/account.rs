@@ -26,7 +26,7 @@ impl Auth {
             .require_session(request.headers(), request.method(), "/.gateway/account")
             .await?;
         *logged_user = Some(signed_in.user.name.clone());
-        let token = self.csrf_token(&signed_in);
+        let token = self.csrf_token(&signed_in.session.key);
         let own = self
             .sessions
             .list(Some(&signed_in.user.key))

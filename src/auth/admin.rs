@@ -142,7 +142,7 @@ pub(super) async fn api(
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !csrf::matches(&auth.csrf_token(&admin), given) {
+        if !csrf::matches(&auth.csrf_token(&admin.session.key), given) {
             return Ok(error(StatusCode::FORBIDDEN, "csrf"));
         }
     }
@@ -441,7 +441,7 @@ pub(super) async fn page(
     if !auth.is_admin(&admin) {
         return Err(GatewayError::Forbidden(DenyReason::MissingRole));
     }
-    let token = auth.csrf_token(&admin);
+    let token = auth.csrf_token(&admin.session.key);
     match *request.method() {
         Method::GET | Method::HEAD => render(auth, &token).await,
         Method::POST => {

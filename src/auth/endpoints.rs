@@ -99,7 +99,7 @@ impl Auth {
                 Ok(match &presented.signed_in {
                     Some(s) => {
                         *logged_user = Some(s.user.name.clone());
-                        pages::logout(Some((&s.user.name, &self.csrf_token(s))))
+                        pages::logout(Some((&s.user.name, &self.csrf_token(&s.session.key))))
                     }
                     None => pages::logout(None),
                 })
@@ -303,7 +303,7 @@ impl Auth {
             .await;
         let form = read_form(request).await?;
         if let Some(signed_in) = &presented.signed_in {
-            if !csrf::matches(&self.csrf_token(signed_in), form.get("csrf")) {
+            if !csrf::matches(&self.csrf_token(&signed_in.session.key), form.get("csrf")) {
                 return Err(GatewayError::CsrfRejected);
             }
             *logged_user = Some(signed_in.user.name.clone());
@@ -349,7 +349,7 @@ impl Auth {
             .require_session(request.headers(), request.method(), "/.gateway/password")
             .await?;
         *logged_user = Some(signed_in.user.name.clone());
-        let csrf = self.csrf_token(&signed_in);
+        let csrf = self.csrf_token(&signed_in.session.key);
         let page = |status, message: Option<(bool, &str)>| {
             pages::password(status, &signed_in.user.name, &csrf, message)
         };
@@ -445,7 +445,7 @@ impl Auth {
         let mut response = pages::password(
             StatusCode::OK,
             &updated.name,
-            &self.csrf_token_of(&session::key_of(&id).expect("a new ID has the right form")),
+            &self.csrf_token(&session::key_of(&id).expect("a new ID has the right form")),
             Some((
                 true,
                 "Your password has been changed. Your other sessions have ended.",
@@ -475,7 +475,7 @@ impl Auth {
             "roles": signed_in.user.roles,
             "expires_at": rfc3339(absolute),
             "idle_expires_at": rfc3339(idle),
-            "csrf": self.csrf_token(&signed_in),
+            "csrf": self.csrf_token(&signed_in.session.key),
         });
         own_response(
             StatusCode::OK,

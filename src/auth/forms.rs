@@ -58,7 +58,9 @@ pub(super) async fn read_form(request: crate::body::GatewayRequest) -> Result<Fo
     {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
-        Err(e) if crate::body::timed_out(&*e) => return Err(GatewayError::BodyTimeout),
+        Err(e) if crate::response::caused_by::<crate::body::BodyTimedOut>(&*e) => {
+            return Err(GatewayError::BodyTimeout)
+        }
         Err(_) => return Err(GatewayError::BadForm),
     };
     Ok(Form {

@@ -413,14 +413,9 @@ impl Auth {
     }
 
     /// The last security events, newest first.
-    /// The CSRF token of a signed-in session's forms.
-    pub fn csrf_token(&self, signed_in: &SignedIn) -> String {
-        self.csrf.session_token(&signed_in.session.key)
-    }
-
     /// The CSRF token of the forms of the session (or pending sign-in)
     /// filed under `key`.
-    pub fn csrf_token_of(&self, key: &crate::session::Key) -> String {
+    pub fn csrf_token(&self, key: &crate::session::Key) -> String {
         self.csrf.session_token(key)
     }
 

@@ -407,7 +407,7 @@ impl Auth {
             return Ok(see_other("/.gateway/login"));
         };
         *logged_user = Some(user.name.clone());
-        let token = self.csrf_token_of(&key);
+        let token = self.csrf_token(&key);
         if request.method() != Method::POST {
             return Ok(pages::login_code(StatusCode::OK, &token, None));
         }
@@ -460,7 +460,7 @@ impl Auth {
         let (who, next) = who;
         let user = who.user().clone();
         *logged_user = Some(user.name.clone());
-        let token = self.csrf_token_of(&who.key());
+        let token = self.csrf_token(&who.key());
         if user.totp.is_some() {
             return Ok(pages::totp_enrolled(&user.name, user.recovery_codes.len()));
         }
@@ -622,7 +622,7 @@ impl Auth {
             .await?;
         let user = signed_in.user.clone();
         *logged_user = Some(user.name.clone());
-        let token = self.csrf_token(&signed_in);
+        let token = self.csrf_token(&signed_in.session.key);
         let with_code = user.totp.is_some();
         if request.method() != Method::POST {
             return Ok(pages::reauth(

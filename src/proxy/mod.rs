@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{self, Identity};
-use crate::response::{Body, BoxError, GatewayError};
+use crate::response::{caused_by, Body, BoxError, GatewayError};
 use crate::users::User;
 
 /// Plain HTTP, or TLS with ALPN (`h2`, `http/1.1`) for an `https://` app.
@@ -198,8 +198,12 @@ impl Upstream {
         };
         let mut response: Response<Body> = match tokio::time::timeout(self.timeout, sent).await {
             Err(_elapsed) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) if caused_by_body_limit(&*e) => return Err(GatewayError::BodyTooLarge),
-            Ok(Err(e)) if crate::body::timed_out(&*e) => return Err(GatewayError::BodyTimeout),
+            Ok(Err(e)) if caused_by::<LengthLimitError>(&*e) => {
+                return Err(GatewayError::BodyTooLarge)
+            }
+            Ok(Err(e)) if caused_by::<crate::body::BodyTimedOut>(&*e) => {
+                return Err(GatewayError::BodyTimeout)
+            }
             Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable(e)),
             Ok(Ok(response)) => response,
         };
@@ -358,15 +362,4 @@ fn websocket_key() -> String {
     use base64::Engine;
     let bytes: [u8; 16] = rand::random();
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if e.is::<LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }

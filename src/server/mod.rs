@@ -483,10 +483,7 @@ async fn verify_only(
     let mut response =
         crate::forward_auth::verify(state, &live, peer, request.headers(), &mut judged).await;
     // The same line as every other request's (see pipeline::handle).
-    let path = judged.path.as_deref().map_or_else(
-        || "/.gateway/verify".to_owned(),
-        |judged| format!("/.gateway/verify?{judged}"),
-    );
+    let path = judged.access_path();
     let elapsed = started.elapsed();
     state.metrics.record_response(response.status(), elapsed);
     crate::logging::access(&crate::logging::Access {
