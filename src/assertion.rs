@@ -116,25 +116,8 @@ pub fn generate(path: &Path) -> Result<String, KeyError> {
         pem.push('\n');
     }
     pem.push_str("-----END PRIVATE KEY-----\n");
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".authgate-key-")
-        .tempfile_in(dir)
+    crate::files::write_private(path, pem.as_bytes(), crate::files::Existing::Replace)
         .map_err(|e| write_error(e.to_string()))?;
-    {
-        use std::io::Write;
-        use std::os::unix::fs::PermissionsExt;
-        temp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| write_error(e.to_string()))?;
-        temp.write_all(pem.as_bytes())
-            .and_then(|()| temp.as_file().sync_all())
-            .map_err(|e| write_error(e.to_string()))?;
-    }
-    temp.persist(path).map_err(|e| write_error(e.to_string()))?;
     Ok(key.kid.to_string())
 }
 

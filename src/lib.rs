@@ -52,6 +52,8 @@
 //!   macro that logs with it.
 //! - [`init`]: `authgate init`'s setup: the shipped config, a certificate
 //!   for the host, the first admin.
+//! - [`files`]: files the gateway writes itself (keys, secrets, a seeded
+//!   users file): private, whole or not at all.
 //! - [`diag`]: problems in a TOML file (the config, the users file) with
 //!   their `FILE:LINE:COL`, and the key-tracking deserializer.
 //! - [`demo`]: the zero-setup demo: an upstream app and a gateway in front of it.
@@ -67,6 +69,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diag;
+pub mod files;
 pub mod forward_auth;
 pub mod init;
 pub mod logging;

@@ -268,23 +268,7 @@ impl Config {
             return Ok(false);
         }
         let text = std::fs::read(seed)?;
-        let dir = file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-        {
-            use std::io::Write;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o600))?;
-            temp.write_all(&text)?;
-            temp.as_file().sync_all()?;
-        }
-        match temp.persist_noclobber(file) {
-            Ok(_) => Ok(true),
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e.error),
-        }
+        crate::files::write_private(file, &text, crate::files::Existing::Keep)
     }
 
     /// A warning when the users file is one this process cannot rewrite

@@ -118,26 +118,11 @@ pub fn secret_beside(state: &Path, name: &str) -> Result<[u8; 32], StoreError> {
         Err(e) => return Err(unusable(e.to_string())),
     }
     let secret: [u8; 32] = rand::random();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| unusable(e.to_string()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| unusable(e.to_string()))?;
-    }
-    use std::io::Write;
-    temp.write_all(&secret)
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(|e| unusable(e.to_string()))?;
     // Another process may have made one meanwhile: the first one stays.
-    match temp.persist_noclobber(&path) {
-        Ok(_) => Ok(secret),
-        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => secret_beside(state, name),
-        Err(e) => Err(unusable(e.error.to_string())),
+    match crate::files::write_private(&path, &secret, crate::files::Existing::Keep) {
+        Ok(true) => Ok(secret),
+        Ok(false) => secret_beside(state, name),
+        Err(e) => Err(unusable(e.to_string())),
     }
 }
 
