@@ -186,6 +186,10 @@ pub struct Fixed {
     pub users_file: Option<PathBuf>,
     /// The assertion signing key, when assertions are on.
     pub assertion_key: Option<PathBuf>,
+    /// The hashing threads are started once.
+    pub hashing_threads: usize,
+    /// Read by the sign-in code, which keeps no live snapshot.
+    pub max_per_user: usize,
 }
 
 impl Fixed {
@@ -207,6 +211,8 @@ impl Fixed {
             absolute_timeout: config.session.absolute_timeout,
             users_file: config.users_file.clone(),
             assertion_key: config.identity.assertion.as_ref().map(|a| a.key.clone()),
+            hashing_threads: config.login.hashing_threads,
+            max_per_user: config.session.max_per_user,
         }
     }
 
@@ -253,6 +259,14 @@ impl Fixed {
         differ(
             self.assertion_key != new.assertion_key,
             "identity.assertion / assertion_key",
+        );
+        differ(
+            self.hashing_threads != new.hashing_threads,
+            "login.hashing_threads",
+        );
+        differ(
+            self.max_per_user != new.max_per_user,
+            "session.max_per_user",
         );
         keys
     }

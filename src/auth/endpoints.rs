@@ -58,9 +58,7 @@ impl Auth {
             .map_err(|_| GatewayError::StoreUnavailable)?;
         self.metrics.record_login(Login::Ok);
         crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, second_factor = mfa, "login ok");
-        let most = self
-            .max_sessions_per_user
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let most = self.max_sessions_per_user;
         match self.sessions.keep_at_most(&user.key, most).await {
             Ok(0) => {}
             Ok(ended) => {

@@ -218,8 +218,8 @@ pub struct Auth {
     clear_cookie: HeaderValue,
     /// Signs the session forms' CSRF tokens.
     csrf: csrf::CsrfSecret,
-    /// `[session] max_per_user`.
-    max_sessions_per_user: std::sync::atomic::AtomicUsize,
+    /// `[session] max_per_user` (a restart changes it).
+    max_sessions_per_user: usize,
     /// Where changes to users are written; `None` when no file is configured.
     users_file: Option<UsersFile>,
     /// The role that may use `/.gateway/admin` (a reload may change it).
@@ -297,7 +297,7 @@ impl Auth {
             cookie_name,
             clear_cookie,
             csrf,
-            max_sessions_per_user: std::sync::atomic::AtomicUsize::new(config.session.max_per_user),
+            max_sessions_per_user: config.session.max_per_user,
             users_file: config.users_file.clone().map(UsersFile::new),
             admin_role: ArcSwap::from_pointee(config.admin.role.clone()),
             require_totp: ArcSwap::from_pointee(config.login.require_totp.clone()),
@@ -317,10 +317,6 @@ impl Auth {
         self.require_totp
             .store(Arc::new(config.login.require_totp.clone()));
         self.login_words.store(Arc::new(config.login.words.clone()));
-        self.max_sessions_per_user.store(
-            config.session.max_per_user,
-            std::sync::atomic::Ordering::Relaxed,
-        );
     }
 
     /// Background work: the session sweeper, the throttle windows' sweep and

@@ -400,3 +400,20 @@ async fn a_file_written_in_two_parts_is_applied_once_and_whole() {
     let anonymous = gw.client().get(gw.url("/private/x")).send().await.unwrap();
     assert_eq!(anonymous.status(), 401, "the cut rule is not in force");
 }
+
+#[tokio::test]
+async fn hashing_threads_and_max_per_user_are_named_as_needing_a_restart() {
+    let gw = Setup::new()
+        .session("max_per_user = 100")
+        .login("hashing_threads = 2")
+        .start()
+        .await;
+    edit(&gw, "max_per_user = 100", "max_per_user = 5");
+    edit(&gw, "hashing_threads = 2", "hashing_threads = 1");
+    assert_eq!(
+        gw.gateway().reload().await,
+        Reloaded::Applied {
+            needs_restart: vec!["login.hashing_threads", "session.max_per_user"]
+        }
+    );
+}
