@@ -324,13 +324,28 @@ impl Auth {
     pub fn start_background(self: &Arc<Self>) {
         self.sessions.start_sweeper();
         if let (Some(_), Some(file)) = (self.sessions.shared(), &self.users_file) {
-            warn_on_users_file_edits(file.path().to_owned(), Arc::downgrade(self));
+            // Users live in Redis; the file only seeded it. The watcher
+            // that applies the file otherwise says an edit does nothing.
+            if let Ok(text) = std::fs::read_to_string(file.path()) {
+                file.put_in_force(&text);
+            }
+            let auth = Arc::downgrade(self);
+            crate::users::watch::spawn(file.clone(), move |path, seen| {
+                if matches!(
+                    seen,
+                    crate::users::watch::Seen::Changed { .. }
+                        | crate::users::watch::Seen::Invalid(_)
+                ) {
+                    tracing::warn!(file = %path.display(), "the users file changed, but with [store] backend = \"redis\" users live in Redis and the file only seeded it: this edit changes nothing. Use `authgate user ...`, the admin page or its API");
+                }
+                auth.strong_count() > 0
+            });
         }
         if let Some(redis) = self.sessions.shared() {
             let auth = Arc::downgrade(self);
             let redis = redis.clone();
             tokio::spawn(async move {
-                let mut seen = redis.changes().await.ok();
+                let mut seen = redis.poll().await.ok().map(|(changes, _)| changes);
                 let mut tick = tokio::time::interval(crate::store::redis::POLL_USERS_EVERY);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -727,28 +742,6 @@ impl Auth {
     pub fn clear_cookie(&self) -> HeaderValue {
         self.clear_cookie.clone()
     }
-}
-
-/// With Redis, users live there and the users file only seeded it: an edit
-/// of the file does nothing, which must not go unnoticed. Warns at each
-/// change of the file; ends when the `Auth` is dropped.
-fn warn_on_users_file_edits(path: std::path::PathBuf, auth: std::sync::Weak<Auth>) {
-    let mut seen = crate::tls::fingerprint(&path);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if auth.strong_count() == 0 {
-                break;
-            }
-            let now = crate::tls::fingerprint(&path);
-            if now != seen && now.is_some() {
-                tracing::warn!(file = %path.display(), "the users file changed, but with [store] backend = \"redis\" users live in Redis and the file only seeded it: this edit changes nothing. Use `authgate user ...`, the admin page or its API");
-            }
-            seen = now;
-        }
-    });
 }
 
 pub fn rfc3339(ms: u64) -> String {

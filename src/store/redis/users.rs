@@ -40,7 +40,7 @@ impl Redis {
     /// the file's users went in.
     pub async fn seed_unless_a_replica_does(&self, users: &Users) -> Result<bool, Unavailable> {
         let waited = Instant::now();
-        while !self.is_seeded().await? {
+        while !self.poll().await?.1 {
             if waited.elapsed() >= SEED_GRACE {
                 return self.seed(users).await;
             }
@@ -49,17 +49,10 @@ impl Redis {
         Ok(false)
     }
 
-    /// Whether users were ever seeded into this Redis (false for a new one,
+    /// The change counter (it moves whenever any user changes) and
+    /// whether users were ever seeded into this Redis (false for a new one,
     /// and for one that came back empty: a FLUSHALL, a restart without
-    /// persistence).
-    pub async fn is_seeded(&self) -> Result<bool, Unavailable> {
-        let seeded: Option<String> = self
-            .call(redis::cmd("GET").arg(self.key("seeded", "users")))
-            .await?;
-        Ok(seeded.is_some())
-    }
-
-    /// The change counter and whether users are seeded, in one call.
+    /// persistence), in one call.
     pub async fn poll(&self) -> Result<(u64, bool), Unavailable> {
         let (changes, seeded): (Option<u64>, Option<String>) = self
             .call(
@@ -69,14 +62,6 @@ impl Redis {
             )
             .await?;
         Ok((changes.unwrap_or(0), seeded.is_some()))
-    }
-
-    /// The change counter: it moves whenever any user changes.
-    pub async fn changes(&self) -> Result<u64, Unavailable> {
-        let count: Option<u64> = self
-            .call(redis::cmd("GET").arg(self.key("changes", "users")))
-            .await?;
-        Ok(count.unwrap_or(0))
     }
 
     /// Every user in Redis.
@@ -101,26 +86,14 @@ impl Redis {
                 Some(Entry {
                     name: name.clone(),
                     password_hash: password.clone(),
-                    roles: roles
-                        .as_deref()
-                        .unwrap_or("")
-                        .split(',')
-                        .filter(|r| !r.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
+                    roles: comma_list(roles.as_deref()),
                     locked: locked.as_deref() == Some("1"),
                     generation: generation
                         .as_deref()
                         .and_then(|g| g.parse().ok())
                         .unwrap_or(0),
                     totp: totp.clone().map(TotpSecret::new),
-                    recovery_codes: recovery
-                        .as_deref()
-                        .unwrap_or("")
-                        .split(',')
-                        .filter(|r| !r.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
+                    recovery_codes: comma_list(recovery.as_deref()),
                 })
             }
             _ => None,
@@ -246,4 +219,13 @@ enum Op<'a> {
     Roles(&'a str, &'a [String]),
     Totp(&'a str, &'a TotpSecret, &'a [String]),
     UseRecovery(&'a str, &'a str),
+}
+
+/// A comma-separated list as Redis keeps roles and recovery codes.
+fn comma_list(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or("")
+        .split(',')
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
