@@ -571,11 +571,18 @@ async fn verify_reads_one_header_family_and_refuses_a_mix_a_gap_or_a_fragment() 
     let mut mixed = traefik.to_vec();
     mixed.push(spoof);
 
+    let log = crate::logs::captured();
     let unset = forward_auth_gateway().start().await;
     assert_eq!(ask_with(&unset, &traefik).await.0, 401);
     let (status, body) = ask_with(&unset, &mixed).await;
     assert_eq!(status, 403);
     assert!(body.contains("ambiguous_forward_auth"), "{body}");
+    // ... and a security event says so.
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains("\"event\":\"ambiguous_forward_auth\""),
+        "no security event"
+    );
     let (status, body) = ask_with(&unset, &[("x-forwarded-host", "app.example")]).await;
     assert_eq!(status, 403);
     assert!(body.contains("ambiguous_forward_auth"), "{body}");

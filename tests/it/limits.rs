@@ -323,3 +323,29 @@ async fn one_client_cannot_take_every_connection() {
     assert_eq!(response.status(), 200);
     drop(still_open);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_connections_are_not_one_clients() {
+    // The load balancer in front speaks for many clients: the cap is not
+    // applied to its address.
+    let gw = Setup::new()
+        .server("max_connections_per_client = 2")
+        .server("trusted_proxies = [\"127.0.0.1\"]")
+        .start()
+        .await;
+    let mut open = Vec::new();
+    for _ in 0..6 {
+        open.push(gw.tls().await);
+    }
+    for tls in &mut open {
+        tls.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("served")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+}
