@@ -89,16 +89,6 @@ pub struct Demo {
     pub bob_password: String,
 }
 
-pub fn random_password() -> String {
-    // 96 random bits, easy to type: base64url without padding.
-    use base64::Engine;
-    let id = crate::session::new_id();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(&id)
-        .expect("an ID is base64url");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..12])
-}
-
 /// A new folder for the demo's files, under the system's temporary folder,
 /// with a random name and only this user allowed in (0700); removed when
 /// the returned value is dropped.
@@ -137,12 +127,12 @@ pub fn write_config(dir: &Path, listen: SocketAddr, app: SocketAddr) -> std::io:
     let cert = crate::tls::self_signed();
     std::fs::write(dir.join("demo.crt"), cert.cert_pem)?;
     write_private(&dir.join("demo.key"), &cert.key_pem)?;
-    let alice_password = random_password();
-    let bob_password = random_password();
+    let alice_password = crate::users::password::random_password();
+    let bob_password = crate::users::password::random_password();
     let users = format!(
         "# Written by `authgate demo`.\n[users.alice]\npassword = \"{}\"\nroles = [\"admin\", \"user\"]\n\n[users.bob]\npassword = \"{}\"\nroles = [\"user\"]\n",
-        crate::auth::password::hash_password(&alice_password),
-        crate::auth::password::hash_password(&bob_password),
+        crate::users::password::hash_password(&alice_password),
+        crate::users::password::hash_password(&bob_password),
     );
     write_private(&dir.join("users.toml"), &users)?;
     let text = format!(

@@ -17,14 +17,14 @@ use http::uri::PathAndQuery;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::connection::framing::FramingVerdict;
+use crate::connection::idle::Activity;
 use crate::metrics::UpstreamFailure;
 use crate::policy::host::Host;
 use crate::policy::{path, Decision, Target};
 use crate::proxy::Forward;
 use crate::request_id;
 use crate::response::{wants_html, Body, GatewayError};
-use crate::server::framing::FramingVerdict;
-use crate::server::idle::Activity;
 use crate::session;
 use crate::state::{Live, State};
 

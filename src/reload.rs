@@ -83,7 +83,7 @@ pub fn load_and_test(path: &std::path::Path) -> Result<Config, Vec<String>> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
     })?;
-    let failures = crate::policy::check::run_tests(&config, &config.users);
+    let failures = crate::review::run_tests(&config, &config.users);
     if failures.is_empty() {
         return Ok(config);
     }

@@ -54,7 +54,7 @@ async fn password_and_hash(
 ) -> Result<Result<(String, bool, String), UserFileError>, GatewayError> {
     let (password, made) = match given.filter(|p| !p.is_empty()) {
         Some(p) => (p, false),
-        None => (crate::demo::random_password(), true),
+        None => (crate::users::password::random_password(), true),
     };
     if let Err(e) = check_new_password(&password) {
         return Ok(Err(e));

@@ -10,7 +10,6 @@ use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::attempt::Refused;
 use super::forms::{checked_form, read_form, user_agent_of, MANAGED_ELSEWHERE};
-use super::password::Busy;
 use super::throttle::Throttled;
 use super::{admin, cookie_values, csrf, pages, rfc3339, Auth, GENERIC_FAILURE};
 use crate::metrics::Login;
@@ -19,6 +18,7 @@ use crate::session;
 use crate::store::stats::Ended;
 use crate::users::canonical;
 use crate::users::file::{check_new_password, Change};
+use crate::users::password::Busy;
 
 impl Auth {
     pub(super) fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {

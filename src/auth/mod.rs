@@ -9,10 +9,8 @@ mod endpoints;
 mod forms;
 mod next;
 mod pages;
-pub mod password;
 mod second_factor;
 pub mod throttle;
-pub mod totp;
 
 use std::sync::Arc;
 
@@ -25,9 +23,9 @@ use crate::session::{self, LiveSession, Lookup};
 use crate::store::stats::Ended;
 use crate::store::{Sessions, StoreError, Unavailable};
 use crate::users::file::{Change, UserFileError, UsersFile};
+use crate::users::password::Verifier;
 use crate::users::{User, Users};
 pub use next::safe_next;
-use password::Verifier;
 use throttle::Throttle;
 
 /// Largest sign-in form accepted; anything bigger is refused before hashing.
@@ -267,7 +265,7 @@ impl Auth {
             users = redis.users().await.map_err(unavailable)?;
         }
         let csrf = csrf::CsrfSecret::new(sessions.secret("csrf").await?);
-        if let Some(warning) = password::config_memory_warning(config) {
+        if let Some(warning) = config.hashing_memory_warning() {
             tracing::warn!("{warning}");
         }
         let verifier = Verifier::with_threads(config.login.hashing_threads);

@@ -22,13 +22,14 @@ use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::attempt::{Attempt, Refused};
 use super::forms::{checked_form, Form};
-use super::password::Busy;
 use super::throttle::Throttled;
-use super::{cookie_values, pages, totp, Auth};
+use super::{cookie_values, pages, Auth};
 use crate::metrics::Login;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session::{self, Key};
 use crate::users::file::{Change, UserFileError};
+use crate::users::password::Busy;
+use crate::users::totp;
 use crate::users::{TotpSecret, User};
 
 /// How long a pending sign-in (password done, code not yet) lives.

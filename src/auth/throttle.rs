@@ -2,7 +2,7 @@
 //!
 //! Attempts are counted per account (canonical username, existing or not,
 //! so that a throttled answer says nothing about existence) and per client
-//! address (the client as [`crate::proxy::forwarded`] finds it): an IPv4
+//! address (the client as [`crate::forwarded`] finds it): an IPv4
 //! address; an IPv6 client by its /64 (one host has a whole /64 to cycle
 //! through) and also by its /48 with 16x that allowance (one site's
 //! allocation). A fixed window starts at the first attempt; once a key has

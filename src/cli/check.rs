@@ -35,12 +35,12 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCo
     for problem in &file_problems {
         eprintln!("{problem}");
     }
-    let warnings = crate::policy::check::lint(&config, &config.users);
+    let warnings = crate::review::lint(&config, &config.users);
     for w in &warnings {
         eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
     }
     let mut exposed = config.exposed_secret_files();
-    exposed.extend(crate::auth::password::config_memory_warning(&config));
+    exposed.extend(config.hashing_memory_warning());
     exposed.extend(config.users_file_warning());
     for warning in &exposed {
         eprintln!("{file}: warning: {warning}");
@@ -53,7 +53,7 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCo
             users_file.display()
         );
     }
-    let failures = crate::policy::check::run_tests(&config, &config.users);
+    let failures = crate::review::run_tests(&config, &config.users);
     for f in &failures {
         eprintln!("{file}:{}:{}: {}", f.line, f.col, f.message);
     }
@@ -68,10 +68,10 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCo
     if let Some(log) = replay {
         match std::fs::read_to_string(log) {
             Ok(text) => {
-                let report = crate::policy::replay::replay(&config, &config.users, &text);
+                let report = crate::review::replay::replay(&config, &config.users, &text);
                 print!(
                     "{}",
-                    crate::policy::replay::render(&report, &log.display().to_string())
+                    crate::review::replay::render(&report, &log.display().to_string())
                 );
             }
             Err(e) => {
@@ -137,9 +137,9 @@ pub fn explain(path: &std::path::Path, args: &ExplainArgs) -> anyhow::Result<()>
         }
         anyhow::anyhow!("{} has {} problem(s)", path.display(), e.problems.len())
     })?;
-    let fresh = crate::policy::check::Freshness {
+    let fresh = crate::review::Freshness {
         auth_age: auth_age
-            .map(crate::config::units::parse_duration)
+            .map(crate::units::parse_duration)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--auth-age: {e}"))?
             .unwrap_or_default(),
@@ -147,7 +147,7 @@ pub fn explain(path: &std::path::Path, args: &ExplainArgs) -> anyhow::Result<()>
     };
     let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| anyhow::anyhow!("{method:?} is not an HTTP method"))?;
-    let outcome = crate::policy::check::evaluate(
+    let outcome = crate::review::evaluate(
         &config,
         &config.users,
         user,
@@ -159,7 +159,7 @@ pub fn explain(path: &std::path::Path, args: &ExplainArgs) -> anyhow::Result<()>
     .map_err(|e| anyhow::anyhow!(e))?;
     print!(
         "{}",
-        crate::policy::check::explanation(&outcome, &method, request_path, user, host)
+        crate::review::explanation(&outcome, &method, request_path, user, host)
     );
     match config.upstream_of_request(host, request_path) {
         Some(u) if config.upstreams.len() > 1 => {

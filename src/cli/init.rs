@@ -57,9 +57,9 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
             crate::users::file::check_new_password(password)?;
             password.clone()
         }
-        None => crate::demo::random_password(),
+        None => crate::users::password::random_password(),
     };
-    let hash = crate::auth::password::hash_password(&password);
+    let hash = crate::users::password::hash_password(&password);
     let written = crate::init::init(dir, upstream, host, admin, &hash, owner)?;
     println!("wrote {}", written.config.display());
     println!(

@@ -9,7 +9,7 @@ use crate::config::LogFormat;
 use super::*;
 
 /// `after_burst`: what the binary does to hand memory back after a
-/// sign-in burst (its allocator's trim; see `auth::password`).
+/// sign-in burst (its allocator's trim; see `users::password`).
 pub fn run(
     path: &std::path::Path,
     flag_format: Option<LogFormat>,
@@ -30,7 +30,7 @@ pub fn run(
         StopSignals::install()?
     };
     let config = load_or_report(path)?;
-    crate::auth::password::set_after_burst(after_burst);
+    crate::users::password::set_after_burst(after_burst);
     let _log = init_logging(
         flag_format
             .or(config.server.log_format)
@@ -47,7 +47,7 @@ pub fn demo(
     after_burst: fn(),
 ) -> anyhow::Result<()> {
     let _log = init_logging(flag_format.unwrap_or(LogFormat::Human));
-    crate::auth::password::set_after_burst(after_burst);
+    crate::users::password::set_after_burst(after_burst);
     let runtime = runtime()?;
     let stop = {
         let _inside = runtime.enter();

@@ -67,7 +67,7 @@ pub fn user_in_redis(config: &Config, command: UserCommand) -> anyhow::Result<()
     let new_hash = || -> anyhow::Result<String> {
         let password = read_password("New password: ")?;
         check_new_password(&password)?;
-        Ok(crate::auth::password::hash_password(&password))
+        Ok(crate::users::password::hash_password(&password))
     };
     let change = match &command {
         UserCommand::List | UserCommand::Export => None,
@@ -156,7 +156,7 @@ pub fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Resu
     let new_hash = || -> anyhow::Result<String> {
         let password = read_password("New password: ")?;
         check_new_password(&password)?;
-        Ok(crate::auth::password::hash_password(&password))
+        Ok(crate::users::password::hash_password(&password))
     };
     let (change, done) = match command {
         UserCommand::List | UserCommand::Export => {
@@ -211,6 +211,6 @@ pub fn hash_password() -> anyhow::Result<()> {
     let password = read_password("Password: ")?;
     // The same minimum as `user add` and the password page.
     crate::users::file::check_new_password(&password)?;
-    println!("{}", crate::auth::password::hash_password(&password));
+    println!("{}", crate::users::password::hash_password(&password));
     Ok(())
 }

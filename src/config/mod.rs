@@ -3,7 +3,6 @@
 //! reports all the problems it can find rather than the first.
 
 mod raw;
-pub mod units;
 mod validate;
 
 use std::net::SocketAddr;
@@ -174,7 +173,7 @@ pub struct Server {
     pub hsts: bool,
     pub log_format: Option<LogFormat>,
     /// Peers whose `X-Forwarded-For` / `Forwarded` is believed.
-    pub trusted_proxies: crate::proxy::forwarded::TrustedProxies,
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
     /// Origins besides the request's own whose pages may open WebSockets
     /// through the gateway (`https://host[:port]`, lower case).
     pub websocket_origins: Vec<String>,
@@ -256,6 +255,16 @@ pub struct Assertion {
 pub const DEFAULT_ASSERTION_KEY: &str = "authgate-assertion-key.pem";
 
 impl Config {
+    /// A warning when this process's cgroup memory limit cannot hold the
+    /// gateway and the hashing threads this config asks for (`[login]
+    /// hashing_threads`, each with its users' strongest hash's memory).
+    pub fn hashing_memory_warning(&self) -> Option<String> {
+        use crate::users::password;
+        let threads = self.login.hashing_threads.min(password::usable_cores());
+        let area = password::strongest_memory_kib(self.users.iter().map(|u| &*u.password_hash));
+        password::memory_warning(password::cgroup_memory_limit(), threads, area)
+    }
+
     /// Makes the users file from `[users] seed` when it does not exist yet
     /// (written whole or not at all, mode 0600); true if it did. The seed
     /// is typically read-only (a Secret); the copy is what the password

@@ -14,8 +14,7 @@ use http::header::HeaderName;
 
 use super::raw::{self, RawConfig, Text};
 use super::{
-    units, Admin, Config, Identity, Login, Problem, Session, Store, StoreBackend,
-    MAX_ABSOLUTE_TIMEOUT,
+    Admin, Config, Identity, Login, Problem, Session, Store, StoreBackend, MAX_ABSOLUTE_TIMEOUT,
 };
 use crate::diag::Diagnostics;
 
@@ -507,7 +506,7 @@ impl Validator<'_> {
         let Some(text) = text else {
             return Some(default);
         };
-        units::parse_duration(text.get_ref())
+        crate::units::parse_duration(text.get_ref())
             .map_err(|e| self.diag.at(text.span(), e))
             .ok()
     }
@@ -541,7 +540,7 @@ impl Validator<'_> {
         let Some(text) = text else {
             return Some(default);
         };
-        units::parse_size(text.get_ref())
+        crate::units::parse_size(text.get_ref())
             .map_err(|e| self.diag.at(text.span(), e))
             .ok()
     }

@@ -272,7 +272,7 @@ mod tests {
                     headers.insert(http::header::HeaderName::from_static("forwarded"), value);
                     let _ = crate::auth::cookie_values(&headers, "__Host-authgate").count();
                     let _ = Host::of_request(Version::HTTP_2, &Uri::from_static("/"), &headers);
-                    let everyone = crate::proxy::forwarded::TrustedProxies::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]);
+                    let everyone = crate::forwarded::TrustedProxies::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]);
                     let _ = everyone.client("10.0.0.1".parse().unwrap(), &HeaderValue::from_static("10.0.0.1"), &headers);
                 }
                 let text = String::from_utf8_lossy(&bytes);

@@ -1,11 +1,9 @@
 //! The access policy: path normalization, compiled `[[rule]]`s, and the
 //! decision for one request.
 
-pub mod check;
 mod glob;
 pub mod host;
 pub mod path;
-pub mod replay;
 
 pub use glob::{split_path, Glob};
 
@@ -326,10 +324,7 @@ impl Rule {
             text += ", mfa = true";
         }
         if let Some(age) = self.max_auth_age {
-            text += &format!(
-                ", max_auth_age = {:?}",
-                crate::config::units::format_duration(age)
-            );
+            text += &format!(", max_auth_age = {:?}", crate::units::format_duration(age));
         }
         text
     }

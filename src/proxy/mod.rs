@@ -1,7 +1,6 @@
 //! The upstream side: one pooled keep-alive client, and forwarding a request
 //! with bodies streamed both ways.
 
-pub mod forwarded;
 pub mod headers;
 pub mod pool;
 pub mod tunnels;
@@ -50,7 +49,7 @@ pub struct Forward<'a> {
     /// The normalized path and the original query.
     pub path_and_query: PathAndQuery,
     /// Who the client is, and the `X-Forwarded-For` that says so.
-    pub client: forwarded::Client,
+    pub client: crate::forwarded::Client,
     /// The `Host` (HTTP/1.1) or `:authority` (HTTP/2) the client sent.
     pub host: Option<&'a HeaderValue>,
     /// The hosts the config names, which the upstream's redirects may go to.

@@ -2,9 +2,6 @@
 //! and graceful shutdown, plus the optional plain-HTTP redirect and ops
 //! listeners.
 
-pub mod framing;
-pub mod idle;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -24,12 +21,12 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::connection::framing::{FramingGuard, FramingVerdict};
+use crate::connection::idle::{Activity, Idle};
 use crate::ops;
 use crate::pipeline::{self, Connection};
 use crate::response::{own_response, Body};
 use crate::state::State;
-use framing::{FramingGuard, FramingVerdict};
-use idle::{Activity, Idle};
 
 /// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
 pub struct Gateway {

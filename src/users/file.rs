@@ -512,8 +512,8 @@ mod tests {
         let (_dir, file) = file_with(&format!(
             "[users.alice]\npassword = \"{HASH}\"\nroles = [\"admin\"]\n"
         ));
-        let secret = crate::users::TotpSecret::new(crate::auth::totp::new_secret());
-        let (codes, hashes) = crate::auth::totp::new_recovery_codes();
+        let secret = crate::users::TotpSecret::new(crate::users::totp::new_secret());
+        let (codes, hashes) = crate::users::totp::new_recovery_codes();
         let users = file
             .apply(
                 &Change::SetTotp {
@@ -531,7 +531,7 @@ mod tests {
         assert!(!format!("{alice:?}").contains(secret.expose()));
         let used = Change::UseRecoveryCode {
             name: "alice".into(),
-            hash: crate::auth::totp::recovery_hash(&codes[3]),
+            hash: crate::users::totp::recovery_hash(&codes[3]),
         };
         let users = file.apply(&used, "test").unwrap();
         assert_eq!(users.get("alice").unwrap().recovery_codes.len(), 9);

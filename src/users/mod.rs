@@ -3,6 +3,8 @@
 //! lower-cased, so `Alice`, `alice` and ` alice ` are one account.
 
 pub mod file;
+pub mod password;
+pub mod totp;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +16,6 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::auth::password;
 use crate::diag::ConfigError;
 use crate::diag::{self, Diagnostics};
 
@@ -123,7 +124,7 @@ impl User {
         let name_header =
             HeaderValue::from_str(name).map_err(|_| format!("invalid username {name:?}"))?;
         if let Some(secret) = &entry.totp {
-            if !crate::auth::totp::valid_secret(secret.expose()) {
+            if !crate::users::totp::valid_secret(secret.expose()) {
                 return Err(format!(
                     "user {name:?}: totp is not a base32 secret of at least 80 bits"
                 ));
@@ -132,7 +133,7 @@ impl User {
         if let Some(bad) = entry
             .recovery_codes
             .iter()
-            .find(|h| !crate::auth::totp::valid_recovery_hash(h))
+            .find(|h| !crate::users::totp::valid_recovery_hash(h))
         {
             let shown: String = bad.chars().take(12).collect();
             return Err(format!(

@@ -177,9 +177,9 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(config.session.idle_timeout.as_secs(), 30 * 60);
     assert_eq!(config.login.max_failures, 5);
     assert_eq!(config.tests.len(), 7);
-    let failures = authgate::policy::check::run_tests(&config, &config.users);
+    let failures = authgate::review::run_tests(&config, &config.users);
     assert!(failures.is_empty(), "the shipped tests fail: {failures:?}");
-    let warnings = authgate::policy::check::lint(&config, &config.users);
+    let warnings = authgate::review::lint(&config, &config.users);
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(
         config.store.backend,

@@ -544,7 +544,7 @@ fn the_kubernetes_example_agrees_with_the_config_it_ships() {
     .unwrap();
     let parsed = authgate::Config::parse(&materialized, &dir.path().join("gateway.toml"))
         .unwrap_or_else(|e| panic!("the ConfigMap's gateway.toml is refused:\n{e}"));
-    let failures = authgate::policy::check::run_tests(&parsed, &parsed.users);
+    let failures = authgate::review::run_tests(&parsed, &parsed.users);
     assert!(failures.is_empty(), "{failures:?}");
     example_password_works(&users_text);
 }
@@ -688,7 +688,7 @@ fn the_compose_example_agrees_with_the_config_it_ships() {
     std::fs::write(dir.path().join(password_file), "example-password\n").unwrap();
     let parsed = authgate::Config::parse(text, &dir.path().join("gateway.toml"))
         .unwrap_or_else(|e| panic!("examples/shared/gateway.toml is refused:\n{e}"));
-    let failures = authgate::policy::check::run_tests(&parsed, &parsed.users);
+    let failures = authgate::review::run_tests(&parsed, &parsed.users);
     assert!(failures.is_empty(), "{failures:?}");
     example_password_works(users);
 }

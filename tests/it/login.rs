@@ -75,7 +75,7 @@ async fn signing_in_sets_a_host_only_session_cookie_and_goes_to_next() {
 #[tokio::test]
 async fn usernames_are_canonical_and_long_unicode_passwords_work_untruncated() {
     let password = "Grüße-パスワード-🔑-".repeat(6);
-    let hash = authgate::auth::password::hash_password(&password);
+    let hash = authgate::users::password::hash_password(&password);
     let users = format!("[users.Dora]\npassword = \"{hash}\"\nroles = [\"user\"]\n");
     let gw = Setup::new().users(&users).start().await;
     let session = gw.sign_in("  DORA ", &password).await;

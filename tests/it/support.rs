@@ -219,8 +219,8 @@ fn hashes() -> &'static (String, String) {
     static HASHES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
     HASHES.get_or_init(|| {
         (
-            authgate::auth::password::hash_password(ALICE_PASSWORD),
-            authgate::auth::password::hash_password(BOB_PASSWORD),
+            authgate::users::password::hash_password(ALICE_PASSWORD),
+            authgate::users::password::hash_password(BOB_PASSWORD),
         )
     })
 }

@@ -52,7 +52,7 @@ fn users_with_dave() -> String {
             .split('"')
             .next()
             .unwrap(),
-        authgate::auth::totp::recovery_hash(DAVE_RECOVERY),
+        authgate::users::totp::recovery_hash(DAVE_RECOVERY),
     )
 }
 
@@ -186,7 +186,7 @@ async fn a_recovery_code_works_once() {
     assert_eq!(used.status(), 303);
     assert!(set_cookie(&used, SESSION).is_some());
     let users = std::fs::read_to_string(gw.users_file()).unwrap();
-    assert!(!users.contains(&authgate::auth::totp::recovery_hash(DAVE_RECOVERY)));
+    assert!(!users.contains(&authgate::users::totp::recovery_hash(DAVE_RECOVERY)));
 
     let (pending, _) = password_step(&gw, "dave", ALICE_PASSWORD).await;
     let again = code_step(&gw, &pending, DAVE_RECOVERY).await;
@@ -295,7 +295,7 @@ async fn a_role_that_must_have_a_second_factor_enrolls_before_any_session() {
     assert!(users.contains(&format!("totp = \"{key}\"")), "{users}");
     for c in &codes {
         assert!(!users.contains(c.as_str()), "a recovery code in clear");
-        assert!(users.contains(&authgate::auth::totp::recovery_hash(c)));
+        assert!(users.contains(&authgate::users::totp::recovery_hash(c)));
     }
 }
 

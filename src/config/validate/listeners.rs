@@ -101,7 +101,7 @@ impl Validator<'_> {
         let mut nets = Vec::new();
         let mut nets_ok = true;
         for text in raw.trusted_proxies.iter().flatten() {
-            match crate::proxy::forwarded::parse_net(text.get_ref()) {
+            match crate::forwarded::parse_net(text.get_ref()) {
                 Ok(net) => nets.push(net),
                 Err(e) => {
                     self.diag.at(text.span(), format!("trusted_proxies: {e}"));
@@ -135,7 +135,7 @@ impl Validator<'_> {
             body_timeout: body_timeout?,
             max_connections_per_client: max_connections_per_client?,
             websocket_origins,
-            trusted_proxies: nets_ok.then(|| crate::proxy::forwarded::TrustedProxies::new(nets))?,
+            trusted_proxies: nets_ok.then(|| crate::forwarded::TrustedProxies::new(nets))?,
             listen: listen?,
             tls: tls.as_ref().map(|(config, _)| config.clone())?,
             certificate: tls.map(|(_, certificate)| certificate)?,

@@ -1,5 +1,8 @@
 //! What `authgate check` and `authgate explain` do with a loaded policy:
-//! static warnings, the `[[test]]` cases, and the story of one decision.
+//! static warnings, the `[[test]]` cases, and the story of one decision;
+//! and `check --replay`'s judging of a logged day again.
+
+pub mod replay;
 
 use http::Method;
 
@@ -269,7 +272,7 @@ fn explain_why(judgement: &Judgement, user: Option<(&str, &[String])>) -> String
         (Decision::Reauth(crate::policy::ReauthReason::TooOld), _, _) => format!(
             "the password was entered longer ago than the rule's max_auth_age ({}): enter it again",
             rule.max_auth_age
-                .map(crate::config::units::format_duration)
+                .map(crate::units::format_duration)
                 .unwrap_or_default()
         ),
         (Decision::Allow, Access::Public, _) => "the rule is public".into(),

@@ -217,15 +217,6 @@ pub fn memory_warning(limit: Option<u64>, threads: usize, area_kib: u32) -> Opti
     })
 }
 
-/// A warning when this process's cgroup memory limit cannot hold the
-/// gateway and the hashing threads `config` asks for (`[login]
-/// hashing_threads`, each with its users' strongest hash's memory).
-pub fn config_memory_warning(config: &crate::Config) -> Option<String> {
-    let threads = config.login.hashing_threads.min(usable_cores());
-    let area = strongest_memory_kib(config.users.iter().map(|u| &*u.password_hash));
-    memory_warning(cgroup_memory_limit(), threads, area)
-}
-
 /// The memory limit of this process's cgroup, when one is set (cgroup v2's
 /// `memory.max`, else v1's `memory.limit_in_bytes`).
 pub fn cgroup_memory_limit() -> Option<u64> {
@@ -407,6 +398,18 @@ fn hashing_thread(queue: Receiver<Job>) {
         };
         job(&mut memory);
     }
+}
+
+/// A new random password, easy to type: 96 bits as base64url (the demo's
+/// users, `init`'s first admin, an admin's password reset).
+pub fn random_password() -> String {
+    // 96 random bits, easy to type: base64url without padding.
+    use base64::Engine;
+    let id = crate::session::new_id();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&id)
+        .expect("an ID is base64url");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..12])
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::fmt::Write;
 
 use http::Method;
 
-use super::check::{evaluate, Freshness};
+use super::{evaluate, Freshness};
 use crate::config::Config;
 use crate::users::Users;
 
