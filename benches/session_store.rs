@@ -116,10 +116,10 @@ async fn durable() {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     // One sign-in at a time: each waits for its own commit (an fsync).
-    let on_disk = Sessions::open(&local, &session, &users, Default::default())
+    let on_disk = Sessions::open(&local, &session, &users, Default::default(), None)
         .await
         .unwrap();
-    let in_memory = Sessions::open(&memory, &session, &users, Default::default())
+    let in_memory = Sessions::open(&memory, &session, &users, Default::default(), None)
         .await
         .unwrap();
     let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
@@ -178,7 +178,7 @@ async fn durable() {
         .len()
         + std::fs::metadata(dir.path().join("state.db-wal")).map_or(0, |m| m.len());
     let started = Instant::now();
-    let loaded = Sessions::open(&local, &session, &users, Default::default())
+    let loaded = Sessions::open(&local, &session, &users, Default::default(), None)
         .await
         .unwrap();
     let load = started.elapsed();

@@ -97,7 +97,7 @@ pub use server::Gateway;
 
 use std::future::Future;
 
-/// Lower-case hex of `bytes`: session handles, state and Redis keys,
+/// Lower-case hex of `bytes`: session handles, state and shared-store keys,
 /// throttle keys, file digests.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

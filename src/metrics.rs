@@ -60,7 +60,7 @@ pub struct Metrics {
     client_cap_closed: AtomicU64,
     /// 1 while the session store answers (always, for a local one).
     store_down: std::sync::atomic::AtomicBool,
-    /// Calls made to a shared store (Redis).
+    /// Calls made to a shared store.
     store_round_trips: AtomicU64,
     websockets_open: AtomicU64,
     /// Sign-ins by result: ok, bad credentials, throttled, locked.
@@ -151,7 +151,7 @@ impl Metrics {
             env!("CARGO_PKG_VERSION")
         );
         if let Some(sessions) = gauges.sessions {
-            out.push_str("# HELP authgate_sessions Live sessions (not exported with the Redis store, whose sessions are not this replica's to count).\n");
+            out.push_str("# HELP authgate_sessions Live sessions (not exported with a shared store, whose sessions are not this replica's to count).\n");
             out.push_str("# TYPE authgate_sessions gauge\n");
             let _ = writeln!(out, "authgate_sessions {sessions}");
         }
@@ -260,7 +260,9 @@ impl Metrics {
             "authgate_websockets_open {}",
             load(&self.websockets_open)
         );
-        out.push_str("# HELP authgate_store_round_trips_total Calls made to a shared session store (Redis).\n");
+        out.push_str(
+            "# HELP authgate_store_round_trips_total Calls made to a shared session store.\n",
+        );
         out.push_str("# TYPE authgate_store_round_trips_total counter\n");
         let _ = writeln!(
             out,

@@ -28,7 +28,7 @@ pub fn answer(method: &Method, path: &str, state: &crate::state::State) -> Respo
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(&Gauges {
-                sessions: state.auth.sessions.live(),
+                sessions: state.auth.store.sessions.live(),
                 certificate_expiry: state.certificate.expires_at(),
             }),
         ),

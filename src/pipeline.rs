@@ -270,11 +270,14 @@ async fn route(
             ));
         }
         let mut user = None;
-        let result = Box::pin(
-            state
-                .auth
-                .endpoint(normalized, request, client.ip, host_value, &mut user),
-        )
+        let result = Box::pin(state.auth.endpoint(
+            &live.config,
+            normalized,
+            request,
+            client.ip,
+            host_value,
+            &mut user,
+        ))
         .await;
         log.user = user;
         return result;

@@ -34,13 +34,12 @@ pub async fn reload(state: &State) -> Reloaded {
         .unwrap_or_else(|e| Err(vec![format!("the reload stopped: {e}")]));
     let outcome = match loaded {
         Ok(mut config) => {
-            // Users are the users file's watcher's (or Redis's), not the config's.
+            // Users are the user store's (the users file's watcher's), not the config's.
             drop(std::mem::take(&mut config.users));
             for exposed in config.exposed_secret_files() {
                 tracing::warn!("{exposed}");
             }
             let needs_restart = state.fixed.differences(&Fixed::of(&config));
-            state.auth.apply(&config);
             state.replace_live(Live::new(config, &state.tunnels));
             Reloaded::Applied { needs_restart }
         }

@@ -28,6 +28,7 @@ impl Auth {
         *logged_user = Some(signed_in.user.name.clone());
         let token = self.csrf_token(&signed_in.session.key);
         let own = self
+            .store
             .sessions
             .list(Some(&signed_in.user.key))
             .await
@@ -55,6 +56,7 @@ impl Auth {
         let mut ended = 0;
         for key in &ending {
             if self
+                .store
                 .sessions
                 .end(key)
                 .await
@@ -63,7 +65,7 @@ impl Auth {
                 ended += 1;
             }
         }
-        self.sessions.stats().ended(Ended::Logout, ended);
+        self.store.sessions.stats().ended(Ended::Logout, ended);
         crate::security_event!(info, event = "sessions_ended_by_user", user = %signed_in.user.name, sessions_ended = ended, "a user ended sessions of their own");
         let mut response =
             own_response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "done\n");

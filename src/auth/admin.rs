@@ -5,6 +5,7 @@
 //! plain forms carrying the same token. Every change is logged as a
 //! security event naming the admin who made it.
 
+use crate::config::Config;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -41,8 +42,8 @@ fn no_content() -> Response<Body> {
 }
 
 impl Auth {
-    fn is_admin(&self, signed_in: &SignedIn) -> bool {
-        signed_in.user.roles.contains(&**self.admin_role.load())
+    fn is_admin(&self, config: &Config, signed_in: &SignedIn) -> bool {
+        signed_in.user.roles.contains(&config.admin.role)
     }
 }
 
@@ -118,6 +119,7 @@ fn user_error(e: UserFileError) -> Response<Body> {
 /// `/.gateway/admin/api{rest}`.
 pub(super) async fn api(
     auth: &Auth,
+    config: &Config,
     rest: &str,
     request: crate::body::GatewayRequest,
     logged_user: &mut Option<Arc<str>>,
@@ -132,7 +134,7 @@ pub(super) async fn api(
         return Ok(error(StatusCode::UNAUTHORIZED, "unauthenticated"));
     };
     *logged_user = Some(admin.user.name.clone());
-    if !auth.is_admin(&admin) {
+    if !auth.is_admin(config, &admin) {
         return Ok(error(StatusCode::FORBIDDEN, "forbidden"));
     }
     let method = request.method().clone();
@@ -171,6 +173,7 @@ pub(super) async fn api(
                 None => None,
             };
             let sessions: Vec<serde_json::Value> = auth
+                .store
                 .sessions
                 .list(filter.as_deref())
                 .await
@@ -193,6 +196,7 @@ pub(super) async fn api(
             json_response(StatusCode::OK, json!({ "sessions": sessions }))
         }
         (&Method::DELETE, ["sessions", id]) => match auth
+            .store
             .sessions
             .end_by_handle(id)
             .await
@@ -209,6 +213,7 @@ pub(super) async fn api(
         (&Method::GET, ["users"]) => {
             let mut counts: HashMap<Arc<str>, usize> = HashMap::new();
             let sessions = auth
+                .store
                 .sessions
                 .list(None)
                 .await
@@ -430,6 +435,7 @@ pub(super) async fn api(
 /// ends a session, ends all of a user's sessions, locks or unlocks.
 pub(super) async fn page(
     auth: &Auth,
+    config: &Config,
     request: crate::body::GatewayRequest,
     host: Option<&HeaderValue>,
     logged_user: &mut Option<Arc<str>>,
@@ -438,7 +444,7 @@ pub(super) async fn page(
         .require_session(request.headers(), request.method(), "/.gateway/admin/")
         .await?;
     *logged_user = Some(admin.user.name.clone());
-    if !auth.is_admin(&admin) {
+    if !auth.is_admin(config, &admin) {
         return Err(GatewayError::Forbidden(DenyReason::MissingRole));
     }
     let token = auth.csrf_token(&admin.session.key);
@@ -452,6 +458,7 @@ pub(super) async fn page(
             let outcome = match (form.get("action"), key) {
                 ("end_session", _) => {
                     let ended = auth
+                        .store
                         .sessions
                         .end_by_handle(target)
                         .await
@@ -620,6 +627,7 @@ fn button(token: &str, action: &str, target: &str, label: &str) -> String {
 
 async fn render(auth: &Auth, token: &str) -> Result<Response<Body>, GatewayError> {
     let sessions = auth
+        .store
         .sessions
         .list(None)
         .await

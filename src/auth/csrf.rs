@@ -6,7 +6,7 @@
 //!   Only the gateway and the page it serves to the session's own browser
 //!   know it; it reveals nothing about the ID. The secret is kept apart
 //!   from the sessions (see [`crate::store::Sessions::secret`]): whoever
-//!   reads the state file or Redis learns session keys, and must not be
+//!   reads the state file or the shared store learns session keys, and must not be
 //!   able to compute the tokens from them.
 //! - The login form has no session yet (login CSRF would sign a victim into
 //!   the attacker's account), so it uses a double-submit token: a random

@@ -2,20 +2,21 @@
 //! login, logout, whoami, password change; admin requests go on to
 //! [`super::admin`].
 
+use crate::config::Config;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use super::attempt::Refused;
 use super::forms::{checked_form, read_form, user_agent_of, MANAGED_ELSEWHERE};
-use super::throttle::Throttled;
 use super::{admin, cookie_values, csrf, pages, rfc3339, Auth, GENERIC_FAILURE};
 use crate::metrics::Login;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session;
+use crate::store::counters::Refused;
 use crate::store::stats::Ended;
+use crate::store::throttle::Throttled;
 use crate::users::canonical;
 use crate::users::file::{check_new_password, Change};
 use crate::users::password::Busy;
@@ -45,6 +46,7 @@ impl Auth {
         mfa: bool,
     ) -> Result<String, GatewayError> {
         let id = self
+            .store
             .sessions
             .create(
                 &user.key,
@@ -59,7 +61,7 @@ impl Auth {
         self.metrics.record_login(Login::Ok);
         crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, second_factor = mfa, "login ok");
         let most = self.max_sessions_per_user;
-        match self.sessions.keep_at_most(&user.key, most).await {
+        match self.store.sessions.keep_at_most(&user.key, most).await {
             Ok(0) => {}
             Ok(ended) => {
                 crate::security_event!(warn, event = "session_limit", user = %user.name, ip = %peer, sessions_ended = ended, max_per_user = most, "a sign-in over max_per_user ended the user's least recently used session");
@@ -75,6 +77,7 @@ impl Auth {
     /// Answers a request under `/.gateway/`.
     pub async fn endpoint(
         &self,
+        config: &Config,
         path: &str,
         request: crate::body::GatewayRequest,
         peer: IpAddr,
@@ -85,10 +88,11 @@ impl Auth {
         let is_get = method == Method::GET || method == Method::HEAD;
         match path {
             "/.gateway/login" if is_get => {
-                Ok(self.login_page(request.headers(), request.uri().query()))
+                Ok(self.login_page(config, request.headers(), request.uri().query()))
             }
             "/.gateway/login" if method == Method::POST => {
-                self.login_submit(request, peer, host, logged_user).await
+                self.login_submit(config, request, peer, host, logged_user)
+                    .await
             }
             "/.gateway/logout" if is_get => {
                 let presented = self
@@ -107,16 +111,19 @@ impl Auth {
             }
             "/.gateway/whoami" if is_get => Ok(self.whoami(request.headers(), logged_user).await),
             "/.gateway/password" if is_get || method == Method::POST => {
-                self.password(request, peer, host, logged_user).await
+                self.password(config, request, peer, host, logged_user)
+                    .await
             }
             "/.gateway/login/code" if is_get || method == Method::POST => {
-                self.login_code(request, peer, host, logged_user).await
+                self.login_code(config, request, peer, host, logged_user)
+                    .await
             }
             "/.gateway/totp" if is_get || method == Method::POST => {
-                self.totp_page(request, peer, host, logged_user).await
+                self.totp_page(config, request, peer, host, logged_user)
+                    .await
             }
             "/.gateway/reauth" if is_get || method == Method::POST => {
-                self.reauth(request, peer, host, logged_user).await
+                self.reauth(config, request, peer, host, logged_user).await
             }
             "/.gateway/account" if is_get || method == Method::POST => {
                 self.account(request, host, logged_user).await
@@ -130,11 +137,12 @@ impl Auth {
             | "/.gateway/reauth"
             | "/.gateway/account" => Err(GatewayError::MethodNotAllowed),
             "/.gateway/admin" | "/.gateway/admin/" => {
-                admin::page(self, request, host, logged_user).await
+                admin::page(self, config, request, host, logged_user).await
             }
             p if p.starts_with("/.gateway/admin/api/") || p == "/.gateway/admin/api" => {
                 admin::api(
                     self,
+                    config,
                     &p["/.gateway/admin/api".len()..],
                     request,
                     logged_user,
@@ -145,19 +153,18 @@ impl Auth {
         }
     }
 
-    fn login_page(&self, headers: &HeaderMap, query: Option<&str>) -> Response<Body> {
+    fn login_page(
+        &self,
+        config: &Config,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Response<Body> {
         let next = self.query_next(query);
         let (token, fresh) = match self.login_token(headers) {
             Some(token) => (token.to_owned(), false),
             None => (csrf::new_login_token(), true),
         };
-        let mut response = pages::login(
-            StatusCode::OK,
-            &token,
-            &next,
-            None,
-            &self.login_words.load(),
-        );
+        let mut response = pages::login(StatusCode::OK, &token, &next, None, &config.login.words);
         if fresh {
             self.set_login_cookie(&mut response, &token);
         }
@@ -181,6 +188,7 @@ impl Auth {
 
     async fn login_submit(
         &self,
+        config: &Config,
         request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
@@ -210,7 +218,7 @@ impl Auth {
 
         // The attempt is held against the allowances before any hashing, so
         // that guesses sent at once get no more verifications than in turn.
-        let attempt = match self.reserve(&key, peer).await {
+        let attempt = match self.reserve(&config.login, &key, peer).await {
             Ok(attempt) => attempt,
             Err(Refused::Throttled(Throttled { retry_after_secs })) => {
                 self.metrics.record_login(Login::Throttled);
@@ -252,12 +260,12 @@ impl Auth {
                     &token,
                     &next,
                     Some(GENERIC_FAILURE),
-                    &self.login_words.load(),
+                    &config.login.words,
                 ));
             }
         };
         // A second factor: no session until the code (or enrollment).
-        let second_step = self.begin_second_step(&user, &next).await?;
+        let second_step = self.begin_second_step(config, &user, &next).await?;
         match second_step {
             Some(_) => attempt.given_back(),
             None => attempt.succeeded(),
@@ -265,7 +273,7 @@ impl Auth {
         if let Some(old) = earlier.signed_in {
             // The old session ends whatever happens next: the one who signs
             // in now may not be the one who signed in then.
-            self.sessions.end_now(&old.session.key);
+            self.store.sessions.end_now(&old.session.key);
         }
         if let Some(second_step) = second_step {
             *logged_user = Some(user.name.clone());
@@ -306,11 +314,13 @@ impl Auth {
             }
             *logged_user = Some(signed_in.user.name.clone());
             let ended = self
+                .store
                 .sessions
                 .end(&signed_in.session.key)
                 .await
                 .map_err(|_| GatewayError::StoreUnavailable)?;
-            self.sessions
+            self.store
+                .sessions
                 .stats()
                 .ended(Ended::Logout, usize::from(ended));
             crate::security_event!(info, event = "logout", user = %signed_in.user.name, "logout");
@@ -338,6 +348,7 @@ impl Auth {
     /// session of the user ends, and this one continues under a new ID.
     async fn password(
         &self,
+        config: &Config,
         request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
@@ -366,7 +377,7 @@ impl Auth {
         let user_agent = user_agent_of(request.headers());
         let form = checked_form(request, host, &csrf).await?;
         let user = &signed_in.user;
-        let attempt = match self.reserve(&user.key, peer).await {
+        let attempt = match self.reserve(&config.login, &user.key, peer).await {
             Ok(attempt) => attempt,
             Err(Refused::Unavailable) => return Err(GatewayError::StoreUnavailable),
             Err(Refused::Throttled(Throttled { retry_after_secs })) => {
@@ -428,6 +439,7 @@ impl Auth {
             return Err(GatewayError::NotFound);
         };
         let id = self
+            .store
             .sessions
             .create(
                 &updated.key,
@@ -467,7 +479,7 @@ impl Auth {
             );
         };
         *logged_user = Some(signed_in.user.name.clone());
-        let (absolute, idle) = self.sessions.deadlines(&signed_in.session);
+        let (absolute, idle) = self.store.sessions.deadlines(&signed_in.session);
         let body = serde_json::json!({
             "user": &*signed_in.user.name,
             "roles": signed_in.user.roles,

@@ -3,14 +3,12 @@
 
 mod account;
 mod admin;
-mod attempt;
 pub mod csrf;
 mod endpoints;
 mod forms;
 mod next;
 mod pages;
 mod second_factor;
-pub mod throttle;
 
 use std::sync::Arc;
 
@@ -20,18 +18,17 @@ use http::HeaderMap;
 
 use crate::config::Config;
 use crate::session::{self, LiveSession, Lookup};
+use crate::store::counters::{Attempt, Limits, Refused};
 use crate::store::stats::Ended;
-use crate::store::{Sessions, StoreError, Unavailable};
-use crate::users::file::{Change, UserFileError, UsersFile};
+use crate::store::users::UsersListener;
+use crate::store::{Store, StoreError, Unavailable};
+use crate::users::file::{Change, UserFileError};
 use crate::users::password::Verifier;
 use crate::users::{User, Users};
 pub use next::safe_next;
-use throttle::Throttle;
 
 /// Largest sign-in form accepted; anything bigger is refused before hashing.
 pub const MAX_FORM_BYTES: usize = 4096;
-/// Most failure windows kept per map (accounts, clients).
-const THROTTLE_CAPACITY: usize = 100_000;
 const GENERIC_FAILURE: &str = "Invalid username or password.";
 
 /// A request's signed-in user.
@@ -204,8 +201,8 @@ pub struct Presented {
 
 pub struct Auth {
     users: ArcSwap<Users>,
-    pub sessions: Arc<Sessions>,
-    throttle: Throttle,
+    /// Sessions, where users come from, sign-in counters and records.
+    pub store: Store,
     verifier: Verifier,
     cookie_name: String,
     login_cookie_name: String,
@@ -218,18 +215,8 @@ pub struct Auth {
     csrf: csrf::CsrfSecret,
     /// `[session] max_per_user` (a restart changes it).
     max_sessions_per_user: usize,
-    /// Where changes to users are written; `None` when no file is configured.
-    users_file: Option<UsersFile>,
-    /// The role that may use `/.gateway/admin` (a reload may change it).
-    admin_role: ArcSwap<String>,
-    /// Roles whose users must have a second factor (a reload may change it).
-    require_totp: ArcSwap<Vec<String>>,
     /// The last security events, for the admin page.
     audit: Audit,
-    /// What the sign-in page says (a reload may change it).
-    login_words: ArcSwap<crate::config::LoginWords>,
-    /// Pending sign-ins, secrets being enrolled, codes used.
-    second_factor: second_factor::SecondFactor,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -240,31 +227,9 @@ impl Auth {
         config: &mut Config,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Auth, StoreError> {
-        let mut users = std::mem::take(&mut config.users);
-        let sessions = Sessions::open(
-            &config.store,
-            &config.session,
-            &users,
-            metrics.store.clone(),
-        )
-        .await?;
-        if let Some(redis) = sessions.shared() {
-            // Redis is the user store: the users file seeds an empty one,
-            // unless a running replica puts back the newer users it holds.
-            let unavailable = |_| StoreError::Redis("it stopped answering".into());
-            if redis
-                .seed_unless_a_replica_does(&users)
-                .await
-                .map_err(unavailable)?
-            {
-                tracing::warn!(
-                    users = users.len(),
-                    "Redis had no users and no running replica put any back: it was given the users of the users file"
-                );
-            }
-            users = redis.users().await.map_err(unavailable)?;
-        }
-        let csrf = csrf::CsrfSecret::new(sessions.secret("csrf").await?);
+        let from_file = std::mem::take(&mut config.users);
+        let (store, users) = Store::open(config, from_file, metrics.store.clone()).await?;
+        let csrf = csrf::CsrfSecret::new(store.sessions.secret("csrf").await?);
         if let Some(warning) = config.hashing_memory_warning() {
             tracing::warn!("{warning}");
         }
@@ -282,12 +247,7 @@ impl Auth {
         .expect("a cookie name is a token");
         Ok(Auth {
             users: ArcSwap::from_pointee(users),
-            sessions,
-            throttle: Throttle::new(
-                config.login.max_failures,
-                config.login.failure_window,
-                THROTTLE_CAPACITY,
-            ),
+            store,
             verifier,
             login_cookie_name: format!("{cookie_name}-login"),
             pending_cookie_name: format!("{cookie_name}-mfa"),
@@ -296,122 +256,27 @@ impl Auth {
             clear_cookie,
             csrf,
             max_sessions_per_user: config.session.max_per_user,
-            users_file: config.users_file.clone().map(UsersFile::new),
-            admin_role: ArcSwap::from_pointee(config.admin.role.clone()),
-            require_totp: ArcSwap::from_pointee(config.login.require_totp.clone()),
-            second_factor: Default::default(),
             audit: Audit::default(),
-            login_words: ArcSwap::from_pointee(config.login.words.clone()),
             metrics,
         })
     }
 
-    /// What a reloaded config changes here: the sign-in throttle's limits
-    /// and the admin role. (Users come from their own file or Redis.)
-    pub fn apply(&self, config: &Config) {
-        self.throttle
-            .set_limits(config.login.max_failures, config.login.failure_window);
-        self.admin_role.store(Arc::new(config.admin.role.clone()));
-        self.require_totp
-            .store(Arc::new(config.login.require_totp.clone()));
-        self.login_words.store(Arc::new(config.login.words.clone()));
-    }
-
-    /// Background work: the session sweeper, the throttle windows' sweep and
-    /// the users-file watcher. Each ends when the `Auth` is dropped.
+    /// Background work: the session sweeper, the sweep of sign-in
+    /// counters and records, and the watch for changes to users. Each ends
+    /// when the `Auth` is dropped.
     pub fn start_background(self: &Arc<Self>) {
-        self.sessions.start_sweeper();
-        if let (Some(_), Some(file)) = (self.sessions.shared(), &self.users_file) {
-            // Users live in Redis; the file only seeded it. The watcher
-            // that applies the file otherwise says an edit does nothing.
-            if let Ok(text) = std::fs::read_to_string(file.path()) {
-                file.put_in_force(&text);
-            }
-            let auth = Arc::downgrade(self);
-            crate::users::watch::spawn(file.clone(), move |path, seen| {
-                if matches!(
-                    seen,
-                    crate::users::watch::Seen::Changed { .. }
-                        | crate::users::watch::Seen::Invalid(_)
-                ) {
-                    tracing::warn!(file = %path.display(), "the users file changed, but with [store] backend = \"redis\" users live in Redis and the file only seeded it: this edit changes nothing. Use `authgate user ...`, the admin page or its API");
-                }
-                auth.strong_count() > 0
-            });
-        }
-        if let Some(redis) = self.sessions.shared() {
-            let auth = Arc::downgrade(self);
-            let redis = redis.clone();
-            tokio::spawn(async move {
-                let mut seen = redis.poll().await.ok().map(|(changes, _)| changes);
-                let mut tick = tokio::time::interval(crate::store::redis::POLL_USERS_EVERY);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let Some(auth) = auth.upgrade() else { break };
-                    auth.metrics.set_store_up(redis.is_up());
-                    auth.metrics.set_store_round_trips(redis.round_trips());
-                    let Ok((now, seeded)) = redis.poll().await else {
-                        continue;
-                    };
-                    if !seeded {
-                        // Redis came back empty. This replica's users came
-                        // from Redis and are newer than the file: put them
-                        // back (one replica wins), and never take the empty
-                        // set for the truth.
-                        let users = auth.users();
-                        if let Ok(true) = redis.seed(&users).await {
-                            tracing::error!(
-                                users = users.len(),
-                                last_change_seen = seen.unwrap_or(0),
-                                "REDIS CAME BACK EMPTY (a FLUSHALL, or a restart without persistence): it was given back this replica's users, not the users file's, so that password changes, locks and removals made since stay in force. Check Redis's persistence"
-                            );
-                        }
-                        continue;
-                    }
-                    if seen != Some(now) {
-                        if let Ok(users) = redis.users().await {
-                            auth.replace_users(users, "another replica");
-                            seen = Some(now);
-                        }
-                    }
-                }
-            });
-        } else if let Some(file) = &self.users_file {
-            let auth = Arc::downgrade(self);
-            crate::users::watch::spawn(file.clone(), move |path, seen| {
-                let Some(auth) = auth.upgrade() else {
-                    return false;
-                };
-                auth.users_file_seen(path, seen);
-                true
-            });
-        }
+        self.store.sessions.start_sweeper();
+        let listener: std::sync::Weak<dyn UsersListener> = Arc::downgrade(self) as _;
+        self.store.users.watch(listener);
         let auth = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 tick.tick().await;
                 let Some(auth) = auth.upgrade() else { break };
-                auth.throttle.sweep(session::now_ms());
-                auth.second_factor.sweep(session::now_ms());
+                auth.store.sweep(session::now_ms());
             }
         });
-    }
-
-    fn users_file_seen(&self, path: &std::path::Path, seen: crate::users::watch::Seen) {
-        use crate::users::watch::Seen;
-        match seen {
-            Seen::Changed { users, actor } => self.replace_users(users, &actor),
-            Seen::Unreadable(e) => {
-                self.metrics.record_users_file_problem();
-                tracing::error!(file = %path.display(), error = %e, "CANNOT READ THE USERS FILE: changes to it (locks, password changes, removals) do not apply until it can be read; the last good users stay in force. Check its owner and mode");
-            }
-            Seen::Invalid(problems) => {
-                self.metrics.record_users_file_problem();
-                tracing::error!(file = %path.display(), problems = %problems, "the users file has problems; the last good one stays in force");
-            }
-        }
     }
 
     /// argon2 (m KiB, t passes, p lanes) that an unknown user's sign-in
@@ -446,7 +311,7 @@ impl Auth {
     /// sessions of users who were removed, locked, or whose password changed.
     pub fn replace_users(&self, new: Users, actor: &str) {
         let old = self.users.load_full();
-        let end = |user: &Arc<str>| self.sessions.end_all_for_user_now(user);
+        let end = |user: &Arc<str>| self.store.sessions.end_all_for_user_now(user);
         for before in old.iter() {
             let key = &before.key;
             match new.get_by_key(key) {
@@ -538,36 +403,16 @@ impl Auth {
         self.users.store(Arc::new(new));
     }
 
-    /// Writes `change` to the users file (off the async threads) and puts
-    /// the result in force at once.
     /// Why user changes cannot be saved here, when they cannot: the users
-    /// file is read-only (and users are not in Redis).
+    /// file is read-only.
     pub fn users_managed_elsewhere(&self) -> Option<String> {
-        if self.sessions.shared().is_some() {
-            return None;
-        }
-        let file = self.users_file.as_ref()?;
-        file.writable().err().map(|e| e.to_string())
+        self.store.users.managed_elsewhere()
     }
 
+    /// Saves `change` (to the users file, off the async threads, or to the
+    /// shared store) and puts the result in force at once.
     pub async fn change_users(&self, change: Change, actor: &str) -> Result<(), UserFileError> {
-        if let Some(redis) = self.sessions.shared() {
-            redis.apply(&change).await?;
-            let users = redis
-                .users()
-                .await
-                .map_err(|_| UserFileError::StoreUnavailable)?;
-            self.replace_users(users, actor);
-            return Ok(());
-        }
-        let file = self
-            .users_file
-            .clone()
-            .ok_or(UserFileError::NotConfigured)?;
-        let recorded = actor.to_owned();
-        let users = tokio::task::spawn_blocking(move || file.apply(&change, &recorded))
-            .await
-            .map_err(|e| UserFileError::Invalid(format!("the writer failed: {e}")))??;
+        let users = self.store.users.apply(change, actor).await?;
         self.replace_users(users, actor);
         Ok(())
     }
@@ -575,8 +420,9 @@ impl Auth {
     /// Ends every session of a user (canonical name) without locking
     /// them; returns how many once that is durable.
     pub async fn revoke_sessions(&self, key: &Arc<str>, actor: &str) -> Result<usize, Unavailable> {
-        let ended = self.sessions.end_all_for_user(key).await;
-        self.sessions
+        let ended = self.store.sessions.end_all_for_user(key).await;
+        self.store
+            .sessions
             .stats()
             .ended(Ended::Revoked, *ended.as_ref().unwrap_or(&0));
         crate::security_event!(warn, event = "sessions_revoked", actor, user = %key, sessions_ended = ended.unwrap_or(0), durable = ended.is_ok(), "sessions revoked");
@@ -589,14 +435,19 @@ impl Auth {
         ended
     }
 
-    /// Takes a sign-in attempt from the throttle's allowances (shared ones
-    /// when replicas share a store).
+    /// Takes a sign-in attempt from the throttle's allowances under the
+    /// limits of `login` (the config the request runs under).
     async fn reserve(
         &self,
+        login: &crate::config::Login,
         account: &str,
         ip: std::net::IpAddr,
-    ) -> Result<attempt::Attempt<'_>, attempt::Refused> {
-        attempt::reserve(&self.throttle, self.sessions.shared(), account, ip).await
+    ) -> Result<Attempt<'_>, Refused> {
+        let limits = Limits {
+            max_failures: login.max_failures,
+            window: login.failure_window,
+        };
+        self.store.counters.reserve(limits, account, ip).await
     }
 
     /// Names of the gateway's own cookies, which the upstream never sees.
@@ -615,7 +466,7 @@ impl Auth {
     pub async fn authenticate(&self, headers: &HeaderMap, now: u64, touch: bool) -> Presented {
         let mut presented = Presented::default();
         for id in cookie_values(headers, &self.cookie_name) {
-            let session = match self.sessions.lookup(id, now, touch).await {
+            let session = match self.store.sessions.lookup(id, now, touch).await {
                 Err(Unavailable) => {
                     presented.store_unavailable = true;
                     continue;
@@ -675,8 +526,8 @@ impl Auth {
                 })
             }
         };
-        self.sessions.end_now(&session.key);
-        self.sessions.stats().ended(Ended::UserChange, 1);
+        self.store.sessions.end_now(&session.key);
+        self.store.sessions.stats().ended(Ended::UserChange, 1);
         crate::security_event!(info, event = "session_ended", user = %session.user, reason, "session ended by revocation");
         Err(())
     }
@@ -691,6 +542,7 @@ impl Auth {
         touch: bool,
     ) -> Result<Option<SignedIn>, Unavailable> {
         match self
+            .store
             .sessions
             .lookup_key(key, session::now_ms(), touch)
             .await?
@@ -739,6 +591,25 @@ impl Auth {
     /// `Set-Cookie` that removes the session cookie from the browser.
     pub fn clear_cookie(&self) -> HeaderValue {
         self.clear_cookie.clone()
+    }
+}
+
+impl UsersListener for Auth {
+    fn users(&self) -> Arc<Users> {
+        self.users.load_full()
+    }
+
+    fn replace(&self, users: Users, actor: &str) {
+        self.replace_users(users, actor);
+    }
+
+    fn file_problem(&self) {
+        self.metrics.record_users_file_problem();
+    }
+
+    fn store_health(&self, up: bool, round_trips: u64) {
+        self.metrics.set_store_up(up);
+        self.metrics.set_store_round_trips(round_trips);
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Between a correct password and a correct code the browser holds only a
 //! *pending sign-in*: a random ID in its own cookie, kept (by its SHA-256,
-//! in memory or in Redis when replicas share a store) for
+//! in the store's records, which replicas may share) for
 //! [`PENDING_FOR_MS`], used once. No session exists, and no
 //! session cookie is set, before the code. A user whose role must have a
 //! second factor (`[login] require_totp`) and has none gets a pending
@@ -14,19 +14,20 @@
 //! A code is accepted once per account (the step it belongs to is
 //! remembered), a recovery code once ever (it leaves the users file).
 
+use crate::config::Config;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use super::attempt::{Attempt, Refused};
 use super::forms::{checked_form, Form};
-use super::throttle::Throttled;
 use super::{cookie_values, pages, Auth};
 use crate::metrics::Login;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session::{self, Key};
+use crate::store::counters::{Attempt, Refused};
+use crate::store::throttle::Throttled;
 use crate::users::file::{Change, UserFileError};
 use crate::users::password::Busy;
 use crate::users::totp;
@@ -49,7 +50,8 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// As Redis keeps it: one field a line (`next` holds no control characters).
+    /// As the store keeps it: one field a line (`next` holds no control
+    /// characters).
     fn to_text(&self) -> String {
         format!(
             "{}\n{}\n{}\n{}\n{}",
@@ -70,26 +72,6 @@ impl Pending {
             expires_ms: lines.next()?.parse().ok()?,
             next: lines.next()?.to_owned(),
         })
-    }
-}
-
-/// The second-factor state: in this process, or in Redis when replicas
-/// share a store (so that the code step may reach any replica, and a code
-/// used on one is refused on the others).
-#[derive(Default)]
-pub struct SecondFactor {
-    pending: dashmap::DashMap<Key, Pending>,
-    /// Secrets shown for enrollment, by the session or pending sign-in key.
-    enrolling: dashmap::DashMap<Key, (String, u64)>,
-    /// The step of the last code accepted, per account: a code works once.
-    last_steps: dashmap::DashMap<Arc<str>, u64>,
-}
-
-impl SecondFactor {
-    /// Drops pending sign-ins and enrollments past their time.
-    pub fn sweep(&self, now: u64) {
-        self.pending.retain(|_, p| p.expires_ms > now);
-        self.enrolling.retain(|_, (_, until)| *until > now);
     }
 }
 
@@ -125,127 +107,75 @@ const ENROLLING: &str = "enrolling";
 
 impl Auth {
     async fn put_pending(&self, key: &Key, pending: Pending) -> Result<(), GatewayError> {
-        match self.sessions.shared() {
-            Some(redis) => redis
-                .put_temporary(
-                    PENDING,
-                    &crate::hex(key),
-                    &pending.to_text(),
-                    PENDING_FOR_MS,
-                )
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable),
-            None => {
-                self.second_factor.pending.insert(*key, pending);
-                Ok(())
-            }
-        }
+        self.store
+            .records
+            .put(PENDING, key, pending.to_text(), PENDING_FOR_MS)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)
     }
 
     async fn get_pending(&self, key: &Key) -> Result<Option<Pending>, GatewayError> {
-        match self.sessions.shared() {
-            Some(redis) => Ok(redis
-                .get_temporary(PENDING, &crate::hex(key))
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable)?
-                .and_then(|text| Pending::from_text(&text))),
-            None => Ok(self.second_factor.pending.get(key).map(|p| p.clone())),
-        }
+        Ok(self
+            .store
+            .records
+            .get(PENDING, key)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?
+            .and_then(|text| Pending::from_text(&text)))
     }
 
     /// Uses up a pending sign-in: true for the one request that does.
     async fn take_pending(&self, key: &Key) -> Result<bool, GatewayError> {
-        match self.sessions.shared() {
-            Some(redis) => redis
-                .take_temporary(PENDING, &crate::hex(key))
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable),
-            None => Ok(self.second_factor.pending.remove(key).is_some()),
-        }
+        self.store
+            .records
+            .take(PENDING, key)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)
     }
 
     async fn get_enrolling(&self, key: &Key) -> Result<Option<String>, GatewayError> {
-        let now = session::now_ms();
-        match self.sessions.shared() {
-            Some(redis) => redis
-                .get_temporary(ENROLLING, &crate::hex(key))
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable),
-            None => Ok(self
-                .second_factor
-                .enrolling
-                .get(key)
-                .filter(|e| e.1 > now)
-                .map(|e| e.0.clone())),
-        }
+        self.store
+            .records
+            .get(ENROLLING, key)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)
     }
 
     /// A new secret to enroll, kept for [`ENROLLING_FOR_MS`].
     async fn start_enrolling(&self, key: &Key) -> Result<String, GatewayError> {
         let secret = totp::new_secret();
-        match self.sessions.shared() {
-            Some(redis) => redis
-                .put_temporary(ENROLLING, &crate::hex(key), &secret, ENROLLING_FOR_MS)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable)?,
-            None => {
-                self.second_factor
-                    .enrolling
-                    .insert(*key, (secret.clone(), session::now_ms() + ENROLLING_FOR_MS));
-            }
-        }
+        self.store
+            .records
+            .put(ENROLLING, key, secret.clone(), ENROLLING_FOR_MS)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
         Ok(secret)
     }
 
     async fn end_enrolling(&self, key: &Key) {
-        match self.sessions.shared() {
-            Some(redis) => {
-                let _ = redis.take_temporary(ENROLLING, &crate::hex(key)).await;
-            }
-            None => {
-                self.second_factor.enrolling.remove(key);
-            }
-        }
+        let _ = self.store.records.take(ENROLLING, key).await;
     }
 
     /// The step of the account's last accepted code.
     async fn last_step(&self, user: &Arc<str>) -> Result<Option<u64>, GatewayError> {
-        match self.sessions.shared() {
-            Some(redis) => redis
-                .last_step(user)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable),
-            None => Ok(self.second_factor.last_steps.get(user).map(|s| *s)),
-        }
+        self.store
+            .records
+            .last_step(user)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)
     }
 
     /// Records `step` as the account's last accepted one, unless a later
     /// or equal one got there first (the same code sent twice at once).
     async fn accept_step(&self, user: &Arc<str>, step: u64) -> Result<bool, GatewayError> {
-        if let Some(redis) = self.sessions.shared() {
-            // Kept past the drift window, after which no code of that
-            // step or earlier is accepted anyway.
-            let keep_ms = (totp::DRIFT_STEPS * 2 + 2) * totp::STEP_SECS * 1000;
-            return redis
-                .advance_step(user, step, keep_ms)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable);
-        }
-        let mut accepted = false;
-        self.second_factor
-            .last_steps
-            .entry(user.clone())
-            .and_modify(|last| {
-                if step > *last {
-                    *last = step;
-                    accepted = true;
-                }
-            })
-            .or_insert_with(|| {
-                accepted = true;
-                step
-            });
-        Ok(accepted)
+        // Kept past the drift window, after which no code of that step or
+        // earlier is accepted anyway.
+        let keep_ms = (totp::DRIFT_STEPS * 2 + 2) * totp::STEP_SECS * 1000;
+        self.store
+            .records
+            .advance_step(user, step, keep_ms)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)
     }
 
     /// The pending sign-in the request's cookie names, if it is live.
@@ -280,6 +210,7 @@ impl Auth {
     /// have) a second factor, else `None` and the caller makes the session.
     pub(super) async fn begin_second_step(
         &self,
+        config: &Config,
         user: &User,
         next: &str,
     ) -> Result<Option<Response<Body>>, GatewayError> {
@@ -287,7 +218,7 @@ impl Auth {
             && user
                 .roles
                 .iter()
-                .any(|r| self.require_totp.load().contains(r));
+                .any(|r| config.login.require_totp.contains(r));
         if user.totp.is_none() && !needs_enroll {
             return Ok(None);
         }
@@ -340,8 +271,13 @@ impl Auth {
     }
 
     /// Takes an attempt from the throttle for `user`, as a password try does.
-    async fn code_attempt(&self, user: &User, peer: IpAddr) -> Result<Attempt<'_>, GatewayError> {
-        match self.reserve(&user.key, peer).await {
+    async fn code_attempt(
+        &self,
+        config: &Config,
+        user: &User,
+        peer: IpAddr,
+    ) -> Result<Attempt<'_>, GatewayError> {
+        match self.reserve(&config.login, &user.key, peer).await {
             Ok(attempt) => Ok(attempt),
             Err(Refused::Throttled(Throttled { retry_after_secs })) => {
                 self.metrics.record_login(Login::Throttled);
@@ -398,6 +334,7 @@ impl Auth {
     /// `csrf`) checks it and, if right, makes the session.
     pub(super) async fn login_code(
         &self,
+        config: &Config,
         request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
@@ -414,7 +351,7 @@ impl Auth {
         }
         let user_agent = super::forms::user_agent_of(request.headers());
         let form = checked_form(request, host, &token).await?;
-        let attempt = self.code_attempt(&user, peer).await?;
+        let attempt = self.code_attempt(config, &user, peer).await?;
         if let CodeCheck::Wrong = self.check_code(&user, form.get("code"), peer).await? {
             attempt.failed();
             self.metrics.record_login(Login::BadCredentials);
@@ -443,6 +380,7 @@ impl Auth {
     /// recovery codes shown this once.
     pub(super) async fn totp_page(
         &self,
+        config: &Config,
         request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
@@ -501,7 +439,7 @@ impl Auth {
             Who::Pending { .. } => next,
             Who::Session(_) => self.next_of(form_next(&form)),
         };
-        let attempt = self.code_attempt(&user, peer).await?;
+        let attempt = self.code_attempt(config, &user, peer).await?;
         match form.get("step") {
             "password" => {
                 let matched = self
@@ -579,7 +517,8 @@ impl Auth {
                 let mut response = pages::totp_recovery(&codes, &next);
                 match &who {
                     Who::Session(signed_in) => {
-                        self.sessions
+                        self.store
+                            .sessions
                             .reauthenticate(&signed_in.session.key, true, session::now_ms())
                             .await
                             .map_err(|_| GatewayError::StoreUnavailable)?;
@@ -612,6 +551,7 @@ impl Auth {
     /// refreshes the session's sign-in time without a new session.
     pub(super) async fn reauth(
         &self,
+        config: &Config,
         request: crate::body::GatewayRequest,
         peer: IpAddr,
         host: Option<&HeaderValue>,
@@ -637,7 +577,7 @@ impl Auth {
         }
         let form = checked_form(request, host, &token).await?;
         let next = self.next_of(form_next(&form));
-        let attempt = self.code_attempt(&user, peer).await?;
+        let attempt = self.code_attempt(config, &user, peer).await?;
         let matched = self
             .verifier
             .verify(Some(&user.password_hash), form.get("password"))
@@ -663,6 +603,7 @@ impl Auth {
         }
         attempt.succeeded();
         let live = self
+            .store
             .sessions
             .reauthenticate(&signed_in.session.key, with_code, session::now_ms())
             .await

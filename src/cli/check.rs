@@ -45,13 +45,8 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCo
     for warning in &exposed {
         eprintln!("{file}: warning: {warning}");
     }
-    if let (crate::config::StoreBackend::Redis(_), Some(users_file)) =
-        (&config.store.backend, &config.users_file)
-    {
-        eprintln!(
-            "{file}: note: with [store] backend = \"redis\" users live in Redis; {} only seeds an empty Redis, and the [[test]]s below judge its users, which may differ from Redis's (`authgate user export` prints those)",
-            users_file.display()
-        );
+    if let Some(note) = config.seed_only_note() {
+        eprintln!("{file}: note: {note}");
     }
     let failures = crate::review::run_tests(&config, &config.users);
     for f in &failures {

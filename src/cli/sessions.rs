@@ -1,10 +1,8 @@
-//! `authgate sessions ...`: the sessions on record, or in Redis.
+//! `authgate sessions ...`: the sessions the store keeps, beside running
+//! gateways.
 
 use clap::Subcommand;
 
-use crate::Config;
-
-use super::users::connect_redis;
 use super::*;
 
 #[derive(Subcommand)]
@@ -30,39 +28,36 @@ pub enum SessionsCommand {
 }
 
 pub fn sessions(config_path: &std::path::Path, command: SessionsCommand) -> anyhow::Result<()> {
-    use crate::store::local::commands::Revoke;
+    use crate::store::{OnRecord, Revoke};
     let config = load_or_report(config_path)?;
     let canonical = |name: &str| crate::users::canonical(name);
-    if let crate::config::StoreBackend::Redis(settings) = &config.store.backend {
-        return sessions_in_redis(&config, settings, command);
-    }
-    match command {
-        SessionsCommand::List { user } => {
-            let key = user.as_deref().map(canonical);
-            print_sessions(&crate::store::list_on_record(
-                &config.store,
-                key.as_deref(),
-            )?);
-        }
-        SessionsCommand::Revoke { user, all, handle } => {
-            let what = match (user, all, handle) {
-                (Some(user), _, _) => Revoke::User(canonical(&user)),
-                (None, true, _) => Revoke::All,
-                (None, false, Some(handle)) => Revoke::Handle(handle),
-                (None, false, None) => unreachable!("clap requires one of them"),
-            };
-            let ended = crate::store::revoke_on_record(&config.store, &what)?;
-            if let Revoke::Handle(handle) = &what {
-                if ended == 0 {
-                    anyhow::bail!(
-                        "no session has the handle {handle:?} (see `authgate sessions list`)"
-                    );
-                }
+    runtime()?.block_on(async {
+        let on_record = OnRecord::open(&config).await?;
+        match command {
+            SessionsCommand::List { user } => {
+                let key = user.as_deref().map(canonical);
+                print_sessions(&on_record.list(key.as_deref()).await?);
             }
-            println!("ended {ended} session(s); a running gateway ends them within a second");
+            SessionsCommand::Revoke { user, all, handle } => {
+                let what = match (user, all, handle) {
+                    (Some(user), _, _) => Revoke::User(canonical(&user)),
+                    (None, true, _) => Revoke::All,
+                    (None, false, Some(handle)) => Revoke::Handle(handle),
+                    (None, false, None) => unreachable!("clap requires one of them"),
+                };
+                let ended = on_record.revoke(&what).await?;
+                if let Revoke::Handle(handle) = &what {
+                    if ended == 0 {
+                        anyhow::bail!(
+                            "no session has the handle {handle:?} (see `authgate sessions list`)"
+                        );
+                    }
+                }
+                println!("ended {ended} session(s); {}", on_record.in_force());
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 pub fn print_sessions(sessions: &[crate::session::SessionInfo]) {
@@ -77,46 +72,4 @@ pub fn print_sessions(sessions: &[crate::session::SessionInfo]) {
             s.user_agent.replace(['\t', '\n', '\r'], " "),
         );
     }
-}
-
-/// `authgate sessions ...` against Redis: every replica sees the change at
-/// its next lookup (within a second).
-pub fn sessions_in_redis(
-    config: &Config,
-    settings: &crate::store::redis::Settings,
-    command: SessionsCommand,
-) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let redis = connect_redis(config, settings).await?;
-        let unavailable = |_| anyhow::anyhow!("Redis stopped answering");
-        match command {
-            SessionsCommand::List { user } => {
-                let key = user.as_deref().map(crate::users::canonical);
-                print_sessions(&redis.list(key.as_deref()).await.map_err(unavailable)?);
-            }
-            SessionsCommand::Revoke { user, all, handle } => {
-                let ended = if let Some(user) = user {
-                    let key = crate::users::canonical(&user);
-                    redis.end_all_for_user(&key).await.map_err(unavailable)?
-                } else if all {
-                    let mut ended = 0;
-                    for s in redis.list(None).await.map_err(unavailable)? {
-                        ended +=
-                            usize::from(redis.end(&s.key).await.map_err(unavailable)?.is_some());
-                    }
-                    ended
-                } else {
-                    let handle = handle.expect("clap requires one of them");
-                    let Some(key) = redis.find_handle(&handle).await.map_err(unavailable)? else {
-                        anyhow::bail!(
-                            "no session has the handle {handle:?} (see `authgate sessions list`)"
-                        );
-                    };
-                    usize::from(redis.end(&key).await.map_err(unavailable)?.is_some())
-                };
-                println!("ended {ended} session(s); every gateway ends them within a second");
-            }
-        }
-        Ok(())
-    })
 }

@@ -255,6 +255,19 @@ pub struct Assertion {
 pub const DEFAULT_ASSERTION_KEY: &str = "authgate-assertion-key.pem";
 
 impl Config {
+    /// With users shared in Redis, what the users file is still for
+    /// (`check` prints it).
+    pub fn seed_only_note(&self) -> Option<String> {
+        let (StoreBackend::Redis(_), Some(users_file)) = (&self.store.backend, &self.users_file)
+        else {
+            return None;
+        };
+        Some(format!(
+            "with [store] backend = \"redis\" users live in Redis; {} only seeds an empty Redis, and the [[test]]s below judge its users, which may differ from Redis's (`authgate user export` prints those)",
+            users_file.display()
+        ))
+    }
+
     /// A warning when this process's cgroup memory limit cannot hold the
     /// gateway and the hashing threads this config asks for (`[login]
     /// hashing_threads`, each with its users' strongest hash's memory).
@@ -459,6 +472,12 @@ impl Config {
             Ok(()) => Ok(config.expect("a config with no problems is complete")),
         }
     }
+}
+
+/// Whether a `[store] backend` keeps users shared between replicas (in
+/// Redis), so that the users file only seeds it.
+pub fn shares_users(backend: Option<&str>) -> bool {
+    backend == Some("redis")
 }
 
 /// Where the config at `path` keeps its users file, read without

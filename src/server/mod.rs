@@ -185,7 +185,7 @@ impl Gateway {
         let tunnels = &self.state.tunnels;
         let _ = tokio::time::timeout_at(grace_ends, tunnels.all_closed()).await;
         tunnels.close_all();
-        self.state.auth.sessions.close().await;
+        self.state.auth.store.sessions.close().await;
     }
 }
 

@@ -114,7 +114,7 @@ pub fn handle(key: &Key) -> String {
 mod tests {
     use super::*;
 
-    /// Stores hold sessions under this key (SQLite file, Redis): it must
+    /// Stores hold sessions under this key (a SQLite file, a shared store): it must
     /// stay SHA-256 of the ID (the digest below is `sha256sum`'s), or an
     /// upgrade would sign everybody out.
     #[test]

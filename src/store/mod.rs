@@ -1,9 +1,15 @@
-//! Where sessions are kept: the one seam between the gateway and its
-//! session backends (`[store]` in `gateway.toml`). Nothing outside this
-//! folder knows SQLite exists.
+//! Where everything the gateway keeps lives: the one seam between the
+//! gateway and its backends (`[store]` in `gateway.toml`). Nothing outside
+//! this folder knows SQLite or Redis exists. [`Store`] holds one type per
+//! kind of thing kept, each with its backend inside:
+//! - [`Sessions`]: the sessions;
+//! - [`users::UserStore`]: the users in force (the users file, or Redis);
+//! - [`counters::Counters`]: the sign-in throttle's counters;
+//! - [`records::Records`]: sign-ins in progress (pending second factors,
+//!   secrets being enrolled, each account's last code step).
 //!
-//! Every backend serves from the in-memory map ([`memory`]); what differs is
-//! the record behind it:
+//! Every session backend serves from the in-memory map ([`memory`]); what
+//! differs is the record behind it:
 //! - `memory`: none. Sessions end with the process (tests, `demo`).
 //! - `local` (the default): a SQLite file ([`local`]); sessions survive
 //!   restarts and crashes, and every answer that ends or begins a session
@@ -13,10 +19,14 @@
 //! such session": a network backend may be out of reach, and a file may
 //! refuse writes. Callers answer 503 then and leave the cookie alone.
 
+pub mod counters;
 pub mod local;
 pub mod memory;
+pub mod records;
 pub mod redis;
 pub mod stats;
+pub mod throttle;
+pub mod users;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -48,6 +58,72 @@ pub enum StoreError {
     Redis(String),
 }
 
+/// Everything kept, each behind its own type.
+pub struct Store {
+    pub sessions: Arc<Sessions>,
+    pub users: users::UserStore,
+    pub counters: counters::Counters,
+    pub records: records::Records,
+}
+
+impl Store {
+    /// Opens what `config` names. The sessions a durable store holds are
+    /// loaded, except those expired meanwhile or whose user the users in
+    /// force no longer let in; with Redis, the users come from it (the
+    /// users file's seed an empty one). Returns the users in force.
+    pub async fn open(
+        config: &crate::Config,
+        from_file: Users,
+        stats: Arc<stats::Stats>,
+    ) -> Result<(Store, Users), StoreError> {
+        let shared = match &config.store.backend {
+            StoreBackend::Redis(settings) => Some(Arc::new(
+                redis::Redis::connect(
+                    settings,
+                    config.session.idle_timeout,
+                    config.session.absolute_timeout,
+                    stats.clone(),
+                )
+                .await?,
+            )),
+            _ => None,
+        };
+        let users = users::UserStore::new(
+            config
+                .users_file
+                .clone()
+                .map(crate::users::file::UsersFile::new),
+            shared.clone(),
+        );
+        let in_force = users.load(from_file).await?;
+        let sessions = Sessions::open(
+            &config.store,
+            &config.session,
+            &in_force,
+            stats,
+            shared.clone(),
+        )
+        .await?;
+        let limits = counters::Limits {
+            max_failures: config.login.max_failures,
+            window: config.login.failure_window,
+        };
+        let store = Store {
+            sessions,
+            users,
+            counters: counters::Counters::new(limits, shared.clone()),
+            records: records::Records::new(shared),
+        };
+        Ok((store, in_force))
+    }
+
+    /// Drops this process's sign-in counters and records past their time.
+    pub fn sweep(&self, now: u64) {
+        self.counters.sweep(now);
+        self.records.sweep(now);
+    }
+}
+
 enum Backend {
     Memory,
     Local(local::Local),
@@ -68,6 +144,7 @@ impl Sessions {
         session: &SessionConfig,
         users: &Users,
         stats: Arc<stats::Stats>,
+        shared: Option<Arc<redis::Redis>>,
     ) -> Result<Arc<Sessions>, StoreError> {
         stats.set_backend(match &store.backend {
             StoreBackend::Memory => "memory",
@@ -104,15 +181,9 @@ impl Sessions {
                 );
                 Backend::Local(local)
             }
-            StoreBackend::Redis(settings) => Backend::Redis(Arc::new(
-                redis::Redis::connect(
-                    settings,
-                    session.idle_timeout,
-                    session.absolute_timeout,
-                    stats,
-                )
-                .await?,
-            )),
+            StoreBackend::Redis(_) => {
+                Backend::Redis(shared.expect("the store opens Redis before the sessions"))
+            }
         };
         Ok(Arc::new(Sessions { map, backend }))
     }
@@ -133,14 +204,6 @@ impl Sessions {
         }
     }
 
-    /// The shared store, when sessions (and users) live in Redis.
-    pub fn shared(&self) -> Option<&Arc<redis::Redis>> {
-        match &self.backend {
-            Backend::Redis(redis) => Some(redis),
-            _ => None,
-        }
-    }
-
     /// Starts the background sweep of expired sessions (in the current
     /// tokio runtime). It ends by itself once the store is dropped.
     pub fn start_sweeper(self: &Arc<Self>) {
@@ -152,7 +215,7 @@ impl Sessions {
             loop {
                 tick.tick().await;
                 let Some(store) = store.upgrade() else { break };
-                if let Some(redis) = store.shared() {
+                if let Backend::Redis(redis) = &store.backend {
                     redis.sweep_cache();
                 }
                 let swept = store.map.sweep(crate::session::now_ms());
@@ -448,11 +511,82 @@ pub fn list_on_record(
     local::commands::list_file(state_file(store)?, user)
 }
 
-/// `authgate sessions revoke`: ends sessions on record; a running gateway
-/// ends them too within a second.
-pub fn revoke_on_record(
-    store: &StoreConfig,
-    what: &local::commands::Revoke,
-) -> Result<usize, StoreError> {
-    local::commands::revoke_in_file(state_file(store)?, what, crate::session::now_ms())
+pub use local::commands::Revoke;
+
+/// The sessions a config's store keeps, as the command line reaches them
+/// beside running gateways: the state file, or Redis.
+pub enum OnRecord {
+    File(PathBuf),
+    Redis(Box<redis::Redis>),
+}
+
+impl OnRecord {
+    pub async fn open(config: &crate::Config) -> Result<OnRecord, StoreError> {
+        match &config.store.backend {
+            StoreBackend::Redis(settings) => Ok(OnRecord::Redis(Box::new(
+                redis::Redis::connect(
+                    settings,
+                    config.session.idle_timeout,
+                    config.session.absolute_timeout,
+                    Default::default(),
+                )
+                .await?,
+            ))),
+            _ => Ok(OnRecord::File(state_file(&config.store)?.to_owned())),
+        }
+    }
+
+    /// Every session, optionally of one user (canonical name).
+    pub async fn list(&self, user: Option<&str>) -> Result<Vec<SessionInfo>, StoreError> {
+        match self {
+            OnRecord::File(path) => local::commands::list_file(path, user),
+            OnRecord::Redis(redis) => redis.list(user).await.map_err(stopped_answering),
+        }
+    }
+
+    /// Ends what `what` names; returns how many sessions ended.
+    pub async fn revoke(&self, what: &Revoke) -> Result<usize, StoreError> {
+        let redis = match self {
+            OnRecord::File(path) => {
+                return local::commands::revoke_in_file(path, what, crate::session::now_ms())
+            }
+            OnRecord::Redis(redis) => redis,
+        };
+        let ended = match what {
+            Revoke::User(user) => redis.end_all_for_user(user).await,
+            Revoke::All => {
+                let mut ended = 0;
+                for s in redis.list(None).await.map_err(stopped_answering)? {
+                    ended += usize::from(
+                        redis
+                            .end(&s.key)
+                            .await
+                            .map_err(stopped_answering)?
+                            .is_some(),
+                    );
+                }
+                Ok(ended)
+            }
+            Revoke::Handle(handle) => match redis.find_handle(handle).await {
+                Ok(Some(key)) => redis.end(&key).await.map(|e| usize::from(e.is_some())),
+                Ok(None) => Ok(0),
+                Err(e) => Err(e),
+            },
+        };
+        ended.map_err(stopped_answering)
+    }
+
+    /// When running gateways act on a revocation.
+    pub fn in_force(&self) -> &'static str {
+        match self {
+            OnRecord::File(_) => "a running gateway ends them within a second",
+            OnRecord::Redis(_) => "every gateway ends them within a second",
+        }
+    }
+}
+
+/// A shared store that stopped answering, as an error of the command line
+/// or of a start.
+fn stopped_answering(_: Unavailable) -> StoreError {
+    StoreError::Redis("it stopped answering".into())
 }

@@ -51,7 +51,7 @@ pub enum UserFileError {
     Invalid(String),
     #[error("no users file is configured ([users] file in the config)")]
     NotConfigured,
-    #[error("the user store (Redis) is unavailable; nothing was changed")]
+    #[error("the shared user store is unavailable; nothing was changed")]
     StoreUnavailable,
     #[error("that recovery code is not valid (or was used already)")]
     UnknownRecoveryCode,

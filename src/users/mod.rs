@@ -78,7 +78,7 @@ pub struct User {
     /// Changes whenever the password hash does: a session remembers the
     /// value it began with and ends when the two differ.
     pub password_fingerprint: u32,
-    /// Bumped by a store shared between replicas (Redis) at every lock,
+    /// Bumped by a store shared between replicas at every lock,
     /// password change and "end all sessions": a session remembers the
     /// value it began with and ends when the two differ. Always 0 with a
     /// users file, which ends sessions by itself.

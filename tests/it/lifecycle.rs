@@ -188,6 +188,7 @@ async fn past_max_per_user_a_sign_in_ends_the_least_recently_used_session() {
         .gateway()
         .state()
         .auth
+        .store
         .sessions
         .list(Some("bob"))
         .await

@@ -425,7 +425,7 @@ async fn expired_sessions_are_swept_from_memory() {
     for _ in 0..5 {
         gw.sign_in("bob", BOB_PASSWORD).await;
     }
-    let sessions = &gw.gateway().state().auth.sessions;
+    let sessions = &gw.gateway().state().auth.store.sessions;
     assert_eq!(sessions.len(), 5);
     // Idle for 1 s, then the sweeper (every 500 ms) removes them unasked.
     tokio::time::sleep(Duration::from_millis(1800)).await;
