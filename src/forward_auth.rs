@@ -31,7 +31,6 @@ use crate::config::ForwardAuthFamily;
 use crate::policy::host::Host;
 use crate::policy::{path, Decision, ReauthReason, Target};
 use crate::response::{encode_query_value, own_response, wants_html, Body};
-use crate::session;
 use crate::state::{Live, State};
 
 static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
@@ -249,12 +248,7 @@ pub async fn verify(
         // The gateway's own pages, when they are behind the same proxy.
         return own_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
     }
-    let presented = state
-        .auth
-        .authenticate(headers, session::now_ms(), true)
-        .await;
-    let now = session::now_ms();
-    let principal = presented.signed_in.as_ref().map(|s| s.principal(now));
+    let presented = crate::access::authenticate(state, headers).await;
     judged.user = presented.signed_in.as_ref().map(|s| s.user.name.clone());
     judged.host = Some(original.host.name().to_owned());
     judged.path = Some(normalized.clone());
@@ -281,7 +275,8 @@ pub async fn verify(
         }
         response
     };
-    let decision = live.config.policy.decide(&target, principal).decision;
+    let decision =
+        crate::access::authorize(&live.config.policy, presented.signed_in.as_ref(), &target);
     judged.decision = Some(decision.as_str());
     match decision {
         Decision::Allow => {}

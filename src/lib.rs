@@ -62,8 +62,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod admin;
 pub mod assertion;
-pub mod auth;
+
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -73,10 +75,12 @@ pub mod diag;
 pub mod files;
 pub mod forward_auth;
 pub mod forwarded;
+pub mod identity;
 pub mod init;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod pages;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;

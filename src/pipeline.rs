@@ -1,10 +1,12 @@
 //! One request's way through the gateway, top to bottom:
 //!
-//! 1. refuse what no rule should ever see (TRACE, ambiguous framing,
+//! 1. [`refuse`] what no rule should ever see (TRACE, ambiguous framing,
 //!    oversized heads and bodies, ambiguous paths);
-//! 2. answer `/.gateway/` itself;
-//! 3. ask the policy;
-//! 4. forward to the upstream, streaming;
+//! 2. answer `/.gateway/` itself ([`own_routes`], the one place its paths
+//!    are routed);
+//! 3. [`access::authenticate`], [`access::authorize`], and answer what is
+//!    not allowed ([`unless_allowed`]);
+//! 4. [`forward`] to the upstream, streaming;
 //! 5. finish the response (HSTS), count it and log one line.
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +19,7 @@ use http::uri::PathAndQuery;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::access;
 use crate::connection::framing::FramingVerdict;
 use crate::connection::idle::Activity;
 use crate::metrics::UpstreamFailure;
@@ -189,6 +192,10 @@ pub async fn handle(
     response
 }
 
+/// One request, as the named steps it goes through: [`refuse`] what no
+/// rule should see, answer the gateway's [`own_routes`], [`access::authenticate`]
+/// and [`access::authorize`] (answered by [`unless_allowed`]), check a
+/// WebSocket's origin ([`websocket_of`]), and [`forward`].
 async fn route(
     state: &State,
     live: &Live,
@@ -199,34 +206,12 @@ async fn route(
     log: &mut RequestLog,
 ) -> Result<Response<Body>, GatewayError> {
     let server = &live.config.server;
-    // Any spelling: an upstream may act on `trace` as on TRACE.
-    if request.method().as_str().eq_ignore_ascii_case("TRACE") {
-        log.path = request.uri().path().to_owned();
-        return Err(GatewayError::MethodNotAllowed);
-    }
-    if conn.framing.is_ambiguous(index) {
-        log.path = request.uri().path().to_owned();
-        return Err(GatewayError::AmbiguousFraming);
-    }
-    if head_size(&request) > server.max_header_size {
-        log.path = request.uri().path().to_owned();
-        return Err(GatewayError::HeadTooLarge);
-    }
-    if declared_length.is_some_and(|n| n > server.max_body_size) {
-        log.path = request.uri().path().to_owned();
-        return Err(GatewayError::BodyTooLarge);
-    }
-    let normalized = match path::normalize(request.uri().path()) {
-        Ok(p) => p,
-        Err(e) => {
-            log.path = request.uri().path().to_owned();
-            return Err(e.into());
-        }
-    };
-    log.path = normalized;
+    log.path = refuse(server, conn, index, declared_length, &request).map_err(|(raw, e)| {
+        log.path = raw;
+        e
+    })?;
     let normalized: &str = &log.path;
     let host = Host::of_request(request.version(), request.uri(), request.headers())?;
-    let host_value = host.as_ref().map(Host::value);
     let client = server
         .trusted_proxies
         .client(conn.peer.ip(), &conn.peer_value, request.headers());
@@ -234,59 +219,21 @@ async fn route(
 
     // One test on the proxied path; the gateway's own paths below it.
     if normalized == GATEWAY_PREFIX || normalized.starts_with("/.gateway/") {
-        if normalized == "/.gateway/verify" {
-            if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
-                return Err(GatewayError::MethodNotAllowed);
-            }
-            let mut judged = crate::forward_auth::Judged::default();
-            // Boxed, as the gateway's own pages below: the proxied path's
-            // future stays small (it is copied as it moves).
-            let response = Box::pin(crate::forward_auth::verify(
-                state,
-                live,
-                conn.peer.ip(),
-                request.headers(),
-                &mut judged,
-            ))
-            .await;
-            log.path = judged.access_path();
-            log.user = judged.user;
-            log.decision = judged.decision;
-            log.host = judged.host.and_then(|h| HeaderValue::from_str(&h).ok());
-            return Ok(response);
-        }
-        if normalized == "/.gateway/jwks.json" {
-            // The assertion keys are public: apps fetch them without a session.
-            let Some(signer) = &state.signer else {
-                return Err(GatewayError::NotFound);
-            };
-            if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
-                return Err(GatewayError::MethodNotAllowed);
-            }
-            return Ok(crate::response::own_response(
-                http::StatusCode::OK,
-                "application/jwk-set+json",
-                signer.jwks(),
-            ));
-        }
-        let mut user = None;
-        let result = Box::pin(state.auth.endpoint(
-            &live.config,
-            normalized,
+        let path = normalized.to_owned();
+        return own_routes(
+            state,
+            live,
+            conn,
+            &path,
             request,
             client.ip,
-            host_value,
-            &mut user,
-        ))
+            host.as_ref(),
+            log,
+        )
         .await;
-        log.user = user;
-        return result;
     }
 
-    let presented = state
-        .auth
-        .authenticate(request.headers(), session::now_ms(), true)
-        .await;
+    let presented = access::authenticate(state, request.headers()).await;
     let user = presented.signed_in.as_ref().map(|s| &s.user);
     log.clear_cookie = presented.stale_cookie && !presented.store_unavailable;
     log.user = user.map(|u| u.name.clone());
@@ -302,48 +249,190 @@ async fn route(
         host: host.as_ref().map(Host::name),
         path: normalized,
     };
-    let now = session::now_ms();
-    let principal = presented.signed_in.as_ref().map(|s| s.principal(now));
-    let decision = live.config.policy.decide(&target, principal).decision;
+    let decision = access::authorize(&live.config.policy, presented.signed_in.as_ref(), &target);
     log.decision = Some(decision.as_str());
-    log.host = host_value.cloned();
+    log.host = host.as_ref().map(Host::value).cloned();
+    unless_allowed(decision, &presented, &request, normalized)?;
+    let websocket = websocket_of(upgrade, &request, host.as_ref(), server)?;
+    let judged_method = judged_method.clone();
+    forward(
+        state,
+        live,
+        conn,
+        request,
+        Judged {
+            path: normalized,
+            host: host.as_ref(),
+            method: judged_method,
+            client,
+            signed_in: presented.signed_in.as_ref(),
+            websocket,
+        },
+    )
+    .await
+}
+
+/// Refuses what no rule should ever see: TRACE, a request the framing
+/// guard found ambiguous, oversized heads and bodies, paths that do not
+/// normalize. `Ok` is the normalized path; `Err` carries the raw one for
+/// the log line.
+fn refuse(
+    server: &crate::config::Server,
+    conn: &Connection,
+    index: u64,
+    declared_length: Option<u64>,
+    request: &crate::body::GatewayRequest,
+) -> Result<String, (String, GatewayError)> {
+    let raw = || request.uri().path().to_owned();
+    // Any spelling: an upstream may act on `trace` as on TRACE.
+    if request.method().as_str().eq_ignore_ascii_case("TRACE") {
+        return Err((raw(), GatewayError::MethodNotAllowed));
+    }
+    if conn.framing.is_ambiguous(index) {
+        return Err((raw(), GatewayError::AmbiguousFraming));
+    }
+    if head_size(request) > server.max_header_size {
+        return Err((raw(), GatewayError::HeadTooLarge));
+    }
+    if declared_length.is_some_and(|n| n > server.max_body_size) {
+        return Err((raw(), GatewayError::BodyTooLarge));
+    }
+    path::normalize(request.uri().path()).map_err(|e| (raw(), e.into()))
+}
+
+/// The gateway's own paths under `/.gateway/`, all routed here:
+/// forward-auth, the assertion keys, account and admin pages, and the
+/// ways of signing in ([`crate::identity`]'s own table).
+#[allow(clippy::too_many_arguments)]
+async fn own_routes(
+    state: &State,
+    live: &Live,
+    conn: &Connection,
+    path: &str,
+    request: crate::body::GatewayRequest,
+    client_ip: IpAddr,
+    host: Option<&Host>,
+    log: &mut RequestLog,
+) -> Result<Response<Body>, GatewayError> {
+    let is_get = request.method() == http::Method::GET || request.method() == http::Method::HEAD;
+    let host_value = host.map(Host::value);
+    let mut user = None;
+    let result = match path {
+        "/.gateway/verify" => {
+            if !is_get {
+                return Err(GatewayError::MethodNotAllowed);
+            }
+            let mut judged = crate::forward_auth::Judged::default();
+            // Boxed, as the pages below: the proxied path's future stays
+            // small (it is copied as it moves).
+            let response = Box::pin(crate::forward_auth::verify(
+                state,
+                live,
+                conn.peer.ip(),
+                request.headers(),
+                &mut judged,
+            ))
+            .await;
+            log.path = judged.access_path();
+            log.user = judged.user;
+            log.decision = judged.decision;
+            log.host = judged.host.and_then(|h| HeaderValue::from_str(&h).ok());
+            return Ok(response);
+        }
+        "/.gateway/jwks.json" => {
+            // The assertion keys are public: apps fetch them without a session.
+            let Some(signer) = &state.signer else {
+                return Err(GatewayError::NotFound);
+            };
+            if !is_get {
+                return Err(GatewayError::MethodNotAllowed);
+            }
+            return Ok(crate::response::own_response(
+                http::StatusCode::OK,
+                "application/jwk-set+json",
+                signer.jwks(),
+            ));
+        }
+        p if p == "/.gateway/account"
+            || p == "/.gateway/admin"
+            || p.starts_with("/.gateway/admin/") =>
+        {
+            Box::pin(crate::admin::endpoint(
+                &state.auth,
+                &live.config,
+                p,
+                request,
+                host_value,
+                &mut user,
+            ))
+            .await
+        }
+        _ => {
+            Box::pin(state.auth.endpoint(
+                &live.config,
+                path,
+                request,
+                client_ip,
+                host_value,
+                &mut user,
+            ))
+            .await
+        }
+    };
+    log.user = user;
+    result
+}
+
+/// What the policy's decision means for a request that is not allowed:
+/// sign in (a browser is sent to the page), sign in again or add a second
+/// factor, or forbidden.
+fn unless_allowed(
+    decision: Decision,
+    presented: &crate::identity::Presented,
+    request: &crate::body::GatewayRequest,
+    normalized: &str,
+) -> Result<(), GatewayError> {
+    let navigating = || {
+        let method = request.method().as_str();
+        (method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD"))
+            && wants_html(request.headers())
+    };
     match decision {
-        Decision::Allow => {}
-        Decision::Login if presented.store_unavailable => {
-            return Err(GatewayError::StoreUnavailable);
-        }
-        Decision::Login => {
-            let method = request.method().as_str();
-            let navigating = (method.eq_ignore_ascii_case("GET")
-                || method.eq_ignore_ascii_case("HEAD"))
-                && wants_html(request.headers());
-            return Err(GatewayError::Unauthenticated {
-                next: with_query(normalized, request.uri().query()),
-                navigating,
-            });
-        }
-        Decision::Deny(reason) => return Err(GatewayError::Forbidden(reason)),
+        Decision::Allow => Ok(()),
+        Decision::Login if presented.store_unavailable => Err(GatewayError::StoreUnavailable),
+        Decision::Login => Err(GatewayError::Unauthenticated {
+            next: with_query(normalized, request.uri().query()),
+            navigating: navigating(),
+        }),
+        Decision::Deny(reason) => Err(GatewayError::Forbidden(reason)),
         Decision::Reauth(reason) => {
-            let method = request.method().as_str();
-            let navigating = (method.eq_ignore_ascii_case("GET")
-                || method.eq_ignore_ascii_case("HEAD"))
-                && wants_html(request.headers());
             let second_factor = reason == crate::policy::ReauthReason::SecondFactor;
-            return Err(GatewayError::Reauth {
+            let user = presented.signed_in.as_ref().map(|s| &s.user);
+            Err(GatewayError::Reauth {
                 next: with_query(normalized, request.uri().query()),
-                navigating,
+                navigating: navigating(),
                 second_factor,
                 enroll: second_factor && user.is_some_and(|u| u.totp.is_none()),
-            });
+            })
         }
     }
+}
 
-    let websocket = match upgrade {
-        Upgrade::None => false,
-        Upgrade::Other => return Err(GatewayError::UpgradeRefused),
+/// Whether the request opens a WebSocket, refusing other upgrades and a
+/// WebSocket from a page of another site (not the request's host, nor in
+/// `websocket_origins`).
+fn websocket_of(
+    upgrade: Upgrade,
+    request: &crate::body::GatewayRequest,
+    host: Option<&Host>,
+    server: &crate::config::Server,
+) -> Result<bool, GatewayError> {
+    match upgrade {
+        Upgrade::None => Ok(false),
+        Upgrade::Other => Err(GatewayError::UpgradeRefused),
         Upgrade::WebSocket => {
             let origin = request.headers().get(header::ORIGIN);
-            let own = host_value.and_then(|h| h.to_str().ok());
+            let own = host.and_then(|h| h.value().to_str().ok());
             let same_site = match (origin.map(|o| o.to_str()), own) {
                 (None, _) => true,
                 (Some(Ok(origin)), own) => {
@@ -361,22 +450,44 @@ async fn route(
             if !same_site {
                 return Err(GatewayError::CrossSiteWebSocket);
             }
-            true
+            Ok(true)
         }
-    };
-    // Which app: by host and path prefix (always the one with one [upstream]).
-    let Some(index) = live
-        .config
-        .upstream_for(host.as_ref().map(Host::name), normalized)
-    else {
+    }
+}
+
+/// What was judged of an allowed request, for forwarding it.
+struct Judged<'a> {
+    path: &'a str,
+    host: Option<&'a Host>,
+    /// The method the policy judged (GET for an HTTP/2 WebSocket).
+    method: http::Method,
+    client: crate::forwarded::Client,
+    signed_in: Option<&'a crate::identity::SignedIn>,
+    websocket: bool,
+}
+
+/// Sends an allowed request to its upstream (by host and path prefix),
+/// with the identity headers and assertion, and streams the answer back.
+async fn forward(
+    state: &State,
+    live: &Live,
+    conn: &Connection,
+    request: crate::body::GatewayRequest,
+    judged: Judged<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let Judged {
+        path: normalized,
+        host,
+        method,
+        client,
+        signed_in,
+        websocket,
+    } = judged;
+    let Some(index) = live.config.upstream_for(host.map(Host::name), normalized) else {
         return Err(GatewayError::NoUpstream);
     };
     let upstream = &live.upstreams[index];
-    let assertion = match (
-        &live.config.identity.assertion,
-        &state.signer,
-        &presented.signed_in,
-    ) {
+    let assertion = match (&live.config.identity.assertion, &state.signer, signed_in) {
         (Some(settings), Some(signer), Some(signed_in)) => Some(signed_in.assertion(
             signer,
             settings,
@@ -384,11 +495,11 @@ async fn route(
         )),
         _ => None,
     };
-    let owner = match (&presented.signed_in, websocket) {
+    let owner = match (signed_in, websocket) {
         (Some(signed_in), true) => Some(crate::proxy::tunnels::Owner {
             session: signed_in.session.key,
-            method: judged_method.clone(),
-            host: host.as_ref().map(|h| h.name().to_owned()),
+            method,
+            host: host.map(|h| h.name().to_owned()),
             path: normalized.to_owned(),
         }),
         _ => None,
@@ -400,9 +511,9 @@ async fn route(
     let forward = Forward {
         path_and_query,
         client,
-        host: host_value,
+        host: host.map(Host::value),
         known_hosts: &live.known_hosts,
-        user: user.map(|u| &**u),
+        user: signed_in.map(|s| &*s.user),
         own_cookies: state.auth.own_cookies(),
         assertion,
         websocket,
@@ -452,8 +563,7 @@ pub fn watch_tunnels(state: &Arc<State>) {
                             host: owner.host.as_deref(),
                             path: &owner.path,
                         };
-                        let principal = signed_in.principal(session::now_ms());
-                        match live.config.policy.decide(&target, Some(principal)).decision {
+                        match access::authorize(&live.config.policy, Some(&signed_in), &target) {
                             Decision::Allow if touch => Verdict::Touched,
                             Decision::Allow => Verdict::Keep,
                             _ => Verdict::Close,

@@ -11,8 +11,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::auth::Auth;
 use crate::config::{Config, LogFormat, StoreBackend};
+use crate::identity::Auth;
 use crate::metrics::{Metrics, Readiness};
 use crate::proxy::Upstream;
 

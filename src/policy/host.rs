@@ -270,13 +270,13 @@ mod tests {
                     headers.insert(header::HOST, value.clone());
                     headers.insert(http::header::HeaderName::from_static("x-forwarded-for"), value.clone());
                     headers.insert(http::header::HeaderName::from_static("forwarded"), value);
-                    let _ = crate::auth::cookie_values(&headers, "__Host-authgate").count();
+                    let _ = crate::identity::cookie_values(&headers, "__Host-authgate").count();
                     let _ = Host::of_request(Version::HTTP_2, &Uri::from_static("/"), &headers);
                     let everyone = crate::forwarded::TrustedProxies::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]);
                     let _ = everyone.client("10.0.0.1".parse().unwrap(), &HeaderValue::from_static("10.0.0.1"), &headers);
                 }
                 let text = String::from_utf8_lossy(&bytes);
-                let _ = crate::auth::safe_next(Some(&text));
+                let _ = crate::identity::safe_next(Some(&text));
                 let _ = crate::policy::path::normalize(&text);
                 let _: Vec<_> = form_urlencoded::parse(&bytes).collect();
             }

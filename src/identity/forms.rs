@@ -9,12 +9,12 @@ use super::{Auth, MAX_FORM_BYTES};
 use crate::response::GatewayError;
 
 /// The first value of each field of a small urlencoded form.
-pub(super) struct Form {
-    pub(super) fields: Vec<(String, String)>,
+pub struct Form {
+    pub fields: Vec<(String, String)>,
 }
 
 impl Form {
-    pub(super) fn get(&self, name: &str) -> &str {
+    pub fn get(&self, name: &str) -> &str {
         self.fields
             .iter()
             .find(|(k, _)| k == name)
@@ -25,7 +25,7 @@ impl Form {
 /// A form posted to one of the gateway's pages within a session (or a
 /// pending sign-in): refused unless it comes from this site and carries
 /// `token`. The one place that check is written.
-pub(super) async fn checked_form(
+pub async fn checked_form(
     request: crate::body::GatewayRequest,
     host: Option<&http::HeaderValue>,
     token: &str,
@@ -40,7 +40,7 @@ pub(super) async fn checked_form(
     Ok(form)
 }
 
-pub(super) async fn read_form(request: crate::body::GatewayRequest) -> Result<Form, GatewayError> {
+pub async fn read_form(request: crate::body::GatewayRequest) -> Result<Form, GatewayError> {
     let is_form = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -72,11 +72,11 @@ pub(super) async fn read_form(request: crate::body::GatewayRequest) -> Result<Fo
 
 /// What the pages that would change the users file say when it is
 /// read-only here.
-pub(super) const MANAGED_ELSEWHERE: &str = "Accounts are managed elsewhere: this gateway cannot change its users file. Ask your administrator. Nothing was changed.";
+pub const MANAGED_ELSEWHERE: &str = "Accounts are managed elsewhere: this gateway cannot change its users file. Ask your administrator. Nothing was changed.";
 
 impl Auth {
     /// The `next` a page's query names, made safe.
-    pub(super) fn query_next(&self, query: Option<&str>) -> String {
+    pub fn query_next(&self, query: Option<&str>) -> String {
         let next = query
             .into_iter()
             .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
@@ -86,7 +86,7 @@ impl Auth {
     }
 }
 
-pub(super) fn user_agent_of(headers: &http::HeaderMap) -> String {
+pub fn user_agent_of(headers: &http::HeaderMap) -> String {
     headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())

@@ -22,8 +22,9 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::forms::{checked_form, Form};
-use super::{cookie_values, pages, Auth};
+use super::{cookie_values, Auth};
 use crate::metrics::Login;
+use crate::pages;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session::{self, Key};
 use crate::store::counters::{Attempt, Refused};

@@ -33,7 +33,7 @@ fn is_local(path: &str) -> bool {
 }
 
 /// Decodes every `%XX` once; a `%` without two hex digits stays as it is.
-pub(super) fn percent_decode(raw: &str) -> String {
+pub fn percent_decode(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

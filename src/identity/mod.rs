@@ -1,22 +1,27 @@
 //! Who is asking: the session cookie on every request, and the gateway's
 //! own sign-in endpoints under `/.gateway/` (SPEC §3).
 
-mod account;
-mod admin;
+mod audit;
 pub mod csrf;
-mod endpoints;
-mod forms;
-mod next;
-mod pages;
-mod second_factor;
+pub mod forms;
+mod lifecycle;
+pub mod next;
+mod password;
+mod totp;
 
+pub use audit::{
+    Audit, AuditEntry, SignInNoise, SignInSummary, AUDIT_KEPT, SIGN_IN_SUMMARIES_KEPT,
+};
+
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
-use http::HeaderMap;
+use http::{HeaderMap, Method, Response};
 
 use crate::config::Config;
+use crate::response::{Body, GatewayError};
 use crate::session::{self, LiveSession, Lookup};
 use crate::store::counters::{Attempt, Limits, Refused};
 use crate::store::stats::Ended;
@@ -64,127 +69,6 @@ impl SignedIn {
             session: &self.session.key,
             lifetime: settings.lifetime,
         })
-    }
-}
-
-/// How many administrative events the admin page shows.
-pub const AUDIT_KEPT: usize = 50;
-/// How many per-client sign-in summaries it shows.
-pub const SIGN_IN_SUMMARIES_KEPT: usize = 50;
-/// The window one summary covers.
-const SIGN_IN_SUMMARY_MS: u64 = 60_000;
-
-/// One security event as the admin page shows it: who did what to whom, when.
-#[derive(Debug, Clone)]
-pub struct AuditEntry {
-    pub at_ms: u64,
-    pub event: &'static str,
-    pub actor: String,
-    pub user: String,
-    pub detail: String,
-}
-
-/// Failed and throttled sign-ins from one client within a minute, as one
-/// line: "N failed/throttled sign-ins from X in the last minute".
-#[derive(Debug, Clone)]
-pub struct SignInSummary {
-    pub client: String,
-    /// When the first and the last of them came.
-    pub first_ms: u64,
-    pub last_ms: u64,
-    pub failed: u64,
-    pub throttled: u64,
-    /// The last username tried (truncated).
-    pub last_user: String,
-}
-
-impl SignInSummary {
-    pub fn text(&self) -> String {
-        format!(
-            "{} failed and {} throttled sign-ins from {} within a minute (last as {:?})",
-            self.failed, self.throttled, self.client, self.last_user
-        )
-    }
-}
-
-/// The admin page's memory of this process's security events. The
-/// administrative ones (users, roles, locks, sessions, config) are kept
-/// apart from sign-in noise, which anyone can make: sixty anonymous
-/// sign-in posts must not push a lock out of the list. Failed and
-/// throttled sign-ins are summed per client and minute instead.
-#[derive(Default)]
-pub struct Audit {
-    admin: std::sync::Mutex<std::collections::VecDeque<AuditEntry>>,
-    sign_ins: std::sync::Mutex<std::collections::VecDeque<SignInSummary>>,
-}
-
-/// What a sign-in refusal was.
-#[derive(Debug, Clone, Copy)]
-pub enum SignInNoise {
-    Failed,
-    Throttled,
-}
-
-impl Audit {
-    /// An administrative event.
-    pub fn remember(&self, event: &'static str, actor: &str, user: &str, detail: String) {
-        let mut entries = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() == AUDIT_KEPT {
-            entries.pop_front();
-        }
-        entries.push_back(AuditEntry {
-            at_ms: session::now_ms(),
-            event,
-            actor: actor.to_owned(),
-            user: user.to_owned(),
-            detail,
-        });
-    }
-
-    /// A failed or throttled sign-in from `client`, added to its summary
-    /// of the minute.
-    pub fn sign_in_refused(&self, client: &str, user: &str, noise: SignInNoise) {
-        let now = session::now_ms();
-        let mut summaries = self.sign_ins.lock().unwrap_or_else(|e| e.into_inner());
-        let current = summaries
-            .iter_mut()
-            .rev()
-            .find(|s| s.client == client && now.saturating_sub(s.first_ms) < SIGN_IN_SUMMARY_MS);
-        let summary = match current {
-            Some(summary) => summary,
-            None => {
-                if summaries.len() == SIGN_IN_SUMMARIES_KEPT {
-                    summaries.pop_front();
-                }
-                summaries.push_back(SignInSummary {
-                    client: client.to_owned(),
-                    first_ms: now,
-                    last_ms: now,
-                    failed: 0,
-                    throttled: 0,
-                    last_user: String::new(),
-                });
-                summaries.back_mut().expect("just pushed")
-            }
-        };
-        summary.last_ms = now;
-        user.clone_into(&mut summary.last_user);
-        match noise {
-            SignInNoise::Failed => summary.failed += 1,
-            SignInNoise::Throttled => summary.throttled += 1,
-        }
-    }
-
-    /// Administrative events, newest first.
-    pub fn recent(&self) -> Vec<AuditEntry> {
-        let entries = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        entries.iter().rev().cloned().collect()
-    }
-
-    /// Sign-in summaries, newest first.
-    pub fn sign_in_summaries(&self) -> Vec<SignInSummary> {
-        let summaries = self.sign_ins.lock().unwrap_or_else(|e| e.into_inner());
-        summaries.iter().rev().cloned().collect()
     }
 }
 
@@ -279,6 +163,69 @@ impl Auth {
         });
     }
 
+    /// Answers the sign-in paths under `/.gateway/`: each way of proving
+    /// who one is (a file of this folder) and the session it leads to.
+    pub async fn endpoint(
+        &self,
+        config: &Config,
+        path: &str,
+        request: crate::body::GatewayRequest,
+        peer: IpAddr,
+        host: Option<&HeaderValue>,
+        logged_user: &mut Option<Arc<str>>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let method = request.method().clone();
+        let is_get = method == Method::GET || method == Method::HEAD;
+        match path {
+            "/.gateway/login" if is_get => {
+                Ok(self.login_page(config, request.headers(), request.uri().query()))
+            }
+            "/.gateway/login" if method == Method::POST => {
+                self.login_submit(config, request, peer, host, logged_user)
+                    .await
+            }
+            "/.gateway/logout" if is_get => {
+                Ok(self.logout_page(request.headers(), logged_user).await)
+            }
+            "/.gateway/logout" if method == Method::POST => {
+                self.logout_submit(request, host, logged_user).await
+            }
+            "/.gateway/whoami" if is_get => Ok(self.whoami(request.headers(), logged_user).await),
+            "/.gateway/password" if is_get || method == Method::POST => {
+                self.password(config, request, peer, host, logged_user)
+                    .await
+            }
+            "/.gateway/login/code" if is_get || method == Method::POST => {
+                self.login_code(config, request, peer, host, logged_user)
+                    .await
+            }
+            "/.gateway/totp" if is_get || method == Method::POST => {
+                self.totp_page(config, request, peer, host, logged_user)
+                    .await
+            }
+            "/.gateway/reauth" if is_get || method == Method::POST => {
+                self.reauth(config, request, peer, host, logged_user).await
+            }
+            "/.gateway/login"
+            | "/.gateway/logout"
+            | "/.gateway/whoami"
+            | "/.gateway/password"
+            | "/.gateway/login/code"
+            | "/.gateway/totp"
+            | "/.gateway/reauth" => Err(GatewayError::MethodNotAllowed),
+            _ => Err(GatewayError::NotFound),
+        }
+    }
+
+    /// Hashes a new password on the hashing threads (`Err` when they are
+    /// too busy).
+    pub async fn hash_password(
+        &self,
+        password: &str,
+    ) -> Result<String, crate::users::password::Busy> {
+        self.verifier.hash(password).await
+    }
+
     /// argon2 (m KiB, t passes, p lanes) that an unknown user's sign-in
     /// costs: the strongest in the users file in force.
     pub fn unknown_user_cost(&self) -> (u32, u32, u32) {
@@ -291,6 +238,11 @@ impl Auth {
     /// filed under `key`.
     pub fn csrf_token(&self, key: &crate::session::Key) -> String {
         self.csrf.session_token(key)
+    }
+
+    /// The admin page's memory of security events.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     pub fn recent_events(&self) -> Vec<AuditEntry> {

@@ -1,6 +1,7 @@
-//! The gateway's own sign-in endpoints under `/.gateway/` (SPEC §3):
-//! login, logout, whoami, password change; admin requests go on to
-//! [`super::admin`].
+//! Signing in with a password: the sign-in page and form
+//! (`/.gateway/login`), and a signed-in user's password change
+//! (`/.gateway/password`). A right password begins a session, or the
+//! second step when the user has (or must have) a second factor.
 
 use crate::config::Config;
 use std::net::IpAddr;
@@ -10,150 +11,19 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::forms::{checked_form, read_form, user_agent_of, MANAGED_ELSEWHERE};
-use super::{admin, cookie_values, csrf, pages, rfc3339, Auth, GENERIC_FAILURE};
+use super::{cookie_values, csrf, Auth, GENERIC_FAILURE};
 use crate::metrics::Login;
+use crate::pages;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session;
 use crate::store::counters::Refused;
-use crate::store::stats::Ended;
 use crate::store::throttle::Throttled;
 use crate::users::canonical;
 use crate::users::file::{check_new_password, Change};
 use crate::users::password::Busy;
 
 impl Auth {
-    pub(super) fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {
-        response.headers_mut().insert(
-            header::SET_COOKIE,
-            HeaderValue::from_str(&format!(
-                "{}={id}; Path=/; Secure; HttpOnly; SameSite=Lax{}",
-                self.cookie_name,
-                self.cookie_domain
-                    .as_ref()
-                    .map_or(String::new(), |d| format!("; Domain={d}"))
-            ))
-            .expect("name, ID and domain are cookie-safe"),
-        );
-    }
-
-    /// A whole sign-in succeeded: the new session's ID (the cookie value),
-    /// once the store has it for good; counted and logged.
-    pub(super) async fn begin_session(
-        &self,
-        user: &crate::users::User,
-        peer: IpAddr,
-        user_agent: &str,
-        mfa: bool,
-    ) -> Result<String, GatewayError> {
-        let id = self
-            .store
-            .sessions
-            .create(
-                &user.key,
-                user.password_fingerprint,
-                peer,
-                user_agent,
-                mfa,
-                session::now_ms(),
-            )
-            .await
-            .map_err(|_| GatewayError::StoreUnavailable)?;
-        self.metrics.record_login(Login::Ok);
-        crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, second_factor = mfa, "login ok");
-        let most = self.max_sessions_per_user;
-        match self.store.sessions.keep_at_most(&user.key, most).await {
-            Ok(0) => {}
-            Ok(ended) => {
-                crate::security_event!(warn, event = "session_limit", user = %user.name, ip = %peer, sessions_ended = ended, max_per_user = most, "a sign-in over max_per_user ended the user's least recently used session");
-            }
-            // The new session stands; the next sign-in trims again.
-            Err(_) => {
-                tracing::warn!(user = %user.name, "the user's sessions could not be counted for max_per_user")
-            }
-        }
-        Ok(id)
-    }
-
-    /// Answers a request under `/.gateway/`.
-    pub async fn endpoint(
-        &self,
-        config: &Config,
-        path: &str,
-        request: crate::body::GatewayRequest,
-        peer: IpAddr,
-        host: Option<&HeaderValue>,
-        logged_user: &mut Option<Arc<str>>,
-    ) -> Result<Response<Body>, GatewayError> {
-        let method = request.method().clone();
-        let is_get = method == Method::GET || method == Method::HEAD;
-        match path {
-            "/.gateway/login" if is_get => {
-                Ok(self.login_page(config, request.headers(), request.uri().query()))
-            }
-            "/.gateway/login" if method == Method::POST => {
-                self.login_submit(config, request, peer, host, logged_user)
-                    .await
-            }
-            "/.gateway/logout" if is_get => {
-                let presented = self
-                    .authenticate(request.headers(), session::now_ms(), false)
-                    .await;
-                Ok(match &presented.signed_in {
-                    Some(s) => {
-                        *logged_user = Some(s.user.name.clone());
-                        pages::logout(Some((&s.user.name, &self.csrf_token(&s.session.key))))
-                    }
-                    None => pages::logout(None),
-                })
-            }
-            "/.gateway/logout" if method == Method::POST => {
-                self.logout_submit(request, host, logged_user).await
-            }
-            "/.gateway/whoami" if is_get => Ok(self.whoami(request.headers(), logged_user).await),
-            "/.gateway/password" if is_get || method == Method::POST => {
-                self.password(config, request, peer, host, logged_user)
-                    .await
-            }
-            "/.gateway/login/code" if is_get || method == Method::POST => {
-                self.login_code(config, request, peer, host, logged_user)
-                    .await
-            }
-            "/.gateway/totp" if is_get || method == Method::POST => {
-                self.totp_page(config, request, peer, host, logged_user)
-                    .await
-            }
-            "/.gateway/reauth" if is_get || method == Method::POST => {
-                self.reauth(config, request, peer, host, logged_user).await
-            }
-            "/.gateway/account" if is_get || method == Method::POST => {
-                self.account(request, host, logged_user).await
-            }
-            "/.gateway/login"
-            | "/.gateway/logout"
-            | "/.gateway/whoami"
-            | "/.gateway/password"
-            | "/.gateway/login/code"
-            | "/.gateway/totp"
-            | "/.gateway/reauth"
-            | "/.gateway/account" => Err(GatewayError::MethodNotAllowed),
-            "/.gateway/admin" | "/.gateway/admin/" => {
-                admin::page(self, config, request, host, logged_user).await
-            }
-            p if p.starts_with("/.gateway/admin/api/") || p == "/.gateway/admin/api" => {
-                admin::api(
-                    self,
-                    config,
-                    &p["/.gateway/admin/api".len()..],
-                    request,
-                    logged_user,
-                )
-                .await
-            }
-            _ => Err(GatewayError::NotFound),
-        }
-    }
-
-    fn login_page(
+    pub(super) fn login_page(
         &self,
         config: &Config,
         headers: &HeaderMap,
@@ -186,7 +56,7 @@ impl Auth {
         );
     }
 
-    async fn login_submit(
+    pub(super) async fn login_submit(
         &self,
         config: &Config,
         request: crate::body::GatewayRequest,
@@ -295,58 +165,10 @@ impl Auth {
         Ok(response)
     }
 
-    async fn logout_submit(
-        &self,
-        request: crate::body::GatewayRequest,
-        host: Option<&HeaderValue>,
-        logged_user: &mut Option<Arc<str>>,
-    ) -> Result<Response<Body>, GatewayError> {
-        if !csrf::same_origin(request.headers(), host) {
-            return Err(GatewayError::CsrfRejected);
-        }
-        let presented = self
-            .authenticate(request.headers(), session::now_ms(), false)
-            .await;
-        let form = read_form(request).await?;
-        if let Some(signed_in) = &presented.signed_in {
-            if !csrf::matches(&self.csrf_token(&signed_in.session.key), form.get("csrf")) {
-                return Err(GatewayError::CsrfRejected);
-            }
-            *logged_user = Some(signed_in.user.name.clone());
-            let ended = self
-                .store
-                .sessions
-                .end(&signed_in.session.key)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable)?;
-            self.store
-                .sessions
-                .stats()
-                .ended(Ended::Logout, usize::from(ended));
-            crate::security_event!(info, event = "logout", user = %signed_in.user.name, "logout");
-        }
-        let mut response = own_response(
-            StatusCode::SEE_OTHER,
-            "text/plain; charset=utf-8",
-            "signed out\n",
-        );
-        let headers = response.headers_mut();
-        headers.insert(
-            header::LOCATION,
-            HeaderValue::from_static("/.gateway/login"),
-        );
-        headers.insert(header::SET_COOKIE, self.clear_cookie());
-        headers.insert(
-            header::HeaderName::from_static("clear-site-data"),
-            HeaderValue::from_static("\"cookies\""),
-        );
-        Ok(response)
-    }
-
     /// `GET` shows the form; `POST` (fields `current`, `new`, `csrf`)
     /// changes the password: the hash in the users file is replaced, every
     /// session of the user ends, and this one continues under a new ID.
-    async fn password(
+    pub(super) async fn password(
         &self,
         config: &Config,
         request: crate::body::GatewayRequest,
@@ -464,37 +286,9 @@ impl Auth {
         self.set_session_cookie(&mut response, &id);
         Ok(response)
     }
-
-    async fn whoami(
-        &self,
-        headers: &HeaderMap,
-        logged_user: &mut Option<Arc<str>>,
-    ) -> Response<Body> {
-        let presented = self.authenticate(headers, session::now_ms(), false).await;
-        let Some(signed_in) = presented.signed_in else {
-            return own_response(
-                StatusCode::UNAUTHORIZED,
-                "application/json; charset=utf-8",
-                r#"{"error":"unauthenticated"}"#,
-            );
-        };
-        *logged_user = Some(signed_in.user.name.clone());
-        let (absolute, idle) = self.store.sessions.deadlines(&signed_in.session);
-        let body = serde_json::json!({
-            "user": &*signed_in.user.name,
-            "roles": signed_in.user.roles,
-            "expires_at": rfc3339(absolute),
-            "idle_expires_at": rfc3339(idle),
-            "csrf": self.csrf_token(&signed_in.session.key),
-        });
-        own_response(
-            StatusCode::OK,
-            "application/json; charset=utf-8",
-            body.to_string(),
-        )
-    }
 }
 
+/// Usernames in logs are cut short: a flood of huge names must not flood the log.
 /// Usernames in logs are cut short: a flood of huge names must not flood the log.
 fn truncate(name: &str) -> &str {
     let mut end = name.len().min(64);

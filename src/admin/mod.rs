@@ -16,13 +16,46 @@ use http::{header, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
-use super::forms::checked_form;
-use super::next::percent_decode;
-use super::{csrf, pages, rfc3339, Auth, SignedIn};
+use crate::identity::forms::checked_form;
+use crate::identity::next::percent_decode;
+use crate::identity::{csrf, rfc3339, Auth, SignedIn};
+use crate::pages;
 use crate::policy::DenyReason;
 use crate::response::{escape_html, own_response, Body, GatewayError};
 use crate::session;
 use crate::users::file::{check_new_password, check_role, Change, UserFileError};
+
+pub mod account;
+
+/// Answers `/.gateway/account` and `/.gateway/admin...`: `rest` is the
+/// path after `/.gateway`.
+pub async fn endpoint(
+    auth: &Auth,
+    config: &Config,
+    path: &str,
+    request: crate::body::GatewayRequest,
+    host: Option<&HeaderValue>,
+    logged_user: &mut Option<Arc<str>>,
+) -> Result<Response<Body>, GatewayError> {
+    let method = request.method();
+    match path {
+        "/.gateway/account" => {
+            if method != Method::GET && method != Method::HEAD && method != Method::POST {
+                return Err(GatewayError::MethodNotAllowed);
+            }
+            account::account(auth, request, host, logged_user).await
+        }
+        "/.gateway/admin" | "/.gateway/admin/" => {
+            page(auth, config, request, host, logged_user).await
+        }
+        _ => match path.strip_prefix("/.gateway/admin/api") {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                api(auth, config, rest, request, logged_user).await
+            }
+            _ => Err(GatewayError::NotFound),
+        },
+    }
+}
 
 const JSON: &str = "application/json; charset=utf-8";
 const MAX_JSON_BYTES: usize = 16 * 1024;
@@ -41,10 +74,8 @@ fn no_content() -> Response<Body> {
     response
 }
 
-impl Auth {
-    fn is_admin(&self, config: &Config, signed_in: &SignedIn) -> bool {
-        signed_in.user.roles.contains(&config.admin.role)
-    }
+fn is_admin(config: &Config, signed_in: &SignedIn) -> bool {
+    signed_in.user.roles.contains(&config.admin.role)
 }
 
 /// A password for a user and its hash: the one given, or one made here
@@ -61,8 +92,7 @@ async fn password_and_hash(
         return Ok(Err(e));
     }
     let hash = auth
-        .verifier
-        .hash(&password)
+        .hash_password(&password)
         .await
         .map_err(|_| GatewayError::LoginBusy)?;
     Ok(Ok((password, made, hash)))
@@ -117,7 +147,7 @@ fn user_error(e: UserFileError) -> Response<Body> {
 }
 
 /// `/.gateway/admin/api{rest}`.
-pub(super) async fn api(
+pub async fn api(
     auth: &Auth,
     config: &Config,
     rest: &str,
@@ -134,7 +164,7 @@ pub(super) async fn api(
         return Ok(error(StatusCode::UNAUTHORIZED, "unauthenticated"));
     };
     *logged_user = Some(admin.user.name.clone());
-    if !auth.is_admin(config, &admin) {
+    if !is_admin(config, &admin) {
         return Ok(error(StatusCode::FORBIDDEN, "forbidden"));
     }
     let method = request.method().clone();
@@ -204,7 +234,7 @@ pub(super) async fn api(
         {
             Some(user) => {
                 crate::security_event!(warn, event = "session_revoked", actor = %actor, user = %user, session = %id, "session ended by an admin");
-                auth.audit
+                auth.audit()
                     .remember("session_revoked", &actor, &user, format!("session {id}"));
                 no_content()
             }
@@ -433,7 +463,7 @@ pub(super) async fn api(
 
 /// `/.gateway/admin/`: `GET` shows users and sessions, `POST` (a button)
 /// ends a session, ends all of a user's sessions, locks or unlocks.
-pub(super) async fn page(
+pub async fn page(
     auth: &Auth,
     config: &Config,
     request: crate::body::GatewayRequest,
@@ -444,7 +474,7 @@ pub(super) async fn page(
         .require_session(request.headers(), request.method(), "/.gateway/admin/")
         .await?;
     *logged_user = Some(admin.user.name.clone());
-    if !auth.is_admin(config, &admin) {
+    if !is_admin(config, &admin) {
         return Err(GatewayError::Forbidden(DenyReason::MissingRole));
     }
     let token = auth.csrf_token(&admin.session.key);
@@ -465,7 +495,7 @@ pub(super) async fn page(
                         .map_err(|_| GatewayError::StoreUnavailable)?;
                     if let Some(user) = ended {
                         crate::security_event!(warn, event = "session_revoked", actor = %actor, user = %user, session = %target, "session ended by an admin");
-                        auth.audit.remember(
+                        auth.audit().remember(
                             "session_revoked",
                             &actor,
                             &user,

@@ -9,82 +9,79 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use super::forms::checked_form;
-use super::{pages, rfc3339, Auth};
+use crate::identity::forms::checked_form;
+use crate::identity::{rfc3339, Auth, SignedIn};
+use crate::pages;
 use crate::response::{escape_html, own_response, Body, GatewayError};
 use crate::session;
 use crate::store::stats::Ended;
 
-impl Auth {
-    pub(super) async fn account(
-        &self,
-        request: crate::body::GatewayRequest,
-        host: Option<&HeaderValue>,
-        logged_user: &mut Option<Arc<str>>,
-    ) -> Result<Response<Body>, GatewayError> {
-        let signed_in = self
-            .require_session(request.headers(), request.method(), "/.gateway/account")
-            .await?;
-        *logged_user = Some(signed_in.user.name.clone());
-        let token = self.csrf_token(&signed_in.session.key);
-        let own = self
+pub async fn account(
+    auth: &Auth,
+    request: crate::body::GatewayRequest,
+    host: Option<&HeaderValue>,
+    logged_user: &mut Option<Arc<str>>,
+) -> Result<Response<Body>, GatewayError> {
+    let signed_in = auth
+        .require_session(request.headers(), request.method(), "/.gateway/account")
+        .await?;
+    *logged_user = Some(signed_in.user.name.clone());
+    let token = auth.csrf_token(&signed_in.session.key);
+    let own = auth
+        .store
+        .sessions
+        .list(Some(&signed_in.user.key))
+        .await
+        .map_err(|_| GatewayError::StoreUnavailable)?;
+    if request.method() != Method::POST {
+        return Ok(render(&signed_in, &own, &token));
+    }
+    let form = checked_form(request, host, &token).await?;
+    let current = signed_in.session.key;
+    let ending: Vec<session::Key> = match form.get("action") {
+        // Only among the user's own sessions: a handle of someone
+        // else's session names nothing here.
+        "end" => own
+            .iter()
+            .filter(|s| session::handle(&s.key) == form.get("target"))
+            .map(|s| s.key)
+            .collect(),
+        "end_others" => own
+            .iter()
+            .filter(|s| s.key != current)
+            .map(|s| s.key)
+            .collect(),
+        _ => return Err(GatewayError::BadForm),
+    };
+    let mut ended = 0;
+    for key in &ending {
+        if auth
             .store
             .sessions
-            .list(Some(&signed_in.user.key))
+            .end(key)
             .await
-            .map_err(|_| GatewayError::StoreUnavailable)?;
-        if request.method() != Method::POST {
-            return Ok(render(&signed_in, &own, &token));
+            .map_err(|_| GatewayError::StoreUnavailable)?
+        {
+            ended += 1;
         }
-        let form = checked_form(request, host, &token).await?;
-        let current = signed_in.session.key;
-        let ending: Vec<session::Key> = match form.get("action") {
-            // Only among the user's own sessions: a handle of someone
-            // else's session names nothing here.
-            "end" => own
-                .iter()
-                .filter(|s| session::handle(&s.key) == form.get("target"))
-                .map(|s| s.key)
-                .collect(),
-            "end_others" => own
-                .iter()
-                .filter(|s| s.key != current)
-                .map(|s| s.key)
-                .collect(),
-            _ => return Err(GatewayError::BadForm),
-        };
-        let mut ended = 0;
-        for key in &ending {
-            if self
-                .store
-                .sessions
-                .end(key)
-                .await
-                .map_err(|_| GatewayError::StoreUnavailable)?
-            {
-                ended += 1;
-            }
-        }
-        self.store.sessions.stats().ended(Ended::Logout, ended);
-        crate::security_event!(info, event = "sessions_ended_by_user", user = %signed_in.user.name, sessions_ended = ended, "a user ended sessions of their own");
-        let mut response =
-            own_response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "done\n");
-        let location = if ending.contains(&current) {
-            // This one too: signed out here.
-            response
-                .headers_mut()
-                .insert(header::SET_COOKIE, self.clear_cookie());
-            "/.gateway/login"
-        } else {
-            "/.gateway/account"
-        };
+    }
+    auth.store.sessions.stats().ended(Ended::Logout, ended);
+    crate::security_event!(info, event = "sessions_ended_by_user", user = %signed_in.user.name, sessions_ended = ended, "a user ended sessions of their own");
+    let mut response = own_response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "done\n");
+    let location = if ending.contains(&current) {
+        // This one too: signed out here.
         response
             .headers_mut()
-            .insert(header::LOCATION, HeaderValue::from_static(location));
-        Ok(response)
-    }
+            .insert(header::SET_COOKIE, auth.clear_cookie());
+        "/.gateway/login"
+    } else {
+        "/.gateway/account"
+    };
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(location));
+    Ok(response)
 }
-
 fn end_button(token: &str, action: &str, target: &str, label: &str) -> String {
     format!(
         "<form method=\"post\" action=\"/.gateway/account\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
@@ -95,11 +92,7 @@ fn end_button(token: &str, action: &str, target: &str, label: &str) -> String {
     )
 }
 
-fn render(
-    signed_in: &super::SignedIn,
-    own: &[session::SessionInfo],
-    token: &str,
-) -> Response<Body> {
+fn render(signed_in: &SignedIn, own: &[session::SessionInfo], token: &str) -> Response<Body> {
     let mut sessions: Vec<&session::SessionInfo> = own.iter().collect();
     sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen_ms));
     let mut html = format!(

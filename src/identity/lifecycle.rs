@@ -1,0 +1,166 @@
+//! Keeping a session: it begins once a person has proved who they are
+//! (whichever way: [`super::password`], then [`super::totp`] when a code
+//! is asked), it shows itself at `/.gateway/whoami`, and it ends at
+//! `/.gateway/logout`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+
+use super::forms::read_form;
+use super::{csrf, rfc3339, Auth};
+use crate::metrics::Login;
+use crate::pages;
+use crate::response::{own_response, Body, GatewayError};
+use crate::session;
+use crate::store::stats::Ended;
+
+impl Auth {
+    pub(super) fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {
+        response.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&format!(
+                "{}={id}; Path=/; Secure; HttpOnly; SameSite=Lax{}",
+                self.cookie_name,
+                self.cookie_domain
+                    .as_ref()
+                    .map_or(String::new(), |d| format!("; Domain={d}"))
+            ))
+            .expect("name, ID and domain are cookie-safe"),
+        );
+    }
+
+    /// A whole sign-in succeeded: the new session's ID (the cookie value),
+    /// once the store has it for good; counted and logged.
+    pub(super) async fn begin_session(
+        &self,
+        user: &crate::users::User,
+        peer: IpAddr,
+        user_agent: &str,
+        mfa: bool,
+    ) -> Result<String, GatewayError> {
+        let id = self
+            .store
+            .sessions
+            .create(
+                &user.key,
+                user.password_fingerprint,
+                peer,
+                user_agent,
+                mfa,
+                session::now_ms(),
+            )
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        self.metrics.record_login(Login::Ok);
+        crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, second_factor = mfa, "login ok");
+        let most = self.max_sessions_per_user;
+        match self.store.sessions.keep_at_most(&user.key, most).await {
+            Ok(0) => {}
+            Ok(ended) => {
+                crate::security_event!(warn, event = "session_limit", user = %user.name, ip = %peer, sessions_ended = ended, max_per_user = most, "a sign-in over max_per_user ended the user's least recently used session");
+            }
+            // The new session stands; the next sign-in trims again.
+            Err(_) => {
+                tracing::warn!(user = %user.name, "the user's sessions could not be counted for max_per_user")
+            }
+        }
+        Ok(id)
+    }
+
+    /// `GET /.gateway/logout`: the sign-out button (a form, so that a
+    /// link cannot sign anyone out).
+    pub(super) async fn logout_page(
+        &self,
+        headers: &HeaderMap,
+        logged_user: &mut Option<Arc<str>>,
+    ) -> Response<Body> {
+        let presented = self.authenticate(headers, session::now_ms(), false).await;
+        match &presented.signed_in {
+            Some(s) => {
+                *logged_user = Some(s.user.name.clone());
+                pages::logout(Some((&s.user.name, &self.csrf_token(&s.session.key))))
+            }
+            None => pages::logout(None),
+        }
+    }
+
+    pub(super) async fn logout_submit(
+        &self,
+        request: crate::body::GatewayRequest,
+        host: Option<&HeaderValue>,
+        logged_user: &mut Option<Arc<str>>,
+    ) -> Result<Response<Body>, GatewayError> {
+        if !csrf::same_origin(request.headers(), host) {
+            return Err(GatewayError::CsrfRejected);
+        }
+        let presented = self
+            .authenticate(request.headers(), session::now_ms(), false)
+            .await;
+        let form = read_form(request).await?;
+        if let Some(signed_in) = &presented.signed_in {
+            if !csrf::matches(&self.csrf_token(&signed_in.session.key), form.get("csrf")) {
+                return Err(GatewayError::CsrfRejected);
+            }
+            *logged_user = Some(signed_in.user.name.clone());
+            let ended = self
+                .store
+                .sessions
+                .end(&signed_in.session.key)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
+            self.store
+                .sessions
+                .stats()
+                .ended(Ended::Logout, usize::from(ended));
+            crate::security_event!(info, event = "logout", user = %signed_in.user.name, "logout");
+        }
+        let mut response = own_response(
+            StatusCode::SEE_OTHER,
+            "text/plain; charset=utf-8",
+            "signed out\n",
+        );
+        let headers = response.headers_mut();
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_static("/.gateway/login"),
+        );
+        headers.insert(header::SET_COOKIE, self.clear_cookie());
+        headers.insert(
+            header::HeaderName::from_static("clear-site-data"),
+            HeaderValue::from_static("\"cookies\""),
+        );
+        Ok(response)
+    }
+
+    pub(super) async fn whoami(
+        &self,
+        headers: &HeaderMap,
+        logged_user: &mut Option<Arc<str>>,
+    ) -> Response<Body> {
+        let presented = self.authenticate(headers, session::now_ms(), false).await;
+        let Some(signed_in) = presented.signed_in else {
+            return own_response(
+                StatusCode::UNAUTHORIZED,
+                "application/json; charset=utf-8",
+                r#"{"error":"unauthenticated"}"#,
+            );
+        };
+        *logged_user = Some(signed_in.user.name.clone());
+        let (absolute, idle) = self.store.sessions.deadlines(&signed_in.session);
+        let body = serde_json::json!({
+            "user": &*signed_in.user.name,
+            "roles": signed_in.user.roles,
+            "expires_at": rfc3339(absolute),
+            "idle_expires_at": rfc3339(idle),
+            "csrf": self.csrf_token(&signed_in.session.key),
+        });
+        own_response(
+            StatusCode::OK,
+            "application/json; charset=utf-8",
+            body.to_string(),
+        )
+    }
+}
