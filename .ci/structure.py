@@ -2,7 +2,7 @@
 """The code's structure map: rooms (top-level modules of src/), the import
 arrows between them, file-level import circles, and the largest files.
 
-    python3 .ci/structure.py [src]
+    python3 .ci/structure.py [src] [-v: room arrows] [-e: arrows in circles]
 
 An arrow A -> B is any `crate::B` path (in a `use` or inline) in a file of
 room A. Circles are strongly connected groups of files (a file is a module:
@@ -11,7 +11,8 @@ room A. Circles are strongly connected groups of files (a file is a module:
 import os, re, sys
 from collections import defaultdict
 
-SRC = sys.argv[1] if len(sys.argv) > 1 else "src"
+ARGS = [a for a in sys.argv[1:] if not a.startswith("-")]
+SRC = ARGS[0] if ARGS else "src"
 files = {}
 for root, _, names in os.walk(SRC):
     for n in names:

@@ -4,7 +4,6 @@
 //! the code a real deployment does.
 
 use std::convert::Infallible;
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::response::{escape_html, full, Body};
+use crate::response::{full, Body};
 
 /// Serves the demo app on `listener` until the task is dropped.
 pub async fn serve_app(listener: TcpListener) {
@@ -43,37 +42,44 @@ fn app_page(request: &Request<Incoming>) -> Response<Body> {
         .get("x-auth-roles")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("none");
-    let mut rows = String::new();
-    for (name, value) in request.headers() {
-        let _ = write!(
-            rows,
-            "<tr><th>{}</th><td>{}</td></tr>",
-            escape_html(name.as_str()),
-            escape_html(&String::from_utf8_lossy(value.as_bytes()))
-        );
+    let admin = roles.split(',').any(|r| r == "admin");
+    let body = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Demo app" }
+                style {
+                    "body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2330}table{border-collapse:collapse}"
+                    "th,td{text-align:left;padding:.3rem .8rem;border-bottom:1px solid #ddd;font-family:monospace}"
+                }
+            }
+            body {
+                h1 { "Demo app behind authgate" }
+                p { "Signed-in user: " strong { (user) } " (roles: " (roles) ")" }
+                p { code { (request.method()) " " (request.uri()) } }
+                p {
+                    a href="/public/" { "/public/" } " (anyone) · "
+                    a href="/" { "/" } " (signed-in users) · "
+                    a href="/admin/" { "/admin/" } " (role admin) · "
+                    a href="/.gateway/whoami" { "whoami" } " · "
+                    a href="/.gateway/account" { "your account" } " · "
+                    a href="/.gateway/logout" { "sign out" }
+                    @if admin {
+                        " · " a href="/.gateway/admin/" { strong { "admin page" } } " (users and sessions)"
+                    }
+                }
+                h2 { "Headers the app received" }
+                table {
+                    @for (name, value) in request.headers() {
+                        tr { th { (name) } td { (String::from_utf8_lossy(value.as_bytes())) } }
+                    }
+                }
+            }
+        }
     }
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Demo app</title>\
-<style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#1d2330}}table{{border-collapse:collapse}}\
-th,td{{text-align:left;padding:.3rem .8rem;border-bottom:1px solid #ddd;font-family:monospace}}</style></head>\
-<body><h1>Demo app behind authgate</h1><p>Signed-in user: <strong>{user}</strong> \
-(roles: {roles})</p>\
-<p><code>{method} {uri}</code></p>\
-<p><a href=\"/public/\">/public/</a> (anyone) &middot; <a href=\"/\">/</a> (signed-in users) &middot; \
-<a href=\"/admin/\">/admin/</a> (role admin) &middot; <a href=\"/.gateway/whoami\">whoami</a> &middot; \
-<a href=\"/.gateway/password\">change password</a> &middot; <a href=\"/.gateway/logout\">sign out</a>{admin}</p>\
-<h2>Headers the app received</h2><table>{rows}</table></body></html>",
-        user = escape_html(user),
-        roles = escape_html(roles),
-        admin = if roles.split(',').any(|r| r == "admin") {
-            " &middot; <a href=\"/.gateway/admin/\"><strong>admin page</strong></a> (users and sessions)"
-        } else {
-            ""
-        },
-        method = escape_html(request.method().as_str()),
-        uri = escape_html(&request.uri().to_string()),
-    );
+    .into_string();
     let mut response = Response::new(full(body));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

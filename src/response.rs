@@ -307,50 +307,20 @@ pub fn own_response(
     response
 }
 
-/// A small self-contained HTML page.
-pub fn page(status: StatusCode, title: &str, message: &str) -> Response<Body> {
-    let body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title}</title><style>{STYLE}</style></head>\
-<body><main><h1>{title}</h1><p>{message}</p><p class=\"code\">{code}</p></main></body></html>\n",
-        title = escape_html(title),
-        message = escape_html(message),
-        code = status.as_u16(),
-    );
-    own_response(status, "text/html; charset=utf-8", body)
+impl From<crate::pages::Page> for Response<Body> {
+    fn from(page: crate::pages::Page) -> Response<Body> {
+        own_response(page.status, "text/html; charset=utf-8", page.html)
+    }
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;color:#1d2330;margin:0}\
-main{max-width:32rem;margin:10vh auto;padding:2rem;background:#fff;border-radius:8px;box-shadow:0 1px 4px #0002}\
-h1{font-size:1.4rem;margin-top:0}.code{color:#6b7280;font-size:.9rem}";
-
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// A small error page.
+pub fn page(status: StatusCode, title: &str, message: &str) -> Response<Body> {
+    crate::pages::error::page(status, title, message).into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_html_specials() {
-        assert_eq!(
-            escape_html("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
 
     #[test]
     fn encodes_next_for_a_query() {

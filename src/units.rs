@@ -71,6 +71,12 @@ fn split_number(text: &str) -> Option<(u64, &str)> {
     Some((number, &text[digits..]))
 }
 
+/// A moment (ms since the epoch) as RFC 3339 in UTC, to the second.
+pub fn rfc3339(ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@
 
 use crate::config::Config;
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,11 +17,12 @@ use serde_json::json;
 
 use crate::identity::forms::checked_form;
 use crate::identity::next::percent_decode;
-use crate::identity::{csrf, rfc3339, Auth, SignedIn};
+use crate::identity::{csrf, Auth};
 use crate::pages;
 use crate::policy::DenyReason;
-use crate::response::{escape_html, own_response, Body, GatewayError};
+use crate::response::{own_response, Body, GatewayError};
 use crate::session;
+use crate::units::rfc3339;
 use crate::users::file::{check_new_password, check_role, Change, UserFileError};
 
 pub mod account;
@@ -43,7 +43,7 @@ pub async fn endpoint(
             if method != Method::GET && method != Method::HEAD && method != Method::POST {
                 return Err(GatewayError::MethodNotAllowed);
             }
-            account::account(auth, request, host, logged_user).await
+            account::account(auth, config, request, host, logged_user).await
         }
         "/.gateway/admin" | "/.gateway/admin/" => {
             page(auth, config, request, host, logged_user).await
@@ -72,10 +72,6 @@ fn no_content() -> Response<Body> {
     let mut response = own_response(StatusCode::NO_CONTENT, JSON, "");
     response.headers_mut().remove(header::CONTENT_TYPE);
     response
-}
-
-fn is_admin(config: &Config, signed_in: &SignedIn) -> bool {
-    signed_in.user.roles.contains(&config.admin.role)
 }
 
 /// A password for a user and its hash: the one given, or one made here
@@ -164,7 +160,7 @@ pub async fn api(
         return Ok(error(StatusCode::UNAUTHORIZED, "unauthenticated"));
     };
     *logged_user = Some(admin.user.name.clone());
-    if !is_admin(config, &admin) {
+    if !admin.is_admin(config) {
         return Ok(error(StatusCode::FORBIDDEN, "forbidden"));
     }
     let method = request.method().clone();
@@ -474,12 +470,13 @@ pub async fn page(
         .require_session(request.headers(), request.method(), "/.gateway/admin/")
         .await?;
     *logged_user = Some(admin.user.name.clone());
-    if !is_admin(config, &admin) {
+    if !admin.is_admin(config) {
         return Err(GatewayError::Forbidden(DenyReason::MissingRole));
     }
     let token = auth.csrf_token(&admin.session.key);
+    let viewer = admin.viewer(config);
     match *request.method() {
-        Method::GET | Method::HEAD => render(auth, &token).await,
+        Method::GET | Method::HEAD => render(auth, viewer, &token).await,
         Method::POST => {
             let form = checked_form(request, host, &token).await?;
             let actor = format!("admin {}", admin.user.name);
@@ -546,19 +543,21 @@ pub async fn page(
                     // A new password, shown to the admin this once.
                     let (password, _, hash) = match password_and_hash(auth, None).await? {
                         Ok(made) => made,
-                        Err(e) => return Ok(refused(&e)),
+                        Err(e) => return Ok(refused(viewer, &e)),
                     };
                     let change = Change::SetPassword {
                         name: key.to_string(),
                         password_hash: hash,
                     };
                     return Ok(match auth.change_users(change, &actor).await {
-                        Ok(()) => shown_once(
+                        Ok(()) => pages::error::shown_once(
+                            viewer,
                             target,
                             &password,
                             "password reset; the user's sessions have ended",
-                        ),
-                        Err(e) => refused(&e),
+                        )
+                        .into(),
+                        Err(e) => refused(viewer, &e),
                     });
                 }
                 ("add", _) => {
@@ -572,7 +571,7 @@ pub async fn page(
                     let typed = Some(form.get("password").to_owned());
                     let (password, made, hash) = match password_and_hash(auth, typed).await? {
                         Ok(made) => made,
-                        Err(e) => return Ok(refused(&e)),
+                        Err(e) => return Ok(refused(viewer, &e)),
                     };
                     let change = Change::Add {
                         name: name.clone(),
@@ -580,16 +579,18 @@ pub async fn page(
                         roles,
                     };
                     return Ok(match auth.change_users(change, &actor).await {
-                        Ok(()) if made => shown_once(&name, &password, "added"),
+                        Ok(()) if made => {
+                            pages::error::shown_once(viewer, &name, &password, "added").into()
+                        }
                         Ok(()) => back_to_page(),
-                        Err(e) => refused(&e),
+                        Err(e) => refused(viewer, &e),
                     });
                 }
                 (_, _) => Err(UserFileError::UnknownUser(target.to_owned())),
             };
             if let Err(e) = outcome {
                 tracing::warn!(error = %e, "admin action refused");
-                return Ok(refused(&e));
+                return Ok(refused(viewer, &e));
             }
             Ok(back_to_page())
         }
@@ -607,11 +608,7 @@ fn back_to_page() -> Response<Body> {
 }
 
 /// A change the users file refused, said on a page with the way back.
-fn refused(e: &UserFileError) -> Response<Body> {
-    let content = format!(
-        "<h1>Not changed</h1><p class=\"error\" role=\"alert\">{}</p><p><a href=\"/.gateway/admin/\">Back</a></p>",
-        escape_html(&e.to_string())
-    );
+fn refused(viewer: pages::Viewer<'_>, e: &UserFileError) -> Response<Body> {
     let status = match e {
         UserFileError::UnknownUser(_) => StatusCode::NOT_FOUND,
         UserFileError::Duplicate(_) | UserFileError::ReadOnly { .. } => StatusCode::CONFLICT,
@@ -621,41 +618,14 @@ fn refused(e: &UserFileError) -> Response<Body> {
         }
         _ => StatusCode::BAD_REQUEST,
     };
-    own_response(
-        status,
-        "text/html; charset=utf-8",
-        pages::document("Not changed", &content),
-    )
+    pages::error::not_changed(status, viewer, &e.to_string(), "/.gateway/admin/").into()
 }
 
-/// A generated password, shown to the admin this once.
-fn shown_once(user: &str, password: &str, what: &str) -> Response<Body> {
-    let content = format!(
-        "<h1>{what}</h1><p class=\"ok\" role=\"alert\">{}: {what}.</p>\
-<p>The new password, shown this once (give it to them; they can change it at /.gateway/password):</p>\
-<p><code>{}</code></p><p><a href=\"/.gateway/admin/\">Back</a></p>",
-        escape_html(user),
-        escape_html(password),
-        what = escape_html(what),
-    );
-    own_response(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        pages::document("Done", &content),
-    )
-}
-
-fn button(token: &str, action: &str, target: &str, label: &str) -> String {
-    format!(
-        "<form method=\"post\" action=\"/.gateway/admin/\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<input type=\"hidden\" name=\"action\" value=\"{action}\"><input type=\"hidden\" name=\"target\" value=\"{}\">\
-<button type=\"submit\" class=\"small\">{label}</button></form>",
-        escape_html(token),
-        escape_html(target),
-    )
-}
-
-async fn render(auth: &Auth, token: &str) -> Result<Response<Body>, GatewayError> {
+async fn render(
+    auth: &Auth,
+    viewer: pages::Viewer<'_>,
+    token: &str,
+) -> Result<Response<Body>, GatewayError> {
     let sessions = auth
         .store
         .sessions
@@ -663,120 +633,34 @@ async fn render(auth: &Auth, token: &str) -> Result<Response<Body>, GatewayError
         .await
         .map_err(|_| GatewayError::StoreUnavailable)?;
     let users = auth.users();
-    let mut list: Vec<_> = users.iter().collect();
-    list.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut html = String::from("<h1>Users and sessions</h1>");
-    if let Some(why) = auth.users_managed_elsewhere() {
-        let _ = write!(
-            html,
-            "<p class=\"error\" role=\"status\">Users are managed elsewhere: {}. Sessions can still be ended here.</p>",
-            escape_html(&why)
-        );
-    }
-    html.push_str("<table><tr><th>User</th><th>Roles</th><th>State</th><th>Second factor</th><th>Sessions</th><th></th></tr>");
-    for user in list {
-        let count = sessions.iter().filter(|s| s.user == user.key).count();
-        let (state, toggle) = if user.locked {
-            ("locked", button(token, "unlock", &user.name, "Unlock"))
-        } else {
-            ("active", button(token, "lock", &user.name, "Lock"))
-        };
-        let second = match &user.totp {
-            Some(_) => format!(
-                "TOTP, {} recovery code(s) left {}",
-                user.recovery_codes.len(),
-                button(token, "totp_reset", &user.name, "Reset")
-            ),
-            None => "none".to_owned(),
-        };
-        let roles_form = format!(
-            "<form method=\"post\" action=\"/.gateway/admin/\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<input type=\"hidden\" name=\"action\" value=\"roles\"><input type=\"hidden\" name=\"target\" value=\"{}\">\
-<input type=\"text\" name=\"roles\" value=\"{}\" aria-label=\"roles of {}\" size=\"14\">\
-<button type=\"submit\" class=\"small\">Set roles</button></form>",
-            escape_html(token),
-            escape_html(&user.name),
-            escape_html(&user.roles.join(", ")),
-            escape_html(&user.name),
-        );
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{roles_form}</td><td>{state}</td><td>{second}</td><td>{count}</td><td class=\"actions\">{toggle}{}{}{}</td></tr>",
-            escape_html(&user.name),
-            button(token, "revoke", &user.name, "End all sessions"),
-            button(token, "reset_password", &user.name, "Reset password"),
-            button(token, "delete", &user.name, "Delete"),
-        );
-    }
-    let _ = write!(
-        html,
-        "</table><h2>Add a user</h2><form method=\"post\" action=\"/.gateway/admin/\">\
-<input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"action\" value=\"add\">\
-<label for=\"new-name\">Name</label><input type=\"text\" id=\"new-name\" name=\"name\" required>\
-<label for=\"new-roles\">Roles (comma-separated)</label><input type=\"text\" id=\"new-roles\" name=\"roles\" value=\"user\">\
-<label for=\"new-password\">Password (empty: one is made and shown once)</label>\
-<input type=\"password\" id=\"new-password\" name=\"password\" autocomplete=\"new-password\">\
-<button type=\"submit\" class=\"small\">Add</button></form>",
-        escape_html(token)
-    );
-    html.push_str("<h2>Live sessions</h2><table><tr><th>User</th><th>IP</th><th>Browser</th><th>Last seen</th><th></th></tr>");
-    let mut sessions = sessions;
-    sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen_ms));
-    for s in &sessions {
-        let id = session::handle(&s.key);
-        let name = users
-            .get_by_key(&s.user)
-            .map_or_else(|| s.user.to_string(), |u| u.name.to_string());
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td class=\"ua\">{}</td><td>{}</td><td>{}</td></tr>",
-            escape_html(&name),
-            escape_html(&s.ip.to_string()),
-            escape_html(&s.user_agent),
-            escape_html(&rfc3339(s.last_seen_ms)),
-            button(token, "end_session", &id, "End"),
-        );
-    }
-    if sessions.is_empty() {
-        html.push_str("<tr><td colspan=\"5\">none</td></tr>");
-    }
-    html.push_str("</table><h2>Recent security events</h2><table><tr><th>When</th><th>Event</th><th>By</th><th>User</th><th></th></tr>");
     let events = auth.recent_events();
-    for e in &events {
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape_html(&rfc3339(e.at_ms)),
-            escape_html(e.event),
-            escape_html(&e.actor),
-            escape_html(&e.user),
-            escape_html(&e.detail),
-        );
-    }
-    if events.is_empty() {
-        html.push_str("<tr><td colspan=\"5\">none yet</td></tr>");
-    }
-    html.push_str("</table><h2>Failed sign-ins</h2><table><tr><th>Last</th><th>Summary</th></tr>");
-    let summaries = auth.sign_in_summaries();
-    for s in &summaries {
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td></tr>",
-            escape_html(&rfc3339(s.last_ms)),
-            escape_html(&s.text()),
-        );
-    }
-    if summaries.is_empty() {
-        html.push_str("<tr><td colspan=\"2\">none</td></tr>");
-    }
-    html.push_str("</table><p class=\"note\"><a href=\"/.gateway/logout\">Sign out</a></p>");
-    let style = "<style>main{max-width:60rem!important}table{border-collapse:collapse;width:100%;font-size:.9rem}\
-th,td{text-align:left;padding:.4rem;border-bottom:1px solid #e2e5ea;vertical-align:top}\
-td.ua{max-width:18rem;overflow-wrap:anywhere}td.actions form{display:inline}\
-button.small{width:auto;margin:0 .3rem 0 0;padding:.3rem .6rem;font-size:.85rem}</style>";
-    Ok(own_response(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        pages::document("Admin", &format!("{style}{html}")),
-    ))
+    let page = pages::admin::page(
+        viewer,
+        pages::admin::Admin {
+            users: &users,
+            sessions,
+            events: events
+                .iter()
+                .map(|e| pages::admin::Event {
+                    at_ms: e.at_ms,
+                    event: e.event,
+                    actor: &e.actor,
+                    user: &e.user,
+                    detail: &e.detail,
+                })
+                .collect(),
+            sign_ins: auth
+                .sign_in_summaries()
+                .iter()
+                .map(|s| pages::admin::SignIns {
+                    last_ms: s.last_ms,
+                    text: s.text(),
+                })
+                .collect(),
+            managed_elsewhere: auth.users_managed_elsewhere(),
+        },
+        token,
+        session::now_ms(),
+    );
+    Ok(page.into())
 }

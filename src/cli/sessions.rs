@@ -66,8 +66,8 @@ pub fn print_sessions(sessions: &[crate::session::SessionInfo]) {
             "{}\t{}\t{}\t{}\t{}\t{}",
             crate::session::handle(&s.key),
             s.user,
-            crate::identity::rfc3339(s.created_ms),
-            crate::identity::rfc3339(s.last_seen_ms),
+            crate::units::rfc3339(s.created_ms),
+            crate::units::rfc3339(s.last_seen_ms),
             s.ip,
             s.user_agent.replace(['\t', '\n', '\r'], " "),
         );

@@ -10,12 +10,13 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 
 use super::forms::read_form;
-use super::{csrf, rfc3339, Auth};
+use super::{csrf, Auth};
 use crate::metrics::Login;
-use crate::pages;
+use crate::pages::sign_in as pages;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session;
 use crate::store::stats::Ended;
+use crate::units::rfc3339;
 
 impl Auth {
     pub(super) fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {
@@ -74,6 +75,7 @@ impl Auth {
     /// link cannot sign anyone out).
     pub(super) async fn logout_page(
         &self,
+        config: &crate::config::Config,
         headers: &HeaderMap,
         logged_user: &mut Option<Arc<str>>,
     ) -> Response<Body> {
@@ -81,9 +83,9 @@ impl Auth {
         match &presented.signed_in {
             Some(s) => {
                 *logged_user = Some(s.user.name.clone());
-                pages::logout(Some((&s.user.name, &self.csrf_token(&s.session.key))))
+                pages::logout(Some((s.viewer(config), &self.csrf_token(&s.session.key)))).into()
             }
-            None => pages::logout(None),
+            None => pages::logout(None).into(),
         }
     }
 

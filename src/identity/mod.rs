@@ -54,6 +54,19 @@ impl SignedIn {
         }
     }
 
+    /// Whether the user holds the admin role of `config`.
+    pub fn is_admin(&self, config: &Config) -> bool {
+        self.user.roles.contains(&config.admin.role)
+    }
+
+    /// Who a page is shown to, for its header.
+    pub fn viewer(&self, config: &Config) -> crate::pages::Viewer<'_> {
+        crate::pages::Viewer {
+            name: &self.user.name,
+            admin: self.is_admin(config),
+        }
+    }
+
     /// The signed identity assertion for this session and `audience`.
     pub fn assertion(
         &self,
@@ -184,9 +197,9 @@ impl Auth {
                 self.login_submit(config, request, peer, host, logged_user)
                     .await
             }
-            "/.gateway/logout" if is_get => {
-                Ok(self.logout_page(request.headers(), logged_user).await)
-            }
+            "/.gateway/logout" if is_get => Ok(self
+                .logout_page(config, request.headers(), logged_user)
+                .await),
             "/.gateway/logout" if method == Method::POST => {
                 self.logout_submit(request, host, logged_user).await
             }
@@ -563,11 +576,6 @@ impl UsersListener for Auth {
         self.metrics.set_store_up(up);
         self.metrics.set_store_round_trips(round_trips);
     }
-}
-
-pub fn rfc3339(ms: u64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// Values of every cookie called `name`, across all `Cookie` headers.

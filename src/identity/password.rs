@@ -13,7 +13,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use super::forms::{checked_form, read_form, user_agent_of, MANAGED_ELSEWHERE};
 use super::{cookie_values, csrf, Auth, GENERIC_FAILURE};
 use crate::metrics::Login;
-use crate::pages;
+use crate::pages::sign_in as pages;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session;
 use crate::store::counters::Refused;
@@ -34,7 +34,8 @@ impl Auth {
             Some(token) => (token.to_owned(), false),
             None => (csrf::new_login_token(), true),
         };
-        let mut response = pages::login(StatusCode::OK, &token, &next, None, &config.login.words);
+        let mut response: Response<Body> =
+            pages::login(StatusCode::OK, &token, &next, None, &config.login.words).into();
         if fresh {
             self.set_login_cookie(&mut response, &token);
         }
@@ -131,7 +132,8 @@ impl Auth {
                     &next,
                     Some(GENERIC_FAILURE),
                     &config.login.words,
-                ));
+                )
+                .into());
             }
         };
         // A second factor: no session until the code (or enrollment).
@@ -181,8 +183,8 @@ impl Auth {
             .await?;
         *logged_user = Some(signed_in.user.name.clone());
         let csrf = self.csrf_token(&signed_in.session.key);
-        let page = |status, message: Option<(bool, &str)>| {
-            pages::password(status, &signed_in.user.name, &csrf, message)
+        let page = |status, message: Option<(bool, &str)>| -> Response<Body> {
+            pages::password(status, signed_in.viewer(config), &csrf, message).into()
         };
         if self.users_managed_elsewhere().is_some() {
             // Nothing here could be saved: say so rather than fail later.
@@ -274,15 +276,20 @@ impl Auth {
             )
             .await
             .map_err(|_| GatewayError::StoreUnavailable)?;
-        let mut response = pages::password(
+        let viewer = crate::pages::Viewer {
+            name: &updated.name,
+            admin: updated.roles.contains(&config.admin.role),
+        };
+        let mut response: Response<Body> = pages::password(
             StatusCode::OK,
-            &updated.name,
+            viewer,
             &self.csrf_token(&session::key_of(&id).expect("a new ID has the right form")),
             Some((
                 true,
                 "Your password has been changed. Your other sessions have ended.",
             )),
-        );
+        )
+        .into();
         self.set_session_cookie(&mut response, &id);
         Ok(response)
     }

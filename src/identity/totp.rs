@@ -24,7 +24,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use super::forms::{checked_form, Form};
 use super::{cookie_values, Auth};
 use crate::metrics::Login;
-use crate::pages;
+use crate::pages::sign_in as pages;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session::{self, Key};
 use crate::store::counters::{Attempt, Refused};
@@ -348,7 +348,7 @@ impl Auth {
         *logged_user = Some(user.name.clone());
         let token = self.csrf_token(&key);
         if request.method() != Method::POST {
-            return Ok(pages::login_code(StatusCode::OK, &token, None));
+            return Ok(pages::login_code(StatusCode::OK, &token, None).into());
         }
         let user_agent = super::forms::user_agent_of(request.headers());
         let form = checked_form(request, host, &token).await?;
@@ -360,7 +360,8 @@ impl Auth {
                 StatusCode::UNAUTHORIZED,
                 &token,
                 Some("That code is not right (or was used already). Try the next one."),
-            ));
+            )
+            .into());
         }
         attempt.succeeded();
         // Used once: the pending sign-in is gone whatever happens next.
@@ -401,8 +402,17 @@ impl Auth {
         let user = who.user().clone();
         *logged_user = Some(user.name.clone());
         let token = self.csrf_token(&who.key());
+        // The page's header, for a signed-in user (not a pending sign-in).
+        let viewer = match &who {
+            Who::Session(signed_in) => Some(signed_in.viewer(config)),
+            Who::Pending { .. } => None,
+        };
         if user.totp.is_some() {
-            return Ok(pages::totp_enrolled(&user.name, user.recovery_codes.len()));
+            let viewer = viewer.unwrap_or(crate::pages::Viewer {
+                name: &user.name,
+                admin: false,
+            });
+            return Ok(pages::totp_enrolled(viewer, user.recovery_codes.len()).into());
         }
         if self.users_managed_elsewhere().is_some() {
             // Enrolment would end in a users file that cannot be written.
@@ -413,13 +423,22 @@ impl Auth {
             ));
         }
         let now = session::now_ms();
-        let scan = |status, secret: &str, next: &str, error| {
+        let scan = |status, secret: &str, next: &str, error| -> Response<Body> {
             let issuer = host
                 .and_then(|h| h.to_str().ok())
                 .map(|h| h.split(':').next().unwrap_or(h))
                 .unwrap_or("authgate");
             let uri = totp::uri(issuer, &user.name, secret);
-            pages::totp_scan(status, &totp::qr_svg(&uri), secret, &token, next, error)
+            pages::totp_scan(
+                status,
+                viewer,
+                &totp::qr_svg(&uri),
+                secret,
+                &token,
+                next,
+                error,
+            )
+            .into()
         };
         let shown = self.get_enrolling(&who.key()).await?;
         if request.method() != Method::POST {
@@ -430,7 +449,8 @@ impl Auth {
                     scan(StatusCode::OK, &secret, &next, None)
                 }
                 (Who::Session(_), None) => {
-                    pages::totp_password(StatusCode::OK, &user.name, &token, &next, None)
+                    pages::totp_password(StatusCode::OK, &user.name, viewer, &token, &next, None)
+                        .into()
                 }
             });
         }
@@ -454,10 +474,12 @@ impl Auth {
                     return Ok(pages::totp_password(
                         StatusCode::UNAUTHORIZED,
                         &user.name,
+                        viewer,
                         &token,
                         &next,
                         Some("The password is wrong."),
-                    ));
+                    )
+                    .into());
                 }
                 // A right password here is no whole sign-in: the count
                 // stays (only a sign-in starts it again).
@@ -515,7 +537,8 @@ impl Auth {
                 }
                 self.end_enrolling(&who.key()).await;
                 self.accept_step(&user.key, step).await?;
-                let mut response = pages::totp_recovery(&codes, &next);
+                let mut response: Response<Body> =
+                    pages::totp_recovery(viewer, &codes, &next).into();
                 match &who {
                     Who::Session(signed_in) => {
                         self.store
@@ -569,12 +592,13 @@ impl Auth {
         if request.method() != Method::POST {
             return Ok(pages::reauth(
                 StatusCode::OK,
-                &user.name,
+                signed_in.viewer(config),
                 &token,
                 &query_next,
                 with_code,
                 None,
-            ));
+            )
+            .into());
         }
         let form = checked_form(request, host, &token).await?;
         let next = self.next_of(form_next(&form));
@@ -595,12 +619,13 @@ impl Auth {
             crate::security_event!(warn, event = "reauth_failed", user = %user.name, ip = %peer, "a fresh sign-in failed");
             return Ok(pages::reauth(
                 StatusCode::UNAUTHORIZED,
-                &user.name,
+                signed_in.viewer(config),
                 &token,
                 &next,
                 with_code,
                 Some(super::GENERIC_FAILURE),
-            ));
+            )
+            .into());
         }
         attempt.succeeded();
         let live = self
