@@ -46,13 +46,14 @@ pub fn page(viewer: Viewer<'_>, admin: Admin<'_>, csrf: &str, now_ms: u64) -> Pa
                 "Users are managed elsewhere: " (why) ". Sessions can still be ended here."
             }
         }
+        // On a phone each user is a block of labelled lines, buttons included.
         div.scroll {
-            table {
+            table.stack {
                 tr { th { "User" } th { "Roles" } th { "State" } th { "Second factor" } th { "Sessions" } th {} }
                 @for user in &users {
                     tr {
                         td { (user.name) }
-                        td {
+                        td data-label="Roles" {
                             (form(to, csrf, html! {
                                 input type="hidden" name="action" value="roles";
                                 input type="hidden" name="target" value=(user.name);
@@ -61,14 +62,14 @@ pub fn page(viewer: Viewer<'_>, admin: Admin<'_>, csrf: &str, now_ms: u64) -> Pa
                                 button.small type="submit" { "Set roles" }
                             }))
                         }
-                        td { @if user.locked { "locked" } @else { "active" } }
-                        td {
+                        td data-label="State" { @if user.locked { "locked" } @else { "active" } }
+                        td data-label="Second factor" {
                             @if user.totp.is_some() {
                                 "TOTP, " (user.recovery_codes.len()) " recovery code(s) left "
                                 (button(to, csrf, "totp_reset", &user.name, "Reset"))
                             } @else { "none" }
                         }
-                        td { (sessions.iter().filter(|s| s.user == user.key).count()) }
+                        td data-label="Sessions" { (sessions.iter().filter(|s| s.user == user.key).count()) }
                         td.actions {
                             @if user.locked {
                                 (button(to, csrf, "unlock", &user.name, "Unlock"))

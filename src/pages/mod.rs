@@ -50,11 +50,11 @@ a{color:#2453d4}code{overflow-wrap:anywhere}\
 .scroll{overflow-x:auto;margin:0 -.25rem}\
 table{border-collapse:collapse;width:100%;font-size:.9rem}\
 th,td{text-align:left;padding:.4rem;border-bottom:1px solid #e2e5ea;vertical-align:top}\
-td.actions form,form.inline{display:inline}td.actions{white-space:nowrap}\
+td form,form.inline{display:inline}td.actions{white-space:nowrap}\
 td input[type=text]{width:auto;min-width:8rem;padding:.3rem;font-size:.85rem}\
 time{text-decoration:underline dotted #9aa1ad}\
 @media (max-width:640px){main,main.wide{margin:0;border-radius:0;box-shadow:none;padding:1.2rem 1rem}\
-td.actions{white-space:normal}th,td{padding:.35rem .3rem}}";
+td.actions{white-space:normal}th,td{padding:.35rem .3rem}table.stack tr:first-child{display:none}table.stack tr{display:block;padding:.5rem 0;border-bottom:1px solid #e2e5ea}table.stack td{display:block;border:0;padding:.15rem 0}table.stack td:first-child{font-weight:600;font-size:1rem}table.stack td[data-label]::before{content:attr(data-label) \": \";color:#5b6472}table.stack td form.inline,table.stack td form{display:inline}}";
 
 /// The whole document: `title`, the header for `viewer`, and `content`
 /// in the card (`wide` for tables).

@@ -138,3 +138,83 @@ async fn users_see_and_end_their_own_sessions_only() {
     assert!(handles(&text).is_empty());
     assert!(!text.contains("Sign out everywhere else"));
 }
+
+/// The header a signed-in person's pages carry (issue 25): who, and links
+/// to the account, the admin page (admins only) and sign-out.
+fn header_of(page: &str) -> &str {
+    let start = page.find("<header>").expect("no header on the page");
+    let end = page[start..].find("</header>").expect("an unclosed header") + start;
+    &page[start..end]
+}
+
+#[tokio::test]
+async fn pages_name_browsers_say_when_and_carry_who_is_signed_in() {
+    let gw = Setup::new().start().await;
+    let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+    let bob = sign_in_with_browser(&gw, "bob", BOB_PASSWORD, chrome).await;
+    let alice = sign_in_with_browser(&gw, "alice", ALICE_PASSWORD, "curl/8.5.0").await;
+
+    let text = page(&gw, &bob).await;
+    // "Chrome 156 on Linux", the whole User-Agent on hover.
+    assert!(
+        text.contains(&format!("<td title=\"{chrome}\">Chrome 156 on Linux</td>")),
+        "{text}"
+    );
+    // "just now", the exact time (UTC) on hover.
+    let started = text.split("<time datetime=\"").nth(1).expect("no <time>");
+    assert!(started.contains(" (UTC)\">just now</time>"), "{started}");
+    // Tables scroll inside the card instead of overflowing it on a phone.
+    assert!(text.contains("<div class=\"scroll\"><table>"), "{text}");
+
+    let bobs = header_of(&text);
+    assert!(bobs.contains("Signed in as <strong>bob</strong>"), "{bobs}");
+    assert!(
+        bobs.contains("href=\"/.gateway/account\"") && bobs.contains("href=\"/.gateway/logout\"")
+    );
+    assert!(
+        !bobs.contains("/.gateway/admin/"),
+        "an admin link for a user: {bobs}"
+    );
+
+    let alices = page(&gw, &alice).await;
+    assert!(
+        header_of(&alices).contains("href=\"/.gateway/admin/\""),
+        "{alices}"
+    );
+    for path in [
+        "/.gateway/password",
+        "/.gateway/totp",
+        "/.gateway/reauth",
+        "/.gateway/logout",
+        "/.gateway/admin/",
+    ] {
+        let response = gw.get_as(&alice, path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let html = response.text().await.unwrap();
+        assert!(
+            header_of(&html).contains("Signed in as <strong>alice</strong>"),
+            "{path}: {html}"
+        );
+    }
+    // The admin page names browsers and times the same way.
+    let admin = gw
+        .get_as(&alice, "/.gateway/admin/")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        admin.contains(">Chrome 156 on Linux</td>") && admin.contains(">curl 8.5.0</td>"),
+        "{admin}"
+    );
+    assert!(admin.contains(">just now</time>"), "{admin}");
+
+    // Nobody is signed in on the sign-in page: no header.
+    let login = gw
+        .client()
+        .get(gw.url("/.gateway/login"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!login.text().await.unwrap().contains("<header>"));
+}
