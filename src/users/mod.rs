@@ -2,6 +2,7 @@
 //! and roles. Usernames are compared canonically (SPEC §5): trimmed and
 //! lower-cased, so `Alice`, `alice` and ` alice ` are one account.
 
+pub mod change;
 pub mod file;
 pub mod password;
 pub mod totp;

@@ -1,0 +1,224 @@
+//! A change to the users (add, remove, lock, set a password, roles or a
+//! second factor), what can refuse it, and how it edits a users.toml with
+//! toml_edit so that comments and layout stay.
+
+use std::path::PathBuf;
+
+use toml_edit::{value, Array, DocumentMut, Item, Table};
+
+use super::canonical;
+
+/// Shortest password the gateway accepts when one is set or changed.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserFileError {
+    #[error("there is no user {0:?}")]
+    UnknownUser(String),
+    #[error("a user {0:?} already exists")]
+    Duplicate(String),
+    #[error("the password is too short: it needs at least {MIN_PASSWORD_CHARS} characters")]
+    WeakPassword,
+    #[error("invalid username {0:?}: use letters, digits and . _ @ -")]
+    BadName(String),
+    #[error("invalid role {0:?}: roles are visible ASCII without commas")]
+    BadRole(String),
+    #[error("the users file {path} cannot be {doing}: {error}")]
+    Io {
+        path: PathBuf,
+        doing: &'static str,
+        error: std::io::Error,
+    },
+    #[error("the users file would not be valid after this change: {0}")]
+    Invalid(String),
+    #[error("no users file is configured ([users] file in the config)")]
+    NotConfigured,
+    #[error("the shared user store is unavailable; nothing was changed")]
+    StoreUnavailable,
+    #[error("that recovery code is not valid (or was used already)")]
+    UnknownRecoveryCode,
+    /// The users file is read-only here (a Secret, a read-only mount, a
+    /// file nobody may write): its users are managed elsewhere.
+    #[error("the users file {path} is read-only here ({why}): users are managed where it comes from; nothing was changed")]
+    ReadOnly { path: PathBuf, why: String },
+}
+
+/// One change to the users file. Passwords arrive already hashed.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Add {
+        name: String,
+        password_hash: String,
+        roles: Vec<String>,
+    },
+    SetPassword {
+        name: String,
+        password_hash: String,
+    },
+    SetRoles {
+        name: String,
+        roles: Vec<String>,
+    },
+    Lock(String),
+    Unlock(String),
+    Delete(String),
+    /// Enrolls a second factor: the TOTP secret and the recovery codes' hashes.
+    SetTotp {
+        name: String,
+        secret: super::TotpSecret,
+        recovery_codes: Vec<String>,
+    },
+    /// Removes the second factor (secret and recovery codes).
+    ResetTotp(String),
+    /// Uses up one recovery code (by its hash); refused if it is not there.
+    UseRecoveryCode {
+        name: String,
+        hash: String,
+    },
+}
+
+impl Change {
+    /// The user the change is about, as named.
+    pub fn name(&self) -> &str {
+        match self {
+            Change::Add { name, .. }
+            | Change::SetPassword { name, .. }
+            | Change::SetRoles { name, .. }
+            | Change::Lock(name)
+            | Change::Unlock(name)
+            | Change::Delete(name)
+            | Change::SetTotp { name, .. }
+            | Change::ResetTotp(name)
+            | Change::UseRecoveryCode { name, .. } => name,
+        }
+    }
+}
+
+/// Checks a new password against the gateway's rule (before hashing it).
+pub fn check_new_password(password: &str) -> Result<(), UserFileError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(UserFileError::WeakPassword);
+    }
+    Ok(())
+}
+
+pub fn check_role(role: &str) -> Result<(), UserFileError> {
+    if role.is_empty() || role.contains(',') || !role.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(UserFileError::BadRole(role.to_owned()));
+    }
+    Ok(())
+}
+
+/// The key under `[users]` that names `name`, in whatever spelling the file uses.
+fn find_key(users: &Table, name: &str) -> Option<String> {
+    let wanted = canonical(name);
+    users
+        .iter()
+        .map(|(k, _)| k)
+        .find(|k| canonical(k) == wanted)
+        .map(str::to_owned)
+}
+
+fn roles_array(roles: &[String]) -> Result<Array, UserFileError> {
+    let mut array = Array::new();
+    for role in roles {
+        check_role(role)?;
+        array.push(role.as_str());
+    }
+    Ok(array)
+}
+
+pub(super) fn edit(document: &mut DocumentMut, change: &Change) -> Result<(), UserFileError> {
+    if !document.contains_key("users") {
+        let mut table = Table::new();
+        table.set_implicit(true);
+        document.insert("users", Item::Table(table));
+    }
+    let users = document["users"]
+        .as_table_mut()
+        .ok_or_else(|| UserFileError::Invalid("`users` is not a table".into()))?;
+    let existing = |users: &Table, name: &str| {
+        find_key(users, name).ok_or_else(|| UserFileError::UnknownUser(name.to_owned()))
+    };
+    match change {
+        Change::Add {
+            name,
+            password_hash,
+            roles,
+        } => {
+            let trimmed = name.trim();
+            if trimmed.is_empty()
+                || !trimmed
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+            {
+                return Err(UserFileError::BadName(name.clone()));
+            }
+            if find_key(users, trimmed).is_some() {
+                return Err(UserFileError::Duplicate(trimmed.to_owned()));
+            }
+            let mut table = Table::new();
+            table.insert("password", value(password_hash.as_str()));
+            table.insert("roles", value(roles_array(roles)?));
+            users.insert(trimmed, Item::Table(table));
+        }
+        Change::SetPassword {
+            name,
+            password_hash,
+        } => {
+            let key = existing(users, name)?;
+            users[&key]["password"] = value(password_hash.as_str());
+        }
+        Change::SetRoles { name, roles } => {
+            let key = existing(users, name)?;
+            users[&key]["roles"] = value(roles_array(roles)?);
+        }
+        Change::Lock(name) => {
+            let key = existing(users, name)?;
+            users[&key]["locked"] = value(true);
+        }
+        Change::Unlock(name) => {
+            let key = existing(users, name)?;
+            if let Some(table) = users[&key].as_table_like_mut() {
+                table.remove("locked");
+            }
+        }
+        Change::Delete(name) => {
+            let key = existing(users, name)?;
+            users.remove(&key);
+        }
+        Change::SetTotp {
+            name,
+            secret,
+            recovery_codes,
+        } => {
+            let key = existing(users, name)?;
+            users[&key]["totp"] = value(secret.expose());
+            let mut array = Array::new();
+            for hash in recovery_codes {
+                array.push(hash.as_str());
+            }
+            users[&key]["recovery_codes"] = value(array);
+        }
+        Change::ResetTotp(name) => {
+            let key = existing(users, name)?;
+            if let Some(table) = users[&key].as_table_like_mut() {
+                table.remove("totp");
+                table.remove("recovery_codes");
+            }
+        }
+        Change::UseRecoveryCode { name, hash } => {
+            let key = existing(users, name)?;
+            let codes = users[&key]
+                .get_mut("recovery_codes")
+                .and_then(Item::as_array_mut)
+                .ok_or(UserFileError::UnknownRecoveryCode)?;
+            let at = codes
+                .iter()
+                .position(|v| v.as_str() == Some(hash.as_str()))
+                .ok_or(UserFileError::UnknownRecoveryCode)?;
+            codes.remove(at);
+        }
+    }
+    Ok(())
+}
