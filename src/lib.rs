@@ -3,62 +3,67 @@
 //!
 //! # Layout
 //!
-//! A newcomer starts at [`pipeline::handle`]: one request's way, top to
-//! bottom; [`server`] is what calls it, [`config`] what it reads.
+//! A newcomer starts at [`pipeline::handle`]: one request's way, as named
+//! steps (refuse, the gateway's own routes, authenticate, authorize,
+//! forward); [`server`] is what calls it, [`config`] what it reads,
+//! [`state`] what it shares. To add a way of signing in, read
+//! [`identity`]: one file there, its config section, its pages in
+//! [`pages`].
 //!
-//! - [`config`]: `gateway.toml`, raw serde structs validated into [`Config`],
-//!   every problem reported as `FILE:LINE:COL`.
-//! - [`tls`]: PEM loading and the rustls server config (TLS 1.2/1.3, ALPN).
+//! Rooms, from the request's edge inwards (a room imports only rooms
+//! below it in this sense; `python3 .ci/structure.py` shows the map and
+//! finds no circle):
+//!
 //! - [`server`]: the TLS accept loop (connection cap, handshake timeout,
-//!   graceful shutdown), each connection's idle watchdog and lingering
-//!   close, the HTTP/1.1 framing guard, the redirect and ops listeners.
-//! - [`body`]: the request body every handler reads, with `body_timeout`
-//!   between its pieces and HTTP/2's unread rest drained.
-//! - [`state`]: what requests and background tasks share: the running
-//!   gateway's [`state::State`] and the [`state::Live`] snapshot of one
-//!   config (rules, upstream clients, the HTTP servers, limits).
-//! - [`pipeline`]: one request's way: refuse, gateway pages, session, policy, proxy, log.
-//! - [`auth`]: sessions from cookies; the `/.gateway/` endpoints (sign-in,
-//!   sign-out, whoami, password change, admin API and page); CSRF,
-//!   throttling (attempts reserved before hashing, in Redis when shared),
-//!   argon2 on a small pool of its own threads; applying user changes live.
-//! - [`session`]: what a session is: its ID, the key it is filed under
-//!   (SHA-256 of the ID), what a lookup finds.
-//! - [`store`]: where sessions are kept, behind one seam: the in-memory map
-//!   every request reads, and the durable record behind it (`local`: a
-//!   SQLite file with one group-committing writer); or `redis`, shared by
-//!   replicas with users and sign-in counters, behind a sub-second cache.
-//! - [`users`]: the users file: parsing, canonical usernames, safe
-//!   rewrites (lock, temp file, fsync, rename, owner and mode kept) and the
-//!   change watcher, which hands what it sees to a callback.
-//! - [`policy`]: path normalization and lenient aliases, host parsing, compiled and
-//!   indexed rules, the decision; `check` warnings, `[[test]]`s, `explain`.
-//! - [`proxy`]: the pooled upstream client (plain or TLS by ALPN), the
-//!   header rules both ways (upstream redirects rewritten), who the client
-//!   is behind a trusted load balancer (`trusted_proxies`), and open
-//!   WebSockets registered under their session.
-//! - [`response`]: body type, the one error-to-status mapping, the gateway's own pages.
-//! - [`metrics`]: what the gateway counts, and its readiness latch.
-//! - [`ops`]: the `/healthz` `/readyz` `/metrics` answers of the ops listener.
-//! - [`logging`]: batched log output to stderr.
-//! - [`forward_auth`]: `/.gateway/verify`, the gateway as the
-//!   authentication service behind nginx, Traefik or Caddy: one header
-//!   family, the same rules, an access line like every request's.
-//! - [`assertion`]: signed ES256 identity assertions for the app and the
-//!   JWKS that verifies them; the key file watched and rotated.
-//! - [`reload`]: putting a changed config in force (SIGHUP, the watched
-//!   file once it has settled), and what only a restart changes.
-//! - [`request_id`]: every request's `X-Request-Id`, and the security-event
-//!   macro that logs with it.
-//! - [`init`]: `authgate init`'s setup: the shipped config, a certificate
-//!   for the host, the first admin.
-//! - [`files`]: files the gateway writes itself (keys, secrets, a seeded
-//!   users file): private, whole or not at all.
-//! - [`diag`]: problems in a TOML file (the config, the users file) with
-//!   their `FILE:LINE:COL`, and the key-tracking deserializer.
-//! - [`demo`]: the zero-setup demo: an upstream app and a gateway in front of it.
-//! - [`cli`]: the binary's commands, one file each (`main.rs` parses the
-//!   command line and calls them).
+//!   graceful shutdown), the redirect and ops listeners; [`connection`]:
+//!   what the server and the pipeline both know of one connection (the
+//!   HTTP/1.1 framing guard's verdicts, the idle watchdog's activity).
+//! - [`pipeline`]: one request's way, top to bottom, and the one place
+//!   `/.gateway/` is routed; [`access`]: the two judgments it and
+//!   [`forward_auth`] (`/.gateway/verify` behind nginx, Traefik or Caddy)
+//!   both make: who is asking, and what the rules say.
+//! - [`identity`]: who is asking ([`identity::SignedIn`]: user, roles,
+//!   session, how they proved it) and each way to prove it: a password
+//!   (`identity/password.rs`), a TOTP second factor and fresh sign-in
+//!   (`identity/totp.rs`), the session's beginning and end
+//!   (`identity/lifecycle.rs`); CSRF, form reading, safe `next`.
+//! - [`admin`]: the account page and the admin page and API.
+//! - [`pages`]: every page the gateway serves (maud templates, one
+//!   stylesheet); [`response`]: the body type, the one error-to-status
+//!   mapping, the gateway's own headers.
+//! - [`state`]: the running gateway's [`state::State`] and the
+//!   [`state::Live`] snapshot of one config that a request takes once
+//!   (a reload swaps one pointer); [`reload`]: putting a changed config
+//!   in force, and what only a restart changes.
+//! - [`proxy`]: the pooled upstream client, the header rules both ways,
+//!   upstream redirects, open WebSockets under their session;
+//!   [`forwarded`]: who the client is behind `trusted_proxies`;
+//!   [`assertion`]: signed ES256 identity assertions and their JWKS.
+//! - [`store`]: everything kept, behind one seam: sessions, users (the
+//!   users file or Redis), sign-in counters and short-lived sign-in
+//!   records, each one type with its backend inside (memory, a SQLite
+//!   file, Redis). Nothing outside it knows which.
+//! - [`users`]: users, canonical names, the users file (safe rewrites,
+//!   the change watcher), password hashing on its own threads, TOTP;
+//!   [`session`]: what a session is (its ID, the key it is filed under,
+//!   a lookup's outcome).
+//! - [`policy`]: paths, hosts, compiled rules, the decision;
+//!   [`review`]: what `check` and `explain` say of a policy (warnings,
+//!   `[[test]]`s, `--replay`).
+//! - [`config`]: `gateway.toml`, raw serde structs validated into
+//!   [`Config`], every problem at `FILE:LINE:COL`; [`diag`]: those
+//!   problems and the key-tracking deserializer; [`units`]: durations,
+//!   sizes and times as written; [`tls`]: PEM loading and the rustls
+//!   config; [`files`]: files the gateway writes itself, private and
+//!   whole.
+//! - [`body`]: the request body every handler reads (`body_timeout`,
+//!   HTTP/2's unread rest drained); [`metrics`]: what the gateway counts,
+//!   and its readiness latch; [`ops`]: `/healthz` `/readyz` `/metrics`;
+//!   [`logging`]: batched log output; [`request_id`]: `X-Request-Id` and
+//!   the security-event macro.
+//! - [`cli`]: the binary's commands, one file each (`main.rs` parses and
+//!   dispatches); [`init`]: `authgate init`'s setup; [`demo`]: the
+//!   zero-setup demo app and gateway.
 
 #![forbid(unsafe_code)]
 

@@ -1,12 +1,12 @@
 //! One request's way through the gateway, top to bottom:
 //!
-//! 1. [`refuse`] what no rule should ever see (TRACE, ambiguous framing,
+//! 1. `refuse` what no rule should ever see (TRACE, ambiguous framing,
 //!    oversized heads and bodies, ambiguous paths);
-//! 2. answer `/.gateway/` itself ([`own_routes`], the one place its paths
+//! 2. answer `/.gateway/` itself (`own_routes`, the one place its paths
 //!    are routed);
 //! 3. [`access::authenticate`], [`access::authorize`], and answer what is
-//!    not allowed ([`unless_allowed`]);
-//! 4. [`forward`] to the upstream, streaming;
+//!    not allowed (`unless_allowed`);
+//! 4. `forward` to the upstream, streaming;
 //! 5. finish the response (HSTS), count it and log one line.
 
 use std::net::{IpAddr, SocketAddr};
@@ -192,10 +192,10 @@ pub async fn handle(
     response
 }
 
-/// One request, as the named steps it goes through: [`refuse`] what no
-/// rule should see, answer the gateway's [`own_routes`], [`access::authenticate`]
-/// and [`access::authorize`] (answered by [`unless_allowed`]), check a
-/// WebSocket's origin ([`websocket_of`]), and [`forward`].
+/// One request, as the named steps it goes through: `refuse` what no
+/// rule should see, answer the gateway's `own_routes`, [`access::authenticate`]
+/// and [`access::authorize`] (answered by `unless_allowed`), check a
+/// WebSocket's origin (`websocket_of`), and `forward`.
 async fn route(
     state: &State,
     live: &Live,
