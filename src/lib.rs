@@ -40,9 +40,9 @@
 //!   [`forwarded`]: who the client is behind `trusted_proxies`;
 //!   [`assertion`]: signed ES256 identity assertions and their JWKS.
 //! - [`store`]: everything kept, behind one seam: sessions, users (the
-//!   users file or Redis), sign-in counters and short-lived sign-in
+//!   users file or the shared store), sign-in counters and short-lived sign-in
 //!   records, each one type with its backend inside (memory, a SQLite
-//!   file, Redis). Nothing outside it knows which.
+//!   file, a store shared by replicas). Nothing outside it knows which.
 //! - [`users`]: users, canonical names, the users file (safe rewrites,
 //!   the change watcher), password hashing on its own threads, TOTP;
 //!   [`session`]: what a session is (its ID, the key it is filed under,
