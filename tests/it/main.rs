@@ -23,6 +23,7 @@ mod proxy;
 mod reload;
 mod replicas;
 mod store;
+mod structure;
 mod support;
 mod tls;
 mod totp;
