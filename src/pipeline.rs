@@ -315,8 +315,12 @@ async fn own_routes(
     log: &mut RequestLog,
 ) -> Result<Response<Body>, GatewayError> {
     let is_get = request.method() == http::Method::GET || request.method() == http::Method::HEAD;
-    let host_value = host.map(Host::value);
-    let mut user = None;
+    let mut call = crate::identity::Call {
+        config: &live.config,
+        peer: client_ip,
+        host: host.map(Host::value),
+        logged_user: None,
+    };
     let result = match path {
         "/.gateway/verify" => {
             if !is_get {
@@ -357,29 +361,11 @@ async fn own_routes(
             || p == "/.gateway/admin"
             || p.starts_with("/.gateway/admin/") =>
         {
-            Box::pin(crate::admin::endpoint(
-                &state.auth,
-                &live.config,
-                p,
-                request,
-                host_value,
-                &mut user,
-            ))
-            .await
+            Box::pin(crate::admin::endpoint(&state.auth, &mut call, p, request)).await
         }
-        _ => {
-            Box::pin(state.auth.endpoint(
-                &live.config,
-                path,
-                request,
-                client_ip,
-                host_value,
-                &mut user,
-            ))
-            .await
-        }
+        _ => Box::pin(state.auth.endpoint(&mut call, path, request)).await,
     };
-    log.user = user;
+    log.user = call.logged_user;
     result
 }
 

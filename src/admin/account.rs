@@ -3,14 +3,11 @@
 //! any one of them or all but this one, and links the password and
 //! second-factor pages. Every change is a CSRF-protected form.
 
-use std::sync::Arc;
-
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use crate::config::Config;
 use crate::identity::forms::checked_form;
-use crate::identity::Auth;
+use crate::identity::{Auth, Call};
 use crate::pages;
 use crate::response::{own_response, Body, GatewayError};
 use crate::session;
@@ -18,15 +15,14 @@ use crate::store::stats::Ended;
 
 pub async fn account(
     auth: &Auth,
-    config: &Config,
+    call: &mut Call<'_>,
     request: crate::body::GatewayRequest,
-    host: Option<&HeaderValue>,
-    logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {
+    let Call { config, host, .. } = *call;
     let signed_in = auth
         .require_session(request.headers(), request.method(), "/.gateway/account")
         .await?;
-    *logged_user = Some(signed_in.user.name.clone());
+    call.logged_user = Some(signed_in.user.name.clone());
     let token = auth.csrf_token(&signed_in.session.key);
     let own = auth
         .store

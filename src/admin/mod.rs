@@ -5,7 +5,6 @@
 //! plain forms carrying the same token. Every change is logged as a
 //! security event naming the admin who made it.
 
-use crate::config::Config;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use serde_json::json;
 
 use crate::identity::forms::checked_form;
 use crate::identity::next::percent_decode;
-use crate::identity::{csrf, Auth};
+use crate::identity::{csrf, Auth, Call};
 use crate::pages;
 use crate::policy::DenyReason;
 use crate::response::{own_response, Body, GatewayError};
@@ -31,11 +30,9 @@ pub mod account;
 /// path after `/.gateway`.
 pub async fn endpoint(
     auth: &Auth,
-    config: &Config,
+    call: &mut Call<'_>,
     path: &str,
     request: crate::body::GatewayRequest,
-    host: Option<&HeaderValue>,
-    logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {
     let method = request.method();
     match path {
@@ -43,14 +40,12 @@ pub async fn endpoint(
             if method != Method::GET && method != Method::HEAD && method != Method::POST {
                 return Err(GatewayError::MethodNotAllowed);
             }
-            account::account(auth, config, request, host, logged_user).await
+            account::account(auth, call, request).await
         }
-        "/.gateway/admin" | "/.gateway/admin/" => {
-            page(auth, config, request, host, logged_user).await
-        }
+        "/.gateway/admin" | "/.gateway/admin/" => page(auth, call, request).await,
         _ => match path.strip_prefix("/.gateway/admin/api") {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => {
-                api(auth, config, rest, request, logged_user).await
+                api(auth, call, rest, request).await
             }
             _ => Err(GatewayError::NotFound),
         },
@@ -145,11 +140,11 @@ fn user_error(e: UserFileError) -> Response<Body> {
 /// `/.gateway/admin/api{rest}`.
 pub async fn api(
     auth: &Auth,
-    config: &Config,
+    call: &mut Call<'_>,
     rest: &str,
     request: crate::body::GatewayRequest,
-    logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {
+    let Call { config, .. } = *call;
     let presented = auth
         .authenticate(request.headers(), session::now_ms(), true)
         .await;
@@ -159,7 +154,7 @@ pub async fn api(
         }
         return Ok(error(StatusCode::UNAUTHORIZED, "unauthenticated"));
     };
-    *logged_user = Some(admin.user.name.clone());
+    call.logged_user = Some(admin.user.name.clone());
     if !admin.is_admin(config) {
         return Ok(error(StatusCode::FORBIDDEN, "forbidden"));
     }
@@ -461,15 +456,14 @@ pub async fn api(
 /// ends a session, ends all of a user's sessions, locks or unlocks.
 pub async fn page(
     auth: &Auth,
-    config: &Config,
+    call: &mut Call<'_>,
     request: crate::body::GatewayRequest,
-    host: Option<&HeaderValue>,
-    logged_user: &mut Option<Arc<str>>,
 ) -> Result<Response<Body>, GatewayError> {
+    let Call { config, host, .. } = *call;
     let admin = auth
         .require_session(request.headers(), request.method(), "/.gateway/admin/")
         .await?;
-    *logged_user = Some(admin.user.name.clone());
+    call.logged_user = Some(admin.user.name.clone());
     if !admin.is_admin(config) {
         return Err(GatewayError::Forbidden(DenyReason::MissingRole));
     }

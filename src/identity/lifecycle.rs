@@ -4,12 +4,12 @@
 //! `/.gateway/logout`.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 
 use super::forms::read_form;
+use super::Call;
 use super::{csrf, Auth};
 use crate::metrics::Login;
 use crate::pages::sign_in as pages;
@@ -75,14 +75,14 @@ impl Auth {
     /// link cannot sign anyone out).
     pub(super) async fn logout_page(
         &self,
-        config: &crate::config::Config,
+        call: &mut Call<'_>,
         headers: &HeaderMap,
-        logged_user: &mut Option<Arc<str>>,
     ) -> Response<Body> {
+        let Call { config, .. } = *call;
         let presented = self.authenticate(headers, session::now_ms(), false).await;
         match &presented.signed_in {
             Some(s) => {
-                *logged_user = Some(s.user.name.clone());
+                call.logged_user = Some(s.user.name.clone());
                 pages::logout(Some((s.viewer(config), &self.csrf_token(&s.session.key)))).into()
             }
             None => pages::logout(None).into(),
@@ -91,10 +91,10 @@ impl Auth {
 
     pub(super) async fn logout_submit(
         &self,
+        call: &mut Call<'_>,
         request: crate::body::GatewayRequest,
-        host: Option<&HeaderValue>,
-        logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
+        let Call { host, .. } = *call;
         if !csrf::same_origin(request.headers(), host) {
             return Err(GatewayError::CsrfRejected);
         }
@@ -106,7 +106,7 @@ impl Auth {
             if !csrf::matches(&self.csrf_token(&signed_in.session.key), form.get("csrf")) {
                 return Err(GatewayError::CsrfRejected);
             }
-            *logged_user = Some(signed_in.user.name.clone());
+            call.logged_user = Some(signed_in.user.name.clone());
             let ended = self
                 .store
                 .sessions
@@ -137,11 +137,7 @@ impl Auth {
         Ok(response)
     }
 
-    pub(super) async fn whoami(
-        &self,
-        headers: &HeaderMap,
-        logged_user: &mut Option<Arc<str>>,
-    ) -> Response<Body> {
+    pub(super) async fn whoami(&self, call: &mut Call<'_>, headers: &HeaderMap) -> Response<Body> {
         let presented = self.authenticate(headers, session::now_ms(), false).await;
         let Some(signed_in) = presented.signed_in else {
             return own_response(
@@ -150,7 +146,7 @@ impl Auth {
                 r#"{"error":"unauthenticated"}"#,
             );
         };
-        *logged_user = Some(signed_in.user.name.clone());
+        call.logged_user = Some(signed_in.user.name.clone());
         let (absolute, idle) = self.store.sessions.deadlines(&signed_in.session);
         let body = serde_json::json!({
             "user": &*signed_in.user.name,

@@ -85,6 +85,16 @@ impl SignedIn {
     }
 }
 
+/// One call to the gateway's own pages: the config it runs under, the
+/// client (behind a trusted proxy, the one it names), the host it named,
+/// and the user its access line names once that is known.
+pub struct Call<'a> {
+    pub config: &'a Config,
+    pub peer: IpAddr,
+    pub host: Option<&'a HeaderValue>,
+    pub logged_user: Option<Arc<str>>,
+}
+
 /// What the request's cookies amount to.
 #[derive(Debug, Default)]
 pub struct Presented {
@@ -180,44 +190,31 @@ impl Auth {
     /// who one is (a file of this folder) and the session it leads to.
     pub async fn endpoint(
         &self,
-        config: &Config,
+        call: &mut Call<'_>,
         path: &str,
         request: crate::body::GatewayRequest,
-        peer: IpAddr,
-        host: Option<&HeaderValue>,
-        logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
         let method = request.method().clone();
         let is_get = method == Method::GET || method == Method::HEAD;
         match path {
             "/.gateway/login" if is_get => {
-                Ok(self.login_page(config, request.headers(), request.uri().query()))
+                Ok(self.login_page(call, request.headers(), request.uri().query()))
             }
-            "/.gateway/login" if method == Method::POST => {
-                self.login_submit(config, request, peer, host, logged_user)
-                    .await
-            }
-            "/.gateway/logout" if is_get => Ok(self
-                .logout_page(config, request.headers(), logged_user)
-                .await),
-            "/.gateway/logout" if method == Method::POST => {
-                self.logout_submit(request, host, logged_user).await
-            }
-            "/.gateway/whoami" if is_get => Ok(self.whoami(request.headers(), logged_user).await),
+            "/.gateway/login" if method == Method::POST => self.login_submit(call, request).await,
+            "/.gateway/logout" if is_get => Ok(self.logout_page(call, request.headers()).await),
+            "/.gateway/logout" if method == Method::POST => self.logout_submit(call, request).await,
+            "/.gateway/whoami" if is_get => Ok(self.whoami(call, request.headers()).await),
             "/.gateway/password" if is_get || method == Method::POST => {
-                self.password(config, request, peer, host, logged_user)
-                    .await
+                self.password(call, request).await
             }
             "/.gateway/login/code" if is_get || method == Method::POST => {
-                self.login_code(config, request, peer, host, logged_user)
-                    .await
+                self.login_code(call, request).await
             }
             "/.gateway/totp" if is_get || method == Method::POST => {
-                self.totp_page(config, request, peer, host, logged_user)
-                    .await
+                self.totp_page(call, request).await
             }
             "/.gateway/reauth" if is_get || method == Method::POST => {
-                self.reauth(config, request, peer, host, logged_user).await
+                self.reauth(call, request).await
             }
             "/.gateway/login"
             | "/.gateway/logout"

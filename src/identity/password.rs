@@ -3,14 +3,11 @@
 //! (`/.gateway/password`). A right password begins a session, or the
 //! second step when the user has (or must have) a second factor.
 
-use crate::config::Config;
-use std::net::IpAddr;
-use std::sync::Arc;
-
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::forms::{checked_form, read_form, user_agent_of, MANAGED_ELSEWHERE};
+use super::Call;
 use super::{cookie_values, csrf, Auth, GENERIC_FAILURE};
 use crate::metrics::Login;
 use crate::pages::sign_in as pages;
@@ -25,10 +22,11 @@ use crate::users::password::Busy;
 impl Auth {
     pub(super) fn login_page(
         &self,
-        config: &Config,
+        call: &mut Call<'_>,
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Response<Body> {
+        let Call { config, .. } = *call;
         let next = self.query_next(query);
         let (token, fresh) = match self.login_token(headers) {
             Some(token) => (token.to_owned(), false),
@@ -59,12 +57,12 @@ impl Auth {
 
     pub(super) async fn login_submit(
         &self,
-        config: &Config,
+        call: &mut Call<'_>,
         request: crate::body::GatewayRequest,
-        peer: IpAddr,
-        host: Option<&HeaderValue>,
-        logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
+        let Call {
+            config, peer, host, ..
+        } = *call;
         if !csrf::same_origin(request.headers(), host) {
             return Err(GatewayError::CsrfRejected);
         }
@@ -148,12 +146,12 @@ impl Auth {
             self.store.sessions.end_now(&old.session.key);
         }
         if let Some(second_step) = second_step {
-            *logged_user = Some(user.name.clone());
+            call.logged_user = Some(user.name.clone());
             crate::security_event!(info, event = "login_password_ok", user = %user.name, ip = %peer, "password ok; second factor next");
             return Ok(second_step);
         }
         let id = self.begin_session(&user, peer, &user_agent, false).await?;
-        *logged_user = Some(user.name.clone());
+        call.logged_user = Some(user.name.clone());
         let mut response = own_response(
             StatusCode::SEE_OTHER,
             "text/plain; charset=utf-8",
@@ -172,16 +170,16 @@ impl Auth {
     /// session of the user ends, and this one continues under a new ID.
     pub(super) async fn password(
         &self,
-        config: &Config,
+        call: &mut Call<'_>,
         request: crate::body::GatewayRequest,
-        peer: IpAddr,
-        host: Option<&HeaderValue>,
-        logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
+        let Call {
+            config, peer, host, ..
+        } = *call;
         let signed_in = self
             .require_session(request.headers(), request.method(), "/.gateway/password")
             .await?;
-        *logged_user = Some(signed_in.user.name.clone());
+        call.logged_user = Some(signed_in.user.name.clone());
         let csrf = self.csrf_token(&signed_in.session.key);
         let page = |status, message: Option<(bool, &str)>| -> Response<Body> {
             pages::password(status, signed_in.viewer(config), &csrf, message).into()

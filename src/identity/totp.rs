@@ -22,6 +22,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::forms::{checked_form, Form};
+use super::Call;
 use super::{cookie_values, Auth};
 use crate::metrics::Login;
 use crate::pages::sign_in as pages;
@@ -335,17 +336,17 @@ impl Auth {
     /// `csrf`) checks it and, if right, makes the session.
     pub(super) async fn login_code(
         &self,
-        config: &Config,
+        call: &mut Call<'_>,
         request: crate::body::GatewayRequest,
-        peer: IpAddr,
-        host: Option<&HeaderValue>,
-        logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
+        let Call {
+            config, peer, host, ..
+        } = *call;
         let Some((key, user, false, next)) = self.pending_of(request.headers()).await? else {
             // None (or one for enrollment): start over.
             return Ok(see_other("/.gateway/login"));
         };
-        *logged_user = Some(user.name.clone());
+        call.logged_user = Some(user.name.clone());
         let token = self.csrf_token(&key);
         if request.method() != Method::POST {
             return Ok(pages::login_code(StatusCode::OK, &token, None).into());
@@ -382,12 +383,12 @@ impl Auth {
     /// recovery codes shown this once.
     pub(super) async fn totp_page(
         &self,
-        config: &Config,
+        call: &mut Call<'_>,
         request: crate::body::GatewayRequest,
-        peer: IpAddr,
-        host: Option<&HeaderValue>,
-        logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
+        let Call {
+            config, peer, host, ..
+        } = *call;
         let query_next = self.query_next(request.uri().query());
         let who = match self.pending_of(request.headers()).await? {
             Some((key, user, true, next)) => (Who::Pending { key, user }, next),
@@ -400,7 +401,7 @@ impl Auth {
         };
         let (who, next) = who;
         let user = who.user().clone();
-        *logged_user = Some(user.name.clone());
+        call.logged_user = Some(user.name.clone());
         let token = self.csrf_token(&who.key());
         // The page's header, for a signed-in user (not a pending sign-in).
         let viewer = match &who {
@@ -575,18 +576,18 @@ impl Auth {
     /// refreshes the session's sign-in time without a new session.
     pub(super) async fn reauth(
         &self,
-        config: &Config,
+        call: &mut Call<'_>,
         request: crate::body::GatewayRequest,
-        peer: IpAddr,
-        host: Option<&HeaderValue>,
-        logged_user: &mut Option<Arc<str>>,
     ) -> Result<Response<Body>, GatewayError> {
+        let Call {
+            config, peer, host, ..
+        } = *call;
         let query_next = self.query_next(request.uri().query());
         let signed_in = self
             .require_session(request.headers(), request.method(), "/.gateway/reauth")
             .await?;
         let user = signed_in.user.clone();
-        *logged_user = Some(user.name.clone());
+        call.logged_user = Some(user.name.clone());
         let token = self.csrf_token(&signed_in.session.key);
         let with_code = user.totp.is_some();
         if request.method() != Method::POST {
