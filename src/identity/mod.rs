@@ -379,6 +379,31 @@ impl Auth {
         Ok(())
     }
 
+    /// Saves a change `user` makes to their own account (`what`: a
+    /// password, a second factor). When it cannot be, the status and the
+    /// words to answer with: the users are managed elsewhere, or `failed`.
+    pub(crate) async fn save_own(
+        &self,
+        change: Change,
+        user: &User,
+        what: &str,
+        failed: &'static str,
+    ) -> Result<(), (http::StatusCode, &'static str)> {
+        let Err(e) = self
+            .change_users(change, &format!("user {}", user.name))
+            .await
+        else {
+            return Ok(());
+        };
+        tracing::error!(user = %user.name, error = %e, "{what} could not be saved");
+        Err(match e {
+            UserFileError::ReadOnly { .. } => {
+                (http::StatusCode::CONFLICT, forms::MANAGED_ELSEWHERE)
+            }
+            _ => (http::StatusCode::INTERNAL_SERVER_ERROR, failed),
+        })
+    }
+
     /// Ends every session of a user (canonical name) without locking
     /// them; returns how many once that is durable.
     pub async fn revoke_sessions(&self, key: &Arc<str>, actor: &str) -> Result<usize, Unavailable> {

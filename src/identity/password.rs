@@ -240,21 +240,12 @@ impl Auth {
             name: user.key.to_string(),
             password_hash: hash,
         };
-        if let Err(e) = self
-            .change_users(change, &format!("user {}", user.name))
+        let failed = "The password could not be saved. Nothing was changed.";
+        if let Err((status, words)) = self
+            .save_own(change, user, "a password change", failed)
             .await
         {
-            tracing::error!(user = %user.name, error = %e, "password change could not be saved");
-            if matches!(e, crate::users::file::UserFileError::ReadOnly { .. }) {
-                return Ok(page(StatusCode::CONFLICT, Some((false, MANAGED_ELSEWHERE))));
-            }
-            return Ok(page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Some((
-                    false,
-                    "The password could not be saved. Nothing was changed.",
-                )),
-            ));
+            return Ok(page(status, Some((false, words))));
         }
         // Every session of the user ended with the change; this one goes on under a new ID.
         let Some(updated) = self.users.load().get_by_key(&user.key).cloned() else {

@@ -518,23 +518,13 @@ impl Auth {
                     secret: TotpSecret::new(secret),
                     recovery_codes: hashes,
                 };
-                if let Err(e) = self
-                    .change_users(change, &format!("user {}", user.name))
+                let failed = "The second factor could not be saved. Nothing was changed.";
+                if let Err((status, words)) = self
+                    .save_own(change, &user, "the second factor", failed)
                     .await
                 {
-                    tracing::error!(user = %user.name, error = %e, "the second factor could not be saved");
-                    if matches!(e, crate::users::file::UserFileError::ReadOnly { .. }) {
-                        return Ok(own_response(
-                            StatusCode::CONFLICT,
-                            "text/plain; charset=utf-8",
-                            format!("{}\n", super::forms::MANAGED_ELSEWHERE),
-                        ));
-                    }
-                    return Ok(own_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "text/plain; charset=utf-8",
-                        "The second factor could not be saved. Nothing was changed.\n",
-                    ));
+                    let text = format!("{words}\n");
+                    return Ok(own_response(status, "text/plain; charset=utf-8", text));
                 }
                 self.end_enrolling(&who.key()).await;
                 self.accept_step(&user.key, step).await?;
