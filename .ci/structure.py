@@ -127,7 +127,7 @@ print(f"arrows between rooms: {n_arrows}")
 print(f"arrows running back up (child -> its parent module): {len(up)}")
 for a, b in sorted(up):
     print("   ", "/".join(a), "->", "/".join(b) or "(root)")
-print(f"room circles: {len(room_circles)}")
+print(f"room circles: {len(room_circles)} (arrows inside them: {len(in_room_circle)})")
 for c in room_circles:
     print("   ", " ".join(sorted(c)))
 print(f"file circles: {len(file_circles)}")

@@ -36,21 +36,42 @@ pub use next::safe_next;
 pub const MAX_FORM_BYTES: usize = 4096;
 const GENERIC_FAILURE: &str = "Invalid username or password.";
 
-/// A request's signed-in user.
+/// A signed-in person, as every request, page and forward-auth answer
+/// sees them: the user in force (name, roles, the identity headers made
+/// once for them), the session, and how and when they proved who they are
+/// ([`Proof`]).
 #[derive(Debug, Clone)]
 pub struct SignedIn {
     pub user: Arc<User>,
     pub session: LiveSession,
 }
 
+/// How and when a signed-in person last proved who they are. Today every
+/// proof begins with the password; a second factor may follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proof {
+    /// When (ms): the sign-in, or the last fresh sign-in (`/.gateway/reauth`).
+    pub at_ms: u64,
+    /// A second factor (a TOTP code) was part of it.
+    pub second_factor: bool,
+}
+
 impl SignedIn {
+    pub fn proof(&self) -> Proof {
+        Proof {
+            at_ms: self.session.auth_ms,
+            second_factor: self.session.mfa,
+        }
+    }
+
     /// Who the policy judges, as of `now` (ms).
     pub fn principal(&self, now: u64) -> crate::policy::Principal<'_> {
+        let proof = self.proof();
         crate::policy::Principal {
             user: &self.user.key,
             roles: &self.user.roles,
-            mfa: self.session.mfa,
-            auth_age_ms: now.saturating_sub(self.session.auth_ms),
+            mfa: proof.second_factor,
+            auth_age_ms: now.saturating_sub(proof.at_ms),
         }
     }
 

@@ -15,9 +15,9 @@ use crate::response::{own_response, Body, GatewayError};
 use crate::session;
 use crate::store::counters::Refused;
 use crate::store::throttle::Throttled;
-use crate::users::canonical;
 use crate::users::file::{check_new_password, Change};
 use crate::users::password::Busy;
+use crate::users::{canonical, User};
 
 impl Auth {
     pub(super) fn login_page(
@@ -103,13 +103,8 @@ impl Auth {
         };
         let user = self.users.load().get_by_key(&key).cloned();
         let matched = self
-            .verifier
-            .verify(
-                user.as_ref().map(|u| &*u.password_hash),
-                form.get("password"),
-            )
-            .await
-            .map_err(|Busy| GatewayError::LoginBusy)?;
+            .password_matches(user.as_deref(), form.get("password"))
+            .await?;
         let user = match user {
             Some(user) if matched && !user.locked => user,
             user => {
@@ -165,6 +160,19 @@ impl Auth {
         Ok(response)
     }
 
+    /// Whether `typed` is `user`'s password, hashed on the hashing threads
+    /// (an unknown user costs the same hashing, and never matches).
+    pub(super) async fn password_matches(
+        &self,
+        user: Option<&User>,
+        typed: &str,
+    ) -> Result<bool, GatewayError> {
+        self.verifier
+            .verify(user.map(|u| &*u.password_hash), typed)
+            .await
+            .map_err(|Busy| GatewayError::LoginBusy)
+    }
+
     /// `GET` shows the form; `POST` (fields `current`, `new`, `csrf`)
     /// changes the password: the hash in the users file is replaced, every
     /// session of the user ends, and this one continues under a new ID.
@@ -208,10 +216,8 @@ impl Auth {
             }
         };
         let matched = self
-            .verifier
-            .verify(Some(&user.password_hash), form.get("current"))
-            .await
-            .map_err(|Busy| GatewayError::LoginBusy)?;
+            .password_matches(Some(user), form.get("current"))
+            .await?;
         if !matched {
             attempt.failed();
             crate::security_event!(warn, event = "password_change_failed", user = %user.name, ip = %peer, "password change failed: wrong current password");

@@ -31,7 +31,6 @@ use crate::session::{self, Key};
 use crate::store::counters::{Attempt, Refused};
 use crate::store::throttle::Throttled;
 use crate::users::file::{Change, UserFileError};
-use crate::users::password::Busy;
 use crate::users::totp;
 use crate::users::{TotpSecret, User};
 
@@ -465,10 +464,8 @@ impl Auth {
         match form.get("step") {
             "password" => {
                 let matched = self
-                    .verifier
-                    .verify(Some(&user.password_hash), form.get("password"))
-                    .await
-                    .map_err(|Busy| GatewayError::LoginBusy)?;
+                    .password_matches(Some(&user), form.get("password"))
+                    .await?;
                 if !matched {
                     attempt.failed();
                     crate::security_event!(warn, event = "totp_failed", user = %user.name, ip = %peer, kind = "password", "wrong password on the second-factor page");
@@ -595,10 +592,8 @@ impl Auth {
         let next = self.next_of(form_next(&form));
         let attempt = self.code_attempt(config, &user, peer).await?;
         let matched = self
-            .verifier
-            .verify(Some(&user.password_hash), form.get("password"))
-            .await
-            .map_err(|Busy| GatewayError::LoginBusy)?;
+            .password_matches(Some(&user), form.get("password"))
+            .await?;
         let code_ok = !with_code
             || (matched
                 && matches!(
