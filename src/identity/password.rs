@@ -6,7 +6,7 @@
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use super::forms::{checked_form, user_agent_of, MANAGED_ELSEWHERE};
+use super::forms::{checked_form, read_form, user_agent_of, MANAGED_ELSEWHERE};
 use super::Call;
 use super::{cookie_values, csrf, Auth, GENERIC_FAILURE};
 use crate::metrics::Login;
@@ -63,15 +63,19 @@ impl Auth {
         let Call {
             config, peer, host, ..
         } = *call;
-        // The form's token is the login cookie's (there is no session yet).
-        let Some(token) = self.login_token(request.headers()).map(str::to_owned) else {
+        if !csrf::same_origin(request.headers(), host) {
             return Err(GatewayError::CsrfRejected);
-        };
+        }
+        let token = self.login_token(request.headers()).map(str::to_owned);
         let user_agent = user_agent_of(request.headers());
         let earlier = self
             .authenticate(request.headers(), session::now_ms(), false)
             .await;
-        let form = checked_form(request, host, &token).await?;
+        let form = read_form(request).await?;
+        let token = match token {
+            Some(t) if csrf::matches(&t, form.get("csrf")) => t,
+            _ => return Err(GatewayError::CsrfRejected),
+        };
         let name = form.get("username");
         let next = self.next_of(
             form.fields
