@@ -35,8 +35,11 @@ const DRAIN_FOR_AT_MOST: Duration = Duration::from_secs(30);
 pub struct TimedBody {
     /// Taken by the drain when the body is dropped unread.
     inner: Option<Incoming>,
-    /// Armed when a read has to wait, disarmed when a piece comes.
-    waiting: Option<Pin<Box<Sleep>>>,
+    /// The wait's timer: made the first time a read has to wait, then
+    /// reset (not made again) at each later wait of the same body.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A read is waiting and `timer` runs for it; a piece disarms it.
+    armed: bool,
     /// `body_timeout` in milliseconds: kept small, as every request future
     /// carries it (and HTTP/2 moves those futures around whole).
     limit_ms: u32,
@@ -50,7 +53,8 @@ impl TimedBody {
     pub fn new(inner: Incoming, limit: Duration, drain: bool) -> TimedBody {
         TimedBody {
             inner: Some(inner),
-            waiting: None,
+            timer: None,
+            armed: false,
             limit_ms: u32::try_from(limit.as_millis()).unwrap_or(u32::MAX),
             drain,
         }
@@ -113,14 +117,21 @@ impl Body for TimedBody {
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                self.waiting = None;
+                self.armed = false;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
                 let limit = self.limit();
-                let timer = self
-                    .waiting
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                let this = &mut *self;
+                let timer = match (&mut this.timer, this.armed) {
+                    (Some(timer), true) => timer,
+                    (Some(timer), false) => {
+                        timer.as_mut().reset(tokio::time::Instant::now() + limit);
+                        timer
+                    }
+                    (timer @ None, _) => timer.insert(Box::pin(tokio::time::sleep(limit))),
+                };
+                this.armed = true;
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
                     Poll::Pending => Poll::Pending,

@@ -50,8 +50,16 @@ struct Original {
     host: Host,
     /// As the client sent it: path and query.
     uri: String,
-    /// `https://host/path?query`, for the login page's `next`.
-    url: String,
+    /// `https` or `http`, for the absolute URL a sign-in may return to.
+    scheme: &'static str,
+}
+
+impl Original {
+    /// `https://host/path?query`: made only for a sign-in's `next`.
+    fn url(&self) -> String {
+        let authority = self.host.value().to_str().unwrap_or_default();
+        format!("{}://{authority}{}", self.scheme, self.uri)
+    }
 }
 
 /// Why the original request could not be read; each is a 403 whose code
@@ -157,9 +165,9 @@ fn original(
     let parsed = Host::parse(host.as_bytes()).map_err(|_| Unreadable::NoHost)?;
     Ok(Original {
         method,
-        url: format!("{scheme}://{host}{uri}"),
         host: parsed,
         uri: uri.to_owned(),
+        scheme,
     })
 }
 
@@ -251,23 +259,27 @@ pub async fn verify(
     let presented = crate::access::authenticate(state, headers).await;
     judged.user = presented.signed_in.as_ref().map(|s| s.user.name.clone());
     judged.host = Some(original.host.name().to_owned());
-    judged.path = Some(normalized.clone());
     let target = Target {
         method: &original.method,
         host: Some(original.host.name()),
         path: &normalized,
     };
-    let browser = wants_html(headers);
-    let next = if state.auth.accepts_absolute_next(&original.url) {
-        original.url.clone()
-    } else {
-        original.uri.clone()
-    };
+    let decision =
+        crate::access::authorize(&live.config.policy, presented.signed_in.as_ref(), &target);
+    judged.decision = Some(decision.as_str());
+    judged.path = Some(normalized);
+    // Only a sign-in answer needs the way back, and only a browser's.
     let sign_in = |page: &str, status_error: &str| {
         let mut response = json(StatusCode::UNAUTHORIZED, status_error);
-        if browser {
+        if wants_html(headers) {
             if let Some(public) = &server.public_url {
-                let location = format!("{public}{page}?next={}", encode_query_value(&next));
+                let url = original.url();
+                let next = if state.auth.accepts_absolute_next(&url) {
+                    &url
+                } else {
+                    &original.uri
+                };
+                let location = format!("{public}{page}?next={}", encode_query_value(next));
                 if let Ok(value) = HeaderValue::from_str(&location) {
                     response.headers_mut().insert(header::LOCATION, value);
                 }
@@ -275,9 +287,6 @@ pub async fn verify(
         }
         response
     };
-    let decision =
-        crate::access::authorize(&live.config.policy, presented.signed_in.as_ref(), &target);
-    judged.decision = Some(decision.as_str());
     match decision {
         Decision::Allow => {}
         Decision::Login if presented.store_unavailable => {

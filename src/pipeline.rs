@@ -219,18 +219,7 @@ async fn route(
 
     // One test on the proxied path; the gateway's own paths below it.
     if normalized == GATEWAY_PREFIX || normalized.starts_with("/.gateway/") {
-        let path = normalized.to_owned();
-        return own_routes(
-            state,
-            live,
-            conn,
-            &path,
-            request,
-            client.ip,
-            host.as_ref(),
-            log,
-        )
-        .await;
+        return own_routes(state, live, conn, request, client.ip, host.as_ref(), log).await;
     }
 
     let presented = access::authenticate(state, request.headers()).await;
@@ -238,14 +227,8 @@ async fn route(
     log.clear_cookie = presented.stale_cookie && !presented.store_unavailable;
     log.user = user.map(|u| u.name.clone());
     let upgrade = upgrade_of(&request);
-    // An HTTP/2 WebSocket (extended CONNECT) is judged as the GET it
-    // stands for, like its HTTP/1.1 handshake.
-    let judged_method = match upgrade {
-        Upgrade::WebSocket if request.method() == http::Method::CONNECT => &http::Method::GET,
-        _ => request.method(),
-    };
     let target = Target {
-        method: judged_method,
+        method: judged_method(upgrade, request.method()),
         host: host.as_ref().map(Host::name),
         path: normalized,
     };
@@ -254,7 +237,6 @@ async fn route(
     log.host = host.as_ref().map(Host::value).cloned();
     unless_allowed(decision, &presented, &request, normalized)?;
     let websocket = websocket_of(upgrade, &request, host.as_ref(), server)?;
-    let judged_method = judged_method.clone();
     forward(
         state,
         live,
@@ -263,7 +245,6 @@ async fn route(
         Judged {
             path: normalized,
             host: host.as_ref(),
-            method: judged_method,
             client,
             signed_in: presented.signed_in.as_ref(),
             websocket,
@@ -303,17 +284,17 @@ fn refuse(
 /// The gateway's own paths under `/.gateway/`, all routed here:
 /// forward-auth, the assertion keys, account and admin pages, and the
 /// ways of signing in ([`crate::identity`]'s own table).
-#[allow(clippy::too_many_arguments)]
 async fn own_routes(
     state: &State,
     live: &Live,
     conn: &Connection,
-    path: &str,
     request: crate::body::GatewayRequest,
     client_ip: IpAddr,
     host: Option<&Host>,
     log: &mut RequestLog,
 ) -> Result<Response<Body>, GatewayError> {
+    // The normalized path, as the log line has it.
+    let path = log.path.as_str();
     let is_get = request.method() == http::Method::GET || request.method() == http::Method::HEAD;
     let mut call = crate::identity::Call {
         config: &live.config,
@@ -445,8 +426,6 @@ fn websocket_of(
 struct Judged<'a> {
     path: &'a str,
     host: Option<&'a Host>,
-    /// The method the policy judged (GET for an HTTP/2 WebSocket).
-    method: http::Method,
     client: crate::forwarded::Client,
     signed_in: Option<&'a crate::identity::SignedIn>,
     websocket: bool,
@@ -464,7 +443,6 @@ async fn forward(
     let Judged {
         path: normalized,
         host,
-        method,
         client,
         signed_in,
         websocket,
@@ -484,7 +462,8 @@ async fn forward(
     let owner = match (signed_in, websocket) {
         (Some(signed_in), true) => Some(crate::proxy::tunnels::Owner {
             session: signed_in.session.key,
-            method,
+            // Judged again as it was now: an HTTP/2 WebSocket as its GET.
+            method: judged_method(Upgrade::WebSocket, request.method()).clone(),
             host: host.map(|h| h.name().to_owned()),
             path: normalized.to_owned(),
         }),
@@ -567,10 +546,20 @@ pub fn watch_tunnels(state: &Arc<State>) {
     });
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Upgrade {
     None,
     WebSocket,
     Other,
+}
+
+/// The method the policy judges: an HTTP/2 WebSocket (extended CONNECT)
+/// is judged as the GET it stands for, like its HTTP/1.1 handshake.
+fn judged_method(upgrade: Upgrade, method: &http::Method) -> &http::Method {
+    match upgrade {
+        Upgrade::WebSocket if method == http::Method::CONNECT => &http::Method::GET,
+        _ => method,
+    }
 }
 
 /// What upgrade, if any, a request asks for: on HTTP/1.1 (RFC 9110 §7.8,
