@@ -188,8 +188,6 @@ pub struct Fixed {
     pub assertion_key: Option<PathBuf>,
     /// The hashing threads are started once.
     pub hashing_threads: usize,
-    /// Read by the sign-in code, which keeps no live snapshot.
-    pub max_per_user: usize,
 }
 
 impl Fixed {
@@ -212,7 +210,6 @@ impl Fixed {
             users_file: config.users_file.clone(),
             assertion_key: config.identity.assertion.as_ref().map(|a| a.key.clone()),
             hashing_threads: config.login.hashing_threads,
-            max_per_user: config.session.max_per_user,
         }
     }
 
@@ -263,10 +260,6 @@ impl Fixed {
         differ(
             self.hashing_threads != new.hashing_threads,
             "login.hashing_threads",
-        );
-        differ(
-            self.max_per_user != new.max_per_user,
-            "session.max_per_user",
         );
         keys
     }

@@ -3,8 +3,6 @@
 //! is asked), it shows itself at `/.gateway/whoami`, and it ends at
 //! `/.gateway/logout`.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 
@@ -34,14 +32,17 @@ impl Auth {
     }
 
     /// A whole sign-in succeeded: the new session's ID (the cookie value),
-    /// once the store has it for good; counted and logged.
+    /// once the store has it for good; counted and logged. Past `[session]
+    /// max_per_user` of the config the call runs under, the user's least
+    /// recently used sessions end.
     pub(super) async fn begin_session(
         &self,
+        call: &Call<'_>,
         user: &crate::users::User,
-        peer: IpAddr,
         user_agent: &str,
         mfa: bool,
     ) -> Result<String, GatewayError> {
+        let peer = call.peer;
         let id = self
             .store
             .sessions
@@ -57,7 +58,7 @@ impl Auth {
             .map_err(|_| GatewayError::StoreUnavailable)?;
         self.metrics.record_login(Login::Ok);
         crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, second_factor = mfa, "login ok");
-        let most = self.max_sessions_per_user;
+        let most = call.config.session.max_per_user;
         match self.store.sessions.keep_at_most(&user.key, most).await {
             Ok(0) => {}
             Ok(ended) => {

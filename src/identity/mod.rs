@@ -141,8 +141,6 @@ pub struct Auth {
     clear_cookie: HeaderValue,
     /// Signs the session forms' CSRF tokens.
     csrf: csrf::CsrfSecret,
-    /// `[session] max_per_user` (a restart changes it).
-    max_sessions_per_user: usize,
     /// The last security events, for the admin page.
     audit: Audit,
     metrics: Arc<crate::metrics::Metrics>,
@@ -183,7 +181,6 @@ impl Auth {
             cookie_name,
             clear_cookie,
             csrf,
-            max_sessions_per_user: config.session.max_per_user,
             audit: Audit::default(),
             metrics,
         })

@@ -368,7 +368,7 @@ impl Auth {
         if !self.take_pending(&key).await? {
             return Ok(see_other("/.gateway/login"));
         }
-        let id = self.begin_session(&user, peer, &user_agent, true).await?;
+        let id = self.begin_session(call, &user, &user_agent, true).await?;
         let mut response = see_other(&next);
         self.set_session_cookie(&mut response, &id);
         self.clear_pending_cookie(&mut response);
@@ -543,7 +543,7 @@ impl Auth {
                             return Err(GatewayError::NotFound);
                         };
                         let id = self
-                            .begin_session(&updated, peer, &user_agent, true)
+                            .begin_session(call, &updated, &user_agent, true)
                             .await?;
                         self.set_session_cookie(&mut response, &id);
                         self.clear_pending_cookie(&mut response);

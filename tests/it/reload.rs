@@ -402,18 +402,29 @@ async fn a_file_written_in_two_parts_is_applied_once_and_whole() {
 }
 
 #[tokio::test]
-async fn hashing_threads_and_max_per_user_are_named_as_needing_a_restart() {
+async fn hashing_threads_need_a_restart_and_max_per_user_applies_at_the_next_sign_in() {
     let gw = Setup::new()
         .session("max_per_user = 100")
         .login("hashing_threads = 2")
         .start()
         .await;
-    edit(&gw, "max_per_user = 100", "max_per_user = 5");
+    let first = gw.sign_in("bob", BOB_PASSWORD).await;
+    let second = gw.sign_in("bob", BOB_PASSWORD).await;
+    edit(&gw, "max_per_user = 100", "max_per_user = 1");
     edit(&gw, "hashing_threads = 2", "hashing_threads = 1");
     assert_eq!(
         gw.gateway().reload().await,
         Reloaded::Applied {
-            needs_restart: vec!["login.hashing_threads", "session.max_per_user"]
+            needs_restart: vec!["login.hashing_threads"]
         }
     );
+    // The reloaded limit: the next sign-in leaves bob one session.
+    let third = gw.sign_in("bob", BOB_PASSWORD).await;
+    for (i, (session, status)) in [(&first, 401), (&second, 401), (&third, 200)]
+        .into_iter()
+        .enumerate()
+    {
+        let got = gw.get_as(session, "/private/x").await.status();
+        assert_eq!(got, status, "sign-in {}", i + 1);
+    }
 }
