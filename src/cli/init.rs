@@ -1,7 +1,5 @@
 //! `authgate init`: a ready setup in a folder.
 
-use anyhow::Context;
-
 /// `UID` or `UID:GID` (the group defaults to the same number).
 pub fn parse_owner(text: &str) -> Result<(u32, u32), String> {
     let (uid, gid) = text.split_once(':').unwrap_or((text, text));
@@ -41,16 +39,12 @@ pub fn init(args: &InitArgs) -> anyhow::Result<()> {
         args.admin.as_str(),
         args.owner,
     );
-    use std::io::{BufRead, IsTerminal};
+    use std::io::IsTerminal;
+    // A piped password is the admin's; else one is made and shown once.
     let typed = if std::io::stdin().is_terminal() {
         None
     } else {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("cannot read the password from stdin")?;
-        Some(line.trim_end_matches(['\n', '\r']).to_owned()).filter(|p| !p.is_empty())
+        Some(super::piped_password()?).filter(|p| !p.is_empty())
     };
     let password = match &typed {
         Some(password) => {

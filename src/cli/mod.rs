@@ -30,22 +30,29 @@ pub fn load_or_report(path: &std::path::Path) -> anyhow::Result<Config> {
 /// One password from stdin: without echo when stdin is a terminal, else
 /// the first line as it is (only the line ending is removed).
 pub fn read_password(prompt: &str) -> anyhow::Result<String> {
-    use std::io::{BufRead, IsTerminal};
+    use std::io::IsTerminal;
     let password = if std::io::stdin().is_terminal() {
         rpassword::prompt_password(prompt).context("cannot read the password")?
     } else {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("cannot read the password from stdin")?;
-        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
-        trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned()
+        piped_password()?
     };
     if password.is_empty() {
         anyhow::bail!("the password is empty");
     }
     Ok(password)
+}
+
+/// The first line of a piped stdin as it is (only the line ending is
+/// removed): a password given by a script.
+pub fn piped_password() -> anyhow::Result<String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned())
 }
 
 /// The async runtime: work-stealing across the CPUs this process may use,

@@ -328,6 +328,19 @@ impl Redis {
         )
     }
 
+    /// Sends every command of `pipe` in one round trip.
+    async fn call_all<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, Unavailable> {
+        let mut con = self.con.clone();
+        let started = std::time::Instant::now();
+        self.finish(
+            tokio::time::timeout(self.timeout, pipe.query_async(&mut con)).await,
+            started,
+        )
+    }
+
     async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: &redis::ScriptInvocation<'_>,

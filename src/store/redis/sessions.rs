@@ -176,12 +176,7 @@ impl Redis {
                     "ua",
                 ]);
             }
-            let mut con = self.con.clone();
-            let started = std::time::Instant::now();
-            let rows: Vec<Vec<Option<String>>> = self.finish(
-                tokio::time::timeout(self.timeout, pipe.query_async(&mut con)).await,
-                started,
-            )?;
+            let rows: Vec<Vec<Option<String>>> = self.call_all(&pipe).await?;
             for (suffix, row) in chunk.iter().zip(rows) {
                 let (Some(key), [Some(user), Some(created), Some(last_seen), Some(ip), Some(ua)]) =
                     (key_from_hex(suffix), row.as_slice())

@@ -75,12 +75,7 @@ impl Redis {
                 "name", "password", "roles", "locked", "gen", "totp", "recovery",
             ]);
         }
-        let mut con = self.con.clone();
-        let started = std::time::Instant::now();
-        let rows: Vec<Vec<Option<String>>> = self.finish(
-            tokio::time::timeout(self.timeout, pipe.query_async(&mut con)).await,
-            started,
-        )?;
+        let rows: Vec<Vec<Option<String>>> = self.call_all(&pipe).await?;
         let entries = rows.into_iter().filter_map(|row| match row.as_slice() {
             [Some(name), Some(password), roles, locked, generation, totp, recovery] => {
                 Some(Entry {
