@@ -157,10 +157,6 @@ pub async fn handle(
             .headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
     }
-    let elapsed = started.elapsed();
-    let status = response.status();
-    let id = request_id.to_str().unwrap_or("-");
-    state.metrics.record_response(status, elapsed);
     // The connection's own address is already text; a forwarded one is
     // made so here.
     let forwarded_client;
@@ -171,25 +167,56 @@ pub async fn handle(
         }
         _ => conn.peer_text(),
     };
-    crate::logging::access(&crate::logging::Access {
+    let host = log.host.as_ref().and_then(|h| h.to_str().ok());
+    let line = Answered {
         method: method.as_str(),
         path: &log.path,
-        status: status.as_u16(),
-        host: log
-            .host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("-"),
+        host: host.unwrap_or("-"),
         decision: log.decision.unwrap_or("-"),
         user: log.user.as_deref().unwrap_or("-"),
         client,
+    };
+    finish(state, started, &line, request_id, &mut response);
+    response
+}
+
+/// What an answered request's access line says besides its status, time
+/// and request ID.
+pub(crate) struct Answered<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: &'a str,
+    pub decision: &'a str,
+    pub user: &'a str,
+    pub client: &'a str,
+}
+
+/// How every answered request ends, on the main listener and on
+/// `verify_listen`: counted, one access line, its `X-Request-Id`.
+pub(crate) fn finish(
+    state: &State,
+    started: Instant,
+    line: &Answered<'_>,
+    request_id: HeaderValue,
+    response: &mut Response<Body>,
+) {
+    let elapsed = started.elapsed();
+    let status = response.status();
+    state.metrics.record_response(status, elapsed);
+    crate::logging::access(&crate::logging::Access {
+        method: line.method,
+        path: line.path,
+        status: status.as_u16(),
+        host: line.host,
+        decision: line.decision,
+        user: line.user,
+        client: line.client,
         micros: u64::try_from(elapsed.as_nanos().saturating_add(500) / 1000).unwrap_or(u64::MAX),
-        request_id: id,
+        request_id: request_id.to_str().unwrap_or("-"),
     });
     response
         .headers_mut()
         .insert(&request_id::X_REQUEST_ID, request_id);
-    response
 }
 
 /// One request, as the named steps it goes through: `refuse` what no

@@ -479,24 +479,16 @@ async fn verify_only(
     let request_id = crate::request_id::of_request(request.headers(), trusted);
     let mut response =
         crate::forward_auth::verify(state, &live, peer, request.headers(), &mut judged).await;
-    // The same line as every other request's (see pipeline::handle).
-    let path = judged.access_path();
-    let elapsed = started.elapsed();
-    state.metrics.record_response(response.status(), elapsed);
-    crate::logging::access(&crate::logging::Access {
+    // The same line as every other request's.
+    let line = pipeline::Answered {
         method: request.method().as_str(),
-        path: &path,
-        status: response.status().as_u16(),
+        path: &judged.access_path(),
         host: judged.host.as_deref().unwrap_or("-"),
         decision: judged.decision.unwrap_or("-"),
         user: judged.user.as_deref().unwrap_or("-"),
         client: &peer.to_string(),
-        micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        request_id: request_id.to_str().unwrap_or("-"),
-    });
-    response
-        .headers_mut()
-        .insert(&crate::request_id::X_REQUEST_ID, request_id);
+    };
+    pipeline::finish(state, started, &line, request_id, &mut response);
     response
 }
 
