@@ -71,9 +71,6 @@ impl State {
     pub async fn new(
         mut config: Config,
     ) -> Result<State, Box<dyn std::error::Error + Send + Sync>> {
-        for exposed in config.exposed_secret_files() {
-            tracing::warn!("{exposed}");
-        }
         match config.seed_users_file() {
             Ok(true) => tracing::info!(
                 file = ?config.users_file,
@@ -85,7 +82,9 @@ impl State {
                 tracing::error!(file = ?config.users_file, seed = ?config.users_seed, error = %e, "the users file could not be made from [users] seed; the seed's users are in force, and changes cannot be saved")
             }
         }
-        if let Some(warning) = config.users_file_warning() {
+        // Before the users move out of the config: the memory warning
+        // weighs their strongest hash.
+        for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
         let tunnels = Arc::new(crate::proxy::tunnels::Tunnels::default());

@@ -39,10 +39,8 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCo
     for w in &warnings {
         eprintln!("{file}:{}:{}: warning: {}", w.line, w.col, w.message);
     }
-    let mut exposed = config.exposed_secret_files();
-    exposed.extend(config.hashing_memory_warning());
-    exposed.extend(config.users_file_warning());
-    for warning in &exposed {
+    let config_warnings = config.warnings();
+    for warning in &config_warnings {
         eprintln!("{file}: warning: {warning}");
     }
     if let Some(note) = config.seed_only_note() {
@@ -58,7 +56,7 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCo
         config.users.len(),
         config.tests.len() - failures.len(),
         config.tests.len(),
-        warnings.len() + exposed.len()
+        warnings.len() + config_warnings.len()
     );
     if let Some(log) = replay {
         match std::fs::read_to_string(log) {

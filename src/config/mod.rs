@@ -268,6 +268,16 @@ impl Config {
         ))
     }
 
+    /// What a start and `check` warn of: secret files others may read, a
+    /// memory limit too small for the hashing threads, a users file this
+    /// process cannot rewrite.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = self.exposed_secret_files();
+        warnings.extend(self.hashing_memory_warning());
+        warnings.extend(self.users_file_warning());
+        warnings
+    }
+
     /// A warning when this process's cgroup memory limit cannot hold the
     /// gateway and the hashing threads this config asks for (`[login]
     /// hashing_threads`, each with its users' strongest hash's memory).

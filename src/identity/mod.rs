@@ -156,9 +156,6 @@ impl Auth {
         let from_file = std::mem::take(&mut config.users);
         let (store, users) = Store::open(config, from_file, metrics.store.clone()).await?;
         let csrf = csrf::CsrfSecret::new(store.sessions.secret("csrf").await?);
-        if let Some(warning) = config.hashing_memory_warning() {
-            tracing::warn!("{warning}");
-        }
         let verifier = Verifier::with_threads(config.login.hashing_threads);
         verifier.match_strongest(users.iter().map(|u| &*u.password_hash));
         let cookie_name = config.session.cookie_name.clone();
