@@ -428,3 +428,57 @@ async fn hashing_threads_need_a_restart_and_max_per_user_applies_at_the_next_sig
         assert_eq!(got, status, "sign-in {}", i + 1);
     }
 }
+
+/// Issue 25: what a sign-in or an admin page reads of the config comes from
+/// the snapshot the request runs under, so a reload applies it to the next
+/// request (it once lived in copies a reload had to refresh one by one).
+#[tokio::test]
+async fn sign_in_and_admin_settings_follow_a_reload() {
+    let gw = Setup::new()
+        .login("max_failures = 5")
+        .login("title = \"Before\"")
+        .start()
+        .await;
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    assert_eq!(gw.get_as(&bob, "/.gateway/admin/").await.status(), 403);
+
+    edit(&gw, "max_failures = 5", "max_failures = 1");
+    edit(
+        &gw,
+        "title = \"Before\"",
+        "title = \"After\"\nrequire_totp = [\"user\"]",
+    );
+    let mut text = std::fs::read_to_string(gw.config_file()).unwrap();
+    text.push_str("\n[admin]\nrole = \"user\"\n");
+    std::fs::write(gw.config_file(), text).unwrap();
+    assert!(matches!(
+        gw.gateway().reload().await,
+        Reloaded::Applied { .. }
+    ));
+
+    // [admin] role: bob's role is the admin role now.
+    assert_eq!(gw.get_as(&bob, "/.gateway/admin/").await.status(), 200);
+    // [login] title: the sign-in page says the new one.
+    let client = gw.client();
+    let page = client
+        .get(gw.url("/.gateway/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<strong>After</strong>"), "{page}");
+    // [login] max_failures: one wrong password uses up the account.
+    let token = gw.login_form(&client).await;
+    let wrong = [("username", "nobody"), ("password", "wrong-password-1")];
+    assert_eq!(gw.post_login(&client, &token, &wrong).await.status(), 401);
+    assert_eq!(gw.post_login(&client, &token, &wrong).await.status(), 429);
+    // [login] require_totp: bob's right password leads to enrollment.
+    let token = gw.login_form(&client).await;
+    let right = [("username", "bob"), ("password", BOB_PASSWORD)];
+    let enroll = gw.post_login(&client, &token, &right).await;
+    assert_eq!(enroll.status(), 303);
+    let location = enroll.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/.gateway/totp"), "{location}");
+}
