@@ -132,7 +132,15 @@ pub fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Resu
     };
     runtime()?.block_on(async {
         let store = match &shared {
-            Some(config) => UserStore::connect(config).await?,
+            Some(config) => {
+                let (store, seeded) = UserStore::connect(config).await?;
+                if seeded {
+                    eprintln!(
+                        "(the shared store was empty: it got the users of the users file first)"
+                    );
+                }
+                store
+            }
             None => UserStore::file(UsersFile::new(
                 crate::config::users_file_of(config_path).map_err(|e| anyhow::anyhow!(e))?,
             )),

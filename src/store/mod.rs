@@ -76,18 +76,9 @@ impl Store {
         from_file: Users,
         stats: Arc<stats::Stats>,
     ) -> Result<(Store, Users), StoreError> {
-        let shared = match &config.store.backend {
-            StoreBackend::Redis(settings) => Some(Arc::new(
-                redis::Redis::connect(
-                    settings,
-                    config.session.idle_timeout,
-                    config.session.absolute_timeout,
-                    stats.clone(),
-                )
-                .await?,
-            )),
-            _ => None,
-        };
+        let shared = redis::Redis::of_config(config, stats.clone())
+            .await?
+            .map(Arc::new);
         let users = users::UserStore::new(
             config
                 .users_file
@@ -522,17 +513,9 @@ pub enum OnRecord {
 
 impl OnRecord {
     pub async fn open(config: &crate::Config) -> Result<OnRecord, StoreError> {
-        match &config.store.backend {
-            StoreBackend::Redis(settings) => Ok(OnRecord::Redis(Box::new(
-                redis::Redis::connect(
-                    settings,
-                    config.session.idle_timeout,
-                    config.session.absolute_timeout,
-                    Default::default(),
-                )
-                .await?,
-            ))),
-            _ => Ok(OnRecord::File(state_file(&config.store)?.to_owned())),
+        match redis::Redis::of_config(config, Default::default()).await? {
+            Some(redis) => Ok(OnRecord::Redis(Box::new(redis))),
+            None => Ok(OnRecord::File(state_file(&config.store)?.to_owned())),
         }
     }
 

@@ -53,27 +53,14 @@ impl UserStore {
         UserStore::new(Some(file), None)
     }
 
-    /// The users a config's Redis holds, for the command line; an empty
-    /// Redis gets `seed` first.
-    pub async fn connect(config: &crate::Config) -> Result<UserStore, StoreError> {
-        let crate::config::StoreBackend::Redis(settings) = &config.store.backend else {
-            return Ok(UserStore::new(
-                config.users_file.clone().map(UsersFile::new),
-                None,
-            ));
-        };
-        let redis = Redis::connect(
-            settings,
-            config.session.idle_timeout,
-            config.session.absolute_timeout,
-            Default::default(),
-        )
-        .await?;
-        let store = UserStore::new(None, Some(Arc::new(redis)));
-        if store.seeded_with(&config.users).await? {
-            eprintln!("(Redis was empty: it got the users of the users file first)");
-        }
-        Ok(store)
+    /// The users `config`'s store keeps, for the command line; an empty
+    /// shared store gets the config's users first (then `true`).
+    pub async fn connect(config: &crate::Config) -> Result<(UserStore, bool), StoreError> {
+        let shared = Redis::of_config(config, Default::default()).await?;
+        let file = config.users_file.clone().map(UsersFile::new);
+        let store = UserStore::new(file, shared.map(Arc::new));
+        let seeded = store.seeded_with(&config.users).await?;
+        Ok((store, seeded))
     }
 
     /// The users to start with, given the users file's: those, or with a

@@ -234,6 +234,25 @@ const SAFE_POLICIES: [&str; 1] = ["noeviction"];
 impl Redis {
     /// Connects (within the timeout), and refuses a Redis that may evict
     /// session or user keys.
+    /// The Redis `config`'s `[store]` names, if it names one.
+    pub async fn of_config(
+        config: &crate::Config,
+        stats: Arc<super::stats::Stats>,
+    ) -> Result<Option<Redis>, StoreError> {
+        let crate::config::StoreBackend::Redis(settings) = &config.store.backend else {
+            return Ok(None);
+        };
+        let session = &config.session;
+        Redis::connect(
+            settings,
+            session.idle_timeout,
+            session.absolute_timeout,
+            stats,
+        )
+        .await
+        .map(Some)
+    }
+
     pub async fn connect(
         settings: &Settings,
         idle: Duration,
