@@ -29,14 +29,13 @@ pub enum Refused {
 }
 
 enum Backend {
-    Memory,
+    /// This process's windows (with the limits last used, for its sweep).
+    Memory(Throttle),
     Redis(Arc<Redis>),
 }
 
 /// Where sign-in attempts are counted.
 pub struct Counters {
-    /// This process's windows (also the limits last used, for its sweep).
-    throttle: Throttle,
     backend: Backend,
 }
 
@@ -105,13 +104,15 @@ impl Drop for Shared {
 
 impl Counters {
     pub(super) fn new(limits: Limits, shared: Option<Arc<Redis>>) -> Counters {
-        Counters {
-            throttle: Throttle::new(limits.max_failures, limits.window, THROTTLE_CAPACITY),
-            backend: match shared {
-                Some(redis) => Backend::Redis(redis),
-                None => Backend::Memory,
-            },
-        }
+        let backend = match shared {
+            Some(redis) => Backend::Redis(redis),
+            None => Backend::Memory(Throttle::new(
+                limits.max_failures,
+                limits.window,
+                THROTTLE_CAPACITY,
+            )),
+        };
+        Counters { backend }
     }
 
     /// Takes an attempt for `account` from `ip` under `limits`.
@@ -121,16 +122,20 @@ impl Counters {
         account: &str,
         ip: IpAddr,
     ) -> Result<Attempt<'_>, Refused> {
-        let throttle = &self.throttle;
-        if throttle.max_failures() != limits.max_failures || throttle.window() != limits.window {
-            // A reload changed them: windows already open keep their start.
-            throttle.set_limits(limits.max_failures, limits.window);
-        }
-        let Backend::Redis(redis) = &self.backend else {
-            return throttle
-                .reserve(account, ip, crate::session::now_ms())
-                .map(Attempt::Local)
-                .map_err(Refused::Throttled);
+        let redis = match &self.backend {
+            Backend::Redis(redis) => redis,
+            Backend::Memory(throttle) => {
+                if throttle.max_failures() != limits.max_failures
+                    || throttle.window() != limits.window
+                {
+                    // A reload changed them: windows already open keep their start.
+                    throttle.set_limits(limits.max_failures, limits.window);
+                }
+                return throttle
+                    .reserve(account, ip, crate::session::now_ms())
+                    .map(Attempt::Local)
+                    .map_err(Refused::Throttled);
+            }
         };
         let counters = shared_counters(account, ip, limits.max_failures);
         match redis.reserve(&counters, limits.window).await {
@@ -148,6 +153,8 @@ impl Counters {
 
     /// Drops this process's windows that have ended.
     pub fn sweep(&self, now: u64) {
-        self.throttle.sweep(now);
+        if let Backend::Memory(throttle) = &self.backend {
+            throttle.sweep(now);
+        }
     }
 }
