@@ -117,3 +117,36 @@ fn only_the_store_knows_where_things_are_kept() {
         );
     }
 }
+
+#[test]
+fn the_binary_is_thin() {
+    let main = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/main.rs");
+    let lines = std::fs::read_to_string(&main).unwrap().lines().count();
+    assert!(
+        lines < 200,
+        "main.rs has {lines} lines: commands go to src/cli/"
+    );
+}
+
+#[test]
+fn the_layout_names_every_module() {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let layout: String = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let modules: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|l| l.trim_end_matches(';'))
+        .collect();
+    assert!(modules.len() > 20, "{modules:?}");
+    for module in modules {
+        assert!(
+            layout.contains(&format!("[`{module}`]")),
+            "lib.rs's layout does not name `{module}`"
+        );
+    }
+}
