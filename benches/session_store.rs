@@ -43,7 +43,7 @@ fn measure(size: usize) {
     let before = rss_bytes();
     for i in 0..size {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32));
-        let (id, _) = store.create(&users[i % users.len()], 1, ip, USER_AGENT, false, now);
+        let (id, _) = store.create(&users[i % users.len()], 1, ip, USER_AGENT, false, None, now);
         if i % sample_every == 0 {
             sample.push(id);
         }
@@ -133,6 +133,7 @@ async fn durable() {
                     ip,
                     USER_AGENT,
                     false,
+                    None,
                     now_ms(),
                 )
                 .await
@@ -161,7 +162,7 @@ async fn durable() {
         pending.push(async move {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32));
             store
-                .create(&user, fingerprint, ip, USER_AGENT, false, now_ms())
+                .create(&user, fingerprint, ip, USER_AGENT, false, None, now_ms())
                 .await
                 .unwrap();
         });

@@ -12,9 +12,10 @@ use super::{csrf, Auth};
 use crate::metrics::Login;
 use crate::pages::sign_in as pages;
 use crate::response::{own_response, Body, GatewayError};
-use crate::session;
+use crate::session::{self, Vouched};
 use crate::store::stats::Ended;
 use crate::units::rfc3339;
+use std::sync::Arc;
 
 impl Auth {
     pub(super) fn set_session_cookie(&self, response: &mut Response<Body>, id: &str) {
@@ -34,13 +35,15 @@ impl Auth {
     /// A whole sign-in succeeded: the new session's ID (the cookie value),
     /// once the store has it for good; counted and logged. Past `[session]
     /// max_per_user` of the config the call runs under, the user's least
-    /// recently used sessions end.
+    /// recently used sessions end. `vouched`: an identity provider's word
+    /// for `user`.
     pub(super) async fn begin_session(
         &self,
         call: &Call<'_>,
         user: &crate::users::User,
         user_agent: &str,
         mfa: bool,
+        vouched: Option<Arc<Vouched>>,
     ) -> Result<String, GatewayError> {
         let peer = call.peer;
         let id = self
@@ -52,12 +55,13 @@ impl Auth {
                 peer,
                 user_agent,
                 mfa,
+                vouched,
                 session::now_ms(),
             )
             .await
             .map_err(|_| GatewayError::StoreUnavailable)?;
         self.metrics.record_login(Login::Ok);
-        crate::security_event!(info, event = "login_ok", user = %user.name, ip = %peer, second_factor = mfa, "login ok");
+        crate::security_event!(info, event = "login_ok", user = %user.name, provider = user.provider.as_deref().unwrap_or("local"), ip = %peer, second_factor = mfa, "login ok");
         let most = call.config.session.max_per_user;
         match self.store.sessions.keep_at_most(&user.key, most).await {
             Ok(0) => {}

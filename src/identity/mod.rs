@@ -507,26 +507,37 @@ impl Auth {
     /// every session ended since it began. A session that fails is ended.
     fn check(&self, session: LiveSession) -> Result<SignedIn, ()> {
         let users = self.users.load();
-        let reason = match users.get_by_key(&session.user) {
-            None => "user removed",
-            Some(user) if user.locked => "user locked",
-            // Older than the user's last revocation in a shared store.
-            Some(user) if session.generation < user.generation => "sessions ended",
-            // A session made after a change (a new password) that this
-            // replica has yet to load, within half a second: its record
-            // of the user is the stale one, not the session.
-            Some(user)
-                if session.generation == user.generation
-                    && user.password_fingerprint != session.password_fingerprint =>
-            {
-                "password changed"
-            }
-            Some(user) => {
+        let reason = match (&session.vouched, users.get_by_key(&session.user)) {
+            // A provider vouched for them: what it said stands until the
+            // session ends, unless a local user has taken the name since.
+            (Some(vouched), None) => {
                 return Ok(SignedIn {
-                    user: user.clone(),
+                    user: vouched.user.clone(),
                     session,
                 })
             }
+            (Some(_), Some(_)) => "a local user has the name",
+            (None, found) => match found {
+                None => "user removed",
+                Some(user) if user.locked => "user locked",
+                // Older than the user's last revocation in a shared store.
+                Some(user) if session.generation < user.generation => "sessions ended",
+                // A session made after a change (a new password) that this
+                // replica has yet to load, within half a second: its record
+                // of the user is the stale one, not the session.
+                Some(user)
+                    if session.generation == user.generation
+                        && user.password_fingerprint != session.password_fingerprint =>
+                {
+                    "password changed"
+                }
+                Some(user) => {
+                    return Ok(SignedIn {
+                        user: user.clone(),
+                        session,
+                    })
+                }
+            },
         };
         self.store.sessions.end_now(&session.key);
         self.store.sessions.stats().ended(Ended::UserChange, 1);

@@ -145,7 +145,9 @@ impl Auth {
             crate::security_event!(info, event = "login_password_ok", user = %user.name, ip = %peer, "password ok; second factor next");
             return Ok(second_step);
         }
-        let id = self.begin_session(call, &user, &user_agent, false).await?;
+        let id = self
+            .begin_session(call, &user, &user_agent, false, None)
+            .await?;
         call.logged_user = Some(user.name.clone());
         let mut response = own_response(
             StatusCode::SEE_OTHER,
@@ -267,6 +269,7 @@ impl Auth {
                 &user_agent,
                 // The password was just entered; the code stays as it was.
                 signed_in.session.mfa,
+                None,
                 session::now_ms(),
             )
             .await

@@ -368,7 +368,9 @@ impl Auth {
         if !self.take_pending(&key).await? {
             return Ok(see_other("/.gateway/login"));
         }
-        let id = self.begin_session(call, &user, &user_agent, true).await?;
+        let id = self
+            .begin_session(call, &user, &user_agent, true, None)
+            .await?;
         let mut response = see_other(&next);
         self.set_session_cookie(&mut response, &id);
         self.clear_pending_cookie(&mut response);
@@ -543,7 +545,7 @@ impl Auth {
                             return Err(GatewayError::NotFound);
                         };
                         let id = self
-                            .begin_session(call, &updated, &user_agent, true)
+                            .begin_session(call, &updated, &user_agent, true, None)
                             .await?;
                         self.set_session_cookie(&mut response, &id);
                         self.clear_pending_cookie(&mut response);

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use http::{HeaderName, HeaderValue};
 use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 
@@ -90,7 +91,95 @@ pub struct LiveSession {
     pub auth_ms: u64,
     /// It passed the second factor.
     pub mfa: bool,
+    /// Set when an identity provider, not the users file, vouched for the
+    /// user.
+    pub vouched: Option<Arc<Vouched>>,
 }
+
+/// A person an identity provider (`[[oidc]]`) vouched for, as their session
+/// keeps it: who they are here (built once, when the session begins or is
+/// read back from a store) and what the provider's sign-in said.
+#[derive(Debug)]
+pub struct Vouched {
+    /// Name and roles as the provider's claims and `role_map` gave them.
+    pub user: Arc<crate::users::User>,
+    /// The provider's `headers`, filled from its claims.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The provider's `sub` and `sid`, which back-channel logout names.
+    pub subject: Box<str>,
+    pub sid: Option<Box<str>>,
+    /// The ID token, sent back as `id_token_hint` at sign-out.
+    pub id_token: Box<str>,
+}
+
+/// How a store keeps a [`Vouched`]: one JSON text.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VouchedRecord {
+    provider: String,
+    name: String,
+    roles: Vec<String>,
+    headers: Vec<(String, String)>,
+    subject: String,
+    sid: Option<String>,
+    id_token: String,
+}
+
+impl Vouched {
+    pub fn provider(&self) -> &str {
+        self.user.provider.as_deref().unwrap_or_default()
+    }
+
+    /// The text a store keeps.
+    pub fn to_record(&self) -> String {
+        serde_json::to_string(&VouchedRecord {
+            provider: self.provider().to_owned(),
+            name: self.user.name.to_string(),
+            roles: self.user.roles.clone(),
+            headers: self
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            subject: self.subject.to_string(),
+            sid: self.sid.as_deref().map(str::to_owned),
+            id_token: self.id_token.to_string(),
+        })
+        .expect("strings serialize")
+    }
+
+    /// Reads back what [`Self::to_record`] wrote; `None` if it is damaged
+    /// (the session then ends: a store's text is not trusted to be whole).
+    pub fn from_record(text: &str) -> Option<Vouched> {
+        let record: VouchedRecord = serde_json::from_str(text).ok()?;
+        let user =
+            crate::users::User::vouched(&record.name, record.roles, record.provider.into()).ok()?;
+        let headers = record
+            .headers
+            .into_iter()
+            .map(|(k, v)| {
+                Some((
+                    HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    HeaderValue::from_str(&v).ok()?,
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Vouched {
+            user: Arc::new(user),
+            headers,
+            subject: record.subject.into(),
+            sid: record.sid.map(Into::into),
+            id_token: record.id_token.into(),
+        })
+    }
+}
+
+impl PartialEq for Vouched {
+    fn eq(&self, other: &Vouched) -> bool {
+        self.to_record() == other.to_record()
+    }
+}
+
+impl Eq for Vouched {}
 
 /// A session as the admin API lists it.
 #[derive(Debug, Clone)]

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use crate::session::{handle, key_of, new_id, Expiry, Key, LiveSession, Lookup, SessionInfo};
+use crate::session::{
+    handle, key_of, new_id, Expiry, Key, LiveSession, Lookup, SessionInfo, Vouched,
+};
 
 /// Who a session belongs to and from where it began. Shared between the
 /// sessions of one user on one browser, so a million sessions do not hold
@@ -43,6 +45,8 @@ pub struct Session {
     auth_ms: AtomicU64,
     /// The sign-in (or a later one) passed the second factor.
     mfa: AtomicBool,
+    /// An identity provider vouched for the user.
+    pub vouched: Option<Arc<Vouched>>,
 }
 
 impl Session {
@@ -63,6 +67,7 @@ pub struct Row {
     pub password_fingerprint: u32,
     pub auth_ms: u64,
     pub mfa: bool,
+    pub vouched: Option<Arc<Vouched>>,
 }
 
 /// Longest user agent kept with a session; the rest is cut off.
@@ -135,6 +140,7 @@ impl SessionMap {
         ip: IpAddr,
         user_agent: &str,
         mfa: bool,
+        vouched: Option<Arc<Vouched>>,
         now: u64,
     ) -> (String, Row) {
         let profile = self.intern(Profile {
@@ -157,6 +163,7 @@ impl SessionMap {
                     password_fingerprint,
                     auth_ms: now,
                     mfa,
+                    vouched: vouched.clone(),
                 };
                 slot.insert(Session {
                     profile,
@@ -167,6 +174,7 @@ impl SessionMap {
                     password_fingerprint,
                     auth_ms: AtomicU64::new(now),
                     mfa: AtomicBool::new(mfa),
+                    vouched,
                 });
                 return (id, row);
             }
@@ -196,6 +204,7 @@ impl SessionMap {
                 password_fingerprint: row.password_fingerprint,
                 auth_ms: AtomicU64::new(row.auth_ms),
                 mfa: AtomicBool::new(row.mfa),
+                vouched: row.vouched,
             },
         );
     }
@@ -227,6 +236,7 @@ impl SessionMap {
                         last_seen_ms: last_seen,
                         auth_ms: session.auth_ms.load(Ordering::Relaxed),
                         mfa: session.mfa.load(Ordering::Relaxed),
+                        vouched: session.vouched.clone(),
                     });
                 }
                 Some(expiry) => expiry,
@@ -272,6 +282,7 @@ impl SessionMap {
             password_fingerprint: session.password_fingerprint,
             auth_ms: session.auth_ms.load(Ordering::Relaxed),
             mfa: session.mfa.load(Ordering::Relaxed),
+            vouched: session.vouched.clone(),
         })
     }
 
@@ -403,7 +414,7 @@ mod tests {
     }
 
     fn create(map: &SessionMap, user: &str, ua: &str, now: u64) -> String {
-        map.create(&user.into(), 1, IP, ua, false, now).0
+        map.create(&user.into(), 1, IP, ua, false, None, now).0
     }
 
     fn lookup(map: &SessionMap, id: &str, now: u64, touch: bool) -> Lookup {
@@ -413,7 +424,7 @@ mod tests {
     #[test]
     fn ids_are_256_bit_base64url_and_stored_only_by_hash() {
         let map = map();
-        let (id, row) = map.create(&"alice".into(), 7, IP, "ua", false, 1_000);
+        let (id, row) = map.create(&"alice".into(), 7, IP, "ua", false, None, 1_000);
         assert_eq!(id.len(), ID_LEN);
         assert_eq!(URL_SAFE_NO_PAD.decode(&id).unwrap().len(), 32);
         let other = create(&map, "alice", "ua", 1_000);
@@ -513,6 +524,7 @@ mod tests {
                     password_fingerprint: 9,
                     auth_ms: 1_000,
                     mfa: false,
+                    vouched: None,
                 },
                 &mut profiles,
             );

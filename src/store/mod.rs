@@ -150,10 +150,12 @@ impl Sessions {
             StoreBackend::Memory => Backend::Memory,
             StoreBackend::Local { path } => {
                 let started = std::time::Instant::now();
-                let keep = |row: &memory::Row| {
-                    users.get_by_key(&row.user).is_some_and(|u| {
+                let keep = |row: &memory::Row| match (&row.vouched, users.get_by_key(&row.user)) {
+                    // A provider's user whose name a local user took meanwhile.
+                    (Some(_), found) => found.is_none(),
+                    (None, found) => found.is_some_and(|u| {
                         !u.locked && u.password_fingerprint == row.password_fingerprint
-                    })
+                    }),
                 };
                 let (local, loaded) = local::Local::open(
                     path,
@@ -236,19 +238,35 @@ impl Sessions {
         ip: IpAddr,
         user_agent: &str,
         mfa: bool,
+        vouched: Option<Arc<crate::session::Vouched>>,
         now: u64,
     ) -> Result<String, Unavailable> {
         if let Backend::Redis(redis) = &self.backend {
             let id = crate::session::new_id();
             let key = key_of(&id).expect("a new ID has the right form");
+            let vouched = vouched.map(|v| v.to_record());
             redis
-                .create(&key, user, password_fingerprint, ip, user_agent, mfa)
+                .create(
+                    &key,
+                    user,
+                    password_fingerprint,
+                    ip,
+                    user_agent,
+                    mfa,
+                    vouched.as_deref(),
+                )
                 .await?;
             return Ok(id);
         }
-        let (id, row) = self
-            .map
-            .create(user, password_fingerprint, ip, user_agent, mfa, now);
+        let (id, row) = self.map.create(
+            user,
+            password_fingerprint,
+            ip,
+            user_agent,
+            mfa,
+            vouched,
+            now,
+        );
         match &self.backend {
             Backend::Memory | Backend::Redis(_) => Ok(id),
             Backend::Local(local) => {

@@ -88,6 +88,9 @@ pub struct User {
     pub totp: Option<TotpSecret>,
     /// Hashes of the recovery codes not used yet.
     pub recovery_codes: Vec<String>,
+    /// The `[[oidc]]` provider that vouched for this person; `None` for
+    /// the users file's (and Redis's) own users.
+    pub provider: Option<Arc<str>>,
 }
 
 /// One account as a store other than the users file holds it.
@@ -153,6 +156,42 @@ impl User {
             generation: entry.generation,
             totp: entry.totp,
             recovery_codes: entry.recovery_codes,
+            provider: None,
+        })
+    }
+
+    /// A person an identity provider vouched for: `name` as the provider
+    /// gave it (checked to be a header value), `roles` as the provider's
+    /// `role_map` gave them. They have no password here: nothing ever
+    /// checks one against them.
+    pub fn vouched(name: &str, roles: Vec<String>, provider: Arc<str>) -> Result<User, String> {
+        let key = canonical(name);
+        let name_header =
+            HeaderValue::from_str(name).map_err(|_| format!("invalid username {name:?}"))?;
+        if key.is_empty() || name.chars().any(char::is_control) || name != name.trim() {
+            return Err(format!("invalid username {name:?}"));
+        }
+        let mut roles = roles;
+        roles.sort();
+        roles.dedup();
+        for role in &roles {
+            file::check_role(role).map_err(|e| format!("user {name:?}: {e}"))?;
+        }
+        let roles_header =
+            HeaderValue::from_str(&roles.join(",")).expect("roles are checked to be visible ASCII");
+        Ok(User {
+            name: name.into(),
+            key: key.into(),
+            password_hash: "".into(),
+            roles,
+            roles_header,
+            name_header,
+            locked: false,
+            password_fingerprint: 0,
+            generation: 0,
+            totp: None,
+            recovery_codes: Vec::new(),
+            provider: Some(provider),
         })
     }
 

@@ -403,13 +403,13 @@ fn hashing_thread(queue: Receiver<Job>) {
 /// A new random password, easy to type: 96 bits as base64url (the demo's
 /// users, `init`'s first admin, an admin's password reset).
 pub fn random_password() -> String {
-    // 96 random bits, easy to type: base64url without padding.
     use base64::Engine;
-    let id = crate::session::new_id();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(&id)
-        .expect("an ID is base64url");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..12])
+    use rand::TryRngCore;
+    let mut bytes = [0u8; 12];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the OS random source works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]

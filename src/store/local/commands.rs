@@ -112,7 +112,7 @@ mod tests {
         let (local, _) = open(&path, &running, 0);
         let mut ids = Vec::new();
         for user in ["alice", "alice", "bob"] {
-            let (id, row) = running.create(&user.into(), 1, IP, "ua", false, 0);
+            let (id, row) = running.create(&user.into(), 1, IP, "ua", false, None, 0);
             local.insert(row).await.unwrap();
             ids.push(key_of(&id).unwrap());
         }

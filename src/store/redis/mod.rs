@@ -36,7 +36,7 @@ use redis::Script;
 
 use super::{StoreError, Unavailable};
 use crate::hex;
-use crate::session::{handle, Expiry, Key, LiveSession, Lookup, SessionInfo};
+use crate::session::{handle, Expiry, Key, LiveSession, Lookup, SessionInfo, Vouched};
 use crate::users::file::{Change, UserFileError};
 use crate::users::{canonical, Entry, TotpSecret, Users};
 
@@ -59,12 +59,13 @@ pub const SEED_GRACE: Duration = Duration::from_millis(1500);
 const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
 
 const CREATE: &str = "
--- KEYS: session, sessions-of, user; ARGV: user, fp, ip, ua, idle, absolute, suffix, mfa
+-- KEYS: session, sessions-of, user; ARGV: user, fp, ip, ua, idle, absolute, suffix, mfa, vouched ('' for none)
 -- The generation is Redis's, not the replica's copy, which may be a
 -- moment old: a session must not be born already revoked.
 NOW
 local gen = redis.call('HGET', KEYS[3], 'gen') or '0'
 redis.call('HSET', KEYS[1], 'user', ARGV[1], 'fp', ARGV[2], 'gen', gen, 'ip', ARGV[3], 'ua', ARGV[4], 'created', now, 'last_seen', now, 'auth', now, 'mfa', ARGV[8])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'vouched', ARGV[9]) end
 redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[5]), tonumber(ARGV[6])))
 redis.call('SADD', KEYS[2], ARGV[7])
 return now
@@ -72,7 +73,7 @@ return now
 
 const LOOKUP: &str = "
 -- KEYS: session; ARGV: idle, absolute, touch (0/1), touch_every
-local v = redis.call('HMGET', KEYS[1], 'user', 'fp', 'gen', 'created', 'last_seen', 'auth', 'mfa')
+local v = redis.call('HMGET', KEYS[1], 'user', 'fp', 'gen', 'created', 'last_seen', 'auth', 'mfa', 'vouched')
 if not v[1] then return false end
 NOW
 local idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -84,7 +85,7 @@ if ARGV[3] == '1' and now - last >= tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[1], 'last_seen', now)
   redis.call('PEXPIRE', KEYS[1], math.min(idle, created + absolute - now))
 end
-return {'live', v[1], v[2], v[3], tostring(created), tostring(last), tostring(now), v[6] or tostring(created), v[7] or '0'}
+return {'live', v[1], v[2], v[3], tostring(created), tostring(last), tostring(now), v[6] or tostring(created), v[7] or '0', v[8] or ''}
 ";
 
 const END: &str = "

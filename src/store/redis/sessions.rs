@@ -13,6 +13,7 @@ impl Redis {
         ip: std::net::IpAddr,
         user_agent: &str,
         mfa: bool,
+        vouched: Option<&str>,
     ) -> Result<(), Unavailable> {
         let suffix = hex(key);
         let mut invocation = self.scripts.create.prepare_invoke();
@@ -27,7 +28,8 @@ impl Redis {
             .arg(self.idle_ms)
             .arg(self.absolute_ms)
             .arg(&suffix)
-            .arg(if mfa { "1" } else { "0" });
+            .arg(if mfa { "1" } else { "0" })
+            .arg(vouched.unwrap_or(""));
         let _now: i64 = self.run(&invocation).await?;
         Ok(())
     }
@@ -63,7 +65,7 @@ impl Redis {
             return Ok(Lookup::Unknown);
         };
         match found.first().map(String::as_str) {
-            Some("live") if found.len() == 9 => {
+            Some("live") if found.len() == 10 => {
                 let number = |i: usize| found[i].parse::<u64>().unwrap_or(0);
                 let (created, last_seen, now) = (number(4), number(5), number(6));
                 let live = LiveSession {
@@ -75,6 +77,10 @@ impl Redis {
                     last_seen_ms: last_seen,
                     auth_ms: number(7),
                     mfa: found[8] == "1",
+                    vouched: match found[9].as_str() {
+                        "" => None,
+                        text => Some(Arc::new(Vouched::from_record(text).ok_or(Unavailable)?)),
+                    },
                 };
                 let deadline = (last_seen + self.idle_ms).min(created + self.absolute_ms);
                 let left = Duration::from_millis(deadline.saturating_sub(now));
