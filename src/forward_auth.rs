@@ -321,6 +321,11 @@ pub async fn verify(
             identity.roles_header.clone(),
             signed_in.user.roles_header.clone(),
         );
+        if let Some(vouched) = &signed_in.session.vouched {
+            for (name, value) in &vouched.headers {
+                out.insert(name.clone(), value.clone());
+            }
+        }
         if let (Some(settings), Some(signer)) = (&identity.assertion, &state.signer) {
             let host = original.host.name();
             out.insert(

@@ -49,6 +49,7 @@ pub struct Metrics {
     denied_no_rule: AtomicU64,
     denied_by_rule: AtomicU64,
     denied_missing_role: AtomicU64,
+    denied_other_provider: AtomicU64,
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_sum_micros: AtomicU64,
     duration_count: AtomicU64,
@@ -114,6 +115,7 @@ impl Metrics {
             DenyReason::NoRule => &self.denied_no_rule,
             DenyReason::DenyRule => &self.denied_by_rule,
             DenyReason::MissingRole => &self.denied_missing_role,
+            DenyReason::OtherProvider => &self.denied_other_provider,
         }
         .fetch_add(1, Ordering::Relaxed);
     }
@@ -206,6 +208,7 @@ impl Metrics {
             ("no_rule", &self.denied_no_rule),
             ("deny_rule", &self.denied_by_rule),
             ("missing_role", &self.denied_missing_role),
+            ("other_provider", &self.denied_other_provider),
         ] {
             let _ = writeln!(
                 out,

@@ -407,6 +407,7 @@ fn unless_allowed(
                 navigating: navigating(),
                 second_factor,
                 enroll: second_factor && user.is_some_and(|u| u.totp.is_none()),
+                provider: user.and_then(|u| u.provider.clone()),
             })
         }
     }
@@ -506,6 +507,9 @@ async fn forward(
         host: host.map(Host::value),
         known_hosts: &live.known_hosts,
         user: signed_in.map(|s| &*s.user),
+        claims: signed_in
+            .and_then(|s| s.session.vouched.as_deref())
+            .map_or(&[], |v| &v.headers),
         own_cookies: state.auth.own_cookies(),
         assertion,
         websocket,

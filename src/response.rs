@@ -62,13 +62,15 @@ pub enum GatewayError {
     Unauthenticated { next: String, navigating: bool },
     /// Signed in, but the route wants a fresher sign-in (`max_auth_age`) or
     /// one that passed the second factor (`mfa = true`); `enroll`: the user
-    /// has no second factor yet.
+    /// has no second factor yet; `provider`: the `[[oidc]]` the user signed
+    /// in with, who is sent back there instead.
     #[error("this page needs you to sign in again")]
     Reauth {
         next: String,
         navigating: bool,
         second_factor: bool,
         enroll: bool,
+        provider: Option<std::sync::Arc<str>>,
     },
     #[error("the form's CSRF token is missing or wrong, or it came from another site")]
     CsrfRejected,
@@ -206,15 +208,19 @@ impl GatewayError {
             next,
             navigating: true,
             enroll,
-            ..
+            second_factor,
+            provider,
         } = &self
         {
-            let page_path = if *enroll {
-                "/.gateway/totp"
-            } else {
-                "/.gateway/reauth"
+            let next = encode_query_value(next);
+            let location = match provider {
+                Some(provider) if *second_factor => {
+                    format!("/.gateway/oidc/{provider}/start?mfa=1&fresh=1&next={next}")
+                }
+                Some(provider) => format!("/.gateway/oidc/{provider}/start?fresh=1&next={next}"),
+                None if *enroll => format!("/.gateway/totp?next={next}"),
+                None => format!("/.gateway/reauth?next={next}"),
             };
-            let location = format!("{page_path}?next={}", encode_query_value(next));
             let mut response = page(status, "Sign in again", "Redirecting to sign in again.");
             if let Ok(value) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(header::LOCATION, value);

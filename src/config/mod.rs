@@ -41,6 +41,8 @@ pub struct Config {
     pub login: Login,
     pub identity: Identity,
     pub admin: Admin,
+    /// `[[oidc]]`: identity providers people may sign in with.
+    pub oidc: Vec<Arc<OidcProvider>>,
     pub policy: Policy,
     /// The `[[test]]` cases `authgate check` runs.
     pub tests: Vec<PolicyTest>,
@@ -120,6 +122,8 @@ pub struct Login {
     pub require_totp: Vec<String>,
     /// What the sign-in page says besides its form.
     pub words: LoginWords,
+    /// `[login] local`: the username and password form is offered.
+    pub local: bool,
     /// Passwords checked at once, each on a thread that holds the
     /// strongest hash's memory (19 MiB at the floor): a fixed number, not
     /// one per visible core, so the memory a pod needs does not depend on
@@ -137,6 +141,59 @@ pub struct LoginWords {
 #[derive(Debug)]
 pub struct Admin {
     pub role: String,
+}
+
+/// One `[[oidc]]`: an OpenID Connect provider (see
+/// [`crate::identity::oidc`]).
+#[derive(Debug)]
+pub struct OidcProvider {
+    /// Short id in URLs, logs and rules' `providers`.
+    pub name: String,
+    /// The button's words.
+    pub title: String,
+    /// As configured; discovery is at `{issuer}/.well-known/openid-configuration`
+    /// and every token's `iss` must equal it.
+    pub issuer: String,
+    pub client_id: String,
+    /// Read from `client_secret_file` at load; `None`: a public client
+    /// (PKCE alone).
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
+    /// `None`: `preferred_username`, then `email`.
+    pub username_claim: Option<String>,
+    pub roles_claim: Option<String>,
+    /// A value of `roles_claim` -> the roles it gives. Values not listed
+    /// give nothing.
+    pub role_map: Vec<(String, Vec<String>)>,
+    /// Roles every user of this provider gets.
+    pub default_roles: Vec<String>,
+    /// Canonical usernames; empty: anyone the provider vouches for.
+    pub allowed_users: Vec<String>,
+    /// Lower-case email domains; empty: any.
+    pub allowed_domains: Vec<String>,
+    pub require_email_verified: bool,
+    /// Headers sent upstream, each from a claim.
+    pub headers: Vec<(HeaderName, String)>,
+    /// `amr` values that count as a second factor.
+    pub mfa_amr: Vec<String>,
+    /// Asked for when a route needs a second factor the session lacks.
+    pub acr_values: Option<String>,
+    /// How the provider's certificate is checked (`ca`, or the system's roots).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// For each call to the provider (discovery, keys, the code exchange).
+    pub timeout: Duration,
+    /// `None`: `https://HOST/.gateway/oidc/NAME/callback` of the request's host.
+    pub redirect_uri: Option<String>,
+}
+
+/// A secret read from a file: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// SPEC §2: a session never lives longer than this, whatever the config says.
@@ -232,6 +289,9 @@ pub struct Upstream {
 pub struct Identity {
     pub user_header: HeaderName,
     pub roles_header: HeaderName,
+    /// Every header an `[[oidc]]` provider fills from claims: never taken
+    /// from a client.
+    pub claim_headers: Vec<HeaderName>,
     /// `assertion = true`: a signed JWT goes with the identity headers.
     pub assertion: Option<Assertion>,
 }

@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     #[serde(default)]
     pub admin: RawAdmin,
+    #[serde(default, rename = "oidc")]
+    pub oidc: Vec<Spanned<RawOidc>>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
     #[serde(default, rename = "test")]
@@ -162,6 +164,36 @@ pub struct RawRule {
     pub mfa: Option<Spanned<bool>>,
     /// The route needs the password entered within this long.
     pub max_auth_age: Option<Text>,
+    /// Only sessions from these sign-in methods (`[[oidc]]` names, or
+    /// `local`) satisfy the rule.
+    pub providers: Option<Vec<Text>>,
+}
+
+/// One `[[oidc]]`: an OpenID Connect provider people may sign in with.
+#[derive(Debug, Deserialize)]
+pub struct RawOidc {
+    pub name: Text,
+    pub title: Option<Text>,
+    pub issuer: Text,
+    pub client_id: Text,
+    pub client_secret_file: Option<Text>,
+    pub scopes: Option<Vec<Text>>,
+    pub username_claim: Option<Text>,
+    pub roles_claim: Option<Text>,
+    pub role_map: Option<Spanned<std::collections::BTreeMap<String, Vec<Text>>>>,
+    pub default_roles: Option<Vec<Text>>,
+    pub allowed_users: Option<Vec<Text>>,
+    pub allowed_domains: Option<Vec<Text>>,
+    pub require_email_verified: Option<Spanned<bool>>,
+    pub headers: Option<Spanned<std::collections::BTreeMap<String, Text>>>,
+    pub mfa_amr: Option<Vec<Text>>,
+    pub acr_values: Option<Text>,
+    /// PEM roots to trust for the provider instead of the system's.
+    pub ca: Option<Text>,
+    pub timeout: Option<Text>,
+    /// The callback URL registered at the provider, when it is not
+    /// `https://HOST/.gateway/oidc/NAME/callback` of the request's host.
+    pub redirect_uri: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +237,9 @@ pub struct RawLogin {
     pub notice: Option<Text>,
     /// Passwords checked at once (each holds the hash's memory).
     pub hashing_threads: Option<Spanned<i64>>,
+    /// Show the username and password form (default true); `false` when
+    /// everyone signs in through a provider.
+    pub local: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -19,6 +19,7 @@ use super::{
 use crate::diag::Diagnostics;
 
 mod listeners;
+mod oidc;
 mod rules;
 
 /// Turns raw values into typed ones, recording a problem for each bad value
@@ -76,14 +77,29 @@ impl Validator<'_> {
             None => (None, None, Some(crate::users::Users::default())),
         };
         let login = self.login(raw.login);
-        let identity = self.identity(raw.identity, store.as_ref(), path);
+        let mut identity = self.identity(raw.identity, store.as_ref(), path);
+        let own_headers: Vec<&str> = identity
+            .iter()
+            .flat_map(|i| [i.user_header.as_str(), i.roles_header.as_str()])
+            .collect();
+        let oidc = self.oidc(raw.oidc, &own_headers);
+        if let (Some(identity), Some(providers)) = (&mut identity, &oidc) {
+            for provider in providers {
+                for (name, _) in &provider.headers {
+                    if !identity.claim_headers.contains(name) {
+                        identity.claim_headers.push(name.clone());
+                    }
+                }
+            }
+        }
         let admin = Some(Admin {
             role: raw
                 .admin
                 .role
                 .map_or_else(|| "admin".to_owned(), |r| r.into_inner()),
         });
-        let policy = self.policy(raw.rules);
+        let names: Vec<&str> = oidc.iter().flatten().map(|p| p.name.as_str()).collect();
+        let policy = self.policy(raw.rules, &names);
         let tests = self.tests(raw.tests);
         Some(Config {
             source: path.to_owned(),
@@ -97,6 +113,7 @@ impl Validator<'_> {
             login: login?,
             identity: identity?,
             admin: admin?,
+            oidc: oidc?,
             policy: policy?,
             tests: tests?,
         })
@@ -381,6 +398,7 @@ impl Validator<'_> {
         };
         let hashing_threads = self.count(&raw.hashing_threads, 2, 1..=64, "hashing_threads");
         Some(Login {
+            local: raw.local.is_none_or(|l| l.into_inner()),
             hashing_threads: hashing_threads?,
             words,
             max_failures: max_failures?,
@@ -480,6 +498,7 @@ impl Validator<'_> {
             return None;
         }
         Some(Identity {
+            claim_headers: Vec::new(),
             user_header: user_header?,
             roles_header: roles_header?,
             assertion: if enabled { Some(assertion?) } else { None },

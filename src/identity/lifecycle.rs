@@ -107,6 +107,7 @@ impl Auth {
             .authenticate(request.headers(), session::now_ms(), false)
             .await;
         let form = read_form(request).await?;
+        let mut location = "/.gateway/login".to_owned();
         if let Some(signed_in) = &presented.signed_in {
             if !csrf::matches(&self.csrf_token(&signed_in.session.key), form.get("csrf")) {
                 return Err(GatewayError::CsrfRejected);
@@ -123,6 +124,12 @@ impl Auth {
                 .stats()
                 .ended(Ended::Logout, usize::from(ended));
             crate::security_event!(info, event = "logout", user = %signed_in.user.name, "logout");
+            // The provider's session ends too, when it offers that.
+            if let Some(vouched) = &signed_in.session.vouched {
+                if let Some(url) = self.provider_logout_url(call.config, vouched, host).await {
+                    location = url;
+                }
+            }
         }
         let mut response = own_response(
             StatusCode::SEE_OTHER,
@@ -132,7 +139,7 @@ impl Auth {
         let headers = response.headers_mut();
         headers.insert(
             header::LOCATION,
-            HeaderValue::from_static("/.gateway/login"),
+            HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/.gateway/login")),
         );
         headers.insert(header::SET_COOKIE, self.clear_cookie());
         headers.insert(

@@ -6,6 +6,7 @@ pub mod csrf;
 pub mod forms;
 mod lifecycle;
 pub mod next;
+pub mod oidc;
 mod password;
 mod totp;
 
@@ -72,6 +73,7 @@ impl SignedIn {
             roles: &self.user.roles,
             mfa: proof.second_factor,
             auth_age_ms: now.saturating_sub(proof.at_ms),
+            provider: self.user.provider.as_deref().unwrap_or("local"),
         }
     }
 
@@ -144,6 +146,8 @@ pub struct Auth {
     /// The last security events, for the admin page.
     audit: Audit,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The `[[oidc]]` providers as reached so far.
+    providers: oidc::Providers,
 }
 
 impl Auth {
@@ -180,6 +184,7 @@ impl Auth {
             csrf,
             audit: Audit::default(),
             metrics,
+            providers: oidc::Providers::default(),
         })
     }
 
@@ -230,6 +235,10 @@ impl Auth {
             }
             "/.gateway/reauth" if is_get || method == Method::POST => {
                 self.reauth(call, request).await
+            }
+            _ if path.starts_with("/.gateway/oidc/") => {
+                self.oidc_endpoint(call, &path["/.gateway/oidc/".len()..], request)
+                    .await
             }
             "/.gateway/login"
             | "/.gateway/logout"
@@ -452,7 +461,9 @@ impl Auth {
         self.store.counters.reserve(limits, account, ip).await
     }
 
-    /// Names of the gateway's own cookies, which the upstream never sees.
+    /// Names of the gateway's own cookies, which the upstream never sees
+    /// (the pre-login cookie of a provider's sign-in is sent only to
+    /// `/.gateway/oidc/`).
     pub fn own_cookies(&self) -> [&str; 3] {
         [
             &self.cookie_name,

@@ -33,7 +33,7 @@ impl Auth {
             None => (csrf::new_login_token(), true),
         };
         let mut response: Response<Body> =
-            pages::login(StatusCode::OK, &token, &next, None, &config.login.words).into();
+            pages::login(StatusCode::OK, &token, &next, None, config).into();
         if fresh {
             self.set_login_cookie(&mut response, &token);
         }
@@ -65,6 +65,10 @@ impl Auth {
         } = *call;
         if !csrf::same_origin(request.headers(), host) {
             return Err(GatewayError::CsrfRejected);
+        }
+        if !config.login.local {
+            // `[login] local = false`: everyone signs in through a provider.
+            return Err(GatewayError::NotFound);
         }
         let token = self.login_token(request.headers()).map(str::to_owned);
         let user_agent = user_agent_of(request.headers());
@@ -124,7 +128,7 @@ impl Auth {
                     &token,
                     &next,
                     Some(GENERIC_FAILURE),
-                    &config.login.words,
+                    config,
                 )
                 .into());
             }

@@ -43,6 +43,7 @@ label{display:block;font-size:.9rem;margin:.9rem 0 .3rem}\
 input[type=text],input[type=password]{width:100%;padding:.65rem;font-size:1rem;border:1px solid #c5cad3;border-radius:6px}\
 button{margin-top:1.3rem;width:100%;padding:.7rem;font-size:1rem;border:0;border-radius:6px;background:#2453d4;color:#fff;cursor:pointer}\
 button.small{width:auto;margin:.15rem .3rem .15rem 0;padding:.3rem .6rem;font-size:.85rem}\
+a.button{display:block;box-sizing:border-box;margin-top:1rem;width:100%;padding:.7rem;font-size:1rem;border-radius:6px;background:#2453d4;color:#fff;text-align:center;text-decoration:none}\
 a{color:#2453d4}code{overflow-wrap:anywhere}\
 .error{background:#fdecec;color:#8a1c1c;padding:.6rem .8rem;border-radius:6px;font-size:.95rem}\
 .note{color:#5b6472;font-size:.9rem}.ok{background:#e8f6ec;color:#1c5e2e;padding:.6rem .8rem;border-radius:6px}\

@@ -35,8 +35,10 @@ pub fn login(
     csrf: &str,
     next: &str,
     error: Option<&str>,
-    words: &crate::config::LoginWords,
+    config: &crate::config::Config,
 ) -> Page {
+    let words = &config.login.words;
+    let next_query = crate::response::encode_query_value(next);
     let content = html! {
         // The organisation's words: plain text, escaped, no assets.
         @if let Some(title) = &words.title {
@@ -52,20 +54,53 @@ pub fn login(
             }
         }
         (error_of(error))
-        (form("/.gateway/login", csrf, html! {
-            input type="hidden" name="next" value=(next);
-            label for="username" { "Username" }
-            input type="text" id="username" name="username" autocomplete="username"
-                autocapitalize="none" spellcheck="false" required autofocus;
-            (password_input(false))
-            button type="submit" { "Sign in" }
-        }))
+        // One button per identity provider: a plain link, so that a
+        // click is a top-level navigation the provider can answer.
+        @for provider in &config.oidc {
+            p {
+                a.button href=(format!("/.gateway/oidc/{}/start?next={next_query}", provider.name)) {
+                    (provider.title)
+                }
+            }
+        }
+        @if config.login.local {
+            @if !config.oidc.is_empty() {
+                p.note { "Or with a username and password:" }
+            }
+            (form("/.gateway/login", csrf, html! {
+                input type="hidden" name="next" value=(next);
+                label for="username" { "Username" }
+                input type="text" id="username" name="username" autocomplete="username"
+                    autocapitalize="none" spellcheck="false" required autofocus;
+                (password_input(false))
+                button type="submit" { "Sign in" }
+            }))
+        }
     };
     let title = match &words.title {
         Some(t) => format!("Sign in · {t}"),
         None => "Sign in".to_owned(),
     };
     page(status, &title, None, content)
+}
+
+/// A sign-in through an identity provider that did not come through: what
+/// failed, in words (the provider's own words escaped), and a way back.
+pub fn provider_failed(
+    status: StatusCode,
+    provider: &str,
+    what: &str,
+    detail: Option<&str>,
+) -> Page {
+    let content = html! {
+        h1 { "Sign-in failed" }
+        p.error role="alert" { (what) }
+        @if let Some(detail) = detail {
+            p.note { (provider) " said: " code { (detail) } }
+        }
+        p { a href="/.gateway/login" { "Back to the sign-in page" } }
+    };
+    page(status, "Sign-in failed", None, content)
 }
 
 /// The sign-out page: a button that posts the session's token.

@@ -41,6 +41,9 @@ pub struct Rule {
     pub mfa: bool,
     /// The route needs the password entered within this long.
     pub max_auth_age: Option<std::time::Duration>,
+    /// Only sessions from these sign-in methods satisfy the rule: `[[oidc]]`
+    /// names, `local` for the users file's; `None`: any.
+    pub providers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +75,8 @@ pub enum DenyReason {
     DenyRule,
     /// The user has none of the roles the rule asks for.
     MissingRole,
+    /// The user signed in another way than the rule's `providers` list.
+    OtherProvider,
 }
 
 impl DenyReason {
@@ -80,6 +85,7 @@ impl DenyReason {
             DenyReason::NoRule => "no rule matches",
             DenyReason::DenyRule => "a deny rule matches",
             DenyReason::MissingRole => "the user has none of the rule's roles",
+            DenyReason::OtherProvider => "the user signed in another way than the rule's providers",
         }
     }
 }
@@ -125,6 +131,8 @@ pub struct Principal<'a> {
     pub mfa: bool,
     /// Since the password was last entered, in ms.
     pub auth_age_ms: u64,
+    /// How they signed in: an `[[oidc]]` name, or `local`.
+    pub provider: &'a str,
 }
 
 /// The parts of a request the policy looks at.
@@ -247,6 +255,14 @@ impl Policy {
             (Access::Public, _) => Decision::Allow,
             (Access::Deny, _) => Decision::Deny(DenyReason::DenyRule),
             (Access::Authenticated | Access::Roles(_), None) => Decision::Login,
+            (Access::Authenticated | Access::Roles(_), Some(p))
+                if rule
+                    .providers
+                    .as_ref()
+                    .is_some_and(|listed| !listed.iter().any(|l| l == p.provider)) =>
+            {
+                Decision::Deny(DenyReason::OtherProvider)
+            }
             (Access::Authenticated, Some(p)) => rule.freshness(p),
             (Access::Roles(wanted), Some(p)) => {
                 if wanted.iter().any(|w| p.roles.contains(w)) {
@@ -360,7 +376,44 @@ mod tests {
             access,
             mfa: false,
             max_auth_age: None,
+            providers: None,
         }
+    }
+
+    /// A rule's `providers` lets in only sessions from those sign-in
+    /// methods; others are denied (not sent to sign in: they are signed in).
+    #[test]
+    fn providers_limit_who_a_rule_lets_in() {
+        let mut sso_only = rule(0, "/sso/**", Access::Authenticated);
+        sso_only.providers = Some(vec!["acme".to_owned()]);
+        let mut local_only = rule(1, "/local/**", Access::Roles(vec!["user".to_owned()]));
+        local_only.providers = Some(vec!["local".to_owned()]);
+        let policy = Policy::new(vec![sso_only, local_only]);
+        let get = Method::GET;
+        let roles = vec!["user".to_owned()];
+        let from = |provider| Principal {
+            user: "bob",
+            roles: &roles,
+            mfa: false,
+            auth_age_ms: 0,
+            provider,
+        };
+        let decide = |path, who| policy.decide(&target(&get, path), who).decision;
+        assert_eq!(decide("/sso/a", Some(from("acme"))), Decision::Allow);
+        assert_eq!(
+            decide("/sso/a", Some(from("local"))),
+            Decision::Deny(DenyReason::OtherProvider)
+        );
+        assert_eq!(
+            decide("/sso/a", Some(from("other"))),
+            Decision::Deny(DenyReason::OtherProvider)
+        );
+        assert_eq!(decide("/sso/a", None), Decision::Login);
+        assert_eq!(decide("/local/a", Some(from("local"))), Decision::Allow);
+        assert_eq!(
+            decide("/local/a", Some(from("acme"))),
+            Decision::Deny(DenyReason::OtherProvider)
+        );
     }
 
     fn target<'a>(method: &'a Method, path: &'a str) -> Target<'a> {
@@ -437,6 +490,7 @@ mod tests {
             roles: &roles,
             mfa: false,
             auth_age_ms: 0,
+            provider: "local",
         };
         assert_eq!(
             policy.decide(&target(&get, "/x"), None).decision,
@@ -486,6 +540,7 @@ mod tests {
             roles: &roles,
             mfa: false,
             auth_age_ms: 0,
+            provider: "local",
         };
         for path in [
             "/ADMIN",

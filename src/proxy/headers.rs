@@ -110,7 +110,7 @@ pub fn prepare_request(
     identity: &Identity,
     forwarded_for: HeaderValue,
     host: Option<&HeaderValue>,
-    user: Option<&User>,
+    user: Option<(&User, &[(HeaderName, HeaderValue)])>,
     own_cookies: &[&str],
 ) {
     remove_connection_listed(headers);
@@ -128,6 +128,10 @@ pub fn prepare_request(
                     || same_but_underscores(name, identity.user_header.as_str())
                     || same_but_underscores(name, identity.roles_header.as_str())
                     || identity
+                        .claim_headers
+                        .iter()
+                        .any(|claim| same_but_underscores(name, claim.as_str()))
+                    || identity
                         .assertion
                         .as_ref()
                         .is_some_and(|a| same_but_underscores(name, a.header.as_str()))
@@ -143,9 +147,12 @@ pub fn prepare_request(
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
         headers.insert(header::HOST, host.clone());
     }
-    if let Some(user) = user {
+    if let Some((user, claims)) = user {
         headers.insert(identity.user_header.clone(), user.name_header.clone());
         headers.insert(identity.roles_header.clone(), user.roles_header.clone());
+        for (name, value) in claims {
+            headers.insert(name.clone(), value.clone());
+        }
     }
 }
 
@@ -455,9 +462,13 @@ mod tests {
         let identity = Identity {
             user_header: HeaderName::from_static("x-auth-user"),
             roles_header: HeaderName::from_static("x-auth-roles"),
+            claim_headers: vec![HeaderName::from_static("x-email")],
             assertion: None,
         };
         let mut headers = HeaderMap::new();
+        // A client's copy of a header a provider's claims fill, in either spelling.
+        headers.insert("x-email", HeaderValue::from_static("ceo@example.com"));
+        headers.insert("x_email", HeaderValue::from_static("ceo@example.com"));
         headers.insert(
             header::CONNECTION,
             HeaderValue::from_static("x-forwarded-for, x-custom"),
@@ -477,6 +488,7 @@ mod tests {
             None,
             &[],
         );
+        assert!(headers.get("x-email").is_none() && headers.get("x_email").is_none());
         assert_eq!(headers["x-forwarded-for"], "10.0.0.7");
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-forwarded-host"], "app.example");

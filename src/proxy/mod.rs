@@ -56,6 +56,8 @@ pub struct Forward<'a> {
     pub known_hosts: &'a KnownHosts,
     /// The signed-in user, whose identity the upstream is told.
     pub user: Option<&'a User>,
+    /// Headers an identity provider's claims filled for that user.
+    pub claims: &'a [(http::HeaderName, HeaderValue)],
     /// The signed identity assertion, if configured.
     pub assertion: Option<HeaderValue>,
     /// The gateway's cookies, removed from what the upstream sees.
@@ -129,7 +131,7 @@ impl Upstream {
             identity,
             forward.client.forwarded_for,
             forward.host,
-            forward.user,
+            forward.user.map(|user| (user, forward.claims)),
             &forward.own_cookies,
         );
         if let (Some(value), Some(settings)) = (forward.assertion, &identity.assertion) {

@@ -190,6 +190,8 @@ pub struct SessionInfo {
     pub last_seen_ms: u64,
     pub ip: IpAddr,
     pub user_agent: Box<str>,
+    /// Set when an identity provider vouched for the user.
+    pub vouched: Option<Arc<Vouched>>,
 }
 
 /// The handle the admin API, the admin page and the CLI show for a

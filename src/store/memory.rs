@@ -371,6 +371,7 @@ impl SessionMap {
                     last_seen_ms: s.last_seen_ms(),
                     ip: s.ip,
                     user_agent: s.profile.user_agent.clone(),
+                    vouched: s.vouched.clone(),
                 }
             })
             .collect()

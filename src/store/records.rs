@@ -62,6 +62,37 @@ impl Records {
         }
     }
 
+    /// Keeps an empty `kind` record of `key` for `ttl_ms` unless one is
+    /// there: true for the one caller that made it (a token's `jti` seen
+    /// for the first time).
+    pub async fn claim(
+        &self,
+        kind: &'static str,
+        key: &Key,
+        ttl_ms: u64,
+    ) -> Result<bool, Unavailable> {
+        match &self.backend {
+            Backend::Redis(redis) => redis.claim_temporary(kind, &crate::hex(key), ttl_ms).await,
+            Backend::Memory { temporary, .. } => {
+                let now = crate::session::now_ms();
+                let mut claimed = false;
+                temporary
+                    .entry((kind, *key))
+                    .and_modify(|(_, until)| {
+                        if *until <= now {
+                            *until = now + ttl_ms;
+                            claimed = true;
+                        }
+                    })
+                    .or_insert_with(|| {
+                        claimed = true;
+                        (String::new(), now + ttl_ms)
+                    });
+                Ok(claimed)
+            }
+        }
+    }
+
     /// The `kind` record of `key`, if it is there and its time has not ended.
     pub async fn get(&self, kind: &'static str, key: &Key) -> Result<Option<String>, Unavailable> {
         match &self.backend {

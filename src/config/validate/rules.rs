@@ -8,7 +8,13 @@ use super::Validator;
 use crate::policy::{Access, Glob, Policy, Rule};
 
 impl Validator<'_> {
-    pub(super) fn policy(&mut self, raw: Vec<toml::Spanned<raw::RawRule>>) -> Option<Policy> {
+    /// `providers`: the `[[oidc]]` names a rule's `providers` may list
+    /// (besides `local`).
+    pub(super) fn policy(
+        &mut self,
+        raw: Vec<toml::Spanned<raw::RawRule>>,
+        providers: &[&str],
+    ) -> Option<Policy> {
         let mut rules = Vec::with_capacity(raw.len());
         let mut complete = true;
         for (index, spanned) in raw.into_iter().enumerate() {
@@ -19,7 +25,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|r| self.diag.line_col(r.span().start));
             match self
-                .rule(index, line, spanned.into_inner())
+                .rule(index, line, spanned.into_inner(), providers)
                 .map(|mut rule| {
                     rule.col = col;
                     rule.roles_position = roles_position;
@@ -113,7 +119,13 @@ impl Validator<'_> {
         complete.then_some(tests)
     }
 
-    pub(super) fn rule(&mut self, index: usize, line: usize, raw: raw::RawRule) -> Option<Rule> {
+    pub(super) fn rule(
+        &mut self,
+        index: usize,
+        line: usize,
+        raw: raw::RawRule,
+        known: &[&str],
+    ) -> Option<Rule> {
         let pattern = match Glob::parse(raw.path.get_ref()) {
             Ok(g) => Some(g),
             Err(e) => {
@@ -203,6 +215,39 @@ impl Validator<'_> {
         if !methods_ok {
             return None;
         }
+        let providers = match &raw.providers {
+            None => Some(None),
+            Some(list) => {
+                let mut ok = true;
+                for name in list {
+                    if name.get_ref() != "local" && !known.contains(&name.get_ref().as_str()) {
+                        self.diag.at(
+                            name.span(),
+                            format!(
+                                "{:?} is not an [[oidc]] name (nor \"local\", the users file's own users)",
+                                name.get_ref()
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+                if list.is_empty() {
+                    self.diag.at(
+                        raw.path.span(),
+                        "`providers = []` lets nobody in; leave it out or name a provider",
+                    );
+                    ok = false;
+                }
+                if !needs_session && access.is_some() {
+                    self.diag.at(
+                        raw.path.span(),
+                        "`providers` needs a rule that asks for a session (access = \"authenticated\" or roles)",
+                    );
+                    ok = false;
+                }
+                ok.then(|| Some(list.iter().map(|n| n.get_ref().clone()).collect()))
+            }
+        };
         Some(Rule {
             index,
             line,
@@ -214,6 +259,7 @@ impl Validator<'_> {
             access: access?,
             mfa,
             max_auth_age: max_auth_age?,
+            providers: providers?,
         })
     }
 }

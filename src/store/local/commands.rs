@@ -46,6 +46,7 @@ pub fn list_file(path: &Path, user: Option<&str>) -> Result<Vec<SessionInfo>, St
             last_seen_ms: row.last_seen_ms,
             ip: row.ip,
             user_agent: row.user_agent,
+            vouched: row.vouched,
         })
         .collect())
 }

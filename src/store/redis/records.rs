@@ -53,6 +53,27 @@ impl Redis {
         .await
     }
 
+    /// Keeps an empty `kind:id` for `ttl_ms` unless it exists: true for
+    /// the one caller that made it.
+    pub async fn claim_temporary(
+        &self,
+        kind: &str,
+        id: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, Unavailable> {
+        let made: Option<String> = self
+            .call(
+                redis::cmd("SET")
+                    .arg(self.key(kind, id))
+                    .arg("")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms.max(1)),
+            )
+            .await?;
+        Ok(made.is_some())
+    }
+
     pub async fn get_temporary(&self, kind: &str, id: &str) -> Result<Option<String>, Unavailable> {
         self.call(redis::cmd("GET").arg(self.key(kind, id))).await
     }

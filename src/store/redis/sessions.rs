@@ -180,12 +180,15 @@ impl Redis {
                     "last_seen",
                     "ip",
                     "ua",
+                    "vouched",
                 ]);
             }
             let rows: Vec<Vec<Option<String>>> = self.call_all(&pipe).await?;
             for (suffix, row) in chunk.iter().zip(rows) {
-                let (Some(key), [Some(user), Some(created), Some(last_seen), Some(ip), Some(ua)]) =
-                    (key_from_hex(suffix), row.as_slice())
+                let (
+                    Some(key),
+                    [Some(user), Some(created), Some(last_seen), Some(ip), Some(ua), vouched],
+                ) = (key_from_hex(suffix), row.as_slice())
                 else {
                     continue;
                 };
@@ -196,6 +199,10 @@ impl Redis {
                     last_seen_ms: last_seen.parse().unwrap_or(0),
                     ip: ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
                     user_agent: ua.as_str().into(),
+                    vouched: vouched
+                        .as_deref()
+                        .and_then(Vouched::from_record)
+                        .map(Arc::new),
                 });
             }
         }

@@ -1,0 +1,369 @@
+//! `[[oidc]]`: the identity providers people may sign in with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+
+use super::super::raw::{self, Text};
+use super::super::{OidcProvider, Secret};
+use super::Validator;
+
+/// Claims the gateway reads for itself; a provider's `headers` may copy
+/// them, but `username_claim` and `roles_claim` must name something else
+/// than these token mechanics.
+const TOKEN_MECHANICS: &[&str] = &["iss", "aud", "azp", "exp", "iat", "nbf", "nonce", "at_hash"];
+
+/// Headers the gateway sets, removes or reads itself: a claim cannot fill them.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+    "cookie",
+    "authorization",
+    "proxy-authorization",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+    "x-real-ip",
+];
+
+/// Names a provider cannot take: `local` is the users file's in rules.
+const RESERVED_NAMES: &[&str] = &["local"];
+
+impl Validator<'_> {
+    pub(super) fn oidc(
+        &mut self,
+        raw: Vec<toml::Spanned<raw::RawOidc>>,
+        identity_headers: &[&str],
+    ) -> Option<Vec<Arc<OidcProvider>>> {
+        let mut providers = Vec::with_capacity(raw.len());
+        let mut complete = true;
+        for spanned in raw {
+            let raw = spanned.into_inner();
+            let name = raw.name.get_ref();
+            if providers
+                .iter()
+                .any(|p: &Arc<OidcProvider>| p.name == *name)
+            {
+                self.diag.at(
+                    raw.name.span(),
+                    format!("a second [[oidc]] is called {name:?}; each needs its own name"),
+                );
+                complete = false;
+                continue;
+            }
+            match self.provider(raw, identity_headers) {
+                Some(provider) => providers.push(Arc::new(provider)),
+                None => complete = false,
+            }
+        }
+        complete.then_some(providers)
+    }
+
+    fn provider(&mut self, raw: raw::RawOidc, identity_headers: &[&str]) -> Option<OidcProvider> {
+        let name = raw.name.get_ref().clone();
+        let name_ok = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !RESERVED_NAMES.contains(&name.as_str());
+        if !name_ok {
+            self.diag.at(
+                raw.name.span(),
+                format!("an [[oidc]] name is 1 to 32 of a-z, 0-9 and '-', and not \"local\" (found {name:?})"),
+            );
+        }
+        let title = match &raw.title {
+            Some(t)
+                if t.get_ref().is_empty()
+                    || t.get_ref().chars().count() > 80
+                    || t.get_ref().chars().any(char::is_control) =>
+            {
+                self.diag
+                    .at(t.span(), "title must be plain text of 1 to 80 characters");
+                None
+            }
+            Some(t) => Some(t.get_ref().clone()),
+            None => Some(format!("Sign in with {name}")),
+        };
+        let issuer = self.https_url(&raw.issuer, "issuer").map(|i| {
+            // Discovery appends its path to the issuer; a trailing slash
+            // is part of the issuer's identity, so it stays as written.
+            i.to_owned()
+        });
+        let client_id = if raw.client_id.get_ref().is_empty() {
+            self.diag
+                .at(raw.client_id.span(), "client_id must not be empty");
+            None
+        } else {
+            Some(raw.client_id.get_ref().clone())
+        };
+        let client_secret = match &raw.client_secret_file {
+            None => Some(None),
+            Some(file) => {
+                let path = self.base.join(file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if !text.trim().is_empty() => {
+                        Some(Some(Secret(text.trim().to_owned())))
+                    }
+                    Ok(_) => {
+                        self.file_problem(
+                            file.span(),
+                            format!(
+                                "{} is empty; it must hold the client secret",
+                                path.display()
+                            ),
+                        );
+                        self.lenient_files.as_ref().map(|_| None)
+                    }
+                    Err(e) => {
+                        self.file_problem(
+                            file.span(),
+                            format!("cannot read the client secret from {}: {e}", path.display()),
+                        );
+                        self.lenient_files.as_ref().map(|_| None)
+                    }
+                }
+            }
+        };
+        let scopes: Vec<String> = match &raw.scopes {
+            None => ["openid", "profile", "email"].map(str::to_owned).to_vec(),
+            Some(list) => list.iter().map(|s| s.get_ref().clone()).collect(),
+        };
+        let scopes_ok = scopes.iter().any(|s| s == "openid")
+            && scopes.iter().all(|s| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            });
+        if !scopes_ok {
+            let span = raw
+                .scopes
+                .as_ref()
+                .and_then(|l| l.first())
+                .map_or(raw.name.span(), |s| s.span());
+            self.diag.at(
+                span,
+                "scopes must include \"openid\" and be words without spaces or quotes",
+            );
+        }
+        let mut claims_ok = true;
+        for claim in [&raw.username_claim, &raw.roles_claim]
+            .into_iter()
+            .flatten()
+        {
+            let value = claim.get_ref();
+            if value.is_empty() || TOKEN_MECHANICS.contains(&value.as_str()) {
+                self.diag.at(
+                    claim.span(),
+                    format!("{value:?} is not a claim that names a person or their groups"),
+                );
+                claims_ok = false;
+            }
+        }
+        let mut roles_ok = true;
+        if let (Some(map), None) = (&raw.role_map, &raw.roles_claim) {
+            self.diag.at(
+                map.span(),
+                "role_map maps the values of roles_claim; set roles_claim too",
+            );
+            roles_ok = false;
+        }
+        let mut role = |v: &mut Validator, text: &Text| -> Option<String> {
+            let role = text.get_ref().trim();
+            match crate::users::file::check_role(role) {
+                Ok(()) => Some(role.to_owned()),
+                Err(e) => {
+                    v.diag.at(text.span(), e.to_string());
+                    roles_ok = false;
+                    None
+                }
+            }
+        };
+        let mut role_map = Vec::new();
+        if let Some(map) = &raw.role_map {
+            for (value, roles) in map.get_ref() {
+                let roles: Vec<String> = roles.iter().filter_map(|r| role(self, r)).collect();
+                role_map.push((value.clone(), roles));
+            }
+        }
+        let default_roles: Vec<String> = raw
+            .default_roles
+            .iter()
+            .flatten()
+            .filter_map(|r| role(self, r))
+            .collect();
+        let allowed_users = raw
+            .allowed_users
+            .iter()
+            .flatten()
+            .map(|u| crate::users::canonical(u.get_ref()))
+            .collect();
+        let mut domains_ok = true;
+        let allowed_domains = raw
+            .allowed_domains
+            .iter()
+            .flatten()
+            .map(|d| {
+                let domain = d
+                    .get_ref()
+                    .trim()
+                    .trim_start_matches('@')
+                    .to_ascii_lowercase();
+                if domain.is_empty() || domain.contains(['@', '/', ' ']) {
+                    self.diag.at(
+                        d.span(),
+                        format!("{:?} is not an email domain", d.get_ref()),
+                    );
+                    domains_ok = false;
+                }
+                domain
+            })
+            .collect();
+        let mut headers = Vec::new();
+        let mut headers_ok = true;
+        if let Some(map) = &raw.headers {
+            for (header, claim) in map.get_ref() {
+                match HeaderName::from_bytes(header.as_bytes()) {
+                    Ok(name) if identity_headers.contains(&name.as_str()) => {
+                        self.diag.at(
+                            claim.span(),
+                            format!(
+                                "{header} is the gateway's own identity header; pick another name"
+                            ),
+                        );
+                        headers_ok = false;
+                    }
+                    Ok(name) if RESERVED_HEADERS.contains(&name.as_str()) => {
+                        self.diag.at(
+                            claim.span(),
+                            format!("{header} is a header the gateway sets or removes itself; pick another name"),
+                        );
+                        headers_ok = false;
+                    }
+                    Ok(name) => headers.push((name, claim.get_ref().clone())),
+                    Err(_) => {
+                        self.diag
+                            .at(claim.span(), format!("invalid header name {header:?}"));
+                        headers_ok = false;
+                    }
+                }
+            }
+        }
+        let tls = self.provider_tls(&raw);
+        let timeout = self.duration(&raw.timeout, Duration::from_secs(5));
+        if let (Some(t), Some(text)) = (timeout, &raw.timeout) {
+            if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&t) {
+                self.diag
+                    .at(text.span(), "timeout must be between 100ms and 60s");
+                return None;
+            }
+        }
+        let redirect_uri = match &raw.redirect_uri {
+            None => Some(None),
+            Some(text) => {
+                let wanted = format!("/.gateway/oidc/{name}/callback");
+                match self.https_url(text, "redirect_uri") {
+                    Some(url)
+                        if url
+                            .split_once("://")
+                            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+                            == Some(wanted.as_str()) =>
+                    {
+                        Some(Some(url.to_owned()))
+                    }
+                    Some(_) => {
+                        self.diag.at(text.span(), format!("redirect_uri must end in {wanted}, where the gateway answers the provider"));
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
+        if !(name_ok && scopes_ok && claims_ok && roles_ok && domains_ok && headers_ok) {
+            return None;
+        }
+        Some(OidcProvider {
+            name,
+            title: title?,
+            issuer: issuer?,
+            client_id: client_id?,
+            client_secret: client_secret?,
+            scopes,
+            username_claim: raw.username_claim.map(|c| c.into_inner()),
+            roles_claim: raw.roles_claim.map(|c| c.into_inner()),
+            role_map,
+            default_roles,
+            allowed_users,
+            allowed_domains,
+            require_email_verified: raw.require_email_verified.is_some_and(|b| b.into_inner()),
+            headers,
+            mfa_amr: raw
+                .mfa_amr
+                .into_iter()
+                .flatten()
+                .map(|a| a.into_inner())
+                .collect(),
+            acr_values: raw.acr_values.map(|a| a.into_inner()),
+            tls: tls?,
+            timeout: timeout?,
+            redirect_uri: redirect_uri?,
+        })
+    }
+
+    /// An `https://` URL with a host, as written.
+    fn https_url<'t>(&mut self, text: &'t Text, key: &str) -> Option<&'t str> {
+        let value = text.get_ref();
+        let host_ok = value
+            .strip_prefix("https://")
+            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""))
+            .is_some_and(|authority| !authority.is_empty());
+        let parsed = value.parse::<http::Uri>().is_ok();
+        if host_ok && parsed && !value.contains(['?', '#']) {
+            Some(value)
+        } else {
+            self.diag.at(
+                text.span(),
+                format!(
+                    "{key} must be an https:// URL without query or fragment (found {value:?})"
+                ),
+            );
+            None
+        }
+    }
+
+    fn provider_tls(&mut self, raw: &raw::RawOidc) -> Option<Arc<rustls::ClientConfig>> {
+        let ca = match &raw.ca {
+            None => None,
+            Some(text) => match crate::tls::load_certs(&self.base.join(text.get_ref())) {
+                Ok(certs) => Some(certs),
+                Err(e) => {
+                    self.file_problem(text.span(), e.to_string());
+                    self.lenient_files.as_ref()?;
+                    None
+                }
+            },
+        };
+        match crate::tls::client_config(ca, None) {
+            Ok(mut config) => {
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(Arc::new(config))
+            }
+            Err(e) => {
+                self.diag.at(raw.issuer.span(), e);
+                None
+            }
+        }
+    }
+}
