@@ -43,6 +43,7 @@ fn policy(size: usize, shared: bool) -> Policy {
                 access,
                 mfa: false,
                 max_auth_age: None,
+                providers: None,
             }
         })
         .chain(std::iter::once(Rule {
@@ -56,6 +57,7 @@ fn policy(size: usize, shared: bool) -> Policy {
             access: Access::Authenticated,
             mfa: false,
             max_auth_age: None,
+            providers: None,
         }))
         .collect();
     Policy::new(rules)
@@ -73,6 +75,7 @@ fn time(policy: &Policy, path: &str, roles: &[String]) -> f64 {
         roles,
         mfa: false,
         auth_age_ms: 0,
+        provider: "local",
     };
     let rounds = 2_000_000 / policy.rules().len().max(10);
     let started = Instant::now();
