@@ -78,6 +78,7 @@ fn session(i: u32, user: &str) -> SessionInfo {
         last_seen_ms: 1_800_000_000_000 - u64::from(i) * 1_000,
         ip: std::net::IpAddr::from([10, 0, 0, (i % 250) as u8]),
         user_agent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36".into(),
+        vouched: None,
     }
 }
 
@@ -97,6 +98,10 @@ fn main() {
             black_box(next),
             None,
             &words,
+            pages::sign_in::Ways {
+                local: true,
+                providers: &[],
+            },
         ));
     });
     println!("sign-in page, format!:        {old:8.0} ns");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authgate::config::{Session as SessionConfig, Store, StoreBackend};
-use authgate::session::{key_of, now_ms, Lookup};
+use authgate::session::{key_of, now_ms, Lookup, NewSession};
 use authgate::store::memory::SessionMap;
 use authgate::store::Sessions;
 use authgate::users::Users;
@@ -43,7 +43,17 @@ fn measure(size: usize) {
     let before = rss_bytes();
     for i in 0..size {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32));
-        let (id, _) = store.create(&users[i % users.len()], 1, ip, USER_AGENT, false, None, now);
+        let (id, _) = store.create(
+            NewSession {
+                user: &users[i % users.len()],
+                password_fingerprint: 1,
+                ip,
+                user_agent: USER_AGENT,
+                mfa: false,
+                vouched: None,
+            },
+            now,
+        );
         if i % sample_every == 0 {
             sample.push(id);
         }
@@ -128,12 +138,14 @@ async fn durable() {
             let started = Instant::now();
             store
                 .create(
-                    &user_keys[i % USERS],
-                    fingerprint,
-                    ip,
-                    USER_AGENT,
-                    false,
-                    None,
+                    NewSession {
+                        user: &user_keys[i % USERS],
+                        password_fingerprint: fingerprint,
+                        ip,
+                        user_agent: USER_AGENT,
+                        mfa: false,
+                        vouched: None,
+                    },
                     now_ms(),
                 )
                 .await
@@ -162,7 +174,17 @@ async fn durable() {
         pending.push(async move {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + i as u32));
             store
-                .create(&user, fingerprint, ip, USER_AGENT, false, None, now_ms())
+                .create(
+                    NewSession {
+                        user: &user,
+                        password_fingerprint: fingerprint,
+                        ip,
+                        user_agent: USER_AGENT,
+                        mfa: false,
+                        vouched: None,
+                    },
+                    now_ms(),
+                )
                 .await
                 .unwrap();
         });

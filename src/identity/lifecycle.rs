@@ -50,12 +50,14 @@ impl Auth {
             .store
             .sessions
             .create(
-                &user.key,
-                user.password_fingerprint,
-                peer,
-                user_agent,
-                mfa,
-                vouched,
+                session::NewSession {
+                    user: &user.key,
+                    password_fingerprint: user.password_fingerprint,
+                    ip: peer,
+                    user_agent,
+                    mfa,
+                    vouched,
+                },
                 session::now_ms(),
             )
             .await

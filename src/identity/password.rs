@@ -32,8 +32,15 @@ impl Auth {
             Some(token) => (token.to_owned(), false),
             None => (csrf::new_login_token(), true),
         };
-        let mut response: Response<Body> =
-            pages::login(StatusCode::OK, &token, &next, None, config).into();
+        let mut response: Response<Body> = pages::login(
+            StatusCode::OK,
+            &token,
+            &next,
+            None,
+            &config.login.words,
+            pages::Ways::of(config),
+        )
+        .into();
         if fresh {
             self.set_login_cookie(&mut response, &token);
         }
@@ -128,7 +135,8 @@ impl Auth {
                     &token,
                     &next,
                     Some(GENERIC_FAILURE),
-                    config,
+                    &config.login.words,
+                    pages::Ways::of(config),
                 )
                 .into());
             }
@@ -267,13 +275,15 @@ impl Auth {
             .store
             .sessions
             .create(
-                &updated.key,
-                updated.password_fingerprint,
-                peer,
-                &user_agent,
-                // The password was just entered; the code stays as it was.
-                signed_in.session.mfa,
-                None,
+                session::NewSession {
+                    user: &updated.key,
+                    password_fingerprint: updated.password_fingerprint,
+                    ip: peer,
+                    user_agent: &user_agent,
+                    // The password was just entered; the code stays as it was.
+                    mfa: signed_in.session.mfa,
+                    vouched: None,
+                },
                 session::now_ms(),
             )
             .await

@@ -35,9 +35,9 @@ pub fn login(
     csrf: &str,
     next: &str,
     error: Option<&str>,
-    config: &crate::config::Config,
+    words: &crate::config::LoginWords,
+    ways: Ways<'_>,
 ) -> Page {
-    let words = &config.login.words;
     let next_query = crate::response::encode_query_value(next);
     let content = html! {
         // The organisation's words: plain text, escaped, no assets.
@@ -56,15 +56,15 @@ pub fn login(
         (error_of(error))
         // One button per identity provider: a plain link, so that a
         // click is a top-level navigation the provider can answer.
-        @for provider in &config.oidc {
+        @for provider in ways.providers {
             p {
                 a.button href=(format!("/.gateway/oidc/{}/start?next={next_query}", provider.name)) {
                     (provider.title)
                 }
             }
         }
-        @if config.login.local {
-            @if !config.oidc.is_empty() {
+        @if ways.local {
+            @if !ways.providers.is_empty() {
                 p.note { "Or with a username and password:" }
             }
             (form("/.gateway/login", csrf, html! {
@@ -82,6 +82,24 @@ pub fn login(
         None => "Sign in".to_owned(),
     };
     page(status, &title, None, content)
+}
+
+/// The ways to sign in the page offers.
+#[derive(Clone, Copy)]
+pub struct Ways<'a> {
+    /// The username and password form (`[login] local`).
+    pub local: bool,
+    /// A button for each.
+    pub providers: &'a [std::sync::Arc<crate::config::OidcProvider>],
+}
+
+impl Ways<'_> {
+    pub fn of(config: &crate::config::Config) -> Ways<'_> {
+        Ways {
+            local: config.login.local,
+            providers: &config.oidc,
+        }
+    }
 }
 
 /// A sign-in through an identity provider that did not come through: what

@@ -50,6 +50,20 @@ pub fn key_of(id: &str) -> Option<Key> {
     Some(Sha256::digest(id.as_bytes()).into())
 }
 
+/// What a session begins with.
+#[derive(Debug, Clone)]
+pub struct NewSession<'a> {
+    /// Canonical username.
+    pub user: &'a Arc<str>,
+    pub password_fingerprint: u32,
+    pub ip: IpAddr,
+    pub user_agent: &'a str,
+    /// The sign-in passed the second factor.
+    pub mfa: bool,
+    /// An identity provider's word for the user.
+    pub vouched: Option<Arc<Vouched>>,
+}
+
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {

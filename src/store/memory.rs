@@ -15,7 +15,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use crate::session::{
-    handle, key_of, new_id, Expiry, Key, LiveSession, Lookup, SessionInfo, Vouched,
+    handle, key_of, new_id, Expiry, Key, LiveSession, Lookup, NewSession, SessionInfo, Vouched,
 };
 
 /// Who a session belongs to and from where it began. Shared between the
@@ -133,16 +133,15 @@ impl SessionMap {
 
     /// Begins a session; returns its ID (the cookie value) and what a
     /// record must keep of it.
-    pub fn create(
-        &self,
-        user: &Arc<str>,
-        password_fingerprint: u32,
-        ip: IpAddr,
-        user_agent: &str,
-        mfa: bool,
-        vouched: Option<Arc<Vouched>>,
-        now: u64,
-    ) -> (String, Row) {
+    pub fn create(&self, new: NewSession<'_>, now: u64) -> (String, Row) {
+        let NewSession {
+            user,
+            password_fingerprint,
+            ip,
+            user_agent,
+            mfa,
+            vouched,
+        } = new;
         let profile = self.intern(Profile {
             user: user.clone(),
             user_agent: cut_user_agent(user_agent).into(),
@@ -415,7 +414,18 @@ mod tests {
     }
 
     fn create(map: &SessionMap, user: &str, ua: &str, now: u64) -> String {
-        map.create(&user.into(), 1, IP, ua, false, None, now).0
+        map.create(
+            NewSession {
+                user: &user.into(),
+                password_fingerprint: 1,
+                ip: IP,
+                user_agent: ua,
+                mfa: false,
+                vouched: None,
+            },
+            now,
+        )
+        .0
     }
 
     fn lookup(map: &SessionMap, id: &str, now: u64, touch: bool) -> Lookup {
@@ -425,7 +435,17 @@ mod tests {
     #[test]
     fn ids_are_256_bit_base64url_and_stored_only_by_hash() {
         let map = map();
-        let (id, row) = map.create(&"alice".into(), 7, IP, "ua", false, None, 1_000);
+        let (id, row) = map.create(
+            NewSession {
+                user: &"alice".into(),
+                password_fingerprint: 7,
+                ip: IP,
+                user_agent: "ua",
+                mfa: false,
+                vouched: None,
+            },
+            1_000,
+        );
         assert_eq!(id.len(), ID_LEN);
         assert_eq!(URL_SAFE_NO_PAD.decode(&id).unwrap().len(), 32);
         let other = create(&map, "alice", "ua", 1_000);

@@ -28,13 +28,12 @@ pub mod stats;
 pub mod throttle;
 pub mod users;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::config::{Session as SessionConfig, Store as StoreConfig, StoreBackend};
-use crate::session::{key_of, Key, LiveSession, Lookup, SessionInfo};
+use crate::session::{key_of, Key, LiveSession, Lookup, NewSession, SessionInfo};
 use crate::users::Users;
 use memory::SessionMap;
 
@@ -231,42 +230,14 @@ impl Sessions {
     /// store has it for good.
     /// With Redis the session takes the user's generation from Redis, not
     /// from this replica's copy of the user (see `store::redis`).
-    pub async fn create(
-        &self,
-        user: &Arc<str>,
-        password_fingerprint: u32,
-        ip: IpAddr,
-        user_agent: &str,
-        mfa: bool,
-        vouched: Option<Arc<crate::session::Vouched>>,
-        now: u64,
-    ) -> Result<String, Unavailable> {
+    pub async fn create(&self, new: NewSession<'_>, now: u64) -> Result<String, Unavailable> {
         if let Backend::Redis(redis) = &self.backend {
             let id = crate::session::new_id();
             let key = key_of(&id).expect("a new ID has the right form");
-            let vouched = vouched.map(|v| v.to_record());
-            redis
-                .create(
-                    &key,
-                    user,
-                    password_fingerprint,
-                    ip,
-                    user_agent,
-                    mfa,
-                    vouched.as_deref(),
-                )
-                .await?;
+            redis.create(&key, &new).await?;
             return Ok(id);
         }
-        let (id, row) = self.map.create(
-            user,
-            password_fingerprint,
-            ip,
-            user_agent,
-            mfa,
-            vouched,
-            now,
-        );
+        let (id, row) = self.map.create(new, now);
         match &self.backend {
             Backend::Memory | Backend::Redis(_) => Ok(id),
             Backend::Local(local) => {

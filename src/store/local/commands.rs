@@ -103,7 +103,7 @@ mod tests {
     use super::super::tests::{map, open, IP};
     use super::super::POLL_EVERY;
     use super::*;
-    use crate::session::key_of;
+    use crate::session::{key_of, NewSession};
 
     #[tokio::test]
     async fn revocations_from_another_process_reach_the_running_map() {
@@ -113,7 +113,17 @@ mod tests {
         let (local, _) = open(&path, &running, 0);
         let mut ids = Vec::new();
         for user in ["alice", "alice", "bob"] {
-            let (id, row) = running.create(&user.into(), 1, IP, "ua", false, None, 0);
+            let (id, row) = running.create(
+                NewSession {
+                    user: &user.into(),
+                    password_fingerprint: 1,
+                    ip: IP,
+                    user_agent: "ua",
+                    mfa: false,
+                    vouched: None,
+                },
+                0,
+            );
             local.insert(row).await.unwrap();
             ids.push(key_of(&id).unwrap());
         }

@@ -36,7 +36,7 @@ use redis::Script;
 
 use super::{StoreError, Unavailable};
 use crate::hex;
-use crate::session::{handle, Expiry, Key, LiveSession, Lookup, SessionInfo, Vouched};
+use crate::session::{handle, Expiry, Key, LiveSession, Lookup, NewSession, SessionInfo, Vouched};
 use crate::users::file::{Change, UserFileError};
 use crate::users::{canonical, Entry, TotpSecret, Users};
 

@@ -5,31 +5,24 @@ use super::*;
 
 impl Redis {
     /// Records a new session under the user's current generation.
-    pub async fn create(
-        &self,
-        key: &Key,
-        user: &str,
-        fingerprint: u32,
-        ip: std::net::IpAddr,
-        user_agent: &str,
-        mfa: bool,
-        vouched: Option<&str>,
-    ) -> Result<(), Unavailable> {
+    pub async fn create(&self, key: &Key, new: &NewSession<'_>) -> Result<(), Unavailable> {
         let suffix = hex(key);
+        let user: &str = new.user;
+        let vouched = new.vouched.as_ref().map(|v| v.to_record());
         let mut invocation = self.scripts.create.prepare_invoke();
         invocation
             .key(self.key("session", &suffix))
             .key(self.key("sessions-of", user))
             .key(self.key("user", user))
             .arg(user)
-            .arg(fingerprint)
-            .arg(ip.to_string())
-            .arg(user_agent)
+            .arg(new.password_fingerprint)
+            .arg(new.ip.to_string())
+            .arg(new.user_agent)
             .arg(self.idle_ms)
             .arg(self.absolute_ms)
             .arg(&suffix)
-            .arg(if mfa { "1" } else { "0" })
-            .arg(vouched.unwrap_or(""));
+            .arg(if new.mfa { "1" } else { "0" })
+            .arg(vouched.as_deref().unwrap_or(""));
         let _now: i64 = self.run(&invocation).await?;
         Ok(())
     }
