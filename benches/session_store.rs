@@ -51,6 +51,7 @@ fn measure(size: usize) {
                 user_agent: USER_AGENT,
                 mfa: false,
                 vouched: None,
+                proved_ms: None,
             },
             now,
         );
@@ -145,6 +146,7 @@ async fn durable() {
                         user_agent: USER_AGENT,
                         mfa: false,
                         vouched: None,
+                        proved_ms: None,
                     },
                     now_ms(),
                 )
@@ -182,6 +184,7 @@ async fn durable() {
                         user_agent: USER_AGENT,
                         mfa: false,
                         vouched: None,
+                        proved_ms: None,
                     },
                     now_ms(),
                 )

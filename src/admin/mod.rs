@@ -201,12 +201,16 @@ pub async fn api(
                 .map_err(|_| GatewayError::StoreUnavailable)?
                 .into_iter()
                 .map(|s| {
-                    let name = users
-                        .get_by_key(&s.user)
-                        .map_or_else(|| s.user.to_string(), |u| u.name.to_string());
+                    let name = match &s.vouched {
+                        Some(vouched) => vouched.user.name.to_string(),
+                        None => users
+                            .get_by_key(&s.user)
+                            .map_or_else(|| s.user.to_string(), |u| u.name.to_string()),
+                    };
                     json!({
                         "id": session::handle(&s.key),
                         "user": name,
+                        "provider": s.vouched.as_ref().map_or("local", |v| v.provider()),
                         "created_at": rfc3339(s.created_ms),
                         "last_seen_at": rfc3339(s.last_seen_ms),
                         "ip": s.ip.to_string(),

@@ -36,15 +36,16 @@ impl Auth {
     /// once the store has it for good; counted and logged. Past `[session]
     /// max_per_user` of the config the call runs under, the user's least
     /// recently used sessions end. `vouched`: an identity provider's word
-    /// for `user`.
+    /// for `user`, and when (ms) it says they signed in there.
     pub(super) async fn begin_session(
         &self,
         call: &Call<'_>,
         user: &crate::users::User,
         user_agent: &str,
         mfa: bool,
-        vouched: Option<Arc<Vouched>>,
+        vouched: Option<(Arc<Vouched>, Option<u64>)>,
     ) -> Result<String, GatewayError> {
+        let (vouched, proved_ms) = vouched.map_or((None, None), |(v, at)| (Some(v), at));
         let peer = call.peer;
         let id = self
             .store
@@ -57,6 +58,7 @@ impl Auth {
                     user_agent,
                     mfa,
                     vouched,
+                    proved_ms,
                 },
                 session::now_ms(),
             )

@@ -283,6 +283,7 @@ impl Auth {
                     // The password was just entered; the code stays as it was.
                     mfa: signed_in.session.mfa,
                     vouched: None,
+                    proved_ms: None,
                 },
                 session::now_ms(),
             )

@@ -62,6 +62,9 @@ pub struct NewSession<'a> {
     pub mfa: bool,
     /// An identity provider's word for the user.
     pub vouched: Option<Arc<Vouched>>,
+    /// When the person last proved who they are, if before the session
+    /// begins (a provider's `auth_time`); `None`: now.
+    pub proved_ms: Option<u64>,
 }
 
 /// What a lookup found.

@@ -141,7 +141,9 @@ impl SessionMap {
             user_agent,
             mfa,
             vouched,
+            proved_ms,
         } = new;
+        let auth_ms = proved_ms.map_or(now, |at| at.min(now));
         let profile = self.intern(Profile {
             user: user.clone(),
             user_agent: cut_user_agent(user_agent).into(),
@@ -160,7 +162,7 @@ impl SessionMap {
                     ip,
                     user_agent: profile.user_agent.clone(),
                     password_fingerprint,
-                    auth_ms: now,
+                    auth_ms,
                     mfa,
                     vouched: vouched.clone(),
                 };
@@ -171,7 +173,7 @@ impl SessionMap {
                     saved_ms: AtomicU64::new(now),
                     ip,
                     password_fingerprint,
-                    auth_ms: AtomicU64::new(now),
+                    auth_ms: AtomicU64::new(auth_ms),
                     mfa: AtomicBool::new(mfa),
                     vouched,
                 });
@@ -422,6 +424,7 @@ mod tests {
                 user_agent: ua,
                 mfa: false,
                 vouched: None,
+                proved_ms: None,
             },
             now,
         )
@@ -443,6 +446,7 @@ mod tests {
                 user_agent: "ua",
                 mfa: false,
                 vouched: None,
+                proved_ms: None,
             },
             1_000,
         );

@@ -16,6 +16,8 @@ mod limits;
 mod login;
 pub mod logs;
 mod metrics;
+mod oidc;
+mod oidc_fake;
 mod paths;
 mod policy;
 mod properties;

@@ -356,10 +356,8 @@ impl Validator<'_> {
             },
         };
         match crate::tls::client_config(ca, None) {
-            Ok(mut config) => {
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Some(Arc::new(config))
-            }
+            // The connector sets ALPN itself (HTTP/1.1).
+            Ok(config) => Some(Arc::new(config)),
             Err(e) => {
                 self.diag.at(raw.issuer.span(), e);
                 None

@@ -436,7 +436,7 @@ impl Auth {
                 &vouched.user,
                 &user_agent_of(request.headers()),
                 person.mfa,
-                Some(vouched.clone()),
+                Some((vouched.clone(), auth_time.map(|t| t.max(0) as u64 * 1000))),
             )
             .await
             .map_err(Failure::Gateway)?;

@@ -121,6 +121,7 @@ mod tests {
                     user_agent: "ua",
                     mfa: false,
                     vouched: None,
+                    proved_ms: None,
                 },
                 0,
             );

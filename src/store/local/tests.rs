@@ -88,6 +88,7 @@ async fn committed_sessions_come_back_and_expired_or_unwanted_ones_do_not() {
                     user_agent: "ua",
                     mfa: false,
                     vouched: None,
+                    proved_ms: None,
                 },
                 BASE + at,
             );
@@ -103,6 +104,7 @@ async fn committed_sessions_come_back_and_expired_or_unwanted_ones_do_not() {
                 user_agent: "ua",
                 mfa: false,
                 vouched: None,
+                proved_ms: None,
             },
             0,
         );
@@ -144,6 +146,7 @@ async fn a_graceful_close_writes_the_last_touches() {
             user_agent: "ua",
             mfa: false,
             vouched: None,
+            proved_ms: None,
         },
         0,
     );
@@ -185,6 +188,7 @@ async fn a_locked_file_refuses_new_sessions_instead_of_pretending() {
             user_agent: "ua",
             mfa: false,
             vouched: None,
+            proved_ms: None,
         },
         0,
     );
@@ -199,6 +203,7 @@ async fn a_locked_file_refuses_new_sessions_instead_of_pretending() {
             user_agent: "ua",
             mfa: false,
             vouched: None,
+            proved_ms: None,
         },
         0,
     );
@@ -214,6 +219,7 @@ async fn a_locked_file_refuses_new_sessions_instead_of_pretending() {
             user_agent: "ua",
             mfa: false,
             vouched: None,
+            proved_ms: None,
         },
         0,
     );

@@ -59,12 +59,13 @@ pub const SEED_GRACE: Duration = Duration::from_millis(1500);
 const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
 
 const CREATE: &str = "
--- KEYS: session, sessions-of, user; ARGV: user, fp, ip, ua, idle, absolute, suffix, mfa, vouched ('' for none)
+-- KEYS: session, sessions-of, user; ARGV: user, fp, ip, ua, idle, absolute, suffix, mfa, vouched ('' for none), proved ms ('' for now)
 -- The generation is Redis's, not the replica's copy, which may be a
 -- moment old: a session must not be born already revoked.
 NOW
 local gen = redis.call('HGET', KEYS[3], 'gen') or '0'
 redis.call('HSET', KEYS[1], 'user', ARGV[1], 'fp', ARGV[2], 'gen', gen, 'ip', ARGV[3], 'ua', ARGV[4], 'created', now, 'last_seen', now, 'auth', now, 'mfa', ARGV[8])
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'auth', math.min(tonumber(ARGV[10]), now)) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'vouched', ARGV[9]) end
 redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[5]), tonumber(ARGV[6])))
 redis.call('SADD', KEYS[2], ARGV[7])

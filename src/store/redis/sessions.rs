@@ -22,7 +22,8 @@ impl Redis {
             .arg(self.absolute_ms)
             .arg(&suffix)
             .arg(if new.mfa { "1" } else { "0" })
-            .arg(vouched.as_deref().unwrap_or(""));
+            .arg(vouched.as_deref().unwrap_or(""))
+            .arg(new.proved_ms.map_or(String::new(), |at| at.to_string()));
         let _now: i64 = self.run(&invocation).await?;
         Ok(())
     }

@@ -1,0 +1,841 @@
+//! Sign-in through OpenID Connect providers (`[[oidc]]`), against a
+//! provider whose tokens the test controls ([`super::oidc_fake`]): the
+//! whole flow as a browser follows it, and every way the callback must
+//! refuse.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::oidc_fake::{FakeProvider, Key, CLIENT_ID};
+use super::support::*;
+
+const RULES: &str = r#"
+[[rule]]
+path = "/staff/**"
+roles = ["admin"]
+
+[[rule]]
+path = "/sso/**"
+access = "authenticated"
+providers = ["fake"]
+
+[[rule]]
+path = "/fresh/**"
+access = "authenticated"
+max_auth_age = "1m"
+
+[[rule]]
+path = "/mfa/**"
+access = "authenticated"
+mfa = true
+
+[[rule]]
+path = "/private/**"
+access = "authenticated"
+
+[[rule]]
+path = "/**"
+access = "public"
+"#;
+
+/// A gateway with the fake provider as `fake` (`extra`: more keys of its
+/// `[[oidc]]`).
+async fn gateway_with(provider: &FakeProvider, extra: &str) -> TestGateway {
+    gateway_from(Setup::new(), provider, extra).await
+}
+
+async fn gateway_from(setup: Setup, provider: &FakeProvider, extra: &str) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = provider
+        .config(dir.path(), "fake", extra)
+        .replace("\"fake-", &format!("\"{}/fake-", dir.path().display()));
+    let gw = setup.rules(&format!("{RULES}\n{entry}")).start().await;
+    // The files the entry names must outlive the gateway.
+    std::mem::forget(dir);
+    gw
+}
+
+/// A browser: keeps cookies, follows redirects, trusts the gateway and the
+/// provider.
+fn browser(gw: &TestGateway, provider: &FakeProvider) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(gw.cert_pem.as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(provider.cert_pem.as_bytes()).unwrap())
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Clicks the provider's button on the way to `next`; the last answer.
+async fn sign_in(gw: &TestGateway, browser: &reqwest::Client, next: &str) -> reqwest::Response {
+    browser
+        .get(gw.url(&format!("/.gateway/oidc/fake/start?next={next}")))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_provider_sign_in_reaches_the_app_with_mapped_roles_and_claim_headers() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(
+        &provider,
+        "roles_claim = \"groups\"\ndefault_roles = [\"viewer\"]\n[oidc.role_map]\nstaff = [\"user\"]\nops = [\"admin\"]\n[oidc.headers]\nX-Email = \"email\"",
+    )
+    .await;
+    let b = browser(&gw, &provider);
+    let landed = sign_in(&gw, &b, "/private/report").await;
+    assert_eq!(landed.status(), 200);
+    assert_eq!(landed.url().path(), "/private/report");
+    assert_eq!(landed.text().await.unwrap(), "hello from upstream");
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["x-auth-user"], "dana");
+    // `staff` maps to `user`, plus the default; the raw group never is a role.
+    assert_eq!(seen.headers["x-auth-roles"], "user,viewer");
+    assert_eq!(seen.headers["x-email"], "dana@example.com");
+    // The provider was asked the right way.
+    let grant = provider
+        .state
+        .lock()
+        .unwrap()
+        .grants
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(grant.query["code_challenge_method"], "S256");
+    assert_eq!(grant.query["response_type"], "code");
+    assert_eq!(grant.query["client_id"], CLIENT_ID);
+    assert!(grant.query["state"].len() >= 43 && grant.query["nonce"].len() >= 43);
+    assert_eq!(grant.query["scope"], "openid profile email");
+    // A client's own copy of a claim header never reaches the upstream.
+    let spoofed = b
+        .get(gw.url("/private/again"))
+        .header("X-Email", "ceo@example.com")
+        .header("X_Email", "ceo@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), 200);
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers.get_all("x-email").iter().count(), 1);
+    assert_eq!(seen.headers["x-email"], "dana@example.com");
+    assert!(seen.headers.get("x_email").is_none());
+    // An ordinary session: whoami knows it, roles apply.
+    let whoami: serde_json::Value = b
+        .get(gw.url("/.gateway/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whoami["user"], "dana");
+    assert_eq!(
+        b.get(gw.url("/staff/x")).send().await.unwrap().status(),
+        403
+    );
+    // Without a session, the same flow is the sign-in page's button.
+    let page = gw
+        .client()
+        .get(gw.url("/.gateway/login?next=/private/x"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("href=\"/.gateway/oidc/fake/start?next=/private/x\""),
+        "{page}"
+    );
+    assert!(page.contains("Sign in with fake"));
+    assert!(
+        page.contains("name=\"password\""),
+        "the local form stays beside the buttons"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_is_good_once_and_only_in_the_browser_that_started_it() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    // Stop at the callback: the browser does not follow the provider's redirect back.
+    let b = browser(&gw, &provider);
+    let to_provider = gw
+        .client()
+        .get(gw.url("/.gateway/oidc/fake/start?next=/private/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(to_provider.status(), 303);
+    let pre_login =
+        set_cookie_line(&to_provider, "__Host-authgate-oidc").expect("a pre-login cookie");
+    assert!(
+        pre_login.contains("HttpOnly")
+            && pre_login.contains("Secure")
+            && pre_login.contains("SameSite=Lax"),
+        "{pre_login}"
+    );
+    let authorize = to_provider.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let no_follow = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(provider.cert_pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let back = no_follow.get(&authorize).send().await.unwrap();
+    let callback = back.headers()["location"].to_str().unwrap().to_owned();
+    // Another browser (no pre-login cookie) gets nowhere with it...
+    let stolen = b.get(&callback).send().await.unwrap();
+    assert_eq!(stolen.status(), 400);
+    assert!(stolen.text().await.unwrap().contains("Start again"));
+    // ...and the state is spent: the right browser cannot use it either now.
+    let cookie = set_cookie(&to_provider, "__Host-authgate-oidc").unwrap();
+    let late = gw
+        .client()
+        .get(&callback)
+        .header("cookie", format!("__Host-authgate-oidc={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 400);
+    assert!(set_cookie(&late, "__Host-authgate").is_none());
+
+    // A fresh start, followed through by the browser that made it, works;
+    // replaying its callback does not.
+    let fresh = gw
+        .client()
+        .get(gw.url("/.gateway/oidc/fake/start?next=/private/x"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookie(&fresh, "__Host-authgate-oidc").unwrap();
+    let authorize = fresh.headers()["location"].to_str().unwrap().to_owned();
+    let callback = no_follow.get(&authorize).send().await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let with_cookie = |url: &str| {
+        gw.client()
+            .get(url)
+            .header("cookie", format!("__Host-authgate-oidc={cookie}"))
+            .send()
+    };
+    let first = with_cookie(&callback).await.unwrap();
+    assert_eq!(first.status(), 303);
+    assert_eq!(first.headers()["location"], "/private/x");
+    assert!(set_cookie(&first, "__Host-authgate").is_some());
+    let again = with_cookie(&callback).await.unwrap();
+    assert_eq!(again.status(), 400);
+    assert!(set_cookie(&again, "__Host-authgate").is_none());
+    // No state at all.
+    let bare = with_cookie(&gw.url("/.gateway/oidc/fake/callback?code=x"))
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 400);
+
+    // A code the provider already gave out (with a fresh state): the
+    // provider refuses it, and so does the gateway.
+    let other = gw
+        .client()
+        .get(gw.url("/.gateway/oidc/fake/start"))
+        .send()
+        .await
+        .unwrap();
+    let other_cookie = set_cookie(&other, "__Host-authgate-oidc").unwrap();
+    let other_state = form_urlencoded::parse(
+        other.headers()["location"]
+            .to_str()
+            .unwrap()
+            .split_once('?')
+            .unwrap()
+            .1
+            .as_bytes(),
+    )
+    .find(|(k, _)| k == "state")
+    .unwrap()
+    .1
+    .into_owned();
+    let used_code = form_urlencoded::parse(callback.split_once('?').unwrap().1.as_bytes())
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let reused = gw
+        .client()
+        .get(gw.url(&format!(
+            "/.gateway/oidc/fake/callback?code={used_code}&state={other_state}"
+        )))
+        .header("cookie", format!("__Host-authgate-oidc={other_cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), 400);
+    assert!(set_cookie(&reused, "__Host-authgate").is_none());
+    assert!(reused.text().await.unwrap().contains("invalid_grant"));
+}
+
+/// Each tampered ID token is refused: a page that says so, no session.
+#[tokio::test]
+async fn tampered_id_tokens_are_refused() {
+    let provider = FakeProvider::start().await;
+    // Every case below fails from one client: more than the throttle allows.
+    let gw = gateway_from(Setup::new().login("max_failures = 100"), &provider, "").await;
+    let now = (authgate::session::now_ms() / 1000) as i64;
+    let cases: Vec<(&str, serde_json::Value, serde_json::Value)> = vec![
+        (
+            "another issuer",
+            json!({"iss": "https://evil.example"}),
+            json!({}),
+        ),
+        (
+            "another audience",
+            json!({"aud": "someone-else"}),
+            json!({}),
+        ),
+        (
+            "two audiences without azp",
+            json!({"aud": [CLIENT_ID, "someone-else"]}),
+            json!({}),
+        ),
+        (
+            "azp of another client",
+            json!({"azp": "someone-else"}),
+            json!({}),
+        ),
+        ("expired", json!({"exp": now - 600}), json!({})),
+        (
+            "issued in the future",
+            json!({"iat": now + 3600}),
+            json!({}),
+        ),
+        ("issued long ago", json!({"iat": now - 3600}), json!({})),
+        (
+            "another nonce",
+            json!({"nonce": "not-the-one-sent"}),
+            json!({}),
+        ),
+        ("no nonce", json!({"nonce": null}), json!({})),
+    ];
+    for (case, claims, header) in cases {
+        provider.set(|s| {
+            s.claims = claims.clone();
+            s.header = header.clone();
+        });
+        let b = browser(&gw, &provider);
+        let answer = sign_in(&gw, &b, "/private/x").await;
+        assert_eq!(answer.status(), 403, "{case}");
+        assert!(answer.url().path().ends_with("/callback"), "{case}");
+        let page = answer.text().await.unwrap();
+        assert!(page.contains("did not pass the gateway"), "{case}: {page}");
+        let after = b.get(gw.url("/private/x")).send().await.unwrap();
+        assert_eq!(after.status(), 401, "{case}: no session");
+    }
+    provider.set(|s| {
+        s.claims = json!({});
+        s.header = json!({});
+    });
+    // A signature that is not the provider's key's.
+    let foreign = Key::new("k1");
+    let forged = foreign.sign(&provider.claims(None), &json!({}));
+    // `alg: none`, and HS256 "signed" with the client secret or a public key.
+    let unsigned = {
+        let mut parts: Vec<String> = forged.split('.').map(str::to_owned).collect();
+        parts[0] = base64_url(&json!({"alg": "none", "typ": "JWT"}).to_string());
+        parts[2] = String::new();
+        parts.join(".")
+    };
+    let hmac = {
+        let claims = provider.claims(None);
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(super::oidc_fake::CLIENT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    for (case, token) in [
+        ("foreign key", forged),
+        ("alg none", unsigned),
+        ("HS256", hmac),
+    ] {
+        provider.set(|s| s.raw_token = Some(token.clone()));
+        let b = browser(&gw, &provider);
+        let answer = sign_in(&gw, &b, "/private/x").await;
+        assert_eq!(answer.status(), 403, "{case}");
+        assert_eq!(
+            b.get(gw.url("/private/x")).send().await.unwrap().status(),
+            401,
+            "{case}"
+        );
+    }
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+/// Keys that rotate at the provider are fetched again (no restart); a
+/// `kid` nobody publishes costs one fetch, not one per callback.
+#[tokio::test]
+async fn rotated_keys_are_followed_and_unknown_kids_fetch_at_most_once() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    let b = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 200);
+    let fetched = provider.jwks_fetches();
+    assert_eq!(fetched, 1, "discovery fetched the keys once");
+    provider.rotate("k2", true);
+    let b = browser(&gw, &provider);
+    assert_eq!(
+        sign_in(&gw, &b, "/private/x").await.status(),
+        200,
+        "the new key was fetched"
+    );
+    assert_eq!(provider.jwks_fetches(), 2);
+    // A kid nobody publishes: a gateway that has not seen it fetches the
+    // keys once more, then refuses; the next ones within the limit fetch
+    // nothing.
+    let second = gateway_with(&provider, "").await;
+    provider.set(|s| s.header = json!({"kid": "nobody"}));
+    let before = provider.jwks_fetches();
+    for round in 0..3 {
+        let b = browser(&second, &provider);
+        assert_eq!(
+            sign_in(&second, &b, "/private/x").await.status(),
+            403,
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        provider.jwks_fetches() - before,
+        2,
+        "discovery's keys, then one refresh for three unknown kids"
+    );
+}
+
+#[tokio::test]
+async fn the_providers_error_is_shown_escaped_and_next_keeps_its_rules() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    provider.set(|s| s.error = Some(("access_denied".into(), "<script>alert(1)</script>".into())));
+    let b = browser(&gw, &provider);
+    let answer = sign_in(&gw, &b, "/private/x").await;
+    assert_eq!(answer.status(), 403);
+    let page = answer.text().await.unwrap();
+    assert!(
+        page.contains("access_denied: &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>"));
+    provider.set(|s| s.error = None);
+    // An absolute `next` elsewhere is not followed; a local one is kept.
+    let b = browser(&gw, &provider);
+    let landed = sign_in(&gw, &b, "https%3A%2F%2Fevil.example%2F").await;
+    assert_eq!(landed.url().host_str(), Some("127.0.0.1"));
+    assert_eq!(landed.url().path(), "/");
+    let b = browser(&gw, &provider);
+    let landed = sign_in(&gw, &b, "%2Fprivate%2Fa%3Fq%3D1").await;
+    assert_eq!(landed.url().path(), "/private/a");
+    assert_eq!(landed.url().query(), Some("q=1"));
+}
+
+#[tokio::test]
+async fn a_provider_that_is_down_answers_503_while_local_sign_in_and_sessions_go_on() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    let b = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 200);
+    provider.set(|s| s.down = true);
+    // The session it gave goes on; its discovery is cached.
+    assert_eq!(
+        b.get(gw.url("/private/y")).send().await.unwrap().status(),
+        200
+    );
+    // A gateway that has not reached it yet answers its button with 503.
+    let fresh_gw = gateway_with(&provider, "").await;
+    let answer = fresh_gw
+        .client()
+        .get(fresh_gw.url("/.gateway/oidc/fake/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    assert!(answer.headers().contains_key("retry-after"));
+    assert!(answer.text().await.unwrap().contains("cannot be reached"));
+    let local = fresh_gw.sign_in("alice", ALICE_PASSWORD).await;
+    assert_eq!(fresh_gw.get_as(&local, "/private/x").await.status(), 200);
+}
+
+#[tokio::test]
+async fn rules_can_name_providers_and_local_users_cannot_take_their_place() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    let b = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &b, "/sso/x").await.status(), 200);
+    let local = gw.sign_in("alice", ALICE_PASSWORD).await;
+    assert_eq!(gw.get_as(&local, "/sso/x").await.status(), 403);
+    assert_eq!(gw.get_as(&local, "/private/x").await.status(), 200);
+    // A provider user whose name is a local user's is refused.
+    provider.set(|s| s.user = "alice".into());
+    let b = browser(&gw, &provider);
+    let answer = sign_in(&gw, &b, "/private/x").await;
+    assert_eq!(answer.status(), 403);
+    assert!(answer
+        .text()
+        .await
+        .unwrap()
+        .contains("belongs to a user of this gateway"));
+}
+
+#[tokio::test]
+async fn who_may_come_in_is_the_providers_entry_to_say() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(
+        &provider,
+        "allowed_domains = [\"example.com\"]\nrequire_email_verified = true\nallowed_users = [\"dana\", \"erin\"]",
+    )
+    .await;
+    let b = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 200);
+    for (case, claims, user) in [
+        ("unverified email", json!({"email_verified": false}), "dana"),
+        (
+            "other domain",
+            json!({"email": "dana@elsewhere.example"}),
+            "dana",
+        ),
+        ("not allowed", json!({}), "frank"),
+        (
+            "no username",
+            json!({"preferred_username": null, "email": null}),
+            "dana",
+        ),
+    ] {
+        provider.set(|s| {
+            s.claims = claims.clone();
+            s.user = user.into();
+        });
+        let b = browser(&gw, &provider);
+        assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 403, "{case}");
+    }
+}
+
+#[tokio::test]
+async fn local_false_hides_the_form_and_refuses_its_post() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_from(Setup::new().login("local = false"), &provider, "").await;
+    let page = gw
+        .client()
+        .get(gw.url("/.gateway/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Sign in with fake"));
+    assert!(!page.contains("name=\"password\""), "{page}");
+    let answer = gw.try_sign_in("alice", ALICE_PASSWORD).await;
+    assert_eq!(answer.status(), 404);
+    assert!(set_cookie(&answer, "__Host-authgate").is_none());
+}
+
+#[tokio::test]
+async fn max_auth_age_and_mfa_send_the_user_back_to_the_provider() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(
+        &provider,
+        "mfa_amr = [\"otp\", \"hwk\"]\nacr_values = \"urn:example:mfa\"",
+    )
+    .await;
+    let b = browser(&gw, &provider);
+    // Signed in with a password alone: `/mfa` sends the browser back to
+    // the provider asking for more; a provider that says `pwd` again is
+    // refused there (no loop).
+    assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 200);
+    let answer = b
+        .get(gw.url("/mfa/x"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    let grants: Vec<_> = provider
+        .state
+        .lock()
+        .unwrap()
+        .grants
+        .values()
+        .cloned()
+        .collect();
+    assert!(grants
+        .iter()
+        .any(|g| g.query.get("acr_values").map(String::as_str) == Some("urn:example:mfa")));
+    // With `otp` in `amr`, the same trip ends on the page.
+    provider.set(|s| s.claims = json!({"amr": ["pwd", "otp"]}));
+    let answer = b
+        .get(gw.url("/mfa/x"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.url().path(), "/mfa/x");
+    // A route's max_auth_age: the provider is asked to sign in again
+    // (prompt=login, max_age=0), and one that did not is refused.
+    provider.set(|s| {
+        s.claims = json!({"auth_time": (authgate::session::now_ms() / 1000) as i64 - 7200})
+    });
+    let b2 = browser(&gw, &provider);
+    let first = sign_in(&gw, &b2, "/private/x").await;
+    assert_eq!(
+        first.status(),
+        200,
+        "an old auth_time is fine for routes without max_auth_age"
+    );
+    provider.set(|s| s.claims = json!({}));
+    let fresh = b2
+        .get(gw.url("/fresh/x"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let grants: Vec<_> = provider
+        .state
+        .lock()
+        .unwrap()
+        .grants
+        .values()
+        .cloned()
+        .collect();
+    assert!(grants.iter().any(
+        |g| g.query.get("prompt").map(String::as_str) == Some("login")
+            && g.query.get("max_age").map(String::as_str) == Some("0")
+    ));
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(fresh.url().path(), "/fresh/x");
+    provider.set(|s| {
+        s.claims = json!({"auth_time": (authgate::session::now_ms() / 1000) as i64 - 7200})
+    });
+    let b3 = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &b3, "/private/x").await.status(), 200);
+    let stale = b3
+        .get(gw.url("/fresh/x"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.status(),
+        403,
+        "the provider did not sign the user in again"
+    );
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_providers_session_too() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    let b = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 200);
+    let whoami: serde_json::Value = b
+        .get(gw.url("/.gateway/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let csrf = whoami["csrf"].as_str().unwrap().to_owned();
+    let out = b
+        .post(gw.url("/.gateway/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    // The browser was sent to the provider's end_session_endpoint.
+    assert_eq!(out.url().path(), "/logout");
+    let query: std::collections::HashMap<String, String> =
+        out.url().query_pairs().into_owned().collect();
+    assert_eq!(query["client_id"], CLIENT_ID);
+    assert!(query["id_token_hint"].split('.').count() == 3);
+    assert!(query["post_logout_redirect_uri"].ends_with("/.gateway/login"));
+    assert_eq!(
+        b.get(gw.url("/.gateway/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+/// A logout token, as the provider would send it.
+fn logout_token(provider: &FakeProvider, patch: serde_json::Value) -> String {
+    let now = (authgate::session::now_ms() / 1000) as i64;
+    let mut claims = json!({
+        "iss": provider.issuer(),
+        "aud": CLIENT_ID,
+        "iat": now,
+        "exp": now + 120,
+        "jti": authgate::session::new_id(),
+        "sub": "sub-dana",
+        "sid": "sid-1",
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    });
+    super::oidc_fake::merge(&mut claims, &patch);
+    provider.sign(&claims, &json!({"typ": "logout+jwt"}))
+}
+
+#[tokio::test]
+async fn back_channel_logout_ends_the_named_sessions_and_refuses_bad_tokens() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    let dana = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &dana, "/private/x").await.status(), 200);
+    provider.set(|s| {
+        s.user = "erin".into();
+        s.claims = json!({"sid": "sid-2"});
+    });
+    let erin = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &erin, "/private/x").await.status(), 200);
+    let post = |token: String| {
+        gw.client()
+            .post(gw.url("/.gateway/oidc/fake/backchannel-logout"))
+            .form(&[("logout_token", token)])
+            .send()
+    };
+    let now = (authgate::session::now_ms() / 1000) as i64;
+    for (case, patch) in [
+        ("a nonce", json!({"nonce": "x"})),
+        ("no event", json!({"events": null})),
+        ("neither sub nor sid", json!({"sub": null, "sid": null})),
+        ("another issuer", json!({"iss": "https://evil.example"})),
+        ("another audience", json!({"aud": "other"})),
+        ("old", json!({"iat": now - 3600})),
+        ("no jti", json!({"jti": null})),
+    ] {
+        let answer = post(logout_token(&provider, patch)).await.unwrap();
+        assert_eq!(answer.status(), 400, "{case}");
+        assert_eq!(answer.headers()["cache-control"], "no-store");
+    }
+    let forged = Key::new("k1").sign(&json!({"iss": provider.issuer()}), &json!({}));
+    assert_eq!(post(forged).await.unwrap().status(), 400);
+    assert_eq!(
+        dana.get(gw.url("/private/x"))
+            .send()
+            .await
+            .unwrap()
+            .url()
+            .path(),
+        "/private/x",
+        "no bad token ended a session"
+    );
+    // By sid: dana's session ends, erin's stays.
+    let token = logout_token(&provider, json!({"sub": null, "sid": "sid-1"}));
+    assert_eq!(post(token.clone()).await.unwrap().status(), 200);
+    assert_eq!(
+        dana.get(gw.url("/.gateway/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        erin.get(gw.url("/.gateway/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The same token again is a replay.
+    assert_eq!(post(token).await.unwrap().status(), 400);
+    // By sub alone.
+    let token = logout_token(&provider, json!({"sub": "sub-erin", "sid": null}));
+    assert_eq!(post(token).await.unwrap().status(), 200);
+    assert_eq!(
+        erin.get(gw.url("/.gateway/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn failed_callbacks_are_throttled_per_client() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_from(Setup::new().login("max_failures = 3"), &provider, "").await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let answer = gw
+            .client()
+            .get(gw.url("/.gateway/oidc/fake/callback?state=forged&code=x"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(answer.status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 400, 429, 429]);
+}
+
+#[tokio::test]
+async fn an_admin_sees_provider_sessions_and_can_end_them() {
+    use reqwest::Method;
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    let b = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 200);
+    let admin = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let csrf: serde_json::Value = gw
+        .get_as(&admin, "/.gateway/whoami")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let csrf = csrf["csrf"].as_str().unwrap();
+    let sessions: serde_json::Value = gw
+        .get_as(&admin, "/.gateway/admin/api/sessions")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listed = sessions["sessions"].as_array().unwrap();
+    let dana = listed
+        .iter()
+        .find(|s| s["user"] == "dana")
+        .expect("dana's session is listed");
+    assert_eq!(dana["provider"], "fake", "{dana}");
+    let alice = listed.iter().find(|s| s["user"] == "alice").unwrap();
+    assert_eq!(alice["provider"], "local");
+    let id = dana["id"].as_str().unwrap();
+    let ended = super::admin::api(
+        &gw,
+        Method::DELETE,
+        &format!("/sessions/{id}"),
+        Some(&admin),
+        Some(csrf),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(ended.status(), 204);
+    assert_eq!(
+        b.get(gw.url("/private/x")).send().await.unwrap().status(),
+        401
+    );
+}
