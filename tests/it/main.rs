@@ -18,6 +18,7 @@ pub mod logs;
 mod metrics;
 mod oidc;
 mod oidc_fake;
+mod oidc_real;
 mod paths;
 mod policy;
 mod properties;

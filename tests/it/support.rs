@@ -209,6 +209,8 @@ pub struct Setup {
     store: Vec<String>,
     lock_wait: Option<Duration>,
     upstream_tables: Option<String>,
+    listen: Option<String>,
+    certificate: Option<authgate::tls::SelfSigned>,
 }
 
 pub const ALICE_PASSWORD: &str = "alice-password-123";
@@ -266,7 +268,22 @@ impl Setup {
             store: Vec::new(),
             lock_wait: None,
             upstream_tables: None,
+            listen: None,
+            certificate: None,
         }
+    }
+
+    /// Listens there instead of on a port the system picks (for a peer that
+    /// must know the gateway's address before it starts).
+    pub fn listen(mut self, addr: &str) -> Setup {
+        self.listen = Some(addr.to_owned());
+        self
+    }
+
+    /// Serves this certificate instead of one made at start.
+    pub fn certificate(mut self, certificate: authgate::tls::SelfSigned) -> Setup {
+        self.certificate = Some(certificate);
+        self
     }
 
     /// Adds `key = value` to `[server]`.
@@ -334,7 +351,10 @@ impl Setup {
         }
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let cert = authgate::tls::self_signed();
+        let cert = self
+            .certificate
+            .take()
+            .unwrap_or_else(authgate::tls::self_signed);
         std::fs::write(dir.path().join("gw.crt"), &cert.cert_pem).unwrap();
         std::fs::write(dir.path().join("gw.key"), &cert.key_pem).unwrap();
         std::fs::write(
@@ -343,7 +363,8 @@ impl Setup {
         )
         .unwrap();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n{}\n\n[session]\n{}\n\n[store]\n{}\n\n[users]\nfile = \"users.toml\"\n\n[login]\n{}\n{}",
+            "[server]\nlisten = \"{}\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n{}\n\n[session]\n{}\n\n[store]\n{}\n\n[users]\nfile = \"users.toml\"\n\n[login]\n{}\n{}",
+            self.listen.as_deref().unwrap_or("127.0.0.1:0"),
             self.server.join("\n"),
             self.upstream_tables.unwrap_or_else(|| format!(
                 "[upstream]\nurl = \"{}\"\n{}",
