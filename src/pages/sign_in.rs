@@ -38,7 +38,7 @@ pub fn login(
     words: &crate::config::LoginWords,
     ways: Ways<'_>,
 ) -> Page {
-    let next_query = crate::response::encode_query_value(next);
+    let next_query: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
     let content = html! {
         // The organisation's words: plain text, escaped, no assets.
         @if let Some(title) = &words.title {

@@ -89,7 +89,7 @@ pub struct User {
     /// Hashes of the recovery codes not used yet.
     pub recovery_codes: Vec<String>,
     /// The `[[oidc]]` provider that vouched for this person; `None` for
-    /// the users file's (and Redis's) own users.
+    /// the users file's own users (wherever the store keeps them).
     pub provider: Option<Arc<str>>,
 }
 

@@ -151,7 +151,7 @@ async fn a_provider_sign_in_reaches_the_app_with_mapped_roles_and_claim_headers(
         .await
         .unwrap();
     assert!(
-        page.contains("href=\"/.gateway/oidc/fake/start?next=/private/x\""),
+        page.contains("href=\"/.gateway/oidc/fake/start?next=%2Fprivate%2Fx\""),
         "{page}"
     );
     assert!(page.contains("Sign in with fake"));
