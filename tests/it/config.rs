@@ -373,6 +373,7 @@ fn accepted_keys() -> Vec<(String, Vec<String>)> {
             "RawAdmin" => "admin",
             "RawRule" => "rule",
             "RawTest" => "test",
+            "RawOidc" => "oidc",
             other => {
                 panic!("raw.rs has a struct {other} this test does not know: name its table here")
             }
@@ -413,7 +414,13 @@ fn the_shipped_gateway_toml_shows_every_key_the_config_accepts() {
         let starts: Vec<usize> = lines
             .iter()
             .enumerate()
-            .filter(|(_, l)| **l == format!("[{table}]") || **l == format!("[[{table}]]"))
+            // An optional array of tables (`[[oidc]]`) may be shown
+            // commented out, as a whole example.
+            .filter(|(_, l)| {
+                **l == format!("[{table}]")
+                    || **l == format!("[[{table}]]")
+                    || **l == format!("# [[{table}]]")
+            })
             .map(|(i, _)| i)
             .collect();
         let first = *starts
@@ -450,4 +457,46 @@ fn the_shipped_gateway_toml_shows_every_key_the_config_accepts() {
         missing.is_empty(),
         "gateway.toml (\"every key, with its default\") does not show: {missing:?}"
     );
+}
+
+/// Every bad value of an `[[oidc]]` entry is named at its place, in one load.
+#[test]
+fn oidc_entries_are_checked_value_by_value() {
+    let dir = dir_with_cert();
+    std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let good = format!(
+        "{head}[[oidc]]\nname = \"acme\"\nissuer = \"https://sso.example\"\nclient_id = \"gw\"\nclient_secret_file = \"secret\"\nroles_claim = \"groups\"\nrole_map = {{ ops = [\"admin\"] }}\nheaders = {{ X-Email = \"email\" }}\n[[rule]]\npath = \"/**\"\naccess = \"authenticated\"\nproviders = [\"acme\", \"local\"]\n"
+    );
+    let config = Config::parse(&good, &dir.path().join("gateway.toml")).unwrap();
+    let acme = &config.oidc[0];
+    assert_eq!(acme.title, "Sign in with acme");
+    assert_eq!(acme.scopes, ["openid", "profile", "email"]);
+    assert_eq!(acme.client_secret.as_ref().unwrap().0, "s3cret");
+    assert!(
+        !format!("{acme:?}").contains("s3cret"),
+        "Debug never shows the secret"
+    );
+    assert_eq!(config.identity.claim_headers, ["x-email"]);
+
+    let bad = format!(
+        "{head}[[oidc]]\nname = \"Acme SSO\"\nissuer = \"http://sso.example\"\nclient_id = \"\"\nclient_secret_file = \"missing\"\nscopes = [\"profile\"]\nrole_map = {{ ops = [\"bad role!\"] }}\nheaders = {{ X-Auth-User = \"email\", Host = \"email\" }}\nusername_claim = \"nonce\"\n[[oidc]]\nname = \"b\"\nissuer = \"https://b.example\"\nclient_id = \"gw\"\n[[oidc]]\nname = \"b\"\nissuer = \"https://b.example\"\nclient_id = \"gw\"\n[[rule]]\npath = \"/**\"\naccess = \"authenticated\"\nproviders = [\"nobody\"]\n"
+    );
+    let found = problems(&bad, dir.path()).join("\n");
+    for needle in [
+        ":8:8: an [[oidc]] name",
+        ":9:10: issuer must be an https:// URL",
+        ":10:13: client_id must not be empty",
+        ":11:22: cannot read the client secret",
+        ":12:11: scopes must include \"openid\"",
+        ":13:12: role_map maps the values of roles_claim",
+        ":13:21: invalid role \"bad role!\"",
+        ":14:27: X-Auth-User is the gateway's own identity header",
+        ":14:43: Host is a header the gateway sets",
+        ":15:18: \"nonce\" is not a claim",
+        ":21:8: a second [[oidc]] is called \"b\"",
+        ":27:14: \"nobody\" is not an [[oidc]] name",
+    ] {
+        assert!(found.contains(needle), "no {needle:?} in:\n{found}");
+    }
 }
