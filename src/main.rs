@@ -48,6 +48,10 @@ enum Command {
         /// would change, grouped by rule.
         #[arg(long, value_name = "ACCESS_LOG")]
         replay: Option<PathBuf>,
+        /// Also reach every [[oidc]] provider: fetch its discovery document
+        /// and keys, and say what they hold.
+        #[arg(long)]
+        online: bool,
     },
     /// Show how the policy decides one request.
     Explain(cli::check::ExplainArgs),
@@ -120,7 +124,9 @@ fn main() -> ExitCode {
     }
     let outcome = match command {
         Command::Run => cli::serve::run(&config_path, flag_format, trim_allocator),
-        Command::Check { replay } => return cli::check::check(&config_path, replay.as_deref()),
+        Command::Check { replay, online } => {
+            return cli::check::check(&config_path, replay.as_deref(), online)
+        }
         Command::Explain(args) => cli::check::explain(&config_path, &args),
         Command::Demo { listen } => cli::serve::demo(listen, flag_format, trim_allocator),
         Command::HashPassword => cli::users::hash_password(),

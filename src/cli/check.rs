@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use crate::Config;
 
-pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCode {
+/// `online`: also reach every `[[oidc]]` provider (discovery and keys).
+pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>, online: bool) -> ExitCode {
     // The policy's tests run even when the files for serving (the TLS
     // pair, ...) are missing; those are reported as problems of their own.
     let (config, file_problems) = match Config::load_for_policy(path) {
@@ -31,6 +32,9 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCo
                 });
             }
         }
+    }
+    if online {
+        file_problems.extend(probe_providers(&config));
     }
     for problem in &file_problems {
         eprintln!("{problem}");
@@ -86,6 +90,36 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>) -> ExitCo
         eprintln!("{file}: {} test(s) failed ({summary})", failures.len());
         ExitCode::FAILURE
     }
+}
+
+/// Reaches each identity provider, printing what it found; a problem for
+/// each that cannot be reached or answers unusably.
+fn probe_providers(config: &Config) -> Vec<crate::config::Problem> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return vec![crate::config::Problem {
+                file: config.source.display().to_string(),
+                position: None,
+                message: format!("cannot start the network client: {e}"),
+            }]
+        }
+    };
+    let mut problems = Vec::new();
+    for provider in &config.oidc {
+        match runtime.block_on(crate::identity::oidc::probe(provider.clone())) {
+            Ok(found) => println!("oidc {}: {found}", provider.name),
+            Err(e) => problems.push(crate::config::Problem {
+                file: config.source.display().to_string(),
+                position: None,
+                message: format!("[[oidc]] {} ({}): {e}", provider.name, provider.issuer),
+            }),
+        }
+    }
+    problems
 }
 
 /// `authgate explain`'s arguments.

@@ -791,6 +791,21 @@ async fn failed_callbacks_are_throttled_per_client() {
         statuses.push(answer.status().as_u16());
     }
     assert_eq!(statuses, [400, 400, 400, 429, 429]);
+    // Starts, each of which the store keeps a record of for ten minutes,
+    // are limited per client too.
+    let mut statuses = Vec::new();
+    for _ in 0..authgate::identity::oidc::STARTS_PER_MINUTE + 2 {
+        let answer = gw
+            .client()
+            .get(gw.url("/.gateway/oidc/fake/start"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(answer.status().as_u16());
+    }
+    let limit = authgate::identity::oidc::STARTS_PER_MINUTE as usize;
+    assert!(statuses[..limit].iter().all(|s| *s == 303), "{statuses:?}");
+    assert_eq!(statuses[limit..], [429, 429]);
 }
 
 #[tokio::test]
@@ -838,4 +853,57 @@ async fn an_admin_sees_provider_sessions_and_can_end_them() {
         b.get(gw.url("/private/x")).send().await.unwrap().status(),
         401
     );
+}
+
+/// `authgate check --online` reaches each provider and says what it found,
+/// or fails naming the one it could not reach.
+#[tokio::test]
+async fn check_online_reaches_each_provider() {
+    let provider = FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "http://127.0.0.1:1", "");
+    let entry = provider.config(dir.path(), "fake", "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}\n{entry}")).unwrap();
+    let run = |online: bool| {
+        let path = path.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut command = authgate();
+                command.args(["check", "-c"]).arg(&path);
+                if online {
+                    command.arg("--online");
+                }
+                command.output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let offline = run(false).await;
+    assert!(offline.status.success());
+    assert!(!String::from_utf8_lossy(&offline.stdout).contains("discovery"));
+    assert_eq!(
+        provider.state.lock().unwrap().discovery_fetches,
+        0,
+        "offline means offline"
+    );
+    let online = run(true).await;
+    let stdout = String::from_utf8_lossy(&online.stdout);
+    assert!(
+        online.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&online.stderr)
+    );
+    assert!(stdout.contains("oidc fake: discovery ok"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("token {}/token", provider.issuer())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 key(s) [k1]"), "{stdout}");
+    provider.set(|s| s.down = true);
+    let down = run(true).await;
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(!down.status.success());
+    assert!(stderr.contains("[[oidc]] fake"), "{stderr}");
 }

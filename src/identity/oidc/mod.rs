@@ -56,14 +56,42 @@ const JTI_KIND: &str = "oidc-jti";
 /// back-channel logouts that name only `sub`.
 const SUBJECT_KIND: &str = "oidc-sub";
 
+/// Sign-ins one client may start per minute. Each keeps a pre-login
+/// record for [`PRE_LOGIN_TTL_MS`]: this bounds what a storm of starts can
+/// make the store hold.
+pub const STARTS_PER_MINUTE: u32 = 30;
+const MINUTE_MS: u64 = 60_000;
+/// Clients tracked before the ones idle for a minute are dropped.
+const TRACKED_CLIENTS: usize = 10_000;
+
 /// The providers as reached so far (discovery, keys, connections), by
 /// name; a reload that changes an entry starts it afresh.
 #[derive(Default)]
 pub struct Providers {
     remotes: DashMap<String, Arc<Remote>>,
+    /// Per client: sign-ins started in the current minute, and when it began.
+    starts: DashMap<std::net::IpAddr, (u32, u64)>,
 }
 
 impl Providers {
+    /// Counts a start for `client`; `Err(seconds to wait)` past
+    /// [`STARTS_PER_MINUTE`].
+    fn admit_start(&self, client: std::net::IpAddr, now: u64) -> Result<(), u64> {
+        if self.starts.len() > TRACKED_CLIENTS {
+            self.starts.retain(|_, (_, since)| now.saturating_sub(*since) < MINUTE_MS);
+        }
+        let mut entry = self.starts.entry(client).or_insert((0, now));
+        let (count, since) = &mut *entry;
+        if now.saturating_sub(*since) >= MINUTE_MS {
+            (*count, *since) = (0, now);
+        }
+        if *count >= STARTS_PER_MINUTE {
+            return Err((*since + MINUTE_MS).saturating_sub(now).div_ceil(1000).max(1));
+        }
+        *count += 1;
+        Ok(())
+    }
+
     pub fn remote(&self, settings: &Arc<OidcProvider>) -> Arc<Remote> {
         if let Some(found) = self.remotes.get(&settings.name) {
             if Arc::ptr_eq(&found.settings, settings) {
@@ -152,6 +180,10 @@ impl Auth {
         request: &crate::body::GatewayRequest,
     ) -> Result<Response<Body>, GatewayError> {
         let query = request.uri().query();
+        if let Err(retry_after_secs) = self.providers.admit_start(call.peer, session::now_ms()) {
+            self.metrics.record_login(Login::Throttled);
+            return Err(GatewayError::Throttled { retry_after_secs });
+        }
         let remote = self.providers.remote(settings);
         let discovered = match remote.discovered().await {
             Ok(d) => d,
@@ -564,6 +596,34 @@ impl Auth {
         token::check_claims(&claims, &expect).map_err(refused)?;
         Ok(claims)
     }
+}
+
+/// `authgate check --online`: what discovery and the keys of a provider
+/// say, in a line, or why they could not be had.
+pub async fn probe(settings: Arc<OidcProvider>) -> Result<String, String> {
+    let remote = Remote::new(settings);
+    let discovered = remote.discovered().await.map_err(|e| e.to_string())?;
+    let keys = remote.keys(&discovered).await.map_err(|e| e.to_string())?;
+    let kids: Vec<String> = keys
+        .keys()
+        .iter()
+        .map(|k| {
+            use openidconnect::JsonWebKey;
+            k.key_id()
+                .map_or_else(|| "(no kid)".to_owned(), |kid| kid.to_string())
+        })
+        .collect();
+    Ok(format!(
+        "discovery ok: authorization {}, token {}, end_session {}; {} key(s) [{}]",
+        discovered.authorization_endpoint,
+        discovered.token_endpoint,
+        discovered
+            .end_session_endpoint
+            .as_deref()
+            .unwrap_or("(none)"),
+        kids.len(),
+        kids.join(", ")
+    ))
 }
 
 fn subject_key(provider: &str, subject: &str) -> [u8; 32] {
