@@ -907,3 +907,79 @@ async fn check_online_reaches_each_provider() {
     assert!(!down.status.success());
     assert!(stderr.contains("[[oidc]] fake"), "{stderr}");
 }
+
+/// Replicas on Redis behind a load balancer: a sign-in started on one may
+/// come back to another; its session serves on every one, with the claim
+/// headers; a back-channel logout posted to any one ends it on all within
+/// a second, and its token cannot be replayed on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_provider_sign_ins_sessions_and_back_channel_logouts() {
+    let redis = super::replicas::RedisServer::start();
+    let provider = FakeProvider::start().await;
+    let on_redis = || {
+        Setup::new()
+            .store("backend = \"redis\"")
+            .store(&format!("url = \"{}\"", redis.url()))
+    };
+    let extra = "[oidc.headers]\nX-Email = \"email\"";
+    let a = gateway_from(on_redis(), &provider, extra).await;
+    let b = gateway_from(on_redis(), &provider, extra).await;
+    let c = gateway_from(on_redis(), &provider, extra).await;
+    // Start on A; the provider's answer reaches B.
+    let start = a
+        .client()
+        .get(a.url("/.gateway/oidc/fake/start?next=/private/x"))
+        .send()
+        .await
+        .unwrap();
+    let pre_login = set_cookie(&start, "__Host-authgate-oidc").unwrap();
+    let no_follow = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(provider.cert_pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let callback = no_follow
+        .get(start.headers()["location"].to_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .headers()["location"]
+        .to_str()
+        .unwrap()
+        .replace(&a.addr().to_string(), &b.addr().to_string());
+    let signed_in = b
+        .client()
+        .get(&callback)
+        .header("cookie", format!("__Host-authgate-oidc={pre_login}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = set_cookie(&signed_in, "__Host-authgate").unwrap();
+    for gw in [&a, &b, &c] {
+        assert_eq!(gw.get_as(&session, "/private/x").await.status(), 200);
+        let seen = gw.upstream.last();
+        assert_eq!(seen.headers["x-auth-user"], "dana");
+        assert_eq!(seen.headers["x-email"], "dana@example.com");
+    }
+    let token = logout_token(&provider, json!({"sub": null, "sid": "sid-1"}));
+    let post = |gw: &TestGateway, token: &str| {
+        gw.client()
+            .post(gw.url("/.gateway/oidc/fake/backchannel-logout"))
+            .form(&[("logout_token", token)])
+            .send()
+    };
+    assert_eq!(post(&c, &token).await.unwrap().status(), 200);
+    for gw in [&a, &b, &c] {
+        super::admin::within(Duration::from_secs(1), || async {
+            gw.get_as(&session, "/private/x").await.status() == 401
+        })
+        .await;
+    }
+    assert_eq!(
+        post(&a, &token).await.unwrap().status(),
+        400,
+        "a replay on another replica"
+    );
+}

@@ -78,7 +78,8 @@ impl Providers {
     /// [`STARTS_PER_MINUTE`].
     fn admit_start(&self, client: std::net::IpAddr, now: u64) -> Result<(), u64> {
         if self.starts.len() > TRACKED_CLIENTS {
-            self.starts.retain(|_, (_, since)| now.saturating_sub(*since) < MINUTE_MS);
+            self.starts
+                .retain(|_, (_, since)| now.saturating_sub(*since) < MINUTE_MS);
         }
         let mut entry = self.starts.entry(client).or_insert((0, now));
         let (count, since) = &mut *entry;
@@ -86,7 +87,10 @@ impl Providers {
             (*count, *since) = (0, now);
         }
         if *count >= STARTS_PER_MINUTE {
-            return Err((*since + MINUTE_MS).saturating_sub(now).div_ceil(1000).max(1));
+            return Err((*since + MINUTE_MS)
+                .saturating_sub(now)
+                .div_ceil(1000)
+                .max(1));
         }
         *count += 1;
         Ok(())
