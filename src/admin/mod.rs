@@ -251,13 +251,18 @@ pub async fn api(
             let users_json: Vec<serde_json::Value> = list
                 .into_iter()
                 .map(|u| {
-                    json!({
+                    let mut entry = json!({
                         "name": &*u.name,
                         "roles": u.roles,
                         "locked": u.locked,
                         "totp": u.totp.is_some(),
                         "sessions": counts.get(&u.key).copied().unwrap_or(0),
-                    })
+                    });
+                    // A provider's user, kept here to be locked out.
+                    if let Some(provider) = &u.provider {
+                        entry["provider"] = json!(&**provider);
+                    }
+                    entry
                 })
                 .collect();
             json_response(StatusCode::OK, json!({ "users": users_json }))
@@ -291,6 +296,20 @@ pub async fn api(
                 }
             };
             match result {
+                Ok(()) => no_content(),
+                Err(e) => user_error(e),
+            }
+        }
+        (&Method::POST, ["providers", provider, "users", name, "lock"]) => {
+            if !config.oidc.iter().any(|p| p.name == *provider) {
+                return Ok(error(StatusCode::NOT_FOUND, "not_found"));
+            }
+            drop(users);
+            let change = Change::LockProviderUser {
+                name: (*name).to_owned(),
+                provider: (*provider).to_owned(),
+            };
+            match auth.change_users(change, &actor).await {
                 Ok(()) => no_content(),
                 Err(e) => user_error(e),
             }
@@ -499,6 +518,16 @@ pub async fn page(
                     }
                     Ok(())
                 }
+                ("lock_provider_user", _) => match target.split_once('/') {
+                    Some((provider, name)) if config.oidc.iter().any(|p| p.name == provider) => {
+                        let change = Change::LockProviderUser {
+                            name: name.to_owned(),
+                            provider: provider.to_owned(),
+                        };
+                        auth.change_users(change, &actor).await
+                    }
+                    _ => return Err(GatewayError::BadForm),
+                },
                 ("revoke", Some(key)) => {
                     auth.revoke_sessions(&key, &actor)
                         .await

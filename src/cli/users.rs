@@ -26,7 +26,13 @@ pub enum UserCommand {
         roles: Vec<String>,
     },
     /// Lock a user out: sign-in refused, every session ended.
-    Lock { name: String },
+    Lock {
+        name: String,
+        /// The user signs in through this [[oidc]] provider (they need not
+        /// be in the users file yet).
+        #[arg(long)]
+        provider: Option<String>,
+    },
     /// Let a locked user sign in again.
     Unlock { name: String },
     /// Remove a user; their sessions end.
@@ -114,9 +120,20 @@ pub fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Resu
             };
             (Some(change), done)
         }
-        UserCommand::Lock { ref name } => {
-            (Some(Change::Lock(name.clone())), format!("locked {name}"))
-        }
+        UserCommand::Lock {
+            ref name,
+            provider: None,
+        } => (Some(Change::Lock(name.clone())), format!("locked {name}")),
+        UserCommand::Lock {
+            ref name,
+            provider: Some(ref provider),
+        } => (
+            Some(Change::LockProviderUser {
+                name: name.clone(),
+                provider: provider.clone(),
+            }),
+            format!("locked out {name} of {provider}"),
+        ),
         UserCommand::Unlock { ref name } => (
             Some(Change::Unlock(name.clone())),
             format!("unlocked {name}"),

@@ -374,7 +374,17 @@ impl Auth {
             }
         }
         for after in new.iter() {
-            if old.get_by_key(&after.key).is_none() {
+            if old.get_by_key(&after.key).is_none() && after.locked {
+                // A provider's user locked out (or a user added locked).
+                let ended = end(&after.key);
+                crate::security_event!(warn, event = "user_locked", actor, user = %after.name, provider = after.provider.as_deref().unwrap_or("local"), sessions_ended = ended, "user locked");
+                self.audit.remember(
+                    "user_locked",
+                    actor,
+                    &after.name,
+                    format!("{ended} session(s) ended"),
+                );
+            } else if old.get_by_key(&after.key).is_none() {
                 crate::security_event!(warn, event = "user_added", actor, user = %after.name, roles = %after.roles.join(","), "user added");
                 self.audit.remember(
                     "user_added",
@@ -398,6 +408,19 @@ impl Auth {
     /// Saves `change` (to the users file, off the async threads, or to the
     /// shared store) and puts the result in force at once.
     pub async fn change_users(&self, change: Change, actor: &str) -> Result<(), UserFileError> {
+        // A provider's user is kept only to be locked out: unlocking them
+        // removes the entry.
+        let change = match change {
+            Change::Unlock(name)
+                if self
+                    .users()
+                    .get(&name)
+                    .is_some_and(|u| u.provider.is_some()) =>
+            {
+                Change::Delete(name)
+            }
+            other => other,
+        };
         let users = self.store.users.apply(change, actor).await?;
         self.replace_users(users, actor);
         Ok(())
@@ -527,7 +550,14 @@ impl Auth {
                     session,
                 })
             }
-            (Some(_), Some(_)) => "a local user has the name",
+            (Some(_), Some(entry)) if entry.provider.is_none() => "a local user has the name",
+            (Some(_), Some(entry)) if entry.locked => "user locked",
+            (Some(vouched), Some(_)) => {
+                return Ok(SignedIn {
+                    user: vouched.user.clone(),
+                    session,
+                })
+            }
             (None, found) => match found {
                 None => "user removed",
                 Some(user) if user.locked => "user locked",

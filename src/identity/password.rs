@@ -175,14 +175,16 @@ impl Auth {
     }
 
     /// Whether `typed` is `user`'s password, hashed on the hashing threads
-    /// (an unknown user costs the same hashing, and never matches).
+    /// (an unknown user costs the same hashing, and never matches; nor
+    /// does a provider's user, who has no password here).
     pub(super) async fn password_matches(
         &self,
         user: Option<&User>,
         typed: &str,
     ) -> Result<bool, GatewayError> {
+        let local = user.filter(|u| u.provider.is_none());
         self.verifier
-            .verify(user.map(|u| &*u.password_hash), typed)
+            .verify(local.map(|u| &*u.password_hash), typed)
             .await
             .map_err(|Busy| GatewayError::LoginBusy)
     }

@@ -62,7 +62,10 @@ pub fn page(viewer: Viewer<'_>, admin: Admin<'_>, csrf: &str, now_ms: u64) -> Pa
                                 button.small type="submit" { "Set roles" }
                             }))
                         }
-                        td data-label="State" { @if user.locked { "locked" } @else { "active" } }
+                        td data-label="State" {
+                            @if user.locked { "locked" } @else { "active" }
+                            @if let Some(provider) = &user.provider { " (" (provider) " user)" }
+                        }
                         td data-label="Second factor" {
                             @if user.totp.is_some() {
                                 "TOTP, " (user.recovery_codes.len()) " recovery code(s) left "
@@ -101,11 +104,20 @@ pub fn page(viewer: Viewer<'_>, admin: Admin<'_>, csrf: &str, now_ms: u64) -> Pa
                 tr { th { "User" } th { "IP" } th { "Browser" } th { "Last seen" } th {} }
                 @for s in &sessions {
                     tr {
-                        td { (admin.users.get_by_key(&s.user).map_or(&*s.user, |u| &*u.name)) }
+                        @match &s.vouched {
+                            Some(v) => td { (v.user.name) " (" (v.provider()) ")" },
+                            None => td { (admin.users.get_by_key(&s.user).map_or(&*s.user, |u| &*u.name)) },
+                        }
                         td { (s.ip) }
                         td title=(s.user_agent) { (browser(&s.user_agent)) }
                         td { (moment(s.last_seen_ms, now_ms)) }
-                        td { (button(to, csrf, "end_session", &session::handle(&s.key), "End")) }
+                        td.actions {
+                            (button(to, csrf, "end_session", &session::handle(&s.key), "End"))
+                            // A provider's user has no row above: lock them out from here.
+                            @if let Some(v) = &s.vouched {
+                                (button(to, csrf, "lock_provider_user", &format!("{}/{}", v.provider(), v.user.name), "Lock out"))
+                            }
+                        }
                     }
                 }
                 @if sessions.is_empty() { tr { td colspan="5" { "none" } } }

@@ -60,6 +60,12 @@ pub enum Change {
         roles: Vec<String>,
     },
     Lock(String),
+    /// Locks out a person an `[[oidc]]` provider vouches for: an entry
+    /// with the provider's name and no password, locked (made if missing).
+    LockProviderUser {
+        name: String,
+        provider: String,
+    },
     Unlock(String),
     Delete(String),
     /// Enrolls a second factor: the TOTP secret and the recovery codes' hashes.
@@ -85,6 +91,7 @@ impl Change {
             | Change::SetPassword { name, .. }
             | Change::SetRoles { name, .. }
             | Change::Lock(name)
+            | Change::LockProviderUser { name, .. }
             | Change::Unlock(name)
             | Change::Delete(name)
             | Change::SetTotp { name, .. }
@@ -107,6 +114,19 @@ pub fn check_role(role: &str) -> Result<(), UserFileError> {
         return Err(UserFileError::BadRole(role.to_owned()));
     }
     Ok(())
+}
+
+/// A new user's name, trimmed: letters, digits and `. _ @ -`.
+pub fn checked_name(name: &str) -> Result<&str, UserFileError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty()
+        || !trimmed
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+    {
+        return Err(UserFileError::BadName(name.to_owned()));
+    }
+    Ok(trimmed)
 }
 
 /// The key under `[users]` that names `name`, in whatever spelling the file uses.
@@ -141,19 +161,25 @@ pub(super) fn edit(document: &mut DocumentMut, change: &Change) -> Result<(), Us
         find_key(users, name).ok_or_else(|| UserFileError::UnknownUser(name.to_owned()))
     };
     match change {
+        Change::LockProviderUser { name, provider } => match find_key(users, name) {
+            Some(key) if users[&key].get("provider").is_some() => {
+                users[&key]["locked"] = value(true);
+            }
+            Some(_) => return Err(UserFileError::Duplicate(name.trim().to_owned())),
+            None => {
+                let trimmed = checked_name(name)?;
+                let mut table = Table::new();
+                table.insert("provider", value(provider.as_str()));
+                table.insert("locked", value(true));
+                users.insert(trimmed, Item::Table(table));
+            }
+        },
         Change::Add {
             name,
             password_hash,
             roles,
         } => {
-            let trimmed = name.trim();
-            if trimmed.is_empty()
-                || !trimmed
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
-            {
-                return Err(UserFileError::BadName(name.clone()));
-            }
+            let trimmed = checked_name(name)?;
             if find_key(users, trimmed).is_some() {
                 return Err(UserFileError::Duplicate(trimmed.to_owned()));
             }

@@ -28,7 +28,11 @@ struct RawUsersFile {
 
 #[derive(Debug, Deserialize)]
 struct RawUser {
-    password: Spanned<String>,
+    /// Absent only for a provider's user (`provider`).
+    password: Option<Spanned<String>>,
+    /// An `[[oidc]]` provider's user, kept here only to be locked out: no
+    /// password, no roles (the provider's claims give those).
+    provider: Option<Spanned<String>>,
     #[serde(default)]
     roles: Vec<Spanned<String>>,
     #[serde(default)]
@@ -103,6 +107,9 @@ pub struct Entry {
     pub generation: u64,
     pub totp: Option<TotpSecret>,
     pub recovery_codes: Vec<String>,
+    /// Set for a provider's user kept here to be locked out; the password
+    /// hash is then empty.
+    pub provider: Option<String>,
 }
 
 impl User {
@@ -114,8 +121,16 @@ impl User {
         if key.is_empty() || key.chars().any(char::is_control) {
             return Err(format!("invalid username {name:?}"));
         }
-        password::check_phc(&entry.password_hash)
-            .map_err(|reason| format!("user {name:?}: {reason}"))?;
+        match &entry.provider {
+            Some(_) if !entry.password_hash.is_empty() || !entry.roles.is_empty() => {
+                return Err(format!(
+                    "user {name:?}: a provider's user has no password or roles here"
+                ))
+            }
+            Some(_) => {}
+            None => password::check_phc(&entry.password_hash)
+                .map_err(|reason| format!("user {name:?}: {reason}"))?,
+        }
         let mut roles = Vec::with_capacity(entry.roles.len());
         for role in entry.roles {
             file::check_role(role.trim()).map_err(|e| format!("user {name:?}: {e}"))?;
@@ -156,7 +171,7 @@ impl User {
             generation: entry.generation,
             totp: entry.totp,
             recovery_codes: entry.recovery_codes,
-            provider: None,
+            provider: entry.provider.map(Into::into),
         })
     }
 
@@ -204,6 +219,7 @@ impl User {
             generation: self.generation,
             totp: self.totp.clone(),
             recovery_codes: self.recovery_codes.clone(),
+            provider: self.provider.as_deref().map(str::to_owned),
         }
     }
 }
@@ -246,14 +262,36 @@ impl Users {
                 );
                 continue;
             }
-            if let Err(reason) = password::check_phc(raw_user.password.get_ref()) {
-                // Never echo the value: it may be a plaintext password.
-                diag.at(
-                    raw_user.password.span(),
-                    format!("user {name:?}: {reason}; make one with `authgate hash-password`"),
-                );
-                continue;
-            }
+            let password = match (&raw_user.password, &raw_user.provider) {
+                (Some(password), None) => {
+                    if let Err(reason) = password::check_phc(password.get_ref()) {
+                        // Never echo the value: it may be a plaintext password.
+                        diag.at(
+                            password.span(),
+                            format!(
+                                "user {name:?}: {reason}; make one with `authgate hash-password`"
+                            ),
+                        );
+                        continue;
+                    }
+                    password.get_ref().clone()
+                }
+                (None, Some(_)) => String::new(),
+                (Some(password), Some(_)) => {
+                    diag.at(
+                        password.span(),
+                        format!("user {name:?} is a provider's user (`provider`): they have no password here"),
+                    );
+                    continue;
+                }
+                (None, None) => {
+                    diag.at(
+                        span.clone(),
+                        format!("user {name:?} has no password (make one with `authgate hash-password`)"),
+                    );
+                    continue;
+                }
+            };
             // Each bad role is named at its own place; the rest of the
             // checks and the building are `User::new`'s.
             let mut roles_ok = true;
@@ -268,7 +306,8 @@ impl Users {
             }
             let entry = Entry {
                 name: name.clone(),
-                password_hash: raw_user.password.into_inner(),
+                password_hash: password,
+                provider: raw_user.provider.map(Spanned::into_inner),
                 roles: raw_user
                     .roles
                     .into_iter()
@@ -314,7 +353,10 @@ impl Users {
         let mut out = String::new();
         for u in list {
             let mut table = toml::Table::new();
-            table.insert("password".into(), u.password_hash.to_string().into());
+            match &u.provider {
+                Some(provider) => table.insert("provider".into(), provider.to_string().into()),
+                None => table.insert("password".into(), u.password_hash.to_string().into()),
+            };
             table.insert(
                 "roles".into(),
                 toml::Value::Array(u.roles.iter().map(|r| r.clone().into()).collect()),

@@ -983,3 +983,120 @@ async fn replicas_share_provider_sign_ins_sessions_and_back_channel_logouts() {
         "a replay on another replica"
     );
 }
+
+/// An admin locks a provider's user out by name: their sessions end at
+/// once, new sign-ins are refused, the users file says so; unlocking lets
+/// them back in and leaves no entry behind.
+#[tokio::test]
+async fn an_admin_locks_a_provider_user_out_by_name() {
+    use reqwest::Method;
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    let dana = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &dana, "/private/x").await.status(), 200);
+    let admin = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let whoami: serde_json::Value = gw
+        .get_as(&admin, "/.gateway/whoami")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let csrf = whoami["csrf"].as_str().unwrap().to_owned();
+    // The admin page offers it beside the provider's session.
+    let page = gw
+        .get_as(&admin, "/.gateway/admin/")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("dana (fake)"), "{page}");
+    assert!(page.contains("value=\"fake/dana\""), "{page}");
+    let api = |method: Method, path: &str| {
+        super::admin::api(&gw, method, path, Some(&admin), Some(&csrf))
+    };
+    let unknown = api(Method::POST, "/providers/nobody/users/dana/lock")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let locked = api(Method::POST, "/providers/fake/users/dana/lock")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(locked.status(), 204);
+    assert_eq!(
+        dana.get(gw.url("/private/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let file = std::fs::read_to_string(gw.users_file()).unwrap();
+    assert!(
+        file.contains("[users.dana]\nprovider = \"fake\"\nlocked = true"),
+        "{file}"
+    );
+    let again = browser(&gw, &provider);
+    let refused = sign_in(&gw, &again, "/private/x").await;
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("locked you out"));
+    // No password opens the entry.
+    let by_password = gw.try_sign_in("dana", "").await;
+    assert_eq!(by_password.status(), 401);
+    // A local user's name is not a provider's to lock.
+    let clash = api(Method::POST, "/providers/fake/users/bob/lock")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clash.status(), 409);
+    let users: serde_json::Value = api(Method::GET, "/users")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "dana")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (entry["provider"].as_str(), entry["locked"].as_bool()),
+        (Some("fake"), Some(true))
+    );
+    let unlocked = api(Method::POST, "/users/dana/unlock")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unlocked.status(), 204);
+    assert!(!std::fs::read_to_string(gw.users_file())
+        .unwrap()
+        .contains("dana"));
+    let back = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &back, "/private/x").await.status(), 200);
+}
+
+/// A users file's provider entries: a name and a provider, never a password.
+#[test]
+fn a_provider_users_entry_has_no_password_and_a_local_user_has_one() {
+    let parse =
+        |text: &str| authgate::users::Users::parse(text, std::path::Path::new("users.toml"));
+    let users = parse("[users.dana]\nprovider = \"acme\"\nlocked = true\n").unwrap();
+    let dana = users.get("dana").unwrap();
+    assert!(dana.locked && dana.provider.as_deref() == Some("acme"));
+    let both = parse(&format!(
+        "[users.dana]\nprovider = \"acme\"\npassword = \"{}\"\n",
+        authgate::users::password::hash_password("x-password-long")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(both.contains("provider's user"), "{both}");
+    let neither = parse("[users.erin]\nroles = [\"user\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(neither.contains("has no password"), "{neither}");
+}

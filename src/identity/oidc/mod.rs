@@ -424,17 +424,22 @@ impl Auth {
                 ));
             }
         }
-        if self
-            .users
-            .load()
-            .get_by_key(&crate::users::canonical(&person.name))
-            .is_some()
-        {
-            return Err(Failure::Refused(
-                StatusCode::FORBIDDEN,
-                "Your name at the sign-in service belongs to a user of this gateway's own; ask an administrator.",
-                None,
-            ));
+        match self.users.load().get_by_key(&crate::users::canonical(&person.name)) {
+            Some(entry) if entry.provider.is_none() => {
+                return Err(Failure::Refused(
+                    StatusCode::FORBIDDEN,
+                    "Your name at the sign-in service belongs to a user of this gateway's own; ask an administrator.",
+                    None,
+                ))
+            }
+            Some(entry) if entry.locked => {
+                return Err(Failure::Refused(
+                    StatusCode::FORBIDDEN,
+                    "An administrator has locked you out of this gateway.",
+                    None,
+                ))
+            }
+            _ => {}
         }
         let user =
             crate::users::User::vouched(&person.name, person.roles, settings.name.as_str().into())

@@ -78,9 +78,17 @@ impl Redis {
         let rows: Vec<Vec<Option<String>>> = self.call_all(&pipe).await?;
         let entries = rows.into_iter().filter_map(|row| match row.as_slice() {
             [Some(name), Some(password), roles, locked, generation, totp, recovery] => {
+                // A provider's user keeps `provider:NAME` where a password
+                // hash would be (a hash starts with `$`).
+                let provider = password.strip_prefix(PROVIDER_MARK).map(str::to_owned);
                 Some(Entry {
                     name: name.clone(),
-                    password_hash: password.clone(),
+                    password_hash: if provider.is_some() {
+                        String::new()
+                    } else {
+                        password.clone()
+                    },
+                    provider,
                     roles: comma_list(roles.as_deref()),
                     locked: locked.as_deref() == Some("1"),
                     generation: generation
@@ -100,11 +108,18 @@ impl Redis {
     }
 
     async fn change(&self, op: &Op<'_>) -> Result<String, Unavailable> {
+        let marked;
         let (name, key, password, roles, kind) = match op {
             Op::Add(entry) => (
                 entry.name.as_str(),
                 canonical(&entry.name),
-                entry.password_hash.as_str(),
+                match &entry.provider {
+                    Some(provider) => {
+                        marked = format!("{PROVIDER_MARK}{provider}");
+                        marked.as_str()
+                    }
+                    None => entry.password_hash.as_str(),
+                },
                 entry.roles.join(","),
                 "add",
             ),
@@ -153,6 +168,7 @@ impl Redis {
                     generation: 0,
                     totp: None,
                     recovery_codes: Vec::new(),
+                    provider: None,
                 };
                 crate::users::User::new(entry.clone()).map_err(UserFileError::Invalid)?;
                 self.change(&Op::Add(&entry)).await
@@ -168,6 +184,35 @@ impl Redis {
                 self.change(&Op::Roles(&canonical(name), roles)).await
             }
             Change::Lock(name) => self.change(&Op::Simple("lock", &canonical(name))).await,
+            Change::LockProviderUser { name, provider } => {
+                let entry = Entry {
+                    name: crate::users::change::checked_name(name)?.to_owned(),
+                    password_hash: String::new(),
+                    roles: Vec::new(),
+                    locked: false,
+                    generation: 0,
+                    totp: None,
+                    recovery_codes: Vec::new(),
+                    provider: Some(provider.clone()),
+                };
+                let added = self
+                    .change(&Op::Add(&entry))
+                    .await
+                    .map_err(|Unavailable| UserFileError::StoreUnavailable)?;
+                if added == "duplicate" {
+                    let users = self
+                        .users()
+                        .await
+                        .map_err(|Unavailable| UserFileError::StoreUnavailable)?;
+                    if users
+                        .get_by_key(&canonical(name))
+                        .is_none_or(|u| u.provider.is_none())
+                    {
+                        return Err(UserFileError::Duplicate(name.trim().to_owned()));
+                    }
+                }
+                self.change(&Op::Simple("lock", &canonical(name))).await
+            }
             Change::Unlock(name) => self.change(&Op::Simple("unlock", &canonical(name))).await,
             Change::Delete(name) => self.change(&Op::Simple("delete", &canonical(name))).await,
             Change::SetTotp {
@@ -215,6 +260,9 @@ enum Op<'a> {
     Totp(&'a str, &'a TotpSecret, &'a [String]),
     UseRecovery(&'a str, &'a str),
 }
+
+/// What a provider's user keeps in place of a password hash.
+const PROVIDER_MARK: &str = "provider:";
 
 /// A comma-separated list as Redis keeps roles and recovery codes.
 fn comma_list(text: Option<&str>) -> Vec<String> {
