@@ -121,6 +121,7 @@ impl State {
 
     /// Puts a new snapshot in force for requests that start from now on.
     pub fn replace_live(&self, live: Live) {
+        self.auth.set_providers(&live.config);
         self.live.store(Arc::new(live));
     }
 }

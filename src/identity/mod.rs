@@ -148,6 +148,9 @@ pub struct Auth {
     metrics: Arc<crate::metrics::Metrics>,
     /// The `[[oidc]]` providers as reached so far.
     providers: oidc::Providers,
+    /// The names of the `[[oidc]]` providers in force: a session from one
+    /// that a reload removed ends.
+    provider_names: ArcSwap<Vec<String>>,
 }
 
 impl Auth {
@@ -185,6 +188,9 @@ impl Auth {
             audit: Audit::default(),
             metrics,
             providers: oidc::Providers::default(),
+            provider_names: ArcSwap::from_pointee(
+                config.oidc.iter().map(|p| p.name.clone()).collect(),
+            ),
         })
     }
 
@@ -249,6 +255,13 @@ impl Auth {
             | "/.gateway/reauth" => Err(GatewayError::MethodNotAllowed),
             _ => Err(GatewayError::NotFound),
         }
+    }
+
+    /// Puts the `[[oidc]]` providers of a reloaded config in force.
+    pub fn set_providers(&self, config: &Config) {
+        self.provider_names.store(Arc::new(
+            config.oidc.iter().map(|p| p.name.clone()).collect(),
+        ));
     }
 
     /// Hashes a new password on the hashing threads (`Err` when they are
@@ -541,7 +554,15 @@ impl Auth {
     /// every session ended since it began. A session that fails is ended.
     fn check(&self, session: LiveSession) -> Result<SignedIn, ()> {
         let users = self.users.load();
+        let provider_gone = session.vouched.as_ref().is_some_and(|v| {
+            !self
+                .provider_names
+                .load()
+                .iter()
+                .any(|name| name == v.provider())
+        });
         let reason = match (&session.vouched, users.get_by_key(&session.user)) {
+            (Some(_), _) if provider_gone => "its provider was removed from the config",
             // A provider vouched for them: what it said stands until the
             // session ends, unless a local user has taken the name since.
             (Some(vouched), None) => {

@@ -1100,3 +1100,42 @@ fn a_provider_users_entry_has_no_password_and_a_local_user_has_one() {
         .to_string();
     assert!(neither.contains("has no password"), "{neither}");
 }
+
+/// A provider a reload removes takes its sessions with it; local sessions
+/// stay.
+#[tokio::test]
+async fn removing_a_provider_from_the_config_ends_its_sessions() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    let dana = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &dana, "/private/x").await.status(), 200);
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let text = std::fs::read_to_string(gw.config_file()).unwrap();
+    let without = text
+        .split("[[oidc]]")
+        .next()
+        .unwrap()
+        .replace("providers = [\"fake\"]\n", "");
+    std::fs::write(gw.config_file(), without).unwrap();
+    let reloaded = gw.gateway().reload().await;
+    assert!(
+        matches!(reloaded, authgate::reload::Reloaded::Applied { .. }),
+        "{reloaded:?}"
+    );
+    assert_eq!(
+        dana.get(gw.url("/private/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(gw.get_as(&alice, "/private/x").await.status(), 200);
+    let gone = gw
+        .client()
+        .get(gw.url("/.gateway/oidc/fake/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
