@@ -121,6 +121,47 @@ pub fn generate(path: &Path) -> Result<String, KeyError> {
     Ok(key.kid.to_string())
 }
 
+/// A P-256 key that signs JWTs the gateway sends out of its own accord:
+/// the client assertion of `private_key_jwt` (RFC 7523) at a provider's
+/// token endpoint.
+pub struct JwtKey(SigningKey);
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JwtKey(kid {})", self.0.kid)
+    }
+}
+
+impl JwtKey {
+    /// Reads a PKCS#8 PEM P-256 key (`authgate keygen PATH` makes one).
+    pub fn load(path: &Path) -> Result<JwtKey, KeyError> {
+        SigningKey::load(path).map(JwtKey)
+    }
+
+    /// The public half, as the JWK to register at the provider.
+    pub fn jwk(&self) -> &serde_json::Value {
+        &self.0.jwk
+    }
+
+    /// `claims` signed with ES256, the key's `kid` in the header.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let header = serde_json::json!({ "alg": "ES256", "typ": "JWT", "kid": &*self.0.kid });
+        let mut token = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self
+            .0
+            .pair
+            .sign(&SystemRandom::new(), token.as_bytes())
+            .expect("signing with a loaded P-256 key works");
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
+        token
+    }
+}
+
 /// What an assertion says and who it is for.
 pub struct Claims<'a> {
     pub issuer: &'a str,

@@ -132,7 +132,13 @@ fn main() -> ExitCode {
         Command::HashPassword => cli::users::hash_password(),
         Command::Init(args) => cli::init::init(&args),
         Command::Keygen { path } => authgate::assertion::generate(&path)
-            .map(|kid| println!("wrote {} (kid {kid})", path.display()))
+            .map(|kid| {
+                println!("wrote {} (kid {kid})", path.display());
+                // The public half, for a provider that knows the gateway by it.
+                if let Ok(key) = authgate::assertion::JwtKey::load(&path) {
+                    println!("public JWK: {}", key.jwk());
+                }
+            })
             .map_err(anyhow::Error::from),
         Command::Healthcheck { url } => {
             return cli::healthcheck::healthcheck(&config_path, url.as_deref())

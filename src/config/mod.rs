@@ -155,9 +155,12 @@ pub struct OidcProvider {
     /// and every token's `iss` must equal it.
     pub issuer: String,
     pub client_id: String,
-    /// Read from `client_secret_file` at load; `None`: a public client
-    /// (PKCE alone).
+    /// Read from `client_secret_file` at load; `None` (and no
+    /// `client_key`): a public client (PKCE alone).
     pub client_secret: Option<Secret>,
+    /// `client_auth = "private_key_jwt"`: the key that signs the client
+    /// assertion at the token endpoint.
+    pub client_key: Option<Arc<crate::assertion::JwtKey>>,
     pub scopes: Vec<String>,
     /// `None`: `preferred_username`, then `email`.
     pub username_claim: Option<String>,

@@ -177,6 +177,10 @@ pub struct RawOidc {
     pub issuer: Text,
     pub client_id: Text,
     pub client_secret_file: Option<Text>,
+    /// `client_secret` or `private_key_jwt`.
+    pub client_auth: Option<Text>,
+    /// The P-256 key of `private_key_jwt`.
+    pub client_key: Option<Text>,
     pub scopes: Option<Vec<Text>>,
     pub username_claim: Option<Text>,
     pub roles_claim: Option<Text>,

@@ -150,6 +150,18 @@ async fn a_new_key_signs_at_once_and_the_old_one_stays_published() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The public half, printed for a provider that knows the gateway by it.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let jwk = printed
+        .split("public JWK: ")
+        .nth(1)
+        .expect("the public JWK is printed");
+    let jwk: serde_json::Value = serde_json::from_str(jwk.trim()).unwrap();
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["crv"].as_str()),
+        (Some("EC"), Some("P-256"))
+    );
+    assert!(jwk.get("d").is_none(), "never the private part");
     crate::admin::within(Duration::from_secs(3), || async {
         gw.get_as(&alice, "/private/x").await;
         decode_header(&assertion_seen(&gw)).unwrap().kid.unwrap() != old_kid

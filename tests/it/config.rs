@@ -500,3 +500,26 @@ fn oidc_entries_are_checked_value_by_value() {
         assert!(found.contains(needle), "no {needle:?} in:\n{found}");
     }
 }
+
+/// `client_auth = "private_key_jwt"` signs with `client_key` (a P-256 key),
+/// and nothing else goes with it.
+#[test]
+fn private_key_jwt_needs_a_key_and_no_secret() {
+    let dir = dir_with_cert();
+    authgate::assertion::generate(&dir.path().join("client.pem")).unwrap();
+    std::fs::write(dir.path().join("secret"), "s").unwrap();
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[[oidc]]\nname = \"acme\"\nissuer = \"https://sso.example\"\nclient_id = \"gw\"\n";
+    let good = format!("{head}client_auth = \"private_key_jwt\"\nclient_key = \"client.pem\"\n");
+    let config = Config::parse(&good, &dir.path().join("gateway.toml")).unwrap();
+    assert!(config.oidc[0].client_key.is_some() && config.oidc[0].client_secret.is_none());
+    for (extra, needle) in [
+        ("client_auth = \"private_key_jwt\"\n", "needs client_key"),
+        ("client_auth = \"private_key_jwt\"\nclient_key = \"client.pem\"\nclient_secret_file = \"secret\"\n", "leave client_secret_file out"),
+        ("client_auth = \"magic\"\n", "client_auth is \"client_secret\" or \"private_key_jwt\""),
+        ("client_key = \"client.pem\"\n", "client_key is for client_auth"),
+        ("client_auth = \"private_key_jwt\"\nclient_key = \"gw.crt\"\n", "not a usable P-256 PKCS#8 key"),
+    ] {
+        let found = problems(&format!("{head}{extra}"), dir.path()).join("\n");
+        assert!(found.contains(needle), "no {needle:?} for {extra:?} in:\n{found}");
+    }
+}

@@ -57,11 +57,14 @@ impl Drop for RealProvider {
 impl RealProvider {
     /// A provider whose one client is the gateway at `gateway` as `name`,
     /// trusting `gateway_cert` (for back-channel logout).
+    /// `client`: more of the client's registration (it wins; `null`
+    /// removes a key).
     fn start(
         name: &str,
         gateway: &str,
         gateway_cert: &str,
         groups: serde_json::Value,
+        client: serde_json::Value,
     ) -> RealProvider {
         modules_installed();
         let dir = tempfile::tempdir().unwrap();
@@ -78,6 +81,14 @@ impl RealProvider {
             }],
             "groups": groups,
         });
+        let mut settings = settings;
+        if let (Some(registered), Some(more)) =
+            (settings["clients"][0].as_object_mut(), client.as_object())
+        {
+            for (k, v) in more {
+                registered.insert(k.clone(), v.clone());
+            }
+        }
         std::fs::write(dir.path().join("settings.json"), settings.to_string()).unwrap();
         std::fs::write(dir.path().join("gateway.pem"), gateway_cert).unwrap();
         let mut child = Command::new("node")
@@ -111,16 +122,26 @@ impl RealProvider {
         }
     }
 
-    /// Its `[[oidc]]` entry, the CA and secret files written into `dir`.
-    fn entry(&self, dir: &Path, name: &str, extra: &str) -> String {
+    /// Its `[[oidc]]` entry, the CA (and secret) files written into `dir`;
+    /// `client_key`: the client signs in with that key (`private_key_jwt`)
+    /// rather than a secret.
+    fn entry(&self, dir: &Path, name: &str, client_key: Option<&Path>, extra: &str) -> String {
         let ca = dir.join(format!("{name}-ca.pem"));
-        let secret = dir.join(format!("{name}-secret"));
         std::fs::write(&ca, &self.cert_pem).unwrap();
-        std::fs::write(&secret, format!("secret-{name}\n")).unwrap();
+        let credential = match client_key {
+            Some(key) => format!(
+                "client_auth = \"private_key_jwt\"\nclient_key = \"{}\"",
+                key.display()
+            ),
+            None => {
+                let secret = dir.join(format!("{name}-secret"));
+                std::fs::write(&secret, format!("secret-{name}\n")).unwrap();
+                format!("client_secret_file = \"{}\"", secret.display())
+            }
+        };
         format!(
-            "[[oidc]]\nname = \"{name}\"\ntitle = \"Sign in with {name}\"\nissuer = \"{}\"\nclient_id = \"authgate-{name}\"\nclient_secret_file = \"{}\"\nca = \"{}\"\nscopes = [\"openid\", \"profile\", \"email\", \"groups\"]\nroles_claim = \"groups\"\n{extra}\n",
+            "[[oidc]]\nname = \"{name}\"\ntitle = \"Sign in with {name}\"\nissuer = \"{}\"\nclient_id = \"authgate-{name}\"\n{credential}\nca = \"{}\"\nscopes = [\"openid\", \"profile\", \"email\", \"groups\"]\nroles_claim = \"groups\"\n{extra}\n",
             self.issuer,
-            secret.display(),
             ca.display()
         )
     }
@@ -242,14 +263,32 @@ async fn world() -> World {
     let gateway = format!("127.0.0.1:{port}");
     let cert = authgate::tls::self_signed();
     let groups = json!({"olga": ["ops", "staff"], "piet": ["staff"]});
-    let a = RealProvider::start("a", &gateway, &cert.cert_pem, groups.clone());
-    let b = RealProvider::start("b", &gateway, &cert.cert_pem, groups);
     let dir = tempfile::tempdir().unwrap();
+    // `a` knows the gateway by a client secret, `b` by its public key
+    // (private_key_jwt).
+    let key = dir.path().join("b-client-key.pem");
+    authgate::assertion::generate(&key).unwrap();
+    let jwk = authgate::assertion::JwtKey::load(&key)
+        .unwrap()
+        .jwk()
+        .clone();
+    let a = RealProvider::start("a", &gateway, &cert.cert_pem, groups.clone(), json!({}));
+    let b = RealProvider::start(
+        "b",
+        &gateway,
+        &cert.cert_pem,
+        groups,
+        json!({
+            "client_secret": null,
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [jwk]},
+        }),
+    );
     let map = "[oidc.role_map]\nops = [\"admin\"]\nstaff = [\"user\"]\n[oidc.headers]\nX-Auth-Email = \"email\"";
     let entries = format!(
         "{}\n{}",
-        a.entry(dir.path(), "a", map),
-        b.entry(dir.path(), "b", map)
+        a.entry(dir.path(), "a", None, map),
+        b.entry(dir.path(), "b", Some(&key), map)
     );
     let gw = Setup::new()
         .listen(&gateway)

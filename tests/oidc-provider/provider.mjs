@@ -3,7 +3,9 @@
 //
 //   { "cert": PEM, "key": PEM,
 //     "clients": [{ "client_id", "client_secret", "redirect_uris",
-//                   "post_logout_redirect_uris", "backchannel_logout_uri" }],
+//                   "post_logout_redirect_uris", "backchannel_logout_uri",
+//                   or "token_endpoint_auth_method": "private_key_jwt"
+//                   with "jwks" }],
 //     "groups": { "LOGIN": ["group", ...] } }
 //
 // It listens on 127.0.0.1 on a port the system picks and prints
@@ -27,11 +29,13 @@ await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const issuer = `https://127.0.0.1:${server.address().port}`;
 
 const provider = new Provider(issuer, {
-  clients: settings.clients.map((client) => ({
+  // A `null` in the test's registration removes the key (a client that
+  // signs in with its key has no secret).
+  clients: settings.clients.map((client) => Object.fromEntries(Object.entries({
     token_endpoint_auth_method: 'client_secret_basic',
     backchannel_logout_session_required: true,
     ...client,
-  })),
+  }).filter(([, value]) => value !== null))),
   cookies: { keys: ['authgate-test-cookie-key'] },
   scopes: ['openid', 'profile', 'email', 'groups', 'offline_access'],
   claims: {

@@ -137,6 +137,56 @@ impl Validator<'_> {
                 }
             }
         };
+        let client_key = match (&raw.client_auth, &raw.client_key) {
+            (Some(auth), key) if auth.get_ref() == "private_key_jwt" => match key {
+                Some(key) if raw.client_secret_file.is_none() => {
+                    let path = self.base.join(key.get_ref());
+                    match crate::assertion::JwtKey::load(&path) {
+                        Ok(loaded) => Some(Some(Arc::new(loaded))),
+                        Err(e) => {
+                            let why = match e {
+                                crate::assertion::KeyError::Read { path, reason }
+                                | crate::assertion::KeyError::NotP256 { path, reason }
+                                | crate::assertion::KeyError::Write { path, reason } => {
+                                    format!("the client key {path} is not a usable P-256 PKCS#8 key ({reason}); `authgate keygen PATH` makes one")
+                                }
+                            };
+                            self.file_problem(key.span(), why);
+                            self.lenient_files.as_ref().map(|_| None)
+                        }
+                    }
+                }
+                Some(key) => {
+                    self.diag.at(
+                        key.span(),
+                        "private_key_jwt signs with client_key; leave client_secret_file out",
+                    );
+                    None
+                }
+                None => {
+                    self.diag.at(auth.span(), "private_key_jwt needs client_key = \"PATH\" (a P-256 key; `authgate keygen PATH` makes one)");
+                    None
+                }
+            },
+            (Some(auth), _) if auth.get_ref() != "client_secret" => {
+                self.diag.at(
+                    auth.span(),
+                    format!(
+                        "client_auth is \"client_secret\" or \"private_key_jwt\" (found {:?})",
+                        auth.get_ref()
+                    ),
+                );
+                None
+            }
+            (_, Some(key)) => {
+                self.diag.at(
+                    key.span(),
+                    "client_key is for client_auth = \"private_key_jwt\"",
+                );
+                None
+            }
+            _ => Some(None),
+        };
         let scopes: Vec<String> = match &raw.scopes {
             None => ["openid", "profile", "email"].map(str::to_owned).to_vec(),
             Some(list) => list.iter().map(|s| s.get_ref().clone()).collect(),
@@ -300,6 +350,7 @@ impl Validator<'_> {
             issuer: issuer?,
             client_id: client_id?,
             client_secret: client_secret?,
+            client_key: client_key?,
             scopes,
             username_claim: raw.username_claim.map(|c| c.into_inner()),
             roles_claim: raw.roles_claim.map(|c| c.into_inner()),

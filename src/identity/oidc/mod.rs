@@ -520,6 +520,25 @@ impl Auth {
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .header(header::ACCEPT, "application/json");
             match &settings.client_secret {
+                _ if settings.client_key.is_some() => {
+                    let key = settings.client_key.as_ref().expect("just checked");
+                    let now = session::now_ms() / 1000;
+                    // RFC 7523 §3: iss and sub the client, aud the token endpoint.
+                    let assertion = key.sign(&serde_json::json!({
+                        "iss": settings.client_id,
+                        "sub": settings.client_id,
+                        "aud": discovered.token_endpoint,
+                        "jti": random_token(),
+                        "iat": now,
+                        "exp": now + 60,
+                    }));
+                    form.append_pair("client_id", &settings.client_id)
+                        .append_pair(
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        )
+                        .append_pair("client_assertion", &assertion);
+                }
                 Some(secret) if !discovered.secret_in_form => {
                     // RFC 6749 §2.3.1: both form-encoded, then Basic.
                     use base64::Engine;
