@@ -70,6 +70,25 @@ pub struct Row {
     pub vouched: Option<Arc<Vouched>>,
 }
 
+/// A session without a second factor or a provider's word, from
+/// 127.0.0.1, for the store's tests.
+#[cfg(test)]
+pub(crate) fn plain<'a>(
+    user: &'a Arc<str>,
+    password_fingerprint: u32,
+    user_agent: &'a str,
+) -> NewSession<'a> {
+    NewSession {
+        user,
+        password_fingerprint,
+        ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        user_agent,
+        mfa: false,
+        vouched: None,
+        proved_ms: None,
+    }
+}
+
 /// Longest user agent kept with a session; the rest is cut off.
 const MAX_USER_AGENT: usize = 256;
 
@@ -416,19 +435,7 @@ mod tests {
     }
 
     fn create(map: &SessionMap, user: &str, ua: &str, now: u64) -> String {
-        map.create(
-            NewSession {
-                user: &user.into(),
-                password_fingerprint: 1,
-                ip: IP,
-                user_agent: ua,
-                mfa: false,
-                vouched: None,
-                proved_ms: None,
-            },
-            now,
-        )
-        .0
+        map.create(plain(&user.into(), 1, ua), now).0
     }
 
     fn lookup(map: &SessionMap, id: &str, now: u64, touch: bool) -> Lookup {
@@ -438,18 +445,7 @@ mod tests {
     #[test]
     fn ids_are_256_bit_base64url_and_stored_only_by_hash() {
         let map = map();
-        let (id, row) = map.create(
-            NewSession {
-                user: &"alice".into(),
-                password_fingerprint: 7,
-                ip: IP,
-                user_agent: "ua",
-                mfa: false,
-                vouched: None,
-                proved_ms: None,
-            },
-            1_000,
-        );
+        let (id, row) = map.create(plain(&"alice".into(), 7, "ua"), 1_000);
         assert_eq!(id.len(), ID_LEN);
         assert_eq!(URL_SAFE_NO_PAD.decode(&id).unwrap().len(), 32);
         let other = create(&map, "alice", "ua", 1_000);

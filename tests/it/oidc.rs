@@ -71,6 +71,17 @@ fn browser(gw: &TestGateway, provider: &FakeProvider) -> reqwest::Client {
         .unwrap()
 }
 
+/// A client of the provider alone that does not follow redirects (to stop
+/// at the callback).
+fn provider_client(provider: &FakeProvider) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(provider.cert_pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 /// Clicks the provider's button on the way to `next`; the last answer.
 async fn sign_in(gw: &TestGateway, browser: &reqwest::Client, next: &str) -> reqwest::Response {
     browser
@@ -186,12 +197,7 @@ async fn a_callback_is_good_once_and_only_in_the_browser_that_started_it() {
         .to_str()
         .unwrap()
         .to_owned();
-    let no_follow = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(provider.cert_pem.as_bytes()).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let no_follow = provider_client(&provider);
     let back = no_follow.get(&authorize).send().await.unwrap();
     let callback = back.headers()["location"].to_str().unwrap().to_owned();
     // Another browser (no pre-login cookie) gets nowhere with it...
@@ -816,13 +822,7 @@ async fn an_admin_sees_provider_sessions_and_can_end_them() {
     let b = browser(&gw, &provider);
     assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 200);
     let admin = gw.sign_in("alice", ALICE_PASSWORD).await;
-    let csrf: serde_json::Value = gw
-        .get_as(&admin, "/.gateway/whoami")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let csrf = csrf["csrf"].as_str().unwrap();
+    let csrf = super::admin::csrf_of(&gw, &admin).await;
     let sessions: serde_json::Value = gw
         .get_as(&admin, "/.gateway/admin/api/sessions")
         .await
@@ -843,7 +843,7 @@ async fn an_admin_sees_provider_sessions_and_can_end_them() {
         Method::DELETE,
         &format!("/sessions/{id}"),
         Some(&admin),
-        Some(csrf),
+        Some(&csrf),
     )
     .send()
     .await
@@ -933,12 +933,7 @@ async fn replicas_share_provider_sign_ins_sessions_and_back_channel_logouts() {
         .await
         .unwrap();
     let pre_login = set_cookie(&start, "__Host-authgate-oidc").unwrap();
-    let no_follow = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(provider.cert_pem.as_bytes()).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let no_follow = provider_client(&provider);
     let callback = no_follow
         .get(start.headers()["location"].to_str().unwrap())
         .send()
@@ -995,13 +990,7 @@ async fn an_admin_locks_a_provider_user_out_by_name() {
     let dana = browser(&gw, &provider);
     assert_eq!(sign_in(&gw, &dana, "/private/x").await.status(), 200);
     let admin = gw.sign_in("alice", ALICE_PASSWORD).await;
-    let whoami: serde_json::Value = gw
-        .get_as(&admin, "/.gateway/whoami")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let csrf = whoami["csrf"].as_str().unwrap().to_owned();
+    let csrf = super::admin::csrf_of(&gw, &admin).await;
     // The admin page offers it beside the provider's session.
     let page = gw
         .get_as(&admin, "/.gateway/admin/")

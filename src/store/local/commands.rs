@@ -100,10 +100,11 @@ pub fn revoke_in_file(path: &Path, what: &Revoke, now: u64) -> Result<usize, Sto
 mod tests {
     use std::time::Instant;
 
-    use super::super::tests::{map, open, IP};
+    use super::super::tests::{map, open};
     use super::super::POLL_EVERY;
     use super::*;
-    use crate::session::{key_of, NewSession};
+    use crate::session::key_of;
+    use crate::store::memory::plain;
 
     #[tokio::test]
     async fn revocations_from_another_process_reach_the_running_map() {
@@ -113,18 +114,7 @@ mod tests {
         let (local, _) = open(&path, &running, 0);
         let mut ids = Vec::new();
         for user in ["alice", "alice", "bob"] {
-            let (id, row) = running.create(
-                NewSession {
-                    user: &user.into(),
-                    password_fingerprint: 1,
-                    ip: IP,
-                    user_agent: "ua",
-                    mfa: false,
-                    vouched: None,
-                    proved_ms: None,
-                },
-                0,
-            );
+            let (id, row) = running.create(plain(&user.into(), 1, "ua"), 0);
             local.insert(row).await.unwrap();
             ids.push(key_of(&id).unwrap());
         }

@@ -3,9 +3,9 @@
 
 use super::commands::list_file;
 use super::*;
-use crate::session::{key_of, Lookup, NewSession};
+use crate::session::{key_of, Lookup};
+use crate::store::memory::plain;
 
-pub(super) const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 const MINUTE: u64 = 60_000;
 const BASE: u64 = 1_000_000;
 
@@ -80,34 +80,12 @@ async fn committed_sessions_come_back_and_expired_or_unwanted_ones_do_not() {
         assert_eq!(loaded, Loaded::default());
         let mut ids = Vec::new();
         for (user, at) in [("alice", 0), ("bob", 50_000), ("gone", 50_000)] {
-            let (id, row) = first.create(
-                NewSession {
-                    user: &user.into(),
-                    password_fingerprint: 1,
-                    ip: IP,
-                    user_agent: "ua",
-                    mfa: false,
-                    vouched: None,
-                    proved_ms: None,
-                },
-                BASE + at,
-            );
+            let (id, row) = first.create(plain(&user.into(), 1, "ua"), BASE + at);
             local.insert(row).await.unwrap();
             ids.push(id);
         }
         // Used a moment ago, but begun longer ago than the absolute timeout.
-        let (_, mut old) = first.create(
-            NewSession {
-                user: &"carol".into(),
-                password_fingerprint: 1,
-                ip: IP,
-                user_agent: "ua",
-                mfa: false,
-                vouched: None,
-                proved_ms: None,
-            },
-            0,
-        );
+        let (_, mut old) = first.create(plain(&"carol".into(), 1, "ua"), 0);
         old.created_ms = BASE + MINUTE + 1 - 600_000;
         old.last_seen_ms = BASE + MINUTE;
         local.insert(old).await.unwrap();
@@ -138,18 +116,7 @@ async fn a_graceful_close_writes_the_last_touches() {
     let path = dir.path().join("state.db");
     let first = map();
     let (local, _) = open(&path, &first, 0);
-    let (id, row) = first.create(
-        NewSession {
-            user: &"alice".into(),
-            password_fingerprint: 1,
-            ip: IP,
-            user_agent: "ua",
-            mfa: false,
-            vouched: None,
-            proved_ms: None,
-        },
-        0,
-    );
+    let (id, row) = first.create(plain(&"alice".into(), 1, "ua"), 0);
     local.insert(row).await.unwrap();
     first.lookup(&key_of(&id).unwrap(), 55_000, true);
     local.close().await.unwrap();
@@ -180,49 +147,16 @@ async fn a_locked_file_refuses_new_sessions_instead_of_pretending() {
     let path = dir.path().join("state.db");
     let running = map();
     let (local, _) = Local::open(&path, Duration::from_millis(100), &running, |_| true, 0).unwrap();
-    let (_, alice) = running.create(
-        NewSession {
-            user: &"alice".into(),
-            password_fingerprint: 1,
-            ip: IP,
-            user_agent: "ua",
-            mfa: false,
-            vouched: None,
-            proved_ms: None,
-        },
-        0,
-    );
+    let (_, alice) = running.create(plain(&"alice".into(), 1, "ua"), 0);
     local.insert(alice.clone()).await.unwrap();
     let other = Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let (_, bob) = running.create(
-        NewSession {
-            user: &"bob".into(),
-            password_fingerprint: 1,
-            ip: IP,
-            user_agent: "ua",
-            mfa: false,
-            vouched: None,
-            proved_ms: None,
-        },
-        0,
-    );
+    let (_, bob) = running.create(plain(&"bob".into(), 1, "ua"), 0);
     assert_eq!(local.insert(bob).await, Err(Unavailable));
     // A revocation that could not be written is retried until it is.
     assert_eq!(local.delete(vec![alice.key], None).await, Err(Unavailable));
     other.execute_batch("ROLLBACK").unwrap();
-    let (_, carol) = running.create(
-        NewSession {
-            user: &"carol".into(),
-            password_fingerprint: 1,
-            ip: IP,
-            user_agent: "ua",
-            mfa: false,
-            vouched: None,
-            proved_ms: None,
-        },
-        0,
-    );
+    let (_, carol) = running.create(plain(&"carol".into(), 1, "ua"), 0);
     local.insert(carol).await.unwrap();
     let users: Vec<_> = list_file(&path, None)
         .unwrap()
