@@ -2,6 +2,7 @@
 //! own sign-in endpoints under `/.gateway/` (SPEC §3).
 
 mod audit;
+mod changes;
 pub mod csrf;
 pub mod forms;
 mod lifecycle;
@@ -28,7 +29,6 @@ use crate::store::counters::{Attempt, Limits, Refused};
 use crate::store::stats::Ended;
 use crate::store::users::UsersListener;
 use crate::store::{Store, StoreError, Unavailable};
-use crate::users::file::{Change, UserFileError};
 use crate::users::password::Verifier;
 use crate::users::{User, Users};
 pub use next::safe_next;
@@ -303,165 +303,6 @@ impl Auth {
 
     pub fn users(&self) -> arc_swap::Guard<Arc<Users>> {
         self.users.load()
-    }
-
-    /// Puts `new` in force: logs every difference as a security event by
-    /// `actor` (an admin, the user, the CLI, a file edit) and ends the
-    /// sessions of users who were removed, locked, or whose password changed.
-    pub fn replace_users(&self, new: Users, actor: &str) {
-        let old = self.users.load_full();
-        let end = |user: &Arc<str>| self.store.sessions.end_all_for_user_now(user);
-        for before in old.iter() {
-            let key = &before.key;
-            match new.get_by_key(key) {
-                None => {
-                    let ended = end(key);
-                    crate::security_event!(warn, event = "user_removed", actor, user = %before.name, sessions_ended = ended, "user removed");
-                    self.audit.remember(
-                        "user_removed",
-                        actor,
-                        &before.name,
-                        format!("{ended} session(s) ended"),
-                    );
-                }
-                Some(after) => {
-                    if after.locked && !before.locked {
-                        let ended = end(key);
-                        crate::security_event!(warn, event = "user_locked", actor, user = %after.name, sessions_ended = ended, "user locked");
-                        self.audit.remember(
-                            "user_locked",
-                            actor,
-                            &after.name,
-                            format!("{ended} session(s) ended"),
-                        );
-                    }
-                    if !after.locked && before.locked {
-                        crate::security_event!(warn, event = "user_unlocked", actor, user = %after.name, "user unlocked");
-                        self.audit
-                            .remember("user_unlocked", actor, &after.name, String::new());
-                    }
-                    if after.password_fingerprint != before.password_fingerprint {
-                        let ended = end(key);
-                        crate::security_event!(warn, event = "password_changed", actor, user = %after.name, sessions_ended = ended, "password changed");
-                        self.audit.remember(
-                            "password_changed",
-                            actor,
-                            &after.name,
-                            format!("{ended} session(s) ended"),
-                        );
-                    }
-                    match (&before.totp, &after.totp) {
-                        (None, Some(_)) => {
-                            crate::security_event!(warn, event = "totp_enrolled", actor, user = %after.name, "second factor enrolled");
-                            self.audit
-                                .remember("totp_enrolled", actor, &after.name, String::new());
-                        }
-                        (Some(_), None) => {
-                            crate::security_event!(warn, event = "totp_reset", actor, user = %after.name, "second factor removed");
-                            self.audit
-                                .remember("totp_reset", actor, &after.name, String::new());
-                        }
-                        (Some(old), Some(new)) if old != new => {
-                            crate::security_event!(warn, event = "totp_enrolled", actor, user = %after.name, "second factor enrolled again");
-                        }
-                        _ => {
-                            if after.recovery_codes.len() < before.recovery_codes.len() {
-                                crate::security_event!(warn, event = "recovery_code_used", actor, user = %after.name, left = after.recovery_codes.len(), "a recovery code was used");
-                            }
-                        }
-                    }
-                    if after.roles != before.roles {
-                        crate::security_event!(warn, event = "roles_changed", actor, user = %after.name, from = %before.roles.join(","), to = %after.roles.join(","), "roles changed");
-                        self.audit.remember(
-                            "roles_changed",
-                            actor,
-                            &after.name,
-                            format!(
-                                "[{}] -> [{}]",
-                                before.roles.join(", "),
-                                after.roles.join(", ")
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-        for after in new.iter() {
-            if old.get_by_key(&after.key).is_none() && after.locked {
-                // A provider's user locked out (or a user added locked).
-                let ended = end(&after.key);
-                crate::security_event!(warn, event = "user_locked", actor, user = %after.name, provider = after.provider.as_deref().unwrap_or("local"), sessions_ended = ended, "user locked");
-                self.audit.remember(
-                    "user_locked",
-                    actor,
-                    &after.name,
-                    format!("{ended} session(s) ended"),
-                );
-            } else if old.get_by_key(&after.key).is_none() {
-                crate::security_event!(warn, event = "user_added", actor, user = %after.name, roles = %after.roles.join(","), "user added");
-                self.audit.remember(
-                    "user_added",
-                    actor,
-                    &after.name,
-                    format!("roles [{}]", after.roles.join(", ")),
-                );
-            }
-        }
-        self.verifier
-            .match_strongest(new.iter().map(|u| &*u.password_hash));
-        self.users.store(Arc::new(new));
-    }
-
-    /// Why user changes cannot be saved here, when they cannot: the users
-    /// file is read-only.
-    pub fn users_managed_elsewhere(&self) -> Option<String> {
-        self.store.users.managed_elsewhere()
-    }
-
-    /// Saves `change` (to the users file, off the async threads, or to the
-    /// shared store) and puts the result in force at once.
-    pub async fn change_users(&self, change: Change, actor: &str) -> Result<(), UserFileError> {
-        // A provider's user is kept only to be locked out: unlocking them
-        // removes the entry.
-        let change = match change {
-            Change::Unlock(name)
-                if self
-                    .users()
-                    .get(&name)
-                    .is_some_and(|u| u.provider.is_some()) =>
-            {
-                Change::Delete(name)
-            }
-            other => other,
-        };
-        let users = self.store.users.apply(change, actor).await?;
-        self.replace_users(users, actor);
-        Ok(())
-    }
-
-    /// Saves a change `user` makes to their own account (`what`: a
-    /// password, a second factor). When it cannot be, the status and the
-    /// words to answer with: the users are managed elsewhere, or `failed`.
-    pub(crate) async fn save_own(
-        &self,
-        change: Change,
-        user: &User,
-        what: &str,
-        failed: &'static str,
-    ) -> Result<(), (http::StatusCode, &'static str)> {
-        let Err(e) = self
-            .change_users(change, &format!("user {}", user.name))
-            .await
-        else {
-            return Ok(());
-        };
-        tracing::error!(user = %user.name, error = %e, "{what} could not be saved");
-        Err(match e {
-            UserFileError::ReadOnly { .. } => {
-                (http::StatusCode::CONFLICT, forms::MANAGED_ELSEWHERE)
-            }
-            _ => (http::StatusCode::INTERNAL_SERVER_ERROR, failed),
-        })
     }
 
     /// Ends every session of a user (canonical name) without locking

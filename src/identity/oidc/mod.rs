@@ -17,6 +17,7 @@
 mod claims;
 mod logout;
 pub mod remote;
+pub use remote::probe;
 pub mod token;
 
 use std::sync::Arc;
@@ -624,34 +625,6 @@ impl Auth {
         token::check_claims(&claims, &expect).map_err(refused)?;
         Ok(claims)
     }
-}
-
-/// `authgate check --online`: what discovery and the keys of a provider
-/// say, in a line, or why they could not be had.
-pub async fn probe(settings: Arc<OidcProvider>) -> Result<String, String> {
-    let remote = Remote::new(settings);
-    let discovered = remote.discovered().await.map_err(|e| e.to_string())?;
-    let keys = remote.keys(&discovered).await.map_err(|e| e.to_string())?;
-    let kids: Vec<String> = keys
-        .keys()
-        .iter()
-        .map(|k| {
-            use openidconnect::JsonWebKey;
-            k.key_id()
-                .map_or_else(|| "(no kid)".to_owned(), |kid| kid.to_string())
-        })
-        .collect();
-    Ok(format!(
-        "discovery ok: authorization {}, token {}, end_session {}; {} key(s) [{}]",
-        discovered.authorization_endpoint,
-        discovered.token_endpoint,
-        discovered
-            .end_session_endpoint
-            .as_deref()
-            .unwrap_or("(none)"),
-        kids.len(),
-        kids.join(", ")
-    ))
 }
 
 fn subject_key(provider: &str, subject: &str) -> [u8; 32] {

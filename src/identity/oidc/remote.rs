@@ -254,6 +254,34 @@ impl Remote {
     }
 }
 
+/// `authgate check --online`: what discovery and the keys of a provider
+/// say, in a line, or why they could not be had.
+pub async fn probe(settings: Arc<OidcProvider>) -> Result<String, String> {
+    let remote = Remote::new(settings);
+    let discovered = remote.discovered().await.map_err(|e| e.to_string())?;
+    let keys = remote.keys(&discovered).await.map_err(|e| e.to_string())?;
+    let kids: Vec<String> = keys
+        .keys()
+        .iter()
+        .map(|k| {
+            use openidconnect::JsonWebKey;
+            k.key_id()
+                .map_or_else(|| "(no kid)".to_owned(), |kid| kid.to_string())
+        })
+        .collect();
+    Ok(format!(
+        "discovery ok: authorization {}, token {}, end_session {}; {} key(s) [{}]",
+        discovered.authorization_endpoint,
+        discovered.token_endpoint,
+        discovered
+            .end_session_endpoint
+            .as_deref()
+            .unwrap_or("(none)"),
+        kids.len(),
+        kids.join(", ")
+    ))
+}
+
 /// The key of `set` for a token's `kid` and `alg`, if there is exactly one.
 pub fn key_for<'k>(
     set: &'k CoreJsonWebKeySet,
