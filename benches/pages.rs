@@ -116,7 +116,14 @@ fn main() {
     };
     let own: Vec<SessionInfo> = (0..5).map(|i| session(i, "alice")).collect();
     let account = time(5_000, || {
-        black_box(pages::account::page(viewer, &own[0].key, &own, csrf, now));
+        black_box(pages::account::page(
+            viewer,
+            None,
+            &own[0].key,
+            &own,
+            csrf,
+            now,
+        ));
     });
     println!("account page, 5 sessions:     {account:8.0} ns");
 

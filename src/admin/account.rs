@@ -33,6 +33,7 @@ pub async fn account(
     if request.method() != Method::POST {
         return Ok(pages::account::page(
             signed_in.viewer(config),
+            signed_in.user.provider.as_deref(),
             &signed_in.session.key,
             &own,
             &token,

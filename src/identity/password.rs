@@ -204,6 +204,9 @@ impl Auth {
             .require_session(request.headers(), request.method(), "/.gateway/password")
             .await?;
         call.logged_user = Some(signed_in.user.name.clone());
+        if let Some(provider) = &signed_in.user.provider {
+            return Ok(pages::kept_by_provider(signed_in.viewer(config), provider).into());
+        }
         let csrf = self.csrf_token(&signed_in.session.key);
         let page = |status, message: Option<(bool, &str)>| -> Response<Body> {
             pages::password(status, signed_in.viewer(config), &csrf, message).into()

@@ -397,6 +397,10 @@ impl Auth {
                 let signed_in = self
                     .require_session(request.headers(), request.method(), "/.gateway/totp")
                     .await?;
+                if let Some(provider) = &signed_in.user.provider {
+                    let page = pages::kept_by_provider(signed_in.viewer(config), provider);
+                    return Ok(page.into());
+                }
                 (Who::Session(signed_in), query_next.clone())
             }
         };
@@ -575,6 +579,17 @@ impl Auth {
         let signed_in = self
             .require_session(request.headers(), request.method(), "/.gateway/reauth")
             .await?;
+        // A provider's user signs in again there.
+        if let Some(provider) = &signed_in.user.provider {
+            let next: String = form_urlencoded::byte_serialize(query_next.as_bytes()).collect();
+            let location = format!("/.gateway/oidc/{provider}/start?fresh=1&next={next}");
+            let mut response = own_response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
+            response.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_str(&location).map_err(|_| GatewayError::NotFound)?,
+            );
+            return Ok(response);
+        }
         let user = signed_in.user.clone();
         call.logged_user = Some(user.name.clone());
         let token = self.csrf_token(&signed_in.session.key);

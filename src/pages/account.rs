@@ -7,9 +7,11 @@ use super::{browser, button, moment, Page, Viewer};
 use crate::session::{self, SessionInfo};
 
 /// The account page of `viewer`, whose session is `current`, listing
-/// `own` sessions newest first.
+/// `own` sessions newest first; `provider`: the `[[oidc]]` they signed in
+/// through.
 pub fn page(
     viewer: Viewer<'_>,
+    provider: Option<&str>,
     current: &session::Key,
     own: &[SessionInfo],
     csrf: &str,
@@ -21,10 +23,17 @@ pub fn page(
     let content = html! {
         h1 { "Your account" }
         p { "Signed in as " strong { (viewer.name) } "." }
-        p {
-            a href="/.gateway/password" { "Change your password" } " · "
-            a href="/.gateway/totp" { "Second factor" } " · "
-            a href="/.gateway/logout" { "Sign out" }
+        @match provider {
+            // The provider keeps their password and second factor.
+            Some(provider) => p {
+                "You signed in through " strong { (provider) } ". "
+                a href="/.gateway/logout" { "Sign out" }
+            },
+            None => p {
+                a href="/.gateway/password" { "Change your password" } " · "
+                a href="/.gateway/totp" { "Second factor" } " · "
+                a href="/.gateway/logout" { "Sign out" }
+            },
         }
         h2 { "Your sessions" }
         div.scroll {

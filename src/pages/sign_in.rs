@@ -84,6 +84,22 @@ pub fn login(
     page(status, &title, None, content)
 }
 
+/// For a person a provider vouched for, on the password and second-factor
+/// pages: those live at the provider.
+pub fn kept_by_provider(viewer: Viewer<'_>, provider: &str) -> Page {
+    let content = html! {
+        h1 { "Kept by your sign-in service" }
+        p { "You signed in through " strong { (provider) } ": your password and second factor are kept there, not here." }
+        p { a href="/.gateway/account" { "Back to your account" } }
+    };
+    page(
+        StatusCode::FORBIDDEN,
+        "Kept by your sign-in service",
+        Some(viewer),
+        content,
+    )
+}
+
 /// The ways to sign in the page offers.
 #[derive(Clone, Copy)]
 pub struct Ways<'a> {

@@ -1128,3 +1128,76 @@ async fn removing_a_provider_from_the_config_ends_its_sessions() {
         .unwrap();
     assert_eq!(gone.status(), 404);
 }
+
+/// A provider that does not answer: the button gives up after the
+/// provider's `timeout` with a 503, it does not hang the browser.
+#[tokio::test]
+async fn a_provider_that_hangs_is_given_up_on_after_its_timeout() {
+    let provider = FakeProvider::start().await;
+    provider.set(|s| s.hang = Some(Duration::from_secs(10)));
+    let gw = gateway_with(&provider, "timeout = \"300ms\"").await;
+    let started = std::time::Instant::now();
+    let answer = gw
+        .client()
+        .get(gw.url("/.gateway/oidc/fake/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A provider's user has no password or second factor here: the account
+/// page says where they are kept, those pages say so too, and a fresh
+/// sign-in is the provider's.
+#[tokio::test]
+async fn a_provider_users_account_pages_point_to_the_provider() {
+    let provider = FakeProvider::start().await;
+    let gw = gateway_with(&provider, "").await;
+    let b = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 200);
+    let account = b
+        .get(gw.url("/.gateway/account"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        account.contains("You signed in through <strong>fake</strong>"),
+        "{account}"
+    );
+    assert!(!account.contains("/.gateway/password"));
+    for page in ["/.gateway/password", "/.gateway/totp"] {
+        let answer = b.get(gw.url(page)).send().await.unwrap();
+        assert_eq!(answer.status(), 403, "{page}");
+        assert!(answer
+            .text()
+            .await
+            .unwrap()
+            .contains("kept there, not here"));
+    }
+    let reauth = b
+        .get(gw.url("/.gateway/reauth?next=/fresh/x"))
+        .send()
+        .await
+        .unwrap();
+    // Followed: back through the provider to the page.
+    assert_eq!(reauth.url().path(), "/fresh/x");
+    let grants: Vec<_> = provider
+        .state
+        .lock()
+        .unwrap()
+        .grants
+        .values()
+        .cloned()
+        .collect();
+    assert!(grants
+        .iter()
+        .any(|g| g.query.get("prompt").map(String::as_str) == Some("login")));
+}

@@ -107,6 +107,8 @@ pub struct State {
     pub discovery_fetches: usize,
     /// The provider answers nothing but 503 while set.
     pub down: bool,
+    /// The provider answers nothing at all (for this long) while set.
+    pub hang: Option<std::time::Duration>,
 }
 
 pub struct FakeProvider {
@@ -154,6 +156,7 @@ impl FakeProvider {
             jwks_fetches: 0,
             discovery_fetches: 0,
             down: false,
+            hang: None,
         }));
         let task = tokio::spawn({
             let state = state.clone();
@@ -195,8 +198,13 @@ impl FakeProvider {
     pub fn config(&self, dir: &std::path::Path, name: &str, extra: &str) -> String {
         std::fs::write(dir.join(format!("{name}-ca.pem")), &self.cert_pem).unwrap();
         std::fs::write(dir.join(format!("{name}-secret")), CLIENT_SECRET).unwrap();
+        let timeout = if extra.contains("timeout =") {
+            ""
+        } else {
+            "timeout = \"2s\"\n"
+        };
         format!(
-            "[[oidc]]\nname = \"{name}\"\ntitle = \"Sign in with {name}\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{name}-secret\"\nca = \"{name}-ca.pem\"\ntimeout = \"2s\"\n{extra}\n",
+            "[[oidc]]\nname = \"{name}\"\ntitle = \"Sign in with {name}\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{name}-secret\"\nca = \"{name}-ca.pem\"\n{timeout}{extra}\n",
             self.issuer()
         )
     }
@@ -292,6 +300,10 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let hang = state.lock().unwrap().hang;
+    if let Some(hang) = hang {
+        tokio::time::sleep(hang).await;
+    }
     let mut state = state.lock().unwrap();
     if state.down {
         return reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "down".into());
