@@ -173,7 +173,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => "You do not have access to this page.".into(),
             GatewayError::Unauthenticated { .. } => "Please sign in to see this page.".into(),
             GatewayError::Throttled { retry_after_secs } => format!(
-                "Too many failed sign-ins. Try again in {retry_after_secs} seconds."
+                "Too many sign-in attempts. Try again in {retry_after_secs} seconds."
             ),
             GatewayError::CsrfRejected => {
                 "This form has expired or did not come from this site. Go back, reload the page and try again.".into()
