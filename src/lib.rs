@@ -25,8 +25,11 @@
 //! - [`identity`]: who is asking ([`identity::SignedIn`]: user, roles,
 //!   session, how they proved it) and each way to prove it: a password
 //!   (`identity/password.rs`), a TOTP second factor and fresh sign-in
-//!   (`identity/totp.rs`), the session's beginning and end
-//!   (`identity/lifecycle.rs`); CSRF, form reading, safe `next`.
+//!   (`identity/totp.rs`), an OpenID Connect provider
+//!   (`identity/oidc/`: the code flow, token checks, claims, back-channel
+//!   and RP-initiated logout), the session's beginning and end
+//!   (`identity/lifecycle.rs`), user changes (`identity/changes.rs`);
+//!   CSRF, form reading, safe `next`.
 //! - [`admin`]: the account page and the admin page and API.
 //! - [`pages`]: every page the gateway serves (maud templates, one
 //!   stylesheet); [`response`]: the body type, the one error-to-status
