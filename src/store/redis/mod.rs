@@ -54,6 +54,9 @@ pub const POLL_USERS_EVERY: Duration = Duration::from_millis(500);
 /// seeds it: a Redis that came back empty must not bring back passwords
 /// and locks the file still has from before changes made since.
 pub const SEED_GRACE: Duration = Duration::from_millis(1500);
+/// How long a replica that seeds an empty Redis holds the others off; a
+/// replica that dies while seeding lets another take over after it.
+pub const SEEDING_LOCK: Duration = Duration::from_secs(10);
 
 /// Milliseconds of Redis `TIME`, inside a script.
 const NOW: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";

@@ -6,18 +6,23 @@ use super::*;
 
 impl Redis {
     /// Writes `users` into an empty Redis; true if it did. A Redis that has
-    /// users already is never overwritten.
+    /// users already is never overwritten. One replica seeds at a time (it
+    /// holds the `seeding` lock), and the `seeded` mark is set only once
+    /// every user is in: a replica that waits for it, or polls, never
+    /// reads half the users (and takes the missing ones for removed).
     pub async fn seed(&self, users: &Users) -> Result<bool, Unavailable> {
-        let first: bool = self
+        let lock = self.key("seeding", "users");
+        let took: Option<String> = self
             .call(
                 redis::cmd("SET")
-                    .arg(self.key("seeded", "users"))
+                    .arg(&lock)
                     .arg(1)
-                    .arg("NX"),
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(SEEDING_LOCK.as_millis() as u64),
             )
-            .await
-            .map(|reply: Option<String>| reply.is_some())?;
-        if !first {
+            .await?;
+        if took.is_none() || self.poll().await?.1 {
             return Ok(false);
         }
         for user in users.iter() {
@@ -31,18 +36,25 @@ impl Redis {
                     .await?;
             }
         }
+        self.call::<()>(redis::cmd("SET").arg(self.key("seeded", "users")).arg(1))
+            .await?;
+        let _: Result<i64, _> = self.call(redis::cmd("DEL").arg(&lock)).await;
         Ok(true)
     }
 
     /// Seeds a Redis that has no users with `users` (the users file's),
     /// but only after a running replica has had [`SEED_GRACE`] to put back
     /// the newer users it holds (see `Auth::start_background`); true if
-    /// the file's users went in.
+    /// the file's users went in. While another replica seeds, waits for it
+    /// (at most [`SEEDING_LOCK`] more).
     pub async fn seed_unless_a_replica_does(&self, users: &Users) -> Result<bool, Unavailable> {
         let waited = Instant::now();
         while !self.poll().await?.1 {
-            if waited.elapsed() >= SEED_GRACE {
-                return self.seed(users).await;
+            if waited.elapsed() >= SEED_GRACE && self.seed(users).await? {
+                return Ok(true);
+            }
+            if waited.elapsed() >= SEED_GRACE + SEEDING_LOCK {
+                return Err(Unavailable);
             }
             tokio::time::sleep(POLL_USERS_EVERY / 5).await;
         }
