@@ -458,6 +458,9 @@ impl Auth {
             sid: person.sid.map(Into::into),
             id_token: id_token.into(),
         });
+        // Lets a back-channel logout that names only `sub` list one user's
+        // sessions; without it (lost, or a restart of the memory records)
+        // that logout looks through every session instead.
         let _ = self
             .store
             .records
