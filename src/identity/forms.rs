@@ -1,12 +1,14 @@
 //! The small urlencoded forms the gateway's own pages post (sign-in,
-//! sign-out, password, admin), read with a size limit.
+//! sign-out, password, admin), read with a size limit; a query's
+//! parameters, and the redirect a form's answer often is.
 
 use bytes::Bytes;
-use http::header;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::{Auth, MAX_FORM_BYTES};
-use crate::response::GatewayError;
+use crate::response::{own_response, Body, GatewayError};
 
 /// The first value of each field of a small urlencoded form.
 pub struct Form {
@@ -77,13 +79,28 @@ pub const MANAGED_ELSEWHERE: &str = "Accounts are managed elsewhere: this gatewa
 impl Auth {
     /// The `next` a page's query names, made safe.
     pub fn query_next(&self, query: Option<&str>) -> String {
-        let next = query
-            .into_iter()
-            .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
-            .find(|(k, _)| k == "next")
-            .map(|(_, v)| v.into_owned());
-        self.next_of(next.as_deref())
+        self.next_of(query_param(query, "next").as_deref())
     }
+}
+
+/// The value of one parameter of a URL's query.
+pub fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<std::borrow::Cow<'q, str>> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// A `303 See Other` to `location` (dropped if it is no header value).
+pub fn see_other(location: &str) -> Response<Body> {
+    let mut response = own_response(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        "see other\n",
+    );
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 pub fn user_agent_of(headers: &http::HeaderMap) -> String {

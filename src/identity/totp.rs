@@ -21,7 +21,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use super::forms::{checked_form, Form};
+use super::forms::{checked_form, see_other, Form};
 use super::Call;
 use super::{cookie_values, Auth};
 use crate::metrics::Login;
@@ -581,14 +581,13 @@ impl Auth {
             .await?;
         // A provider's user signs in again there.
         if let Some(provider) = &signed_in.user.provider {
-            let next: String = form_urlencoded::byte_serialize(query_next.as_bytes()).collect();
-            let location = format!("/.gateway/oidc/{provider}/start?fresh=1&next={next}");
-            let mut response = own_response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
-            response.headers_mut().insert(
-                header::LOCATION,
-                HeaderValue::from_str(&location).map_err(|_| GatewayError::NotFound)?,
-            );
-            return Ok(response);
+            return Err(GatewayError::Reauth {
+                next: query_next,
+                navigating: true,
+                second_factor: false,
+                enroll: false,
+                provider: Some(provider.clone()),
+            });
         }
         let user = signed_in.user.clone();
         call.logged_user = Some(user.name.clone());
@@ -650,16 +649,4 @@ fn form_next(form: &Form) -> Option<&str> {
         .iter()
         .find(|(k, _)| k == "next")
         .map(|(_, v)| v.as_str())
-}
-
-fn see_other(location: &str) -> Response<Body> {
-    let mut response = own_response(
-        StatusCode::SEE_OTHER,
-        "text/plain; charset=utf-8",
-        "see other\n",
-    );
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
 }

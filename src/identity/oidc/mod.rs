@@ -29,12 +29,12 @@ use openidconnect::core::CoreJsonWebKeySet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::forms::user_agent_of;
+use super::forms::{query_param, see_other, user_agent_of};
 use super::{cookie_values, Auth, Call};
 use crate::config::OidcProvider;
 use crate::metrics::Login;
 use crate::pages::sign_in as pages;
-use crate::response::{own_response, Body, GatewayError};
+use crate::response::{Body, GatewayError};
 use crate::session::{self, Vouched};
 use crate::store::counters::Refused;
 use remote::{Discovered, Remote, RemoteError};
@@ -131,17 +131,6 @@ fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
-fn random_token() -> String {
-    session::new_id()
-}
-
-/// The value of one query parameter.
-fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<std::borrow::Cow<'q, str>> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-}
-
 impl Auth {
     /// The `/.gateway/oidc/{name}/...` endpoints.
     pub(super) async fn oidc_endpoint(
@@ -204,9 +193,9 @@ impl Auth {
             }
             (None, None) => return Err(GatewayError::NotFound),
         };
-        let state = random_token();
-        let nonce = random_token();
-        let browser = random_token();
+        let state = session::new_id();
+        let nonce = session::new_id();
+        let browser = session::new_id();
         let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
         let record = PreLogin {
             provider: settings.name.clone(),
@@ -250,17 +239,8 @@ impl Auth {
             }
             url.push_str(&q.finish());
         }
-        let mut response = own_response(
-            StatusCode::SEE_OTHER,
-            "text/plain; charset=utf-8",
-            "to the identity provider\n",
-        );
-        let headers = response.headers_mut();
-        headers.insert(
-            header::LOCATION,
-            HeaderValue::from_str(&url).map_err(|_| GatewayError::NotFound)?,
-        );
-        headers.append(
+        let mut response = see_other(&url);
+        response.headers_mut().append(
             header::SET_COOKIE,
             HeaderValue::from_str(&format!(
                 "{}={browser}; Path=/.gateway/oidc/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
@@ -490,18 +470,12 @@ impl Auth {
             let _ = self.store.sessions.end(&previous.session.key).await;
         }
         call.logged_user = Some(vouched.user.name.clone());
-        let mut response = own_response(
-            StatusCode::SEE_OTHER,
-            "text/plain; charset=utf-8",
-            "signed in\n",
-        );
+        // `next` was checked at the start, like the password form's.
+        let mut response = see_other(&record.next);
         self.set_session_cookie(&mut response, &id);
-        let headers = response.headers_mut();
-        headers.insert(
-            header::LOCATION,
-            HeaderValue::from_str(&record.next).unwrap_or(HeaderValue::from_static("/")),
-        );
-        headers.append(header::SET_COOKIE, self.clear_pre_login_cookie());
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, self.clear_pre_login_cookie());
         Ok(response)
     }
 
@@ -532,7 +506,7 @@ impl Auth {
                         "iss": settings.client_id,
                         "sub": settings.client_id,
                         "aud": discovered.token_endpoint,
-                        "jti": random_token(),
+                        "jti": session::new_id(),
                         "iat": now,
                         "exp": now + 60,
                     }));

@@ -57,8 +57,6 @@ pub struct Parsed<'t> {
     kid: Option<String>,
     signing_input: &'t str,
     signature: Vec<u8>,
-    /// The header's `typ`, if any.
-    pub typ: Option<String>,
     /// Trust them only after [`Parsed::verify`].
     claims: Map<String, Value>,
 }
@@ -95,7 +93,6 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, Refusal> {
         kid: header.get("kid").and_then(Value::as_str).map(str::to_owned),
         signing_input,
         signature: decode(signature)?,
-        typ: header.get("typ").and_then(Value::as_str).map(str::to_owned),
         claims,
     })
 }
