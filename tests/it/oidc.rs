@@ -330,6 +330,12 @@ async fn tampered_id_tokens_are_refused() {
             json!({"nonce": "not-the-one-sent"}),
             json!({}),
         ),
+        // Signed ES256; the header claims an alg the provider's key does not allow.
+        (
+            "an alg the key does not allow",
+            json!({}),
+            json!({"alg": "ES384"}),
+        ),
         ("no nonce", json!({"nonce": null}), json!({})),
     ];
     for (case, claims, header) in cases {
@@ -399,8 +405,15 @@ async fn rotated_keys_are_followed_and_unknown_kids_fetch_at_most_once() {
     let gw = gateway_with(&provider, "").await;
     let b = browser(&gw, &provider);
     assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 200);
+    let b = browser(&gw, &provider);
+    assert_eq!(sign_in(&gw, &b, "/private/x").await.status(), 200);
     let fetched = provider.jwks_fetches();
     assert_eq!(fetched, 1, "discovery fetched the keys once");
+    assert_eq!(
+        provider.state.lock().unwrap().discovery_fetches,
+        1,
+        "two sign-ins, one discovery: it is cached"
+    );
     provider.rotate("k2", true);
     let b = browser(&gw, &provider);
     assert_eq!(
@@ -1200,4 +1213,96 @@ async fn a_provider_users_account_pages_point_to_the_provider() {
     assert!(grants
         .iter()
         .any(|g| g.query.get("prompt").map(String::as_str) == Some("login")));
+}
+
+/// With users in Redis, locking a provider's user out on one replica ends
+/// their session on every replica and is listed everywhere; unlocking
+/// removes it for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_a_provider_users_lock() {
+    use reqwest::Method;
+    let redis = super::replicas::RedisServer::start();
+    let provider = FakeProvider::start().await;
+    let on_redis = || {
+        Setup::new()
+            .store("backend = \"redis\"")
+            .store(&format!("url = \"{}\"", redis.url()))
+    };
+    let a = gateway_from(on_redis(), &provider, "").await;
+    let b = gateway_from(on_redis(), &provider, "").await;
+    let dana = browser(&b, &provider);
+    assert_eq!(sign_in(&b, &dana, "/private/x").await.status(), 200);
+    let admin = a.sign_in("alice", ALICE_PASSWORD).await;
+    let csrf = super::admin::csrf_of(&a, &admin).await;
+    let api =
+        |method: Method, path: &str| super::admin::api(&a, method, path, Some(&admin), Some(&csrf));
+    assert_eq!(
+        api(Method::POST, "/providers/fake/users/dana/lock")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    super::admin::within(Duration::from_secs(1), || async {
+        dana.get(b.url("/private/x")).send().await.unwrap().status() == 401
+    })
+    .await;
+    let on_b: serde_json::Value = super::admin::api(&b, Method::GET, "/users", Some(&admin), None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = on_b["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "dana")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (entry["provider"].as_str(), entry["locked"].as_bool()),
+        (Some("fake"), Some(true))
+    );
+    let again = browser(&b, &provider);
+    assert_eq!(sign_in(&b, &again, "/private/x").await.status(), 403);
+    // A local user's name is not a provider's to lock, in Redis either.
+    assert_eq!(
+        api(Method::POST, "/providers/fake/users/bob/lock")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    assert_eq!(
+        api(Method::POST, "/users/dana/unlock")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    // Every failed sign-in counts against the client: wait for the unlock
+    // to reach B without trying, then try once.
+    super::admin::within(Duration::from_secs(1), || async {
+        let users: serde_json::Value =
+            super::admin::api(&b, Method::GET, "/users", Some(&admin), None)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        !users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "dana")
+    })
+    .await;
+    let back = browser(&b, &provider);
+    assert_eq!(sign_in(&b, &back, "/private/x").await.status(), 200);
 }
