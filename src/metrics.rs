@@ -68,6 +68,8 @@ pub struct Metrics {
     logins: [AtomicU64; 4],
     /// The session store's operations, and why sessions ended.
     pub store: std::sync::Arc<crate::store::stats::Stats>,
+    /// `[ldap]`: whether it answers, and the work asked of it.
+    pub directory: std::sync::Arc<crate::identity::ldap::DirectoryStats>,
     /// Config reloads put in force, and refused.
     reloads_ok: AtomicU64,
     reloads_refused: AtomicU64,
@@ -256,6 +258,40 @@ impl Metrics {
         out.push_str("# HELP authgate_store_up 1 while the session store answers, 0 while it is unavailable.\n");
         out.push_str("# TYPE authgate_store_up gauge\n");
         let _ = writeln!(out, "authgate_store_up {}", u8::from(self.store_up()));
+        let directory = &self.directory;
+        out.push_str("# HELP authgate_directory_up 1 while [ldap] answers (or is not configured), 0 from a failed exchange to the next good one.\n");
+        out.push_str("# TYPE authgate_directory_up gauge\n");
+        let _ = writeln!(
+            out,
+            "authgate_directory_up {}",
+            u8::from(!directory.down.load(Ordering::Relaxed))
+        );
+        for (name, help, value) in [
+            (
+                "failures",
+                "Exchanges with the directory that failed (unreachable, slow, refused).",
+                &directory.failures,
+            ),
+            (
+                "connections_opened",
+                "Connections opened to the directory (they are pooled).",
+                &directory.connections_opened,
+            ),
+            (
+                "searches",
+                "Searches sent to the directory.",
+                &directory.searches,
+            ),
+            (
+                "binds",
+                "Binds sent to the directory (password checks).",
+                &directory.binds,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP authgate_directory_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE authgate_directory_{name}_total counter");
+            let _ = writeln!(out, "authgate_directory_{name}_total {}", load(value));
+        }
         out.push_str("# HELP authgate_websockets_open WebSockets open through the gateway.\n");
         out.push_str("# TYPE authgate_websockets_open gauge\n");
         let _ = writeln!(

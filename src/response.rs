@@ -87,6 +87,13 @@ pub enum GatewayError {
     Throttled { retry_after_secs: u64 },
     #[error("too many sign-ins are being checked right now")]
     LoginBusy,
+    /// `[ldap]` cannot be asked, and the name is not a local user's.
+    #[error("the directory cannot be reached right now; try again in a moment")]
+    DirectoryUnavailable,
+    /// A directory user's role must have a second factor, which the
+    /// gateway does not keep for directory users yet.
+    #[error("your role needs a second factor, which this gateway cannot keep for directory accounts yet; ask an administrator")]
+    SecondFactorUnavailable,
     /// The session store cannot answer, or cannot make a change durable.
     #[error("sessions cannot be checked or saved right now; try again in a moment")]
     StoreUnavailable,
@@ -109,9 +116,10 @@ impl GatewayError {
             | GatewayError::UpgradeRefused => StatusCode::BAD_REQUEST,
             GatewayError::CsrfRejected | GatewayError::CrossSiteWebSocket => StatusCode::FORBIDDEN,
             GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::LoginBusy | GatewayError::StoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::LoginBusy
+            | GatewayError::StoreUnavailable
+            | GatewayError::DirectoryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::SecondFactorUnavailable => StatusCode::FORBIDDEN,
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -144,6 +152,8 @@ impl GatewayError {
             GatewayError::Throttled { .. } => "too_many_requests",
             GatewayError::LoginBusy => "busy",
             GatewayError::StoreUnavailable => "store_unavailable",
+            GatewayError::DirectoryUnavailable => "directory_unavailable",
+            GatewayError::SecondFactorUnavailable => "second_factor_unavailable",
             GatewayError::HeadTooLarge => "request_header_fields_too_large",
             GatewayError::BodyTooLarge => "payload_too_large",
             GatewayError::BodyTimeout => "request_timeout",
@@ -247,6 +257,7 @@ impl GatewayError {
             GatewayError::Throttled { retry_after_secs } => Some(retry_after_secs),
             GatewayError::LoginBusy => Some(1),
             GatewayError::StoreUnavailable => Some(5),
+            GatewayError::DirectoryUnavailable => Some(5),
             _ => None,
         };
         if let Some(seconds) = retry_after {

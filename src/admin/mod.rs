@@ -301,7 +301,7 @@ pub async fn api(
             }
         }
         (&Method::POST, ["providers", provider, "users", name, "lock"]) => {
-            if !config.oidc.iter().any(|p| p.name == *provider) {
+            if !config.has_provider(provider) {
                 return Ok(error(StatusCode::NOT_FOUND, "not_found"));
             }
             drop(users);
@@ -519,7 +519,7 @@ pub async fn page(
                     Ok(())
                 }
                 ("lock_provider_user", _) => match target.split_once('/') {
-                    Some((provider, name)) if config.oidc.iter().any(|p| p.name == provider) => {
+                    Some((provider, name)) if config.has_provider(provider) => {
                         let change = Change::LockProviderUser {
                             name: name.to_owned(),
                             provider: provider.to_owned(),

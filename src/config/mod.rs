@@ -43,6 +43,8 @@ pub struct Config {
     pub admin: Admin,
     /// `[[oidc]]`: identity providers people may sign in with.
     pub oidc: Vec<Arc<OidcProvider>>,
+    /// `[ldap]`: a directory people may sign in against.
+    pub ldap: Option<Arc<Ldap>>,
     pub policy: Policy,
     /// The `[[test]]` cases `authgate check` runs.
     pub tests: Vec<PolicyTest>,
@@ -187,6 +189,63 @@ pub struct OidcProvider {
     pub timeout: Duration,
     /// `None`: `https://HOST/.gateway/oidc/NAME/callback` of the request's host.
     pub redirect_uri: Option<String>,
+}
+
+/// `[ldap]`: a directory (see [`crate::identity::ldap`]). Its users sign
+/// in on the password form and their sessions are marked with the
+/// provider name [`Ldap::NAME`].
+#[derive(Debug)]
+pub struct Ldap {
+    /// `ldaps://...` or `ldap://...` as written.
+    pub url: String,
+    pub start_tls: bool,
+    /// `None`: plain LDAP (`insecure = true`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The search account; `None`: anonymous searches.
+    pub bind: Option<(String, Secret)>,
+    pub user_base: String,
+    /// With `{username}` where the escaped name goes.
+    pub user_filter: String,
+    /// Whose value becomes the user's name here (`uid`, `sAMAccountName`).
+    pub username_attribute: String,
+    /// `userAccountControl`'s disabled bit refuses the account.
+    pub active_directory: bool,
+    pub groups: LdapGroups,
+    /// A group's DN or name (lower case) -> the roles it gives.
+    pub role_map: Vec<(String, Vec<String>)>,
+    pub default_roles: Vec<String>,
+    /// Headers sent upstream, each from an attribute.
+    pub headers: Vec<(HeaderName, String)>,
+    /// For each exchange with the directory.
+    pub timeout: Duration,
+    /// How often directory users' sessions are checked again.
+    pub recheck: Duration,
+    /// Connections kept open for searches, and as many for binds.
+    pub connections: usize,
+    /// `[users] order`: who wins a name in both the users file and the
+    /// directory; `None`: such a name cannot sign in (and is refused at start).
+    pub order: Option<NameOrder>,
+}
+
+impl Ldap {
+    /// Sessions, rules' `providers` and provider entries name the directory so.
+    pub const NAME: &'static str = "ldap";
+}
+
+/// Where a user's groups come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LdapGroups {
+    /// The user entry's `memberOf`.
+    MemberOf,
+    /// A search under `base` with `filter` (`{dn}` or `{username}` filled).
+    Search { base: String, filter: String },
+}
+
+/// `[users] order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameOrder {
+    LocalFirst,
+    DirectoryFirst,
 }
 
 /// A secret read from a file: its `Debug` never shows it.
@@ -455,6 +514,14 @@ impl Config {
 
 /// Smallest accepted `max_header_size`: below this no browser request fits.
 const MIN_HEADER_SIZE: u64 = 1024;
+
+impl Config {
+    /// Whether sessions may name this sign-in method besides the users
+    /// file: an `[[oidc]]` provider, or `ldap` with `[ldap]`.
+    pub fn has_provider(&self, name: &str) -> bool {
+        self.oidc.iter().any(|p| p.name == name) || (self.ldap.is_some() && name == Ldap::NAME)
+    }
+}
 
 impl Config {
     /// Reads and validates the file at `path`.

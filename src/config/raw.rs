@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default, rename = "oidc")]
     pub oidc: Vec<Spanned<RawOidc>>,
+    pub ldap: Option<Spanned<RawLdap>>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
     #[serde(default, rename = "test")]
@@ -200,6 +201,45 @@ pub struct RawOidc {
     pub redirect_uri: Option<Text>,
 }
 
+/// `[ldap]`: a directory (OpenLDAP, Active Directory) people sign in
+/// against with their directory password.
+#[derive(Debug, Deserialize)]
+pub struct RawLdap {
+    /// `ldaps://HOST[:PORT]`, or `ldap://` with `start_tls` or `insecure`.
+    pub url: Text,
+    pub start_tls: Option<Spanned<bool>>,
+    /// Allows plain `ldap://` without TLS (passwords in the clear).
+    pub insecure: Option<Spanned<bool>>,
+    /// PEM roots to trust for the directory instead of the system's.
+    pub ca: Option<Text>,
+    /// The search account; without it, searches are anonymous.
+    pub bind_dn: Option<Text>,
+    pub bind_password_file: Option<Text>,
+    pub user_base: Text,
+    /// With `{username}` where the typed name goes (escaped).
+    pub user_filter: Option<Text>,
+    /// The attribute whose value is the user's name here.
+    pub username_attribute: Option<Text>,
+    /// Presets for Active Directory: `sAMAccountName` or
+    /// `userPrincipalName`, `memberOf`, the disabled bit.
+    pub active_directory: Option<Spanned<bool>>,
+    /// Groups are searched here with `group_filter`; without it, the
+    /// user's `memberOf` names them.
+    pub group_base: Option<Text>,
+    /// With `{dn}` (the user's DN) or `{username}`.
+    pub group_filter: Option<Text>,
+    /// A group's DN or name -> the roles it gives.
+    pub role_map: Option<Spanned<std::collections::BTreeMap<String, Vec<Text>>>>,
+    pub default_roles: Option<Vec<Text>>,
+    /// Headers sent upstream, each from an attribute of the user's entry.
+    pub headers: Option<Spanned<std::collections::BTreeMap<String, Text>>>,
+    pub timeout: Option<Text>,
+    /// How often every directory user's sessions are checked again.
+    pub recheck: Option<Text>,
+    /// Connections kept to the directory, for searches and for binds each.
+    pub connections: Option<Spanned<i64>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct RawSession {
     pub cookie_name: Option<Text>,
@@ -227,6 +267,10 @@ pub struct RawUsers {
     /// A read-only users file (a Kubernetes Secret) that `file` is made
     /// from when it does not exist yet.
     pub seed: Option<Text>,
+    /// Where a name that is both in this file and in `[ldap]` signs in:
+    /// `["local", "ldap"]` or `["ldap", "local"]`. Unset: such a name is
+    /// an error.
+    pub order: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

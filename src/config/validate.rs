@@ -18,6 +18,7 @@ use super::{
 };
 use crate::diag::Diagnostics;
 
+mod ldap;
 mod listeners;
 mod oidc;
 mod rules;
@@ -83,13 +84,27 @@ impl Validator<'_> {
             .flat_map(|i| [i.user_header.as_str(), i.roles_header.as_str()])
             .collect();
         let oidc = self.oidc(raw.oidc, &own_headers);
-        if let (Some(identity), Some(providers)) = (&mut identity, &oidc) {
-            for provider in providers {
-                for (name, _) in &provider.headers {
-                    if !identity.claim_headers.contains(name) {
-                        identity.claim_headers.push(name.clone());
-                    }
+        let order = raw.users.as_ref().and_then(|u| u.get_ref().order.as_ref());
+        let ldap = self.ldap(raw.ldap, order, &own_headers);
+        if let (Some(identity), Some(providers), Some(directory)) = (&mut identity, &oidc, &ldap) {
+            let filled = providers
+                .iter()
+                .flat_map(|p| &p.headers)
+                .chain(directory.iter().flat_map(|d| &d.headers));
+            for (name, _) in filled {
+                if !identity.claim_headers.contains(name) {
+                    identity.claim_headers.push(name.clone());
                 }
+            }
+        }
+        if let (Some(providers), Some(Some(_))) = (&oidc, &ldap) {
+            if providers
+                .iter()
+                .any(|p| p.name == crate::config::Ldap::NAME)
+            {
+                self.diag.file(
+                    "an [[oidc]] is called \"ldap\", the name of the [ldap] directory; rename it",
+                );
             }
         }
         let admin = Some(Admin {
@@ -98,7 +113,10 @@ impl Validator<'_> {
                 .role
                 .map_or_else(|| "admin".to_owned(), |r| r.into_inner()),
         });
-        let names: Vec<&str> = oidc.iter().flatten().map(|p| p.name.as_str()).collect();
+        let mut names: Vec<&str> = oidc.iter().flatten().map(|p| p.name.as_str()).collect();
+        if let Some(Some(_)) = &ldap {
+            names.push(crate::config::Ldap::NAME);
+        }
         let policy = self.policy(raw.rules, &names);
         let tests = self.tests(raw.tests);
         Some(Config {
@@ -114,6 +132,7 @@ impl Validator<'_> {
             identity: identity?,
             admin: admin?,
             oidc: oidc?,
+            ldap: ldap?,
             policy: policy?,
             tests: tests?,
         })

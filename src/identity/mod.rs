@@ -5,6 +5,7 @@ mod audit;
 mod changes;
 pub mod csrf;
 pub mod forms;
+pub mod ldap;
 mod lifecycle;
 pub mod next;
 pub mod oidc;
@@ -148,9 +149,11 @@ pub struct Auth {
     metrics: Arc<crate::metrics::Metrics>,
     /// The `[[oidc]]` providers as reached so far.
     providers: oidc::Providers,
-    /// The names of the `[[oidc]]` providers in force: a session from one
-    /// that a reload removed ends.
+    /// The names of the `[[oidc]]` providers (and `ldap`) in force: a
+    /// session from one that a reload removed ends.
     provider_names: ArcSwap<Vec<String>>,
+    /// `[ldap]` as reached so far.
+    pub directories: ldap::Directories,
 }
 
 impl Auth {
@@ -163,6 +166,8 @@ impl Auth {
         let from_file = std::mem::take(&mut config.users);
         let (store, users) = Store::open(config, from_file, metrics.store.clone()).await?;
         let csrf = csrf::CsrfSecret::new(store.sessions.secret("csrf").await?);
+        let directories = ldap::Directories::new(metrics.directory.clone());
+        directories.set(config.ldap.as_ref());
         let verifier = Verifier::with_threads(config.login.hashing_threads);
         verifier.match_strongest(users.iter().map(|u| &*u.password_hash));
         let cookie_name = config.session.cookie_name.clone();
@@ -188,9 +193,8 @@ impl Auth {
             audit: Audit::default(),
             metrics,
             providers: oidc::Providers::default(),
-            provider_names: ArcSwap::from_pointee(
-                config.oidc.iter().map(|p| p.name.clone()).collect(),
-            ),
+            provider_names: ArcSwap::from_pointee(provider_names(config)),
+            directories,
         })
     }
 
@@ -210,6 +214,7 @@ impl Auth {
                 auth.store.sweep(session::now_ms());
             }
         });
+        self.start_directory_recheck();
     }
 
     /// Answers the sign-in paths under `/.gateway/`: each way of proving
@@ -257,11 +262,10 @@ impl Auth {
         }
     }
 
-    /// Puts the `[[oidc]]` providers of a reloaded config in force.
+    /// Puts the `[[oidc]]` providers and `[ldap]` of a reloaded config in force.
     pub fn set_providers(&self, config: &Config) {
-        self.provider_names.store(Arc::new(
-            config.oidc.iter().map(|p| p.name.clone()).collect(),
-        ));
+        self.provider_names.store(Arc::new(provider_names(config)));
+        self.directories.set(config.ldap.as_ref());
     }
 
     /// Hashes a new password on the hashing threads (`Err` when they are
@@ -412,7 +416,11 @@ impl Auth {
                     session,
                 })
             }
-            (Some(_), Some(entry)) if entry.provider.is_none() => "a local user has the name",
+            (Some(vouched), Some(entry))
+                if entry.provider.is_none() && !self.directory_wins(vouched) =>
+            {
+                "a local user has the name"
+            }
             (Some(_), Some(entry)) if entry.locked => "user locked",
             (Some(vouched), Some(_)) => {
                 return Ok(SignedIn {
@@ -526,6 +534,27 @@ impl UsersListener for Auth {
     fn store_health(&self, up: bool, round_trips: u64) {
         self.metrics.set_store_up(up);
         self.metrics.set_store_round_trips(round_trips);
+    }
+}
+
+/// The sign-in methods besides the users file that sessions may name.
+fn provider_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config.oidc.iter().map(|p| p.name.clone()).collect();
+    if config.ldap.is_some() {
+        names.push(crate::config::Ldap::NAME.to_owned());
+    }
+    names
+}
+
+impl Auth {
+    /// A directory session for a name the users file also has stands only
+    /// under `[users] order = ["ldap", "local"]`.
+    fn directory_wins(&self, vouched: &session::Vouched) -> bool {
+        vouched.provider() == crate::config::Ldap::NAME
+            && self
+                .directories
+                .current()
+                .is_some_and(|d| d.settings.order == Some(crate::config::NameOrder::DirectoryFirst))
     }
 }
 

@@ -7,6 +7,7 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::forms::{checked_form, read_form, user_agent_of, MANAGED_ELSEWHERE};
+use super::ldap::Outcome;
 use super::Call;
 use super::{cookie_values, csrf, Auth, GENERIC_FAILURE};
 use crate::metrics::Login;
@@ -112,17 +113,22 @@ impl Auth {
             }
             Err(Refused::Unavailable) => return Err(GatewayError::StoreUnavailable),
         };
-        let user = self.users.load().get_by_key(&key).cloned();
-        let matched = self
-            .password_matches(user.as_deref(), form.get("password"))
+        let outcome = self
+            .check_password(config, name, form.get("password"))
             .await?;
-        let user = match user {
-            Some(user) if matched && !user.locked => user,
-            user => {
+        let (user, vouched) = match outcome {
+            Outcome::Local(user) => (user, None),
+            Outcome::Directory(vouched) => (vouched.user.clone(), Some(vouched)),
+            Outcome::DirectoryDown => {
+                attempt.given_back();
+                return Err(GatewayError::DirectoryUnavailable);
+            }
+            Outcome::Refused { locked } => {
                 attempt.failed();
-                self.metrics.record_login(match user {
-                    Some(user) if matched && user.locked => Login::Locked,
-                    _ => Login::BadCredentials,
+                self.metrics.record_login(if locked {
+                    Login::Locked
+                } else {
+                    Login::BadCredentials
                 });
                 crate::security_event!(warn, event = "login_failed", user = %truncate(&key), ip = %peer, "login failed");
                 self.audit.sign_in_refused(
@@ -142,7 +148,20 @@ impl Auth {
             }
         };
         // A second factor: no session until the code (or enrollment).
-        let second_step = self.begin_second_step(config, &user, &next).await?;
+        let second_step = match &vouched {
+            None => self.begin_second_step(config, &user, &next).await?,
+            Some(_)
+                if user
+                    .roles
+                    .iter()
+                    .any(|r| config.login.require_totp.contains(r)) =>
+            {
+                // Directory users have no second factor kept here yet.
+                attempt.given_back();
+                return Err(GatewayError::SecondFactorUnavailable);
+            }
+            Some(_) => None,
+        };
         match second_step {
             Some(_) => attempt.given_back(),
             None => attempt.succeeded(),
@@ -158,7 +177,7 @@ impl Auth {
             return Ok(second_step);
         }
         let id = self
-            .begin_session(call, &user, &user_agent, false, None)
+            .begin_session(call, &user, &user_agent, false, vouched.map(|v| (v, None)))
             .await?;
         call.logged_user = Some(user.name.clone());
         let mut response = own_response(
@@ -314,8 +333,7 @@ impl Auth {
 }
 
 /// Usernames in logs are cut short: a flood of huge names must not flood the log.
-/// Usernames in logs are cut short: a flood of huge names must not flood the log.
-fn truncate(name: &str) -> &str {
+pub(super) fn truncate(name: &str) -> &str {
     let mut end = name.len().min(64);
     while !name.is_char_boundary(end) {
         end -= 1;

@@ -306,6 +306,51 @@ impl SessionMap {
         })
     }
 
+    /// Puts `vouched` (`None`: ends them) in every session of `user`
+    /// that `provider` vouched for; the rows changed, or the keys ended.
+    pub fn replace_vouched(
+        &self,
+        user: &str,
+        provider: &str,
+        vouched: Option<&Arc<Vouched>>,
+    ) -> (Vec<Row>, Vec<Key>) {
+        let of_provider = |s: &Session| {
+            &*s.profile.user == user && s.vouched.as_ref().is_some_and(|v| v.provider() == provider)
+        };
+        let Some(vouched) = vouched else {
+            let mut ended = Vec::new();
+            self.sessions.retain(|key, s| {
+                let keep = !of_provider(s);
+                if !keep {
+                    ended.push(*key);
+                }
+                keep
+            });
+            return (Vec::new(), ended);
+        };
+        let mut changed = Vec::new();
+        for mut entry in self.sessions.iter_mut() {
+            if !of_provider(entry.value()) {
+                continue;
+            }
+            entry.vouched = Some(vouched.clone());
+            let session = entry.value();
+            changed.push(Row {
+                key: *entry.key(),
+                user: session.profile.user.clone(),
+                created_ms: session.created_ms,
+                last_seen_ms: session.last_seen_ms(),
+                ip: session.ip,
+                user_agent: session.profile.user_agent.clone(),
+                password_fingerprint: session.password_fingerprint,
+                auth_ms: session.auth_ms.load(Ordering::Relaxed),
+                mfa: session.mfa.load(Ordering::Relaxed),
+                vouched: session.vouched.clone(),
+            });
+        }
+        (changed, Vec::new())
+    }
+
     /// Ends one session; true if it existed.
     pub fn end(&self, key: &Key) -> bool {
         self.sessions.remove(key).is_some()

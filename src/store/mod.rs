@@ -373,6 +373,34 @@ impl Sessions {
         Ok(count)
     }
 
+    /// What `provider` now says of `user`: `Some` replaces its word in
+    /// every session of the user it vouched for (new roles, headers),
+    /// `None` ends those sessions. Returns how many, once durable.
+    pub async fn replace_vouched(
+        &self,
+        user: &Arc<str>,
+        provider: &str,
+        vouched: Option<&Arc<crate::session::Vouched>>,
+    ) -> Result<usize, Unavailable> {
+        if let Backend::Redis(redis) = &self.backend {
+            return redis.replace_vouched(user, provider, vouched).await;
+        }
+        let (changed, ended) = self.map.replace_vouched(user, provider, vouched);
+        let count = changed.len() + ended.len();
+        if let Backend::Local(local) = &self.backend {
+            for row in changed {
+                let started = std::time::Instant::now();
+                let written = local.insert(row).await;
+                self.stats().record(started.elapsed(), written.is_ok());
+                written?;
+            }
+        }
+        if !ended.is_empty() {
+            self.forget(ended, Some(user.clone())).await?;
+        }
+        Ok(count)
+    }
+
     /// Ends every session of a user whose change is already on record
     /// elsewhere (the users file says they are locked, removed or have a
     /// new password, and a restart checks that): no waiting for the store.

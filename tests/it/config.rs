@@ -374,6 +374,7 @@ fn accepted_keys() -> Vec<(String, Vec<String>)> {
             "RawRule" => "rule",
             "RawTest" => "test",
             "RawOidc" => "oidc",
+            "RawLdap" => "ldap",
             other => {
                 panic!("raw.rs has a struct {other} this test does not know: name its table here")
             }

@@ -8,7 +8,7 @@ use reqwest::Method;
 use crate::admin::{api, csrf_of};
 use crate::support::{Setup, TestGateway, ALICE_PASSWORD, BOB_PASSWORD};
 
-async fn scrape(gw: &TestGateway) -> String {
+pub async fn scrape(gw: &TestGateway) -> String {
     let ops = gw.gateway().ops_addr().expect("an ops listener");
     reqwest::get(format!("http://{ops}/metrics"))
         .await
@@ -19,7 +19,7 @@ async fn scrape(gw: &TestGateway) -> String {
 }
 
 /// The value of the sample named exactly `name` (labels included).
-fn sample(text: &str, name: &str) -> f64 {
+pub fn sample(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))

@@ -211,6 +211,7 @@ pub struct Setup {
     upstream_tables: Option<String>,
     listen: Option<String>,
     certificate: Option<authgate::tls::SelfSigned>,
+    users_table: Vec<String>,
 }
 
 pub const ALICE_PASSWORD: &str = "alice-password-123";
@@ -270,6 +271,7 @@ impl Setup {
             upstream_tables: None,
             listen: None,
             certificate: None,
+            users_table: Vec::new(),
         }
     }
 
@@ -283,6 +285,12 @@ impl Setup {
     /// Serves this certificate instead of one made at start.
     pub fn certificate(mut self, certificate: authgate::tls::SelfSigned) -> Setup {
         self.certificate = Some(certificate);
+        self
+    }
+
+    /// Adds `key = value` to `[users]`.
+    pub fn users_line(mut self, line: &str) -> Setup {
+        self.users_table.push(line.to_owned());
         self
     }
 
@@ -363,7 +371,7 @@ impl Setup {
         )
         .unwrap();
         let text = format!(
-            "[server]\nlisten = \"{}\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n{}\n\n[session]\n{}\n\n[store]\n{}\n\n[users]\nfile = \"users.toml\"\n\n[login]\n{}\n{}",
+            "[server]\nlisten = \"{}\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n{}\n\n{}\n\n[session]\n{}\n\n[store]\n{}\n\n[users]\nfile = \"users.toml\"\n{}\n\n[login]\n{}\n{}",
             self.listen.as_deref().unwrap_or("127.0.0.1:0"),
             self.server.join("\n"),
             self.upstream_tables.unwrap_or_else(|| format!(
@@ -373,6 +381,7 @@ impl Setup {
             )),
             self.session.join("\n"),
             self.store.join("\n"),
+            self.users_table.join("\n"),
             self.login.join("\n"),
             self.rules,
         );

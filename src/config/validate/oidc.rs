@@ -111,31 +111,7 @@ impl Validator<'_> {
         };
         let client_secret = match &raw.client_secret_file {
             None => Some(None),
-            Some(file) => {
-                let path = self.base.join(file.get_ref());
-                match std::fs::read_to_string(&path) {
-                    Ok(text) if !text.trim().is_empty() => {
-                        Some(Some(Secret(text.trim().to_owned())))
-                    }
-                    Ok(_) => {
-                        self.file_problem(
-                            file.span(),
-                            format!(
-                                "{} is empty; it must hold the client secret",
-                                path.display()
-                            ),
-                        );
-                        self.lenient_files.as_ref().map(|_| None)
-                    }
-                    Err(e) => {
-                        self.file_problem(
-                            file.span(),
-                            format!("cannot read the client secret from {}: {e}", path.display()),
-                        );
-                        self.lenient_files.as_ref().map(|_| None)
-                    }
-                }
-            }
+            Some(file) => self.secret_file(file, "the client secret"),
         };
         let client_key = match (&raw.client_auth, &raw.client_key) {
             (Some(auth), key) if auth.get_ref() == "private_key_jwt" => match key {
@@ -230,30 +206,9 @@ impl Validator<'_> {
             );
             roles_ok = false;
         }
-        let mut role = |v: &mut Validator, text: &Text| -> Option<String> {
-            let role = text.get_ref().trim();
-            match crate::users::file::check_role(role) {
-                Ok(()) => Some(role.to_owned()),
-                Err(e) => {
-                    v.diag.at(text.span(), e.to_string());
-                    roles_ok = false;
-                    None
-                }
-            }
-        };
-        let mut role_map = Vec::new();
-        if let Some(map) = &raw.role_map {
-            for (value, roles) in map.get_ref() {
-                let roles: Vec<String> = roles.iter().filter_map(|r| role(self, r)).collect();
-                role_map.push((value.clone(), roles));
-            }
-        }
-        let default_roles: Vec<String> = raw
-            .default_roles
-            .iter()
-            .flatten()
-            .filter_map(|r| role(self, r))
-            .collect();
+        let (role_map, default_roles, roles_fine) =
+            self.role_map(&raw.role_map, &raw.default_roles);
+        roles_ok &= roles_fine;
         let allowed_users = raw
             .allowed_users
             .iter()
@@ -281,37 +236,8 @@ impl Validator<'_> {
                 domain
             })
             .collect();
-        let mut headers = Vec::new();
-        let mut headers_ok = true;
-        if let Some(map) = &raw.headers {
-            for (header, claim) in map.get_ref() {
-                match HeaderName::from_bytes(header.as_bytes()) {
-                    Ok(name) if identity_headers.contains(&name.as_str()) => {
-                        self.diag.at(
-                            claim.span(),
-                            format!(
-                                "{header} is the gateway's own identity header; pick another name"
-                            ),
-                        );
-                        headers_ok = false;
-                    }
-                    Ok(name) if RESERVED_HEADERS.contains(&name.as_str()) => {
-                        self.diag.at(
-                            claim.span(),
-                            format!("{header} is a header the gateway sets or removes itself; pick another name"),
-                        );
-                        headers_ok = false;
-                    }
-                    Ok(name) => headers.push((name, claim.get_ref().clone())),
-                    Err(_) => {
-                        self.diag
-                            .at(claim.span(), format!("invalid header name {header:?}"));
-                        headers_ok = false;
-                    }
-                }
-            }
-        }
-        let tls = self.provider_tls(&raw);
+        let (headers, headers_ok) = self.filled_headers(&raw.headers, identity_headers);
+        let tls = self.roots(&raw.ca, raw.issuer.span());
         let timeout = self.duration(&raw.timeout, Duration::from_secs(5));
         if let (Some(t), Some(text)) = (timeout, &raw.timeout) {
             if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&t) {
@@ -394,8 +320,105 @@ impl Validator<'_> {
         }
     }
 
-    fn provider_tls(&mut self, raw: &raw::RawOidc) -> Option<Arc<rustls::ClientConfig>> {
-        let ca = match &raw.ca {
+    /// `role_map` (a value -> roles) and `default_roles`, each role
+    /// checked; false when one is not a role.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn role_map(
+        &mut self,
+        map: &Option<toml::Spanned<std::collections::BTreeMap<String, Vec<Text>>>>,
+        defaults: &Option<Vec<Text>>,
+    ) -> (Vec<(String, Vec<String>)>, Vec<String>, bool) {
+        let mut ok = true;
+        let mut role = |v: &mut Validator, text: &Text| -> Option<String> {
+            let role = text.get_ref().trim();
+            match crate::users::file::check_role(role) {
+                Ok(()) => Some(role.to_owned()),
+                Err(e) => {
+                    v.diag.at(text.span(), e.to_string());
+                    ok = false;
+                    None
+                }
+            }
+        };
+        let mut role_map = Vec::new();
+        for (value, roles) in map.iter().flat_map(|m| m.get_ref()) {
+            let roles: Vec<String> = roles.iter().filter_map(|r| role(self, r)).collect();
+            role_map.push((value.clone(), roles));
+        }
+        let default_roles = defaults
+            .iter()
+            .flatten()
+            .filter_map(|r| role(self, r))
+            .collect();
+        (role_map, default_roles, ok)
+    }
+
+    /// A secret read from `file` (trimmed; it must not be empty).
+    pub(super) fn secret_file(&mut self, file: &Text, what: &str) -> Option<Option<Secret>> {
+        let path = self.base.join(file.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => Some(Some(Secret(text.trim().to_owned()))),
+            Ok(_) => {
+                self.file_problem(
+                    file.span(),
+                    format!("{} is empty; it must hold {what}", path.display()),
+                );
+                self.lenient_files.as_ref().map(|_| None)
+            }
+            Err(e) => {
+                self.file_problem(
+                    file.span(),
+                    format!("cannot read {what} from {}: {e}", path.display()),
+                );
+                self.lenient_files.as_ref().map(|_| None)
+            }
+        }
+    }
+
+    /// `headers = { "X-Name" = "source" }`: headers a sign-in method fills
+    /// (from claims, from attributes); false when one is refused.
+    pub(super) fn filled_headers(
+        &mut self,
+        map: &Option<toml::Spanned<std::collections::BTreeMap<String, Text>>>,
+        identity_headers: &[&str],
+    ) -> (Vec<(HeaderName, String)>, bool) {
+        let mut headers = Vec::new();
+        let mut ok = true;
+        for (header, source) in map.iter().flat_map(|m| m.get_ref()) {
+            match HeaderName::from_bytes(header.as_bytes()) {
+                Ok(name) if identity_headers.contains(&name.as_str()) => {
+                    self.diag.at(
+                        source.span(),
+                        format!("{header} is the gateway's own identity header; pick another name"),
+                    );
+                    ok = false;
+                }
+                Ok(name) if RESERVED_HEADERS.contains(&name.as_str()) => {
+                    self.diag.at(
+                        source.span(),
+                        format!("{header} is a header the gateway sets or removes itself; pick another name"),
+                    );
+                    ok = false;
+                }
+                Ok(name) => headers.push((name, source.get_ref().clone())),
+                Err(_) => {
+                    self.diag
+                        .at(source.span(), format!("invalid header name {header:?}"));
+                    ok = false;
+                }
+            }
+        }
+        (headers, ok)
+    }
+
+    /// How a server's certificate is checked: the PEM roots in `ca`, or
+    /// the system's. Problems are put at `span` when not about the file.
+    pub(super) fn roots(
+        &mut self,
+        ca: &Option<Text>,
+        span: std::ops::Range<usize>,
+    ) -> Option<Arc<rustls::ClientConfig>> {
+        let ca = match ca {
             None => None,
             Some(text) => match crate::tls::load_certs(&self.base.join(text.get_ref())) {
                 Ok(certs) => Some(certs),
@@ -410,7 +433,7 @@ impl Validator<'_> {
             // The connector sets ALPN itself (HTTP/1.1).
             Ok(config) => Some(Arc::new(config)),
             Err(e) => {
-                self.diag.at(raw.issuer.span(), e);
+                self.diag.at(span, e);
                 None
             }
         }

@@ -164,6 +164,27 @@ redis.call('INCR', KEYS[3])
 return 'ok ' .. ended
 ";
 
+const REPLACE_VOUCHED: &str = "
+-- KEYS: sessions-of; ARGV: prefix, the start of the provider's vouched text, vouched ('': end them)
+local n = 0
+for _, suffix in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. 'session:' .. suffix
+  local v = redis.call('HGET', key, 'vouched')
+  if not v then
+    if redis.call('EXISTS', key) == 0 then redis.call('SREM', KEYS[1], suffix) end
+  elseif string.sub(v, 1, string.len(ARGV[2])) == ARGV[2] then
+    n = n + 1
+    if ARGV[3] == '' then
+      redis.call('DEL', key)
+      redis.call('SREM', KEYS[1], suffix)
+    else
+      redis.call('HSET', key, 'vouched', ARGV[3])
+    end
+  end
+end
+return n
+";
+
 const RESERVE: &str = "
 -- KEYS: counters; ARGV: window, then one allowance per key
 for i, key in ipairs(KEYS) do
@@ -218,6 +239,7 @@ struct Scripts {
     change_user: Script,
     reserve: Script,
     refund: Script,
+    replace_vouched: Script,
 }
 
 fn key_from_hex(text: &str) -> Option<Key> {
@@ -306,6 +328,7 @@ impl Redis {
                 change_user: Script::new(CHANGE_USER),
                 reserve: Script::new(RESERVE),
                 refund: Script::new(REFUND),
+                replace_vouched: Script::new(REPLACE_VOUCHED),
             },
         };
         let policy: Result<Vec<String>, _> = store

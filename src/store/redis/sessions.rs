@@ -30,6 +30,28 @@ impl Redis {
 
     /// A fresh sign-in within a live session (see
     /// [`crate::store::memory::SessionMap::reauthenticate`]); false if it is gone.
+    /// See [`crate::store::Sessions::replace_vouched`]. Other replicas
+    /// see it once their copy is older than [`super::CACHE_AGE`].
+    pub async fn replace_vouched(
+        &self,
+        user: &str,
+        provider: &str,
+        vouched: Option<&Arc<Vouched>>,
+    ) -> Result<usize, Unavailable> {
+        self.forget_user(user);
+        let mut invocation = self.scripts.replace_vouched.prepare_invoke();
+        invocation
+            .key(self.key("sessions-of", user))
+            .arg(&self.prefix)
+            .arg(format!(
+                "{{\"provider\":{}",
+                serde_json::Value::from(provider)
+            ))
+            .arg(vouched.map_or(String::new(), |v| v.to_record()));
+        let count: i64 = self.run(&invocation).await?;
+        Ok(count.max(0) as usize)
+    }
+
     pub async fn reauthenticate(&self, key: &Key, mfa: bool) -> Result<bool, Unavailable> {
         self.cache.remove(key);
         let mut invocation = self.scripts.reauth.prepare_invoke();

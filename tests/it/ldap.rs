@@ -1,0 +1,452 @@
+//! Signing in against a directory (issue 27): a real OpenLDAP `slapd`
+//! ([`crate::slapd`]) over ldaps:// and StartTLS, beside local users.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+
+use crate::admin::{api, csrf_of, within};
+use crate::metrics::{sample, scrape};
+use crate::slapd::{Slapd, BASE, CAROL_PASSWORD, DAVE_PASSWORD};
+use crate::support::{default_users, Setup, TestGateway, ALICE_PASSWORD};
+
+/// The users file without its carol, whose name the directory has.
+fn local_users() -> String {
+    default_users()
+        .split("[users.carol]")
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+const ROLE_MAP: &str = "group_base = \"ou=groups,dc=example,dc=org\"\nrole_map = { \"admins\" = [\"admin\"], \"cn=staff,ou=groups,dc=example,dc=org\" = [\"staff\"] }\nheaders = { \"X-Auth-Email\" = \"mail\" }";
+
+/// A gateway on `slapd` with `extra` lines in `[ldap]` (ldaps:// unless
+/// `url` says otherwise). Its setup names the users ([`local_users`]).
+async fn gateway(slapd: &Slapd, setup: Setup, url: Option<&str>, extra: &str) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let url = url.map_or_else(|| slapd.ldaps_url(), str::to_owned);
+    let section = slapd.section(dir.path(), &url, extra);
+    let gw = setup
+        .rules(&format!("{}\n{section}", crate::support::DEFAULT_RULES))
+        .start()
+        .await;
+    std::mem::forget(dir);
+    gw
+}
+
+async fn status(gw: &TestGateway, session: &str, path: &str) -> u16 {
+    gw.get_as(session, path).await.status().as_u16()
+}
+
+#[tokio::test]
+async fn directory_users_sign_in_over_ldaps_and_starttls_with_groups_as_roles() {
+    let slapd = Slapd::start();
+    for url in [slapd.ldaps_url(), slapd.ldap_url()] {
+        let extra = if url.starts_with("ldap://") {
+            format!("start_tls = true\n{ROLE_MAP}")
+        } else {
+            ROLE_MAP.to_owned()
+        };
+        let gw = gateway(
+            &slapd,
+            Setup::new().users(&local_users()),
+            Some(&url),
+            &extra,
+        )
+        .await;
+        // Carol's groups: admins (by name) and staff (by DN).
+        let carol = gw.sign_in("Carol", CAROL_PASSWORD).await;
+        assert_eq!(status(&gw, &carol, "/staff/x").await, 200, "{url}");
+        let seen = gw.upstream.last();
+        assert_eq!(seen.headers["x-auth-user"], "carol", "their directory name");
+        assert_eq!(seen.headers["x-auth-roles"], "admin,staff");
+        assert_eq!(seen.headers["x-auth-email"], "carol@example.org");
+        // Dave is staff, not admin.
+        let dave = gw.sign_in("dave", DAVE_PASSWORD).await;
+        assert_eq!(status(&gw, &dave, "/staff/x").await, 403);
+        assert_eq!(status(&gw, &dave, "/private/x").await, 200);
+        // A wrong password, an unknown name: the same refusal.
+        for (user, password) in [("carol", "wrong password"), ("nobody", CAROL_PASSWORD)] {
+            let response = gw.try_sign_in(user, password).await;
+            assert_eq!(response.status(), 401, "{user}");
+            assert!(response
+                .text()
+                .await
+                .unwrap()
+                .contains("Invalid username or password."));
+        }
+        // Local users sign in beside them.
+        let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+        assert_eq!(status(&gw, &alice, "/staff/x").await, 200);
+        // A directory user's password is the directory's to change.
+        let page = gw.get_as(&carol, "/.gateway/password").await;
+        assert_eq!(page.status(), 403);
+        assert!(page.text().await.unwrap().contains("ldap"));
+    }
+}
+
+#[tokio::test]
+async fn memberof_names_the_groups_when_no_group_base_is_set() {
+    let slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new().users(&local_users()),
+        None,
+        "role_map = { \"cn=admins,ou=groups,dc=example,dc=org\" = [\"admin\"] }\ndefault_roles = [\"member\"]",
+    )
+    .await;
+    let carol = gw.sign_in("carol", CAROL_PASSWORD).await;
+    assert_eq!(status(&gw, &carol, "/staff/x").await, 200);
+    assert_eq!(gw.upstream.last().headers["x-auth-roles"], "admin,member");
+}
+
+#[tokio::test]
+async fn typed_names_never_widen_the_search_and_two_matches_refuse() {
+    let slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new()
+            .users(&local_users())
+            .login("max_failures = 100"),
+        None,
+        "",
+    )
+    .await;
+    // Each of these, unescaped, would find carol alone and bind as her.
+    for name in [
+        "car*",
+        "*",
+        "carol)(uid=*",
+        "carol)(|(uid=*",
+        "c*l",
+        "carol\\",
+        "carol\0",
+        "(",
+    ] {
+        let response = gw.try_sign_in(name, CAROL_PASSWORD).await;
+        assert_eq!(response.status(), 401, "{name:?} {:?}", response.headers());
+    }
+    // Two entries have uid eve: refused, whatever the password.
+    assert_eq!(
+        gw.try_sign_in("eve", "eve-directory-pw").await.status(),
+        401
+    );
+    // A DN with an escaped comma, as the directory gives it, binds.
+    let jane = gw.sign_in("jane", "jane-directory-pw").await;
+    assert_eq!(status(&gw, &jane, "/private/x").await, 200);
+}
+
+#[tokio::test]
+async fn an_empty_password_is_refused_before_any_bind() {
+    // This slapd lets a DN without a password bind ("unauthenticated").
+    let slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new()
+            .users(&local_users())
+            .server("ops_listen = \"127.0.0.1:0\""),
+        None,
+        "",
+    )
+    .await;
+    let binds = |text: &str| sample(text, "authgate_directory_binds_total");
+    let before = binds(&scrape(&gw).await);
+    assert_eq!(gw.try_sign_in("carol", "").await.status(), 401);
+    assert_eq!(binds(&scrape(&gw).await), before, "nothing was sent");
+    // The same directory does bind a DN with no password: the guard is what refuses.
+    let mut ldap = slapd.admin().await;
+    let result = ldap
+        .simple_bind(&format!("uid=carol,ou=people,{BASE}"), "")
+        .await
+        .unwrap();
+    assert_eq!(result.rc, 0, "slapd allows unauthenticated binds here");
+}
+
+#[tokio::test]
+async fn a_wrong_name_and_a_wrong_password_cost_the_same_round_trips() {
+    let slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new()
+            .users(&local_users())
+            .server("ops_listen = \"127.0.0.1:0\"")
+            .login("max_failures = 100"),
+        None,
+        ROLE_MAP,
+    )
+    .await;
+    let work = |text: &str| {
+        (
+            sample(text, "authgate_directory_searches_total"),
+            sample(text, "authgate_directory_binds_total"),
+        )
+    };
+    let mut costs = Vec::new();
+    for (user, password) in [
+        ("nobody", "some password"),
+        ("carol", "some password"),
+        ("alice", "some password"),
+        ("alice", ALICE_PASSWORD),
+    ] {
+        let before = work(&scrape(&gw).await);
+        gw.try_sign_in(user, password).await;
+        let after = work(&scrape(&gw).await);
+        costs.push((user, after.0 - before.0, after.1 - before.1));
+    }
+    for (user, searches, binds) in &costs {
+        assert_eq!((*searches, *binds), (1.0, 1.0), "{user}: {costs:?}");
+    }
+    // A throttled directory user, as a local one.
+    let gw = gateway(
+        &slapd,
+        Setup::new().users(&local_users()).login("max_failures = 3"),
+        None,
+        "",
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(gw.try_sign_in("carol", "wrong").await.status(), 401);
+    }
+    assert_eq!(gw.try_sign_in("carol", CAROL_PASSWORD).await.status(), 429);
+}
+
+#[tokio::test]
+async fn a_sign_in_burst_shares_a_few_pooled_connections() {
+    let slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new()
+            .users(&local_users())
+            .server("ops_listen = \"127.0.0.1:0\"")
+            .login("max_failures = 1000"),
+        None,
+        "connections = 2",
+    )
+    .await;
+    let attempts = (0..40).map(|i| {
+        let gw = &gw;
+        async move {
+            let password = if i % 2 == 0 { CAROL_PASSWORD } else { "wrong" };
+            gw.try_sign_in("carol", password).await.status().as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(attempts).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 303).count(),
+        20,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        20,
+        "{statuses:?}"
+    );
+    let opened = sample(
+        &scrape(&gw).await,
+        "authgate_directory_connections_opened_total",
+    );
+    assert!(
+        opened <= 4.0,
+        "two for searches and two for binds at most: {opened}"
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_directory_answers_503_while_local_users_and_sessions_carry_on() {
+    let slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new()
+            .users(&local_users())
+            .server("ops_listen = \"127.0.0.1:0\""),
+        None,
+        "timeout = \"300ms\"",
+    )
+    .await;
+    let carol = gw.sign_in("carol", CAROL_PASSWORD).await;
+    slapd.signal("-STOP");
+    let started = Instant::now();
+    let response = gw.try_sign_in("dave", DAVE_PASSWORD).await;
+    let took = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert!(
+        took < Duration::from_secs(2),
+        "answered within the timeout: {took:?}"
+    );
+    // Local users, existing sessions and the proxy do not wait on it.
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    assert_eq!(status(&gw, &alice, "/private/x").await, 200);
+    assert_eq!(status(&gw, &carol, "/private/x").await, 200);
+    let metrics = scrape(&gw).await;
+    assert_eq!(sample(&metrics, "authgate_directory_up"), 0.0);
+    assert!(sample(&metrics, "authgate_directory_failures_total") >= 1.0);
+    slapd.signal("-CONT");
+    // It heals by itself.
+    within(Duration::from_secs(10), || async {
+        gw.try_sign_in("dave", DAVE_PASSWORD).await.status() == 303
+    })
+    .await;
+    assert_eq!(sample(&scrape(&gw).await, "authgate_directory_up"), 1.0);
+}
+
+#[tokio::test]
+async fn a_directory_that_is_gone_answers_503_and_heals_when_it_is_back() {
+    let mut slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new().users(&local_users()),
+        None,
+        "timeout = \"500ms\"",
+    )
+    .await;
+    slapd.stop();
+    assert_eq!(gw.try_sign_in("carol", CAROL_PASSWORD).await.status(), 503);
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    assert_eq!(status(&gw, &alice, "/private/x").await, 200);
+}
+
+#[tokio::test]
+async fn rechecks_end_sessions_of_removed_users_and_apply_new_groups() {
+    let slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new().users(&local_users()),
+        None,
+        &format!("recheck = \"1s\"\n{ROLE_MAP}"),
+    )
+    .await;
+    let carol = gw.sign_in("carol", CAROL_PASSWORD).await;
+    let dave = gw.sign_in("dave", DAVE_PASSWORD).await;
+    assert_eq!(status(&gw, &carol, "/staff/x").await, 200);
+    let mut ldap = slapd.admin().await;
+    // Carol leaves admins: her open session loses the route.
+    ldap.modify(
+        &format!("cn=admins,ou=groups,{BASE}"),
+        vec![ldap3::Mod::Delete(
+            "member",
+            std::collections::HashSet::from([format!("uid=carol,ou=people,{BASE}").as_str()]),
+        )],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    // Dave leaves the company.
+    ldap.delete(&format!("uid=dave,ou=people,{BASE}"))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    within(Duration::from_secs(5), || async {
+        status(&gw, &carol, "/staff/x").await == 403
+    })
+    .await;
+    assert_eq!(
+        status(&gw, &carol, "/private/x").await,
+        200,
+        "still signed in"
+    );
+    assert_eq!(gw.upstream.last().headers["x-auth-roles"], "staff");
+    within(Duration::from_secs(5), || async {
+        status(&gw, &dave, "/private/x").await == 401
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_admin_locks_out_a_directory_user_by_name() {
+    let slapd = Slapd::start();
+    let gw = gateway(&slapd, Setup::new().users(&local_users()), None, "").await;
+    let carol = gw.sign_in("carol", CAROL_PASSWORD).await;
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let csrf = csrf_of(&gw, &alice).await;
+    let locked = api(
+        &gw,
+        Method::POST,
+        "/providers/ldap/users/carol/lock",
+        Some(&alice),
+        Some(&csrf),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(
+        locked.status().is_success(),
+        "{}",
+        locked.text().await.unwrap()
+    );
+    assert_eq!(
+        status(&gw, &carol, "/private/x").await,
+        401,
+        "her session ended"
+    );
+    assert_eq!(gw.try_sign_in("carol", CAROL_PASSWORD).await.status(), 401);
+    assert_eq!(gw.try_sign_in("Carol", CAROL_PASSWORD).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_name_in_the_users_file_and_the_directory_needs_an_order() {
+    let slapd = Slapd::start();
+    let users = format!(
+        "{}\n[users.dave]\npassword = \"{}\"\nroles = [\"user\"]\n",
+        local_users(),
+        authgate::users::password::hash_password(ALICE_PASSWORD)
+    );
+    // No order: neither password signs dave in.
+    let gw = gateway(
+        &slapd,
+        Setup::new().users(&users).login("max_failures = 100"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(gw.try_sign_in("dave", ALICE_PASSWORD).await.status(), 401);
+    assert_eq!(gw.try_sign_in("dave", DAVE_PASSWORD).await.status(), 401);
+    drop(gw);
+    // The users file first.
+    let gw = gateway(
+        &slapd,
+        Setup::new()
+            .users(&users)
+            .users_line("order = [\"local\", \"ldap\"]"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(gw.try_sign_in("dave", ALICE_PASSWORD).await.status(), 303);
+    assert_eq!(gw.try_sign_in("dave", DAVE_PASSWORD).await.status(), 401);
+    drop(gw);
+    // The directory first.
+    let gw = gateway(
+        &slapd,
+        Setup::new()
+            .users(&users)
+            .users_line("order = [\"ldap\", \"local\"]"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(gw.try_sign_in("dave", ALICE_PASSWORD).await.status(), 401);
+    let dave = gw.sign_in("dave", DAVE_PASSWORD).await;
+    assert_eq!(status(&gw, &dave, "/private/x").await, 200);
+}
+
+#[tokio::test]
+async fn the_active_directory_preset_takes_upn_sam_and_the_disabled_bit() {
+    let slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new().users(&local_users()),
+        None,
+        "active_directory = true\nrole_map = { \"admins\" = [\"admin\"] }",
+    )
+    .await;
+    // By userPrincipalName: the session is in the sAMAccountName.
+    let carol = gw.sign_in("carol@corp.example.org", CAROL_PASSWORD).await;
+    assert_eq!(status(&gw, &carol, "/staff/x").await, 200);
+    assert_eq!(gw.upstream.last().headers["x-auth-user"], "carol");
+    // userAccountControl 514 = disabled, with the right password.
+    assert_eq!(gw.try_sign_in("dave", DAVE_PASSWORD).await.status(), 401);
+}
