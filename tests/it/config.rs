@@ -415,12 +415,13 @@ fn the_shipped_gateway_toml_shows_every_key_the_config_accepts() {
         let starts: Vec<usize> = lines
             .iter()
             .enumerate()
-            // An optional array of tables (`[[oidc]]`) may be shown
+            // An optional table or array of tables (`[ldap]`, `[[oidc]]`) may be shown
             // commented out, as a whole example.
             .filter(|(_, l)| {
                 **l == format!("[{table}]")
                     || **l == format!("[[{table}]]")
                     || **l == format!("# [[{table}]]")
+                    || **l == format!("# [{table}]")
             })
             .map(|(i, _)| i)
             .collect();
@@ -522,5 +523,55 @@ fn private_key_jwt_needs_a_key_and_no_secret() {
     ] {
         let found = problems(&format!("{head}{extra}"), dir.path()).join("\n");
         assert!(found.contains(needle), "no {needle:?} for {extra:?} in:\n{found}");
+    }
+}
+
+/// Every bad value of `[ldap]` (and `[users] order`) is named at its
+/// place, in one load; a good one comes out with its defaults.
+#[test]
+fn ldap_is_checked_value_by_value() {
+    let dir = dir_with_cert();
+    std::fs::write(dir.path().join("bind"), "pw\n").unwrap();
+    std::fs::write(dir.path().join("users.toml"), "").unwrap();
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let good = format!(
+        "{head}[ldap]\nurl = \"ldaps://ldap.example:636\"\nbind_dn = \"cn=gw,dc=example\"\nbind_password_file = \"bind\"\nuser_base = \"ou=people,dc=example\"\nrole_map = {{ \"CN=Ops,dc=example\" = [\"admin\"] }}\nheaders = {{ X-Email = \"mail\" }}\n[[rule]]\npath = \"/**\"\naccess = \"authenticated\"\nproviders = [\"ldap\"]\n"
+    );
+    let config = Config::parse(&good, &dir.path().join("gateway.toml")).unwrap();
+    let ldap = config.ldap.as_ref().unwrap();
+    assert_eq!(ldap.user_filter, "(&(objectClass=person)(uid={username}))");
+    assert_eq!(ldap.username_attribute, "uid");
+    assert_eq!(ldap.timeout, std::time::Duration::from_secs(3));
+    assert_eq!(ldap.recheck, std::time::Duration::from_secs(300));
+    assert_eq!(ldap.role_map, [("cn=ops,dc=example".to_owned(), vec!["admin".to_owned()])]);
+    assert_eq!(ldap.bind.as_ref().unwrap().1 .0, "pw");
+    assert!(!format!("{ldap:?}").contains("\"pw\""), "Debug never shows the password");
+    assert_eq!(config.identity.claim_headers, ["x-email"]);
+
+    let bad = format!(
+        "{head}[users]\nfile = \"users.toml\"\norder = [\"ldap\"]\n[ldap]\nurl = \"ldap://ldap.example\"\nbind_dn = \"not a dn\"\nbind_password_file = \"bind\"\nuser_base = \"ou=people,dc=example\"\nuser_filter = \"(uid=alice)\"\ngroup_filter = \"(member={{dn}})\"\nheaders = {{ X-Auth-User = \"mail\" }}\ntimeout = \"5m\"\nconnections = 0\n"
+    );
+    let found = problems(&bad, dir.path()).join("\n");
+    for needle in [
+        ":9:10: order is [\"local\", \"ldap\"]",
+        ":11:7: plain ldap:// sends passwords in the clear",
+        ":12:11: \"not a dn\" is not a DN",
+        ":15:15: \"(uid=alice)\" is not a search filter with {username}",
+        ":16:16: group_filter searches under group_base",
+        ":17:27: X-Auth-User is the gateway's own identity header",
+        ":18:11: timeout must be between 100ms and 1m",
+        ":19:15: connections must be between 1 and 64",
+    ] {
+        assert!(found.contains(needle), "no {needle:?} in:\n{found}");
+    }
+    // ldaps:// with start_tls, and insecure where it does not belong.
+    for (lines, needle) in [
+        ("url = \"ldaps://x\"\nstart_tls = true", "start_tls is for ldap:// URLs"),
+        ("url = \"ldaps://x\"\ninsecure = true", "insecure = true is for plain ldap://"),
+        ("url = \"https://x\"", "url must be ldaps://HOST[:PORT]"),
+    ] {
+        let text = format!("{head}[ldap]\n{lines}\nuser_base = \"dc=x\"\n");
+        let found = problems(&text, dir.path()).join("\n");
+        assert!(found.contains(needle), "no {needle:?} in:\n{found}");
     }
 }
