@@ -48,10 +48,15 @@ enum Command {
         /// would change, grouped by rule.
         #[arg(long, value_name = "ACCESS_LOG")]
         replay: Option<PathBuf>,
-        /// Also reach every [[oidc]] provider: fetch its discovery document
-        /// and keys, and say what they hold.
+        /// Also reach every [[oidc]] provider (fetch its discovery document
+        /// and keys, and say what they hold) and [ldap] (bind as the search
+        /// account and search).
         #[arg(long)]
         online: bool,
+        /// With --online: look this user up in [ldap] (no password) and
+        /// print their DN, groups and the roles they would get.
+        #[arg(long, value_name = "NAME", requires = "online")]
+        ldap_user: Option<String>,
     },
     /// Show how the policy decides one request.
     Explain(cli::check::ExplainArgs),
@@ -124,8 +129,17 @@ fn main() -> ExitCode {
     }
     let outcome = match command {
         Command::Run => cli::serve::run(&config_path, flag_format, trim_allocator),
-        Command::Check { replay, online } => {
-            return cli::check::check(&config_path, replay.as_deref(), online)
+        Command::Check {
+            replay,
+            online,
+            ldap_user,
+        } => {
+            return cli::check::check(
+                &config_path,
+                replay.as_deref(),
+                online,
+                ldap_user.as_deref(),
+            )
         }
         Command::Explain(args) => cli::check::explain(&config_path, &args),
         Command::Demo { listen } => cli::serve::demo(listen, flag_format, trim_allocator),

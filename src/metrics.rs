@@ -69,7 +69,7 @@ pub struct Metrics {
     /// The session store's operations, and why sessions ended.
     pub store: std::sync::Arc<crate::store::stats::Stats>,
     /// `[ldap]`: whether it answers, and the work asked of it.
-    pub directory: std::sync::Arc<crate::identity::ldap::DirectoryStats>,
+    pub directory: std::sync::Arc<DirectoryStats>,
     /// Config reloads put in force, and refused.
     reloads_ok: AtomicU64,
     reloads_refused: AtomicU64,
@@ -344,6 +344,18 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::SeqCst) == SERVING
     }
+}
+
+/// Directory health and work, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DirectoryStats {
+    pub down: std::sync::atomic::AtomicBool,
+    /// Exchanges that failed (down, slow, refused).
+    pub failures: AtomicU64,
+    /// Connections opened since start (pooled ones are reused).
+    pub connections_opened: AtomicU64,
+    pub searches: AtomicU64,
+    pub binds: AtomicU64,
 }
 
 #[cfg(test)]

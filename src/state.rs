@@ -90,6 +90,19 @@ impl State {
         let tunnels = Arc::new(crate::proxy::tunnels::Tunnels::default());
         let metrics = Arc::new(Metrics::default());
         let auth = Arc::new(Auth::new(&mut config, metrics.clone()).await?);
+        match auth.names_in_both().await {
+            Ok(both) if !both.is_empty() => {
+                return Err(format!(
+                    "{} both in the users file and in the [ldap] directory: remove one, or set [users] order = [\"local\", \"ldap\"] (or [\"ldap\", \"local\"]) to say which signs in",
+                    both.join(", ")
+                )
+                .into())
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the users file's names could not be compared with the directory's at start; a name in both is refused at sign-in")
+            }
+        }
         let fixed = Fixed::of(&config);
         let certificate = config.server.certificate.clone();
         let tls = config.server.tls.clone();

@@ -5,8 +5,14 @@ use std::process::ExitCode;
 
 use crate::Config;
 
-/// `online`: also reach every `[[oidc]]` provider (discovery and keys).
-pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>, online: bool) -> ExitCode {
+/// `online`: also reach every `[[oidc]]` provider (discovery and keys) and
+/// `[ldap]` (a bind as the search account, and a search for `ldap_user`).
+pub fn check(
+    path: &std::path::Path,
+    replay: Option<&std::path::Path>,
+    online: bool,
+    ldap_user: Option<&str>,
+) -> ExitCode {
     // The policy's tests run even when the files for serving (the TLS
     // pair, ...) are missing; those are reported as problems of their own.
     let (config, file_problems) = match Config::load_for_policy(path) {
@@ -34,7 +40,7 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>, online: b
         }
     }
     if online {
-        file_problems.extend(probe_providers(&config));
+        file_problems.extend(probe_providers(&config, ldap_user));
     }
     for problem in &file_problems {
         eprintln!("{problem}");
@@ -94,7 +100,7 @@ pub fn check(path: &std::path::Path, replay: Option<&std::path::Path>, online: b
 
 /// Reaches each identity provider, printing what it found; a problem for
 /// each that cannot be reached or answers unusably.
-fn probe_providers(config: &Config) -> Vec<crate::config::Problem> {
+fn probe_providers(config: &Config, ldap_user: Option<&str>) -> Vec<crate::config::Problem> {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,6 +115,16 @@ fn probe_providers(config: &Config) -> Vec<crate::config::Problem> {
         }
     };
     let mut problems = Vec::new();
+    if let Some(settings) = &config.ldap {
+        match runtime.block_on(probe_directory(settings, ldap_user)) {
+            Ok(found) => println!("ldap {}: {found}", settings.url),
+            Err(e) => problems.push(crate::config::Problem {
+                file: config.source.display().to_string(),
+                position: None,
+                message: format!("[ldap] {}: {e}", settings.url),
+            }),
+        }
+    }
     for provider in &config.oidc {
         match runtime.block_on(crate::identity::oidc::probe(provider.clone())) {
             Ok(found) => println!("oidc {}: {found}", provider.name),
@@ -120,6 +136,57 @@ fn probe_providers(config: &Config) -> Vec<crate::config::Problem> {
         }
     }
     problems
+}
+
+/// Binds as the search account and looks `user` up (no password), saying
+/// what the gateway would make of them.
+async fn probe_directory(
+    settings: &std::sync::Arc<crate::config::Ldap>,
+    user: Option<&str>,
+) -> Result<String, crate::identity::ldap::Down> {
+    let directory = crate::identity::ldap::Directory::new(settings.clone(), Default::default());
+    let Some(name) = user else {
+        directory.find("authgate-check-online").await?;
+        return Ok("the search account binds and searches (name a user with --ldap-user NAME to see what they get)".into());
+    };
+    Ok(match directory.find(name).await? {
+        None => format!(
+            "no entry for {name:?} under {} matches the user filter",
+            settings.user_base
+        ),
+        Some(person) => {
+            let headers: Vec<String> = person
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                .collect();
+            format!(
+                "{name:?} is {} (name here: {}{})\n  groups: {}\n  roles: {}\n  headers: {}",
+                person.dn,
+                person.name,
+                if person.disabled {
+                    ", DISABLED: cannot sign in"
+                } else {
+                    ""
+                },
+                if person.groups.is_empty() {
+                    "none".to_owned()
+                } else {
+                    person.groups.join("; ")
+                },
+                if person.roles.is_empty() {
+                    "none".to_owned()
+                } else {
+                    person.roles.join(", ")
+                },
+                if headers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    headers.join(", ")
+                },
+            )
+        }
+    })
 }
 
 /// `authgate explain`'s arguments.

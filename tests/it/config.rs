@@ -543,9 +543,15 @@ fn ldap_is_checked_value_by_value() {
     assert_eq!(ldap.username_attribute, "uid");
     assert_eq!(ldap.timeout, std::time::Duration::from_secs(3));
     assert_eq!(ldap.recheck, std::time::Duration::from_secs(300));
-    assert_eq!(ldap.role_map, [("cn=ops,dc=example".to_owned(), vec!["admin".to_owned()])]);
+    assert_eq!(
+        ldap.role_map,
+        [("cn=ops,dc=example".to_owned(), vec!["admin".to_owned()])]
+    );
     assert_eq!(ldap.bind.as_ref().unwrap().1 .0, "pw");
-    assert!(!format!("{ldap:?}").contains("\"pw\""), "Debug never shows the password");
+    assert!(
+        !format!("{ldap:?}").contains("\"pw\""),
+        "Debug never shows the password"
+    );
     assert_eq!(config.identity.claim_headers, ["x-email"]);
 
     let bad = format!(
@@ -566,8 +572,14 @@ fn ldap_is_checked_value_by_value() {
     }
     // ldaps:// with start_tls, and insecure where it does not belong.
     for (lines, needle) in [
-        ("url = \"ldaps://x\"\nstart_tls = true", "start_tls is for ldap:// URLs"),
-        ("url = \"ldaps://x\"\ninsecure = true", "insecure = true is for plain ldap://"),
+        (
+            "url = \"ldaps://x\"\nstart_tls = true",
+            "start_tls is for ldap:// URLs",
+        ),
+        (
+            "url = \"ldaps://x\"\ninsecure = true",
+            "insecure = true is for plain ldap://",
+        ),
         ("url = \"https://x\"", "url must be ldaps://HOST[:PORT]"),
     ] {
         let text = format!("{head}[ldap]\n{lines}\nuser_base = \"dc=x\"\n");

@@ -8,7 +8,7 @@ use reqwest::Method;
 use crate::admin::{api, csrf_of, within};
 use crate::metrics::{sample, scrape};
 use crate::slapd::{Slapd, BASE, CAROL_PASSWORD, DAVE_PASSWORD};
-use crate::support::{default_users, Setup, TestGateway, ALICE_PASSWORD};
+use crate::support::{default_users, Setup, TestGateway, ALICE_PASSWORD, BOB_PASSWORD};
 
 /// The users file without its carol, whose name the directory has.
 fn local_users() -> String {
@@ -394,16 +394,57 @@ async fn a_name_in_the_users_file_and_the_directory_needs_an_order() {
         local_users(),
         authgate::users::password::hash_password(ALICE_PASSWORD)
     );
-    // No order: neither password signs dave in.
+    // No order: the gateway does not start ...
+    let dir = tempfile::tempdir().unwrap();
+    let section = slapd.section(dir.path(), &slapd.ldaps_url(), "");
+    let refused = Setup::new()
+        .users(&users)
+        .rules(&format!("{}\n{section}", crate::support::DEFAULT_RULES))
+        .try_start()
+        .await
+        .err()
+        .expect("a name in both stops the start");
+    assert!(
+        refused.contains("dave both in the users file and in the [ldap] directory"),
+        "{refused}"
+    );
+    // ... and a name the directory gains later signs in neither way.
     let gw = gateway(
         &slapd,
-        Setup::new().users(&users).login("max_failures = 100"),
+        Setup::new()
+            .users(&local_users())
+            .login("max_failures = 100"),
         None,
         "",
     )
     .await;
-    assert_eq!(gw.try_sign_in("dave", ALICE_PASSWORD).await.status(), 401);
-    assert_eq!(gw.try_sign_in("dave", DAVE_PASSWORD).await.status(), 401);
+    assert_eq!(gw.try_sign_in("bob", BOB_PASSWORD).await.status(), 303);
+    let mut ldap = slapd.admin().await;
+    ldap.add(
+        &format!("uid=bob,ou=people,{BASE}"),
+        vec![
+            (
+                "objectClass",
+                std::collections::HashSet::from(["inetOrgPerson"]),
+            ),
+            ("uid", std::collections::HashSet::from(["bob"])),
+            ("cn", std::collections::HashSet::from(["Bob"])),
+            ("sn", std::collections::HashSet::from(["B"])),
+            (
+                "userPassword",
+                std::collections::HashSet::from(["bob-directory-pw"]),
+            ),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    assert_eq!(gw.try_sign_in("bob", BOB_PASSWORD).await.status(), 401);
+    assert_eq!(
+        gw.try_sign_in("bob", "bob-directory-pw").await.status(),
+        401
+    );
     drop(gw);
     // The users file first.
     let gw = gateway(
@@ -449,4 +490,57 @@ async fn the_active_directory_preset_takes_upn_sam_and_the_disabled_bit() {
     assert_eq!(gw.upstream.last().headers["x-auth-user"], "carol");
     // userAccountControl 514 = disabled, with the right password.
     assert_eq!(gw.try_sign_in("dave", DAVE_PASSWORD).await.status(), 401);
+}
+
+#[tokio::test]
+async fn check_online_binds_and_shows_what_a_user_would_get() {
+    let slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new().users(&local_users()),
+        None,
+        &format!("{ROLE_MAP}\ndefault_roles = [\"member\"]"),
+    )
+    .await;
+    let run = |args: &[&str]| {
+        let out = crate::support::authgate()
+            .args(["check", "-c"])
+            .arg(gw.config_file())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = run(&["--online", "--ldap-user", "carol"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("\"carol\" is uid=carol,ou=people,{BASE}")),
+        "{out}"
+    );
+    assert!(out.contains("roles: admin, member, staff"), "{out}");
+    assert!(out.contains("x-auth-email: carol@example.org"), "{out}");
+    let (ok, out) = run(&["--online", "--ldap-user", "nobody"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("no entry for \"nobody\""), "{out}");
+    // A wrong search password is a problem, and says which directory.
+    let secret = std::fs::read_to_string(gw.config_file())
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("bind_password_file = \"")?
+                .strip_suffix('"')
+                .map(str::to_owned)
+        })
+        .unwrap();
+    std::fs::write(&secret, "wrong").unwrap();
+    let (ok, out) = run(&["--online"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("[ldap] ldaps://127.0.0.1:") && out.contains("cannot bind"),
+        "{out}"
+    );
 }

@@ -352,7 +352,15 @@ impl Setup {
         self
     }
 
-    pub async fn start(mut self) -> TestGateway {
+    pub async fn start(self) -> TestGateway {
+        match self.try_start().await {
+            Ok(gw) => gw,
+            Err(e) => panic!("the gateway did not start: {e}"),
+        }
+    }
+
+    /// Starts the gateway, or says why it did not.
+    pub async fn try_start(mut self) -> Result<TestGateway, String> {
         // Tests stop gateways often; the drain delay has a test of its own.
         if !self.server.iter().any(|l| l.starts_with("drain_delay")) {
             self.server.push("drain_delay = \"0s\"".to_owned());
@@ -391,13 +399,13 @@ impl Setup {
         if let Some(wait) = self.lock_wait {
             config.store.lock_wait = wait;
         }
-        let gateway = Gateway::start(config).await.unwrap();
-        TestGateway {
+        let gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
+        Ok(TestGateway {
             gateway: Some(gateway),
             upstream,
             cert_pem: cert.cert_pem,
             dir,
-        }
+        })
     }
 }
 

@@ -7,7 +7,7 @@
 //! `ldap3::ldap_escape`); DNs are only ever the directory's own.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOpt
 use tokio::sync::Semaphore;
 
 use crate::config::{Ldap as Settings, LdapGroups};
+use crate::metrics::DirectoryStats;
 
 /// `userAccountControl`'s ACCOUNTDISABLE bit (Active Directory).
 const ACCOUNT_DISABLED: i64 = 0x2;
@@ -62,18 +63,6 @@ pub enum Verdict {
     /// The password bound, but the account is disabled.
     Disabled,
     Passed(Person),
-}
-
-/// Directory health and work, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct DirectoryStats {
-    pub down: AtomicBool,
-    /// Exchanges that failed (down, slow, refused).
-    pub failures: AtomicU64,
-    /// Connections opened since start (pooled ones are reused).
-    pub connections_opened: AtomicU64,
-    pub searches: AtomicU64,
-    pub binds: AtomicU64,
 }
 
 /// What a search found.

@@ -21,7 +21,8 @@ pub mod directory;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-pub use directory::{Directory, DirectoryStats, Down, Person, Verdict};
+use crate::metrics::DirectoryStats;
+pub use directory::{Directory, Down, Person, Verdict};
 
 use super::Auth;
 use crate::config::{Config, Ldap, NameOrder};
@@ -177,6 +178,27 @@ impl Auth {
             }
             _ => Ok(Outcome::Directory(Arc::new(vouched))),
         }
+    }
+
+    /// With `[ldap]` and no `[users] order`: the users file's names that
+    /// the directory also has (each such name can sign in neither way).
+    pub async fn names_in_both(&self) -> Result<Vec<String>, Down> {
+        let Some(directory) = self.directories.current() else {
+            return Ok(Vec::new());
+        };
+        if directory.settings.order.is_some() {
+            return Ok(Vec::new());
+        }
+        let local: Vec<String> = self
+            .users
+            .load()
+            .iter()
+            .filter(|u| u.provider.is_none())
+            .map(|u| u.key.to_string())
+            .collect();
+        let mut both: Vec<String> = directory.look_up(&local).await?.into_keys().collect();
+        both.sort();
+        Ok(both)
     }
 
     /// Asks the directory again about every user with a session it
