@@ -320,19 +320,9 @@ async fn rechecks_end_sessions_of_removed_users_and_apply_new_groups() {
     let carol = gw.sign_in("carol", CAROL_PASSWORD).await;
     let dave = gw.sign_in("dave", DAVE_PASSWORD).await;
     assert_eq!(status(&gw, &carol, "/staff/x").await, 200);
-    let mut ldap = slapd.admin().await;
     // Carol leaves admins: her open session loses the route.
-    ldap.modify(
-        &format!("cn=admins,ou=groups,{BASE}"),
-        vec![ldap3::Mod::Delete(
-            "member",
-            std::collections::HashSet::from([format!("uid=carol,ou=people,{BASE}").as_str()]),
-        )],
-    )
-    .await
-    .unwrap()
-    .success()
-    .unwrap();
+    leave_admins(&slapd, "uid=carol,ou=people").await;
+    let mut ldap = slapd.admin().await;
     // Dave leaves the company.
     ldap.delete(&format!("uid=dave,ou=people,{BASE}"))
         .await
@@ -543,4 +533,101 @@ async fn check_online_binds_and_shows_what_a_user_would_get() {
         out.contains("[ldap] ldaps://127.0.0.1:") && out.contains("cannot bind"),
         "{out}"
     );
+}
+
+/// Groups taken away in the directory close the WebSockets of routes the
+/// user no longer passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_closes_when_the_directory_takes_its_role_away() {
+    use crate::websocket::{closed_within, echo_upstream, open};
+    let slapd = Slapd::start();
+    let (url, _) = echo_upstream().await;
+    let gw = gateway(
+        &slapd,
+        Setup::new().users(&local_users()).upstream_url(&url),
+        None,
+        &format!("recheck = \"1s\"\n{ROLE_MAP}"),
+    )
+    .await;
+    let carol = gw.sign_in("carol", CAROL_PASSWORD).await;
+    let mut staff = open(&gw, &carol, "/staff/ws").await;
+    leave_admins(&slapd, "uid=carol,ou=people").await;
+    let took = closed_within(&mut staff, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(5));
+}
+
+/// Takes `who` (an RDN path under the base) out of the admins group.
+async fn leave_admins(slapd: &Slapd, who: &str) {
+    let mut ldap = slapd.admin().await;
+    ldap.modify(
+        &format!("cn=admins,ou=groups,{BASE}"),
+        vec![ldap3::Mod::Delete(
+            "member",
+            std::collections::HashSet::from([format!("{who},{BASE}").as_str()]),
+        )],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+}
+
+/// On Redis, one replica asks the directory each round, and what it
+/// learns reaches every replica's sessions.
+#[tokio::test]
+async fn on_redis_one_replica_rechecks_and_every_replica_applies_it() {
+    use crate::replicas::{on, RedisServer};
+    let slapd = Slapd::start();
+    let redis = RedisServer::start();
+    // memberOf: one search per round for everyone (no group searches).
+    let extra = "recheck = \"1s\"\nrole_map = { \"admins\" = [\"admin\"] }";
+    let setup = || {
+        on(&redis)
+            .users(&local_users())
+            .server("ops_listen = \"127.0.0.1:0\"")
+    };
+    let a = gateway(&slapd, setup(), None, extra).await;
+    let b = gateway(&slapd, setup(), None, extra).await;
+    let carol = a.sign_in("carol", CAROL_PASSWORD).await;
+    assert_eq!(status(&b, &carol, "/staff/x").await, 200);
+    let searches = |text: &str| sample(text, "authgate_directory_searches_total");
+    let before = searches(&scrape(&a).await) + searches(&scrape(&b).await);
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let rounds = searches(&scrape(&a).await) + searches(&scrape(&b).await) - before;
+    assert!(
+        (3.0..=7.0).contains(&rounds),
+        "about one search a second between both replicas, not one each: {rounds}"
+    );
+    // Carol's memberOf loses admins: both replicas refuse her the route.
+    let mut ldap = slapd.admin().await;
+    ldap.modify(
+        &format!("uid=carol,ou=people,{BASE}"),
+        vec![ldap3::Mod::Delete(
+            "memberOf",
+            std::collections::HashSet::from([format!("cn=admins,ou=groups,{BASE}").as_str()]),
+        )],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    for gw in [&a, &b] {
+        within(Duration::from_secs(5), || async {
+            status(gw, &carol, "/staff/x").await == 403
+        })
+        .await;
+        assert_eq!(status(gw, &carol, "/private/x").await, 200);
+    }
+    // Deleted: her sessions end on both.
+    ldap.delete(&format!("uid=carol,ou=people,{BASE}"))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    for gw in [&a, &b] {
+        within(Duration::from_secs(5), || async {
+            status(gw, &carol, "/private/x").await == 401
+        })
+        .await;
+    }
 }

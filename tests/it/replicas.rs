@@ -121,7 +121,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn on(redis: &RedisServer) -> Setup {
+pub fn on(redis: &RedisServer) -> Setup {
     Setup::new()
         .store("backend = \"redis\"")
         .store(&format!("url = \"{}\"", redis.url()))

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::support::{Setup, ALICE_PASSWORD};
 
 /// A WebSocket echo server; remembers each handshake's headers.
-async fn echo_upstream() -> (String, Arc<Mutex<Vec<http::HeaderMap>>>) {
+pub async fn echo_upstream() -> (String, Arc<Mutex<Vec<http::HeaderMap>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -172,10 +172,10 @@ async fn cross_site_handshakes_and_other_upgrades_are_refused() {
     assert!(h2c.starts_with("HTTP/1.1 400"), "{h2c}");
 }
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-async fn open(gw: &crate::support::TestGateway, session: &str, path: &str) -> Socket {
+pub async fn open(gw: &crate::support::TestGateway, session: &str, path: &str) -> Socket {
     let origin = format!("https://{}", gw.addr());
     let (mut socket, _) = tokio_tungstenite::client_async(
         handshake(gw, path, session, Some(&origin)),
@@ -189,7 +189,7 @@ async fn open(gw: &crate::support::TestGateway, session: &str, path: &str) -> So
 }
 
 /// How long until the gateway closes `socket` (panics past `limit`).
-async fn closed_within(socket: &mut Socket, limit: std::time::Duration) -> std::time::Duration {
+pub async fn closed_within(socket: &mut Socket, limit: std::time::Duration) -> std::time::Duration {
     let started = std::time::Instant::now();
     let ended = tokio::time::timeout(limit, async {
         loop {
