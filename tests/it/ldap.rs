@@ -254,6 +254,7 @@ async fn a_sign_in_burst_shares_a_few_pooled_connections() {
 
 #[tokio::test]
 async fn a_stopped_directory_answers_503_while_local_users_and_sessions_carry_on() {
+    let log = crate::logs::captured();
     let slapd = Slapd::start();
     let gw = gateway(
         &slapd,
@@ -282,6 +283,10 @@ async fn a_stopped_directory_answers_503_while_local_users_and_sessions_carry_on
     let metrics = scrape(&gw).await;
     assert_eq!(sample(&metrics, "authgate_directory_up"), 0.0);
     assert!(sample(&metrics, "authgate_directory_failures_total") >= 1.0);
+    // More failures within the streak: still 503, and no more log lines.
+    for _ in 0..3 {
+        assert_eq!(gw.try_sign_in("dave", DAVE_PASSWORD).await.status(), 503);
+    }
     slapd.signal("-CONT");
     // It heals by itself.
     within(Duration::from_secs(10), || async {
@@ -289,6 +294,18 @@ async fn a_stopped_directory_answers_503_while_local_users_and_sessions_carry_on
     })
     .await;
     assert_eq!(sample(&scrape(&gw).await, "authgate_directory_up"), 1.0);
+    // One line when the streak began, one when it ended; no password.
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let ours = |needle: &str| {
+        text.lines()
+            .filter(|l| l.contains(needle) && l.contains(&slapd.ldaps_url()))
+            .count()
+    };
+    assert_eq!(ours("the directory cannot be reached"), 1, "{text}");
+    assert_eq!(ours("the directory answers again"), 1);
+    for secret in [CAROL_PASSWORD, DAVE_PASSWORD, crate::slapd::SEARCH_PASSWORD] {
+        assert!(!text.contains(secret), "a password was logged");
+    }
 }
 
 #[tokio::test]
