@@ -262,7 +262,7 @@ async fn route(
     let decision = access::authorize(&live.config.policy, presented.signed_in.as_ref(), &target);
     log.decision = Some(decision.as_str());
     log.host = host.as_ref().map(Host::value).cloned();
-    unless_allowed(decision, &presented, &request, normalized)?;
+    unless_allowed(decision, &presented, &request, normalized, &state.auth)?;
     let websocket = websocket_of(upgrade, &request, host.as_ref(), server)?;
     forward(
         state,
@@ -385,6 +385,7 @@ fn unless_allowed(
     presented: &crate::identity::Presented,
     request: &crate::body::GatewayRequest,
     normalized: &str,
+    auth: &crate::identity::Auth,
 ) -> Result<(), GatewayError> {
     let navigating = || {
         let method = request.method().as_str();
@@ -406,8 +407,11 @@ fn unless_allowed(
                 next: with_query(normalized, request.uri().query()),
                 navigating: navigating(),
                 second_factor,
-                enroll: second_factor && user.is_some_and(|u| u.totp.is_none()),
-                provider: user.and_then(|u| u.provider.clone()),
+                enroll: second_factor && user.is_some_and(|u| !auth.has_second_factor(u)),
+                // A directory's user signs in again here, like a local one.
+                provider: user
+                    .and_then(|u| u.provider.clone())
+                    .filter(|p| &**p != crate::config::Ldap::NAME),
             })
         }
     }

@@ -90,10 +90,6 @@ pub enum GatewayError {
     /// `[ldap]` cannot be asked, and the name is not a local user's.
     #[error("the directory cannot be reached right now; try again in a moment")]
     DirectoryUnavailable,
-    /// A directory user's role must have a second factor, which the
-    /// gateway does not keep for directory users yet.
-    #[error("your role needs a second factor, which this gateway cannot keep for directory accounts yet; ask an administrator")]
-    SecondFactorUnavailable,
     /// The session store cannot answer, or cannot make a change durable.
     #[error("sessions cannot be checked or saved right now; try again in a moment")]
     StoreUnavailable,
@@ -119,7 +115,6 @@ impl GatewayError {
             GatewayError::LoginBusy
             | GatewayError::StoreUnavailable
             | GatewayError::DirectoryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::SecondFactorUnavailable => StatusCode::FORBIDDEN,
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -153,7 +148,6 @@ impl GatewayError {
             GatewayError::LoginBusy => "busy",
             GatewayError::StoreUnavailable => "store_unavailable",
             GatewayError::DirectoryUnavailable => "directory_unavailable",
-            GatewayError::SecondFactorUnavailable => "second_factor_unavailable",
             GatewayError::HeadTooLarge => "request_header_fields_too_large",
             GatewayError::BodyTooLarge => "payload_too_large",
             GatewayError::BodyTimeout => "request_timeout",

@@ -125,14 +125,15 @@ impl Auth {
     /// Saves `change` (to the users file, off the async threads, or to the
     /// shared store) and puts the result in force at once.
     pub async fn change_users(&self, change: Change, actor: &str) -> Result<(), UserFileError> {
-        // A provider's user is kept only to be locked out: unlocking them
+        // A provider's user is kept to be locked out (and a directory
+        // user's second factor): unlocking one with nothing else kept
         // removes the entry.
         let change = match change {
             Change::Unlock(name)
                 if self
                     .users()
                     .get(&name)
-                    .is_some_and(|u| u.provider.is_some()) =>
+                    .is_some_and(|u| u.provider.is_some() && u.totp.is_none()) =>
             {
                 Change::Delete(name)
             }

@@ -149,18 +149,13 @@ impl Auth {
         };
         // A second factor: no session until the code (or enrollment).
         let second_step = match &vouched {
-            None => self.begin_second_step(config, &user, &next).await?,
-            Some(_)
-                if user
-                    .roles
-                    .iter()
-                    .any(|r| config.login.require_totp.contains(r)) =>
-            {
-                // Directory users have no second factor kept here yet.
-                attempt.given_back();
-                return Err(GatewayError::SecondFactorUnavailable);
+            None => self.begin_second_step(config, &user, &next, None).await?,
+            // A directory user's second factor is kept here, by their name.
+            Some(v) => {
+                let user = self.with_second_factor(&v.user);
+                self.begin_second_step(config, &user, &next, Some(v))
+                    .await?
             }
-            Some(_) => None,
         };
         match second_step {
             Some(_) => attempt.given_back(),

@@ -27,7 +27,7 @@ use super::{cookie_values, Auth};
 use crate::metrics::Login;
 use crate::pages::sign_in as pages;
 use crate::response::{own_response, Body, GatewayError};
-use crate::session::{self, Key};
+use crate::session::{self, Key, Vouched};
 use crate::store::counters::{Attempt, Refused};
 use crate::store::throttle::Throttled;
 use crate::users::file::{Change, UserFileError};
@@ -48,38 +48,58 @@ pub struct Pending {
     expires_ms: u64,
     /// The user must enroll before getting a session.
     enroll: bool,
+    /// A directory user: who the directory said they are (a
+    /// [`Vouched::to_record`] text, one line).
+    vouched: Option<String>,
 }
 
 impl Pending {
     /// As the store keeps it: one field a line (`next` holds no control
-    /// characters).
+    /// characters; a record's JSON has none either).
     fn to_text(&self) -> String {
         format!(
-            "{}\n{}\n{}\n{}\n{}",
+            "{}\n{}\n{}\n{}\n{}\n{}",
             self.user,
             self.password_fingerprint,
             u8::from(self.enroll),
             self.expires_ms,
-            self.next
+            self.next,
+            self.vouched.as_deref().unwrap_or_default()
         )
     }
 
     fn from_text(text: &str) -> Option<Pending> {
-        let mut lines = text.splitn(5, '\n');
+        let mut lines = text.splitn(6, '\n');
         Some(Pending {
             user: lines.next()?.into(),
             password_fingerprint: lines.next()?.parse().ok()?,
             enroll: lines.next()? == "1",
             expires_ms: lines.next()?.parse().ok()?,
             next: lines.next()?.to_owned(),
+            vouched: lines.next().filter(|v| !v.is_empty()).map(str::to_owned),
         })
     }
+}
+
+/// A pending sign-in as the second-factor pages use it.
+struct PendingSignIn {
+    key: Key,
+    /// With the second factor kept for them.
+    user: Arc<User>,
+    enroll: bool,
+    next: String,
+    /// A directory user's session begins with this.
+    vouched: Option<Arc<Vouched>>,
 }
 
 /// Who is on a second-factor page: a session, or a pending sign-in.
 enum Who {
     Session(super::SignedIn),
-    Pending { key: Key, user: Arc<User> },
+    Pending {
+        key: Key,
+        user: Arc<User>,
+        vouched: Option<Arc<Vouched>>,
+    },
 }
 
 impl Who {
@@ -180,10 +200,7 @@ impl Auth {
     }
 
     /// The pending sign-in the request's cookie names, if it is live.
-    async fn pending_of(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<(Key, Arc<User>, bool, String)>, GatewayError> {
+    async fn pending_of(&self, headers: &HeaderMap) -> Result<Option<PendingSignIn>, GatewayError> {
         let now = session::now_ms();
         for id in cookie_values(headers, &self.pending_cookie_name) {
             let Some(key) = session::key_of(id) else {
@@ -195,25 +212,52 @@ impl Auth {
             if pending.expires_ms <= now {
                 continue;
             }
-            let Some(user) = self.users.load().get_by_key(&pending.user).cloned() else {
-                continue;
+            let vouched = match &pending.vouched {
+                Some(text) => match Vouched::from_record(text) {
+                    Some(v) => Some(Arc::new(v)),
+                    None => continue,
+                },
+                None => None,
             };
-            // A password changed or the user locked meanwhile: no.
-            if user.locked || user.password_fingerprint != pending.password_fingerprint {
-                continue;
-            }
-            return Ok(Some((key, user, pending.enroll, pending.next)));
+            let entry = self.users.load().get_by_key(&pending.user).cloned();
+            let user = match (&vouched, entry) {
+                // A directory user: locked out meanwhile, or a local user
+                // took the name: no.
+                (Some(v), entry) => {
+                    if entry.is_some_and(|e| e.locked || e.provider.is_none()) {
+                        continue;
+                    }
+                    self.with_second_factor(&v.user)
+                }
+                // A password changed or the user locked meanwhile: no.
+                (None, Some(user))
+                    if !user.locked
+                        && user.password_fingerprint == pending.password_fingerprint =>
+                {
+                    user
+                }
+                (None, _) => continue,
+            };
+            return Ok(Some(PendingSignIn {
+                key,
+                user,
+                enroll: pending.enroll,
+                next: pending.next,
+                vouched,
+            }));
         }
         Ok(None)
     }
 
     /// After a correct password: a second step if the user has (or must
     /// have) a second factor, else `None` and the caller makes the session.
+    /// `vouched`: a directory user, who the directory said they are.
     pub(super) async fn begin_second_step(
         &self,
         config: &Config,
         user: &User,
         next: &str,
+        vouched: Option<&Arc<Vouched>>,
     ) -> Result<Option<Response<Body>>, GatewayError> {
         let needs_enroll = user.totp.is_none()
             && user
@@ -233,6 +277,7 @@ impl Auth {
                 next: next.to_owned(),
                 expires_ms: session::now_ms() + PENDING_FOR_MS,
                 enroll: needs_enroll,
+                vouched: vouched.map(|v| v.to_record()),
             },
         )
         .await?;
@@ -341,7 +386,14 @@ impl Auth {
         let Call {
             config, peer, host, ..
         } = *call;
-        let Some((key, user, false, next)) = self.pending_of(request.headers()).await? else {
+        let Some(PendingSignIn {
+            key,
+            user,
+            enroll: false,
+            next,
+            vouched,
+        }) = self.pending_of(request.headers()).await?
+        else {
             // None (or one for enrollment): start over.
             return Ok(see_other("/.gateway/login"));
         };
@@ -369,7 +421,7 @@ impl Auth {
             return Ok(see_other("/.gateway/login"));
         }
         let id = self
-            .begin_session(call, &user, &user_agent, true, None)
+            .begin_session(call, &user, &user_agent, true, vouched.map(|v| (v, None)))
             .await?;
         let mut response = see_other(&next);
         self.set_session_cookie(&mut response, &id);
@@ -392,14 +444,27 @@ impl Auth {
         } = *call;
         let query_next = self.query_next(request.uri().query());
         let who = match self.pending_of(request.headers()).await? {
-            Some((key, user, true, next)) => (Who::Pending { key, user }, next),
+            Some(PendingSignIn {
+                key,
+                user,
+                enroll: true,
+                next,
+                vouched,
+            }) => (Who::Pending { key, user, vouched }, next),
             _ => {
-                let signed_in = self
+                let mut signed_in = self
                     .require_session(request.headers(), request.method(), "/.gateway/totp")
                     .await?;
-                if let Some(provider) = &signed_in.user.provider {
-                    let page = pages::kept_by_provider(signed_in.viewer(config), provider);
-                    return Ok(page.into());
+                match signed_in.user.provider.as_deref() {
+                    // A directory's user keeps a second factor here.
+                    Some(crate::config::Ldap::NAME) => {
+                        signed_in.user = self.with_second_factor(&signed_in.user);
+                    }
+                    Some(provider) => {
+                        let page = pages::kept_by_provider(signed_in.viewer(config), provider);
+                        return Ok(page.into());
+                    }
+                    None => {}
                 }
                 (Who::Session(signed_in), query_next.clone())
             }
@@ -470,7 +535,7 @@ impl Auth {
         match form.get("step") {
             "password" => {
                 let matched = self
-                    .password_matches(Some(&user), form.get("password"))
+                    .own_password_matches(&user, form.get("password"))
                     .await?;
                 if !matched {
                     attempt.failed();
@@ -520,6 +585,7 @@ impl Auth {
                     name: user.key.to_string(),
                     secret: TotpSecret::new(secret),
                     recovery_codes: hashes,
+                    provider: user.provider.as_deref().map(str::to_owned),
                 };
                 let failed = "The second factor could not be saved. Nothing was changed.";
                 if let Err((status, words)) = self
@@ -541,16 +607,31 @@ impl Auth {
                             .await
                             .map_err(|_| GatewayError::StoreUnavailable)?;
                     }
-                    Who::Pending { key, .. } => {
+                    Who::Pending { key, vouched, .. } => {
                         if !self.take_pending(key).await? {
                             return Ok(see_other("/.gateway/login"));
                         }
-                        let Some(updated) = self.users.load().get_by_key(&user.key).cloned() else {
-                            return Err(GatewayError::NotFound);
+                        let id = match vouched {
+                            Some(v) => {
+                                self.begin_session(
+                                    call,
+                                    &v.user,
+                                    &user_agent,
+                                    true,
+                                    Some((v.clone(), None)),
+                                )
+                                .await?
+                            }
+                            None => {
+                                let Some(updated) =
+                                    self.users.load().get_by_key(&user.key).cloned()
+                                else {
+                                    return Err(GatewayError::NotFound);
+                                };
+                                self.begin_session(call, &updated, &user_agent, true, None)
+                                    .await?
+                            }
                         };
-                        let id = self
-                            .begin_session(call, &updated, &user_agent, true, None)
-                            .await?;
                         self.set_session_cookie(&mut response, &id);
                         self.clear_pending_cookie(&mut response);
                     }
@@ -579,8 +660,13 @@ impl Auth {
         let signed_in = self
             .require_session(request.headers(), request.method(), "/.gateway/reauth")
             .await?;
-        // A provider's user signs in again there.
-        if let Some(provider) = &signed_in.user.provider {
+        // A provider's user signs in again there (a directory's, here).
+        if let Some(provider) = signed_in
+            .user
+            .provider
+            .as_ref()
+            .filter(|p| &***p != crate::config::Ldap::NAME)
+        {
             return Err(GatewayError::Reauth {
                 next: query_next,
                 navigating: true,
@@ -589,7 +675,7 @@ impl Auth {
                 provider: Some(provider.clone()),
             });
         }
-        let user = signed_in.user.clone();
+        let user = self.with_second_factor(&signed_in.user);
         call.logged_user = Some(user.name.clone());
         let token = self.csrf_token(&signed_in.session.key);
         let with_code = user.totp.is_some();
@@ -608,7 +694,7 @@ impl Auth {
         let next = self.next_of(form_next(&form));
         let attempt = self.code_attempt(config, &user, peer).await?;
         let matched = self
-            .password_matches(Some(&user), form.get("password"))
+            .own_password_matches(&user, form.get("password"))
             .await?;
         let code_ok = !with_code
             || (matched

@@ -24,6 +24,12 @@ pub fn page(
         h1 { "Your account" }
         p { "Signed in as " strong { (viewer.name) } "." }
         @match provider {
+            // The directory keeps their password; the gateway their second factor.
+            Some(crate::config::Ldap::NAME) => p {
+                "Your password is the company directory's: change it there. "
+                a href="/.gateway/totp" { "Second factor" } " · "
+                a href="/.gateway/logout" { "Sign out" }
+            },
             // The provider keeps their password and second factor.
             Some(provider) => p {
                 "You signed in through " strong { (provider) } ". "

@@ -89,7 +89,11 @@ pub fn login(
 pub fn kept_by_provider(viewer: Viewer<'_>, provider: &str) -> Page {
     let content = html! {
         h1 { "Kept by your sign-in service" }
-        p { "You signed in through " strong { (provider) } ": your password and second factor are kept there, not here." }
+        @if provider == crate::config::Ldap::NAME {
+            p { "Your password is the company directory's (" strong { (provider) } "): change it there, not here." }
+        } @else {
+            p { "You signed in through " strong { (provider) } ": your password and second factor are kept there, not here." }
+        }
         p { a href="/.gateway/account" { "Back to your account" } }
     };
     page(

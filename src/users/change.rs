@@ -73,6 +73,9 @@ pub enum Change {
         name: String,
         secret: super::TotpSecret,
         recovery_codes: Vec<String>,
+        /// A directory's user: their entry (no password, the provider's
+        /// name) is made if missing, to keep the second factor.
+        provider: Option<String>,
     },
     /// Removes the second factor (secret and recovery codes).
     ResetTotp(String),
@@ -217,8 +220,22 @@ pub(super) fn edit(document: &mut DocumentMut, change: &Change) -> Result<(), Us
             name,
             secret,
             recovery_codes,
+            provider,
         } => {
-            let key = existing(users, name)?;
+            let key = match (find_key(users, name), provider) {
+                (Some(key), Some(_)) if users[&key].get("provider").is_none() => {
+                    return Err(UserFileError::Duplicate(name.trim().to_owned()))
+                }
+                (Some(key), _) => key,
+                (None, Some(provider)) => {
+                    let trimmed = checked_name(name)?;
+                    let mut table = Table::new();
+                    table.insert("provider", value(provider.as_str()));
+                    users.insert(trimmed, Item::Table(table));
+                    trimmed.to_owned()
+                }
+                (None, None) => return Err(UserFileError::UnknownUser(name.to_owned())),
+            };
             users[&key]["totp"] = value(secret.expose());
             let mut array = Array::new();
             for hash in recovery_codes {

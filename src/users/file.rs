@@ -309,6 +309,7 @@ mod tests {
                     name: "Alice".into(),
                     secret: secret.clone(),
                     recovery_codes: hashes.clone(),
+                    provider: None,
                 },
                 "test",
             )

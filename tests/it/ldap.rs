@@ -82,7 +82,15 @@ async fn directory_users_sign_in_over_ldaps_and_starttls_with_groups_as_roles() 
         // A directory user's password is the directory's to change.
         let page = gw.get_as(&carol, "/.gateway/password").await;
         assert_eq!(page.status(), 403);
-        assert!(page.text().await.unwrap().contains("ldap"));
+        assert!(page.text().await.unwrap().contains("company directory"));
+        // Their second factor is kept here: the account page offers it.
+        let account = gw
+            .get_as(&carol, "/.gateway/account")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(account.contains("href=\"/.gateway/totp\""), "{account}");
     }
 }
 

@@ -752,3 +752,94 @@ async fn a_signed_in_user_cannot_reset_the_throttle_with_steps_that_verify_nothi
     );
     assert_eq!(statuses[..5], [401, 401, 401, 401, 401], "{statuses:?}");
 }
+
+/// A directory user's second factor (issue 27) is the gateway's to keep,
+/// under their directory name: enrolled at a sign-in their role demands
+/// it of, asked for at the next, and with the directory's password at a
+/// fresh sign-in.
+#[tokio::test]
+async fn a_directory_users_second_factor_is_kept_here_under_their_name() {
+    use crate::slapd::{Slapd, CAROL_PASSWORD};
+    let slapd = Slapd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let section = slapd.section(
+        dir.path(),
+        &slapd.ldaps_url(),
+        "role_map = { \"cn=admins,ou=groups,dc=example,dc=org\" = [\"admin\"] }",
+    );
+    let local = default_users()
+        .split("[users.carol]")
+        .next()
+        .unwrap()
+        .to_owned();
+    let gw = Setup::new()
+        .users(&local)
+        .login("require_totp = [\"admin\"]")
+        .rules(&format!("{GUARDED_RULES}\n{section}"))
+        .start()
+        .await;
+    early_in_a_step(10).await;
+    let (pending, location) = password_step(&gw, "carol", CAROL_PASSWORD).await;
+    assert_eq!(
+        location, "/.gateway/totp",
+        "her directory role must have one"
+    );
+    let (key, done) = scan_and_confirm(&gw, &format!("{PENDING}={pending}")).await;
+    assert_eq!(done.status(), 200);
+    let session = set_cookie(&done, SESSION).expect("a session once enrolled");
+    let recovery = recovery_codes_in(&done.text().await.unwrap());
+    assert_eq!(gw.get_as(&session, "/ops/x").await.status(), 200);
+    assert_eq!(gw.upstream.last().headers["x-auth-user"], "carol");
+    let users = std::fs::read_to_string(gw.users_file()).unwrap();
+    assert!(
+        users.contains("[users.carol]\nprovider = \"ldap\"\ntotp = "),
+        "{users}"
+    );
+    assert!(!users.contains(CAROL_PASSWORD));
+
+    // The next sign-in asks for a code, then makes a directory session.
+    let (pending, location) = password_step(&gw, "carol", CAROL_PASSWORD).await;
+    assert_eq!(location, "/.gateway/login/code");
+    assert_eq!(code_step(&gw, &pending, "000000").await.status(), 401);
+    let done = code_step(&gw, &pending, &code(&key, now_secs() + 30)).await;
+    assert_eq!(done.status(), 303);
+    let session = set_cookie(&done, SESSION).unwrap();
+    assert_eq!(gw.get_as(&session, "/ops/x").await.status(), 200);
+    assert_eq!(gw.upstream.last().headers["x-auth-roles"], "admin");
+
+    // A fresh sign-in checks the directory's password and the code (here
+    // a recovery code: the next step's code was used just now).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let cookie = format!("{SESSION}={session}");
+    let browser = page_with(&gw, &cookie, "/billing/x").await;
+    assert_eq!(
+        browser.headers()["location"],
+        "/.gateway/reauth?next=/billing/x"
+    );
+    let form = page_with(&gw, &cookie, "/.gateway/reauth?next=/billing/x").await;
+    let text = form.text().await.unwrap();
+    assert!(text.contains("name=\"code\""), "she has a second factor");
+    let csrf = csrf_in(&text);
+    let fresh = |password: &'static str, code: String| {
+        let (gw, cookie, csrf) = (&gw, cookie.clone(), csrf.clone());
+        async move {
+            post_with(
+                gw,
+                &cookie,
+                "/.gateway/reauth",
+                &[
+                    ("csrf", &csrf),
+                    ("next", "/billing/x"),
+                    ("password", password),
+                    ("code", &code),
+                ],
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    };
+    assert_eq!(fresh("not her password", recovery[0].clone()).await, 401);
+    assert_eq!(fresh(CAROL_PASSWORD, recovery[1].clone()).await, 303);
+    assert_eq!(gw.get_as(&session, "/billing/x").await.status(), 200);
+}

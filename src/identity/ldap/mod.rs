@@ -180,6 +180,62 @@ impl Auth {
         }
     }
 
+    /// `user` as the second-factor pages see them: a directory user (from
+    /// their session) gets the second factor the users file keeps for
+    /// them (an entry `provider = "ldap"`); anyone else is as they are.
+    pub(super) fn with_second_factor(&self, user: &Arc<User>) -> Arc<User> {
+        if user.provider.as_deref() != Some(Ldap::NAME) {
+            return user.clone();
+        }
+        let users = self.users.load();
+        let Some(entry) = users
+            .get_by_key(&user.key)
+            .filter(|e| e.provider.as_deref() == Some(Ldap::NAME) && e.totp.is_some())
+        else {
+            return user.clone();
+        };
+        Arc::new(User {
+            name: user.name.clone(),
+            key: user.key.clone(),
+            password_hash: user.password_hash.clone(),
+            roles: user.roles.clone(),
+            roles_header: user.roles_header.clone(),
+            name_header: user.name_header.clone(),
+            locked: entry.locked,
+            password_fingerprint: user.password_fingerprint,
+            generation: user.generation,
+            totp: entry.totp.clone(),
+            recovery_codes: entry.recovery_codes.clone(),
+            provider: user.provider.clone(),
+        })
+    }
+
+    /// Whether `user` (signed in) has a second factor here.
+    pub fn has_second_factor(&self, user: &Arc<User>) -> bool {
+        self.with_second_factor(user).totp.is_some()
+    }
+
+    /// Whether `typed` is the password of `user`, who is signed in (or
+    /// half-way): the users file's hash, or for a directory user a bind
+    /// as the entry the directory names them by today.
+    pub(super) async fn own_password_matches(
+        &self,
+        user: &User,
+        typed: &str,
+    ) -> Result<bool, GatewayError> {
+        if user.provider.as_deref() != Some(Ldap::NAME) {
+            return self.password_matches(Some(user), typed).await;
+        }
+        let Some(directory) = self.directories.current() else {
+            return Ok(false);
+        };
+        match directory.sign_in(&user.name, typed).await {
+            Ok(Verdict::Passed(person)) => Ok(*canonical(&person.name) == *user.key),
+            Ok(_) => Ok(false),
+            Err(_) => Err(GatewayError::DirectoryUnavailable),
+        }
+    }
+
     /// With `[ldap]` and no `[users] order`: the users file's names that
     /// the directory also has (each such name can sign in neither way).
     pub async fn names_in_both(&self) -> Result<Vec<String>, Down> {

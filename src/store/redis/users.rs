@@ -197,32 +197,7 @@ impl Redis {
             }
             Change::Lock(name) => self.change(&Op::Simple("lock", &canonical(name))).await,
             Change::LockProviderUser { name, provider } => {
-                let entry = Entry {
-                    name: crate::users::change::checked_name(name)?.to_owned(),
-                    password_hash: String::new(),
-                    roles: Vec::new(),
-                    locked: false,
-                    generation: 0,
-                    totp: None,
-                    recovery_codes: Vec::new(),
-                    provider: Some(provider.clone()),
-                };
-                let added = self
-                    .change(&Op::Add(&entry))
-                    .await
-                    .map_err(|Unavailable| UserFileError::StoreUnavailable)?;
-                if added == "duplicate" {
-                    let users = self
-                        .users()
-                        .await
-                        .map_err(|Unavailable| UserFileError::StoreUnavailable)?;
-                    if users
-                        .get_by_key(&canonical(name))
-                        .is_none_or(|u| u.provider.is_none())
-                    {
-                        return Err(UserFileError::Duplicate(name.trim().to_owned()));
-                    }
-                }
+                self.ensure_provider_entry(name, provider).await?;
                 self.change(&Op::Simple("lock", &canonical(name))).await
             }
             Change::Unlock(name) => self.change(&Op::Simple("unlock", &canonical(name))).await,
@@ -231,7 +206,11 @@ impl Redis {
                 name,
                 secret,
                 recovery_codes,
+                provider,
             } => {
+                if let Some(provider) = provider {
+                    self.ensure_provider_entry(name, provider).await?;
+                }
                 self.change(&Op::Totp(&canonical(name), secret, recovery_codes))
                     .await
             }
@@ -251,6 +230,39 @@ impl Redis {
             "unknown_code" => Err(UserFileError::UnknownRecoveryCode),
             _ => Ok(()),
         }
+    }
+
+    /// Makes the entry a provider's user is kept under (no password, the
+    /// provider's name) unless it is there; a local user of that name is
+    /// a duplicate.
+    async fn ensure_provider_entry(&self, name: &str, provider: &str) -> Result<(), UserFileError> {
+        let entry = Entry {
+            name: crate::users::change::checked_name(name)?.to_owned(),
+            password_hash: String::new(),
+            roles: Vec::new(),
+            locked: false,
+            generation: 0,
+            totp: None,
+            recovery_codes: Vec::new(),
+            provider: Some(provider.to_owned()),
+        };
+        let added = self
+            .change(&Op::Add(&entry))
+            .await
+            .map_err(|Unavailable| UserFileError::StoreUnavailable)?;
+        if added == "duplicate" {
+            let users = self
+                .users()
+                .await
+                .map_err(|Unavailable| UserFileError::StoreUnavailable)?;
+            if users
+                .get_by_key(&canonical(name))
+                .is_none_or(|u| u.provider.is_none())
+            {
+                return Err(UserFileError::Duplicate(name.trim().to_owned()));
+            }
+        }
+        Ok(())
     }
 
     /// Ends every session of a user on every replica; how many there were.
