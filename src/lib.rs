@@ -24,10 +24,12 @@
 //!   both make: who is asking, and what the rules say.
 //! - [`identity`]: who is asking ([`identity::SignedIn`]: user, roles,
 //!   session, how they proved it) and each way to prove it: a password
-//!   (`identity/password.rs`), a TOTP second factor and fresh sign-in
-//!   (`identity/totp.rs`), an OpenID Connect provider
+//!   (`identity/password.rs`), a TOTP second factor (`identity/totp.rs`)
+//!   and fresh sign-in (`identity/reauth.rs`), an OpenID Connect provider
 //!   (`identity/oidc/`: the code flow, token checks, claims, back-channel
-//!   and RP-initiated logout), the session's beginning and end
+//!   and RP-initiated logout), a directory (`identity/ldap/`: OpenLDAP or
+//!   Active Directory, pooled connections, the recheck of its users'
+//!   sessions), the session's beginning and end
 //!   (`identity/lifecycle.rs`), user changes (`identity/changes.rs`);
 //!   CSRF, form reading, safe `next`.
 //! - [`admin`]: the account page and the admin page and API.

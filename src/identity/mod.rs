@@ -10,6 +10,7 @@ mod lifecycle;
 pub mod next;
 pub mod oidc;
 mod password;
+mod reauth;
 mod totp;
 
 pub use audit::{
