@@ -202,9 +202,9 @@ async fn run() {
             "nothing changed in the directory"
         );
         println!(
-            "recheck of {PEOPLE} sessions ({how}): {took:?} wall, {cpu_used:?} gateway CPU, {} searches on {} connection(s)",
+            "recheck of {PEOPLE} sessions ({how}): {took:?} wall, {cpu_used:?} gateway CPU, {} searches ({} connection(s) opened since start)",
             after.0 - before.0,
-            after.1 - before.1,
+            after.1,
         );
     }
 }

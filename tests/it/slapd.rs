@@ -165,11 +165,17 @@ TLSCertificateKeyFile {key}
 # A lax directory: a DN without a password binds (unauthenticated).
 allow bind_anon_dn
 database mdb
-maxsize 10485760
+maxsize 268435456
 suffix \"{BASE}\"
 rootdn \"{ADMIN_DN}\"
 rootpw {ADMIN_PASSWORD}
 directory {db}
+# Indexed as a directory in use is (the recheck searches by name, groups by member).
+index objectClass eq
+index uid eq
+index member eq
+index sAMAccountName eq
+index userPrincipalName eq
 access to attrs=userPassword by self write by anonymous auth by * none
 access to * by * read
 ",

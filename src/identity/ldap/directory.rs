@@ -193,9 +193,14 @@ impl Directory {
                 )
                 .await
                 .map_err(|_| Down("a search took longer than timeout".into()))??;
-                for entry in found.entries {
-                    let person = tokio::time::timeout(self.settings.timeout, self.person(entry))
-                        .await
+                // Each person's groups at once, as many as the pool has connections.
+                let people_found =
+                    futures_util::future::join_all(found.entries.into_iter().map(|entry| {
+                        tokio::time::timeout(self.settings.timeout, self.person(entry))
+                    }))
+                    .await;
+                for person in people_found {
+                    let person = person
                         .map_err(|_| Down("a group search took longer than timeout".into()))??;
                     if let Some(person) = person {
                         people.insert(crate::users::canonical(&person.name).to_string(), person);
