@@ -656,3 +656,52 @@ async fn on_redis_one_replica_rechecks_and_every_replica_applies_it() {
         .await;
     }
 }
+
+/// A burst the hashing queue cannot take: those it refuses (503) cost the
+/// directory nothing, so the burst's memory and the directory's work are
+/// bounded as for local users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_the_hashing_queue_refuses_never_reach_the_directory() {
+    let slapd = Slapd::start();
+    let gw = gateway(
+        &slapd,
+        Setup::new()
+            .users(&local_users())
+            .server("ops_listen = \"127.0.0.1:0\"")
+            .login("max_failures = 1000\nhashing_threads = 1"),
+        None,
+        "",
+    )
+    .await;
+    let client = gw.client();
+    let before = scrape(&gw).await;
+    let mut tokens = Vec::new();
+    for _ in 0..150 {
+        tokens.push(gw.login_form(&client).await);
+    }
+    let attempts = tokens.iter().map(|token| {
+        gw.post_login(
+            &client,
+            token,
+            &[("username", "carol"), ("password", "wrong")],
+        )
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let busy = statuses.iter().filter(|s| **s == 503).count();
+    let answered = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        busy > 0,
+        "the queue (1 thread, 64 waiting) was full: {statuses:?}"
+    );
+    assert_eq!(busy + answered, 150, "{statuses:?}");
+    let metrics = scrape(&gw).await;
+    for work in ["binds", "searches"] {
+        let name = format!("authgate_directory_{work}_total");
+        let sent = sample(&metrics, &name) - sample(&before, &name);
+        assert_eq!(sent, answered as f64, "{work}");
+    }
+}

@@ -2,10 +2,10 @@
 //! on the same password form as local users, and keeping its users'
 //! sessions true to what the directory says.
 //!
-//! - A sign-in makes one search and one bind whoever is named
-//!   ([`directory::Directory::sign_in`]), and hashes like a local
-//!   sign-in (a stand-in hash when the name is not local): a wrong name,
-//!   a wrong password, a local or a directory user cost the same work.
+//! - A sign-in hashes like a local sign-in (a stand-in hash when the name
+//!   is not local), then makes one search and one bind whoever is named
+//!   ([`directory::Directory::sign_in`]): a wrong name, a wrong password,
+//!   a local or a directory user cost the same work.
 //! - A directory user's session is marked with the provider
 //!   [`Ldap::NAME`] and carries their roles and headers as the directory
 //!   gave them; an entry `provider = "ldap"` in the users file locks
@@ -103,7 +103,7 @@ pub fn vouched(person: &Person) -> Option<Vouched> {
 
 impl Auth {
     /// Checks a sign-in form's name and password against the users file
-    /// and, with `[ldap]`, the directory (both always asked, at once).
+    /// and, with `[ldap]`, the directory (both always asked).
     pub(super) async fn check_password(
         &self,
         config: &Config,
@@ -124,11 +124,11 @@ impl Auth {
             });
         };
         let directory = self.directories.of(settings);
-        let (matched, found) = tokio::join!(
-            self.password_matches(local.as_deref(), password),
-            directory.sign_in(typed, password)
-        );
-        let matched = matched?;
+        // The hash first: a sign-in the hashing queue has no place for
+        // (503, busy) costs the directory nothing, so a burst is bounded
+        // there as for local users.
+        let matched = self.password_matches(local.as_deref(), password).await?;
+        let found = directory.sign_in(typed, password).await;
         let local_outcome = |user: Arc<User>| match (matched, user.locked) {
             (true, false) => Outcome::Local(user),
             (m, locked) => Outcome::Refused {
