@@ -28,8 +28,8 @@ pub enum UserCommand {
     /// Lock a user out: sign-in refused, every session ended.
     Lock {
         name: String,
-        /// The user signs in through this [[oidc]] provider (they need not
-        /// be in the users file yet).
+        /// The user signs in through this [[oidc]] provider, or `ldap` for
+        /// the [ldap] directory (they need not be in the users file yet).
         #[arg(long)]
         provider: Option<String>,
     },
