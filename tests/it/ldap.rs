@@ -496,7 +496,7 @@ async fn the_active_directory_preset_takes_upn_sam_and_the_disabled_bit() {
         &slapd,
         Setup::new().users(&local_users()),
         None,
-        "active_directory = true\nrole_map = { \"admins\" = [\"admin\"] }",
+        "active_directory = true\nrecheck = \"1s\"\nrole_map = { \"admins\" = [\"admin\"] }",
     )
     .await;
     // By userPrincipalName: the session is in the sAMAccountName.
@@ -505,6 +505,23 @@ async fn the_active_directory_preset_takes_upn_sam_and_the_disabled_bit() {
     assert_eq!(gw.upstream.last().headers["x-auth-user"], "carol");
     // userAccountControl 514 = disabled, with the right password.
     assert_eq!(gw.try_sign_in("dave", DAVE_PASSWORD).await.status(), 401);
+    // Disabling carol ends her session at the next recheck.
+    let mut ldap = slapd.admin().await;
+    ldap.modify(
+        &format!("uid=carol,ou=people,{BASE}"),
+        vec![ldap3::Mod::Replace(
+            "userAccountControl",
+            std::collections::HashSet::from(["514"]),
+        )],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    within(Duration::from_secs(5), || async {
+        status(&gw, &carol, "/private/x").await == 401
+    })
+    .await;
 }
 
 #[tokio::test]
