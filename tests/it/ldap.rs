@@ -284,7 +284,10 @@ async fn a_stopped_directory_answers_503_while_local_users_and_sessions_carry_on
         took < Duration::from_secs(2),
         "answered within the timeout: {took:?}"
     );
-    // Local users, existing sessions and the proxy do not wait on it.
+    // Local users, existing sessions and the proxy do not wait on it; a
+    // local name with a wrong password gets what an unknown name gets.
+    assert_eq!(gw.try_sign_in("alice", "wrong").await.status(), 503);
+    assert_eq!(gw.try_sign_in("nobody", "wrong").await.status(), 503);
     let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
     assert_eq!(status(&gw, &alice, "/private/x").await, 200);
     assert_eq!(status(&gw, &carol, "/private/x").await, 200);

@@ -136,8 +136,15 @@ impl Auth {
             },
         };
         let found = match (found, local) {
-            // The directory cannot say: a local name still signs in.
-            (Err(_), Some(user)) => return Ok(local_outcome(user)),
+            // The directory cannot say: a local user with their password
+            // still signs in; anything else is "unavailable", so that an
+            // outage does not tell local names from unknown ones.
+            (Err(_), Some(user)) => {
+                return Ok(match local_outcome(user) {
+                    Outcome::Local(user) => Outcome::Local(user),
+                    _ => Outcome::DirectoryDown,
+                })
+            }
             (Err(_), None) => return Ok(Outcome::DirectoryDown),
             (Ok(Verdict::Unknown), Some(user)) => return Ok(local_outcome(user)),
             (Ok(verdict), Some(user)) => match settings.order {
