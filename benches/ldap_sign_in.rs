@@ -12,6 +12,9 @@
 #[allow(dead_code)]
 mod slapd;
 
+mod common;
+use common::{cookie, cpu, csrf_in};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,15 +108,7 @@ async fn run() {
             .await
             .unwrap();
         let token = cookie(&page, "__Host-authgate-login");
-        let html = page.text().await.unwrap();
-        let csrf = html
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_owned();
+        let csrf = csrf_in(&page.text().await.unwrap());
         let begun = Instant::now();
         let answer = client
             .post(format!("{base}/.gateway/login"))
@@ -207,30 +202,4 @@ async fn run() {
             after.1,
         );
     }
-}
-
-/// Process CPU time (user + system) so far: the gateway's (slapd is
-/// another process).
-fn cpu() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let of = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    of(usage.ru_utime) + of(usage.ru_stime)
-}
-
-fn cookie(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let (k, rest) = v.split_once('=')?;
-            (k == name).then(|| rest.split(';').next().unwrap_or("").to_owned())
-        })
-        .unwrap_or_else(|| panic!("no {name} cookie"))
 }

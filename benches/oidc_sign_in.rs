@@ -10,6 +10,9 @@
 #[allow(dead_code)]
 mod oidc_fake;
 
+mod common;
+use common::{cookie, cpu, csrf_in};
+
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -23,18 +26,6 @@ use oidc_fake::FakeProvider;
 /// Below the 30 provider sign-ins one client may start a minute.
 const ROUNDS: usize = 25;
 const PASSWORD: &str = "bench-password-123";
-
-/// Process CPU time (user + system) so far.
-fn cpu() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let of = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    of(usage.ru_utime) + of(usage.ru_stime)
-}
 
 async fn upstream() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -110,15 +101,7 @@ async fn run() {
             .await
             .unwrap();
         let token = cookie(&page, "__Host-authgate-login");
-        let html = page.text().await.unwrap();
-        let csrf = html
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_owned();
+        let csrf = csrf_in(&page.text().await.unwrap());
         let started = Instant::now();
         let signed_in = client
             .post(format!("{base}/.gateway/login"))
@@ -183,17 +166,4 @@ async fn first_request(client: &reqwest::Client, base: &str, session: &str) {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
-}
-
-fn cookie(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let (k, rest) = v.split_once('=')?;
-            (k == name).then(|| rest.split(';').next().unwrap_or("").to_owned())
-        })
-        .unwrap_or_else(|| panic!("no {name} cookie"))
 }

@@ -53,6 +53,22 @@ impl Session {
     pub fn last_seen_ms(&self) -> u64 {
         self.last_seen_ms.load(Ordering::Relaxed)
     }
+
+    /// The session under `key` as a backend's record holds it.
+    fn row(&self, key: &Key) -> Row {
+        Row {
+            key: *key,
+            user: self.profile.user.clone(),
+            created_ms: self.created_ms,
+            last_seen_ms: self.last_seen_ms(),
+            ip: self.ip,
+            user_agent: self.profile.user_agent.clone(),
+            password_fingerprint: self.password_fingerprint,
+            auth_ms: self.auth_ms.load(Ordering::Relaxed),
+            mfa: self.mfa.load(Ordering::Relaxed),
+            vouched: self.vouched.clone(),
+        }
+    }
 }
 
 /// A session as a backend's record holds it.
@@ -292,18 +308,7 @@ impl SessionMap {
         if mfa {
             session.mfa.store(true, Ordering::Relaxed);
         }
-        Some(Row {
-            key: *key,
-            user: session.profile.user.clone(),
-            created_ms: session.created_ms,
-            last_seen_ms: session.last_seen_ms(),
-            ip: session.ip,
-            user_agent: session.profile.user_agent.clone(),
-            password_fingerprint: session.password_fingerprint,
-            auth_ms: session.auth_ms.load(Ordering::Relaxed),
-            mfa: session.mfa.load(Ordering::Relaxed),
-            vouched: session.vouched.clone(),
-        })
+        Some(session.row(key))
     }
 
     /// Puts `vouched` (`None`: ends them) in every session of `user`
@@ -334,19 +339,7 @@ impl SessionMap {
                 continue;
             }
             entry.vouched = Some(vouched.clone());
-            let session = entry.value();
-            changed.push(Row {
-                key: *entry.key(),
-                user: session.profile.user.clone(),
-                created_ms: session.created_ms,
-                last_seen_ms: session.last_seen_ms(),
-                ip: session.ip,
-                user_agent: session.profile.user_agent.clone(),
-                password_fingerprint: session.password_fingerprint,
-                auth_ms: session.auth_ms.load(Ordering::Relaxed),
-                mfa: session.mfa.load(Ordering::Relaxed),
-                vouched: session.vouched.clone(),
-            });
+            changed.push(entry.value().row(entry.key()));
         }
         (changed, Vec::new())
     }

@@ -283,6 +283,22 @@ access to * by * read
         )
     }
 
+    /// Applies `change` to `dn` as the directory's administrator.
+    pub async fn modify(&self, dn: &str, change: ldap3::Mod<&str>) {
+        let mut ldap = self.admin().await;
+        ldap.modify(dn, vec![change])
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+    }
+
+    /// Deletes `dn` as the directory's administrator.
+    pub async fn delete(&self, dn: &str) {
+        let mut ldap = self.admin().await;
+        ldap.delete(dn).await.unwrap().success().unwrap();
+    }
+
     /// A connection bound as the directory's administrator.
     pub async fn admin(&self) -> ldap3::Ldap {
         let (conn, mut ldap) = ldap3::LdapConnAsync::new(&self.ldap_url()).await.unwrap();
