@@ -22,6 +22,11 @@ fn local_users() -> String {
 
 const ROLE_MAP: &str = "group_base = \"ou=groups,dc=example,dc=org\"\nrole_map = { \"admins\" = [\"admin\"], \"cn=staff,ou=groups,dc=example,dc=org\" = [\"staff\"] }\nheaders = { \"X-Auth-Email\" = \"mail\" }";
 
+/// A setup with the local users alice and bob.
+fn setup() -> Setup {
+    Setup::new().users(&local_users())
+}
+
 /// A gateway on `slapd` with `extra` lines in `[ldap]` (ldaps:// unless
 /// `url` says otherwise). Its setup names the users ([`local_users`]).
 async fn gateway(slapd: &Slapd, setup: Setup, url: Option<&str>, extra: &str) -> TestGateway {
@@ -49,13 +54,7 @@ async fn directory_users_sign_in_over_ldaps_and_starttls_with_groups_as_roles() 
         } else {
             ROLE_MAP.to_owned()
         };
-        let gw = gateway(
-            &slapd,
-            Setup::new().users(&local_users()),
-            Some(&url),
-            &extra,
-        )
-        .await;
+        let gw = gateway(&slapd, setup(), Some(&url), &extra).await;
         // Carol's groups: admins (by name) and staff (by DN).
         let carol = gw.sign_in("Carol", CAROL_PASSWORD).await;
         assert_eq!(status(&gw, &carol, "/staff/x").await, 200, "{url}");
@@ -100,7 +99,7 @@ async fn memberof_names_the_groups_when_no_group_base_is_set() {
     let slapd = Slapd::start();
     let gw = gateway(
         &slapd,
-        Setup::new().users(&local_users()),
+        setup(),
         None,
         "role_map = { \"cn=admins,ou=groups,dc=example,dc=org\" = [\"admin\"] }\ndefault_roles = [\"member\"]",
     )
@@ -113,15 +112,7 @@ async fn memberof_names_the_groups_when_no_group_base_is_set() {
 #[tokio::test]
 async fn typed_names_never_widen_the_search_and_two_matches_refuse() {
     let slapd = Slapd::start();
-    let gw = gateway(
-        &slapd,
-        Setup::new()
-            .users(&local_users())
-            .login("max_failures = 100"),
-        None,
-        "",
-    )
-    .await;
+    let gw = gateway(&slapd, setup().login("max_failures = 100"), None, "").await;
     // Each of these, unescaped, would find carol alone and bind as her.
     for name in [
         "car*",
@@ -152,9 +143,7 @@ async fn an_empty_password_is_refused_before_any_bind() {
     let slapd = Slapd::start();
     let gw = gateway(
         &slapd,
-        Setup::new()
-            .users(&local_users())
-            .server("ops_listen = \"127.0.0.1:0\""),
+        setup().server("ops_listen = \"127.0.0.1:0\""),
         None,
         "",
     )
@@ -177,8 +166,7 @@ async fn a_wrong_name_and_a_wrong_password_cost_the_same_round_trips() {
     let slapd = Slapd::start();
     let gw = gateway(
         &slapd,
-        Setup::new()
-            .users(&local_users())
+        setup()
             .server("ops_listen = \"127.0.0.1:0\"")
             .login("max_failures = 100"),
         None,
@@ -207,13 +195,7 @@ async fn a_wrong_name_and_a_wrong_password_cost_the_same_round_trips() {
         assert_eq!((*searches, *binds), (1.0, 1.0), "{user}: {costs:?}");
     }
     // A throttled directory user, as a local one.
-    let gw = gateway(
-        &slapd,
-        Setup::new().users(&local_users()).login("max_failures = 3"),
-        None,
-        "",
-    )
-    .await;
+    let gw = gateway(&slapd, setup().login("max_failures = 3"), None, "").await;
     for _ in 0..3 {
         assert_eq!(gw.try_sign_in("carol", "wrong").await.status(), 401);
     }
@@ -225,8 +207,7 @@ async fn a_sign_in_burst_shares_a_few_pooled_connections() {
     let slapd = Slapd::start();
     let gw = gateway(
         &slapd,
-        Setup::new()
-            .users(&local_users())
+        setup()
             .server("ops_listen = \"127.0.0.1:0\"")
             .login("max_failures = 1000"),
         None,
@@ -267,9 +248,7 @@ async fn a_stopped_directory_answers_503_while_local_users_and_sessions_carry_on
     let slapd = Slapd::start();
     let gw = gateway(
         &slapd,
-        Setup::new()
-            .users(&local_users())
-            .server("ops_listen = \"127.0.0.1:0\""),
+        setup().server("ops_listen = \"127.0.0.1:0\""),
         None,
         "timeout = \"300ms\"",
     )
@@ -323,13 +302,7 @@ async fn a_stopped_directory_answers_503_while_local_users_and_sessions_carry_on
 #[tokio::test]
 async fn a_directory_that_is_gone_answers_503_and_heals_when_it_is_back() {
     let mut slapd = Slapd::start();
-    let gw = gateway(
-        &slapd,
-        Setup::new().users(&local_users()),
-        None,
-        "timeout = \"500ms\"",
-    )
-    .await;
+    let gw = gateway(&slapd, setup(), None, "timeout = \"500ms\"").await;
     slapd.stop();
     assert_eq!(gw.try_sign_in("carol", CAROL_PASSWORD).await.status(), 503);
     let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
@@ -341,7 +314,7 @@ async fn rechecks_end_sessions_of_removed_users_and_apply_new_groups() {
     let slapd = Slapd::start();
     let gw = gateway(
         &slapd,
-        Setup::new().users(&local_users()),
+        setup(),
         None,
         &format!("recheck = \"1s\"\n{ROLE_MAP}"),
     )
@@ -372,7 +345,7 @@ async fn rechecks_end_sessions_of_removed_users_and_apply_new_groups() {
 #[tokio::test]
 async fn an_admin_locks_out_a_directory_user_by_name() {
     let slapd = Slapd::start();
-    let gw = gateway(&slapd, Setup::new().users(&local_users()), None, "").await;
+    let gw = gateway(&slapd, setup(), None, "").await;
     let carol = gw.sign_in("carol", CAROL_PASSWORD).await;
     let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
     let csrf = csrf_of(&gw, &alice).await;
@@ -423,15 +396,7 @@ async fn a_name_in_the_users_file_and_the_directory_needs_an_order() {
         "{refused}"
     );
     // ... and a name the directory gains later signs in neither way.
-    let gw = gateway(
-        &slapd,
-        Setup::new()
-            .users(&local_users())
-            .login("max_failures = 100"),
-        None,
-        "",
-    )
-    .await;
+    let gw = gateway(&slapd, setup().login("max_failures = 100"), None, "").await;
     assert_eq!(gw.try_sign_in("bob", BOB_PASSWORD).await.status(), 303);
     let mut ldap = slapd.admin().await;
     ldap.add(
@@ -487,7 +452,7 @@ async fn the_active_directory_preset_takes_upn_sam_and_the_disabled_bit() {
     let slapd = Slapd::start();
     let gw = gateway(
         &slapd,
-        Setup::new().users(&local_users()),
+        setup(),
         None,
         "active_directory = true\nrecheck = \"1s\"\nrole_map = { \"admins\" = [\"admin\"] }",
     )
@@ -516,7 +481,7 @@ async fn check_online_binds_and_shows_what_a_user_would_get() {
     let slapd = Slapd::start();
     let gw = gateway(
         &slapd,
-        Setup::new().users(&local_users()),
+        setup(),
         None,
         &format!("{ROLE_MAP}\ndefault_roles = [\"member\"]"),
     )
@@ -573,7 +538,7 @@ async fn a_websocket_closes_when_the_directory_takes_its_role_away() {
     let (url, _) = echo_upstream().await;
     let gw = gateway(
         &slapd,
-        Setup::new().users(&local_users()).upstream_url(&url),
+        setup().upstream_url(&url),
         None,
         &format!("recheck = \"1s\"\n{ROLE_MAP}"),
     )
@@ -655,8 +620,7 @@ async fn sign_ins_the_hashing_queue_refuses_never_reach_the_directory() {
     let slapd = Slapd::start();
     let gw = gateway(
         &slapd,
-        Setup::new()
-            .users(&local_users())
+        setup()
             .server("ops_listen = \"127.0.0.1:0\"")
             .login("max_failures = 1000\nhashing_threads = 1"),
         None,
