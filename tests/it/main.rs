@@ -5,6 +5,7 @@ mod account;
 mod admin;
 mod apps;
 mod assertion;
+mod browser;
 mod cli;
 mod config;
 mod deploy;
