@@ -659,3 +659,22 @@ async fn sign_ins_the_hashing_queue_refuses_never_reach_the_directory() {
         assert_eq!(sent, answered as f64, "{work}");
     }
 }
+
+/// A reload that removes `[ldap]` ends the directory's sessions, and its
+/// users can no longer sign in; local users are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_without_ldap_ends_directory_sessions() {
+    let slapd = Slapd::start();
+    let gw = gateway(&slapd, setup(), None, "").await;
+    let carol = gw.sign_in("carol", CAROL_PASSWORD).await;
+    let alice = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let text = std::fs::read_to_string(gw.config_file()).unwrap();
+    let without = text.split("[ldap]").next().unwrap().to_owned();
+    std::fs::write(gw.config_file(), without).unwrap();
+    within(Duration::from_secs(5), || async {
+        status(&gw, &carol, "/private/x").await == 401
+    })
+    .await;
+    assert_eq!(gw.try_sign_in("carol", CAROL_PASSWORD).await.status(), 401);
+    assert_eq!(status(&gw, &alice, "/private/x").await, 200);
+}

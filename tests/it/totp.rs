@@ -843,3 +843,62 @@ async fn a_directory_users_second_factor_is_kept_here_under_their_name() {
     assert_eq!(fresh(CAROL_PASSWORD, recovery[1].clone()).await, 303);
     assert_eq!(gw.get_as(&session, "/billing/x").await.status(), 200);
 }
+
+/// With Redis, a directory user's second factor enrolled on one replica
+/// is asked for on another (its entry lives in Redis, made at enrollment).
+#[tokio::test]
+async fn with_redis_a_directory_users_second_factor_reaches_every_replica() {
+    use crate::replicas::{on, RedisServer};
+    use crate::slapd::{Slapd, CAROL_PASSWORD};
+    let slapd = Slapd::start();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let section = slapd.section(dir.path(), &slapd.ldaps_url(), "");
+    let local = default_users()
+        .split("[users.carol]")
+        .next()
+        .unwrap()
+        .to_owned();
+    let replica = || {
+        on(&redis)
+            .users(&local)
+            .login("require_totp = [\"admin\"]")
+            .rules(&format!("{GUARDED_RULES}\n{section}"))
+            .start()
+    };
+    let (a, b) = (replica().await, replica().await);
+    early_in_a_step(10).await;
+    // Carol has no admin role here: she enrolls of her own accord on a.
+    let session = a.sign_in("carol", CAROL_PASSWORD).await;
+    let cookie = format!("{SESSION}={session}");
+    let form = page_with(&a, &cookie, "/.gateway/totp").await;
+    let csrf = csrf_in(&form.text().await.unwrap());
+    let scan = post_with(
+        &a,
+        &cookie,
+        "/.gateway/totp",
+        &[
+            ("csrf", &csrf),
+            ("step", "password"),
+            ("password", CAROL_PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(
+        scan.status(),
+        200,
+        "the directory's password opens enrollment"
+    );
+    let (key, done) = scan_and_confirm(&a, &cookie).await;
+    assert_eq!(done.status(), 200);
+    // On b (once it has polled the users, within a second), her next
+    // sign-in asks for the code.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (pending, location) = password_step(&b, "carol", CAROL_PASSWORD).await;
+    assert_eq!(location, "/.gateway/login/code");
+    let done = code_step(&b, &pending, &code(&key, now_secs() + 30)).await;
+    assert_eq!(done.status(), 303);
+    let on_b = set_cookie(&done, SESSION).unwrap();
+    assert_eq!(b.get_as(&on_b, "/billing/x").await.status(), 200);
+    assert_eq!(b.upstream.last().headers["x-auth-user"], "carol");
+}
