@@ -13,7 +13,7 @@
 mod slapd;
 
 mod common;
-use common::{cookie, cpu, csrf_in};
+use common::{cpu, post_sign_in};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,25 +102,7 @@ async fn run() {
                 &mut directory,
             )
         };
-        let page = client
-            .get(format!("{base}/.gateway/login"))
-            .send()
-            .await
-            .unwrap();
-        let token = cookie(&page, "__Host-authgate-login");
-        let csrf = csrf_in(&page.text().await.unwrap());
-        let begun = Instant::now();
-        let answer = client
-            .post(format!("{base}/.gateway/login"))
-            .header("cookie", format!("__Host-authgate-login={token}"))
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("username", &user),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let (begun, answer) = post_sign_in(&client, &base, &user, password).await;
         times.push(begun.elapsed());
         assert_eq!(answer.status(), 303, "{user}");
     }

@@ -11,7 +11,7 @@
 mod oidc_fake;
 
 mod common;
-use common::{cookie, cpu, csrf_in};
+use common::{cookie, cpu, post_sign_in};
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -95,26 +95,7 @@ async fn run() {
     let mut local = Vec::with_capacity(ROUNDS);
     let cpu_before = cpu();
     for _ in 0..ROUNDS {
-        let page = client
-            .get(format!("{base}/.gateway/login"))
-            .send()
-            .await
-            .unwrap();
-        let token = cookie(&page, "__Host-authgate-login");
-        let csrf = csrf_in(&page.text().await.unwrap());
-        let started = Instant::now();
-        let signed_in = client
-            .post(format!("{base}/.gateway/login"))
-            .header("cookie", format!("__Host-authgate-login={token}"))
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("username", "alice"),
-                ("password", PASSWORD),
-                ("next", "/"),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let (started, signed_in) = post_sign_in(&client, &base, "alice", PASSWORD).await;
         assert_eq!(signed_in.status(), 303);
         first_request(&client, &base, &cookie(&signed_in, "__Host-authgate")).await;
         local.push(started.elapsed());

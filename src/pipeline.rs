@@ -402,16 +402,14 @@ fn unless_allowed(
         Decision::Deny(reason) => Err(GatewayError::Forbidden(reason)),
         Decision::Reauth(reason) => {
             let second_factor = reason == crate::policy::ReauthReason::SecondFactor;
-            let user = presented.signed_in.as_ref().map(|s| &s.user);
+            let signed_in = presented.signed_in.as_ref();
             Err(GatewayError::Reauth {
                 next: with_query(normalized, request.uri().query()),
                 navigating: navigating(),
                 second_factor,
-                enroll: second_factor && user.is_some_and(|u| !auth.has_second_factor(u)),
-                // A directory's user signs in again here, like a local one.
-                provider: user
-                    .and_then(|u| u.provider.clone())
-                    .filter(|p| &**p != crate::config::Ldap::NAME),
+                enroll: second_factor
+                    && signed_in.is_some_and(|s| !auth.has_second_factor(&s.user)),
+                provider: signed_in.and_then(|s| s.proved_elsewhere().cloned()),
             })
         }
     }

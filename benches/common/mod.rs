@@ -1,7 +1,7 @@
-//! What the sign-in benches share: the process's CPU time and a
-//! response's cookie.
+//! What the sign-in benches share: the process's CPU time, a response's
+//! cookie, and a password sign-in.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Process CPU time (user + system) so far.
 pub fn cpu() -> Duration {
@@ -30,7 +30,7 @@ pub fn cookie(response: &reqwest::Response, name: &str) -> String {
 }
 
 /// The `csrf` hidden field of a page.
-pub fn csrf_in(html: &str) -> String {
+fn csrf_in(html: &str) -> String {
     html.split("name=\"csrf\" value=\"")
         .nth(1)
         .unwrap()
@@ -38,4 +38,36 @@ pub fn csrf_in(html: &str) -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+/// Fetches the sign-in form, then posts `user`'s `password` with it:
+/// when the POST was sent (the form's fetch is not part of the sign-in's
+/// time) and the answer.
+pub async fn post_sign_in(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> (Instant, reqwest::Response) {
+    let page = client
+        .get(format!("{base}/.gateway/login"))
+        .send()
+        .await
+        .unwrap();
+    let token = cookie(&page, "__Host-authgate-login");
+    let csrf = csrf_in(&page.text().await.unwrap());
+    let started = Instant::now();
+    let answer = client
+        .post(format!("{base}/.gateway/login"))
+        .header("cookie", format!("__Host-authgate-login={token}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", user),
+            ("password", password),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (started, answer)
 }

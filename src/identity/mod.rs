@@ -79,6 +79,17 @@ impl SignedIn {
         }
     }
 
+    /// The `[[oidc]]` provider that keeps this person's password and
+    /// second factor, where they sign in again; `None` when the gateway
+    /// checks both itself (the users file's users, and a directory's,
+    /// whose password it asks the directory about).
+    pub fn proved_elsewhere(&self) -> Option<&Arc<str>> {
+        self.user
+            .provider
+            .as_ref()
+            .filter(|p| &***p != crate::config::Ldap::NAME)
+    }
+
     /// Whether the user holds the admin role of `config`.
     pub fn is_admin(&self, config: &Config) -> bool {
         self.user.roles.contains(&config.admin.role)

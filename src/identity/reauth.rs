@@ -27,13 +27,8 @@ impl Auth {
         let signed_in = self
             .require_session(request.headers(), request.method(), "/.gateway/reauth")
             .await?;
-        // A provider's user signs in again there (a directory's, here).
-        if let Some(provider) = signed_in
-            .user
-            .provider
-            .as_ref()
-            .filter(|p| &***p != crate::config::Ldap::NAME)
-        {
+        // A provider's user signs in again there.
+        if let Some(provider) = signed_in.proved_elsewhere() {
             return Err(GatewayError::Reauth {
                 next: query_next,
                 navigating: true,

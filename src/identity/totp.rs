@@ -455,17 +455,12 @@ impl Auth {
                 let mut signed_in = self
                     .require_session(request.headers(), request.method(), "/.gateway/totp")
                     .await?;
-                match signed_in.user.provider.as_deref() {
-                    // A directory's user keeps a second factor here.
-                    Some(crate::config::Ldap::NAME) => {
-                        signed_in.user = self.with_second_factor(&signed_in.user);
-                    }
-                    Some(provider) => {
-                        let page = pages::kept_by_provider(signed_in.viewer(config), provider);
-                        return Ok(page.into());
-                    }
-                    None => {}
+                if let Some(provider) = signed_in.proved_elsewhere() {
+                    let page = pages::kept_by_provider(signed_in.viewer(config), provider);
+                    return Ok(page.into());
                 }
+                // A directory's user keeps a second factor here too.
+                signed_in.user = self.with_second_factor(&signed_in.user);
                 (Who::Session(signed_in), query_next.clone())
             }
         };

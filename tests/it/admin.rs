@@ -45,6 +45,17 @@ async fn status_of(gw: &TestGateway, session: &str, path: &str) -> u16 {
     gw.get_as(session, path).await.status().as_u16()
 }
 
+/// `name`'s entry in the admin API's `GET /users` answer.
+pub fn user_entry(users: &Value, name: &str) -> Value {
+    users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {users}"))
+        .clone()
+}
+
 pub async fn csrf_of(gw: &TestGateway, session: &str) -> String {
     let whoami: Value = gw
         .get_as(session, "/.gateway/whoami")
@@ -411,13 +422,7 @@ async fn the_admin_api_is_for_the_admin_role_with_its_csrf_header() {
         .json()
         .await
         .unwrap();
-    let bob_entry = users["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "bob")
-        .unwrap()
-        .clone();
+    let bob_entry = user_entry(&users, "bob");
     assert_eq!(
         bob_entry,
         json!({"name": "bob", "roles": ["user"], "locked": false, "totp": false, "sessions": 2})
@@ -597,13 +602,7 @@ async fn the_admin_api_is_for_the_admin_role_with_its_csrf_header() {
         .json()
         .await
         .unwrap();
-    let bob_entry = users["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "bob")
-        .unwrap()
-        .clone();
+    let bob_entry = user_entry(&users, "bob");
     assert_eq!(bob_entry["locked"], true);
     assert_eq!(bob_entry["sessions"], 0);
     let unlocked = api(

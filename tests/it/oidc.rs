@@ -1059,13 +1059,7 @@ async fn an_admin_locks_a_provider_user_out_by_name() {
         .json()
         .await
         .unwrap();
-    let entry = users["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "dana")
-        .unwrap()
-        .clone();
+    let entry = super::admin::user_entry(&users, "dana");
     assert_eq!(
         (entry["provider"].as_str(), entry["locked"].as_bool()),
         (Some("fake"), Some(true))
@@ -1255,13 +1249,7 @@ async fn replicas_share_a_provider_users_lock() {
         .json()
         .await
         .unwrap();
-    let entry = on_b["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "dana")
-        .unwrap()
-        .clone();
+    let entry = super::admin::user_entry(&on_b, "dana");
     assert_eq!(
         (entry["provider"].as_str(), entry["locked"].as_bool()),
         (Some("fake"), Some(true))

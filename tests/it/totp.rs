@@ -594,15 +594,7 @@ async fn the_admin_api_shows_and_resets_second_factors() {
         .json()
         .await
         .unwrap();
-    let totp_of = |users: &Value, name: &str| {
-        users["users"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["name"] == name)
-            .unwrap()["totp"]
-            .clone()
-    };
+    let totp_of = |users: &Value, name: &str| crate::admin::user_entry(users, name)["totp"].clone();
     assert_eq!(totp_of(&users, "dave"), true);
     assert_eq!(totp_of(&users, "bob"), false);
     let page = gw

@@ -218,8 +218,14 @@ impl Auth {
     }
 
     /// Whether `user` (signed in) has a second factor here.
-    pub fn has_second_factor(&self, user: &Arc<User>) -> bool {
-        self.with_second_factor(user).totp.is_some()
+    pub fn has_second_factor(&self, user: &User) -> bool {
+        user.totp.is_some()
+            || (user.provider.as_deref() == Some(Ldap::NAME)
+                && self
+                    .users
+                    .load()
+                    .get_by_key(&user.key)
+                    .is_some_and(|e| e.provider.as_deref() == Some(Ldap::NAME) && e.totp.is_some()))
     }
 
     /// Whether `typed` is the password of `user`, who is signed in (or
