@@ -5,6 +5,7 @@ mod audit;
 mod changes;
 pub mod csrf;
 pub mod forms;
+mod hold_off;
 pub mod ldap;
 mod lifecycle;
 pub mod next;

@@ -678,3 +678,32 @@ async fn a_reload_without_ldap_ends_directory_sessions() {
     assert_eq!(gw.try_sign_in("carol", CAROL_PASSWORD).await.status(), 401);
     assert_eq!(status(&gw, &alice, "/private/x").await, 200);
 }
+
+/// Plain `ldap://` works when `insecure = true` says so (a network the
+/// operator trusts), and a `group_filter` may name the user by name.
+#[tokio::test]
+async fn plain_ldap_with_insecure_and_a_group_filter_by_username() {
+    let slapd = Slapd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let section: String = slapd
+        .section(
+            dir.path(),
+            &slapd.ldap_url(),
+            &format!(
+                "insecure = true\ngroup_base = \"ou=groups,{BASE}\"\ngroup_filter = \"(member=uid={{username}},ou=people,{BASE})\"\nrole_map = {{ admins = [\"admin\"] }}"
+            ),
+        )
+        .lines()
+        .filter(|l| !l.starts_with("ca = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let gw = setup()
+        .rules(&format!("{}\n{section}", crate::support::DEFAULT_RULES))
+        .start()
+        .await;
+    let carol = gw.sign_in("carol", CAROL_PASSWORD).await;
+    assert_eq!(status(&gw, &carol, "/staff/x").await, 200);
+    assert_eq!(gw.upstream.last().headers["x-auth-roles"], "admin");
+    let dave = gw.sign_in("dave", DAVE_PASSWORD).await;
+    assert_eq!(status(&gw, &dave, "/staff/x").await, 403);
+}

@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions};
 use tokio::sync::Semaphore;
 
 use crate::config::{Ldap as Settings, LdapGroups};
+use crate::identity::hold_off::HoldOff;
 use crate::metrics::DirectoryStats;
 
 /// `userAccountControl`'s ACCOUNTDISABLE bit (Active Directory).
@@ -85,8 +86,9 @@ pub struct Directory {
     searchers: Pool,
     binders: Pool,
     stats: Arc<DirectoryStats>,
-    /// Until when sign-ins answer "unavailable" without trying.
-    held_off_until: Mutex<Option<Instant>>,
+    /// Sign-ins answer "unavailable" without trying for [`HOLD_OFF`]
+    /// after a failure.
+    down: HoldOff,
 }
 
 impl Directory {
@@ -101,7 +103,7 @@ impl Directory {
             binders: pool(false),
             settings,
             stats,
-            held_off_until: Mutex::new(None),
+            down: HoldOff::new(HOLD_OFF),
         }
     }
 
@@ -114,10 +116,8 @@ impl Directory {
         if password.is_empty() {
             return Ok(Verdict::WrongPassword);
         }
-        if let Some(until) = *self.held_off_until.lock().expect("not poisoned") {
-            if Instant::now() < until {
-                return Err(Down("it failed moments ago; trying again shortly".into()));
-            }
+        if self.down.active() {
+            return Err(Down("it failed moments ago; trying again shortly".into()));
         }
         let outcome = tokio::time::timeout(self.settings.timeout, self.sign_in_now(name, password))
             .await
@@ -227,15 +227,14 @@ impl Directory {
     fn note<T>(&self, outcome: &Result<T, Down>) {
         match outcome {
             Ok(_) => {
-                *self.held_off_until.lock().expect("not poisoned") = None;
+                self.down.succeeded();
                 if self.stats.down.swap(false, Ordering::Relaxed) {
                     tracing::info!(url = %self.settings.url, "the directory answers again");
                 }
             }
             Err(Down(why)) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                *self.held_off_until.lock().expect("not poisoned") =
-                    Some(Instant::now() + HOLD_OFF);
+                self.down.failed();
                 if !self.stats.down.swap(true, Ordering::Relaxed) {
                     tracing::error!(url = %self.settings.url, reason = %why, "the directory cannot be reached: its users cannot sign in until it answers (local users and open sessions are not affected)");
                 }

@@ -7,6 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::identity::hold_off::HoldOff;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
@@ -66,7 +68,8 @@ pub struct Remote {
     pub settings: Arc<OidcProvider>,
     client: Client<Https, Full<Bytes>>,
     discovered: tokio::sync::Mutex<Option<Arc<Discovered>>>,
-    down_since: Mutex<Option<Instant>>,
+    /// A provider that failed is not asked again for [`DOWN_FOR`].
+    down: HoldOff,
     keys: Mutex<Option<Keys>>,
 }
 
@@ -85,7 +88,7 @@ impl Remote {
             settings,
             client,
             discovered: tokio::sync::Mutex::new(None),
-            down_since: Mutex::new(None),
+            down: HoldOff::new(DOWN_FOR),
             keys: Mutex::new(None),
         }
     }
@@ -113,22 +116,20 @@ impl Remote {
         if let Some(d) = cached.as_ref().filter(|d| d.fetched.elapsed() < FRESH_FOR) {
             return Ok(d.clone());
         }
-        if let Some(since) = *self.down_since.lock().expect("not poisoned") {
-            if since.elapsed() < DOWN_FOR {
-                return Err(RemoteError::Unreachable(
-                    "it failed moments ago; trying again shortly".into(),
-                ));
-            }
+        if self.down.active() {
+            return Err(RemoteError::Unreachable(
+                "it failed moments ago; trying again shortly".into(),
+            ));
         }
         match self.discover().await {
             Ok(found) => {
-                *self.down_since.lock().expect("not poisoned") = None;
+                self.down.succeeded();
                 let found = Arc::new(found);
                 *cached = Some(found.clone());
                 Ok(found)
             }
             Err(e) => {
-                *self.down_since.lock().expect("not poisoned") = Some(Instant::now());
+                self.down.failed();
                 tracing::warn!(provider = %self.settings.name, error = %e, "identity provider discovery failed");
                 // A stale document is better than none while the provider is down.
                 cached.clone().ok_or(e)
