@@ -123,6 +123,7 @@ fn main() {
             &own,
             csrf,
             now,
+            Some(&[]),
         ));
     });
     println!("account page, 5 sessions:     {account:8.0} ns");

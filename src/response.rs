@@ -320,7 +320,19 @@ pub fn own_response(
 
 impl From<crate::pages::Page> for Response<Body> {
     fn from(page: crate::pages::Page) -> Response<Body> {
-        own_response(page.status, "text/html; charset=utf-8", page.html)
+        let scripted = page.html.contains(crate::pages::PASSKEY_SCRIPT_TAG);
+        let mut response = own_response(page.status, "text/html; charset=utf-8", page.html);
+        if scripted {
+            // The passkey script, from the gateway itself, and its calls
+            // back to it; still no inline script.
+            response.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+                ),
+            );
+        }
+        response
     }
 }
 

@@ -31,13 +31,21 @@ pub async fn account(
         .await
         .map_err(|_| GatewayError::StoreUnavailable)?;
     if request.method() != Method::POST {
+        let now = session::now_ms();
+        // A directory's user keeps passkeys here; a provider's at the provider.
+        let user = auth.with_second_factor(&signed_in.user);
+        let passkeys = signed_in
+            .proved_elsewhere()
+            .is_none()
+            .then_some(&user.passkeys[..]);
         return Ok(pages::account::page(
             signed_in.viewer(config),
             signed_in.user.provider.as_deref(),
             &signed_in.session.key,
             &own,
             &token,
-            session::now_ms(),
+            now,
+            passkeys,
         )
         .into());
     }

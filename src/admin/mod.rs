@@ -63,6 +63,19 @@ fn error(status: StatusCode, code: &str) -> Response<Body> {
     json_response(status, json!({ "error": code }))
 }
 
+/// The user change an admin's action names (the API spells it with `-`,
+/// the page's buttons with `_`).
+fn action_change(action: &str, key: &str) -> Option<Change> {
+    let key = key.to_owned();
+    Some(match action {
+        "lock" => Change::Lock(key),
+        "unlock" => Change::Unlock(key),
+        "totp-reset" | "totp_reset" => Change::ResetTotp(key),
+        "passkeys-reset" | "passkeys_reset" => Change::ResetPasskeys(key),
+        _ => return None,
+    })
+}
+
 fn no_content() -> Response<Body> {
     let mut response = own_response(StatusCode::NO_CONTENT, JSON, "");
     response.headers_mut().remove(header::CONTENT_TYPE);
@@ -256,6 +269,7 @@ pub async fn api(
                         "roles": u.roles,
                         "locked": u.locked,
                         "totp": u.totp.is_some(),
+                        "passkeys": u.passkeys.len(),
                         "sessions": counts.get(&u.key).copied().unwrap_or(0),
                     });
                     // A provider's user, kept here to be locked out.
@@ -269,26 +283,15 @@ pub async fn api(
         }
         (
             &Method::POST,
-            ["users", name, action @ ("lock" | "unlock" | "revoke" | "totp-reset")],
+            ["users", name, action @ ("lock" | "unlock" | "revoke" | "totp-reset" | "passkeys-reset")],
         ) => {
             let Some(key) = user_key(name) else {
                 return Ok(error(StatusCode::NOT_FOUND, "not_found"));
             };
             drop(users);
-            let result = match *action {
-                "lock" => {
-                    auth.change_users(Change::Lock(key.to_string()), &actor)
-                        .await
-                }
-                "unlock" => {
-                    auth.change_users(Change::Unlock(key.to_string()), &actor)
-                        .await
-                }
-                "totp-reset" => {
-                    auth.change_users(Change::ResetTotp(key.to_string()), &actor)
-                        .await
-                }
-                _ => {
+            let result = match action_change(action, &key) {
+                Some(change) => auth.change_users(change, &actor).await,
+                None => {
                     auth.revoke_sessions(&key, &actor)
                         .await
                         .map_err(|_| GatewayError::StoreUnavailable)?;
@@ -469,7 +472,7 @@ pub async fn api(
             | ["users"]
             | ["users", _]
             | ["events"]
-            | ["users", _, "lock" | "unlock" | "revoke" | "roles" | "totp-reset" | "password"],
+            | ["users", _, "lock" | "unlock" | "revoke" | "roles" | "totp-reset" | "passkeys-reset" | "password"],
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         _ => error(StatusCode::NOT_FOUND, "not_found"),
     })
@@ -534,17 +537,9 @@ pub async fn page(
                         .map_err(|_| GatewayError::StoreUnavailable)?;
                     Ok(())
                 }
-                ("lock", Some(key)) => {
-                    auth.change_users(Change::Lock(key.to_string()), &actor)
-                        .await
-                }
-                ("unlock", Some(key)) => {
-                    auth.change_users(Change::Unlock(key.to_string()), &actor)
-                        .await
-                }
-                ("totp_reset", Some(key)) => {
-                    auth.change_users(Change::ResetTotp(key.to_string()), &actor)
-                        .await
+                (action, Some(key)) if action_change(action, &key).is_some() => {
+                    let change = action_change(action, &key).expect("just matched");
+                    auth.change_users(change, &actor).await
                 }
                 ("roles", Some(key)) => {
                     let roles: Vec<String> = form

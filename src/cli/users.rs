@@ -40,6 +40,9 @@ pub enum UserCommand {
     /// Remove a user's second factor (TOTP secret and recovery codes), for
     /// a lost phone; they enroll again at /.gateway/totp.
     TotpReset { name: String },
+    /// Remove every passkey of a user (a lost or stolen device); their
+    /// sessions end. They add passkeys again on their account page.
+    PasskeysReset { name: String },
     /// List the users.
     List,
     /// Print the users as a users.toml (from the shared store when there is one).
@@ -145,6 +148,10 @@ pub fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Resu
         UserCommand::TotpReset { ref name } => (
             Some(Change::ResetTotp(name.clone())),
             format!("removed the second factor of {name}"),
+        ),
+        UserCommand::PasskeysReset { ref name } => (
+            Some(Change::ResetPasskeys(name.clone())),
+            format!("removed every passkey of {name}"),
         ),
     };
     runtime()?.block_on(async {

@@ -119,9 +119,10 @@ pub struct Login {
     /// Failures allowed per account within `failure_window` (per client IP: 4x).
     pub max_failures: u32,
     pub failure_window: Duration,
-    /// Users with any of these roles must enroll a second factor before
-    /// they get a session.
-    pub require_totp: Vec<String>,
+    /// Users with any of these roles must have a second factor (a TOTP
+    /// app or a passkey) before they get a session: `[login]
+    /// require_second_factor`, and `require_totp`, its older name.
+    pub require_second_factor: Vec<String>,
     /// What the sign-in page says besides its form.
     pub words: LoginWords,
     /// `[login] local`: the username and password form is offered.

@@ -277,8 +277,10 @@ pub struct RawUsers {
 pub struct RawLogin {
     pub max_failures: Option<Spanned<i64>>,
     pub failure_window: Option<Text>,
-    /// Roles whose users must have a second factor.
+    /// Roles whose users must have a second factor (the older name).
     pub require_totp: Option<Vec<Text>>,
+    /// Roles whose users must have a second factor: a TOTP app or a passkey.
+    pub require_second_factor: Option<Vec<Text>>,
     /// The organisation's name on the sign-in page.
     pub title: Option<Text>,
     /// A short plain-text notice on the sign-in page.

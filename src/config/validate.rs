@@ -422,10 +422,12 @@ impl Validator<'_> {
             words,
             max_failures: max_failures?,
             failure_window: window?,
-            require_totp: raw
+            // Both names mean the same: either second factor meets them.
+            require_second_factor: raw
                 .require_totp
-                .unwrap_or_default()
                 .into_iter()
+                .chain(raw.require_second_factor)
+                .flatten()
                 .map(|r| r.into_inner())
                 .collect(),
         })

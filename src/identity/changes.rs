@@ -74,6 +74,7 @@ impl Auth {
                             }
                         }
                     }
+                    self.passkey_changes(before, after, actor);
                     if after.roles != before.roles {
                         crate::security_event!(warn, event = "roles_changed", actor, user = %after.name, from = %before.roles.join(","), to = %after.roles.join(","), "roles changed");
                         self.audit.remember(
@@ -116,6 +117,51 @@ impl Auth {
         self.users.store(Arc::new(new));
     }
 
+    /// Logs the passkeys added to and removed from an account. When
+    /// someone other than the user takes them all away (an admin's reset),
+    /// the user's sessions end, as for a lock.
+    fn passkey_changes(&self, before: &User, after: &User, actor: &str) {
+        let has = |user: &User, id: &str| user.passkeys.iter().any(|p| p.record.id == id);
+        for added in after.passkeys.iter().filter(|p| !has(before, &p.record.id)) {
+            crate::security_event!(warn, event = "passkey_added", actor, user = %after.name, passkey = %added.record.name, "passkey added");
+            self.audit.remember(
+                "passkey_added",
+                actor,
+                &after.name,
+                added.record.name.clone(),
+            );
+        }
+        let removed: Vec<_> = before
+            .passkeys
+            .iter()
+            .filter(|p| !has(after, &p.record.id))
+            .collect();
+        let by_the_user = actor == format!("user {}", after.name);
+        if !removed.is_empty() && after.passkeys.is_empty() && !by_the_user {
+            let ended = self.store.sessions.end_all_for_user_now(&after.key);
+            crate::security_event!(warn, event = "passkeys_reset", actor, user = %after.name, removed = removed.len(), sessions_ended = ended, "every passkey removed");
+            self.audit.remember(
+                "passkeys_reset",
+                actor,
+                &after.name,
+                format!(
+                    "{} passkey(s) removed, {ended} session(s) ended",
+                    removed.len()
+                ),
+            );
+            return;
+        }
+        for gone in removed {
+            crate::security_event!(warn, event = "passkey_removed", actor, user = %after.name, passkey = %gone.record.name, "passkey removed");
+            self.audit.remember(
+                "passkey_removed",
+                actor,
+                &after.name,
+                gone.record.name.clone(),
+            );
+        }
+    }
+
     /// Why user changes cannot be saved here, when they cannot: the users
     /// file is read-only.
     pub fn users_managed_elsewhere(&self) -> Option<String> {
@@ -133,7 +179,7 @@ impl Auth {
                 if self
                     .users()
                     .get(&name)
-                    .is_some_and(|u| u.provider.is_some() && u.totp.is_none()) =>
+                    .is_some_and(|u| u.provider.is_some() && !u.has_second_factor()) =>
             {
                 Change::Delete(name)
             }

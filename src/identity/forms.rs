@@ -43,6 +43,14 @@ pub async fn checked_form(
 }
 
 pub async fn read_form(request: crate::body::GatewayRequest) -> Result<Form, GatewayError> {
+    read_form_within(request, MAX_FORM_BYTES).await
+}
+
+/// A urlencoded form of at most `limit` bytes.
+pub async fn read_form_within(
+    request: crate::body::GatewayRequest,
+    limit: usize,
+) -> Result<Form, GatewayError> {
     let is_form = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -54,10 +62,7 @@ pub async fn read_form(request: crate::body::GatewayRequest) -> Result<Form, Gat
     if !is_form {
         return Err(GatewayError::BadForm);
     }
-    let body: Bytes = match Limited::new(request.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-    {
+    let body: Bytes = match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return Err(GatewayError::BodyTooLarge),
         Err(e) if crate::response::caused_by::<crate::body::BodyTimedOut>(&*e) => {

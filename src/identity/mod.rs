@@ -10,6 +10,7 @@ pub mod ldap;
 mod lifecycle;
 pub mod next;
 pub mod oidc;
+mod passkey;
 mod password;
 mod reauth;
 mod totp;
@@ -257,6 +258,13 @@ impl Auth {
             "/.gateway/totp" if is_get || method == Method::POST => {
                 self.totp_page(call, request).await
             }
+            "/.gateway/passkey.js" if is_get => Ok(passkey::script()),
+            "/.gateway/passkeys/options" => self.passkey_register_options(call, request).await,
+            "/.gateway/passkeys" => self.passkeys(call, request).await,
+            "/.gateway/login/passkey/options" => self.login_passkey_options(call, request).await,
+            "/.gateway/login/passkey" if is_get || method == Method::POST => {
+                self.login_passkey(call, request).await
+            }
             "/.gateway/reauth" if is_get || method == Method::POST => {
                 self.reauth(call, request).await
             }
@@ -270,6 +278,8 @@ impl Auth {
             | "/.gateway/password"
             | "/.gateway/login/code"
             | "/.gateway/totp"
+            | "/.gateway/passkey.js"
+            | "/.gateway/login/passkey"
             | "/.gateway/reauth" => Err(GatewayError::MethodNotAllowed),
             _ => Err(GatewayError::NotFound),
         }

@@ -48,7 +48,7 @@ impl Auth {
         response
     }
 
-    fn login_token<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+    pub(super) fn login_token<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         cookie_values(headers, &self.login_cookie_name).find(|v| session::key_of(v).is_some())
     }
 

@@ -7,7 +7,7 @@
 //! in the store's records, which replicas may share) for
 //! [`PENDING_FOR_MS`], used once. No session exists, and no
 //! session cookie is set, before the code. A user whose role must have a
-//! second factor (`[login] require_totp`) and has none gets a pending
+//! second factor (`[login] require_second_factor`) and has none gets a pending
 //! sign-in that leads to enrollment instead.
 //!
 //! Every code tried takes an attempt from the same throttle as passwords.
@@ -82,14 +82,14 @@ impl Pending {
 }
 
 /// A pending sign-in as the second-factor pages use it.
-struct PendingSignIn {
-    key: Key,
+pub(super) struct PendingSignIn {
+    pub key: Key,
     /// With the second factor kept for them.
-    user: Arc<User>,
-    enroll: bool,
-    next: String,
+    pub user: Arc<User>,
+    pub enroll: bool,
+    pub next: String,
     /// A directory user's session begins with this.
-    vouched: Option<Arc<Vouched>>,
+    pub vouched: Option<Arc<Vouched>>,
 }
 
 /// Who is on a second-factor page: a session, or a pending sign-in.
@@ -146,7 +146,7 @@ impl Auth {
     }
 
     /// Uses up a pending sign-in: true for the one request that does.
-    async fn take_pending(&self, key: &Key) -> Result<bool, GatewayError> {
+    pub(super) async fn take_pending(&self, key: &Key) -> Result<bool, GatewayError> {
         self.store
             .records
             .take(PENDING, key)
@@ -200,7 +200,10 @@ impl Auth {
     }
 
     /// The pending sign-in the request's cookie names, if it is live.
-    async fn pending_of(&self, headers: &HeaderMap) -> Result<Option<PendingSignIn>, GatewayError> {
+    pub(super) async fn pending_of(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<PendingSignIn>, GatewayError> {
         let now = session::now_ms();
         for id in cookie_values(headers, &self.pending_cookie_name) {
             let Some(key) = session::key_of(id) else {
@@ -259,12 +262,12 @@ impl Auth {
         next: &str,
         vouched: Option<&Arc<Vouched>>,
     ) -> Result<Option<Response<Body>>, GatewayError> {
-        let needs_enroll = user.totp.is_none()
+        let needs_enroll = !user.has_second_factor()
             && user
                 .roles
                 .iter()
-                .any(|r| config.login.require_totp.contains(r));
-        if user.totp.is_none() && !needs_enroll {
+                .any(|r| config.login.require_second_factor.contains(r));
+        if !user.has_second_factor() && !needs_enroll {
             return Ok(None);
         }
         let id = session::new_id();
@@ -283,6 +286,9 @@ impl Auth {
         .await?;
         let location = if needs_enroll {
             "/.gateway/totp"
+        } else if !user.passkeys.is_empty() {
+            // The passkey step offers the code too, when there is one.
+            "/.gateway/login/passkey"
         } else {
             "/.gateway/login/code"
         };
@@ -305,7 +311,7 @@ impl Auth {
         Ok(Some(response))
     }
 
-    fn clear_pending_cookie(&self, response: &mut Response<Body>) {
+    pub(super) fn clear_pending_cookie(&self, response: &mut Response<Body>) {
         response.headers_mut().append(
             header::SET_COOKIE,
             HeaderValue::from_str(&format!(

@@ -70,7 +70,12 @@ pub fn page(viewer: Viewer<'_>, admin: Admin<'_>, csrf: &str, now_ms: u64) -> Pa
                             @if user.totp.is_some() {
                                 "TOTP, " (user.recovery_codes.len()) " recovery code(s) left "
                                 (button(to, csrf, "totp_reset", &user.name, "Reset"))
-                            } @else { "none" }
+                            } @else if user.passkeys.is_empty() { "none" }
+                            @if !user.passkeys.is_empty() {
+                                br;
+                                (user.passkeys.len()) " passkey(s) "
+                                (button(to, csrf, "passkeys_reset", &user.name, "Remove all"))
+                            }
                         }
                         td data-label="Sessions" { (sessions.iter().filter(|s| s.user == user.key).count()) }
                         td.actions {

@@ -126,6 +126,20 @@ fn button(to: &str, csrf: &str, action: &str, target: &str, label: &str) -> Mark
     }
 }
 
+/// The passkey buttons' script, served at `/.gateway/passkey.js`.
+pub const PASSKEY_SCRIPT: &str = include_str!("passkey.js");
+/// How a page loads it; a page with this tag gets a policy that lets it
+/// run (`script-src 'self'`), every other page none.
+pub const PASSKEY_SCRIPT_TAG: &str = r#"<script src="/.gateway/passkey.js" defer></script>"#;
+
+/// The passkey script and the place its messages go.
+fn passkey_script() -> Markup {
+    html! {
+        p #passkey-message role="alert" hidden {}
+        (PreEscaped(PASSKEY_SCRIPT_TAG))
+    }
+}
+
 /// A moment as a person reads it ("3 minutes ago"), with the exact time
 /// (UTC) on hover.
 pub fn moment(at_ms: u64, now_ms: u64) -> Markup {

@@ -70,11 +70,19 @@ pub fn login(
             (form("/.gateway/login", csrf, html! {
                 input type="hidden" name="next" value=(next);
                 label for="username" { "Username" }
-                input type="text" id="username" name="username" autocomplete="username"
+                input type="text" id="username" name="username" autocomplete="username webauthn"
                     autocapitalize="none" spellcheck="false" required autofocus;
                 (password_input(false))
                 button type="submit" { "Sign in" }
             }))
+            // Shown by the script where the browser has passkeys.
+            p {
+                button.secondary type="button" id="passkey-sign-in" hidden
+                    data-csrf=(csrf) data-next=(next) data-autofill {
+                    "Sign in with a passkey"
+                }
+            }
+            (super::passkey_script())
         }
     };
     let title = match &words.title {
@@ -197,6 +205,24 @@ pub fn login_code(status: StatusCode, csrf: &str, error: Option<&str>) -> Page {
         }))
     };
     page(status, "Sign in", None, content)
+}
+
+/// The passkey step of a sign-in; `has_totp`: a code is the alternative.
+pub fn login_passkey(csrf: &str, has_totp: bool) -> Page {
+    let content = html! {
+        h1 { "Second step" }
+        p { "Use your passkey: your browser will ask for it." }
+        p {
+            button type="button" id="passkey-sign-in" hidden data-csrf=(csrf) {
+                "Use a passkey"
+            }
+        }
+        @if has_totp {
+            p { a href="/.gateway/login/code" { "Use a code from your app instead" } }
+        }
+        (super::passkey_script())
+    };
+    page(StatusCode::OK, "Sign in", None, content)
 }
 
 /// Enrollment, first step: the password again. `viewer` is `None` while

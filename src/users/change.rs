@@ -37,6 +37,14 @@ pub enum UserFileError {
     StoreUnavailable,
     #[error("that recovery code is not valid (or was used already)")]
     UnknownRecoveryCode,
+    #[error("there is no such passkey")]
+    UnknownPasskey,
+    /// A passkey's use was noted by another sign-in meanwhile (its counter
+    /// moved): this one is refused.
+    #[error("the passkey was used by another sign-in meanwhile")]
+    PasskeyChanged,
+    #[error("invalid passkey: {0}")]
+    BadPasskey(String),
     /// The users file is read-only here (a Secret, a read-only mount, a
     /// file nobody may write): its users are managed elsewhere.
     #[error("the users file {path} is read-only here ({why}): users are managed where it comes from; nothing was changed")]
@@ -84,6 +92,30 @@ pub enum Change {
         name: String,
         hash: String,
     },
+    /// Adds a passkey. A directory's user's entry is made if missing, as
+    /// for [`Change::SetTotp`].
+    AddPasskey {
+        name: String,
+        passkey: super::passkey::PasskeyRecord,
+        provider: Option<String>,
+    },
+    /// Removes one passkey, by credential ID.
+    RemovePasskey {
+        name: String,
+        id: String,
+    },
+    /// Notes a passkey's use: its credential as it is now (counter, backup
+    /// flags) and when. Refused unless the stored credential is still
+    /// `before`, so two sign-ins can never both move it from one state.
+    UsePasskey {
+        name: String,
+        id: String,
+        before: String,
+        after: String,
+        used: u64,
+    },
+    /// Removes every passkey of the user.
+    ResetPasskeys(String),
 }
 
 impl Change {
@@ -99,7 +131,11 @@ impl Change {
             | Change::Delete(name)
             | Change::SetTotp { name, .. }
             | Change::ResetTotp(name)
-            | Change::UseRecoveryCode { name, .. } => name,
+            | Change::UseRecoveryCode { name, .. }
+            | Change::AddPasskey { name, .. }
+            | Change::RemovePasskey { name, .. }
+            | Change::UsePasskey { name, .. }
+            | Change::ResetPasskeys(name) => name,
         }
     }
 }
@@ -222,20 +258,7 @@ pub(super) fn edit(document: &mut DocumentMut, change: &Change) -> Result<(), Us
             recovery_codes,
             provider,
         } => {
-            let key = match (find_key(users, name), provider) {
-                (Some(key), Some(_)) if users[&key].get("provider").is_none() => {
-                    return Err(UserFileError::Duplicate(name.trim().to_owned()))
-                }
-                (Some(key), _) => key,
-                (None, Some(provider)) => {
-                    let trimmed = checked_name(name)?;
-                    let mut table = Table::new();
-                    table.insert("provider", value(provider.as_str()));
-                    users.insert(trimmed, Item::Table(table));
-                    trimmed.to_owned()
-                }
-                (None, None) => return Err(UserFileError::UnknownUser(name.to_owned())),
-            };
+            let key = entry_for(users, name, provider.as_deref())?;
             users[&key]["totp"] = value(secret.expose());
             let mut array = Array::new();
             for hash in recovery_codes {
@@ -262,6 +285,107 @@ pub(super) fn edit(document: &mut DocumentMut, change: &Change) -> Result<(), Us
                 .ok_or(UserFileError::UnknownRecoveryCode)?;
             codes.remove(at);
         }
+        Change::AddPasskey {
+            name,
+            passkey,
+            provider,
+        } => {
+            let key = entry_for(users, name, provider.as_deref())?;
+            let table = users[&key]
+                .as_table_mut()
+                .ok_or_else(|| UserFileError::Invalid(format!("user {key:?} is not a table")))?;
+            let list = table
+                .entry("passkeys")
+                .or_insert(Item::ArrayOfTables(Default::default()))
+                .as_array_of_tables_mut()
+                .ok_or_else(|| UserFileError::Invalid("`passkeys` is not a list".into()))?;
+            if list
+                .iter()
+                .any(|t| t.get("id").and_then(Item::as_str) == Some(passkey.id.as_str()))
+            {
+                return Err(UserFileError::BadPasskey("it was added already".into()));
+            }
+            let mut row = Table::new();
+            row.insert("name", value(passkey.name.as_str()));
+            row.insert("id", value(passkey.id.as_str()));
+            row.insert("added", value(passkey.added as i64));
+            row.insert("credential", value(passkey.credential.as_str()));
+            list.push(row);
+        }
+        Change::RemovePasskey { name, id } => {
+            let key = existing(users, name)?;
+            let list = passkeys_of(users, &key)?;
+            let at = position_of(list, id)?;
+            list.remove(at);
+            if list.is_empty() {
+                if let Some(table) = users[&key].as_table_like_mut() {
+                    table.remove("passkeys");
+                }
+            }
+        }
+        Change::UsePasskey {
+            name,
+            id,
+            before,
+            after,
+            used,
+        } => {
+            let key = existing(users, name)?;
+            let list = passkeys_of(users, &key)?;
+            let at = position_of(list, id)?;
+            let row = list.get_mut(at).expect("found just now");
+            if row.get("credential").and_then(Item::as_str) != Some(before.as_str()) {
+                return Err(UserFileError::PasskeyChanged);
+            }
+            row["credential"] = value(after.as_str());
+            row["used"] = value(*used as i64);
+        }
+        Change::ResetPasskeys(name) => {
+            let key = existing(users, name)?;
+            if let Some(table) = users[&key].as_table_like_mut() {
+                table.remove("passkeys");
+            }
+        }
     }
     Ok(())
+}
+
+/// The key of `name`'s entry; for a directory's (or provider's) user,
+/// made (no password, the provider's name) if missing. A local user of
+/// that name is a duplicate.
+fn entry_for(
+    users: &mut Table,
+    name: &str,
+    provider: Option<&str>,
+) -> Result<String, UserFileError> {
+    match (find_key(users, name), provider) {
+        (Some(key), Some(_)) if users[&key].get("provider").is_none() => {
+            Err(UserFileError::Duplicate(name.trim().to_owned()))
+        }
+        (Some(key), _) => Ok(key),
+        (None, Some(provider)) => {
+            let trimmed = checked_name(name)?;
+            let mut table = Table::new();
+            table.insert("provider", value(provider));
+            users.insert(trimmed, Item::Table(table));
+            Ok(trimmed.to_owned())
+        }
+        (None, None) => Err(UserFileError::UnknownUser(name.to_owned())),
+    }
+}
+
+fn passkeys_of<'t>(
+    users: &'t mut Table,
+    key: &str,
+) -> Result<&'t mut toml_edit::ArrayOfTables, UserFileError> {
+    users[key]
+        .get_mut("passkeys")
+        .and_then(Item::as_array_of_tables_mut)
+        .ok_or(UserFileError::UnknownPasskey)
+}
+
+fn position_of(list: &toml_edit::ArrayOfTables, id: &str) -> Result<usize, UserFileError> {
+    list.iter()
+        .position(|t| t.get("id").and_then(Item::as_str) == Some(id))
+        .ok_or(UserFileError::UnknownPasskey)
 }

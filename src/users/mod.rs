@@ -4,6 +4,7 @@
 
 pub mod change;
 pub mod file;
+pub mod passkey;
 pub mod password;
 pub mod totp;
 pub mod watch;
@@ -42,6 +43,9 @@ struct RawUser {
     /// Unused recovery codes, as `sha256:HEX`.
     #[serde(default)]
     recovery_codes: Vec<Spanned<String>>,
+    /// Passkeys: public keys and credential IDs (nothing secret).
+    #[serde(default)]
+    passkeys: Vec<Spanned<passkey::PasskeyRecord>>,
 }
 
 /// A TOTP secret: its `Debug` never shows it.
@@ -92,6 +96,8 @@ pub struct User {
     pub totp: Option<TotpSecret>,
     /// Hashes of the recovery codes not used yet.
     pub recovery_codes: Vec<String>,
+    /// The passkeys the user added.
+    pub passkeys: Vec<passkey::UserPasskey>,
     /// The `[[oidc]]` provider that vouched for this person; `None` for
     /// the users file's own users (wherever the store keeps them).
     pub provider: Option<Arc<str>>,
@@ -107,6 +113,7 @@ pub struct Entry {
     pub generation: u64,
     pub totp: Option<TotpSecret>,
     pub recovery_codes: Vec<String>,
+    pub passkeys: Vec<passkey::PasskeyRecord>,
     /// Set for a provider's user kept here to be locked out; the password
     /// hash is then empty.
     pub provider: Option<String>,
@@ -159,6 +166,24 @@ impl User {
                 "user {name:?}: recovery code {shown:?}... is not sha256:HEX"
             ));
         }
+        if entry.passkeys.len() > passkey::MAX_PER_USER {
+            return Err(format!(
+                "user {name:?}: more than {} passkeys",
+                passkey::MAX_PER_USER
+            ));
+        }
+        let mut passkeys = Vec::with_capacity(entry.passkeys.len());
+        for record in entry.passkeys {
+            if passkeys
+                .iter()
+                .any(|p: &passkey::UserPasskey| p.record.id == record.id)
+            {
+                return Err(format!("user {name:?}: a passkey is listed twice"));
+            }
+            passkeys.push(
+                passkey::UserPasskey::new(record).map_err(|e| format!("user {name:?}: {e}"))?,
+            );
+        }
         Ok(User {
             name: name.into(),
             key: key.into(),
@@ -171,6 +196,7 @@ impl User {
             generation: entry.generation,
             totp: entry.totp,
             recovery_codes: entry.recovery_codes,
+            passkeys,
             provider: entry.provider.map(Into::into),
         })
     }
@@ -206,6 +232,7 @@ impl User {
             generation: 0,
             totp: None,
             recovery_codes: Vec::new(),
+            passkeys: Vec::new(),
             provider: Some(provider),
         })
     }
@@ -219,8 +246,14 @@ impl User {
             generation: self.generation,
             totp: self.totp.clone(),
             recovery_codes: self.recovery_codes.clone(),
+            passkeys: self.passkeys.iter().map(|p| p.record.clone()).collect(),
             provider: self.provider.as_deref().map(str::to_owned),
         }
+    }
+
+    /// Whether the user has a second factor: a TOTP app or a passkey.
+    pub fn has_second_factor(&self) -> bool {
+        self.totp.is_some() || !self.passkeys.is_empty()
     }
 }
 
@@ -321,6 +354,11 @@ impl Users {
                     .into_iter()
                     .map(Spanned::into_inner)
                     .collect(),
+                passkeys: raw_user
+                    .passkeys
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect(),
             };
             match User::new(entry) {
                 Ok(user) => {
@@ -370,6 +408,14 @@ impl Users {
                     "recovery_codes".into(),
                     toml::Value::Array(u.recovery_codes.iter().map(|h| h.clone().into()).collect()),
                 );
+            }
+            if !u.passkeys.is_empty() {
+                let list = u
+                    .passkeys
+                    .iter()
+                    .map(|p| toml::Value::try_from(&p.record).expect("a record serializes"))
+                    .collect();
+                table.insert("passkeys".into(), toml::Value::Array(list));
             }
             let mut users = toml::Table::new();
             users.insert(u.name.to_string(), table.into());

@@ -21,6 +21,7 @@ pub mod metrics;
 mod oidc;
 mod oidc_fake;
 mod oidc_real;
+mod passkeys;
 mod paths;
 mod policy;
 mod properties;

@@ -190,14 +190,14 @@ impl Auth {
     /// `user` as the second-factor pages see them: a directory user (from
     /// their session) gets the second factor the users file keeps for
     /// them (an entry `provider = "ldap"`); anyone else is as they are.
-    pub(super) fn with_second_factor(&self, user: &Arc<User>) -> Arc<User> {
+    pub fn with_second_factor(&self, user: &Arc<User>) -> Arc<User> {
         if user.provider.as_deref() != Some(Ldap::NAME) {
             return user.clone();
         }
         let users = self.users.load();
         let Some(entry) = users
             .get_by_key(&user.key)
-            .filter(|e| e.provider.as_deref() == Some(Ldap::NAME) && e.totp.is_some())
+            .filter(|e| e.provider.as_deref() == Some(Ldap::NAME) && e.has_second_factor())
         else {
             return user.clone();
         };
@@ -213,19 +213,36 @@ impl Auth {
             generation: user.generation,
             totp: entry.totp.clone(),
             recovery_codes: entry.recovery_codes.clone(),
+            passkeys: entry.passkeys.clone(),
             provider: user.provider.clone(),
         })
     }
 
+    /// Who the directory says a directory's user is today (a passkey
+    /// sign-in, which asks it for no password): `None` when the entry is
+    /// gone, disabled or outside `user_filter`.
+    pub(super) async fn directory_person(
+        &self,
+        config: &Config,
+        user: &User,
+    ) -> Result<Option<Arc<Vouched>>, GatewayError> {
+        let Some(settings) = &config.ldap else {
+            return Ok(None);
+        };
+        match self.directories.of(settings).find(&user.name).await {
+            Ok(Some(person)) if !person.disabled => Ok(vouched(&person).map(Arc::new)),
+            Ok(_) => Ok(None),
+            Err(_) => Err(GatewayError::DirectoryUnavailable),
+        }
+    }
+
     /// Whether `user` (signed in) has a second factor here.
     pub fn has_second_factor(&self, user: &User) -> bool {
-        user.totp.is_some()
+        user.has_second_factor()
             || (user.provider.as_deref() == Some(Ldap::NAME)
-                && self
-                    .users
-                    .load()
-                    .get_by_key(&user.key)
-                    .is_some_and(|e| e.provider.as_deref() == Some(Ldap::NAME) && e.totp.is_some()))
+                && self.users.load().get_by_key(&user.key).is_some_and(|e| {
+                    e.provider.as_deref() == Some(Ldap::NAME) && e.has_second_factor()
+                }))
     }
 
     /// Whether `typed` is the password of `user`, who is signed in (or

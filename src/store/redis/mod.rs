@@ -151,9 +151,35 @@ elseif op == 'recovery_use' then
   end
   if not found then return 'unknown_code' end
   redis.call('HSET', KEYS[1], 'recovery', table.concat(kept, ','))
+elseif op == 'passkey_add' or op == 'passkey_remove' or op == 'passkey_use' then
+  -- ARGV[4]: the credential ID; ARGV[5]: the record, or the use.
+  local list = cjson.decode(redis.call('HGET', KEYS[1], 'passkeys') or '[]')
+  local at = nil
+  for i, p in ipairs(list) do if p.id == ARGV[4] then at = i end end
+  if op == 'passkey_add' then
+    if at then return 'passkey_twice' end
+    if #list >= PASSKEYS_MAX then return 'too_many' end
+    table.insert(list, cjson.decode(ARGV[5]))
+  elseif not at then
+    return 'unknown_passkey'
+  elseif op == 'passkey_remove' then
+    table.remove(list, at)
+  else
+    local use = cjson.decode(ARGV[5])
+    if list[at].credential ~= use.before then return 'passkey_changed' end
+    list[at].credential = use.after
+    list[at].used = use.used
+  end
+  if #list == 0 then
+    redis.call('HDEL', KEYS[1], 'passkeys')
+  else
+    redis.call('HSET', KEYS[1], 'passkeys', cjson.encode(list))
+  end
+elseif op == 'passkeys_reset' then
+  redis.call('HDEL', KEYS[1], 'passkeys')
 end
 local ended = 0
-if op == 'password' or op == 'lock' or op == 'delete' or op == 'end_sessions' then
+if op == 'password' or op == 'lock' or op == 'delete' or op == 'end_sessions' or op == 'passkeys_reset' then
   if op ~= 'delete' then redis.call('HINCRBY', KEYS[1], 'gen', 1) end
   for _, suffix in ipairs(redis.call('SMEMBERS', KEYS[4])) do
     ended = ended + redis.call('DEL', ARGV[6] .. 'session:' .. suffix)
@@ -325,7 +351,10 @@ impl Redis {
                 end: Script::new(END),
                 reauth: Script::new(&REAUTH.replace("NOW", NOW)),
                 advance_step: Script::new(ADVANCE_STEP),
-                change_user: Script::new(CHANGE_USER),
+                change_user: Script::new(&CHANGE_USER.replace(
+                    "PASSKEYS_MAX",
+                    &crate::users::passkey::MAX_PER_USER.to_string(),
+                )),
                 reserve: Script::new(RESERVE),
                 refund: Script::new(REFUND),
                 replace_vouched: Script::new(REPLACE_VOUCHED),

@@ -35,6 +35,9 @@ impl Redis {
                 self.change(&Op::Totp(&user.key, secret, &entry.recovery_codes))
                     .await?;
             }
+            for passkey in &entry.passkeys {
+                self.change(&Op::AddPasskey(&user.key, passkey)).await?;
+            }
         }
         self.call::<()>(redis::cmd("SET").arg(self.key("seeded", "users")).arg(1))
             .await?;
@@ -84,12 +87,12 @@ impl Redis {
         let mut pipe = redis::pipe();
         for name in &names {
             pipe.cmd("HMGET").arg(self.key("user", name)).arg(&[
-                "name", "password", "roles", "locked", "gen", "totp", "recovery",
+                "name", "password", "roles", "locked", "gen", "totp", "recovery", "passkeys",
             ]);
         }
         let rows: Vec<Vec<Option<String>>> = self.call_all(&pipe).await?;
         let entries = rows.into_iter().filter_map(|row| match row.as_slice() {
-            [Some(name), Some(password), roles, locked, generation, totp, recovery] => {
+            [Some(name), Some(password), roles, locked, generation, totp, recovery, passkeys] => {
                 // A provider's user keeps `provider:NAME` where a password
                 // hash would be (a hash starts with `$`).
                 let provider = password.strip_prefix(PROVIDER_MARK).map(str::to_owned);
@@ -109,6 +112,10 @@ impl Redis {
                         .unwrap_or(0),
                     totp: totp.clone().map(TotpSecret::new),
                     recovery_codes: comma_list(recovery.as_deref()),
+                    passkeys: passkeys
+                        .as_deref()
+                        .and_then(|text| serde_json::from_str(text).ok())
+                        .unwrap_or_default(),
                 })
             }
             _ => None,
@@ -121,6 +128,7 @@ impl Redis {
 
     async fn change(&self, op: &Op<'_>) -> Result<String, Unavailable> {
         let marked;
+        let text;
         let (name, key, password, roles, kind) = match op {
             Op::Add(entry) => (
                 entry.name.as_str(),
@@ -147,6 +155,30 @@ impl Redis {
             ),
             Op::UseRecovery(key, hash) => {
                 ("", (*key).to_owned(), *hash, String::new(), "recovery_use")
+            }
+            Op::AddPasskey(key, passkey) => {
+                text = serde_json::to_string(passkey).expect("a record serializes");
+                (
+                    "",
+                    (*key).to_owned(),
+                    passkey.id.as_str(),
+                    text,
+                    "passkey_add",
+                )
+            }
+            Op::RemovePasskey(key, id) => {
+                ("", (*key).to_owned(), *id, String::new(), "passkey_remove")
+            }
+            Op::UsePasskey {
+                key,
+                id,
+                before,
+                after,
+                used,
+            } => {
+                text = serde_json::json!({ "before": before, "after": after, "used": used })
+                    .to_string();
+                ("", (*key).to_owned(), *id, text, "passkey_use")
             }
         };
         let mut invocation = self.scripts.change_user.prepare_invoke();
@@ -180,6 +212,7 @@ impl Redis {
                     generation: 0,
                     totp: None,
                     recovery_codes: Vec::new(),
+                    passkeys: Vec::new(),
                     provider: None,
                 };
                 crate::users::User::new(entry.clone()).map_err(UserFileError::Invalid)?;
@@ -221,6 +254,40 @@ impl Redis {
             Change::UseRecoveryCode { name, hash } => {
                 self.change(&Op::UseRecovery(&canonical(name), hash)).await
             }
+            Change::AddPasskey {
+                name,
+                passkey,
+                provider,
+            } => {
+                if let Some(provider) = provider {
+                    self.ensure_provider_entry(name, provider).await?;
+                }
+                self.change(&Op::AddPasskey(&canonical(name), passkey))
+                    .await
+            }
+            Change::RemovePasskey { name, id } => {
+                self.change(&Op::RemovePasskey(&canonical(name), id)).await
+            }
+            Change::UsePasskey {
+                name,
+                id,
+                before,
+                after,
+                used,
+            } => {
+                self.change(&Op::UsePasskey {
+                    key: &canonical(name),
+                    id,
+                    before,
+                    after,
+                    used: *used,
+                })
+                .await
+            }
+            Change::ResetPasskeys(name) => {
+                self.change(&Op::Simple("passkeys_reset", &canonical(name)))
+                    .await
+            }
         }
         .map_err(|Unavailable| UserFileError::StoreUnavailable)?;
         let name = change.name();
@@ -228,6 +295,13 @@ impl Redis {
             "duplicate" => Err(UserFileError::Duplicate(name.to_owned())),
             "unknown" => Err(UserFileError::UnknownUser(name.to_owned())),
             "unknown_code" => Err(UserFileError::UnknownRecoveryCode),
+            "unknown_passkey" => Err(UserFileError::UnknownPasskey),
+            "passkey_changed" => Err(UserFileError::PasskeyChanged),
+            "passkey_twice" => Err(UserFileError::BadPasskey("it was added already".into())),
+            "too_many" => Err(UserFileError::BadPasskey(format!(
+                "an account holds at most {} passkeys",
+                crate::users::passkey::MAX_PER_USER
+            ))),
             _ => Ok(()),
         }
     }
@@ -244,6 +318,7 @@ impl Redis {
             generation: 0,
             totp: None,
             recovery_codes: Vec::new(),
+            passkeys: Vec::new(),
             provider: Some(provider.to_owned()),
         };
         let added = self
@@ -283,6 +358,15 @@ enum Op<'a> {
     Roles(&'a str, &'a [String]),
     Totp(&'a str, &'a TotpSecret, &'a [String]),
     UseRecovery(&'a str, &'a str),
+    AddPasskey(&'a str, &'a crate::users::passkey::PasskeyRecord),
+    RemovePasskey(&'a str, &'a str),
+    UsePasskey {
+        key: &'a str,
+        id: &'a str,
+        before: &'a str,
+        after: &'a str,
+        used: u64,
+    },
 }
 
 /// What a provider's user keeps in place of a password hash.

@@ -1,0 +1,683 @@
+//! Passkeys (issue 28): added on the account page, asked for after the
+//! password, signing in alone, removed; challenges single-use and bound;
+//! origin, relying party, user verification and the signature counter
+//! checked; throttled like passwords; every event recorded. The
+//! authenticator is webauthn-authenticator-rs's software passkey (a P-256
+//! key per credential, user verification claimed when asked); the
+//! real-browser test is in `browser.rs`.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+
+use crate::support::{Setup, TestGateway, ALICE_PASSWORD, BOB_PASSWORD};
+
+const RULES: &str = r#"
+[[rule]]
+path = "/ops/**"
+access = "authenticated"
+mfa = true
+
+[[rule]]
+path = "/**"
+access = "authenticated"
+"#;
+
+/// A browser's view of the gateway: cookies kept, the gateway reached
+/// under a host name (WebAuthn needs one), as the origin `https://HOST:PORT`.
+pub struct Visitor {
+    client: reqwest::Client,
+    base: String,
+    pub origin: Url,
+}
+
+impl Visitor {
+    pub fn new(gw: &TestGateway, host: &str) -> Visitor {
+        let client = gw
+            .client_builder()
+            .cookie_store(true)
+            .resolve(host, gw.addr())
+            // The test certificate names localhost only.
+            .danger_accept_invalid_certs(host != "localhost")
+            .build()
+            .unwrap();
+        let base = format!("https://{host}:{}", gw.addr().port());
+        Visitor {
+            client,
+            origin: Url::parse(&base).unwrap(),
+            base,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("origin", &self.base)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The sign-in form's CSRF token (its cookie is kept).
+    async fn login_token(&self) -> String {
+        token_in(&self.get("/.gateway/login").await.text().await.unwrap())
+    }
+
+    /// Posts the password form: the gateway's answer.
+    pub async fn sign_in(&self, user: &str, password: &str) -> reqwest::Response {
+        let token = self.login_token().await;
+        self.post(
+            "/.gateway/login",
+            &[("csrf", &token), ("username", user), ("password", password)],
+        )
+        .await
+    }
+
+    /// Who the session says this is (`None`: not signed in).
+    pub async fn whoami(&self) -> Option<Value> {
+        let response = self.get("/.gateway/whoami").await;
+        (response.status() == 200).then_some(response.json().await.unwrap())
+    }
+
+    async fn session_csrf(&self) -> String {
+        self.whoami().await.expect("signed in")["csrf"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// The first CSRF token a page carries (a form field or a button's).
+fn token_in(html: &str) -> String {
+    for start in ["data-csrf=\"", "name=\"csrf\" value=\""] {
+        if let Some(at) = html.find(start) {
+            let rest = &html[at + start.len()..];
+            return rest[..rest.find('"').unwrap()].to_owned();
+        }
+    }
+    panic!("no CSRF token in {html}");
+}
+
+/// A passkey the gateway registered: its credential ID and the user
+/// handle it was made for (base64url), as a discoverable credential keeps them.
+pub struct Registered {
+    pub id: String,
+    pub handle: String,
+}
+
+/// Adds a passkey made by `key` (the password again, as the page asks).
+async fn add(
+    visitor: &Visitor,
+    key: &mut SoftPasskey,
+    name: &str,
+    password: &str,
+) -> Result<Registered, (StatusCode, String)> {
+    let csrf = visitor.session_csrf().await;
+    let response = visitor
+        .post(
+            "/.gateway/passkeys/options",
+            &[("csrf", &csrf), ("password", password)],
+        )
+        .await;
+    if response.status() != 200 {
+        return Err((response.status(), response.text().await.unwrap()));
+    }
+    let options: Value = response.json().await.unwrap();
+    let handle = options["publicKey"]["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let options: CreationChallengeResponse = serde_json::from_value(options).unwrap();
+    let credential = key
+        .do_registration(visitor.origin.clone(), options)
+        .expect("the software passkey registers");
+    let response = visitor
+        .post(
+            "/.gateway/passkeys",
+            &[
+                ("csrf", &csrf),
+                ("action", "add"),
+                ("name", name),
+                ("credential", &serde_json::to_string(&credential).unwrap()),
+            ],
+        )
+        .await;
+    if response.status() != 200 {
+        return Err((response.status(), response.text().await.unwrap()));
+    }
+    Ok(Registered {
+        id: credential.id.clone(),
+        handle,
+    })
+}
+
+/// The options of the passkey step of the pending sign-in (its CSRF token
+/// from the page).
+async fn second_step_options(visitor: &Visitor) -> (String, Value) {
+    let page = visitor.get("/.gateway/login/passkey").await;
+    assert_eq!(page.status(), 200);
+    let csrf = token_in(&page.text().await.unwrap());
+    let response = visitor
+        .post("/.gateway/login/passkey/options", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(response.status(), 200);
+    (csrf, response.json().await.unwrap())
+}
+
+/// What `key` answers to `options`, as a browser at `origin` would send it.
+fn assertion(key: &mut SoftPasskey, origin: &Url, options: &Value) -> String {
+    let options: RequestChallengeResponse = serde_json::from_value(options.clone()).unwrap();
+    let credential = key
+        .do_authentication(origin.clone(), options)
+        .expect("the software passkey signs");
+    serde_json::to_string(&credential).unwrap()
+}
+
+async fn finish_second_step(visitor: &Visitor, csrf: &str, credential: &str) -> reqwest::Response {
+    visitor
+        .post(
+            "/.gateway/login/passkey",
+            &[("csrf", csrf), ("credential", credential)],
+        )
+        .await
+}
+
+/// The whole passkey step of a pending sign-in.
+async fn second_step(visitor: &Visitor, key: &mut SoftPasskey) -> reqwest::Response {
+    let (csrf, started) = second_step_options(visitor).await;
+    let credential = assertion(key, &visitor.origin, &started["options"]);
+    finish_second_step(visitor, &csrf, &credential).await
+}
+
+/// A sign-in with a passkey alone. The software passkey keeps no
+/// discoverable credentials, so the test does what a resident-key
+/// authenticator does: picks the credential for the RP itself and
+/// returns the user handle it was made with. `verified`: false asks the
+/// authenticator for no user verification.
+async fn passkey_only(
+    visitor: &Visitor,
+    key: &mut SoftPasskey,
+    registered: &Registered,
+    verified: bool,
+) -> reqwest::Response {
+    let csrf = visitor.login_token().await;
+    let response = visitor
+        .post("/.gateway/login/passkey/options", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(response.status(), 200);
+    let started: Value = response.json().await.unwrap();
+    let ceremony = started["ceremony"].as_str().unwrap().to_owned();
+    let mut options = started["options"].clone();
+    assert_eq!(
+        options["publicKey"]["userVerification"], "required",
+        "a passkey alone must verify the user"
+    );
+    options["publicKey"]["allowCredentials"] =
+        json!([{ "type": "public-key", "id": registered.id }]);
+    if !verified {
+        options["publicKey"]["userVerification"] = json!("discouraged");
+    }
+    let mut credential: Value =
+        serde_json::from_str(&assertion(key, &visitor.origin, &options)).unwrap();
+    credential["response"]["userHandle"] = json!(registered.handle);
+    visitor
+        .post(
+            "/.gateway/login/passkey",
+            &[
+                ("csrf", &csrf),
+                ("ceremony", &ceremony),
+                ("credential", &credential.to_string()),
+            ],
+        )
+        .await
+}
+
+/// The security events the admin API lists (event, user, detail), newest
+/// first, asked by alice at `host`.
+async fn events(gw: &TestGateway, host: &str) -> Vec<(String, String, String)> {
+    let alice = Visitor::new(gw, host);
+    assert_eq!(alice.sign_in("alice", ALICE_PASSWORD).await.status(), 303);
+    let list: Value = alice
+        .get("/.gateway/admin/api/events")
+        .await
+        .json()
+        .await
+        .unwrap();
+    list["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (text("event"), text("user"), text("detail"))
+        })
+        .collect()
+}
+
+async fn gateway() -> TestGateway {
+    Setup::new().rules(RULES).start().await
+}
+
+#[tokio::test]
+async fn a_passkey_is_added_with_the_password_asked_after_it_and_removed() {
+    let gw = gateway().await;
+    let bob = Visitor::new(&gw, "localhost");
+    assert_eq!(bob.sign_in("bob", BOB_PASSWORD).await.status(), 303);
+    // Enrolment is never blocked by a rule, even one that wants a second factor.
+    let account = bob.get("/.gateway/account").await;
+    assert_eq!(account.status(), 200);
+    let csp = account.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline'; script") && !csp.contains("script-src 'unsafe"));
+    let script = bob.get("/.gateway/passkey.js").await;
+    assert_eq!(script.status(), 200);
+    assert!(script
+        .text()
+        .await
+        .unwrap()
+        .contains("navigator.credentials"));
+
+    let mut key = SoftPasskey::new(true);
+    // The password again first: none, or a wrong one, adds nothing.
+    for typed in ["", "not bob's password"] {
+        let (status, _) = add(&bob, &mut key, "laptop", typed).await.err().unwrap();
+        assert_eq!(status, 401, "{typed:?}");
+    }
+    add(&bob, &mut key, "laptop", BOB_PASSWORD).await.unwrap();
+    let page = bob.get("/.gateway/account").await.text().await.unwrap();
+    assert!(page.contains("laptop") && page.contains("never"), "{page}");
+    // The users file keeps the public key and credential ID; nothing secret.
+    let file = std::fs::read_to_string(gw.users_file()).unwrap();
+    assert!(file.contains("[[users.bob.passkeys]]"), "{file}");
+    assert!(
+        file.contains("name = \"laptop\"") && file.contains("counter"),
+        "{file}"
+    );
+    assert!(!file.to_lowercase().contains("private"), "{file}");
+
+    // Signed out, the password leads to the passkey step, not a session.
+    let later = Visitor::new(&gw, "localhost");
+    let response = later.sign_in("bob", BOB_PASSWORD).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/.gateway/login/passkey");
+    assert!(later.whoami().await.is_none());
+    assert_eq!(later.get("/ops/x").await.status(), 401, "no session yet");
+    let done = second_step(&later, &mut key).await;
+    assert_eq!(done.status(), 200);
+    let next: Value = done.json().await.unwrap();
+    assert_eq!(next["next"], "/");
+    // The passkey is a second factor: the mfa route lets bob in.
+    assert_eq!(later.get("/ops/x").await.status(), 200);
+    let page = later.get("/.gateway/account").await.text().await.unwrap();
+    assert!(!page.contains("never"), "last used is shown: {page}");
+    assert!(std::fs::read_to_string(gw.users_file())
+        .unwrap()
+        .contains("used = "));
+
+    // Removed, the password alone signs in again.
+    let csrf = later.session_csrf().await;
+    let list = &page[page.find("id=\"passkeys\"").unwrap()..];
+    let id = &list[list.find("name=\"target\" value=\"").unwrap() + 21..];
+    let id = &id[..id.find('"').unwrap()];
+    let removed = later
+        .post(
+            "/.gateway/passkeys",
+            &[("csrf", &csrf), ("action", "remove"), ("target", id)],
+        )
+        .await;
+    assert_eq!(removed.status(), 303);
+    assert!(!std::fs::read_to_string(gw.users_file())
+        .unwrap()
+        .contains("passkeys"));
+    let again = Visitor::new(&gw, "localhost");
+    let response = again.sign_in("bob", BOB_PASSWORD).await;
+    assert_eq!(response.headers()["location"], "/");
+    assert!(again.whoami().await.is_some());
+
+    let seen = events(&gw, "localhost").await;
+    for wanted in [
+        "passkey_added",
+        "passkey_used",
+        "passkey_removed",
+        "passkey_refused",
+    ] {
+        assert!(
+            seen.iter().any(|(e, user, _)| e == wanted && user == "bob"),
+            "{wanted} missing: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_challenge_is_used_once_and_belongs_to_its_own_sign_in() {
+    let gw = gateway().await;
+    let bob = Visitor::new(&gw, "localhost");
+    bob.sign_in("bob", BOB_PASSWORD).await;
+    let mut key = SoftPasskey::new(true);
+    add(&bob, &mut key, "laptop", BOB_PASSWORD).await.unwrap();
+
+    // An assertion for one pending sign-in...
+    let first = Visitor::new(&gw, "localhost");
+    first.sign_in("bob", BOB_PASSWORD).await;
+    let (first_csrf, started) = second_step_options(&first).await;
+    let answer = assertion(&mut key, &first.origin, &started["options"]);
+    // ...is refused by another pending sign-in with a challenge of its own.
+    let second = Visitor::new(&gw, "localhost");
+    second.sign_in("bob", BOB_PASSWORD).await;
+    let (second_csrf, _) = second_step_options(&second).await;
+    let stolen = finish_second_step(&second, &second_csrf, &answer).await;
+    assert_eq!(stolen.status(), 401);
+    assert!(second.whoami().await.is_none());
+    // Its own sign-in takes it once.
+    let used = finish_second_step(&first, &first_csrf, &answer).await;
+    assert_eq!(used.status(), 200);
+    assert!(first.whoami().await.is_some());
+    // Replayed (a new pending sign-in, a new challenge, the old answer): no.
+    let third = Visitor::new(&gw, "localhost");
+    third.sign_in("bob", BOB_PASSWORD).await;
+    let (third_csrf, _) = second_step_options(&third).await;
+    let replayed = finish_second_step(&third, &third_csrf, &answer).await;
+    assert_eq!(replayed.status(), 401);
+    // And the same challenge twice, by its own sign-in: the second finds none.
+    let (csrf, started) = second_step_options(&third).await;
+    let fresh = assertion(&mut key, &third.origin, &started["options"]);
+    let once = finish_second_step(&third, &csrf, &fresh).await;
+    assert_eq!(once.status(), 200);
+    let twice = third
+        .post(
+            "/.gateway/login/passkey",
+            &[("csrf", &csrf), ("credential", &fresh)],
+        )
+        .await;
+    assert_ne!(twice.status(), 200);
+}
+
+#[tokio::test]
+async fn a_passkey_alone_signs_in_only_with_user_verification() {
+    let gw = gateway().await;
+    let bob = Visitor::new(&gw, "localhost");
+    bob.sign_in("bob", BOB_PASSWORD).await;
+    let mut key = SoftPasskey::new(true);
+    let registered = add(&bob, &mut key, "phone", BOB_PASSWORD).await.unwrap();
+
+    let visitor = Visitor::new(&gw, "localhost");
+    let refused = passkey_only(&visitor, &mut key, &registered, false).await;
+    assert_eq!(refused.status(), 401);
+    assert!(visitor.whoami().await.is_none());
+
+    let response = passkey_only(&visitor, &mut key, &registered, true).await;
+    assert_eq!(response.status(), 200);
+    let who = visitor.whoami().await.expect("signed in");
+    assert_eq!(who["user"], "bob");
+    // Password and second factor at once: the mfa route is open.
+    assert_eq!(visitor.get("/ops/x").await.status(), 200);
+    assert_eq!(gw.upstream.last().headers["x-auth-user"], "bob");
+
+    // A passkey the gateway never saw names nobody, and says no more.
+    let mut stranger = SoftPasskey::new(true);
+    let elsewhere = Visitor::new(&gw, "localhost");
+    let foreign = Setup::new().rules(RULES).start().await;
+    let there = Visitor::new(&foreign, "localhost");
+    there.sign_in("bob", BOB_PASSWORD).await;
+    let unknown = add(&there, &mut stranger, "other", BOB_PASSWORD)
+        .await
+        .unwrap();
+    let response = passkey_only(&elsewhere, &mut stranger, &unknown, true).await;
+    assert_eq!(response.status(), 401);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("not accepted"), "{body}");
+    // The handle of a real account with a credential ID it does not hold: the same words.
+    let mixed = Registered {
+        id: unknown.id.clone(),
+        handle: registered.handle.clone(),
+    };
+    let response = passkey_only(&elsewhere, &mut stranger, &mixed, true).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.text().await.unwrap(), body);
+
+    // A locked account: no.
+    assert_eq!(
+        as_admin(&gw, reqwest::Method::POST, "/users/bob/lock", None).await,
+        204
+    );
+    let locked = Visitor::new(&gw, "localhost");
+    let response = passkey_only(&locked, &mut key, &registered, true).await;
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn another_origin_another_relying_party_and_a_counter_that_goes_back_are_refused() {
+    let gw = Setup::new()
+        .rules(RULES)
+        .session("cookie_domain = \"example.test\"")
+        .login("max_failures = 20")
+        .start()
+        .await;
+    // Added on one app of the domain...
+    let app = Visitor::new(&gw, "app.example.test");
+    assert_eq!(app.sign_in("bob", BOB_PASSWORD).await.status(), 303);
+    let mut key = SoftPasskey::new(true);
+    add(&app, &mut key, "laptop", BOB_PASSWORD).await.unwrap();
+    // ...it serves another: the relying party is the cookie domain.
+    let wiki = Visitor::new(&gw, "wiki.example.test");
+    wiki.sign_in("bob", BOB_PASSWORD).await;
+    let (_, started) = second_step_options(&wiki).await;
+    assert_eq!(started["options"]["publicKey"]["rpId"], "example.test");
+    let response = {
+        let (csrf, started) = second_step_options(&wiki).await;
+        let answer = assertion(&mut key, &wiki.origin, &started["options"]);
+        finish_second_step(&wiki, &csrf, &answer).await
+    };
+    assert_eq!(response.status(), 200);
+
+    // An assertion a page of another origin asked for.
+    let visitor = Visitor::new(&gw, "app.example.test");
+    visitor.sign_in("bob", BOB_PASSWORD).await;
+    let (csrf, started) = second_step_options(&visitor).await;
+    let phished = Url::parse(&format!("https://evil.example.test:{}", gw.addr().port())).unwrap();
+    let answer = assertion(&mut key, &phished, &started["options"]);
+    assert_eq!(
+        finish_second_step(&visitor, &csrf, &answer).await.status(),
+        401
+    );
+    // One made for another relying party (a subdomain's own RP ID).
+    let (csrf, started) = second_step_options(&visitor).await;
+    let mut options = started["options"].clone();
+    options["publicKey"]["rpId"] = json!("app.example.test");
+    let answer = assertion(&mut key, &visitor.origin, &options);
+    assert_eq!(
+        finish_second_step(&visitor, &csrf, &answer).await.status(),
+        401
+    );
+    assert!(visitor.whoami().await.is_none());
+
+    // The stored counter ahead of the authenticator's (a clone used it):
+    // refused, and said so.
+    let file = std::fs::read_to_string(gw.users_file()).unwrap();
+    // The credential is a TOML literal string: its JSON as it is.
+    let at = file.find("\"counter\":").unwrap() + "\"counter\":".len();
+    let digits = file[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    let edited = format!("{}1000{}", &file[..at], &file[at + digits..]);
+    std::fs::write(gw.users_file(), edited).unwrap();
+    // Until the gateway has read the edit, the use is refused too (the
+    // passkey in the file is not the one it checked).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reasons = loop {
+        let (csrf, started) = second_step_options(&visitor).await;
+        let answer = assertion(&mut key, &visitor.origin, &started["options"]);
+        assert_eq!(
+            finish_second_step(&visitor, &csrf, &answer).await.status(),
+            401
+        );
+        let reasons: Vec<String> = events(&gw, "app.example.test")
+            .await
+            .into_iter()
+            .filter(|(e, _, _)| e == "passkey_refused")
+            .map(|(_, _, why)| why)
+            .collect();
+        if reasons.iter().any(|r| r.contains("counter went backwards")) {
+            break reasons;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edit was never read: {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for wanted in [
+        "another origin",
+        "another relying party",
+        "counter went backwards",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(wanted)),
+            "{wanted}: {reasons:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn passkey_tries_take_from_the_sign_in_throttle() {
+    let gw = Setup::new()
+        .rules(RULES)
+        .login("max_failures = 2")
+        .start()
+        .await;
+    let bob = Visitor::new(&gw, "localhost");
+    bob.sign_in("bob", BOB_PASSWORD).await;
+    let mut key = SoftPasskey::new(true);
+    add(&bob, &mut key, "laptop", BOB_PASSWORD).await.unwrap();
+
+    let visitor = Visitor::new(&gw, "localhost");
+    visitor.sign_in("bob", BOB_PASSWORD).await;
+    let phished = Url::parse(&format!("https://evil.localhost:{}", gw.addr().port())).unwrap();
+    for _ in 0..2 {
+        let (csrf, started) = second_step_options(&visitor).await;
+        let answer = assertion(&mut key, &phished, &started["options"]);
+        assert_eq!(
+            finish_second_step(&visitor, &csrf, &answer).await.status(),
+            401
+        );
+    }
+    // Now even the right passkey waits.
+    let throttled = second_step(&visitor, &mut key).await;
+    assert_eq!(throttled.status(), 429);
+    assert!(throttled.headers().contains_key("retry-after"));
+    assert!(visitor.whoami().await.is_none());
+}
+
+/// An admin API call as alice: its status.
+async fn as_admin(
+    gw: &TestGateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> u16 {
+    let session = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let csrf = crate::admin::csrf_of(gw, &session).await;
+    let mut request = crate::admin::api(gw, method, path, Some(&session), Some(&csrf));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn require_second_factor_is_met_by_a_passkey_and_a_reset_ends_the_sessions() {
+    let gw = Setup::new()
+        .rules(RULES)
+        .login("require_second_factor = [\"ops\"]")
+        .start()
+        .await;
+    let bob = Visitor::new(&gw, "localhost");
+    bob.sign_in("bob", BOB_PASSWORD).await;
+    let mut key = SoftPasskey::new(true);
+    add(&bob, &mut key, "laptop", BOB_PASSWORD).await.unwrap();
+    add(&bob, &mut SoftPasskey::new(true), "spare", BOB_PASSWORD)
+        .await
+        .unwrap();
+    let roles = json!({ "roles": ["user", "ops"] });
+    let put = reqwest::Method::PUT;
+    assert_eq!(
+        as_admin(&gw, put.clone(), "/users/bob/roles", Some(roles)).await,
+        204
+    );
+    // bob must have a second factor now, and his passkey is one.
+    let signed_in = Visitor::new(&gw, "localhost");
+    let response = signed_in.sign_in("bob", BOB_PASSWORD).await;
+    assert_eq!(response.headers()["location"], "/.gateway/login/passkey");
+    assert_eq!(second_step(&signed_in, &mut key).await.status(), 200);
+    assert!(signed_in.whoami().await.is_some());
+    // The admin sees two passkeys and removes them all: his sessions end.
+    let session = gw.sign_in("alice", ALICE_PASSWORD).await;
+    let users: Value = crate::admin::api(&gw, reqwest::Method::GET, "/users", Some(&session), None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(crate::admin::user_entry(&users, "bob")["passkeys"], 2);
+    let reset = as_admin(
+        &gw,
+        reqwest::Method::POST,
+        "/users/bob/passkeys-reset",
+        None,
+    )
+    .await;
+    assert_eq!(reset, 204);
+    assert!(signed_in.whoami().await.is_none(), "bob's session ended");
+    assert!(bob.whoami().await.is_none());
+    // With none left and the rule on him, the password leads to enrolment.
+    let again = Visitor::new(&gw, "localhost");
+    let response = again.sign_in("bob", BOB_PASSWORD).await;
+    assert_eq!(response.headers()["location"], "/.gateway/totp");
+    assert!(events(&gw, "localhost")
+        .await
+        .iter()
+        .any(|(e, user, detail)| e == "passkeys_reset"
+            && user == "bob"
+            && detail.contains("2 passkey")));
+
+    // The command line does the same to the users file; the running
+    // gateway ends the sessions it sees go.
+    let ops = Visitor::new(&gw, "localhost");
+    let roles = json!({ "roles": ["user"] });
+    assert_eq!(
+        as_admin(&gw, put, "/users/bob/roles", Some(roles)).await,
+        204
+    );
+    ops.sign_in("bob", BOB_PASSWORD).await;
+    add(&ops, &mut key, "laptop again", BOB_PASSWORD)
+        .await
+        .unwrap();
+    let output = crate::support::authgate()
+        .args(["user", "passkeys-reset", "bob", "-c"])
+        .arg(gw.config_file())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(!std::fs::read_to_string(gw.users_file())
+        .unwrap()
+        .contains("passkeys"));
+    crate::admin::within(Duration::from_secs(5), || async {
+        ops.whoami().await.is_none()
+    })
+    .await;
+}
