@@ -32,7 +32,7 @@ pub struct Viewer<'a> {
     pub admin: bool,
 }
 
-const STYLE: &str = "*{box-sizing:border-box}\
+const STYLE: &str = "*{box-sizing:border-box}[hidden]{display:none!important}\
 body{font-family:system-ui,-apple-system,sans-serif;background:#f4f5f7;color:#1d2330;margin:0;line-height:1.4}\
 header{display:flex;flex-wrap:wrap;gap:.3rem 1rem;justify-content:space-between;align-items:center;padding:.55rem 1rem;background:#fff;border-bottom:1px solid #e2e5ea;font-size:.9rem}\
 header nav a{margin-left:.9rem}header nav a:first-child{margin-left:0}\

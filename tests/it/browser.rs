@@ -253,3 +253,101 @@ async fn a_person_signs_in_through_the_real_sign_in_page_in_chromium() {
         "a real-browser test stays under a minute"
     );
 }
+
+impl Browser {
+    /// The value of the session cookie the browser holds (WebDriver sees
+    /// HttpOnly cookies; page scripts do not).
+    pub async fn session_cookie(&self) -> String {
+        let cookie = self
+            .command(reqwest::Method::GET, "/cookie/__Host-authgate", json!({}))
+            .await;
+        cookie["value"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits up to 10 s for the page's text to contain `wanted`.
+    pub async fn wait_for_text(&self, wanted: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text().await;
+            if text.contains(wanted) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no {wanted:?} in {text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Gives the browser the W3C WebAuthn virtual authenticator: a
+    /// platform passkey provider that keeps discoverable credentials and
+    /// verifies its user.
+    pub async fn add_virtual_authenticator(&self) {
+        self.command(
+            reqwest::Method::POST,
+            "/webauthn/authenticator",
+            json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserVerified": true,
+            }),
+        )
+        .await;
+    }
+}
+
+/// Issue 28 in a real browser: a password sign-in, a passkey enrolled on
+/// the account page by the gateway's own script, a sign-out, a sign-in
+/// with the passkey alone, and a route that wants a second factor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passkey_is_enrolled_and_then_signs_in_alone_in_chromium() {
+    let started = Instant::now();
+    let gw = crate::support::Setup::new()
+        .rules("[[rule]]\npath = \"/ops/**\"\naccess = \"authenticated\"\nmfa = true\n\n[[rule]]\npath = \"/**\"\naccess = \"authenticated\"\n")
+        .start()
+        .await;
+    let browser = Browser::start(&gw.cert_pem).await;
+    browser.add_virtual_authenticator().await;
+    let site = format!("https://localhost:{}", gw.addr().port());
+    browser.go(&format!("{site}/.gateway/login")).await;
+    browser.type_into("input[name=username]", "bob").await;
+    browser
+        .type_into("input[name=password]", crate::support::BOB_PASSWORD)
+        .await;
+    browser.click("button[type=submit]").await;
+    browser
+        .wait_for_url(|u| !u.contains("/.gateway/login"))
+        .await;
+
+    browser.go(&format!("{site}/.gateway/account")).await;
+    browser.type_into("#passkey-name", "my laptop").await;
+    browser
+        .type_into("#passkey-password", crate::support::BOB_PASSWORD)
+        .await;
+    browser.click("#passkey-add button[type=submit]").await;
+    let page = browser.wait_for_text("my laptop").await;
+    assert!(page.contains("never"), "{page}");
+    let file = std::fs::read_to_string(gw.users_file()).unwrap();
+    assert!(file.contains("[[users.bob.passkeys]]"), "{file}");
+
+    // Signed out, the old session is gone on the server.
+    let before = browser.session_cookie().await;
+    browser.go(&format!("{site}/.gateway/logout")).await;
+    browser.click("button[type=submit]").await;
+    assert_eq!(gw.get_as(&before, "/.gateway/whoami").await.status(), 401);
+    // The mfa route sends the browser to the sign-in page, whose script
+    // offers the passkey through the browser's autofill (conditional
+    // mediation; the virtual authenticator, unlike a person, picks it at
+    // once): the passkey alone signs bob in, and it is his second factor.
+    browser.go(&format!("{site}/ops/board")).await;
+    browser.wait_for_url(|u| u.ends_with("/ops/board")).await;
+    browser.wait_for_text("hello from upstream").await;
+    assert_eq!(gw.upstream.last().headers["x-auth-user"], "bob");
+    assert_ne!(browser.session_cookie().await, before, "a new session");
+    let file = std::fs::read_to_string(gw.users_file()).unwrap();
+    assert!(file.contains("used = "), "{file}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "a real-browser test stays under a minute"
+    );
+}

@@ -681,3 +681,132 @@ async fn require_second_factor_is_met_by_a_passkey_and_a_reset_ends_the_sessions
     })
     .await;
 }
+
+#[tokio::test]
+async fn on_redis_a_passkey_added_on_one_replica_serves_on_another() {
+    let redis = crate::replicas::RedisServer::start();
+    let replica = || {
+        crate::replicas::on(&redis)
+            .rules(RULES)
+            .login("max_failures = 50")
+    };
+    let a = replica().start().await;
+    let b = replica().start().await;
+    let bob = Visitor::new(&a, "localhost");
+    bob.sign_in("bob", BOB_PASSWORD).await;
+    let mut key = SoftPasskey::new(true);
+    let registered = add(&bob, &mut key, "laptop", BOB_PASSWORD).await.unwrap();
+
+    // The other replica asks for it within a second or so.
+    let visitor = Visitor::new(&b, "localhost");
+    crate::admin::within(Duration::from_secs(3), || async {
+        let response = Visitor::new(&b, "localhost")
+            .sign_in("bob", BOB_PASSWORD)
+            .await;
+        response.headers()["location"] == "/.gateway/login/passkey"
+    })
+    .await;
+    visitor.sign_in("bob", BOB_PASSWORD).await;
+    let (csrf, started) = second_step_options(&visitor).await;
+    // The challenge waits in Redis for five minutes, no longer.
+    let ttl = redis.command(
+        "EVAL \"return redis.call('PTTL', redis.call('KEYS', '*passkey-second-factor:*')[1])\" 0",
+    );
+    let ttl: u64 = ttl.trim_start_matches(':').parse().unwrap();
+    assert!((290_000..=300_000).contains(&ttl), "{ttl}");
+    let answer = assertion(&mut key, &visitor.origin, &started["options"]);
+    assert_eq!(
+        finish_second_step(&visitor, &csrf, &answer).await.status(),
+        200
+    );
+    // A passkey alone, on the first replica this time: once it has read
+    // the counter b saved (until then its use is refused, never counted
+    // from a stale state).
+    let alone = Visitor::new(&a, "localhost");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while passkey_only(&alone, &mut key, &registered, true)
+        .await
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "a never took the passkey");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(alone.whoami().await.is_some());
+
+    // Removed on a: bob's sessions end on both.
+    let reset = as_admin(&a, reqwest::Method::POST, "/users/bob/passkeys-reset", None).await;
+    assert_eq!(reset, 204);
+    crate::admin::within(Duration::from_secs(3), || async {
+        visitor.whoami().await.is_none() && alone.whoami().await.is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_directory_user_keeps_passkeys_here_and_the_directory_still_decides() {
+    let slapd = crate::slapd::Slapd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let section = slapd.section(
+        dir.path(),
+        &slapd.ldaps_url(),
+        "group_base = \"ou=groups,dc=example,dc=org\"\nrole_map = { \"admins\" = [\"admin\"] }\nheaders = { \"X-Auth-Email\" = \"mail\" }",
+    );
+    let local = crate::support::default_users();
+    let local = local.split("[users.carol]").next().unwrap();
+    let gw = Setup::new()
+        .users(local)
+        .rules(&format!("{RULES}\n{section}"))
+        .start()
+        .await;
+    let password = crate::slapd::CAROL_PASSWORD;
+    let carol = Visitor::new(&gw, "localhost");
+    assert_eq!(carol.sign_in("carol", password).await.status(), 303);
+    let mut key = SoftPasskey::new(true);
+    // The password again is the directory's.
+    let (status, _) = add(&carol, &mut key, "laptop", BOB_PASSWORD)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status, 401);
+    let registered = add(&carol, &mut key, "laptop", password).await.unwrap();
+    let file = std::fs::read_to_string(gw.users_file()).unwrap();
+    assert!(
+        file.contains("provider = \"ldap\"") && file.contains("[[users.carol.passkeys]]"),
+        "{file}"
+    );
+
+    // After the directory's password, the passkey is her second factor.
+    let visitor = Visitor::new(&gw, "localhost");
+    let response = visitor.sign_in("carol", password).await;
+    assert_eq!(response.headers()["location"], "/.gateway/login/passkey");
+    assert_eq!(second_step(&visitor, &mut key).await.status(), 200);
+    assert_eq!(visitor.get("/ops/x").await.status(), 200);
+    assert_eq!(gw.upstream.last().headers["x-auth-roles"], "admin");
+
+    // Alone, it signs her in with what the directory says of her today.
+    let alone = Visitor::new(&gw, "localhost");
+    assert_eq!(
+        passkey_only(&alone, &mut key, &registered, true)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(alone.get("/ops/x").await.status(), 200);
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["x-auth-user"], "carol");
+    assert_eq!(seen.headers["x-auth-roles"], "admin");
+    assert_eq!(seen.headers["x-auth-email"], "carol@example.org");
+    // Gone from the directory, her passkey signs nobody in.
+    slapd
+        .delete(&format!("uid=carol,ou=people,{}", crate::slapd::BASE))
+        .await;
+    let after = Visitor::new(&gw, "localhost");
+    assert_eq!(
+        passkey_only(&after, &mut key, &registered, true)
+            .await
+            .status(),
+        401
+    );
+    assert!(after.whoami().await.is_none());
+}
