@@ -48,7 +48,9 @@ RUN cp gateway.toml /tmp/gateway.toml && sed -i \
 
 # Run: a small image, a numeric non-root user (the kubelet's runAsNonRoot
 # needs a number), the system's CA roots (an https:// upstream without
-# `ca`, a rediss:// Redis), config at /etc/authgate/gateway.toml.
+# `ca`, a rediss:// Redis), OpenSSL's library (webauthn-rs checks passkeys
+# with it; the build image has its headers), config at
+# /etc/authgate/gateway.toml.
 FROM ${RUNTIME_IMAGE}
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="authgate" \
@@ -56,7 +58,7 @@ LABEL org.opencontainers.image.title="authgate" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 authgate \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin authgate \

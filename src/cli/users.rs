@@ -76,7 +76,11 @@ pub fn print_users(users: &crate::users::Users, as_toml: bool) {
     for u in list {
         let state = if u.locked { "  (locked)" } else { "" };
         let totp = if u.totp.is_some() { "  (totp)" } else { "" };
-        println!("{}\t{}{state}{totp}", u.name, u.roles.join(","));
+        let passkeys = match u.passkeys.len() {
+            0 => String::new(),
+            n => format!("  ({n} passkey{})", if n == 1 { "" } else { "s" }),
+        };
+        println!("{}\t{}{state}{totp}{passkeys}", u.name, u.roles.join(","));
     }
 }
 

@@ -389,3 +389,76 @@ fn position_of(list: &toml_edit::ArrayOfTables, id: &str) -> Result<usize, UserF
         .position(|t| t.get("id").and_then(Item::as_str) == Some(id))
         .ok_or(UserFileError::UnknownPasskey)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::users::passkey::PasskeyRecord;
+
+    fn record(id: &str, credential: &str) -> PasskeyRecord {
+        PasskeyRecord {
+            name: "laptop".into(),
+            id: id.into(),
+            added: 1,
+            used: None,
+            credential: credential.into(),
+        }
+    }
+
+    #[test]
+    fn a_passkeys_use_is_saved_only_from_the_state_it_was_checked_against() {
+        let mut doc: DocumentMut = "[users.Bob]\npassword = \"x\"\n".parse().unwrap();
+        let add = |id: &str| Change::AddPasskey {
+            name: "bob".into(),
+            passkey: record(id, "{\"counter\":1}"),
+            provider: None,
+        };
+        edit(&mut doc, &add("AAAA")).unwrap();
+        edit(&mut doc, &add("BBBB")).unwrap();
+        assert!(matches!(
+            edit(&mut doc, &add("AAAA")),
+            Err(UserFileError::BadPasskey(_))
+        ));
+        let used = |before: &str, after: &str| Change::UsePasskey {
+            name: "BOB".into(),
+            id: "AAAA".into(),
+            before: before.into(),
+            after: after.into(),
+            used: 7,
+        };
+        edit(&mut doc, &used("{\"counter\":1}", "{\"counter\":2}")).unwrap();
+        // A second sign-in that checked the same counter loses.
+        assert!(matches!(
+            edit(&mut doc, &used("{\"counter\":1}", "{\"counter\":2}")),
+            Err(UserFileError::PasskeyChanged)
+        ));
+        let text = doc.to_string();
+        assert!(
+            text.contains("{\"counter\":2}") && text.contains("used = 7"),
+            "{text}"
+        );
+        let remove = |id: &str| Change::RemovePasskey {
+            name: "bob".into(),
+            id: id.into(),
+        };
+        edit(&mut doc, &remove("AAAA")).unwrap();
+        assert!(matches!(
+            edit(&mut doc, &remove("AAAA")),
+            Err(UserFileError::UnknownPasskey)
+        ));
+        edit(&mut doc, &Change::ResetPasskeys("bob".into())).unwrap();
+        assert!(!doc.to_string().contains("passkeys"), "{doc}");
+        // A directory's user gets an entry of their own; a local name is not theirs.
+        let directory = |name: &str| Change::AddPasskey {
+            name: name.into(),
+            passkey: record("CCCC", "{}"),
+            provider: Some("ldap".into()),
+        };
+        edit(&mut doc, &directory("carol")).unwrap();
+        assert!(doc.to_string().contains("provider = \"ldap\""));
+        assert!(matches!(
+            edit(&mut doc, &directory("bob")),
+            Err(UserFileError::Duplicate(_))
+        ));
+    }
+}

@@ -1,4 +1,4 @@
-//! Passkeys as the users file (and Redis) keep them: per credential a
+//! Passkeys as the user stores keep them: per credential a
 //! name, when it was added and last used, and webauthn-rs's record of it
 //! (credential ID, public key, signature counter, backup flags), as JSON.
 //! Nothing here is secret: the private key never leaves the authenticator.
@@ -12,8 +12,8 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// Most passkeys one account may hold.
 pub const MAX_PER_USER: usize = 20;
 
-/// One passkey as stored: the users file's inline table, a JSON object in
-/// Redis.
+/// One passkey as stored: a table of the users file, a JSON object in a
+/// shared store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasskeyRecord {

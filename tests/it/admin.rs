@@ -425,7 +425,7 @@ async fn the_admin_api_is_for_the_admin_role_with_its_csrf_header() {
     let bob_entry = user_entry(&users, "bob");
     assert_eq!(
         bob_entry,
-        json!({"name": "bob", "roles": ["user"], "locked": false, "totp": false, "sessions": 2})
+        json!({"name": "bob", "roles": ["user"], "locked": false, "totp": false, "passkeys": 0, "sessions": 2})
     );
 
     let sessions: Value = api(&gw, Method::GET, "/sessions?user=bob", Some(&alice), None)

@@ -667,6 +667,13 @@ async fn require_second_factor_is_met_by_a_passkey_and_a_reset_ends_the_sessions
     add(&ops, &mut key, "laptop again", BOB_PASSWORD)
         .await
         .unwrap();
+    let listed = crate::support::authgate()
+        .args(["user", "list", "-c"])
+        .arg(gw.config_file())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains("bob\tuser  (1 passkey)"), "{listed}");
     let output = crate::support::authgate()
         .args(["user", "passkeys-reset", "bob", "-c"])
         .arg(gw.config_file())

@@ -1,0 +1,287 @@
+//! Signing in with a passkey: the step after the password, and a
+//! passkey alone (a discoverable credential that names its account and
+//! has verified its user).
+
+use http::{Method, Response, StatusCode};
+use webauthn_rs::prelude::{
+    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
+    PublicKeyCredential,
+};
+
+use super::{json, passkey_form, refusal, DISCOVERING, NOT_ACCEPTED, PROVING, START_AGAIN};
+use crate::identity::forms::see_other;
+use crate::identity::{Auth, Call};
+use crate::metrics::Login;
+use crate::pages::sign_in as pages;
+use crate::response::{Body, GatewayError};
+use crate::session;
+use crate::users::passkey::{self as stored, UserPasskey};
+use crate::users::User;
+
+impl Auth {
+    /// `GET /.gateway/login/passkey`: the passkey step of a pending
+    /// sign-in; `POST` (`csrf`, `credential`) checks the assertion.
+    /// Without a pending sign-in, `POST` is a sign-in with a passkey
+    /// alone (`ceremony` names its challenge).
+    pub(in crate::identity) async fn login_passkey(
+        &self,
+        call: &mut Call<'_>,
+        request: crate::body::GatewayRequest,
+    ) -> Result<Response<Body>, GatewayError> {
+        let pending = self
+            .pending_of(request.headers())
+            .await?
+            .filter(|p| !p.enroll);
+        if request.method() != Method::POST {
+            let Some(pending) = pending else {
+                return Ok(see_other("/.gateway/login"));
+            };
+            call.logged_user = Some(pending.user.name.clone());
+            let token = self.csrf_token(&pending.key);
+            return Ok(pages::login_passkey(&token, pending.user.totp.is_some()).into());
+        }
+        let user_agent = crate::identity::forms::user_agent_of(request.headers());
+        let Some(pending) = pending else {
+            return self.passkey_only(call, request, &user_agent).await;
+        };
+        call.logged_user = Some(pending.user.name.clone());
+        let token = self.csrf_token(&pending.key);
+        let form = passkey_form(request, call.host, Some(&token)).await?;
+        let rp = self.relying_party(call.host)?;
+        let user = pending.user.clone();
+        let attempt = self.passkey_attempt(call, &user.key).await?;
+        let Some(state) = self
+            .take_ceremony::<PasskeyAuthentication>(PROVING, &pending.key, &rp)
+            .await?
+        else {
+            attempt.given_back();
+            return Ok(refusal(StatusCode::CONFLICT, START_AGAIN));
+        };
+        let Ok(credential) = serde_json::from_str::<PublicKeyCredential>(form.get("credential"))
+        else {
+            attempt.failed();
+            return Ok(refusal(StatusCode::BAD_REQUEST, NOT_ACCEPTED));
+        };
+        let result = match rp
+            .webauthn
+            .finish_passkey_authentication(&credential, &state)
+        {
+            Ok(result) => result,
+            Err(e) => {
+                attempt.failed();
+                self.metrics.record_login(Login::BadCredentials);
+                self.assertion_refused(&user.name, call.peer, &e);
+                return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
+            }
+        };
+        let Some(passkey) = passkey_of(&user, &result) else {
+            attempt.failed();
+            return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
+        };
+        if let Err(refused) = self.note_use(&user, passkey, &result, call.peer).await {
+            attempt.failed();
+            return Ok(refused);
+        }
+        attempt.succeeded();
+        // Used once: the pending sign-in is gone whatever happens next.
+        if !self.take_pending(&pending.key).await? {
+            return Ok(refusal(StatusCode::CONFLICT, START_AGAIN));
+        }
+        let vouched = pending.vouched.map(|v| (v, None));
+        let id = self
+            .begin_session(call, &user, &user_agent, true, vouched)
+            .await?;
+        let mut response = json(StatusCode::OK, serde_json::json!({ "next": pending.next }));
+        self.set_session_cookie(&mut response, &id);
+        self.clear_pending_cookie(&mut response);
+        Ok(response)
+    }
+
+    /// `POST /.gateway/login/passkey/options` (`csrf`): the options for
+    /// the passkey step of a pending sign-in (its passkeys), or without
+    /// one for a sign-in with a passkey alone (any discoverable passkey,
+    /// and a `ceremony` ID to send back).
+    pub(in crate::identity) async fn login_passkey_options(
+        &self,
+        call: &mut Call<'_>,
+        request: crate::body::GatewayRequest,
+    ) -> Result<Response<Body>, GatewayError> {
+        if request.method() != Method::POST {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        let rp = self.relying_party(call.host)?;
+        if let Some(pending) = self
+            .pending_of(request.headers())
+            .await?
+            .filter(|p| !p.enroll)
+        {
+            let token = self.csrf_token(&pending.key);
+            passkey_form(request, call.host, Some(&token)).await?;
+            let passkeys: Vec<Passkey> = pending
+                .user
+                .passkeys
+                .iter()
+                .map(|p| p.credential.clone())
+                .collect();
+            if passkeys.is_empty() {
+                return Ok(refusal(StatusCode::CONFLICT, "You have no passkey."));
+            }
+            let (options, state) = rp
+                .webauthn
+                .start_passkey_authentication(&passkeys)
+                .map_err(|_| GatewayError::BadForm)?;
+            self.begin_ceremony(PROVING, &pending.key, &rp, state)
+                .await?;
+            return Ok(json(
+                StatusCode::OK,
+                serde_json::json!({ "options": options }),
+            ));
+        }
+        if !call.config.login.local {
+            return Err(GatewayError::NotFound);
+        }
+        let token = self.login_token(request.headers()).map(str::to_owned);
+        passkey_form(request, call.host, token.as_deref()).await?;
+        let (options, state) = rp
+            .webauthn
+            .start_discoverable_authentication()
+            .map_err(|_| GatewayError::BadForm)?;
+        let state: DiscoverableAuthentication = state;
+        let id = session::new_id();
+        let key = session::key_of(&id).expect("a new ID has the right form");
+        self.begin_ceremony(DISCOVERING, &key, &rp, state).await?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::json!({ "options": options, "ceremony": id }),
+        ))
+    }
+
+    /// A sign-in with a passkey alone: the passkey names its account (its
+    /// user handle and credential ID), and must have verified the user
+    /// (a PIN, a fingerprint): that is both factors at once.
+    async fn passkey_only(
+        &self,
+        call: &mut Call<'_>,
+        request: crate::body::GatewayRequest,
+        user_agent: &str,
+    ) -> Result<Response<Body>, GatewayError> {
+        if !call.config.login.local {
+            return Err(GatewayError::NotFound);
+        }
+        let earlier = self
+            .authenticate(request.headers(), session::now_ms(), false)
+            .await;
+        let token = self.login_token(request.headers()).map(str::to_owned);
+        let form = passkey_form(request, call.host, token.as_deref()).await?;
+        let rp = self.relying_party(call.host)?;
+        let Some(key) = session::key_of(form.get("ceremony")) else {
+            return Ok(refusal(StatusCode::CONFLICT, START_AGAIN));
+        };
+        let Some(state) = self
+            .take_ceremony::<DiscoverableAuthentication>(DISCOVERING, &key, &rp)
+            .await?
+        else {
+            return Ok(refusal(StatusCode::CONFLICT, START_AGAIN));
+        };
+        let credential = serde_json::from_str::<PublicKeyCredential>(form.get("credential")).ok();
+        let named = credential.as_ref().and_then(|c| {
+            let (handle, id) = rp.webauthn.identify_discoverable_authentication(c).ok()?;
+            let id = data_encoding::BASE64URL_NOPAD.encode(id);
+            let users = self.users();
+            let user = users
+                .iter()
+                .find(|u| !u.passkeys.is_empty() && stored::user_handle(&u.key) == handle)?
+                .clone();
+            let passkey = user.passkeys.iter().find(|p| p.record.id == id)?.clone();
+            Some((user, passkey))
+        });
+        // Unknown passkeys count against the client under one name.
+        let account = named
+            .as_ref()
+            .map_or("(passkey)".into(), |(u, _)| u.key.clone());
+        let attempt = self.passkey_attempt(call, &account).await?;
+        let (Some(credential), Some((user, passkey))) = (credential, named) else {
+            attempt.failed();
+            self.metrics.record_login(Login::BadCredentials);
+            self.passkey_refused("-", call.peer, "an unknown passkey");
+            return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
+        };
+        call.logged_user = Some(user.name.clone());
+        let result = rp.webauthn.finish_discoverable_authentication_v2(
+            &credential,
+            state,
+            &passkey.credential,
+        );
+        let result = match result {
+            Ok(result) if result.user_verified() => result,
+            Ok(_) => {
+                attempt.failed();
+                self.passkey_refused(&user.name, call.peer, "no user verification");
+                return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
+            }
+            Err(e) => {
+                attempt.failed();
+                self.metrics.record_login(Login::BadCredentials);
+                self.assertion_refused(&user.name, call.peer, &e);
+                return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
+            }
+        };
+        if user.locked {
+            attempt.failed();
+            self.metrics.record_login(Login::Locked);
+            self.passkey_refused(&user.name, call.peer, "the account is locked");
+            return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
+        }
+        // A directory's user: the directory says who they are today.
+        let vouched = match user.provider.as_deref() {
+            None => None,
+            Some(crate::config::Ldap::NAME) => {
+                match self.directory_person(call.config, &user).await {
+                    Ok(Some(vouched)) => Some(vouched),
+                    Ok(None) => {
+                        attempt.failed();
+                        self.passkey_refused(
+                            &user.name,
+                            call.peer,
+                            "not in the directory (or disabled)",
+                        );
+                        return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
+                    }
+                    Err(e) => {
+                        attempt.given_back();
+                        return Err(e);
+                    }
+                }
+            }
+            Some(_) => {
+                attempt.failed();
+                return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
+            }
+        };
+        if let Err(refused) = self.note_use(&user, &passkey, &result, call.peer).await {
+            attempt.failed();
+            return Ok(refused);
+        }
+        attempt.succeeded();
+        if let Some(old) = earlier.signed_in {
+            self.store.sessions.end_now(&old.session.key);
+        }
+        let next = self.next_of(crate::identity::totp::form_next(&form));
+        let (session_user, vouched) = match vouched {
+            Some(v) => (v.user.clone(), Some((v, None))),
+            None => (user.clone(), None),
+        };
+        let id = self
+            .begin_session(call, &session_user, user_agent, true, vouched)
+            .await?;
+        let mut response = json(StatusCode::OK, serde_json::json!({ "next": next }));
+        self.set_session_cookie(&mut response, &id);
+        Ok(response)
+    }
+}
+
+/// The stored passkey an assertion's result names.
+fn passkey_of<'u>(user: &'u User, result: &AuthenticationResult) -> Option<&'u UserPasskey> {
+    let id = data_encoding::BASE64URL_NOPAD.encode(result.cred_id().as_ref());
+    user.passkeys.iter().find(|p| p.record.id == id)
+}
