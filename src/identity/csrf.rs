@@ -38,6 +38,38 @@ impl CsrfSecret {
         mac.update(key);
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
+
+    fn mac(&self, purpose: &str, text: &[u8]) -> hmac::Hmac<Sha256> {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.update(b"\0");
+        mac.update(text);
+        mac
+    }
+
+    /// `text` with this secret's seal for `purpose`: handed to a client and
+    /// taken back unchanged, with nothing kept meanwhile ([`Self::open`]).
+    pub fn seal(&self, purpose: &str, text: &str) -> String {
+        use hmac::Mac;
+        let tag = self.mac(purpose, text.as_bytes()).finalize().into_bytes();
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(text),
+            URL_SAFE_NO_PAD.encode(tag)
+        )
+    }
+
+    /// The text of a value [`Self::seal`] made for `purpose`; `None` when
+    /// it was changed, or sealed for something else or by another secret.
+    pub fn open(&self, purpose: &str, sealed: &str) -> Option<String> {
+        use hmac::Mac;
+        let (text, tag) = sealed.split_once('.')?;
+        let text = URL_SAFE_NO_PAD.decode(text).ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.mac(purpose, &text).verify_slice(&tag).ok()?;
+        String::from_utf8(text).ok()
+    }
 }
 
 /// A fresh random value for the login form's cookie and field.
@@ -73,6 +105,21 @@ pub fn same_origin(headers: &HeaderMap, host: Option<&HeaderValue>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_value_opens_unchanged_and_only_for_its_purpose() {
+        let secret = CsrfSecret::new([7; 32]);
+        let sealed = secret.seal("ceremony", "{\"a\":1}");
+        assert_eq!(
+            secret.open("ceremony", &sealed).as_deref(),
+            Some("{\"a\":1}")
+        );
+        assert_eq!(secret.open("other", &sealed), None);
+        assert_eq!(CsrfSecret::new([8; 32]).open("ceremony", &sealed), None);
+        let (text, tag) = sealed.split_once('.').unwrap();
+        let forged = format!("{}.{tag}", URL_SAFE_NO_PAD.encode("{\"a\":2}"));
+        assert_eq!(secret.open("ceremony", &forged), None, "{text}");
+    }
 
     #[test]
     fn session_tokens_are_stable_per_session_and_differ_between_sessions() {

@@ -213,6 +213,18 @@ async fn passkey_only(
     registered: &Registered,
     verified: bool,
 ) -> reqwest::Response {
+    let fields = passkey_only_form(visitor, key, registered, verified).await;
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    visitor.post("/.gateway/login/passkey", &fields).await
+}
+
+/// The form a passkey-alone sign-in posts.
+async fn passkey_only_form(
+    visitor: &Visitor,
+    key: &mut SoftPasskey,
+    registered: &Registered,
+    verified: bool,
+) -> Vec<(&'static str, String)> {
     let csrf = visitor.login_token().await;
     let response = visitor
         .post("/.gateway/login/passkey/options", &[("csrf", &csrf)])
@@ -233,16 +245,11 @@ async fn passkey_only(
     let mut credential: Value =
         serde_json::from_str(&assertion(key, &visitor.origin, &options)).unwrap();
     credential["response"]["userHandle"] = json!(registered.handle);
-    visitor
-        .post(
-            "/.gateway/login/passkey",
-            &[
-                ("csrf", &csrf),
-                ("ceremony", &ceremony),
-                ("credential", &credential.to_string()),
-            ],
-        )
-        .await
+    vec![
+        ("csrf", csrf),
+        ("ceremony", ceremony),
+        ("credential", credential.to_string()),
+    ]
 }
 
 /// The security events the admin API lists (event, user, detail), newest
@@ -421,8 +428,30 @@ async fn a_passkey_alone_signs_in_only_with_user_verification() {
     assert_eq!(refused.status(), 401);
     assert!(visitor.whoami().await.is_none());
 
-    let response = passkey_only(&visitor, &mut key, &registered, true).await;
+    let fields = passkey_only_form(&visitor, &mut key, &registered, true).await;
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let response = visitor.post("/.gateway/login/passkey", &fields).await;
     assert_eq!(response.status(), 200);
+    // The same answer again (its ceremony, its signature): refused.
+    let replayed = Visitor::new(&gw, "localhost");
+    let token = replayed.login_token().await;
+    let mut again = fields.clone();
+    again[0] = ("csrf", &token);
+    let response = replayed.post("/.gateway/login/passkey", &again).await;
+    assert_eq!(response.status(), 401);
+    assert!(replayed.whoami().await.is_none());
+    // A ceremony changed on its way back: refused before anything is checked.
+    let mut forged = fields.clone();
+    let tampered = format!("x{}", &fields[1].1[1..]);
+    forged[1] = ("ceremony", &tampered);
+    forged[0] = ("csrf", &token);
+    assert_eq!(
+        replayed
+            .post("/.gateway/login/passkey", &forged)
+            .await
+            .status(),
+        409
+    );
     let who = visitor.whoami().await.expect("signed in");
     assert_eq!(who["user"], "bob");
     // Password and second factor at once: the mfa route is open.

@@ -2,12 +2,15 @@
 //! from the account page, the second step of a sign-in after the
 //! password, and signing in with a passkey alone.
 //!
-//! Each ceremony's challenge is random (webauthn-rs makes it), kept
-//! server-side in the store's records (which replicas share) for
-//! [`CEREMONY_FOR_MS`], bound to what it belongs to (the session that adds
-//! a passkey, the pending sign-in it completes, or for a passkey-only
-//! sign-in a random ceremony ID handed to that page) and taken on first
-//! use, so an assertion can never be replayed. The relying party is the
+//! Each ceremony's challenge is random (webauthn-rs makes it), lives
+//! [`CEREMONY_FOR_MS`] and is used once, so an assertion can never be
+//! replayed. Adding a passkey and the step after the password keep it in
+//! the store's records (which replicas share) under the session or the
+//! pending sign-in it belongs to, taken by the first answer. A sign-in
+//! with a passkey alone, which anyone may begin, keeps nothing: the
+//! ceremony goes to the page sealed with the gateway's secret (with its
+//! deadline) and comes back with the answer; the first verified answer
+//! claims it in the records. The relying party is the
 //! request's host (or `[session] cookie_domain`), the origin
 //! `https://` + the host the browser named; both must be the ones the
 //! ceremony began with. webauthn-rs checks the origin, the RP ID hash,

@@ -3,6 +3,7 @@
 //! has verified its user).
 
 use http::{Method, Response, StatusCode};
+use sha2::Digest;
 use webauthn_rs::prelude::{
     AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
     PublicKeyCredential,
@@ -146,13 +147,21 @@ impl Auth {
             .webauthn
             .start_discoverable_authentication()
             .map_err(|_| GatewayError::BadForm)?;
-        let state: DiscoverableAuthentication = state;
-        let id = session::new_id();
-        let key = session::key_of(&id).expect("a new ID has the right form");
-        self.begin_ceremony(DISCOVERING, &key, &rp, state).await?;
+        // Nothing is kept for a page that may never answer: the ceremony
+        // goes to the page sealed, with its deadline, and comes back.
+        let ceremony = super::Ceremony::<DiscoverableAuthentication> {
+            state,
+            rp_id: rp.rp_id.clone(),
+            origin: rp.origin.clone(),
+        };
+        let text = serde_json::json!({
+            "ceremony": ceremony,
+            "until": session::now_ms() + super::CEREMONY_FOR_MS,
+        });
+        let sealed = self.csrf.seal(DISCOVERING, &text.to_string());
         Ok(json(
             StatusCode::OK,
-            serde_json::json!({ "options": options, "ceremony": id }),
+            serde_json::json!({ "options": options, "ceremony": sealed }),
         ))
     }
 
@@ -174,13 +183,7 @@ impl Auth {
         let token = self.login_token(request.headers()).map(str::to_owned);
         let form = passkey_form(request, call.host, token.as_deref()).await?;
         let rp = self.relying_party(call.host)?;
-        let Some(key) = session::key_of(form.get("ceremony")) else {
-            return Ok(refusal(StatusCode::CONFLICT, START_AGAIN));
-        };
-        let Some(state) = self
-            .take_ceremony::<DiscoverableAuthentication>(DISCOVERING, &key, &rp)
-            .await?
-        else {
+        let Some(state) = self.open_ceremony(form.get("ceremony"), &rp) else {
             return Ok(refusal(StatusCode::CONFLICT, START_AGAIN));
         };
         let credential = serde_json::from_str::<PublicKeyCredential>(form.get("credential")).ok();
@@ -226,6 +229,19 @@ impl Auth {
                 return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
             }
         };
+        // Used once: the first verified answer to a ceremony claims it.
+        let used = sha2::Sha256::digest(form.get("ceremony").as_bytes()).into();
+        let first = self
+            .store
+            .records
+            .claim(DISCOVERING, &used, super::CEREMONY_FOR_MS)
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        if !first {
+            attempt.failed();
+            self.passkey_refused(&user.name, call.peer, "an answer used already");
+            return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
+        }
         if user.locked {
             attempt.failed();
             self.metrics.record_login(Login::Locked);
@@ -277,6 +293,26 @@ impl Auth {
         let mut response = json(StatusCode::OK, serde_json::json!({ "next": next }));
         self.set_session_cookie(&mut response, &id);
         Ok(response)
+    }
+}
+
+impl Auth {
+    /// The state of a sealed passkey-alone ceremony that began under `rp`
+    /// and whose time has not ended.
+    fn open_ceremony(
+        &self,
+        sealed: &str,
+        rp: &super::RelyingParty,
+    ) -> Option<DiscoverableAuthentication> {
+        #[derive(serde::Deserialize)]
+        struct Sealed {
+            ceremony: super::Ceremony<DiscoverableAuthentication>,
+            until: u64,
+        }
+        let text = self.csrf.open(DISCOVERING, sealed)?;
+        let Sealed { ceremony, until } = serde_json::from_str(&text).ok()?;
+        let current = ceremony.rp_id == rp.rp_id && ceremony.origin == rp.origin;
+        (current && session::now_ms() < until).then_some(ceremony.state)
     }
 }
 
