@@ -33,6 +33,6 @@ mod store;
 mod structure;
 mod support;
 mod tls;
-mod totp;
+pub mod totp;
 mod upstream_tls;
 pub mod websocket;

@@ -846,3 +846,78 @@ async fn a_directory_user_keeps_passkeys_here_and_the_directory_still_decides() 
     );
     assert!(after.whoami().await.is_none());
 }
+
+/// Signs `visitor` in with a password and a TOTP code at `at`.
+async fn sign_in_with_code(visitor: &Visitor, user: &str, password: &str, at: u64) {
+    let response = visitor.sign_in(user, password).await;
+    assert_eq!(response.status(), 303);
+    let page = visitor
+        .get("/.gateway/login/code")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let code = crate::totp::code(crate::totp::DAVE_SECRET, at);
+    let done = visitor
+        .post(
+            "/.gateway/login/code",
+            &[("csrf", &token_in(&page)), ("code", &code)],
+        )
+        .await;
+    assert_eq!(done.status(), 303, "the code step");
+}
+
+#[tokio::test]
+async fn a_code_stays_the_alternative_and_no_rule_blocks_adding_a_passkey() {
+    let gw = Setup::new()
+        .users(&crate::totp::users_with_dave())
+        .rules("[[rule]]\npath = \"/**\"\naccess = \"authenticated\"\nmfa = true\n")
+        .start()
+        .await;
+    // bob has no second factor and every route wants one: his account
+    // page still adds a passkey.
+    let bob = Visitor::new(&gw, "localhost");
+    assert_eq!(bob.sign_in("bob", BOB_PASSWORD).await.status(), 303);
+    assert_ne!(bob.get("/x").await.status(), 200);
+    assert_eq!(bob.get("/.gateway/account").await.status(), 200);
+    add(&bob, &mut SoftPasskey::new(true), "laptop", BOB_PASSWORD)
+        .await
+        .unwrap();
+    let file = std::fs::read_to_string(gw.users_file()).unwrap();
+    assert!(
+        file.contains("backup_eligible") && file.contains("backup_state"),
+        "{file}"
+    );
+
+    // dave has a TOTP app and now a passkey: the passkey step offers the code.
+    crate::totp::early_in_a_step(5).await;
+    let now = crate::totp::now_secs();
+    let dave = Visitor::new(&gw, "localhost");
+    sign_in_with_code(&dave, "dave", ALICE_PASSWORD, now).await;
+    add(&dave, &mut SoftPasskey::new(true), "phone", ALICE_PASSWORD)
+        .await
+        .unwrap();
+    let later = Visitor::new(&gw, "localhost");
+    let response = later.sign_in("dave", ALICE_PASSWORD).await;
+    assert_eq!(response.headers()["location"], "/.gateway/login/passkey");
+    let page = later
+        .get("/.gateway/login/passkey")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("href=\"/.gateway/login/code\""), "{page}");
+    let other = Visitor::new(&gw, "localhost");
+    sign_in_with_code(&other, "dave", ALICE_PASSWORD, now + 30).await;
+    assert_eq!(
+        other.get("/x").await.status(),
+        200,
+        "the code met mfa = true"
+    );
+
+    // The admin page counts each user's passkeys.
+    let alice = Visitor::new(&gw, "localhost");
+    alice.sign_in("alice", ALICE_PASSWORD).await;
+    let admin = alice.get("/.gateway/admin/").await.text().await.unwrap();
+    assert!(admin.contains("1 passkey(s)"), "{admin}");
+}

@@ -10,12 +10,12 @@ use crate::admin::api;
 use crate::support::{default_users, set_cookie, Setup, TestGateway, ALICE_PASSWORD, BOB_PASSWORD};
 
 /// dave's key (base32) and one of his recovery codes.
-const DAVE_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+pub const DAVE_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 const DAVE_RECOVERY: &str = "abcd-efgh-ijkl-mnop";
 const PENDING: &str = "__Host-authgate-mfa";
 const SESSION: &str = "__Host-authgate";
 
-fn now_secs() -> u64 {
+pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -23,7 +23,7 @@ fn now_secs() -> u64 {
 }
 
 /// The code an authenticator app shows for `secret` at Unix time `at`.
-fn code(secret: &str, at: u64) -> String {
+pub fn code(secret: &str, at: u64) -> String {
     let key = data_encoding::BASE32_NOPAD
         .decode(secret.replace(' ', "").as_bytes())
         .unwrap();
@@ -32,7 +32,7 @@ fn code(secret: &str, at: u64) -> String {
 
 /// Waits, if need be, until at least `margin` seconds of the current
 /// 30-second step are left, so that "now" stays in one step meanwhile.
-async fn early_in_a_step(margin: u64) {
+pub async fn early_in_a_step(margin: u64) {
     let into = now_secs() % 30;
     if into + margin >= 30 {
         tokio::time::sleep(Duration::from_secs(30 - into)).await;
@@ -40,7 +40,7 @@ async fn early_in_a_step(margin: u64) {
 }
 
 /// The default users plus dave (admin, with a second factor).
-fn users_with_dave() -> String {
+pub fn users_with_dave() -> String {
     format!(
         "{}\n[users.dave]\npassword = \"{}\"\nroles = [\"admin\", \"user\"]\ntotp = \"{DAVE_SECRET}\"\nrecovery_codes = [\"{}\"]\n",
         default_users(),
