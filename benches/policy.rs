@@ -44,6 +44,9 @@ fn policy(size: usize, shared: bool) -> Policy {
                 mfa: false,
                 max_auth_age: None,
                 providers: None,
+                tokens: false,
+                basic_auth: false,
+                pass_authorization: false,
             }
         })
         .chain(std::iter::once(Rule {
@@ -58,6 +61,9 @@ fn policy(size: usize, shared: bool) -> Policy {
             mfa: false,
             max_auth_age: None,
             providers: None,
+            tokens: false,
+            basic_auth: false,
+            pass_authorization: false,
         }))
         .collect();
     Policy::new(rules)
@@ -76,6 +82,7 @@ fn time(policy: &Policy, path: &str, roles: &[String]) -> f64 {
         mfa: false,
         auth_age_ms: 0,
         provider: "local",
+        token: None,
     };
     let rounds = 2_000_000 / policy.rules().len().max(10);
     let started = Instant::now();

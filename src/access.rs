@@ -2,7 +2,11 @@
 //! make, in this order: who is asking ([`authenticate`]), and what the
 //! rules say of what they ask for ([`authorize`]).
 
+use std::net::IpAddr;
+
 use http::HeaderMap;
+
+use crate::identity::tokens::TokenCheck;
 
 use crate::identity::{Presented, SignedIn};
 use crate::policy::{Decision, Target};
@@ -10,12 +14,19 @@ use crate::session;
 use crate::state::State;
 
 /// The request's session, if its cookie leads to a live one (its idle
-/// deadline moves on).
-pub async fn authenticate(state: &State, headers: &HeaderMap) -> Presented {
-    state
-        .auth
-        .authenticate(headers, session::now_ms(), true)
-        .await
+/// deadline moves on); without one, its API token from `client`, if any.
+pub async fn authenticate(state: &State, headers: &HeaderMap, client: IpAddr) -> Presented {
+    let now = session::now_ms();
+    let mut presented = state.auth.authenticate(headers, now, true).await;
+    if presented.signed_in.is_none() {
+        match state.auth.token(headers, client, now) {
+            TokenCheck::Absent => {}
+            TokenCheck::Valid(signed_in) => presented.signed_in = Some(signed_in),
+            TokenCheck::Refused => presented.token_refused = Some(None),
+            TokenCheck::Throttled(retry) => presented.token_refused = Some(Some(retry)),
+        }
+    }
+    presented
 }
 
 /// What the rules in force say of `target` for `signed_in` (or nobody).
@@ -26,4 +37,17 @@ pub fn authorize(
 ) -> Decision {
     let principal = signed_in.map(|s| s.principal(session::now_ms()));
     policy.decide(target, principal).decision
+}
+
+/// [`authorize`], and whether the deciding rule lets the client's
+/// `Authorization` header go on to the upstream (`pass_authorization`).
+pub fn authorize_with_rule(
+    policy: &crate::policy::Policy,
+    signed_in: Option<&SignedIn>,
+    target: &Target,
+) -> (Decision, bool) {
+    let principal = signed_in.map(|s| s.principal(session::now_ms()));
+    let judgement = policy.decide(target, principal);
+    let pass = judgement.rule.is_some_and(|r| r.pass_authorization);
+    (judgement.decision, pass)
 }

@@ -256,7 +256,11 @@ pub async fn verify(
         // The gateway's own pages, when they are behind the same proxy.
         return own_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n");
     }
-    let presented = crate::access::authenticate(state, headers).await;
+    // The client the proxy names (it is trusted), for the token throttle.
+    let peer_value =
+        HeaderValue::from_str(&peer.to_string()).expect("an address is a header value");
+    let client = server.trusted_proxies.client(peer, &peer_value, headers).ip;
+    let presented = crate::access::authenticate(state, headers, client).await;
     judged.user = presented.signed_in.as_ref().map(|s| s.user.name.clone());
     judged.host = Some(original.host.name().to_owned());
     let target = Target {
@@ -291,6 +295,9 @@ pub async fn verify(
         Decision::Allow => {}
         Decision::Login if presented.store_unavailable => {
             return json(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+        }
+        Decision::Login if presented.token_refused.is_some() => {
+            return json(StatusCode::UNAUTHORIZED, "invalid_token");
         }
         Decision::Login => return sign_in("/.gateway/login", "unauthenticated"),
         Decision::Reauth(ReauthReason::SecondFactor) => {

@@ -109,6 +109,7 @@ pub fn init(
             name: admin.to_owned(),
             password_hash: password_hash.to_owned(),
             roles: vec!["admin".to_owned(), "user".to_owned()],
+            service: false,
         },
         "init",
     )?;

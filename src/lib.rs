@@ -122,6 +122,17 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes of lower-case (or upper-case) hex; `None` for anything else.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Runs the gateway until `shutdown` resolves, then drains and returns.
 /// SIGHUP reloads the config file.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {

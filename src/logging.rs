@@ -257,6 +257,8 @@ pub struct Access<'a> {
     pub host: &'a str,
     pub decision: &'a str,
     pub user: &'a str,
+    /// The name of the API token the request came with (never its value).
+    pub token: Option<&'a str>,
     pub client: &'a str,
     /// How long the request took, in microseconds.
     pub micros: u64,
@@ -296,19 +298,35 @@ pub fn access(line: &Access<'_>) {
         }
         return;
     }
-    tracing::info!(
-        target: "authgate::access",
-        method = %line.method,
-        path = %line.path,
-        status = line.status,
-        host = line.host,
-        decision = line.decision,
-        user = line.user,
-        client = %line.client,
-        duration_ms = line.micros as f64 / 1e3,
-        request_id = line.request_id,
-        "request"
-    );
+    match line.token {
+        None => tracing::info!(
+            target: "authgate::access",
+            method = %line.method,
+            path = %line.path,
+            status = line.status,
+            host = line.host,
+            decision = line.decision,
+            user = line.user,
+            client = %line.client,
+            duration_ms = line.micros as f64 / 1e3,
+            request_id = line.request_id,
+            "request"
+        ),
+        Some(token) => tracing::info!(
+            target: "authgate::access",
+            method = %line.method,
+            path = %line.path,
+            status = line.status,
+            host = line.host,
+            decision = line.decision,
+            user = line.user,
+            token,
+            client = %line.client,
+            duration_ms = line.micros as f64 / 1e3,
+            request_id = line.request_id,
+            "request"
+        ),
+    }
 }
 
 /// The access line as tracing-subscriber's full format with [`HumanFields`]
@@ -327,6 +345,10 @@ fn human_access_line(line: &Access<'_>, out: &mut String) -> std::fmt::Result {
     write_value(out, line.decision, true)?;
     out.push_str(" user=");
     write_value(out, line.user, true)?;
+    if let Some(token) = line.token {
+        out.push_str(" token=");
+        write_value(out, token, true)?;
+    }
     out.push_str(" client=");
     write_value(out, line.client, false)?;
     // What `{:?}` writes for micros / 1e3: the shortest decimal, ".0" for
@@ -545,6 +567,7 @@ mod tests {
             host: "app.example:8443",
             decision: "allow",
             user: "bench",
+            token: None,
             client: "127.0.0.1",
             micros: 423,
             request_id: "c536b2e73245accddd1348f25b8447e6",
@@ -595,6 +618,10 @@ mod tests {
                 path: "",
                 user: "zoë",
                 request_id: "id with space",
+                ..plain
+            },
+            Access {
+                token: Some("ci deploy"),
                 ..plain
             },
         ];

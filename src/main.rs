@@ -70,6 +70,9 @@ enum Command {
     /// applies a revocation within a second.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Make, list or revoke API tokens in the configured store.
+    #[command(subcommand)]
+    Token(cli::tokens::TokenCommand),
     /// Ask a running gateway's ops listener whether it is alive: exit 0 if
     /// `/healthz` answers 200, else 1. For container health checks (no curl
     /// needed in the image).
@@ -159,6 +162,7 @@ fn main() -> ExitCode {
         }
         Command::User(command) => cli::users::user(&config_path, command),
         Command::Sessions(command) => cli::sessions::sessions(&config_path, command),
+        Command::Token(command) => cli::tokens::tokens(&config_path, command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,6 +32,16 @@ pub enum Login {
     Locked = 3,
 }
 
+/// How a request's API token was judged, for `authgate_token_requests_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenResult {
+    Accepted = 0,
+    /// Unknown, expired, revoked, or its account may not use it.
+    Refused = 1,
+    /// Its client sent too many wrong tokens.
+    Throttled = 2,
+}
+
 /// Values read when `/metrics` is asked, not counted as they happen.
 #[derive(Debug, Default)]
 pub struct Gauges {
@@ -50,6 +60,7 @@ pub struct Metrics {
     denied_by_rule: AtomicU64,
     denied_missing_role: AtomicU64,
     denied_other_provider: AtomicU64,
+    denied_token: AtomicU64,
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_sum_micros: AtomicU64,
     duration_count: AtomicU64,
@@ -66,6 +77,7 @@ pub struct Metrics {
     websockets_open: AtomicU64,
     /// Sign-ins by result: ok, bad credentials, throttled, locked.
     logins: [AtomicU64; 4],
+    tokens: [AtomicU64; 3],
     /// The session store's operations, and why sessions ended.
     pub store: std::sync::Arc<crate::store::stats::Stats>,
     /// `[ldap]`: whether it answers, and the work asked of it.
@@ -118,6 +130,7 @@ impl Metrics {
             DenyReason::DenyRule => &self.denied_by_rule,
             DenyReason::MissingRole => &self.denied_missing_role,
             DenyReason::OtherProvider => &self.denied_other_provider,
+            DenyReason::TokenNotAccepted => &self.denied_token,
         }
         .fetch_add(1, Ordering::Relaxed);
     }
@@ -133,6 +146,10 @@ impl Metrics {
 
     pub fn record_login(&self, result: Login) {
         self.logins[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_token(&self, result: TokenResult) {
+        self.tokens[result as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_client_cap(&self) {
@@ -168,6 +185,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "authgate_logins_total{{result=\"{result}\"}} {}",
+                load(counter)
+            );
+        }
+        out.push_str("# HELP authgate_token_requests_total Requests that came with an API token, by how it was judged.\n");
+        out.push_str("# TYPE authgate_token_requests_total counter\n");
+        for (result, counter) in ["accepted", "refused", "throttled"]
+            .iter()
+            .zip(&self.tokens)
+        {
+            let _ = writeln!(
+                out,
+                "authgate_token_requests_total{{result=\"{result}\"}} {}",
                 load(counter)
             );
         }
@@ -211,6 +240,7 @@ impl Metrics {
             ("deny_rule", &self.denied_by_rule),
             ("missing_role", &self.denied_missing_role),
             ("other_provider", &self.denied_other_provider),
+            ("token_not_accepted", &self.denied_token),
         ] {
             let _ = writeln!(
                 out,

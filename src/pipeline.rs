@@ -44,6 +44,8 @@ struct RequestLog {
     client_ip: Option<IpAddr>,
     /// The request brought a session cookie that leads nowhere: clear it.
     clear_cookie: bool,
+    /// The name of the API token it came with.
+    token: Option<HeaderValue>,
 }
 
 /// One client connection.
@@ -174,6 +176,7 @@ pub async fn handle(
         host: host.unwrap_or("-"),
         decision: log.decision.unwrap_or("-"),
         user: log.user.as_deref().unwrap_or("-"),
+        token: log.token.as_ref().and_then(|t| t.to_str().ok()),
         client,
     };
     finish(state, started, &line, request_id, &mut response);
@@ -188,6 +191,7 @@ pub(crate) struct Answered<'a> {
     pub host: &'a str,
     pub decision: &'a str,
     pub user: &'a str,
+    pub token: Option<&'a str>,
     pub client: &'a str,
 }
 
@@ -210,6 +214,7 @@ pub(crate) fn finish(
         host: line.host,
         decision: line.decision,
         user: line.user,
+        token: line.token,
         client: line.client,
         micros: u64::try_from(elapsed.as_nanos().saturating_add(500) / 1000).unwrap_or(u64::MAX),
         request_id: request_id.to_str().unwrap_or("-"),
@@ -249,7 +254,7 @@ async fn route(
         return own_routes(state, live, conn, request, client.ip, host.as_ref(), log).await;
     }
 
-    let presented = access::authenticate(state, request.headers()).await;
+    let presented = access::authenticate(state, request.headers(), client.ip).await;
     let user = presented.signed_in.as_ref().map(|s| &s.user);
     log.clear_cookie = presented.stale_cookie && !presented.store_unavailable;
     log.user = user.map(|u| u.name.clone());
@@ -259,11 +264,20 @@ async fn route(
         host: host.as_ref().map(Host::name),
         path: normalized,
     };
-    let decision = access::authorize(&live.config.policy, presented.signed_in.as_ref(), &target);
+    let (decision, pass_authorization) =
+        access::authorize_with_rule(&live.config.policy, presented.signed_in.as_ref(), &target);
     log.decision = Some(decision.as_str());
+    log.token = presented
+        .signed_in
+        .as_ref()
+        .and_then(|s| s.token.as_ref())
+        .map(|t| t.name.clone());
     log.host = host.as_ref().map(Host::value).cloned();
     unless_allowed(decision, &presented, &request, normalized, &state.auth)?;
     let websocket = websocket_of(upgrade, &request, host.as_ref(), server)?;
+    // An API token never goes on; other credentials where a rule says so.
+    let keep_authorization =
+        pass_authorization && !crate::identity::tokens::carries_token(request.headers());
     forward(
         state,
         live,
@@ -275,6 +289,7 @@ async fn route(
             client,
             signed_in: presented.signed_in.as_ref(),
             websocket,
+            keep_authorization,
         },
     )
     .await
@@ -395,10 +410,17 @@ fn unless_allowed(
     match decision {
         Decision::Allow => Ok(()),
         Decision::Login if presented.store_unavailable => Err(GatewayError::StoreUnavailable),
-        Decision::Login => Err(GatewayError::Unauthenticated {
-            next: with_query(normalized, request.uri().query()),
-            navigating: navigating(),
-        }),
+        Decision::Login => match presented.token_refused {
+            Some(Some(retry_after_secs)) => Err(GatewayError::Throttled { retry_after_secs }),
+            Some(None) => Err(GatewayError::InvalidToken),
+            None => Err(GatewayError::Unauthenticated {
+                next: with_query(normalized, request.uri().query()),
+                navigating: navigating(),
+            }),
+        },
+        Decision::Deny(crate::policy::DenyReason::TokenNotAccepted) => {
+            Err(GatewayError::TokenNotAccepted)
+        }
         Decision::Deny(reason) => Err(GatewayError::Forbidden(reason)),
         Decision::Reauth(reason) => {
             let second_factor = reason == crate::policy::ReauthReason::SecondFactor;
@@ -459,6 +481,9 @@ struct Judged<'a> {
     client: crate::forwarded::Client,
     signed_in: Option<&'a crate::identity::SignedIn>,
     websocket: bool,
+    /// The client's `Authorization` header goes on (a rule's
+    /// `pass_authorization`, and no API token in it).
+    keep_authorization: bool,
 }
 
 /// Sends an allowed request to its upstream (by host and path prefix),
@@ -476,6 +501,7 @@ async fn forward(
         client,
         signed_in,
         websocket,
+        keep_authorization,
     } = judged;
     let Some(index) = live.config.upstream_for(host.map(Host::name), normalized) else {
         return Err(GatewayError::NoUpstream);
@@ -490,13 +516,16 @@ async fn forward(
         _ => None,
     };
     let owner = match (signed_in, websocket) {
-        (Some(signed_in), true) => Some(crate::proxy::tunnels::Owner {
-            session: signed_in.session.key,
-            // Judged again as it was now: an HTTP/2 WebSocket as its GET.
-            method: judged_method(Upgrade::WebSocket, request.method()).clone(),
-            host: host.map(|h| h.name().to_owned()),
-            path: normalized.to_owned(),
-        }),
+        // A token's WebSocket is judged once, when it opens.
+        (Some(signed_in), true) if signed_in.token.is_none() => {
+            Some(crate::proxy::tunnels::Owner {
+                session: signed_in.session.key,
+                // Judged again as it was now: an HTTP/2 WebSocket as its GET.
+                method: judged_method(Upgrade::WebSocket, request.method()).clone(),
+                host: host.map(|h| h.name().to_owned()),
+                path: normalized.to_owned(),
+            })
+        }
         _ => None,
     };
     let path_and_query =
@@ -516,6 +545,10 @@ async fn forward(
         assertion,
         websocket,
         owner,
+        keep_authorization,
+        token: signed_in
+            .and_then(|s| s.token.as_ref())
+            .map(|t| t.name.clone()),
     };
     let response = upstream
         .forward(parts, body, &live.config.identity, forward)

@@ -72,6 +72,13 @@ pub enum GatewayError {
         enroll: bool,
         provider: Option<std::sync::Arc<str>>,
     },
+    /// An API token that is unknown, expired, revoked or no longer its
+    /// account's to use (the answer never says which).
+    #[error("the API token is not valid")]
+    InvalidToken,
+    /// An API token (or Basic with one) where the rule takes none.
+    #[error("this route does not accept API tokens (in this form)")]
+    TokenNotAccepted,
     #[error("the form's CSRF token is missing or wrong, or it came from another site")]
     CsrfRejected,
     #[error("the form is malformed")]
@@ -124,7 +131,9 @@ impl GatewayError {
             GatewayError::Unauthenticated {
                 navigating: true, ..
             } => StatusCode::FOUND,
-            GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Unauthenticated { .. }
+            | GatewayError::InvalidToken
+            | GatewayError::TokenNotAccepted => StatusCode::UNAUTHORIZED,
             GatewayError::Reauth {
                 navigating: true, ..
             } => StatusCode::FOUND,
@@ -155,6 +164,8 @@ impl GatewayError {
             GatewayError::NotFound | GatewayError::NoUpstream => "not_found",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::Unauthenticated { .. } => "unauthenticated",
+            GatewayError::InvalidToken => "invalid_token",
+            GatewayError::TokenNotAccepted => "token_not_accepted",
             GatewayError::Reauth {
                 second_factor: true,
                 ..
@@ -258,6 +269,15 @@ impl GatewayError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if matches!(
+            self,
+            GatewayError::InvalidToken | GatewayError::TokenNotAccepted
+        ) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"authgate\""),
+            );
         }
         if matches!(self, GatewayError::MethodNotAllowed) {
             response.headers_mut().insert(

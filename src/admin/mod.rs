@@ -415,6 +415,7 @@ pub async fn api(
                 name: new.name.clone(),
                 password_hash: hash,
                 roles: new.roles,
+                service: false,
             };
             match auth.change_users(change, &actor).await {
                 Ok(()) if generated => json_response(
@@ -599,6 +600,7 @@ pub async fn page(
                         name: name.clone(),
                         password_hash: hash,
                         roles,
+                        service: false,
                     };
                     return Ok(match auth.change_users(change, &actor).await {
                         Ok(()) if made => {

@@ -7,6 +7,7 @@ pub mod healthcheck;
 pub mod init;
 pub mod serve;
 pub mod sessions;
+pub mod tokens;
 pub mod users;
 
 use anyhow::Context;

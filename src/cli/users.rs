@@ -16,6 +16,10 @@ pub enum UserCommand {
         /// A role (repeat for several).
         #[arg(long = "role", required = true)]
         roles: Vec<String>,
+        /// A service account: no password (none is read), only API tokens
+        /// (`authgate token create NAME --name ...`).
+        #[arg(long)]
+        service: bool,
     },
     /// Set a user's password, read from stdin.
     Passwd { name: String },
@@ -76,6 +80,11 @@ pub fn print_users(users: &crate::users::Users, as_toml: bool) {
     for u in list {
         let state = if u.locked { "  (locked)" } else { "" };
         let totp = if u.totp.is_some() { "  (totp)" } else { "" };
+        let state = if u.service {
+            format!("{state}  (service account)")
+        } else {
+            state.to_owned()
+        };
         let passkeys = match u.passkeys.len() {
             0 => String::new(),
             n => format!("  ({n} passkey{})", if n == 1 { "" } else { "s" }),
@@ -98,16 +107,19 @@ pub fn user(config_path: &std::path::Path, command: UserCommand) -> anyhow::Resu
         UserCommand::Add {
             ref name,
             ref roles,
+            service,
         } => {
             for role in roles {
                 check_role(role)?;
             }
             let change = Change::Add {
                 name: name.clone(),
-                password_hash: new_hash()?,
+                password_hash: if service { String::new() } else { new_hash()? },
                 roles: roles.clone(),
+                service,
             };
-            (Some(change), format!("added {name}"))
+            let what = if service { "service account" } else { "user" };
+            (Some(change), format!("added the {what} {name}"))
         }
         UserCommand::Passwd { ref name } => {
             let change = Change::SetPassword {

@@ -45,6 +45,7 @@ pub struct Config {
     pub oidc: Vec<Arc<OidcProvider>>,
     /// `[ldap]`: a directory people may sign in against.
     pub ldap: Option<Arc<Ldap>>,
+    pub tokens: Tokens,
     pub policy: Policy,
     /// The `[[test]]` cases `authgate check` runs.
     pub tests: Vec<PolicyTest>,
@@ -144,6 +145,18 @@ pub struct LoginWords {
 #[derive(Debug)]
 pub struct Admin {
     pub role: String,
+}
+
+/// `[tokens]`: API tokens.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// The longest a token may live (`max_lifetime`, default 365 days).
+    pub max_lifetime: Duration,
+    /// A token's life when none is asked for: 90 days, or `max_lifetime`
+    /// if shorter.
+    pub default_lifetime: Duration,
+    /// A password change ends the account's tokens.
+    pub end_on_password_change: bool,
 }
 
 /// One `[[oidc]]`: an OpenID Connect provider (see

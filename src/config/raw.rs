@@ -27,6 +27,8 @@ pub struct RawConfig {
     #[serde(default, rename = "oidc")]
     pub oidc: Vec<Spanned<RawOidc>>,
     pub ldap: Option<Spanned<RawLdap>>,
+    #[serde(default)]
+    pub tokens: RawTokens,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
     #[serde(default, rename = "test")]
@@ -168,6 +170,23 @@ pub struct RawRule {
     /// Only sessions from these sign-in methods (`[[oidc]]` names, or
     /// `local`) satisfy the rule.
     pub providers: Option<Vec<Text>>,
+    /// API tokens (`Authorization: Bearer agt_...`) are accepted here.
+    pub tokens: Option<Spanned<bool>>,
+    /// HTTP Basic with a token as the password is accepted here too.
+    pub basic_auth: Option<Spanned<bool>>,
+    /// The client's `Authorization` header goes on to the upstream.
+    pub pass_authorization: Option<Spanned<bool>>,
+}
+
+/// `[tokens]`: API tokens for scripts and services.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTokens {
+    /// The longest a token may live.
+    pub max_lifetime: Option<Text>,
+    /// Every rule that asks for a session accepts tokens.
+    pub default: Option<Spanned<bool>>,
+    /// A password change ends the account's tokens.
+    pub end_on_password_change: Option<Spanned<bool>>,
 }
 
 /// One `[[oidc]]`: an OpenID Connect provider people may sign in with.

@@ -22,6 +22,7 @@ mod ldap;
 mod listeners;
 mod oidc;
 mod rules;
+mod tokens;
 
 /// Turns raw values into typed ones, recording a problem for each bad value
 /// and carrying on so that one run reports them all.
@@ -117,7 +118,8 @@ impl Validator<'_> {
         if let Some(Some(_)) = &ldap {
             names.push(crate::config::Ldap::NAME);
         }
-        let policy = self.policy(raw.rules, &names);
+        let (tokens, tokens_by_default) = self.tokens(&raw.tokens);
+        let policy = self.policy(raw.rules, &names, tokens_by_default);
         let tests = self.tests(raw.tests);
         Some(Config {
             source: path.to_owned(),
@@ -133,6 +135,7 @@ impl Validator<'_> {
             admin: admin?,
             oidc: oidc?,
             ldap: ldap?,
+            tokens: tokens?,
             policy: policy?,
             tests: tests?,
         })

@@ -13,6 +13,7 @@ pub mod oidc;
 mod passkey;
 mod password;
 mod reauth;
+pub mod tokens;
 mod totp;
 
 pub use audit::{
@@ -49,6 +50,8 @@ const GENERIC_FAILURE: &str = "Invalid username or password.";
 pub struct SignedIn {
     pub user: Arc<User>,
     pub session: LiveSession,
+    /// Not a session but an API token (then `session` is made from it).
+    pub token: Option<Arc<tokens::TokenUse>>,
 }
 
 /// How and when a signed-in person last proved who they are. Today every
@@ -78,6 +81,7 @@ impl SignedIn {
             mfa: proof.second_factor,
             auth_age_ms: now.saturating_sub(proof.at_ms),
             provider: self.user.provider.as_deref().unwrap_or("local"),
+            token: self.token.as_ref().map(|t| t.form),
         }
     }
 
@@ -142,6 +146,10 @@ pub struct Presented {
     /// A cookie could not be checked because the store is unavailable:
     /// a route that needs a session gets 503, and the cookie stays.
     pub store_unavailable: bool,
+    /// An API token came that lets nobody in: a route that needs a
+    /// session gets 401 `invalid_token` (or with `Some`, the client is
+    /// throttled for that many seconds).
+    pub token_refused: Option<Option<u64>>,
 }
 
 pub struct Auth {
@@ -168,6 +176,10 @@ pub struct Auth {
     provider_names: ArcSwap<Vec<String>>,
     /// `[ldap]` as reached so far.
     pub directories: ldap::Directories,
+    /// `[tokens]` in force.
+    token_settings: ArcSwap<crate::config::Tokens>,
+    /// Each client's wrong API tokens this minute.
+    token_failures: tokens::TokenFailures,
 }
 
 impl Auth {
@@ -209,6 +221,8 @@ impl Auth {
             providers: oidc::Providers::default(),
             provider_names: ArcSwap::from_pointee(provider_names(config)),
             directories,
+            token_settings: ArcSwap::from_pointee(config.tokens.clone()),
+            token_failures: Default::default(),
         })
     }
 
@@ -219,6 +233,7 @@ impl Auth {
         self.store.sessions.start_sweeper();
         let listener: std::sync::Weak<dyn UsersListener> = Arc::downgrade(self) as _;
         self.store.users.watch(listener);
+        self.store.tokens.start();
         let auth = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -226,6 +241,7 @@ impl Auth {
                 tick.tick().await;
                 let Some(auth) = auth.upgrade() else { break };
                 auth.store.sweep(session::now_ms());
+                auth.token_failures.sweep(session::now_ms());
             }
         });
         self.start_directory_recheck();
@@ -288,6 +304,7 @@ impl Auth {
     /// Puts the `[[oidc]]` providers and `[ldap]` of a reloaded config in force.
     pub fn set_providers(&self, config: &Config) {
         self.provider_names.store(Arc::new(provider_names(config)));
+        self.token_settings.store(Arc::new(config.tokens.clone()));
         self.directories.set(config.ldap.as_ref());
     }
 
@@ -437,6 +454,7 @@ impl Auth {
                 return Ok(SignedIn {
                     user: vouched.user.clone(),
                     session,
+                    token: None,
                 })
             }
             (Some(vouched), Some(entry))
@@ -449,6 +467,7 @@ impl Auth {
                 return Ok(SignedIn {
                     user: vouched.user.clone(),
                     session,
+                    token: None,
                 })
             }
             (None, found) => match found {
@@ -469,6 +488,7 @@ impl Auth {
                     return Ok(SignedIn {
                         user: user.clone(),
                         session,
+                        token: None,
                     })
                 }
             },

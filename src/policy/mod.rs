@@ -44,6 +44,13 @@ pub struct Rule {
     /// Only sessions from these sign-in methods satisfy the rule: `[[oidc]]`
     /// names, `local` for the users file's; `None`: any.
     pub providers: Option<Vec<String>>,
+    /// API tokens are accepted (`tokens = true`, or `[tokens] default`).
+    pub tokens: bool,
+    /// A token in HTTP Basic (as the password) is accepted too.
+    pub basic_auth: bool,
+    /// The client's `Authorization` header goes on to the upstream (never
+    /// one that carried an API token).
+    pub pass_authorization: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +84,8 @@ pub enum DenyReason {
     MissingRole,
     /// The user signed in another way than the rule's `providers` list.
     OtherProvider,
+    /// An API token, where the rule takes none (or not in this form).
+    TokenNotAccepted,
 }
 
 impl DenyReason {
@@ -86,6 +95,7 @@ impl DenyReason {
             DenyReason::DenyRule => "a deny rule matches",
             DenyReason::MissingRole => "the user has none of the rule's roles",
             DenyReason::OtherProvider => "the user signed in another way than the rule's providers",
+            DenyReason::TokenNotAccepted => "the rule takes no API token (in this form)",
         }
     }
 }
@@ -133,6 +143,17 @@ pub struct Principal<'a> {
     pub auth_age_ms: u64,
     /// How they signed in: an `[[oidc]]` name, or `local`.
     pub provider: &'a str,
+    /// Not a session: an API token, and how it came.
+    pub token: Option<TokenForm>,
+}
+
+/// How an API token came with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenForm {
+    /// `Authorization: Bearer agt_...`
+    Bearer,
+    /// `Authorization: Basic` with the token as the password.
+    Basic,
 }
 
 /// The parts of a request the policy looks at.
@@ -255,6 +276,9 @@ impl Policy {
             (Access::Public, _) => Decision::Allow,
             (Access::Deny, _) => Decision::Deny(DenyReason::DenyRule),
             (Access::Authenticated | Access::Roles(_), None) => Decision::Login,
+            (Access::Authenticated | Access::Roles(_), Some(p)) if !rule.accepts(p.token) => {
+                Decision::Deny(DenyReason::TokenNotAccepted)
+            }
             (Access::Authenticated | Access::Roles(_), Some(p))
                 if rule
                     .providers
@@ -301,6 +325,16 @@ pub fn same_host(asked: &str, rule: &str) -> bool {
 
 impl Rule {
     /// For a user the rule lets in: whether their sign-in is enough.
+    /// Whether a request that came this way (`None`: a session) may be
+    /// judged by this rule at all.
+    fn accepts(&self, token: Option<TokenForm>) -> bool {
+        match token {
+            None => true,
+            Some(TokenForm::Bearer) => self.tokens,
+            Some(TokenForm::Basic) => self.basic_auth,
+        }
+    }
+
     fn freshness(&self, who: Principal) -> Decision {
         if self.mfa && !who.mfa {
             Decision::Reauth(ReauthReason::SecondFactor)
@@ -377,6 +411,9 @@ mod tests {
             mfa: false,
             max_auth_age: None,
             providers: None,
+            tokens: false,
+            basic_auth: false,
+            pass_authorization: false,
         }
     }
 
@@ -397,6 +434,7 @@ mod tests {
             mfa: false,
             auth_age_ms: 0,
             provider,
+            token: None,
         };
         let decide = |path, who| policy.decide(&target(&get, path), who).decision;
         assert_eq!(decide("/sso/a", Some(from("acme"))), Decision::Allow);
@@ -491,6 +529,7 @@ mod tests {
             mfa: false,
             auth_age_ms: 0,
             provider: "local",
+            token: None,
         };
         assert_eq!(
             policy.decide(&target(&get, "/x"), None).decision,
@@ -541,6 +580,7 @@ mod tests {
             mfa: false,
             auth_age_ms: 0,
             provider: "local",
+            token: None,
         };
         for path in [
             "/ADMIN",

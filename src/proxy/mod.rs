@@ -67,6 +67,10 @@ pub struct Forward<'a> {
     pub websocket: bool,
     /// Whose session the WebSocket lives by (none on a public route).
     pub owner: Option<tunnels::Owner>,
+    /// The client's `Authorization` header goes on to the upstream.
+    pub keep_authorization: bool,
+    /// The name of the API token the request came with, for `X-Auth-Token`.
+    pub token: Option<HeaderValue>,
 }
 
 impl Upstream {
@@ -134,6 +138,14 @@ impl Upstream {
             forward.user.map(|user| (user, forward.claims)),
             &forward.own_cookies,
         );
+        if !forward.keep_authorization {
+            parts.headers.remove(http::header::AUTHORIZATION);
+        }
+        if let Some(name) = forward.token {
+            parts
+                .headers
+                .insert(http::HeaderName::from_static("x-auth-token"), name);
+        }
         if let (Some(value), Some(settings)) = (forward.assertion, &identity.assertion) {
             parts.headers.insert(settings.header.clone(), value);
         }

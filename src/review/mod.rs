@@ -237,6 +237,7 @@ pub fn evaluate(
         mfa: fresh.mfa.unwrap_or(u.totp.is_some()),
         auth_age_ms: fresh.auth_age.as_millis() as u64,
         provider: "local",
+        token: None,
     });
     let judgement: Judgement = config.policy.decide(&target, principal);
     let why = explain_why(&judgement, account.map(|u| (&*u.name, u.roles.as_slice())));

@@ -486,6 +486,7 @@ async fn verify_only(
         host: judged.host.as_deref().unwrap_or("-"),
         decision: judged.decision.unwrap_or("-"),
         user: judged.user.as_deref().unwrap_or("-"),
+        token: None,
         client: &peer.to_string(),
     };
     pipeline::finish(state, started, &line, request_id, &mut response);

@@ -6,7 +6,8 @@
 //! - [`users::UserStore`]: the users in force (the users file, or Redis);
 //! - [`counters::Counters`]: the sign-in throttle's counters;
 //! - [`records::Records`]: sign-ins in progress (pending second factors,
-//!   secrets being enrolled, each account's last code step).
+//!   secrets being enrolled, each account's last code step);
+//! - [`tokens::Tokens`]: API tokens, by their hash.
 //!
 //! Every session backend serves from the in-memory map ([`memory`]); what
 //! differs is the record behind it:
@@ -26,6 +27,7 @@ pub mod records;
 pub mod redis;
 pub mod stats;
 pub mod throttle;
+pub mod tokens;
 pub mod users;
 
 use std::path::PathBuf;
@@ -63,6 +65,7 @@ pub struct Store {
     pub users: users::UserStore,
     pub counters: counters::Counters,
     pub records: records::Records,
+    pub tokens: Arc<tokens::Tokens>,
 }
 
 impl Store {
@@ -98,11 +101,13 @@ impl Store {
             max_failures: config.login.max_failures,
             window: config.login.failure_window,
         };
+        let tokens = tokens::Tokens::of_store(&config.store, shared.clone()).await?;
         let store = Store {
             sessions,
             users,
             counters: counters::Counters::new(limits, shared.clone()),
             records: records::Records::new(shared),
+            tokens: Arc::new(tokens),
         };
         Ok((store, in_force))
     }

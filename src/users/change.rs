@@ -54,10 +54,13 @@ pub enum UserFileError {
 /// One change to the users file. Passwords arrive already hashed.
 #[derive(Debug, Clone)]
 pub enum Change {
+    /// Adds a user; a service account (`service`) has no password
+    /// (`password_hash` empty) and holds only API tokens.
     Add {
         name: String,
         password_hash: String,
         roles: Vec<String>,
+        service: bool,
     },
     SetPassword {
         name: String,
@@ -217,13 +220,18 @@ pub(super) fn edit(document: &mut DocumentMut, change: &Change) -> Result<(), Us
             name,
             password_hash,
             roles,
+            service,
         } => {
             let trimmed = checked_name(name)?;
             if find_key(users, trimmed).is_some() {
                 return Err(UserFileError::Duplicate(trimmed.to_owned()));
             }
             let mut table = Table::new();
-            table.insert("password", value(password_hash.as_str()));
+            if *service {
+                table.insert("service", value(true));
+            } else {
+                table.insert("password", value(password_hash.as_str()));
+            }
             table.insert("roles", value(roles_array(roles)?));
             users.insert(trimmed, Item::Table(table));
         }

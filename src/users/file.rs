@@ -363,6 +363,7 @@ mod tests {
                 name: "bob".into(),
                 password_hash: OTHER.into(),
                 roles: vec!["user".into()],
+                service: false,
             },
             "test",
         )
@@ -396,6 +397,7 @@ mod tests {
             name: " Alice".into(),
             password_hash: OTHER.into(),
             roles: vec![],
+            service: false,
         };
         assert!(matches!(
             file.apply(&add_alice, "t"),
@@ -438,6 +440,7 @@ mod tests {
             name: "root".into(),
             password_hash: HASH.into(),
             roles: vec!["admin".into()],
+            service: false,
         };
         assert_eq!(file.apply(&add, "t").unwrap().len(), 1);
         #[cfg(unix)]

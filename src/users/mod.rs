@@ -38,6 +38,9 @@ struct RawUser {
     roles: Vec<Spanned<String>>,
     #[serde(default)]
     locked: bool,
+    /// A service account: no password, only API tokens.
+    #[serde(default)]
+    service: bool,
     /// The TOTP secret (base32), once the user enrolled.
     totp: Option<Spanned<String>>,
     /// Unused recovery codes, as `sha256:HEX`.
@@ -98,6 +101,9 @@ pub struct User {
     pub recovery_codes: Vec<String>,
     /// The passkeys the user added.
     pub passkeys: Vec<passkey::UserPasskey>,
+    /// A service account: no password (nothing ever matches), only API
+    /// tokens.
+    pub service: bool,
     /// The `[[oidc]]` provider that vouched for this person; `None` for
     /// the users file's own users (wherever the store keeps them).
     pub provider: Option<Arc<str>>,
@@ -114,6 +120,8 @@ pub struct Entry {
     pub totp: Option<TotpSecret>,
     pub recovery_codes: Vec<String>,
     pub passkeys: Vec<passkey::PasskeyRecord>,
+    /// A service account (the password hash is then empty).
+    pub service: bool,
     /// Set for a provider's user kept here to be locked out; the password
     /// hash is then empty.
     pub provider: Option<String>,
@@ -134,7 +142,18 @@ impl User {
                     "user {name:?}: a provider's user has no password or roles here"
                 ))
             }
+            Some(_) if entry.service => {
+                return Err(format!(
+                    "user {name:?}: a provider's user is no service account"
+                ))
+            }
             Some(_) => {}
+            None if entry.service && !entry.password_hash.is_empty() => {
+                return Err(format!(
+                    "user {name:?}: a service account has no password (only API tokens)"
+                ))
+            }
+            None if entry.service => {}
             None => password::check_phc(&entry.password_hash)
                 .map_err(|reason| format!("user {name:?}: {reason}"))?,
         }
@@ -197,6 +216,7 @@ impl User {
             totp: entry.totp,
             recovery_codes: entry.recovery_codes,
             passkeys,
+            service: entry.service,
             provider: entry.provider.map(Into::into),
         })
     }
@@ -233,6 +253,7 @@ impl User {
             totp: None,
             recovery_codes: Vec::new(),
             passkeys: Vec::new(),
+            service: false,
             provider: Some(provider),
         })
     }
@@ -247,8 +268,32 @@ impl User {
             totp: self.totp.clone(),
             recovery_codes: self.recovery_codes.clone(),
             passkeys: self.passkeys.iter().map(|p| p.record.clone()).collect(),
+            service: self.service,
             provider: self.provider.as_deref().map(str::to_owned),
         }
+    }
+
+    /// The same account acting with only `roles` (an API token that names
+    /// some of its roles); `None` if a role is not one it could hold.
+    pub fn with_roles(user: &User, mut roles: Vec<String>) -> Option<User> {
+        roles.sort();
+        roles.dedup();
+        Some(User {
+            name: user.name.clone(),
+            key: user.key.clone(),
+            password_hash: user.password_hash.clone(),
+            roles_header: HeaderValue::from_str(&roles.join(",")).ok()?,
+            roles,
+            name_header: user.name_header.clone(),
+            locked: user.locked,
+            password_fingerprint: user.password_fingerprint,
+            generation: user.generation,
+            totp: None,
+            recovery_codes: Vec::new(),
+            passkeys: Vec::new(),
+            service: user.service,
+            provider: user.provider.clone(),
+        })
     }
 
     /// Whether the user has a second factor: a TOTP app or a passkey.
@@ -296,6 +341,7 @@ impl Users {
                 continue;
             }
             let password = match (&raw_user.password, &raw_user.provider) {
+                (None, None) if raw_user.service => String::new(),
                 (Some(password), None) => {
                     if let Err(reason) = password::check_phc(password.get_ref()) {
                         // Never echo the value: it may be a plaintext password.
@@ -347,6 +393,7 @@ impl Users {
                     .map(Spanned::into_inner)
                     .collect(),
                 locked: raw_user.locked,
+                service: raw_user.service,
                 generation: 0,
                 totp: raw_user.totp.map(|t| TotpSecret::new(t.into_inner())),
                 recovery_codes: raw_user
@@ -393,6 +440,7 @@ impl Users {
             let mut table = toml::Table::new();
             match &u.provider {
                 Some(provider) => table.insert("provider".into(), provider.to_string().into()),
+                None if u.service => table.insert("service".into(), true.into()),
                 None => table.insert("password".into(), u.password_hash.to_string().into()),
             };
             table.insert(

@@ -33,6 +33,7 @@ mod store;
 mod structure;
 mod support;
 mod tls;
+mod tokens;
 pub mod totp;
 mod upstream_tls;
 pub mod websocket;

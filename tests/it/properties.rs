@@ -147,12 +147,15 @@ proptest! {
                 mfa: false,
                 max_auth_age: None,
                 providers: None,
+                tokens: false,
+                basic_auth: false,
+                pass_authorization: false,
             })
             .collect();
         let policy = Policy::new(rules);
         let Ok(path) = normalize(&path) else { return Ok(()) };
         let roles = if admin { vec!["admin".to_owned()] } else { vec![] };
-        let who = signed_in.then(|| Principal { user: "u", roles: &roles, mfa: false, auth_age_ms: 0, provider: "local" });
+        let who = signed_in.then(|| Principal { user: "u", roles: &roles, mfa: false, auth_age_ms: 0, provider: "local", token: None });
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let judged = |p: &str| policy.decide(&Target { method: &method, host: None, path: p }, who).decision;
         let decision = judged(&path);

@@ -14,6 +14,7 @@ impl Validator<'_> {
         &mut self,
         raw: Vec<toml::Spanned<raw::RawRule>>,
         providers: &[&str],
+        tokens_by_default: bool,
     ) -> Option<Policy> {
         let mut rules = Vec::with_capacity(raw.len());
         let mut complete = true;
@@ -25,7 +26,13 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|r| self.diag.line_col(r.span().start));
             match self
-                .rule(index, line, spanned.into_inner(), providers)
+                .rule(
+                    index,
+                    line,
+                    spanned.into_inner(),
+                    providers,
+                    tokens_by_default,
+                )
                 .map(|mut rule| {
                     rule.col = col;
                     rule.roles_position = roles_position;
@@ -125,6 +132,7 @@ impl Validator<'_> {
         line: usize,
         raw: raw::RawRule,
         known: &[&str],
+        tokens_by_default: bool,
     ) -> Option<Rule> {
         let pattern = match Glob::parse(raw.path.get_ref()) {
             Ok(g) => Some(g),
@@ -248,6 +256,27 @@ impl Validator<'_> {
                 ok.then(|| Some(list.iter().map(|n| n.get_ref().clone()).collect()))
             }
         };
+        let flag = |b: &Option<toml::Spanned<bool>>| b.as_ref().map(|b| (*b.get_ref(), b.span()));
+        let (tokens, basic_auth) = (flag(&raw.tokens), flag(&raw.basic_auth));
+        let steps_up = mfa || raw.max_auth_age.is_some();
+        let mut tokens_ok = true;
+        for (on, span) in [tokens.clone(), basic_auth.clone()].into_iter().flatten() {
+            if on && !needs_session && access.is_some() {
+                self.diag.at(span, "`tokens` and `basic_auth` need a rule that asks for a session (access = \"authenticated\" or roles)");
+                tokens_ok = false;
+            } else if on && steps_up {
+                self.diag.at(span, "a token cannot pass a second factor or sign in again: `tokens` and `basic_auth` cannot go with `mfa` or `max_auth_age`");
+                tokens_ok = false;
+            }
+        }
+        if !tokens_ok {
+            return None;
+        }
+        let basic_auth = basic_auth.is_some_and(|(on, _)| on);
+        let tokens = match tokens {
+            Some((on, _)) => on || basic_auth,
+            None => basic_auth || (tokens_by_default && needs_session && !steps_up),
+        };
         Some(Rule {
             index,
             line,
@@ -260,6 +289,9 @@ impl Validator<'_> {
             mfa,
             max_auth_age: max_auth_age?,
             providers: providers?,
+            tokens,
+            basic_auth,
+            pass_authorization: raw.pass_authorization.is_some_and(|b| b.into_inner()),
         })
     }
 }

@@ -214,6 +214,7 @@ impl Auth {
             totp: entry.totp.clone(),
             recovery_codes: entry.recovery_codes.clone(),
             passkeys: entry.passkeys.clone(),
+            service: false,
             provider: user.provider.clone(),
         })
     }

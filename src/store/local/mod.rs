@@ -16,6 +16,7 @@
 //! in memory as well.
 
 pub mod commands;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -216,6 +217,9 @@ pub(super) fn connect(
             .map_err(fail)?;
     }
     conn.execute_batch(SCHEMA).map_err(fail)?;
+    // API tokens (tables of their own: a file of an older build gains
+    // them; an older build never reads them).
+    conn.execute_batch(tokens::SCHEMA).map_err(fail)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(fail)?;
     Ok(conn)

@@ -43,6 +43,7 @@ use crate::users::{canonical, Entry, TotpSecret, Users};
 mod counters;
 mod records;
 mod sessions;
+mod tokens;
 mod users;
 
 /// Longest a replica answers from what it last found for a session.

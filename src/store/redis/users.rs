@@ -96,13 +96,15 @@ impl Redis {
                 // A provider's user keeps `provider:NAME` where a password
                 // hash would be (a hash starts with `$`).
                 let provider = password.strip_prefix(PROVIDER_MARK).map(str::to_owned);
+                let service = password == SERVICE_MARK;
                 Some(Entry {
                     name: name.clone(),
-                    password_hash: if provider.is_some() {
+                    password_hash: if provider.is_some() || service {
                         String::new()
                     } else {
                         password.clone()
                     },
+                    service,
                     provider,
                     roles: comma_list(roles.as_deref()),
                     locked: locked.as_deref() == Some("1"),
@@ -138,6 +140,7 @@ impl Redis {
                         marked = format!("{PROVIDER_MARK}{provider}");
                         marked.as_str()
                     }
+                    None if entry.service => SERVICE_MARK,
                     None => entry.password_hash.as_str(),
                 },
                 entry.roles.join(","),
@@ -203,6 +206,7 @@ impl Redis {
                 name,
                 password_hash,
                 roles,
+                service,
             } => {
                 let entry = Entry {
                     name: name.clone(),
@@ -213,6 +217,7 @@ impl Redis {
                     totp: None,
                     recovery_codes: Vec::new(),
                     passkeys: Vec::new(),
+                    service: *service,
                     provider: None,
                 };
                 crate::users::User::new(entry.clone()).map_err(UserFileError::Invalid)?;
@@ -319,6 +324,7 @@ impl Redis {
             totp: None,
             recovery_codes: Vec::new(),
             passkeys: Vec::new(),
+            service: false,
             provider: Some(provider.to_owned()),
         };
         let added = self
@@ -371,6 +377,8 @@ enum Op<'a> {
 
 /// What a provider's user keeps in place of a password hash.
 const PROVIDER_MARK: &str = "provider:";
+/// What a service account keeps in place of a password hash.
+const SERVICE_MARK: &str = "service:";
 
 /// A comma-separated list as Redis keeps roles and recovery codes.
 fn comma_list(text: Option<&str>) -> Vec<String> {

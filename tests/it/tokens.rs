@@ -1,0 +1,332 @@
+//! API tokens and service accounts (issue 29): made by the command line
+//! into the store beside the sessions, shown once, accepted only where a
+//! rule says so, refused the moment they should be, never passed on.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+use crate::support::{authgate, output_with_stdin, Setup, TestGateway, BOB_PASSWORD};
+
+const RULES: &str = r#"
+[[rule]]
+path = "/api/**"
+access = "authenticated"
+tokens = true
+
+[[rule]]
+path = "/git/**"
+access = "authenticated"
+basic_auth = true
+
+[[rule]]
+path = "/pass/**"
+access = "authenticated"
+tokens = true
+pass_authorization = true
+
+[[rule]]
+path = "/deploy/**"
+roles = ["deploy"]
+tokens = true
+
+[[rule]]
+path = "/**"
+access = "authenticated"
+"#;
+
+/// Runs `authgate ARGS -c CONFIG`: (success, stdout, stderr).
+pub fn cli(gw: &TestGateway, args: &[&str]) -> (bool, String, String) {
+    let output = authgate()
+        .args(args)
+        .arg("-c")
+        .arg(gw.config_file())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A new token made by the command line (its stdout is the token alone).
+pub fn make_token(gw: &TestGateway, user: &str, extra: &[&str]) -> String {
+    let mut args = vec!["token", "create", user];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = cli(gw, &args);
+    assert!(ok, "{err}");
+    let token = out.trim().to_owned();
+    assert!(token.starts_with("agt_") && token.len() == 47, "{token:?}");
+    token
+}
+
+async fn with_bearer(gw: &TestGateway, path: &str, token: &str) -> reqwest::Response {
+    gw.client()
+        .get(gw.url(path))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn with_basic(gw: &TestGateway, path: &str, user: &str, token: &str) -> reqwest::Response {
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
+    gw.client()
+        .get(gw.url(path))
+        .header("authorization", format!("Basic {pair}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Waits up to 2 s for `path` with `token` to answer `status`, asking
+/// every 150 ms (a token not there yet counts against the client's
+/// allowance of wrong ones).
+async fn until(gw: &TestGateway, path: &str, token: &str, status: u16) -> Duration {
+    let started = Instant::now();
+    loop {
+        let response = with_bearer(gw, path, token).await;
+        if response.status() == status {
+            return started.elapsed();
+        }
+        if started.elapsed() >= Duration::from_secs(2) {
+            let got = response.status();
+            panic!(
+                "{path} never answered {status}: {got} {}",
+                response.text().await.unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_token_gets_in_where_a_rule_says_so_and_nowhere_else() {
+    let gw = Setup::new()
+        .rules(RULES)
+        .server("ops_listen = \"127.0.0.1:0\"")
+        .start()
+        .await;
+    let token = make_token(&gw, "bob", &["--name", "ci"]);
+    // The store keeps its hash, never the token.
+    // The state file and its write-ahead log, where new rows sit first.
+    let mut state = std::fs::read(gw.dir.path().join("authgate-state.db")).unwrap();
+    state.extend(std::fs::read(gw.dir.path().join("authgate-state.db-wal")).unwrap_or_default());
+    let state = String::from_utf8_lossy(&state).into_owned();
+    assert!(
+        state.contains("\"name\":\"ci\""),
+        "the record is in the state file"
+    );
+    assert!(!state.contains(&token[4..]));
+
+    let response = until(&gw, "/api/things", &token, 200).await;
+    assert!(response < Duration::from_secs(2));
+    let response = with_bearer(&gw, "/api/things", &token).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("set-cookie").is_none(),
+        "no cookie for a token"
+    );
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["x-auth-user"], "bob");
+    assert_eq!(seen.headers["x-auth-roles"], "user");
+    assert_eq!(seen.headers["x-auth-token"], "ci");
+    assert!(
+        !seen.headers.contains_key("authorization"),
+        "the token never goes on"
+    );
+
+    // Where the rule takes no token: 401 with a clear word.
+    let refused = with_bearer(&gw, "/web/page", &token).await;
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().contains_key("www-authenticate"));
+    assert_eq!(
+        refused.text().await.unwrap(),
+        r#"{"error":"token_not_accepted"}"#
+    );
+    // HTTP Basic only where `basic_auth = true`, as the account's token.
+    assert_eq!(
+        with_basic(&gw, "/git/repo.git", "bob", &token)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        with_basic(&gw, "/git/repo.git", "", &token).await.status(),
+        200
+    );
+    assert_eq!(
+        with_basic(&gw, "/git/repo.git", "alice", &token)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        with_basic(&gw, "/api/things", "bob", &token).await.status(),
+        401
+    );
+    // Never the gateway's own pages.
+    let whoami = with_bearer(&gw, "/.gateway/whoami", &token).await;
+    assert_eq!(whoami.status(), 401);
+    // A rule that passes Authorization on never passes a token.
+    assert_eq!(with_bearer(&gw, "/pass/x", &token).await.status(), 200);
+    assert!(!gw.upstream.last().headers.contains_key("authorization"));
+    let session = gw.sign_in("bob", BOB_PASSWORD).await;
+    let other_credentials = |path: &'static str| {
+        gw.client()
+            .get(gw.url(path))
+            .header("cookie", format!("__Host-authgate={session}"))
+            .header("authorization", "Basic YXBwOmFwcC1wYXNzd29yZA==")
+            .send()
+    };
+    assert_eq!(other_credentials("/pass/x").await.unwrap().status(), 200);
+    assert_eq!(
+        gw.upstream.last().headers["authorization"],
+        "Basic YXBwOmFwcC1wYXNzd29yZA=="
+    );
+    assert_eq!(other_credentials("/api/x").await.unwrap().status(), 200);
+    assert!(!gw.upstream.last().headers.contains_key("authorization"));
+
+    // Wrong tokens: 401, the same whatever they are; then 429 for the client.
+    for wrong in [
+        format!("{}x", &token[..token.len() - 1]),
+        "agt_nothing".to_owned(),
+    ] {
+        let response = with_bearer(&gw, "/api/things", &wrong).await;
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.text().await.unwrap(),
+            r#"{"error":"invalid_token"}"#
+        );
+    }
+    let mut throttled = false;
+    for _ in 0..authgate::identity::tokens::FAILURES_PER_CLIENT {
+        let status = with_bearer(&gw, "/api/things", "agt_wrong").await.status();
+        throttled |= status == 429;
+    }
+    assert!(throttled);
+    let response = with_bearer(&gw, "/api/things", &token).await;
+    assert_eq!(
+        response.status(),
+        429,
+        "even a good token waits out the minute"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    let metrics = crate::metrics::scrape(&gw).await;
+    assert!(
+        crate::metrics::sample(
+            &metrics,
+            "authgate_token_requests_total{result=\"accepted\"}"
+        ) >= 5.0
+    );
+    assert!(
+        crate::metrics::sample(
+            &metrics,
+            "authgate_token_requests_total{result=\"throttled\"}"
+        ) >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_token_ends_with_its_revocation_expiry_lock_and_named_roles() {
+    let gw = Setup::new().rules(RULES).start().await;
+    let long = make_token(&gw, "bob", &["--name", "long"]);
+    let brief = make_token(&gw, "bob", &["--name", "brief", "--expires", "1s"]);
+    until(&gw, "/api/x", &long, 200).await;
+    assert_eq!(with_bearer(&gw, "/api/x", &brief).await.status(), 200);
+    // The names are the account's to keep apart.
+    let (ok, _, err) = cli(&gw, &["token", "create", "bob", "--name", "long"]);
+    assert!(!ok && err.contains("already has a token called"), "{err}");
+    // Longer than [tokens] max_lifetime (365 days): refused.
+    let (ok, _, err) = cli(
+        &gw,
+        &["token", "create", "bob", "--name", "x", "--expires", "400d"],
+    );
+    assert!(!ok && err.contains("at most"), "{err}");
+    // Listed without the token, with its dates.
+    let (_, list, _) = cli(&gw, &["token", "list", "bob"]);
+    assert!(
+        list.contains("bob\tlong\t(all)") && list.contains("last used"),
+        "{list}"
+    );
+    assert!(!list.contains(&long[4..]));
+
+    // Expired: refused at the next request.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(with_bearer(&gw, "/api/x", &brief).await.status(), 401);
+    // Revoked by the command line: refused within a second.
+    let (ok, out, _) = cli(&gw, &["token", "revoke", "bob", "--name", "long"]);
+    assert!(ok, "{out}");
+    let took = until(&gw, "/api/x", &long, 401).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // A lock ends the account's tokens; an unlock brings them back.
+    let again = make_token(&gw, "bob", &["--name", "again"]);
+    until(&gw, "/api/x", &again, 200).await;
+    assert!(cli(&gw, &["user", "lock", "bob"]).0);
+    until(&gw, "/api/x", &again, 401).await;
+    assert!(cli(&gw, &["user", "unlock", "bob"]).0);
+    until(&gw, "/api/x", &again, 200).await;
+
+    // A token naming a role the account then loses ends with it; one that
+    // names none goes on with the roles left.
+    assert!(cli(&gw, &["user", "roles", "bob", "user", "deploy"]).0);
+    let (ok, _, err) = cli(
+        &gw,
+        &["token", "create", "bob", "--name", "d", "--role", "admin"],
+    );
+    assert!(!ok && err.contains("does not hold the role"), "{err}");
+    let deploy = make_token(&gw, "bob", &["--name", "deploy", "--role", "deploy"]);
+    until(&gw, "/deploy/now", &deploy, 200).await;
+    assert_eq!(
+        gw.upstream.last().headers["x-auth-roles"],
+        "deploy",
+        "only the roles it names"
+    );
+    assert_eq!(with_bearer(&gw, "/deploy/now", &again).await.status(), 200);
+    assert!(cli(&gw, &["user", "roles", "bob", "user"]).0);
+    until(&gw, "/deploy/now", &deploy, 401).await;
+    assert_eq!(with_bearer(&gw, "/api/x", &again).await.status(), 200);
+    // A password change leaves tokens alone (unless the config says).
+    let changed = output_with_stdin(
+        {
+            let mut c = authgate();
+            c.args(["user", "passwd", "bob", "-c"])
+                .arg(gw.config_file());
+            c
+        },
+        "a brand new password for bob\n",
+    );
+    assert!(changed.status.success(), "{changed:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(with_bearer(&gw, "/api/x", &again).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_service_account_has_no_password_and_lives_by_its_tokens() {
+    let gw = Setup::new().rules(RULES).start().await;
+    let (ok, out, err) = cli(&gw, &["user", "add", "ci", "--service", "--role", "deploy"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("service account"), "{out}");
+    let file = std::fs::read_to_string(gw.users_file()).unwrap();
+    assert!(
+        file.contains("[users.ci]\nservice = true\nroles = [\"deploy\"]"),
+        "{file}"
+    );
+    // No password signs it in, not even an empty one.
+    for password in ["", "anything at all"] {
+        let response = gw.try_sign_in("ci", password).await;
+        assert_eq!(response.status(), 401);
+    }
+    let token = make_token(&gw, "ci", &["--name", "pipeline", "--expires", "30d"]);
+    until(&gw, "/deploy/release", &token, 200).await;
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["x-auth-user"], "ci");
+    assert_eq!(seen.headers["x-auth-token"], "pipeline");
+    let (_, list, _) = cli(&gw, &["user", "list"]);
+    assert!(list.contains("ci\tdeploy  (service account)"), "{list}");
+    // Deleting the account ends its tokens.
+    assert!(cli(&gw, &["user", "del", "ci"]).0);
+    until(&gw, "/deploy/release", &token, 401).await;
+}
