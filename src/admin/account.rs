@@ -38,7 +38,18 @@ pub async fn account(
             .proved_elsewhere()
             .is_none()
             .then_some(&user.passkeys[..]);
-        return Ok(pages::account::page(
+        // A provider's person holds no API tokens here.
+        let tokens = match signed_in.user.provider {
+            Some(_) => None,
+            None => Some(
+                auth.store
+                    .tokens
+                    .list(Some(&signed_in.user.key))
+                    .await
+                    .map_err(|_| GatewayError::StoreUnavailable)?,
+            ),
+        };
+        let mut page = pages::account::page(
             signed_in.viewer(config),
             signed_in.user.provider.as_deref(),
             &signed_in.session.key,
@@ -46,10 +57,16 @@ pub async fn account(
             &token,
             now,
             passkeys,
-        )
-        .into());
+        );
+        if let Some(tokens) = tokens {
+            pages::account::add_tokens(&mut page, &tokens, &token, now);
+        }
+        return Ok(page.into());
     }
     let form = checked_form(request, host, &token).await?;
+    if let Some(answer) = api_tokens(auth, call, &signed_in, &form).await? {
+        return Ok(answer);
+    }
     let current = signed_in.session.key;
     let ending: Vec<session::Key> = match form.get("action") {
         // Only among the user's own sessions: a handle of someone
@@ -94,4 +111,80 @@ pub async fn account(
         .headers_mut()
         .insert(header::LOCATION, HeaderValue::from_static(location));
     Ok(response)
+}
+
+/// The account page's API token forms: `token_create` (`name`,
+/// `expires` in days, `roles`, blank for all) shows the new token once;
+/// `token_revoke` (`target`: its name) ends one. `None`: another action.
+async fn api_tokens(
+    auth: &Auth,
+    call: &Call<'_>,
+    signed_in: &crate::identity::SignedIn,
+    form: &crate::identity::forms::Form,
+) -> Result<Option<Response<Body>>, GatewayError> {
+    use crate::identity::tokens::{self, NewToken, TokenError};
+    let user = &signed_in.user;
+    let actor = format!("user {}", user.name);
+    match form.get("action") {
+        "token_create" => {
+            let days = form.get("expires").trim();
+            let lifetime = match days {
+                "" => None,
+                days => match days.parse::<u64>() {
+                    Ok(n) if n > 0 => Some(std::time::Duration::from_secs(n * 24 * 3600)),
+                    _ => return Err(GatewayError::BadForm),
+                },
+            };
+            let roles: Vec<String> = form
+                .get("roles")
+                .split([',', ' '])
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let name = form.get("name").trim().to_owned();
+            let new = NewToken {
+                name: name.clone(),
+                lifetime,
+                roles: (!roles.is_empty()).then_some(roles),
+            };
+            let settings = auth.token_settings();
+            let viewer = signed_in.viewer(call.config);
+            let now = session::now_ms();
+            match tokens::create(&auth.store.tokens, &settings, user, new, now).await {
+                Ok(token) => {
+                    crate::security_event!(warn, event = "token_created", actor, user = %user.name, token = %name, "API token made");
+                    auth.audit()
+                        .remember("token_created", &actor, &user.name, name.clone());
+                    Ok(Some(
+                        pages::account::token_made(viewer, &name, &token).into(),
+                    ))
+                }
+                Err(TokenError::Unavailable) => Err(GatewayError::StoreUnavailable),
+                Err(e) => Ok(Some(crate::response::page(
+                    StatusCode::BAD_REQUEST,
+                    "API token",
+                    &format!("No token was made: {e}."),
+                ))),
+            }
+        }
+        "token_revoke" => {
+            let name = form.get("target");
+            let ended = tokens::revoke(&auth.store.tokens, &user.key, Some(name))
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
+            if ended > 0 {
+                crate::security_event!(warn, event = "token_revoked", actor, user = %user.name, token = %name, "API token revoked");
+                auth.audit()
+                    .remember("token_revoked", &actor, &user.name, name.to_owned());
+            }
+            let mut response =
+                own_response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "done\n");
+            response.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_static("/.gateway/account"),
+            );
+            Ok(Some(response))
+        }
+        _ => Ok(None),
+    }
 }

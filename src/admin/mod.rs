@@ -25,6 +25,7 @@ use crate::units::rfc3339;
 use crate::users::file::{check_new_password, check_role, Change, UserFileError};
 
 pub mod account;
+mod tokens;
 
 /// Answers `/.gateway/account` and `/.gateway/admin...`: `rest` is the
 /// path after `/.gateway`.
@@ -194,6 +195,9 @@ pub async fn api(
             .find(|(k, _)| k == "user")
             .map(|(_, v)| v.into_owned())
     });
+    if let ["users", name, "tokens", rest @ ..] = segments.as_slice() {
+        return tokens::api(auth, &actor, &method, name, rest, request).await;
+    }
     let users = auth.users();
     let user_key = |name: &str| users.get(name).map(|u| u.key.clone());
 

@@ -301,6 +301,11 @@ impl Auth {
         }
     }
 
+    /// `[tokens]` in force.
+    pub fn token_settings(&self) -> Arc<crate::config::Tokens> {
+        self.token_settings.load_full()
+    }
+
     /// Puts the `[[oidc]]` providers and `[ldap]` of a reloaded config in force.
     pub fn set_providers(&self, config: &Config) {
         self.provider_names.store(Arc::new(provider_names(config)));

@@ -5,6 +5,7 @@ use maud::html;
 
 use super::{browser, button, moment, Page, Viewer};
 use crate::session::{self, SessionInfo};
+use crate::store::tokens::TokenInfo;
 use crate::users::passkey::UserPasskey;
 
 /// The account page of `viewer`, whose session is `current`, listing
@@ -114,4 +115,62 @@ fn passkey_section(passkeys: &[UserPasskey], csrf: &str, now_ms: u64) -> maud::M
         }
         (super::passkey_script())
     }
+}
+
+/// Adds the API tokens part to an account page: the user's tokens (name,
+/// roles, created, expires, last used, revoke) and the form that makes one.
+pub fn add_tokens(page: &mut Page, tokens: &[TokenInfo], csrf: &str, now_ms: u64) {
+    let to = "/.gateway/account";
+    let part = html! {
+        h2 { "API tokens" }
+        p.note { "For scripts and services: send one as " code { "Authorization: Bearer agt_..." } " where the rules take tokens. It is shown once, when made." }
+        @if !tokens.is_empty() {
+            div.scroll {
+                table #tokens {
+                    tr { th { "Name" } th { "Roles" } th { "Created" } th { "Expires" } th { "Last used" } th {} }
+                    @for t in tokens {
+                        tr {
+                            td { (t.record.name) }
+                            td { (t.record.roles.as_ref().map_or("all yours".to_owned(), |r| r.join(", "))) }
+                            td { (moment(t.record.created_ms, now_ms)) }
+                            td { (crate::units::rfc3339(t.record.expires_ms)) }
+                            td {
+                                @match t.last_used_ms {
+                                    Some(used) => (moment(used, now_ms)),
+                                    None => "never",
+                                }
+                            }
+                            td { (button(to, csrf, "token_revoke", &t.record.name, "Revoke")) }
+                        }
+                    }
+                }
+            }
+        }
+        form method="post" action=(to) {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="action" value="token_create";
+            label for="token-name" { "Name (letters, digits, . _ -)" }
+            input type="text" id="token-name" name="name" maxlength="64" required placeholder="ci";
+            label for="token-expires" { "Expires in (days; blank: 90)" }
+            input type="number" id="token-expires" name="expires" min="1";
+            label for="token-roles" { "Only these of your roles (blank: all)" }
+            input type="text" id="token-roles" name="roles";
+            button type="submit" { "Make a token" }
+        }
+    };
+    // Before the page's end: the part goes last in its main.
+    if let Some(at) = page.html.rfind("</main>") {
+        page.html.insert_str(at, &part.into_string());
+    }
+}
+
+/// The page that shows a new token, this once.
+pub fn token_made(viewer: Viewer<'_>, name: &str, token: &str) -> Page {
+    let content = html! {
+        h1 { "Your new API token" }
+        p { "The token " strong { (name) } " is below. Copy it now: it is not shown again, and only its hash is kept." }
+        pre #token { (token) }
+        p { a href="/.gateway/account" { "Back to your account" } }
+    };
+    super::page(StatusCode::OK, "API token", Some(viewer), content)
 }

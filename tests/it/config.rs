@@ -375,6 +375,7 @@ fn accepted_keys() -> Vec<(String, Vec<String>)> {
             "RawTest" => "test",
             "RawOidc" => "oidc",
             "RawLdap" => "ldap",
+            "RawTokens" => "tokens",
             other => {
                 panic!("raw.rs has a struct {other} this test does not know: name its table here")
             }
@@ -584,6 +585,42 @@ fn ldap_is_checked_value_by_value() {
     ] {
         let text = format!("{head}[ldap]\n{lines}\nuser_base = \"dc=x\"\n");
         let found = problems(&text, dir.path()).join("\n");
+        assert!(found.contains(needle), "no {needle:?} in:\n{found}");
+    }
+}
+
+#[test]
+fn tokens_settings_and_rule_flags_are_checked() {
+    let dir = dir_with_cert();
+    std::fs::write(dir.path().join("users.toml"), "").unwrap();
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    let good = format!(
+        "{head}[tokens]\nmax_lifetime = \"30d\"\ndefault = true\n[[rule]]\npath = \"/a/**\"\naccess = \"authenticated\"\n[[rule]]\npath = \"/b/**\"\naccess = \"authenticated\"\nmfa = true\n[[rule]]\npath = \"/c/**\"\nroles = [\"x\"]\nbasic_auth = true\npass_authorization = true\n[[rule]]\npath = \"/d/**\"\naccess = \"authenticated\"\ntokens = false\n"
+    );
+    let config = Config::parse(&good, &dir.path().join("gateway.toml")).unwrap();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    assert_eq!(config.tokens.max_lifetime, 30 * day);
+    assert_eq!(
+        config.tokens.default_lifetime,
+        30 * day,
+        "90 days, or the most if shorter"
+    );
+    let rules = config.policy.rules();
+    // `default = true` reaches the rules that ask for a session, not one with mfa.
+    assert!(rules[0].tokens && !rules[0].basic_auth);
+    assert!(!rules[1].tokens);
+    assert!(rules[2].tokens && rules[2].basic_auth && rules[2].pass_authorization);
+    assert!(!rules[3].tokens, "a rule may say no");
+
+    let bad = format!(
+        "{head}[tokens]\nmax_lifetime = \"10s\"\n[[rule]]\npath = \"/p/**\"\naccess = \"public\"\ntokens = true\n[[rule]]\npath = \"/m/**\"\naccess = \"authenticated\"\nmfa = true\nbasic_auth = true\n"
+    );
+    let found = problems(&bad, dir.path()).join("\n");
+    for needle in [
+        ":8:16: max_lifetime must be at least 1m",
+        ":12:10: `tokens` and `basic_auth` need a rule that asks for a session",
+        ":17:14: a token cannot pass a second factor",
+    ] {
         assert!(found.contains(needle), "no {needle:?} in:\n{found}");
     }
 }

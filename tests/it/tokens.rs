@@ -330,3 +330,165 @@ async fn a_service_account_has_no_password_and_lives_by_its_tokens() {
     assert!(cli(&gw, &["user", "del", "ci"]).0);
     until(&gw, "/deploy/release", &token, 401).await;
 }
+
+#[tokio::test]
+async fn the_access_line_names_the_token_and_never_shows_it() {
+    let log = crate::logs::captured();
+    let gw = Setup::new().rules(RULES).start().await;
+    let token = make_token(&gw, "bob", &["--name", "nightly-report"]);
+    until(&gw, "/api/report-for-the-log", &token, 200).await;
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("/api/report-for-the-log") && l.contains("\"status\":200"))
+        .expect("an access line");
+    assert!(line.contains("\"token\":\"nightly-report\""), "{line}");
+    assert!(line.contains("\"user\":\"bob\""), "{line}");
+    assert!(
+        !text.contains(&token[4..]),
+        "a token's value is never logged"
+    );
+}
+
+#[tokio::test]
+async fn a_password_change_ends_tokens_only_when_the_config_says_so() {
+    let gw = Setup::new()
+        .rules(&format!("[tokens]\nend_on_password_change = true\n{RULES}"))
+        .start()
+        .await;
+    let token = make_token(&gw, "bob", &["--name", "ci"]);
+    until(&gw, "/api/x", &token, 200).await;
+    let changed = output_with_stdin(
+        {
+            let mut c = authgate();
+            c.args(["user", "passwd", "bob", "-c"])
+                .arg(gw.config_file());
+            c
+        },
+        "a brand new password for bob\n",
+    );
+    assert!(changed.status.success(), "{changed:?}");
+    until(&gw, "/api/x", &token, 401).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_revocation_on_one_replica_holds_on_every_replica_within_a_second() {
+    let redis = crate::replicas::RedisServer::start();
+    let a = crate::replicas::on(&redis).rules(RULES).start().await;
+    let b = crate::replicas::on(&redis).rules(RULES).start().await;
+    let token = make_token(&a, "bob", &["--name", "ci"]);
+    until(&a, "/api/x", &token, 200).await;
+    until(&b, "/api/x", &token, 200).await;
+    // Nothing of it in Redis but its hash.
+    assert_eq!(
+        redis.command(&format!(
+            "EVAL \"return #redis.call('KEYS', '*{}*')\" 0",
+            &token[4..12]
+        )),
+        ":0"
+    );
+    let (ok, _, err) = cli(&a, &["token", "revoke", "bob", "--all"]);
+    assert!(ok, "{err}");
+    let on_a = until(&a, "/api/x", &token, 401).await;
+    let on_b = until(&b, "/api/x", &token, 401).await;
+    assert!(
+        on_a < Duration::from_secs(1) && on_b < Duration::from_secs(1),
+        "{on_a:?} {on_b:?}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_made_once_and_revoked_on_the_account_page_and_by_the_admin_api() {
+    let gw = Setup::new().rules(RULES).start().await;
+    let bob = gw.sign_in("bob", BOB_PASSWORD).await;
+    let csrf = crate::admin::csrf_of(&gw, &bob).await;
+    let post = |fields: Vec<(&'static str, String)>| {
+        gw.client()
+            .post(gw.url("/.gateway/account"))
+            .header("cookie", format!("__Host-authgate={bob}"))
+            .header("origin", gw.url(""))
+            .form(&fields)
+            .send()
+    };
+    let made = post(vec![
+        ("csrf", csrf.clone()),
+        ("action", "token_create".into()),
+        ("name", "laptop-script".into()),
+        ("expires", "7".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(made.status(), 200);
+    let page = made.text().await.unwrap();
+    let at = page.find("agt_").expect("the token, shown once");
+    let token = page[at..at + 47].to_owned();
+    until(&gw, "/api/x", &token, 200).await;
+    let account = gw
+        .get_as(&bob, "/.gateway/account")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(account.contains("laptop-script"), "{account}");
+    assert!(!account.contains(&token[4..]), "never shown again");
+    let revoked = post(vec![
+        ("csrf", csrf.clone()),
+        ("action", "token_revoke".into()),
+        ("target", "laptop-script".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), 303);
+    until(&gw, "/api/x", &token, 401).await;
+
+    // An admin makes, lists and revokes another user's tokens.
+    let alice = gw.sign_in("alice", crate::support::ALICE_PASSWORD).await;
+    let alice_csrf = crate::admin::csrf_of(&gw, &alice).await;
+    let api =
+        |method, path: &str| crate::admin::api(&gw, method, path, Some(&alice), Some(&alice_csrf));
+    let made = api(reqwest::Method::POST, "/users/bob/tokens")
+        .json(&serde_json::json!({ "name": "from-admin", "expires": "30d", "roles": ["user"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let token = made.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    until(&gw, "/api/x", &token, 200).await;
+    let too_long = api(reqwest::Method::POST, "/users/bob/tokens")
+        .json(&serde_json::json!({ "name": "x", "expires": "999d" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_long.status(), 400);
+    let listed: serde_json::Value = api(reqwest::Method::GET, "/users/bob/tokens")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["tokens"][0]["name"], "from-admin");
+    assert_eq!(listed["tokens"][0]["roles"], serde_json::json!(["user"]));
+    assert!(!listed.to_string().contains(&token[4..]));
+    let gone = api(reqwest::Method::DELETE, "/users/bob/tokens/from-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    until(&gw, "/api/x", &token, 401).await;
+    let events: serde_json::Value = api(reqwest::Method::GET, "/events")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seen = events.to_string();
+    assert!(
+        seen.contains("token_created") && seen.contains("token_revoked"),
+        "{seen}"
+    );
+}
