@@ -1,0 +1,189 @@
+//! What a request with an API token costs next to one with a session
+//! cookie (issue 29: within 5 %), measured side by side in one run: the
+//! same gateway, upstream and client, rounds taken in turn so that the
+//! machine's noise falls on both. Prints the process CPU and wall time
+//! per request of each and their ratio. Run with
+//! `cargo bench --bench tokens`.
+
+mod common;
+use common::{cookie, cpu, post_sign_in};
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use authgate::{Config, Gateway};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+const PASSWORD: &str = "bench-password-123";
+const CLIENTS: usize = 8;
+const PER_ROUND: usize = 4_000;
+const ROUNDS: usize = 5;
+
+async fn upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|_| async {
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// `PER_ROUND` requests over `CLIENTS` keep-alive connections, each with
+/// `header`: (CPU, wall) per request.
+async fn round(base: &str, cert: &str, header: (&'static str, String)) -> (Duration, Duration) {
+    let clients: Vec<reqwest::Client> = (0..CLIENTS)
+        .map(|_| {
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
+                .http1_only()
+                .build()
+                .unwrap()
+        })
+        .collect();
+    // Warm the connections.
+    for client in &clients {
+        let r = client
+            .get(format!("{base}/api/x"))
+            .header(header.0, &header.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", header.0);
+    }
+    let cpu_before = cpu();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in clients {
+        let url = format!("{base}/api/x");
+        let header = header.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..PER_ROUND / CLIENTS {
+                let r = client
+                    .get(&url)
+                    .header(header.0, &header.1)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let n = PER_ROUND as u32;
+    ((cpu() - cpu_before) / n, started.elapsed() / n)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = authgate::tls::self_signed();
+    std::fs::write(dir.path().join("gw.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("gw.key"), &cert.key_pem).unwrap();
+    let hash = authgate::users::password::hash_password(PASSWORD);
+    std::fs::write(
+        dir.path().join("users.toml"),
+        format!("[users.alice]\npassword = \"{hash}\"\nroles = [\"user\"]\n"),
+    )
+    .unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"{}\"\n[users]\nfile = \"users.toml\"\n[[rule]]\npath = \"/**\"\naccess = \"authenticated\"\ntokens = true\n",
+        upstream().await,
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &text).unwrap();
+    // Quiet: the access lines of 40,000 requests would measure stderr.
+    let config = Config::parse(&text, &path).unwrap();
+    let gateway = Gateway::start(config).await.unwrap();
+    let base = format!("https://{}", gateway.addr());
+    let token = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["token", "create", "alice", "--name", "bench", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert_pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (_, answer) = post_sign_in(&client, &base, "alice", PASSWORD).await;
+    let session = cookie(&answer, "__Host-authgate");
+    // The running gateway reads the command line's token within 0.4 s.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let mut cookie_cpu = Vec::new();
+    let mut token_cpu = Vec::new();
+    let mut cookie_wall = Vec::new();
+    let mut token_wall = Vec::new();
+    for _ in 0..ROUNDS {
+        let (c, w) = round(
+            &base,
+            &cert.cert_pem,
+            ("cookie", format!("__Host-authgate={session}")),
+        )
+        .await;
+        cookie_cpu.push(c);
+        cookie_wall.push(w);
+        let (c, w) = round(
+            &base,
+            &cert.cert_pem,
+            ("authorization", format!("Bearer {token}")),
+        )
+        .await;
+        token_cpu.push(c);
+        token_wall.push(w);
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (cc, tc) = (median(cookie_cpu), median(token_cpu));
+    let (cw, tw) = (median(cookie_wall), median(token_wall));
+    println!("requests: {CLIENTS} keep-alive clients, {PER_ROUND} a round, {ROUNDS} rounds each, medians");
+    println!(
+        "session cookie: {:6.1} us CPU, {:6.1} us wall per request",
+        cc.as_secs_f64() * 1e6,
+        cw.as_secs_f64() * 1e6
+    );
+    println!(
+        "API token:      {:6.1} us CPU, {:6.1} us wall per request",
+        tc.as_secs_f64() * 1e6,
+        tw.as_secs_f64() * 1e6
+    );
+    println!(
+        "token / cookie: {:.3}x CPU, {:.3}x wall (target: within 1.05x)",
+        tc.as_secs_f64() / cc.as_secs_f64(),
+        tw.as_secs_f64() / cw.as_secs_f64()
+    );
+}
