@@ -19,7 +19,7 @@ pub async fn authenticate(state: &State, headers: &HeaderMap, client: IpAddr) ->
     let now = session::now_ms();
     let mut presented = state.auth.authenticate(headers, now, true).await;
     if presented.signed_in.is_none() {
-        match state.auth.token(headers, client, now) {
+        match state.auth.token(headers, client, now).await {
             TokenCheck::Absent => {}
             TokenCheck::Valid(signed_in) => presented.signed_in = Some(signed_in),
             TokenCheck::Refused => presented.token_refused = Some(None),

@@ -271,7 +271,7 @@ async fn route(
         .signed_in
         .as_ref()
         .and_then(|s| s.token.as_ref())
-        .map(|t| t.name.clone());
+        .map(|t| t.log_name());
     log.host = host.as_ref().map(Host::value).cloned();
     unless_allowed(decision, &presented, &request, normalized, &state.auth)?;
     let websocket = websocket_of(upgrade, &request, host.as_ref(), server)?;
@@ -548,7 +548,7 @@ async fn forward(
         keep_authorization,
         token: signed_in
             .and_then(|s| s.token.as_ref())
-            .map(|t| t.name.clone()),
+            .map(|t| (t.header(), t.name.clone())),
     };
     let response = upstream
         .forward(parts, body, &live.config.identity, forward)

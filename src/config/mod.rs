@@ -46,6 +46,7 @@ pub struct Config {
     /// `[ldap]`: a directory people may sign in against.
     pub ldap: Option<Arc<Ldap>>,
     pub tokens: Tokens,
+    pub bearer: Vec<Arc<Bearer>>,
     pub policy: Policy,
     /// The `[[test]]` cases `authgate check` runs.
     pub tests: Vec<PolicyTest>,
@@ -147,17 +148,8 @@ pub struct Admin {
     pub role: String,
 }
 
-/// `[tokens]`: API tokens.
-#[derive(Debug, Clone)]
-pub struct Tokens {
-    /// The longest a token may live (`max_lifetime`, default 365 days).
-    pub max_lifetime: Duration,
-    /// A token's life when none is asked for: 90 days, or `max_lifetime`
-    /// if shorter.
-    pub default_lifetime: Duration,
-    /// A password change ends the account's tokens.
-    pub end_on_password_change: bool,
-}
+mod tokens;
+pub use tokens::{Bearer, Tokens};
 
 /// One `[[oidc]]`: an OpenID Connect provider (see
 /// [`crate::identity::oidc`]).

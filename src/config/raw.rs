@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub ldap: Option<Spanned<RawLdap>>,
     #[serde(default)]
     pub tokens: RawTokens,
+    #[serde(default, rename = "bearer")]
+    pub bearer: Vec<Spanned<RawBearer>>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
     #[serde(default, rename = "test")]
@@ -176,6 +178,21 @@ pub struct RawRule {
     pub basic_auth: Option<Spanned<bool>>,
     /// The client's `Authorization` header goes on to the upstream.
     pub pass_authorization: Option<Spanned<bool>>,
+}
+
+/// One `[[bearer]]`: an OpenID provider whose JWT access tokens (from a
+/// client-credentials grant, a workload identity) are taken as tokens.
+#[derive(Debug, Deserialize)]
+pub struct RawBearer {
+    pub name: Text,
+    pub issuer: Text,
+    pub audience: Text,
+    pub ca: Option<Text>,
+    pub subject_claim: Option<Text>,
+    pub roles_claim: Option<Text>,
+    pub role_map: Option<Spanned<std::collections::BTreeMap<String, Vec<Text>>>>,
+    pub default_roles: Option<Vec<Text>>,
+    pub timeout: Option<Text>,
 }
 
 /// `[tokens]`: API tokens for scripts and services.

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::diag::Diagnostics;
 
+mod bearer;
 mod ldap;
 mod listeners;
 mod oidc;
@@ -119,6 +120,8 @@ impl Validator<'_> {
             names.push(crate::config::Ldap::NAME);
         }
         let (tokens, tokens_by_default) = self.tokens(&raw.tokens);
+        let bearer = self.bearer(raw.bearer, &names);
+        names.extend(bearer.iter().flatten().map(|b| b.name.as_str()));
         let policy = self.policy(raw.rules, &names, tokens_by_default);
         let tests = self.tests(raw.tests);
         Some(Config {
@@ -136,6 +139,7 @@ impl Validator<'_> {
             oidc: oidc?,
             ldap: ldap?,
             tokens: tokens?,
+            bearer: bearer?,
             policy: policy?,
             tests: tests?,
         })

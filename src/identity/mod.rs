@@ -2,6 +2,7 @@
 //! own sign-in endpoints under `/.gateway/` (SPEC §3).
 
 mod audit;
+mod bearer;
 mod changes;
 pub mod csrf;
 pub mod forms;
@@ -180,6 +181,10 @@ pub struct Auth {
     token_settings: ArcSwap<crate::config::Tokens>,
     /// Each client's wrong API tokens this minute.
     token_failures: tokens::TokenFailures,
+    /// `[[bearer]]` in force.
+    bearers: ArcSwap<Vec<Arc<crate::config::Bearer>>>,
+    /// Provider tokens that passed, and key refreshes.
+    bearer: bearer::BearerState,
 }
 
 impl Auth {
@@ -223,6 +228,8 @@ impl Auth {
             directories,
             token_settings: ArcSwap::from_pointee(config.tokens.clone()),
             token_failures: Default::default(),
+            bearers: ArcSwap::from_pointee(config.bearer.clone()),
+            bearer: Default::default(),
         })
     }
 
@@ -242,6 +249,7 @@ impl Auth {
                 let Some(auth) = auth.upgrade() else { break };
                 auth.store.sweep(session::now_ms());
                 auth.token_failures.sweep(session::now_ms());
+                auth.bearer.sweep(session::now_ms());
             }
         });
         self.start_directory_recheck();
@@ -310,6 +318,7 @@ impl Auth {
     pub fn set_providers(&self, config: &Config) {
         self.provider_names.store(Arc::new(provider_names(config)));
         self.token_settings.store(Arc::new(config.tokens.clone()));
+        self.bearers.store(Arc::new(config.bearer.clone()));
         self.directories.set(config.ldap.as_ref());
     }
 

@@ -39,8 +39,32 @@ const FAILURE_WINDOW_MS: u64 = 60_000;
 #[derive(Debug)]
 pub struct TokenUse {
     pub form: TokenForm,
+    /// The token's name, or for a provider's JWT its `[[bearer]]`'s.
     pub name: HeaderValue,
     pub hash: Key,
+    /// A provider's JWT (`[[bearer]]`), not one of the gateway's tokens.
+    pub issued_by_provider: bool,
+}
+
+impl TokenUse {
+    /// How the access line names it: its name, or `bearer:NAME` for a
+    /// provider's JWT.
+    pub fn log_name(&self) -> HeaderValue {
+        if !self.issued_by_provider {
+            return self.name.clone();
+        }
+        let text = format!("bearer:{}", self.name.to_str().unwrap_or("-"));
+        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("bearer"))
+    }
+
+    /// The header that tells the upstream which token (or provider) it was.
+    pub fn header(&self) -> http::HeaderName {
+        http::HeaderName::from_static(if self.issued_by_provider {
+            "x-auth-bearer"
+        } else {
+            "x-auth-token"
+        })
+    }
 }
 
 /// A new token and the hash it is kept under.
@@ -61,8 +85,7 @@ fn presented(headers: &HeaderMap) -> Option<(TokenForm, String, Option<String>)>
     let (scheme, rest) = value.split_once(' ')?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return rest
-            .starts_with(PREFIX)
+        return (rest.starts_with(PREFIX) || super::bearer::looks_like_jwt(rest))
             .then(|| (TokenForm::Bearer, rest.to_owned(), None));
     }
     if scheme.eq_ignore_ascii_case("basic") {
@@ -75,10 +98,11 @@ fn presented(headers: &HeaderMap) -> Option<(TokenForm, String, Option<String>)>
     None
 }
 
-/// Whether the request's `Authorization` header carries an API token
-/// (which never goes on to an upstream).
+/// Whether the request's `Authorization` header carries one of the
+/// gateway's API tokens (which never goes on to an upstream; a provider's
+/// JWT may, where a rule says `pass_authorization = true`).
 pub fn carries_token(headers: &HeaderMap) -> bool {
-    presented(headers).is_some()
+    presented(headers).is_some_and(|(_, token, _)| token.starts_with(PREFIX))
 }
 
 /// A client's wrong tokens within the current minute.
@@ -123,8 +147,9 @@ pub enum TokenCheck {
 }
 
 impl Auth {
-    /// Checks the API token of a request from `client` at `now` (ms).
-    pub fn token(&self, headers: &HeaderMap, client: IpAddr, now: u64) -> TokenCheck {
+    /// Checks the API token (or a provider's JWT) of a request from
+    /// `client` at `now` (ms).
+    pub async fn token(&self, headers: &HeaderMap, client: IpAddr, now: u64) -> TokenCheck {
         let Some((form, token, basic_name)) = presented(headers) else {
             return TokenCheck::Absent;
         };
@@ -134,6 +159,9 @@ impl Auth {
             return TokenCheck::Throttled(retry);
         }
         let hash = hash_of(&token);
+        if !token.starts_with(PREFIX) {
+            return self.provider_token(&token, hash, client, now).await;
+        }
         let found = self
             .store
             .tokens
@@ -172,6 +200,43 @@ impl Auth {
                 form,
                 name: HeaderValue::from_str(&record.name).unwrap_or(HeaderValue::from_static("-")),
                 hash,
+                issued_by_provider: false,
+            })),
+        })
+    }
+
+    /// A provider's JWT, as `[[bearer]]` says to check it.
+    async fn provider_token(&self, jwt: &str, hash: Key, client: IpAddr, now: u64) -> TokenCheck {
+        let Some(passed) = self.bearer_token(jwt, &hash, now).await else {
+            self.token_failures.failed(client, now);
+            self.metrics
+                .record_token(crate::metrics::TokenResult::Refused);
+            crate::security_event!(warn, event = "token_refused", ip = %client, "a provider's bearer token was refused");
+            return TokenCheck::Refused;
+        };
+        self.metrics
+            .record_token(crate::metrics::TokenResult::Accepted);
+        let user = passed.user;
+        let session = LiveSession {
+            key: hash,
+            user: user.key.clone(),
+            password_fingerprint: 0,
+            generation: 0,
+            created_ms: now,
+            last_seen_ms: now,
+            auth_ms: now,
+            mfa: false,
+            vouched: None,
+        };
+        TokenCheck::Valid(SignedIn {
+            user,
+            session,
+            token: Some(Arc::new(TokenUse {
+                form: TokenForm::Bearer,
+                name: HeaderValue::from_str(&passed.bearer)
+                    .unwrap_or(HeaderValue::from_static("-")),
+                hash,
+                issued_by_provider: true,
             })),
         })
     }

@@ -69,8 +69,9 @@ pub struct Forward<'a> {
     pub owner: Option<tunnels::Owner>,
     /// The client's `Authorization` header goes on to the upstream.
     pub keep_authorization: bool,
-    /// The name of the API token the request came with, for `X-Auth-Token`.
-    pub token: Option<HeaderValue>,
+    /// Which API token (`X-Auth-Token`) or provider (`X-Auth-Bearer`)
+    /// the request came with.
+    pub token: Option<(http::HeaderName, HeaderValue)>,
 }
 
 impl Upstream {
@@ -141,10 +142,8 @@ impl Upstream {
         if !forward.keep_authorization {
             parts.headers.remove(http::header::AUTHORIZATION);
         }
-        if let Some(name) = forward.token {
-            parts
-                .headers
-                .insert(http::HeaderName::from_static("x-auth-token"), name);
+        if let Some((header, name)) = forward.token {
+            parts.headers.insert(header, name);
         }
         if let (Some(value), Some(settings)) = (forward.assertion, &identity.assertion) {
             parts.headers.insert(settings.header.clone(), value);

@@ -376,6 +376,7 @@ fn accepted_keys() -> Vec<(String, Vec<String>)> {
             "RawOidc" => "oidc",
             "RawLdap" => "ldap",
             "RawTokens" => "tokens",
+            "RawBearer" => "bearer",
             other => {
                 panic!("raw.rs has a struct {other} this test does not know: name its table here")
             }

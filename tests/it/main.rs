@@ -20,7 +20,7 @@ pub mod logs;
 pub mod metrics;
 mod oidc;
 mod oidc_fake;
-mod oidc_real;
+pub mod oidc_real;
 mod passkeys;
 mod paths;
 mod policy;

@@ -40,10 +40,10 @@ fn modules_installed() {
 }
 
 /// One `oidc-provider` process; stopped when dropped.
-struct RealProvider {
+pub struct RealProvider {
     child: Child,
-    issuer: String,
-    cert_pem: String,
+    pub issuer: String,
+    pub cert_pem: String,
     _dir: tempfile::TempDir,
 }
 
@@ -89,6 +89,40 @@ impl RealProvider {
                 registered.insert(k.clone(), v.clone());
             }
         }
+        RealProvider::launch(settings, cert, dir, gateway_cert)
+    }
+
+    /// A provider for an API's callers: one client `client_id` (secret
+    /// `secret-CLIENT_ID`) that may only use the client-credentials grant,
+    /// and JWT access tokens for `audience` with scopes `scope`.
+    pub fn for_services(client_id: &str, audience: &str, scope: &str) -> RealProvider {
+        modules_installed();
+        let dir = tempfile::tempdir().unwrap();
+        let cert = authgate::tls::self_signed();
+        let settings = json!({
+            "cert": cert.cert_pem,
+            "key": cert.key_pem,
+            "clients": [{
+                "client_id": client_id,
+                "client_secret": format!("secret-{client_id}"),
+                "grant_types": ["client_credentials"],
+                "response_types": [],
+                "redirect_uris": [],
+                "scope": scope,
+                "backchannel_logout_session_required": null,
+            }],
+            "groups": {},
+            "resource": { "audience": audience, "scope": scope },
+        });
+        RealProvider::launch(settings, cert, dir, "")
+    }
+
+    fn launch(
+        settings: serde_json::Value,
+        cert: authgate::tls::SelfSigned,
+        dir: tempfile::TempDir,
+        gateway_cert: &str,
+    ) -> RealProvider {
         std::fs::write(dir.path().join("settings.json"), settings.to_string()).unwrap();
         std::fs::write(dir.path().join("gateway.pem"), gateway_cert).unwrap();
         let mut child = Command::new("node")

@@ -492,3 +492,99 @@ async fn tokens_are_made_once_and_revoked_on_the_account_page_and_by_the_admin_a
         "{seen}"
     );
 }
+
+/// An access token from `provider`'s token endpoint by the
+/// client-credentials grant: the JWT an API's caller sends.
+async fn client_credentials(
+    provider: &crate::oidc_real::RealProvider,
+    client_id: &str,
+    scope: &str,
+) -> String {
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(provider.cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let answer: serde_json::Value = client
+        .post(format!("{}/token", provider.issuer))
+        .basic_auth(client_id, Some(format!("secret-{client_id}")))
+        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token: {answer}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_providers_jwt_access_token_counts_where_tokens_do() {
+    let audience = "https://api.authgate.test";
+    let provider =
+        crate::oidc_real::RealProvider::for_services("deployer", audience, "deploy read");
+    let section = |dir: &std::path::Path, audience: &str| {
+        let ca = dir.join("idp-ca.pem");
+        std::fs::write(&ca, &provider.cert_pem).unwrap();
+        format!(
+            "[[bearer]]\nname = \"idp\"\nissuer = \"{}\"\naudience = \"{audience}\"\nca = \"{}\"\nroles_claim = \"scope\"\nrole_map = {{ \"deploy\" = [\"deploy\"] }}\n",
+            provider.issuer,
+            ca.display()
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Setup::new()
+        .rules(&format!("{RULES}\n{}", section(dir.path(), audience)))
+        .start()
+        .await;
+    let jwt = client_credentials(&provider, "deployer", "deploy").await;
+    assert_eq!(jwt.split('.').count(), 3, "a JWT: {jwt}");
+
+    let response = with_bearer(&gw, "/deploy/release", &jwt).await;
+    assert_eq!(response.status(), 200);
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["x-auth-user"], "deployer");
+    assert_eq!(seen.headers["x-auth-roles"], "deploy");
+    assert_eq!(seen.headers["x-auth-bearer"], "idp");
+    assert!(!seen.headers.contains_key("authorization"));
+    assert!(!seen.headers.contains_key("x-auth-token"));
+    // Where the rule takes no token: refused, whoever signed it.
+    assert_eq!(with_bearer(&gw, "/web/x", &jwt).await.status(), 401);
+    // A scope that maps to no role: in, but not where the role is needed.
+    let reader = client_credentials(&provider, "deployer", "read").await;
+    assert_eq!(with_bearer(&gw, "/api/x", &reader).await.status(), 200);
+    assert_eq!(with_bearer(&gw, "/deploy/x", &reader).await.status(), 403);
+
+    // Changed by one character, or with its alg set to none: refused.
+    let mut forged = jwt.clone().into_bytes();
+    let last = forged.len() - 3;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(with_bearer(&gw, "/deploy/x", &forged).await.status(), 401);
+    use base64::Engine;
+    let none =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt"}"#);
+    let payload = jwt.split('.').nth(1).unwrap();
+    assert_eq!(
+        with_bearer(&gw, "/deploy/x", &format!("{none}.{payload}."))
+            .await
+            .status(),
+        401
+    );
+    // A gateway that is not its audience takes none of it.
+    let elsewhere = Setup::new()
+        .rules(&format!(
+            "{RULES}\n{}",
+            section(dir.path(), "https://other.api")
+        ))
+        .start()
+        .await;
+    assert_eq!(
+        with_bearer(&elsewhere, "/deploy/x", &jwt).await.status(),
+        401
+    );
+}

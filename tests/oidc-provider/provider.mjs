@@ -6,7 +6,12 @@
 //                   "post_logout_redirect_uris", "backchannel_logout_uri",
 //                   or "token_endpoint_auth_method": "private_key_jwt"
 //                   with "jwks" }],
-//     "groups": { "LOGIN": ["group", ...] } }
+//     "groups": { "LOGIN": ["group", ...] },
+//     "resource": { "audience", "scope" } }     (optional)
+//
+// With `resource`, a client whose grant_types include client_credentials
+// gets JWT access tokens for that audience (RFC 9068, signed with the
+// provider's keys), as an API's callers do.
 //
 // It listens on 127.0.0.1 on a port the system picks and prints
 // `listening https://127.0.0.1:PORT` once it answers. Sign-in is the
@@ -20,7 +25,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const settings = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 
@@ -37,7 +42,8 @@ const provider = new Provider(issuer, {
     ...client,
   }).filter(([, value]) => value !== null))),
   cookies: { keys: ['authgate-test-cookie-key'] },
-  scopes: ['openid', 'profile', 'email', 'groups', 'offline_access'],
+  scopes: ['openid', 'profile', 'email', 'groups', 'offline_access',
+    ...(settings.resource?.scope.split(' ') ?? [])],
   claims: {
     openid: ['sub'],
     profile: ['preferred_username', 'name'],
@@ -50,6 +56,25 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: true },
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: (ctx, client) => (settings.resource
+        && client.grantTypes.includes('client_credentials')
+        ? settings.resource.audience : undefined),
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resource) => {
+        if (!settings.resource || resource !== settings.resource.audience) {
+          throw new errors.InvalidTarget();
+        }
+        return {
+          scope: settings.resource.scope,
+          audience: settings.resource.audience,
+          accessTokenFormat: 'jwt',
+          accessTokenTTL: 300,
+        };
+      },
+    },
   },
   pkce: { required: () => true },
   async findAccount(ctx, id) {

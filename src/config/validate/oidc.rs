@@ -300,7 +300,7 @@ impl Validator<'_> {
     }
 
     /// An `https://` URL with a host, as written.
-    fn https_url<'t>(&mut self, text: &'t Text, key: &str) -> Option<&'t str> {
+    pub(super) fn https_url<'t>(&mut self, text: &'t Text, key: &str) -> Option<&'t str> {
         let value = text.get_ref();
         let host_ok = value
             .strip_prefix("https://")
