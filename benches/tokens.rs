@@ -1,9 +1,15 @@
 //! What a request with an API token costs next to one with a session
-//! cookie (issue 29: within 5 %), measured side by side in one run: the
+//! cookie (issue 29: within 5 %), and one with a provider's JWT once its
+//! key is cached (within 10 %), measured side by side in one run: the
 //! same gateway, upstream and client, rounds taken in turn so that the
-//! machine's noise falls on both. Prints the process CPU and wall time
-//! per request of each and their ratio. Run with
-//! `cargo bench --bench tokens`.
+//! machine's noise falls on all. The provider is the tests' own (real
+//! HTTPS, discovery, ES256 keys; `tests/it/oidc_fake.rs`). Prints the
+//! process CPU and wall time per request of each and the ratios. Run
+//! with `cargo bench --bench tokens`.
+
+#[path = "../tests/it/oidc_fake.rs"]
+#[allow(dead_code)]
+mod oidc_fake;
 
 mod common;
 use common::{cookie, cpu, post_sign_in};
@@ -103,7 +109,9 @@ fn main() {
 }
 
 async fn run() {
+    let provider = oidc_fake::FakeProvider::start().await;
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("idp-ca.pem"), &provider.cert_pem).unwrap();
     let cert = authgate::tls::self_signed();
     std::fs::write(dir.path().join("gw.crt"), &cert.cert_pem).unwrap();
     std::fs::write(dir.path().join("gw.key"), &cert.key_pem).unwrap();
@@ -114,8 +122,9 @@ async fn run() {
     )
     .unwrap();
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"{}\"\n[users]\nfile = \"users.toml\"\n[[rule]]\npath = \"/**\"\naccess = \"authenticated\"\ntokens = true\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\ncert = \"gw.crt\"\nkey = \"gw.key\"\n[upstream]\nurl = \"{}\"\n[users]\nfile = \"users.toml\"\n[[rule]]\npath = \"/**\"\naccess = \"authenticated\"\ntokens = true\n[[bearer]]\nname = \"idp\"\nissuer = \"{}\"\naudience = \"https://api.bench\"\nca = \"idp-ca.pem\"\n",
         upstream().await,
+        provider.issuer(),
     );
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, &text).unwrap();
@@ -142,6 +151,20 @@ async fn run() {
     // The running gateway reads the command line's token within 0.4 s.
     tokio::time::sleep(Duration::from_millis(600)).await;
 
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let jwt = provider.sign(
+        &serde_json::json!({
+            "iss": provider.issuer(), "aud": "https://api.bench", "sub": "robot",
+            "iat": now, "exp": now + 3600,
+        }),
+        &serde_json::json!({}),
+    );
+
+    let mut jwt_cpu = Vec::new();
+    let mut jwt_wall = Vec::new();
     let mut cookie_cpu = Vec::new();
     let mut token_cpu = Vec::new();
     let mut cookie_wall = Vec::new();
@@ -163,6 +186,14 @@ async fn run() {
         .await;
         token_cpu.push(c);
         token_wall.push(w);
+        let (c, w) = round(
+            &base,
+            &cert.cert_pem,
+            ("authorization", format!("Bearer {jwt}")),
+        )
+        .await;
+        jwt_cpu.push(c);
+        jwt_wall.push(w);
     }
     let median = |mut v: Vec<Duration>| {
         v.sort();
@@ -181,9 +212,20 @@ async fn run() {
         tc.as_secs_f64() * 1e6,
         tw.as_secs_f64() * 1e6
     );
+    let (jc, jw) = (median(jwt_cpu), median(jwt_wall));
+    println!(
+        "provider JWT:   {:6.1} us CPU, {:6.1} us wall per request",
+        jc.as_secs_f64() * 1e6,
+        jw.as_secs_f64() * 1e6
+    );
     println!(
         "token / cookie: {:.3}x CPU, {:.3}x wall (target: within 1.05x)",
         tc.as_secs_f64() / cc.as_secs_f64(),
         tw.as_secs_f64() / cw.as_secs_f64()
+    );
+    println!(
+        "JWT / cookie:   {:.3}x CPU, {:.3}x wall (target: within 1.10x)",
+        jc.as_secs_f64() / cc.as_secs_f64(),
+        jw.as_secs_f64() / cw.as_secs_f64()
     );
 }

@@ -588,3 +588,77 @@ async fn a_providers_jwt_access_token_counts_where_tokens_do() {
         401
     );
 }
+
+#[tokio::test]
+async fn a_providers_jwt_is_checked_claim_by_claim_and_keys_refetch_once_a_minute() {
+    use serde_json::json;
+    let provider = crate::oidc_fake::FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("fake-ca.pem");
+    std::fs::write(&ca, &provider.cert_pem).unwrap();
+    let gw = Setup::new()
+        .rules(&format!(
+            "{RULES}\n[[bearer]]\nname = \"fake\"\nissuer = \"{}\"\naudience = \"https://api.example\"\nca = \"{}\"\nroles_claim = \"roles\"\nrole_map = {{ \"deployer\" = [\"deploy\"] }}\n",
+            provider.issuer(),
+            ca.display()
+        ))
+        .start()
+        .await;
+    let now = crate::totp::now_secs() as i64;
+    let claims = |patch: serde_json::Value| {
+        let mut c = json!({
+            "iss": provider.issuer(), "aud": "https://api.example", "sub": "robot",
+            "exp": now + 300, "iat": now, "roles": ["deployer"],
+        });
+        crate::oidc_fake::merge(&mut c, &patch);
+        c
+    };
+    let status = |token: String| {
+        let gw = &gw;
+        async move { with_bearer(gw, "/deploy/x", &token).await.status().as_u16() }
+    };
+    assert_eq!(
+        status(provider.sign(&claims(json!({})), &json!({}))).await,
+        200
+    );
+    assert_eq!(gw.upstream.last().headers["x-auth-user"], "robot");
+    // A minute of skew at most, either way.
+    assert_eq!(
+        status(provider.sign(&claims(json!({"exp": now - 30})), &json!({}))).await,
+        200
+    );
+    for (patch, why) in [
+        (json!({"exp": now - 90}), "expired beyond the skew"),
+        (json!({"exp": null}), "no exp"),
+        (json!({"nbf": now + 90}), "not valid yet"),
+        (json!({"aud": "https://other.example"}), "another audience"),
+        (json!({"iss": "https://127.0.0.1:9/"}), "another issuer"),
+        (json!({"sub": null}), "no subject"),
+    ] {
+        assert_eq!(
+            status(provider.sign(&claims(patch), &json!({}))).await,
+            401,
+            "{why}"
+        );
+    }
+    // The alg is the key's: an HMAC or none never passes.
+    for alg in ["HS256", "none"] {
+        let token = provider.sign(&claims(json!({})), &json!({ "alg": alg }));
+        assert_eq!(status(token).await, 401, "{alg}");
+    }
+    // A key the gateway has not seen: its keys are fetched again once...
+    let fetched = provider.jwks_fetches();
+    provider.rotate("second", false);
+    assert_eq!(
+        status(provider.sign(&claims(json!({})), &json!({}))).await,
+        200
+    );
+    assert_eq!(provider.jwks_fetches(), fetched + 1);
+    // ...and not again within the minute, whatever kids come.
+    provider.rotate("third", false);
+    for kid in ["third", "forged-1", "forged-2"] {
+        let token = provider.sign(&claims(json!({})), &json!({ "kid": kid }));
+        assert_eq!(status(token).await, 401, "{kid}");
+    }
+    assert_eq!(provider.jwks_fetches(), fetched + 1);
+}
