@@ -12,42 +12,16 @@
 mod oidc_fake;
 
 mod common;
-use common::{cookie, cpu, post_sign_in};
+use common::{cookie, cpu, post_sign_in, upstream};
 
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use authgate::{Config, Gateway};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 const PASSWORD: &str = "bench-password-123";
 const CLIENTS: usize = 8;
 const PER_ROUND: usize = 4_000;
 const ROUNDS: usize = 5;
-
-async fn upstream() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|_| async {
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
 
 /// `PER_ROUND` requests over `CLIENTS` keep-alive connections, each with
 /// `header`: (CPU, wall) per request.

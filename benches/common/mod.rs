@@ -1,5 +1,5 @@
-//! What the sign-in benches share: the process's CPU time, a response's
-//! cookie, and a password sign-in.
+//! What the benches share: the process's CPU time, a response's cookie,
+//! a password sign-in, and an upstream that answers "ok".
 
 use std::time::{Duration, Instant};
 
@@ -70,4 +70,29 @@ pub async fn post_sign_in(
         .await
         .unwrap();
     (started, answer)
+}
+
+/// An upstream on loopback that answers every request `ok`; its URL.
+#[allow(dead_code)]
+pub async fn upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
 }

@@ -164,6 +164,15 @@ async fn add(
     })
 }
 
+/// bob, signed in, with a software passkey called `name` added.
+async fn bob_with_a_passkey(gw: &TestGateway, name: &str) -> (Visitor, SoftPasskey, Registered) {
+    let bob = Visitor::new(gw, "localhost");
+    assert_eq!(bob.sign_in("bob", BOB_PASSWORD).await.status(), 303);
+    let mut key = SoftPasskey::new(true);
+    let registered = add(&bob, &mut key, name, BOB_PASSWORD).await.unwrap();
+    (bob, key, registered)
+}
+
 /// The options of the passkey step of the pending sign-in (its CSRF token
 /// from the page).
 async fn second_step_options(visitor: &Visitor) -> (String, Value) {
@@ -374,10 +383,7 @@ async fn a_passkey_is_added_with_the_password_asked_after_it_and_removed() {
 #[tokio::test]
 async fn a_challenge_is_used_once_and_belongs_to_its_own_sign_in() {
     let gw = gateway().await;
-    let bob = Visitor::new(&gw, "localhost");
-    bob.sign_in("bob", BOB_PASSWORD).await;
-    let mut key = SoftPasskey::new(true);
-    add(&bob, &mut key, "laptop", BOB_PASSWORD).await.unwrap();
+    let (_bob, mut key, _) = bob_with_a_passkey(&gw, "laptop").await;
 
     // An assertion for one pending sign-in...
     let first = Visitor::new(&gw, "localhost");
@@ -418,10 +424,7 @@ async fn a_challenge_is_used_once_and_belongs_to_its_own_sign_in() {
 #[tokio::test]
 async fn a_passkey_alone_signs_in_only_with_user_verification() {
     let gw = gateway().await;
-    let bob = Visitor::new(&gw, "localhost");
-    bob.sign_in("bob", BOB_PASSWORD).await;
-    let mut key = SoftPasskey::new(true);
-    let registered = add(&bob, &mut key, "phone", BOB_PASSWORD).await.unwrap();
+    let (_bob, mut key, registered) = bob_with_a_passkey(&gw, "phone").await;
 
     let visitor = Visitor::new(&gw, "localhost");
     let refused = passkey_only(&visitor, &mut key, &registered, false).await;
@@ -588,10 +591,7 @@ async fn passkey_tries_take_from_the_sign_in_throttle() {
         .login("max_failures = 2")
         .start()
         .await;
-    let bob = Visitor::new(&gw, "localhost");
-    bob.sign_in("bob", BOB_PASSWORD).await;
-    let mut key = SoftPasskey::new(true);
-    add(&bob, &mut key, "laptop", BOB_PASSWORD).await.unwrap();
+    let (_bob, mut key, _) = bob_with_a_passkey(&gw, "laptop").await;
 
     let visitor = Visitor::new(&gw, "localhost");
     visitor.sign_in("bob", BOB_PASSWORD).await;
@@ -634,10 +634,7 @@ async fn require_second_factor_is_met_by_a_passkey_and_a_reset_ends_the_sessions
         .login("require_second_factor = [\"ops\"]")
         .start()
         .await;
-    let bob = Visitor::new(&gw, "localhost");
-    bob.sign_in("bob", BOB_PASSWORD).await;
-    let mut key = SoftPasskey::new(true);
-    add(&bob, &mut key, "laptop", BOB_PASSWORD).await.unwrap();
+    let (bob, mut key, _) = bob_with_a_passkey(&gw, "laptop").await;
     add(&bob, &mut SoftPasskey::new(true), "spare", BOB_PASSWORD)
         .await
         .unwrap();

@@ -61,6 +61,20 @@ pub fn make_token(gw: &TestGateway, user: &str, extra: &[&str]) -> String {
     token
 }
 
+/// `authgate user passwd bob` with a new password.
+fn new_password_for_bob(gw: &TestGateway) {
+    let changed = output_with_stdin(
+        {
+            let mut c = authgate();
+            c.args(["user", "passwd", "bob", "-c"])
+                .arg(gw.config_file());
+            c
+        },
+        "a brand new password for bob\n",
+    );
+    assert!(changed.status.success(), "{changed:?}");
+}
+
 async fn with_bearer(gw: &TestGateway, path: &str, token: &str) -> reqwest::Response {
     gw.client()
         .get(gw.url(path))
@@ -289,16 +303,7 @@ async fn a_token_ends_with_its_revocation_expiry_lock_and_named_roles() {
     until(&gw, "/deploy/now", &deploy, 401).await;
     assert_eq!(with_bearer(&gw, "/api/x", &again).await.status(), 200);
     // A password change leaves tokens alone (unless the config says).
-    let changed = output_with_stdin(
-        {
-            let mut c = authgate();
-            c.args(["user", "passwd", "bob", "-c"])
-                .arg(gw.config_file());
-            c
-        },
-        "a brand new password for bob\n",
-    );
-    assert!(changed.status.success(), "{changed:?}");
+    new_password_for_bob(&gw);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(with_bearer(&gw, "/api/x", &again).await.status(), 200);
 }
@@ -358,16 +363,7 @@ async fn a_password_change_ends_tokens_only_when_the_config_says_so() {
         .await;
     let token = make_token(&gw, "bob", &["--name", "ci"]);
     until(&gw, "/api/x", &token, 200).await;
-    let changed = output_with_stdin(
-        {
-            let mut c = authgate();
-            c.args(["user", "passwd", "bob", "-c"])
-                .arg(gw.config_file());
-            c
-        },
-        "a brand new password for bob\n",
-    );
-    assert!(changed.status.success(), "{changed:?}");
+    new_password_for_bob(&gw);
     until(&gw, "/api/x", &token, 401).await;
 }
 
