@@ -162,7 +162,15 @@ pub async fn api(
     let presented = auth
         .authenticate(request.headers(), session::now_ms(), true)
         .await;
-    let Some(admin) = presented.signed_in else {
+    let by_token = match presented.signed_in {
+        Some(_) => None,
+        None => match tokens::by_token(auth, call, request.headers(), request.method(), rest).await
+        {
+            Ok(found) => found,
+            Err(refused) => return Ok(refused),
+        },
+    };
+    let Some(admin) = presented.signed_in.or_else(|| by_token.clone()) else {
         if presented.store_unavailable {
             return Err(GatewayError::StoreUnavailable);
         }
@@ -173,7 +181,8 @@ pub async fn api(
         return Ok(error(StatusCode::FORBIDDEN, "forbidden"));
     }
     let method = request.method().clone();
-    if !matches!(method, Method::GET | Method::HEAD) {
+    // A token request carries no cookie a page could send along: no CSRF.
+    if !matches!(method, Method::GET | Method::HEAD) && by_token.is_none() {
         let given = request
             .headers()
             .get("x-csrf-token")

@@ -92,6 +92,45 @@ pub async fn api(
     })
 }
 
+/// The admin API's caller by an API token, where the rules say a token
+/// may reach `/.gateway/admin/api` + `rest` (a rule matching that path
+/// with `tokens = true`, or `[tokens] default`); `Ok(None)` when the
+/// request carries none; `Err` with the answer when it carries one that
+/// is refused, or not taken there.
+pub async fn by_token(
+    auth: &Auth,
+    call: &crate::identity::Call<'_>,
+    headers: &http::HeaderMap,
+    method: &Method,
+    rest: &str,
+) -> Result<Option<crate::identity::SignedIn>, Response<Body>> {
+    let now = crate::session::now_ms();
+    let signed_in = match auth.token(headers, call.peer, now).await {
+        tokens::TokenCheck::Absent => return Ok(None),
+        tokens::TokenCheck::Valid(signed_in) => signed_in,
+        tokens::TokenCheck::Refused => {
+            return Err(error(StatusCode::UNAUTHORIZED, "invalid_token"))
+        }
+        tokens::TokenCheck::Throttled(_) => {
+            return Err(error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests"))
+        }
+    };
+    let path = format!("/.gateway/admin/api{rest}");
+    let host = call
+        .host
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
+    let target = crate::policy::Target {
+        method,
+        host,
+        path: &path,
+    };
+    match crate::access::authorize(&call.config.policy, Some(&signed_in), &target) {
+        crate::policy::Decision::Allow => Ok(Some(signed_in)),
+        _ => Err(error(StatusCode::UNAUTHORIZED, "token_not_accepted")),
+    }
+}
+
 fn token_error(e: TokenError) -> Response<Body> {
     match e {
         TokenError::Unavailable => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),

@@ -195,6 +195,9 @@ pub struct OidcProvider {
     pub timeout: Duration,
     /// `None`: `https://HOST/.gateway/oidc/NAME/callback` of the request's host.
     pub redirect_uri: Option<String>,
+    /// Keys from this address without discovery (a `[[bearer]]`'s
+    /// `jwks`); `None` for every `[[oidc]]`.
+    pub jwks_uri: Option<String>,
 }
 
 /// `[ldap]`: a directory (see [`crate::identity::ldap`]). Its users sign

@@ -187,6 +187,8 @@ pub struct RawBearer {
     pub name: Text,
     pub issuer: Text,
     pub audience: Text,
+    /// The provider's keys, when it publishes no discovery document.
+    pub jwks: Option<Text>,
     pub ca: Option<Text>,
     pub subject_claim: Option<Text>,
     pub roles_claim: Option<Text>,

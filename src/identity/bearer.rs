@@ -3,8 +3,8 @@
 //! counts as an API token where a rule takes tokens.
 //!
 //! The token's `iss` picks the `[[bearer]]`; its signature is checked
-//! with a key of that provider's JWKS (discovery at the issuer, keys
-//! cached) with the `alg` that key allows, never `none` or an HMAC
+//! with a key of that provider's JWKS (from discovery at the issuer, or
+//! the `jwks` address; keys cached) with the `alg` that key allows, never `none` or an HMAC
 //! ([`super::oidc::token`]). A `kid` the keys lack fetches them again, at
 //! most once a minute per provider. Then `iss`, `aud` (must name the
 //! `audience`), `exp` and `nbf` (60 s of clock skew at most), and the
@@ -218,6 +218,7 @@ mod tests {
                 tls,
                 timeout: Duration::from_secs(1),
                 redirect_uri: None,
+                jwks_uri: None,
             }),
         }
     }

@@ -658,3 +658,73 @@ async fn a_providers_jwt_is_checked_claim_by_claim_and_keys_refetch_once_a_minut
     }
     assert_eq!(provider.jwks_fetches(), fetched + 1);
 }
+
+#[tokio::test]
+async fn the_admin_api_takes_a_token_only_where_a_rule_says_so() {
+    let closed = Setup::new().rules(RULES).start().await;
+    let token = make_token(&closed, "alice", &["--name", "ops"]);
+    until(&closed, "/api/x", &token, 200).await;
+    let refused = with_bearer(&closed, "/.gateway/admin/api/users", &token).await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.text().await.unwrap(),
+        r#"{"error":"token_not_accepted"}"#
+    );
+
+    let open = Setup::new()
+        .rules(&format!(
+            "[[rule]]\npath = \"/.gateway/admin/api/**\"\nroles = [\"admin\"]\ntokens = true\n{RULES}"
+        ))
+        .start()
+        .await;
+    let alice = make_token(&open, "alice", &["--name", "ops"]);
+    let bob = make_token(&open, "bob", &["--name", "ci"]);
+    until(&open, "/api/x", &alice, 200).await;
+    let users = with_bearer(&open, "/.gateway/admin/api/users", &alice).await;
+    assert_eq!(users.status(), 200);
+    assert!(users.text().await.unwrap().contains("\"bob\""));
+    // No CSRF header for a token: no page can send one along.
+    let locked = open
+        .client()
+        .post(open.url("/.gateway/admin/api/users/carol/unlock"))
+        .header("authorization", format!("Bearer {alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(locked.status(), 204);
+    // The rule's roles still count: bob is no admin.
+    until(&open, "/api/x", &bob, 200).await;
+    assert_eq!(
+        with_bearer(&open, "/.gateway/admin/api/users", &bob)
+            .await
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_bearer_may_take_its_keys_from_a_jwks_address_without_discovery() {
+    use serde_json::json;
+    let provider = crate::oidc_fake::FakeProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("fake-ca.pem");
+    std::fs::write(&ca, &provider.cert_pem).unwrap();
+    // An issuer nobody serves: only the keys' address is asked.
+    let issuer = "https://issuer.invalid";
+    let gw = Setup::new()
+        .rules(&format!(
+            "{RULES}\n[[bearer]]\nname = \"keys-only\"\nissuer = \"{issuer}\"\njwks = \"{}/jwks\"\naudience = \"https://api.example\"\nca = \"{}\"\n",
+            provider.issuer(),
+            ca.display()
+        ))
+        .start()
+        .await;
+    let now = crate::totp::now_secs() as i64;
+    let jwt = provider.sign(
+        &json!({"iss": issuer, "aud": "https://api.example", "sub": "robot", "exp": now + 60}),
+        &json!({}),
+    );
+    assert_eq!(with_bearer(&gw, "/api/x", &jwt).await.status(), 200);
+    assert_eq!(gw.upstream.last().headers["x-auth-bearer"], "keys-only");
+    assert!(provider.jwks_fetches() >= 1);
+}

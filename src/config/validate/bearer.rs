@@ -36,6 +36,10 @@ impl Validator<'_> {
                 );
             }
             let issuer = self.https_url(&raw.issuer, "issuer").map(str::to_owned);
+            let jwks_uri = match &raw.jwks {
+                None => Some(None),
+                Some(text) => self.https_url(text, "jwks").map(|u| Some(u.to_owned())),
+            };
             if raw.audience.get_ref().is_empty() {
                 self.diag
                     .at(raw.audience.span(), "audience must not be empty");
@@ -45,8 +49,9 @@ impl Validator<'_> {
             let timeout = self.duration(&raw.timeout, Duration::from_secs(5));
             let tls = self.roots(&raw.ca, span.clone());
             let claim = |text: &Option<raw::Text>| text.as_ref().map(|t| t.get_ref().clone());
-            let (Some(issuer), Some(timeout), Some(tls), true, true, false) = (
+            let (Some(issuer), Some(jwks_uri), Some(timeout), Some(tls), true, true, false) = (
                 issuer,
+                jwks_uri,
                 timeout,
                 tls,
                 name_ok,
@@ -77,6 +82,7 @@ impl Validator<'_> {
                 tls,
                 timeout,
                 redirect_uri: None,
+                jwks_uri,
             };
             list.push(Arc::new(Bearer {
                 name,

@@ -296,6 +296,7 @@ impl Validator<'_> {
             tls: tls?,
             timeout: timeout?,
             redirect_uri: redirect_uri?,
+            jwks_uri: None,
         })
     }
 

@@ -138,6 +138,18 @@ impl Remote {
     }
 
     async fn discover(&self) -> Result<Discovered, RemoteError> {
+        if let Some(jwks_uri) = &self.settings.jwks_uri {
+            // Keys from a set address, without discovery (a `[[bearer]]`
+            // whose provider publishes none): nothing else is asked of it.
+            return Ok(Discovered {
+                authorization_endpoint: String::new(),
+                token_endpoint: String::new(),
+                end_session_endpoint: None,
+                jwks_uri: jwks_uri.clone(),
+                secret_in_form: false,
+                fetched: Instant::now(),
+            });
+        }
         let issuer = IssuerUrl::new(self.settings.issuer.clone())
             .map_err(|e| RemoteError::Unusable(format!("issuer: {e}")))?;
         let http = self.http();
