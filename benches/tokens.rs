@@ -21,7 +21,7 @@ use authgate::{Config, Gateway};
 const PASSWORD: &str = "bench-password-123";
 const CLIENTS: usize = 8;
 const PER_ROUND: usize = 4_000;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 6;
 
 /// `PER_ROUND` requests over `CLIENTS` keep-alive connections, each with
 /// `header`: (CPU, wall) per request.
@@ -143,31 +143,32 @@ async fn run() {
     let mut token_cpu = Vec::new();
     let mut cookie_wall = Vec::new();
     let mut token_wall = Vec::new();
-    for _ in 0..ROUNDS {
-        let (c, w) = round(
-            &base,
-            &cert.cert_pem,
-            ("cookie", format!("__Host-authgate={session}")),
-        )
-        .await;
-        cookie_cpu.push(c);
-        cookie_wall.push(w);
-        let (c, w) = round(
-            &base,
-            &cert.cert_pem,
-            ("authorization", format!("Bearer {token}")),
-        )
-        .await;
-        token_cpu.push(c);
-        token_wall.push(w);
-        let (c, w) = round(
-            &base,
-            &cert.cert_pem,
-            ("authorization", format!("Bearer {jwt}")),
-        )
-        .await;
-        jwt_cpu.push(c);
-        jwt_wall.push(w);
+    // Each round takes the three in another order, so that none always
+    // follows the same one.
+    let headers = [
+        ("cookie", format!("__Host-authgate={session}")),
+        ("authorization", format!("Bearer {token}")),
+        ("authorization", format!("Bearer {jwt}")),
+    ];
+    for r in 0..ROUNDS {
+        for i in 0..3 {
+            let which = (r + i) % 3;
+            let (c, w) = round(&base, &cert.cert_pem, headers[which].clone()).await;
+            match which {
+                0 => {
+                    cookie_cpu.push(c);
+                    cookie_wall.push(w);
+                }
+                1 => {
+                    token_cpu.push(c);
+                    token_wall.push(w);
+                }
+                _ => {
+                    jwt_cpu.push(c);
+                    jwt_wall.push(w);
+                }
+            }
+        }
     }
     let median = |mut v: Vec<Duration>| {
         v.sort();

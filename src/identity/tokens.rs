@@ -109,11 +109,17 @@ pub fn carries_token(headers: &HeaderMap) -> bool {
 #[derive(Default)]
 pub struct TokenFailures {
     by_client: DashMap<IpAddr, (u32, u64)>,
+    /// Whether any client has any: while none has, a good token's request
+    /// does not touch the map.
+    any: std::sync::atomic::AtomicBool,
 }
 
 impl TokenFailures {
     /// Seconds until `client` may try again, if it is over its allowance.
     fn throttled(&self, client: IpAddr, now: u64) -> Option<u64> {
+        if !self.any.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let entry = self.by_client.get(&client)?;
         let (count, since) = *entry;
         let ends = since + FAILURE_WINDOW_MS;
@@ -121,6 +127,7 @@ impl TokenFailures {
     }
 
     fn failed(&self, client: IpAddr, now: u64) {
+        self.any.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut entry = self.by_client.entry(client).or_insert((0, now));
         if now >= entry.1 + FAILURE_WINDOW_MS {
             *entry = (0, now);
@@ -132,6 +139,9 @@ impl TokenFailures {
     pub fn sweep(&self, now: u64) {
         self.by_client
             .retain(|_, (_, since)| now < *since + FAILURE_WINDOW_MS);
+        if self.by_client.is_empty() {
+            self.any.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -162,12 +172,12 @@ impl Auth {
         if !token.starts_with(PREFIX) {
             return self.provider_token(&token, hash, client, now).await;
         }
-        let found = self
-            .store
-            .tokens
-            .get(&hash)
-            .and_then(|record| self.token_user(&record, now).map(|user| (record, user)));
-        let Some((record, user)) = found.filter(|(record, _)| {
+        let found = self.store.tokens.get(&hash).and_then(|entry| {
+            self.token_user(&entry.record, now)
+                .map(|user| (entry, user))
+        });
+        let Some((entry, user)) = found.filter(|(entry, _)| {
+            let record = &entry.record;
             // Basic's name, when given, must be the token's account.
             basic_name
                 .as_deref()
@@ -179,7 +189,8 @@ impl Auth {
             crate::security_event!(warn, event = "token_refused", ip = %client, "an API token was refused");
             return TokenCheck::Refused;
         };
-        self.store.tokens.note_use(&hash, now);
+        self.store.tokens.note_use(&entry, now);
+        let record = &entry.record;
         self.metrics
             .record_token(crate::metrics::TokenResult::Accepted);
         let session = LiveSession {
@@ -198,7 +209,7 @@ impl Auth {
             session,
             token: Some(Arc::new(TokenUse {
                 form,
-                name: HeaderValue::from_str(&record.name).unwrap_or(HeaderValue::from_static("-")),
+                name: entry.name.clone(),
                 hash,
                 issued_by_provider: false,
             })),

@@ -14,11 +14,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::redis::Redis;
@@ -47,6 +47,30 @@ pub struct TokenRecord {
     pub password_fingerprint: u32,
 }
 
+/// A token in force: its record, its name as a header value (made once,
+/// not at each request) and its last use as noted here (ms; 0: none).
+#[derive(Debug)]
+pub struct TokenEntry {
+    pub record: TokenRecord,
+    pub name: http::HeaderValue,
+    used_ms: AtomicU64,
+}
+
+impl TokenEntry {
+    fn new(record: TokenRecord, used_ms: u64) -> TokenEntry {
+        TokenEntry {
+            name: http::HeaderValue::from_str(&record.name)
+                .unwrap_or(http::HeaderValue::from_static("-")),
+            record,
+            used_ms: AtomicU64::new(used_ms),
+        }
+    }
+
+    fn used(&self) -> u64 {
+        self.used_ms.load(Ordering::Relaxed)
+    }
+}
+
 /// A token as listed: its record, its handle and when it was last used.
 #[derive(Debug, Clone)]
 pub struct TokenInfo {
@@ -67,11 +91,9 @@ enum Backend {
 }
 
 pub struct Tokens {
-    in_force: ArcSwap<HashMap<Key, Arc<TokenRecord>>>,
+    in_force: ArcSwap<HashMap<Key, Arc<TokenEntry>>>,
     /// The change counter of the tokens in force.
     seen: std::sync::atomic::AtomicU64,
-    /// Last uses not written out yet (ms).
-    used: DashMap<Key, u64>,
     backend: Backend,
 }
 
@@ -123,25 +145,20 @@ impl Tokens {
         Tokens {
             in_force: ArcSwap::from_pointee(HashMap::new()),
             seen: Default::default(),
-            used: DashMap::new(),
             backend,
         }
     }
 
     /// The token whose SHA-256 is `hash`, if one is in force (expired or
     /// not: the caller judges).
-    pub fn get(&self, hash: &Key) -> Option<Arc<TokenRecord>> {
+    pub fn get(&self, hash: &Key) -> Option<Arc<TokenEntry>> {
         self.in_force.load().get(hash).cloned()
     }
 
-    /// Notes a use of the token `hash` at `now` (ms).
-    pub fn note_use(&self, hash: &Key, now: u64) {
-        // At most one write a minute per token.
-        match self.used.get(hash) {
-            Some(at) if now.saturating_sub(*at) < 60_000 => {}
-            _ => {
-                self.used.insert(*hash, now);
-            }
+    /// Notes a use of `token` at `now` (ms): at most once a minute.
+    pub fn note_use(&self, token: &TokenEntry, now: u64) {
+        if now.saturating_sub(token.used()) >= 60_000 {
+            token.used_ms.store(now, Ordering::Relaxed);
         }
     }
 
@@ -149,9 +166,14 @@ impl Tokens {
     /// puts them in force.
     pub async fn reload(&self) -> Result<(), Unavailable> {
         let (changes, rows) = self.read_all().await?;
+        let old = self.in_force.load();
         let map = rows
             .into_iter()
-            .map(|info| (info.hash, Arc::new(info.record)))
+            .map(|info| {
+                // Uses noted here and not yet written out carry over.
+                let used = old.get(&info.hash).map_or(0, |e| e.used());
+                (info.hash, Arc::new(TokenEntry::new(info.record, used)))
+            })
             .collect();
         self.in_force.store(Arc::new(map));
         self.seen
@@ -164,9 +186,11 @@ impl Tokens {
     pub async fn list(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, Unavailable> {
         let (_, mut rows) = self.read_all().await?;
         rows.retain(|t| user.is_none_or(|u| t.record.user == u));
+        let in_force = self.in_force.load();
         for row in &mut rows {
-            if let Some(at) = self.used.get(&row.hash) {
-                row.last_used_ms = Some(row.last_used_ms.unwrap_or(0).max(*at));
+            let noted = in_force.get(&row.hash).map_or(0, |e| e.used());
+            if noted > 0 {
+                row.last_used_ms = Some(row.last_used_ms.unwrap_or(0).max(noted));
             }
         }
         rows.sort_by(|a, b| {
@@ -181,7 +205,7 @@ impl Tokens {
         match &self.backend {
             Backend::Memory => {
                 let mut map = HashMap::clone(&self.in_force.load());
-                map.insert(hash, Arc::new(record));
+                map.insert(hash, Arc::new(TokenEntry::new(record, 0)));
                 self.in_force.store(Arc::new(map));
                 return Ok(());
             }
@@ -260,7 +284,13 @@ impl Tokens {
 
     /// Writes the noted last uses out.
     pub async fn flush_used(&self) -> Result<(), Unavailable> {
-        let used: Vec<(Key, u64)> = self.used.iter().map(|e| (*e.key(), *e.value())).collect();
+        let used: Vec<(Key, u64)> = self
+            .in_force
+            .load()
+            .iter()
+            .filter(|(_, e)| e.used() > 0)
+            .map(|(hash, e)| (*hash, e.used()))
+            .collect();
         if used.is_empty() {
             return Ok(());
         }
@@ -288,9 +318,9 @@ impl Tokens {
                 let map = self.in_force.load();
                 let rows = map
                     .iter()
-                    .map(|(hash, record)| TokenInfo {
+                    .map(|(hash, entry)| TokenInfo {
                         hash: *hash,
-                        record: TokenRecord::clone(record),
+                        record: entry.record.clone(),
                         last_used_ms: None,
                     })
                     .collect();

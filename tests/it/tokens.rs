@@ -427,6 +427,8 @@ async fn tokens_are_made_once_and_revoked_on_the_account_page_and_by_the_admin_a
         .unwrap();
     assert!(account.contains("laptop-script"), "{account}");
     assert!(!account.contains(&token[4..]), "never shown again");
+    let row = &account[account.find("id=\"tokens\"").unwrap()..];
+    assert!(!row.contains("never"), "its last use is listed: {row}");
     let revoked = post(vec![
         ("csrf", csrf.clone()),
         ("action", "token_revoke".into()),
@@ -727,4 +729,52 @@ async fn a_bearer_may_take_its_keys_from_a_jwks_address_without_discovery() {
     assert_eq!(with_bearer(&gw, "/api/x", &jwt).await.status(), 200);
     assert_eq!(gw.upstream.last().headers["x-auth-bearer"], "keys-only");
     assert!(provider.jwks_fetches() >= 1);
+}
+
+#[tokio::test]
+async fn tokens_never_wait_for_the_password_hashing_threads() {
+    let gw = Setup::new()
+        .rules(RULES)
+        .login("hashing_threads = 1\nmax_failures = 1000")
+        .start()
+        .await;
+    let token = make_token(&gw, "bob", &["--name", "ci"]);
+    until(&gw, "/api/x", &token, 200).await;
+    // A flood of password sign-ins fills the one hashing thread and its
+    // queue (those beyond it are answered 503)...
+    let client = gw.client();
+    let mut forms = Vec::new();
+    for _ in 0..150 {
+        forms.push(gw.login_form(&client).await);
+    }
+    let flood: Vec<_> = forms
+        .iter()
+        .map(|form| {
+            let fields = [
+                ("username", "bob"),
+                ("password", "a wrong password, hashed all the same"),
+            ];
+            let (gw, client) = (&gw, &client);
+            async move { gw.post_login(client, form, &fields).await.status() }
+        })
+        .collect();
+    // ...while tokens, right and wrong, are answered at once: one
+    // SHA-256 each, never a place in that queue.
+    let tokens = async {
+        let mut seen = Vec::new();
+        for i in 0..15 {
+            let wrong = format!("agt_{}", "x".repeat(40 + i));
+            seen.push(with_bearer(&gw, "/api/x", &wrong).await.status().as_u16());
+            seen.push(with_bearer(&gw, "/api/x", &token).await.status().as_u16());
+        }
+        seen
+    };
+    let (statuses, seen) = tokio::join!(futures_util::future::join_all(flood), tokens);
+    assert!(
+        statuses.iter().any(|s| *s == 503),
+        "the hashing queue was full: {statuses:?}"
+    );
+    for pair in seen.chunks(2) {
+        assert_eq!(pair, [401, 200], "{seen:?}");
+    }
 }
