@@ -25,7 +25,9 @@ use crate::units::rfc3339;
 use crate::users::file::{check_new_password, check_role, Change, UserFileError};
 
 pub mod account;
+mod answers;
 mod tokens;
+use answers::*;
 
 /// Answers `/.gateway/account` and `/.gateway/admin...`: `rest` is the
 /// path after `/.gateway`.
@@ -53,17 +55,6 @@ pub async fn endpoint(
     }
 }
 
-const JSON: &str = "application/json; charset=utf-8";
-const MAX_JSON_BYTES: usize = 16 * 1024;
-
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
-    own_response(status, JSON, body.to_string())
-}
-
-fn error(status: StatusCode, code: &str) -> Response<Body> {
-    json_response(status, json!({ "error": code }))
-}
-
 /// The user change an admin's action names (the API spells it with `-`,
 /// the page's buttons with `_`).
 fn action_change(action: &str, key: &str) -> Option<Change> {
@@ -75,12 +66,6 @@ fn action_change(action: &str, key: &str) -> Option<Change> {
         "passkeys-reset" | "passkeys_reset" => Change::ResetPasskeys(key),
         _ => return None,
     })
-}
-
-fn no_content() -> Response<Body> {
-    let mut response = own_response(StatusCode::NO_CONTENT, JSON, "");
-    response.headers_mut().remove(header::CONTENT_TYPE);
-    response
 }
 
 /// A password for a user and its hash: the one given, or one made here
@@ -101,54 +86,6 @@ async fn password_and_hash(
         .await
         .map_err(|_| GatewayError::LoginBusy)?;
     Ok(Ok((password, made, hash)))
-}
-
-fn bad_request(detail: &str) -> Response<Body> {
-    json_response(
-        StatusCode::BAD_REQUEST,
-        json!({ "error": "bad_request", "detail": detail }),
-    )
-}
-
-/// A small JSON body: `None` if it is empty or not `T`.
-async fn read_json<T: serde::de::DeserializeOwned>(
-    request: crate::body::GatewayRequest,
-) -> Result<Option<T>, GatewayError> {
-    let body: Bytes = match Limited::new(request.into_body(), MAX_JSON_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return Err(GatewayError::BodyTooLarge),
-    };
-    Ok(serde_json::from_slice(&body).ok())
-}
-
-fn user_error(e: UserFileError) -> Response<Body> {
-    match e {
-        UserFileError::UnknownUser(_) => error(StatusCode::NOT_FOUND, "not_found"),
-        UserFileError::StoreUnavailable => {
-            error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
-        }
-        UserFileError::Duplicate(_) => error(StatusCode::CONFLICT, "duplicate"),
-        UserFileError::ReadOnly { .. } => json_response(
-            StatusCode::CONFLICT,
-            json!({ "error": "managed_elsewhere", "detail": e.to_string() }),
-        ),
-        UserFileError::BadRole(_) | UserFileError::BadName(_) | UserFileError::WeakPassword => {
-            json_response(
-                StatusCode::BAD_REQUEST,
-                json!({ "error": "bad_request", "detail": e.to_string() }),
-            )
-        }
-        other => {
-            tracing::error!(error = %other, "admin change could not be saved");
-            json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({ "error": "not_saved", "detail": other.to_string() }),
-            )
-        }
-    }
 }
 
 /// `/.gateway/admin/api{rest}`.

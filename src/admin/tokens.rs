@@ -5,7 +5,7 @@
 use http::{Method, Response, StatusCode};
 use serde_json::json;
 
-use super::{bad_request, error, json_response, no_content, read_json};
+use super::answers::{bad_request, error, json_response, no_content, read_json};
 use crate::identity::tokens::{self, NewToken, TokenError};
 use crate::identity::Auth;
 use crate::response::{Body, GatewayError};
