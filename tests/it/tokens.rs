@@ -587,13 +587,24 @@ async fn a_providers_jwt_access_token_counts_where_tokens_do() {
     );
 }
 
-#[tokio::test]
-async fn a_providers_jwt_is_checked_claim_by_claim_and_keys_refetch_once_a_minute() {
-    use serde_json::json;
+/// The tests' own provider, with its CA written into a folder (kept while
+/// the folder is).
+async fn fake_provider() -> (
+    crate::oidc_fake::FakeProvider,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
     let provider = crate::oidc_fake::FakeProvider::start().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("fake-ca.pem");
     std::fs::write(&ca, &provider.cert_pem).unwrap();
+    (provider, dir, ca)
+}
+
+#[tokio::test]
+async fn a_providers_jwt_is_checked_claim_by_claim_and_keys_refetch_once_a_minute() {
+    use serde_json::json;
+    let (provider, _dir, ca) = fake_provider().await;
     let gw = Setup::new()
         .rules(&format!(
             "{RULES}\n[[bearer]]\nname = \"fake\"\nissuer = \"{}\"\naudience = \"https://api.example\"\nca = \"{}\"\nroles_claim = \"roles\"\nrole_map = {{ \"deployer\" = [\"deploy\"] }}\n",
@@ -707,10 +718,7 @@ async fn the_admin_api_takes_a_token_only_where_a_rule_says_so() {
 #[tokio::test]
 async fn a_bearer_may_take_its_keys_from_a_jwks_address_without_discovery() {
     use serde_json::json;
-    let provider = crate::oidc_fake::FakeProvider::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("fake-ca.pem");
-    std::fs::write(&ca, &provider.cert_pem).unwrap();
+    let (provider, _dir, ca) = fake_provider().await;
     // An issuer nobody serves: only the keys' address is asked.
     let issuer = "https://issuer.invalid";
     let gw = Setup::new()
