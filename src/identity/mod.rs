@@ -289,6 +289,8 @@ impl Auth {
             "/.gateway/login/passkey" if is_get || method == Method::POST => {
                 self.login_passkey(call, request).await
             }
+            "/.gateway/reauth/passkey/options" => self.reauth_passkey(call, request, true).await,
+            "/.gateway/reauth/passkey" => self.reauth_passkey(call, request, false).await,
             "/.gateway/reauth" if is_get || method == Method::POST => {
                 self.reauth(call, request).await
             }

@@ -13,8 +13,10 @@ use crate::session;
 
 impl Auth {
     /// `/.gateway/reauth?next=`: the password (and the code, for a user
-    /// with a second factor) entered again within a session; success
-    /// refreshes the session's sign-in time without a new session.
+    /// with TOTP) entered again within a session; success refreshes the
+    /// session's sign-in time without a new session. A user with a passkey
+    /// is offered it too ([`Self::reauth_passkey`]): with TOTP or not, a
+    /// route that asks for a second factor is then met.
     pub(super) async fn reauth(
         &self,
         call: &mut Call<'_>,
@@ -48,6 +50,7 @@ impl Auth {
                 &token,
                 &query_next,
                 with_code,
+                !user.passkeys.is_empty(),
                 None,
             )
             .into());
@@ -73,6 +76,7 @@ impl Auth {
                 &token,
                 &next,
                 with_code,
+                !user.passkeys.is_empty(),
                 Some(super::GENERIC_FAILURE),
             )
             .into());

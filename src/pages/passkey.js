@@ -73,16 +73,18 @@
   function signIn(button, conditional) {
     var csrf = button.getAttribute("data-csrf");
     var next = button.getAttribute("data-next") || "";
+    var options = button.getAttribute("data-options") || "/.gateway/login/passkey/options";
+    var finish = button.getAttribute("data-finish") || "/.gateway/login/passkey";
     if (waiting) { waiting.abort(); waiting = null; }
     var abort = new AbortController();
     if (conditional) waiting = abort;
-    return post("/.gateway/login/passkey/options", { csrf: csrf }).then(function (started) {
+    return post(options, { csrf: csrf }).then(function (started) {
       var request = { publicKey: requestOptions(started.options), signal: abort.signal };
       if (conditional) request.mediation = "conditional";
       return navigator.credentials.get(request).then(function (credential) {
         var fields = { csrf: csrf, credential: credentialJson(credential), next: next };
         if (started.ceremony) fields.ceremony = started.ceremony;
-        return post("/.gateway/login/passkey", fields);
+        return post(finish, fields);
       });
     }).then(function (done) {
       window.location.assign(done.next || "/");

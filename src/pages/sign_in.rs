@@ -328,12 +328,24 @@ pub fn reauth(
     csrf: &str,
     next: &str,
     with_code: bool,
+    with_passkey: bool,
     error: Option<&str>,
 ) -> Page {
     let content = html! {
         h1 { "Confirm it is you" }
         (error_of(error))
         p { "This page asks for a recent sign-in. Signed in as " strong { (viewer.name) } "." }
+        // A passkey is the password and the second factor at once.
+        @if with_passkey {
+            p {
+                button type="button" id="passkey-sign-in" hidden data-csrf=(csrf) data-next=(next)
+                    data-options="/.gateway/reauth/passkey/options" data-finish="/.gateway/reauth/passkey" {
+                    "Use a passkey"
+                }
+            }
+            (super::passkey_script())
+            p.note { "Or with your password" @if with_code { " and a code" } ":" }
+        }
         (form("/.gateway/reauth", csrf, html! {
             input type="hidden" name="next" value=(next);
             (password_input(true))

@@ -918,3 +918,68 @@ async fn a_code_stays_the_alternative_and_no_rule_blocks_adding_a_passkey() {
     let admin = alice.get("/.gateway/admin/").await.text().await.unwrap();
     assert!(admin.contains("1 passkey(s)"), "{admin}");
 }
+
+#[tokio::test]
+async fn a_route_that_wants_a_second_factor_is_met_by_a_passkey_on_the_fresh_sign_in_page() {
+    let gw = gateway().await;
+    // Signed in with the password alone, then a passkey added: the
+    // session has passed no second factor yet.
+    let (bob, mut key, _) = bob_with_a_passkey(&gw, "laptop").await;
+    let refused = bob.get("/ops/x").await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.text().await.unwrap(),
+        r#"{"error":"second_factor_required"}"#
+    );
+    // The fresh sign-in page offers the passkey (bob has no TOTP code to give).
+    let page = bob
+        .get("/.gateway/reauth?next=/ops/x")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("data-finish=\"/.gateway/reauth/passkey\""),
+        "{page}"
+    );
+    let csrf = bob.session_csrf().await;
+    let before = bob.whoami().await.unwrap();
+    let started: Value = bob
+        .post("/.gateway/reauth/passkey/options", &[("csrf", &csrf)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    // An answer from another origin does not do.
+    let phished = Url::parse(&format!("https://evil.localhost:{}", gw.addr().port())).unwrap();
+    let wrong = assertion(&mut key, &phished, &started["options"]);
+    let fields = |credential: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("credential", credential.to_owned()),
+            ("next", "/ops/x".to_owned()),
+        ]
+    };
+    let post = |fields: Vec<(&'static str, String)>| {
+        let bob = &bob;
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            bob.post("/.gateway/reauth/passkey", &fields).await
+        }
+    };
+    assert_eq!(post(fields(&wrong)).await.status(), 401);
+    assert_eq!(bob.get("/ops/x").await.status(), 401);
+    let started: Value = bob
+        .post("/.gateway/reauth/passkey/options", &[("csrf", &csrf)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let right = assertion(&mut key, &bob.origin, &started["options"]);
+    let done = post(fields(&right)).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(done.json::<Value>().await.unwrap()["next"], "/ops/x");
+    assert_eq!(bob.get("/ops/x").await.status(), 200);
+    // The same session, its sign-in renewed.
+    assert_eq!(bob.whoami().await.unwrap()["csrf"], before["csrf"]);
+}

@@ -48,42 +48,10 @@ impl Auth {
         call.logged_user = Some(pending.user.name.clone());
         let token = self.csrf_token(&pending.key);
         let form = passkey_form(request, call.host, Some(&token)).await?;
-        let rp = self.relying_party(call.host)?;
         let user = pending.user.clone();
-        let attempt = self.passkey_attempt(call, &user.key).await?;
-        let Some(state) = self
-            .take_ceremony::<PasskeyAuthentication>(PROVING, &pending.key, &rp)
-            .await?
-        else {
-            attempt.given_back();
-            return Ok(refusal(StatusCode::CONFLICT, START_AGAIN));
-        };
-        let Ok(credential) = serde_json::from_str::<PublicKeyCredential>(form.get("credential"))
-        else {
-            attempt.failed();
-            return Ok(refusal(StatusCode::BAD_REQUEST, NOT_ACCEPTED));
-        };
-        let result = match rp
-            .webauthn
-            .finish_passkey_authentication(&credential, &state)
-        {
-            Ok(result) => result,
-            Err(e) => {
-                attempt.failed();
-                self.metrics.record_login(Login::BadCredentials);
-                self.assertion_refused(&user.name, call.peer, &e);
-                return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
-            }
-        };
-        let Some(passkey) = passkey_of(&user, &result) else {
-            attempt.failed();
-            return Ok(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED));
-        };
-        if let Err(refused) = self.note_use(&user, passkey, &result, call.peer).await {
-            attempt.failed();
+        if let Err(refused) = self.prove(call, &user, &pending.key, &form).await? {
             return Ok(refused);
         }
-        attempt.succeeded();
         // Used once: the pending sign-in is gone whatever happens next.
         if !self.take_pending(&pending.key).await? {
             return Ok(refusal(StatusCode::CONFLICT, START_AGAIN));
@@ -98,6 +66,122 @@ impl Auth {
         Ok(response)
     }
 
+    /// Checks the answer in `form` to the passkey challenge kept under
+    /// `key` (a pending sign-in's, or a session's for a fresh sign-in),
+    /// taking an attempt from the throttle, and saves the passkey's use.
+    /// `Ok(Err)`: the answer to send, when it does not pass.
+    async fn prove(
+        &self,
+        call: &Call<'_>,
+        user: &User,
+        key: &crate::session::Key,
+        form: &crate::identity::forms::Form,
+    ) -> Result<Result<(), Response<Body>>, GatewayError> {
+        let rp = self.relying_party(call.host)?;
+        let attempt = self.passkey_attempt(call, &user.key).await?;
+        let Some(state) = self
+            .take_ceremony::<PasskeyAuthentication>(PROVING, key, &rp)
+            .await?
+        else {
+            attempt.given_back();
+            return Ok(Err(refusal(StatusCode::CONFLICT, START_AGAIN)));
+        };
+        let Ok(credential) = serde_json::from_str::<PublicKeyCredential>(form.get("credential"))
+        else {
+            attempt.failed();
+            return Ok(Err(refusal(StatusCode::BAD_REQUEST, NOT_ACCEPTED)));
+        };
+        let result = match rp
+            .webauthn
+            .finish_passkey_authentication(&credential, &state)
+        {
+            Ok(result) => result,
+            Err(e) => {
+                attempt.failed();
+                self.metrics.record_login(Login::BadCredentials);
+                self.assertion_refused(&user.name, call.peer, &e);
+                return Ok(Err(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED)));
+            }
+        };
+        let Some(passkey) = passkey_of(user, &result) else {
+            attempt.failed();
+            return Ok(Err(refusal(StatusCode::UNAUTHORIZED, NOT_ACCEPTED)));
+        };
+        if let Err(refused) = self.note_use(user, passkey, &result, call.peer).await {
+            attempt.failed();
+            return Ok(Err(refused));
+        }
+        attempt.succeeded();
+        Ok(Ok(()))
+    }
+
+    /// The options of a challenge to `passkeys`, kept under `key`.
+    async fn challenge(
+        &self,
+        call: &Call<'_>,
+        key: &crate::session::Key,
+        passkeys: &[UserPasskey],
+    ) -> Result<Response<Body>, GatewayError> {
+        let rp = self.relying_party(call.host)?;
+        let passkeys: Vec<Passkey> = passkeys.iter().map(|p| p.credential.clone()).collect();
+        if passkeys.is_empty() {
+            return Ok(refusal(StatusCode::CONFLICT, "You have no passkey."));
+        }
+        let (options, state) = rp
+            .webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(|_| GatewayError::BadForm)?;
+        self.begin_ceremony(PROVING, key, &rp, state).await?;
+        Ok(json(
+            StatusCode::OK,
+            serde_json::json!({ "options": options }),
+        ))
+    }
+
+    /// `POST /.gateway/reauth/passkey/options` (`csrf`) and `POST
+    /// /.gateway/reauth/passkey` (`csrf`, `credential`, `next`): the fresh
+    /// sign-in a route asks for (`mfa`, `max_auth_age`), with a passkey
+    /// that verifies its user: password and second factor at once, the
+    /// session going on under the same ID.
+    pub(in crate::identity) async fn reauth_passkey(
+        &self,
+        call: &mut Call<'_>,
+        request: crate::body::GatewayRequest,
+        options: bool,
+    ) -> Result<Response<Body>, GatewayError> {
+        if request.method() != Method::POST {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+        let signed_in = self
+            .require_session(request.headers(), request.method(), "/.gateway/reauth")
+            .await?;
+        call.logged_user = Some(signed_in.user.name.clone());
+        if signed_in.proved_elsewhere().is_some() {
+            return Err(GatewayError::NotFound);
+        }
+        let user = self.with_second_factor(&signed_in.user);
+        let key = signed_in.session.key;
+        let form = passkey_form(request, call.host, Some(&self.csrf_token(&key))).await?;
+        if options {
+            return self.challenge(call, &key, &user.passkeys).await;
+        }
+        if let Err(refused) = self.prove(call, &user, &key, &form).await? {
+            return Ok(refused);
+        }
+        let live = self
+            .store
+            .sessions
+            .reauthenticate(&key, true, session::now_ms())
+            .await
+            .map_err(|_| GatewayError::StoreUnavailable)?;
+        if !live {
+            return Ok(refusal(StatusCode::CONFLICT, START_AGAIN));
+        }
+        crate::security_event!(info, event = "reauthenticated", user = %user.name, ip = %call.peer, second_factor = true, "fresh sign-in with a passkey");
+        let next = self.next_of(crate::identity::totp::form_next(&form));
+        Ok(json(StatusCode::OK, serde_json::json!({ "next": next })))
+    }
+
     /// `POST /.gateway/login/passkey/options` (`csrf`): the options for
     /// the passkey step of a pending sign-in (its passkeys), or without
     /// one for a sign-in with a passkey alone (any discoverable passkey,
@@ -110,7 +194,6 @@ impl Auth {
         if request.method() != Method::POST {
             return Err(GatewayError::MethodNotAllowed);
         }
-        let rp = self.relying_party(call.host)?;
         if let Some(pending) = self
             .pending_of(request.headers())
             .await?
@@ -118,31 +201,16 @@ impl Auth {
         {
             let token = self.csrf_token(&pending.key);
             passkey_form(request, call.host, Some(&token)).await?;
-            let passkeys: Vec<Passkey> = pending
-                .user
-                .passkeys
-                .iter()
-                .map(|p| p.credential.clone())
-                .collect();
-            if passkeys.is_empty() {
-                return Ok(refusal(StatusCode::CONFLICT, "You have no passkey."));
-            }
-            let (options, state) = rp
-                .webauthn
-                .start_passkey_authentication(&passkeys)
-                .map_err(|_| GatewayError::BadForm)?;
-            self.begin_ceremony(PROVING, &pending.key, &rp, state)
-                .await?;
-            return Ok(json(
-                StatusCode::OK,
-                serde_json::json!({ "options": options }),
-            ));
+            return self
+                .challenge(call, &pending.key, &pending.user.passkeys)
+                .await;
         }
         if !call.config.login.local {
             return Err(GatewayError::NotFound);
         }
         let token = self.login_token(request.headers()).map(str::to_owned);
         passkey_form(request, call.host, token.as_deref()).await?;
+        let rp = self.relying_party(call.host)?;
         let (options, state) = rp
             .webauthn
             .start_discoverable_authentication()
