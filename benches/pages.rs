@@ -124,6 +124,7 @@ fn main() {
             csrf,
             now,
             Some(&[]),
+            Some(&[]),
         ));
     });
     println!("account page, 5 sessions:     {account:8.0} ns");

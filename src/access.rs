@@ -35,8 +35,7 @@ pub fn authorize(
     signed_in: Option<&SignedIn>,
     target: &Target,
 ) -> Decision {
-    let principal = signed_in.map(|s| s.principal(session::now_ms()));
-    policy.decide(target, principal).decision
+    authorize_with_rule(policy, signed_in, target).0
 }
 
 /// [`authorize`], and whether the deciding rule lets the client's

@@ -340,9 +340,8 @@ pub fn own_response(
 
 impl From<crate::pages::Page> for Response<Body> {
     fn from(page: crate::pages::Page) -> Response<Body> {
-        let scripted = page.html.contains(crate::pages::PASSKEY_SCRIPT_TAG);
         let mut response = own_response(page.status, "text/html; charset=utf-8", page.html);
-        if scripted {
+        if page.script {
             // The passkey script, from the gateway itself, and its calls
             // back to it; still no inline script.
             response.headers_mut().insert(

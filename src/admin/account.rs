@@ -49,7 +49,7 @@ pub async fn account(
                     .map_err(|_| GatewayError::StoreUnavailable)?,
             ),
         };
-        let mut page = pages::account::page(
+        return Ok(pages::account::page(
             signed_in.viewer(config),
             signed_in.user.provider.as_deref(),
             &signed_in.session.key,
@@ -57,11 +57,9 @@ pub async fn account(
             &token,
             now,
             passkeys,
-        );
-        if let Some(tokens) = tokens {
-            pages::account::add_tokens(&mut page, &tokens, &token, now);
-        }
-        return Ok(page.into());
+            tokens.as_deref(),
+        )
+        .into());
     }
     let form = checked_form(request, host, &token).await?;
     if let Some(answer) = api_tokens(auth, call, &signed_in, &form).await? {

@@ -11,7 +11,9 @@ use crate::users::passkey::UserPasskey;
 /// The account page of `viewer`, whose session is `current`, listing
 /// `own` sessions newest first; `provider`: the `[[oidc]]` they signed in
 /// through; `passkeys`: theirs, or `None` when a sign-in service keeps
-/// their second factor.
+/// their second factor; `tokens`: their API tokens, `None` for a
+/// provider's person.
+#[allow(clippy::too_many_arguments)]
 pub fn page(
     viewer: Viewer<'_>,
     provider: Option<&str>,
@@ -20,6 +22,7 @@ pub fn page(
     csrf: &str,
     now_ms: u64,
     passkeys: Option<&[UserPasskey]>,
+    tokens: Option<&[TokenInfo]>,
 ) -> Page {
     let mut sessions: Vec<&SessionInfo> = own.iter().collect();
     sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen_ms));
@@ -72,10 +75,14 @@ pub fn page(
         @if let Some(passkeys) = passkeys {
             (passkey_section(passkeys, csrf, now_ms))
         }
+        @if let Some(tokens) = tokens {
+            (token_section(tokens, csrf, now_ms))
+        }
     };
     Page {
         status: StatusCode::OK,
         html: super::document("Your account", Some(viewer), true, content),
+        script: passkeys.is_some(),
     }
 }
 
@@ -117,11 +124,11 @@ fn passkey_section(passkeys: &[UserPasskey], csrf: &str, now_ms: u64) -> maud::M
     }
 }
 
-/// Adds the API tokens part to an account page: the user's tokens (name,
+/// The API tokens part of the account page: the user's tokens (name,
 /// roles, created, expires, last used, revoke) and the form that makes one.
-pub fn add_tokens(page: &mut Page, tokens: &[TokenInfo], csrf: &str, now_ms: u64) {
+fn token_section(tokens: &[TokenInfo], csrf: &str, now_ms: u64) -> maud::Markup {
     let to = "/.gateway/account";
-    let part = html! {
+    html! {
         h2 { "API tokens" }
         p.note { "For scripts and services: send one as " code { "Authorization: Bearer agt_..." } " where the rules take tokens. It is shown once, when made." }
         @if !tokens.is_empty() {
@@ -157,10 +164,6 @@ pub fn add_tokens(page: &mut Page, tokens: &[TokenInfo], csrf: &str, now_ms: u64
             input type="text" id="token-roles" name="roles";
             button type="submit" { "Make a token" }
         }
-    };
-    // Before the page's end: the part goes last in its main.
-    if let Some(at) = page.html.rfind("</main>") {
-        page.html.insert_str(at, &part.into_string());
     }
 }
 

@@ -158,5 +158,6 @@ pub fn page(viewer: Viewer<'_>, admin: Admin<'_>, csrf: &str, now_ms: u64) -> Pa
     Page {
         status: StatusCode::OK,
         html: super::document("Admin", Some(viewer), true, content),
+        script: false,
     }
 }

@@ -21,6 +21,9 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 pub struct Page {
     pub status: StatusCode,
     pub html: String,
+    /// It loads the passkey script ([`PASSKEY_SCRIPT_TAG`]): its
+    /// `Content-Security-Policy` lets that run.
+    pub script: bool,
 }
 
 /// Who a page is shown to, for the header every page of a signed-in
@@ -95,6 +98,7 @@ pub fn page(status: StatusCode, title: &str, viewer: Option<Viewer<'_>>, content
     Page {
         status,
         html: document(title, viewer, false, content),
+        script: false,
     }
 }
 
@@ -128,8 +132,9 @@ fn button(to: &str, csrf: &str, action: &str, target: &str, label: &str) -> Mark
 
 /// The passkey buttons' script, served at `/.gateway/passkey.js`.
 pub const PASSKEY_SCRIPT: &str = include_str!("passkey.js");
-/// How a page loads it; a page with this tag gets a policy that lets it
-/// run (`script-src 'self'`), every other page none.
+/// How a page loads it; a page with this tag says so ([`Page::script`])
+/// and gets a policy that lets it run (`script-src 'self'`), every other
+/// page none.
 pub const PASSKEY_SCRIPT_TAG: &str = r#"<script src="/.gateway/passkey.js" defer></script>"#;
 
 /// The passkey script and the place its messages go.

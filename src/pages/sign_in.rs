@@ -89,7 +89,10 @@ pub fn login(
         Some(t) => format!("Sign in · {t}"),
         None => "Sign in".to_owned(),
     };
-    page(status, &title, None, content)
+    Page {
+        script: ways.local,
+        ..page(status, &title, None, content)
+    }
 }
 
 /// For a person a provider vouched for, on the password and second-factor
@@ -222,7 +225,10 @@ pub fn login_passkey(csrf: &str, has_totp: bool) -> Page {
         }
         (super::passkey_script())
     };
-    page(StatusCode::OK, "Sign in", None, content)
+    Page {
+        script: true,
+        ..page(StatusCode::OK, "Sign in", None, content)
+    }
 }
 
 /// Enrollment, first step: the password again. `viewer` is `None` while
@@ -353,5 +359,8 @@ pub fn reauth(
             button type="submit" { "Continue" }
         }))
     };
-    page(status, "Sign in again", Some(viewer), content)
+    Page {
+        script: with_passkey,
+        ..page(status, "Sign in again", Some(viewer), content)
+    }
 }
