@@ -151,6 +151,7 @@ impl Auth {
             .records
             .take(PENDING, key)
             .await
+            .map(|taken| taken.is_some())
             .map_err(|_| GatewayError::StoreUnavailable)
     }
 

@@ -107,15 +107,18 @@ impl Records {
         }
     }
 
-    /// Removes the `kind` record of `key`: true for the one caller that did.
-    pub async fn take(&self, kind: &'static str, key: &Key) -> Result<bool, Unavailable> {
+    /// Removes the `kind` record of `key` and hands its value to the one
+    /// caller that did (`None` for every other, and for one whose time
+    /// had ended).
+    pub async fn take(&self, kind: &'static str, key: &Key) -> Result<Option<String>, Unavailable> {
         match &self.backend {
             Backend::Redis(redis) => redis.take_temporary(kind, &crate::hex(key)).await,
             Backend::Memory { temporary, .. } => {
                 let now = crate::session::now_ms();
                 Ok(temporary
                     .remove(&(kind, *key))
-                    .is_some_and(|(_, (_, until))| until > now))
+                    .filter(|(_, (_, until))| *until > now)
+                    .map(|(_, (value, _))| value))
             }
         }
     }

@@ -332,22 +332,13 @@ impl Auth {
         // The record goes at the first answer that names it, right or wrong:
         // a `state` is good for one try.
         let key = sha256(&state);
-        let stored = self
-            .store
-            .records
-            .get(RECORD_KIND, &key)
-            .await
-            .map_err(|_| Failure::Gateway(GatewayError::StoreUnavailable))?;
         let taken = self
             .store
             .records
             .take(RECORD_KIND, &key)
             .await
             .map_err(|_| Failure::Gateway(GatewayError::StoreUnavailable))?;
-        let record: PreLogin = match stored
-            .filter(|_| taken)
-            .and_then(|text| serde_json::from_str(&text).ok())
-        {
+        let record: PreLogin = match taken.and_then(|text| serde_json::from_str(&text).ok()) {
             Some(record) => record,
             None => return Err(refused(
                 "This sign-in has expired or was already used. Start again from the sign-in page.",

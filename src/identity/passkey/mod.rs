@@ -131,25 +131,15 @@ impl Auth {
         key: &Key,
         rp: &RelyingParty,
     ) -> Result<Option<S>, GatewayError> {
-        let unavailable = |_| GatewayError::StoreUnavailable;
         let Some(text) = self
-            .store
-            .records
-            .get(kind, key)
-            .await
-            .map_err(unavailable)?
-        else {
-            return Ok(None);
-        };
-        if !self
             .store
             .records
             .take(kind, key)
             .await
-            .map_err(unavailable)?
-        {
+            .map_err(|_| GatewayError::StoreUnavailable)?
+        else {
             return Ok(None);
-        }
+        };
         let Ok(ceremony) = serde_json::from_str::<Ceremony<S>>(&text) else {
             return Ok(None);
         };

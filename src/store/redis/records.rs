@@ -79,9 +79,18 @@ impl Redis {
     }
 
     /// Removes `kind:id`; true for the one caller that removed it.
-    pub async fn take_temporary(&self, kind: &str, id: &str) -> Result<bool, Unavailable> {
-        let removed: i64 = self.call(redis::cmd("DEL").arg(self.key(kind, id))).await?;
-        Ok(removed == 1)
+    /// Removes a temporary record and returns its value, to one caller
+    /// (a GET and a DEL in one transaction: any Redis version).
+    pub async fn take_temporary(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<String>, Unavailable> {
+        let key = self.key(kind, id);
+        let mut pipe = redis::pipe();
+        pipe.atomic().get(&key).del(&key);
+        let (value, removed): (Option<String>, i64) = self.call_all(&pipe).await?;
+        Ok(value.filter(|_| removed == 1))
     }
 
     /// The step of the account's last accepted code.
