@@ -45,13 +45,14 @@ static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-metho
 pub static X_AUTHGATE_COOKIE: HeaderName = HeaderName::from_static("x-authgate-cookie");
 
 /// The request the edge proxy asks about.
-struct Original {
-    method: Method,
-    host: Host,
+#[derive(Debug, PartialEq, Eq)]
+pub struct Original {
+    pub method: Method,
+    pub host: Host,
     /// As the client sent it: path and query.
-    uri: String,
+    pub uri: String,
     /// `https` or `http`, for the absolute URL a sign-in may return to.
-    scheme: &'static str,
+    pub scheme: &'static str,
 }
 
 impl Original {
@@ -65,7 +66,7 @@ impl Original {
 /// Why the original request could not be read; each is a 403 whose code
 /// says what the proxy should fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unreadable {
+pub enum Unreadable {
     /// No `[server] forward_auth` and both header families (or neither):
     /// one of them is the client's own, and guessing which is the hole.
     Ambiguous,
@@ -124,7 +125,10 @@ fn origin_form(target: &str) -> Result<&str, Unreadable> {
     }
 }
 
-fn original(
+/// The original request as the headers of `configured`'s family (or the
+/// one family present) describe it; the other family's headers are never
+/// read.
+pub fn original(
     headers: &HeaderMap,
     configured: Option<ForwardAuthFamily>,
 ) -> Result<Original, Unreadable> {

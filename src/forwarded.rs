@@ -94,24 +94,32 @@ impl TrustedProxies {
     }
 }
 
+/// The elements of every value of a comma-separated list header, each
+/// `None` if it is not text. Split as bytes: a client's non-ASCII bytes
+/// spoil its own element, never the ones a proxy appends after it.
+fn elements<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = Option<&'h str>> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|element| std::str::from_utf8(element).ok())
+}
+
 /// The addresses the earlier hops named, left to right (`None` for an
 /// entry that is not an address). `X-Forwarded-For` wins over `Forwarded`.
 fn chain_of(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let xff: Vec<Option<IpAddr>> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
-        .map(parse_node)
+    let xff: Vec<Option<IpAddr>> = elements(headers, &X_FORWARDED_FOR)
+        .map(|element| element.and_then(parse_node))
         .collect();
     if !xff.is_empty() {
         return xff;
     }
-    headers
-        .get_all(&FORWARDED)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
+    elements(headers, &FORWARDED)
         .map(|element| {
-            element
+            element?
                 .split(';')
                 .filter_map(|pair| pair.split_once('='))
                 .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
@@ -177,6 +185,28 @@ mod tests {
         assert_eq!(client.forwarded_for, "10.1.1.1");
         let other = proxies(&["192.168.0.0/16"]);
         assert_eq!(client_of(&other, "10.1.1.1", &claims).ip, ip("10.1.1.1"));
+    }
+
+    /// Found by the `forwarded` fuzz target: one byte past ASCII in the
+    /// client's own `X-Forwarded-For` made the whole header unreadable,
+    /// and the trusted balancer's address became the client's.
+    #[test]
+    fn a_clients_non_ascii_bytes_spoil_only_its_own_entry() {
+        let lb = proxies(&["10.0.0.0/8"]);
+        let mut h = HeaderMap::new();
+        h.append(
+            X_FORWARDED_FOR.clone(),
+            HeaderValue::from_bytes(b"\x8fY, 203.0.113.9").unwrap(),
+        );
+        let client = client_of(&lb, "10.0.0.2", &h);
+        assert_eq!(client.ip, ip("203.0.113.9"));
+        assert_eq!(client.forwarded_for, "unknown, 203.0.113.9, 10.0.0.2");
+        let mut h = HeaderMap::new();
+        h.append(
+            FORWARDED.clone(),
+            HeaderValue::from_bytes(b"for=\"\xc3\xa9\", for=203.0.113.9").unwrap(),
+        );
+        assert_eq!(client_of(&lb, "10.0.0.2", &h).ip, ip("203.0.113.9"));
     }
 
     #[test]

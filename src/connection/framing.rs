@@ -182,8 +182,10 @@ enum State {
 /// Longest chunk-size or trailer line it keeps; hyper refuses longer ones.
 const MAX_LINE: usize = 8 * 1024;
 
+/// Follows a connection's bytes as HTTP/1.1 request framing (heads,
+/// `Content-Length` and chunked bodies), wherever the reads split them.
 #[derive(Debug)]
-struct Scanner {
+pub struct Scanner {
     state: State,
     buffer: Vec<u8>,
     heads_seen: u64,
@@ -191,7 +193,7 @@ struct Scanner {
 }
 
 impl Scanner {
-    fn new(max_head: usize) -> Self {
+    pub fn new(max_head: usize) -> Self {
         Scanner {
             state: State::Head,
             buffer: Vec::new(),
@@ -211,8 +213,13 @@ impl Scanner {
         self.state != State::Head || self.in_head()
     }
 
+    /// How many request heads it has read to their end.
+    pub fn heads_seen(&self) -> u64 {
+        self.heads_seen
+    }
+
     /// Follows `data`; returns the index of a request whose head is ambiguous.
-    fn feed(&mut self, mut data: &[u8]) -> Option<u64> {
+    pub fn feed(&mut self, mut data: &[u8]) -> Option<u64> {
         let mut flagged = None;
         while !data.is_empty() {
             match self.state {

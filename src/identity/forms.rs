@@ -16,6 +16,16 @@ pub struct Form {
 }
 
 impl Form {
+    /// A urlencoded body's fields, in order (a repeated field keeps every
+    /// value; [`Form::get`] reads the first).
+    pub fn parse(body: &[u8]) -> Form {
+        Form {
+            fields: form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        }
+    }
+
     pub fn get(&self, name: &str) -> &str {
         self.fields
             .iter()
@@ -70,11 +80,7 @@ pub async fn read_form_within(
         }
         Err(_) => return Err(GatewayError::BadForm),
     };
-    Ok(Form {
-        fields: form_urlencoded::parse(&body)
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-    })
+    Ok(Form::parse(&body))
 }
 
 /// What the pages that would change the users file say when it is

@@ -618,6 +618,8 @@ impl Auth {
 }
 
 /// Values of every cookie called `name`, across all `Cookie` headers.
+/// Read pair by pair as bytes: another app's cookie with non-ASCII bytes
+/// in the same header must not hide the gateway's.
 pub fn cookie_values<'h: 'n, 'n>(
     headers: &'h HeaderMap,
     name: &'n str,
@@ -625,10 +627,9 @@ pub fn cookie_values<'h: 'n, 'n>(
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
         .filter_map(move |pair| {
-            let (k, v) = pair.split_once('=')?;
+            let (k, v) = std::str::from_utf8(pair).ok()?.split_once('=')?;
             (k.trim() == name).then(|| v.trim())
         })
 }

@@ -312,26 +312,35 @@ fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
     }
 }
 
+/// Works on bytes: another app's cookie may carry UTF-8 or other
+/// non-ASCII bytes (browsers send them as they were set), and it is kept
+/// as it came.
 fn rebuild_cookies(headers: &mut HeaderMap, names: &[&str]) {
-    let mut kept = String::new();
+    let mut kept: Vec<u8> = Vec::new();
     for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let name = pair.split('=').next().unwrap_or("").trim();
-            if names.contains(&name) {
+        let pairs = value
+            .as_bytes()
+            .split(|&b| b == b';')
+            .map(<[u8]>::trim_ascii);
+        for pair in pairs.filter(|p| !p.is_empty()) {
+            let name = pair
+                .split(|&b| b == b'=')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            if names.iter().any(|n| n.as_bytes() == name) {
                 continue;
             }
             if !kept.is_empty() {
-                kept.push_str("; ");
+                kept.extend_from_slice(b"; ");
             }
-            kept.push_str(pair);
+            kept.extend_from_slice(pair);
         }
     }
     headers.remove(header::COOKIE);
-    if let Ok(value) = HeaderValue::from_str(&kept) {
-        if !kept.is_empty() {
-            headers.insert(header::COOKIE, value);
-        }
+    if !kept.is_empty() {
+        let value = HeaderValue::from_bytes(&kept).expect("pieces of header values");
+        headers.insert(header::COOKIE, value);
     }
 }
 

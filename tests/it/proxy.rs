@@ -449,3 +449,59 @@ async fn an_upstream_redirect_to_its_own_address_points_at_the_gateway_instead()
         "https://idp.example/authorize?x=1"
     );
 }
+
+/// Found by the `cookie` fuzz target: another app's cookie with UTF-8 in
+/// it, in the same `Cookie` header, hid the session cookie (the person was
+/// sent to sign in again and again) and was lost on the way to the app.
+#[tokio::test]
+async fn another_apps_non_ascii_cookie_neither_hides_the_session_nor_is_lost() {
+    let gw = Setup::new().start().await;
+    let session = gw.sign_in("alice", crate::support::ALICE_PASSWORD).await;
+    let cookie = format!("name=caf\u{e9}; __Host-authgate={session}; lang=en");
+    let response = gw
+        .client()
+        .get(gw.url("/app"))
+        .header(
+            "cookie",
+            http::HeaderValue::from_bytes(cookie.as_bytes()).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = gw.upstream.last();
+    assert_eq!(seen.headers["x-auth-user"], "alice");
+    assert_eq!(
+        seen.headers["cookie"].as_bytes(),
+        "name=caf\u{e9}; lang=en".as_bytes()
+    );
+}
+
+/// Found by the `forwarded` fuzz target: one byte past ASCII in the
+/// client's own `X-Forwarded-For` made the whole header unreadable, so the
+/// trusted balancer's own address became the client's.
+#[tokio::test]
+async fn a_clients_garbled_forwarded_for_does_not_make_it_the_balancer() {
+    let gw = Setup::new()
+        .server("trusted_proxies = [\"127.0.0.0/8\"]")
+        .rules("[[rule]]\npath = \"/**\"\naccess = \"public\"\n")
+        .start()
+        .await;
+    // What the balancer passes on: the client's header, then the address
+    // it saw the client at.
+    let response = gw
+        .client()
+        .get(gw.url("/"))
+        .header(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\x8fY, 203.0.113.9").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        gw.upstream.last().headers["x-forwarded-for"],
+        "unknown, 203.0.113.9, 127.0.0.1"
+    );
+}

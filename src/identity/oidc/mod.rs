@@ -350,17 +350,11 @@ impl Auth {
         if !browser || record.provider != settings.name {
             return Err(refused("This sign-in was started in another browser (or for another provider). Start again from the sign-in page."));
         }
-        if let Some(error) = query_param(query, "error") {
-            // The provider's words are shown escaped and cut short.
-            let description = query_param(query, "error_description");
-            let detail: String = match description {
-                Some(d) => format!("{error}: {d}"),
-                None => error.into_owned(),
-            };
+        if let Some(detail) = provider_error(query) {
             return Err(Failure::Refused(
                 StatusCode::FORBIDDEN,
                 "The sign-in service did not sign you in.",
-                Some(detail.chars().take(300).collect()),
+                Some(detail),
             ));
         }
         let code = query_param(query, "code")
@@ -604,6 +598,18 @@ fn url_with_query(url: &str) -> String {
     let mut url = url.to_owned();
     url.push(if url.contains('?') { '&' } else { '?' });
     url
+}
+
+/// The provider's own words when a callback's query says it refused
+/// (`error`, `error_description`): cut to 300 characters, for a page that
+/// shows them escaped.
+pub fn provider_error(query: Option<&str>) -> Option<String> {
+    let error = query_param(query, "error")?;
+    let detail = match query_param(query, "error_description") {
+        Some(d) => format!("{error}: {d}"),
+        None => error.into_owned(),
+    };
+    Some(detail.chars().take(300).collect())
 }
 
 /// Why a callback did not end in a session.
