@@ -47,6 +47,9 @@ pub enum TokenResult {
 pub struct Gauges {
     pub sessions: Option<usize>,
     pub certificate_expiry: Option<i64>,
+    /// Tasks alive in the gateway's runtime: one per connection, open
+    /// WebSocket and background job; a count that only grows is a leak.
+    pub tasks: Option<usize>,
 }
 
 /// Lock-free counters, updated on every request.
@@ -285,6 +288,11 @@ impl Metrics {
             "authgate_connections_over_client_cap_total {}",
             load(&self.client_cap_closed)
         );
+        if let Some(tasks) = gauges.tasks {
+            out.push_str("# HELP authgate_tasks Tasks alive in the gateway's async runtime (connections, open WebSockets, background jobs).\n");
+            out.push_str("# TYPE authgate_tasks gauge\n");
+            let _ = writeln!(out, "authgate_tasks {tasks}");
+        }
         out.push_str("# HELP authgate_store_up 1 while the session store answers, 0 while it is unavailable.\n");
         out.push_str("# TYPE authgate_store_up gauge\n");
         let _ = writeln!(out, "authgate_store_up {}", u8::from(self.store_up()));

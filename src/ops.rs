@@ -30,6 +30,9 @@ pub fn answer(method: &Method, path: &str, state: &crate::state::State) -> Respo
             metrics.render(&Gauges {
                 sessions: state.auth.store.sessions.live(),
                 certificate_expiry: state.certificate.expires_at(),
+                tasks: tokio::runtime::Handle::try_current()
+                    .ok()
+                    .map(|runtime| runtime.metrics().num_alive_tasks()),
             }),
         ),
         _ => own_response(StatusCode::NOT_FOUND, TEXT, "not found\n"),

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 /// Process CPU time (user + system) so far.
+#[allow(dead_code)]
 pub fn cpu() -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
     // SAFETY: getrusage fills the struct it is given.

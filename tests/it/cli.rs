@@ -71,7 +71,7 @@ async fn get_hello(client: &reqwest::Client, listen: &str, times: usize) {
 }
 
 /// Waits for the binary's "serving" line; returns its listen address.
-fn listen_address(lines: &mut impl Iterator<Item = String>) -> String {
+pub fn listen_address(lines: &mut impl Iterator<Item = String>) -> String {
     let serving = wait_for_line(lines, "authgate is serving");
     serving
         .split_whitespace()

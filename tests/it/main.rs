@@ -6,6 +6,7 @@ mod admin;
 mod apps;
 mod assertion;
 mod browser;
+mod chaos;
 mod cli;
 mod config;
 mod deploy;

@@ -165,3 +165,34 @@ async fn store_operations_certificate_expiry_and_version_are_exported() {
         1.0
     );
 }
+
+/// `authgate_tasks` (what the soak watches for leaks): it counts open
+/// connections, and comes back down when they close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_count_follows_open_connections() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Setup::new()
+        .server("ops_listen = \"127.0.0.1:0\"")
+        .start()
+        .await;
+    let before = sample(&scrape(&gw).await, "authgate_tasks");
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        let mut tls = gw.tls().await;
+        tls.write_all(b"GET /public HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        open.push(tls);
+    }
+    crate::admin::within(Duration::from_secs(5), || async {
+        sample(&scrape(&gw).await, "authgate_tasks") >= before + 10.0
+    })
+    .await;
+    let during = sample(&scrape(&gw).await, "authgate_tasks");
+    drop(open);
+    // The ten connections' tasks end; pooled upstream connections may stay.
+    crate::admin::within(Duration::from_secs(5), || async {
+        sample(&scrape(&gw).await, "authgate_tasks") <= during - 10.0
+    })
+    .await;
+}
