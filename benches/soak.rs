@@ -11,11 +11,12 @@
 //!   session is gone, every second;
 //! - the config file rewritten every minute (the gateway reloads it).
 //!
-//! Each minute it prints, per store, the gateway's RSS and open file
-//! descriptors (from /proc), its tasks (`authgate_tasks`), the requests
-//! of the minute and their p99. It fails if any request fails, if a reload
-//! is not seen, or if RSS or descriptors grow by more than 10 % over their
-//! value at the end of minute 2. Loopback only; it stops by itself.
+//! Each minute it prints, per store, the gateway's RSS at the minute's end
+//! and the least and most open file descriptors (from /proc) and tasks
+//! (`authgate_tasks`) seen in its once-a-second samples, the requests of
+//! the minute and their p99. It fails if any request fails, if a reload
+//! is not seen, or if RSS or the descriptors' floor grow by more than
+//! 10 % over minute 2's. Loopback only; it stops by itself.
 //!
 //! Run it with `bench/soak.sh MINUTES`.
 
@@ -289,11 +290,10 @@ async fn get(
 /// Requests every `every` until `stop`, on one client and one session.
 async fn requester(
     soaked: Arc<Soaked>,
-    client: reqwest::Client,
+    (client, session): (reqwest::Client, String),
     every: Duration,
     stop: Arc<AtomicBool>,
 ) {
-    let session = sign_in(&client, &soaked.base).await.expect("first sign-in");
     let url = format!("{}/app/page", soaked.base);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -360,9 +360,7 @@ async fn websocket_once(soaked: &Soaked, session: &str, n: u64) -> Result<(), St
     Ok(())
 }
 
-async fn websockets(soaked: Arc<Soaked>, stop: Arc<AtomicBool>) {
-    let client = client(&soaked.cert_pem, None, true);
-    let session = sign_in(&client, &soaked.base).await.expect("first sign-in");
+async fn websockets(soaked: Arc<Soaked>, session: String, stop: Arc<AtomicBool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -484,36 +482,42 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for soaked in &stores {
-        for i in 0..KEEP_ALIVE {
+        // Signed in one after another: sign-ins in flight for one account
+        // count against its throttle until they succeed.
+        let signed_in = |version, reuse| {
+            let client = client(&soaked.cert_pem, version, reuse);
+            let base = soaked.base.clone();
+            async move {
+                let session = sign_in(&client, &base).await.expect("first sign-in");
+                (client, session)
+            }
+        };
+        for i in 0..KEEP_ALIVE + NEW_CONNECTION {
             let version = if i % 2 == 0 {
                 http::Version::HTTP_11
             } else {
                 http::Version::HTTP_2
             };
-            let client = client(&soaked.cert_pem, Some(version), true);
-            clients.push(tokio::spawn(requester(
-                soaked.clone(),
-                client,
-                Duration::from_millis(50),
-                stop.clone(),
-            )));
-        }
-        for i in 0..NEW_CONNECTION {
-            let version = if i % 2 == 0 {
-                http::Version::HTTP_11
+            let (reuse, every) = if i < KEEP_ALIVE {
+                (true, Duration::from_millis(50))
             } else {
-                http::Version::HTTP_2
+                (false, Duration::from_millis(100))
             };
-            let client = client(&soaked.cert_pem, Some(version), false);
+            let pair = signed_in(Some(version), reuse).await;
             clients.push(tokio::spawn(requester(
                 soaked.clone(),
-                client,
-                Duration::from_millis(100),
+                pair,
+                every,
                 stop.clone(),
             )));
         }
         for _ in 0..WEBSOCKETS {
-            clients.push(tokio::spawn(websockets(soaked.clone(), stop.clone())));
+            let (_, session) = signed_in(None, true).await;
+            clients.push(tokio::spawn(websockets(
+                soaked.clone(),
+                session,
+                stop.clone(),
+            )));
         }
         for _ in 0..SIGN_INS {
             clients.push(tokio::spawn(signer(soaked.clone(), stop.clone())));
@@ -525,7 +529,7 @@ async fn main() {
          a config reload every minute"
     );
     println!(
-        "{:>6} {:>6} {:>9} {:>6} {:>6} {:>9} {:>8} {:>7}",
+        "{:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}",
         "minute", "store", "RSS MiB", "fds", "tasks", "requests", "p99 ms", "failed"
     );
     let mut history: Vec<Vec<Minute>> = vec![Vec::new(), Vec::new()];
@@ -539,16 +543,32 @@ async fn main() {
         for soaked in &stores {
             rewrite(&soaked.config, &soaked.config_text, minute);
         }
-        tokio::time::sleep_until((began + Duration::from_secs(60 * minute)).into()).await;
+        // Descriptors and tasks come and go with every new connection and
+        // WebSocket: sampled each second, the minute's floor is what stays
+        // (a leak raises it), its ceiling is shown beside it.
+        let mut floors = vec![(usize::MAX, 0usize, u64::MAX, 0u64); stores.len()];
+        let end = began + Duration::from_secs(60 * minute);
+        while Instant::now() + Duration::from_secs(1) < end {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for (i, soaked) in stores.iter().enumerate() {
+                let (_, fds) = process(soaked.child.0.id());
+                let tasks = tasks(soaked.ops).await;
+                let f = &mut floors[i];
+                *f = (f.0.min(fds), f.1.max(fds), f.2.min(tasks), f.3.max(tasks));
+            }
+        }
+        tokio::time::sleep_until(end.into()).await;
         for (i, soaked) in stores.iter().enumerate() {
-            let (rss, fds) = process(soaked.child.0.id());
-            let tasks = tasks(soaked.ops).await;
+            let (rss, _) = process(soaked.child.0.id());
+            let (fds, fds_most, tasks, tasks_most) = floors[i];
             let (requests, p99) = soaked.tally.take_minute();
             let failed = soaked.tally.failed.load(Ordering::Relaxed);
             println!(
-                "{minute:>6} {:>6} {:>9.1} {fds:>6} {tasks:>6} {requests:>9} {p99:>8.1} {failed:>7}",
+                "{minute:>6} {:>6} {:>9.1} {:>9} {:>9} {requests:>9} {p99:>8.1} {failed:>7}",
                 soaked.store,
-                rss as f64 / 1024.0
+                rss as f64 / 1024.0,
+                format!("{fds}-{fds_most}"),
+                format!("{tasks}-{tasks_most}"),
             );
             if soaked.reloads.load(Ordering::Relaxed) <= before[i] {
                 problems.push(format!(
