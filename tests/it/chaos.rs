@@ -258,12 +258,12 @@ struct Process {
 }
 
 impl Process {
-    async fn sign_in(&self, user: &str, password: &str) -> Result<Option<String>, reqwest::Error> {
+    /// A sign-in form, fetched and posted: the gateway's answer.
+    async fn post_sign_in(&self, user: &str, password: &str) -> reqwest::Result<reqwest::Response> {
         let url = format!("{}/.gateway/login", self.base);
         let form = self.client.get(&url).send().await?;
         let token = set_cookie(&form, "__Host-authgate-login").unwrap_or_default();
-        let answer = self
-            .client
+        self.client
             .post(&url)
             .header("cookie", format!("__Host-authgate-login={token}"))
             .form(&[
@@ -272,28 +272,48 @@ impl Process {
                 ("password", password),
             ])
             .send()
-            .await?;
+            .await
+    }
+
+    /// The session cookie of a sign-in answered 303.
+    async fn sign_in(&self, user: &str, password: &str) -> reqwest::Result<Option<String>> {
+        let answer = self.post_sign_in(user, password).await?;
         Ok(set_cookie(&answer, "__Host-authgate").filter(|_| answer.status() == 303))
     }
 
-    async fn sign_out(&self, session: &str) -> Result<bool, reqwest::Error> {
-        let cookie = format!("__Host-authgate={session}");
+    /// The session's CSRF token, from `/.gateway/whoami`.
+    async fn csrf(&self, session: &str) -> reqwest::Result<String> {
         let whoami: serde_json::Value = self
             .client
             .get(format!("{}/.gateway/whoami", self.base))
-            .header("cookie", &cookie)
+            .header("cookie", format!("__Host-authgate={session}"))
             .send()
             .await?
             .json()
             .await?;
-        let csrf = whoami["csrf"].as_str().unwrap_or_default().to_owned();
-        let answer = self
-            .client
-            .post(format!("{}/.gateway/logout", self.base))
-            .header("cookie", &cookie)
-            .form(&[("csrf", csrf.as_str())])
+        Ok(whoami["csrf"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// A form posted within the session, with its CSRF token.
+    async fn post(
+        &self,
+        session: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Result<reqwest::Response> {
+        let csrf = self.csrf(session).await?;
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", format!("__Host-authgate={session}"))
+            .form(&form)
             .send()
-            .await?;
+            .await
+    }
+
+    async fn sign_out(&self, session: &str) -> reqwest::Result<bool> {
+        let answer = self.post(session, "/.gateway/logout", &[]).await?;
         Ok(answer.status() == 303)
     }
 
@@ -507,45 +527,17 @@ async fn a_full_disk_gets_clear_errors_and_tears_no_file() {
 
     disk.fill();
     // A sign-in that cannot be written: refused, and no cookie for it.
-    let url = format!("{}/.gateway/login", gateway.base);
-    let form = gateway.client.get(&url).send().await.unwrap();
-    let token = set_cookie(&form, "__Host-authgate-login").unwrap();
-    let refused = gateway
-        .client
-        .post(&url)
-        .header("cookie", format!("__Host-authgate-login={token}"))
-        .form(&[
-            ("csrf", token.as_str()),
-            ("username", "bob"),
-            ("password", BOB_PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let refused = gateway.post_sign_in("bob", BOB_PASSWORD).await.unwrap();
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
     assert!(set_cookie(&refused, "__Host-authgate").is_none());
     // A password change that cannot be saved: said so, the file as it was.
-    let whoami: serde_json::Value = gateway
-        .client
-        .get(format!("{}/.gateway/whoami", gateway.base))
-        .header("cookie", format!("__Host-authgate={alice}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     let changed = gateway
-        .client
-        .post(format!("{}/.gateway/password", gateway.base))
-        .header("cookie", format!("__Host-authgate={alice}"))
-        .form(&[
-            ("csrf", whoami["csrf"].as_str().unwrap()),
-            ("current", ALICE_PASSWORD),
-            ("new", "a brand new password"),
-        ])
-        .send()
+        .post(
+            &alice,
+            "/.gateway/password",
+            &[("current", ALICE_PASSWORD), ("new", "a brand new password")],
+        )
         .await
         .unwrap();
     let status = changed.status();
