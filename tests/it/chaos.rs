@@ -1,8 +1,9 @@
 //! Chaos with the real stores (issue 30): Redis killed and restarted, and
-//! frozen with SIGSTOP, under sign-ins, sign-outs and revocations on three
-//! replicas; the gateway process killed with `kill -9` in the middle of a
-//! burst of sign-ins and sign-outs on its SQLite file; the disk filling up
-//! under the state file and the users file.
+//! frozen with SIGSTOP, under sign-ins, sign-outs and command-line
+//! revocations on three replicas; the gateway process killed with
+//! `kill -9` in the middle of a burst of sign-ins and sign-outs on its
+//! SQLite file; the disk filling up under the state file and the users
+//! file.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -55,13 +56,33 @@ async fn sign_out(gw: &TestGateway, session: &str) -> bool {
         .is_ok_and(|r| r.status() == 303)
 }
 
+/// Revokes `session` with `authgate sessions revoke HANDLE` against
+/// `gw`'s config: whether the command said it did.
+async fn revoke(gw: &TestGateway, session: &str) -> bool {
+    let handle = authgate::session::handle(&authgate::session::key_of(session).unwrap());
+    let config = gw.config_file();
+    tokio::task::spawn_blocking(move || {
+        crate::support::authgate()
+            .args(["sessions", "revoke", &handle, "-c"])
+            .arg(config)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    })
+    .await
+    .unwrap()
+}
+
 /// What the clients saw while the store was failing.
 #[derive(Default)]
 struct Seen {
     /// Sessions whose sign-in was answered with a cookie.
     signed_in: Vec<String>,
-    /// Sessions whose sign-out was answered as done, and when.
+    /// Sessions whose sign-out or revocation was answered as done, and when.
     ended: HashMap<String, Instant>,
+    /// How many of those were revocations.
+    revoked: usize,
     /// Every request with a session: (session, sent at, status).
     requests: Vec<(String, Instant, Option<u16>)>,
     /// Answers that are never right (a sign-in's other than 303 or 503).
@@ -110,14 +131,22 @@ async fn traffic(
                 .requests
                 .push((session.clone(), sent, got));
         }
-        // Now and then a sign-out.
+        // Now and then a sign-out on another replica, or a revocation from
+        // the command line. One that was not answered as done may or may
+        // not have ended: that session is not asked about again.
         if round.is_multiple_of(4) && live.len() > 1 {
             let session = live.remove(round % live.len());
             let other = &replicas[(round + 1) % 3];
-            if sign_out(other, &session).await {
-                seen.lock().unwrap().ended.insert(session, Instant::now());
+            let revoking = round.is_multiple_of(8);
+            let done = if revoking {
+                revoke(other, &session).await
             } else {
-                // Unknown whether it ended: not asked about again.
+                sign_out(other, &session).await
+            };
+            if done {
+                let mut seen = seen.lock().unwrap();
+                seen.ended.insert(session, Instant::now());
+                seen.revoked += usize::from(revoking);
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -202,14 +231,15 @@ async fn redis_killed_or_frozen_under_traffic_loses_no_revocation_and_invents_no
     let unavailable = seen.requests.iter().filter(|r| r.2 == Some(503)).count();
     assert!(unavailable > 0, "the faults were felt: some 503s");
     println!(
-        "{} requests, {unavailable} answered 503; {} sign-ins and {} sign-outs answered during the faults",
+        "{} requests, {unavailable} answered 503; {} sign-ins and {} sign-outs or revocations answered during the faults",
         seen.requests.len(),
         seen.signed_in.len(),
         seen.ended.len()
     );
-    assert!(!seen.signed_in.is_empty() && !seen.ended.is_empty());
+    assert!(!seen.signed_in.is_empty() && seen.ended.len() > seen.revoked && seen.revoked > 0);
     // No revocation lost: a session ended before the faults never served
-    // again; one ended during them never once every replica knew.
+    // again; one ended during them (signed out or revoked) never once every
+    // replica knew.
     for (session, sent, got) in &seen.requests {
         if got != &Some(200) {
             continue;
