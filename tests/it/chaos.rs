@@ -59,7 +59,7 @@ async fn sign_out(gw: &TestGateway, session: &str) -> bool {
 /// Revokes `session` with `authgate sessions revoke HANDLE` against
 /// `gw`'s config: whether the command said it did.
 async fn revoke(gw: &TestGateway, session: &str) -> bool {
-    let handle = authgate::session::handle(&authgate::session::key_of(session).unwrap());
+    let handle = crate::store::handle_of(session);
     let config = gw.config_file();
     tokio::task::spawn_blocking(move || {
         crate::support::authgate()
@@ -290,19 +290,7 @@ struct Process {
 impl Process {
     /// A sign-in form, fetched and posted: the gateway's answer.
     async fn post_sign_in(&self, user: &str, password: &str) -> reqwest::Result<reqwest::Response> {
-        let url = format!("{}/.gateway/login", self.base);
-        let form = self.client.get(&url).send().await?;
-        let token = set_cookie(&form, "__Host-authgate-login").unwrap_or_default();
-        self.client
-            .post(&url)
-            .header("cookie", format!("__Host-authgate-login={token}"))
-            .form(&[
-                ("csrf", token.as_str()),
-                ("username", user),
-                ("password", password),
-            ])
-            .send()
-            .await
+        crate::support::try_post_login_at(&self.client, &self.base, user, password).await
     }
 
     /// The session cookie of a sign-in answered 303.
@@ -445,9 +433,7 @@ async fn sqlite_survives_kill_9_in_a_burst_of_sign_ins_and_sign_outs() {
     let config = crate::support::write_config(dir.path(), &upstream.url(), "");
     // Room for every session of the burst (past max_per_user the least
     // recently used would end, by design).
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("\n[session]\nmax_per_user = 5000\n");
-    std::fs::write(&config, text).unwrap();
+    crate::store::with_session_section(&config, "\n[session]\nmax_per_user = 5000\n");
     let (mut child, first) = start_process(&config);
     let first = Arc::new(first);
     let answered = Arc::new(Mutex::new(Answered::default()));

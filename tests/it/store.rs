@@ -96,11 +96,12 @@ impl Node {
 }
 
 /// The handle the admin API and the CLI show for a session cookie.
-fn handle_of(session: &str) -> String {
+pub fn handle_of(session: &str) -> String {
     authgate::session::handle(&authgate::session::key_of(session).unwrap())
 }
 
-fn with_session_section(config: &Path, section: &str) {
+/// Appends `section` (a `[session]` table, say) to the config file.
+pub fn with_session_section(config: &Path, section: &str) {
     let mut text = std::fs::read_to_string(config).unwrap();
     text.push_str(section);
     std::fs::write(config, text).unwrap();

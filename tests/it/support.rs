@@ -661,12 +661,20 @@ pub async fn post_login_at(
     user: &str,
     password: &str,
 ) -> reqwest::Response {
-    let form = client
-        .get(format!("{base}/.gateway/login"))
-        .send()
+    try_post_login_at(client, base, user, password)
         .await
-        .unwrap();
-    let token = set_cookie(&form, "__Host-authgate-login").unwrap();
+        .unwrap()
+}
+
+/// [`post_login_at`] for a gateway that may be gone (killed, say).
+pub async fn try_post_login_at(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let form = client.get(format!("{base}/.gateway/login")).send().await?;
+    let token = set_cookie(&form, "__Host-authgate-login").unwrap_or_default();
     client
         .post(format!("{base}/.gateway/login"))
         .header("cookie", format!("__Host-authgate-login={token}"))
@@ -677,7 +685,6 @@ pub async fn post_login_at(
         ])
         .send()
         .await
-        .unwrap()
 }
 
 /// [`post_login_at`] that must succeed; returns the session cookie's value.
