@@ -21,12 +21,7 @@ impl Validator<'_> {
             let span = spanned.span();
             let raw = spanned.into_inner();
             let name = raw.name.get_ref().clone();
-            let name_ok = !name.is_empty()
-                && name.len() <= 32
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && name != "local"
+            let name_ok = super::oidc::provider_name_ok(&name)
                 && !taken.contains(&name.as_str())
                 && !list.iter().any(|b| b.name == name);
             if !name_ok {

@@ -40,6 +40,17 @@ const RESERVED_HEADERS: &[&str] = &[
 /// Names a provider cannot take: `local` is the users file's in rules.
 const RESERVED_NAMES: &[&str] = &["local"];
 
+/// A provider's name as URLs, rules and logs carry it (`[[oidc]]` and
+/// `[[bearer]]` alike): 1 to 32 of `a-z`, `0-9` and `-`, not reserved.
+pub(super) fn provider_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !RESERVED_NAMES.contains(&name)
+}
+
 impl Validator<'_> {
     pub(super) fn oidc(
         &mut self,
@@ -72,12 +83,7 @@ impl Validator<'_> {
 
     fn provider(&mut self, raw: raw::RawOidc, identity_headers: &[&str]) -> Option<OidcProvider> {
         let name = raw.name.get_ref().clone();
-        let name_ok = !name.is_empty()
-            && name.len() <= 32
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !RESERVED_NAMES.contains(&name.as_str());
+        let name_ok = provider_name_ok(&name);
         if !name_ok {
             self.diag.at(
                 raw.name.span(),
