@@ -70,9 +70,10 @@ fn remove_connection_listed(headers: &mut HeaderMap) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            // Split as bytes: a token past ASCII is no header name, but
+            // must not hide the names beside it.
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -464,6 +465,23 @@ mod tests {
         ] {
             assert!(!is_identity_like(name), "{name}");
         }
+    }
+
+    /// Found in the review of issue 30 (the `forwarded` fuzz target's
+    /// flaw, in another list header): one non-ASCII token in `Connection`
+    /// made the whole value name nothing.
+    #[test]
+    fn a_non_ascii_token_does_not_hide_the_names_beside_it() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-hop, \xc3\xa9").unwrap(),
+        );
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut headers);
+        assert!(!headers.contains_key("x-hop"));
+        assert!(headers.contains_key("x-kept"));
     }
 
     #[test]
